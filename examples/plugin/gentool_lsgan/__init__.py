@@ -1,0 +1,40 @@
+"""Least-squares GAN (Mao et al., 2017) as a gentool plugin.
+
+It reuses the study's GAN networks and training step and changes only the two losses, which is all a new
+adversarial family usually needs to do.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from gentool import register_model
+from gentool.models.gan import GAN, GANConfig
+
+
+@dataclass
+class LSGANConfig(GANConfig):
+    """LSGAN settings: the GAN's, plus the least-squares targets for real and fake."""
+
+    real_target: float = 1.0
+    fake_target: float = 0.0
+
+
+@register_model("lsgan")
+class LSGAN(GAN):
+    """Least-squares GAN: the study's GAN networks with squared-error losses (example plugin)."""
+
+    config_class = LSGANConfig
+
+    def discriminator_loss(self, real_logits, fake_logits):
+        c = self.config
+        return 0.5 * ((real_logits - c.real_target) ** 2).mean() + 0.5 * ((fake_logits - c.fake_target) ** 2).mean()
+
+    def generator_loss(self, fake_logits):
+        return 0.5 * ((fake_logits - self.config.real_target) ** 2).mean()
+
+    def divergence_estimates(self, d_loss: torch.Tensor) -> dict[str, torch.Tensor]:
+        # The Jensen–Shannon identity holds for the BCE loss only.
+        return {}

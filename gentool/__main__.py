@@ -1,0 +1,3 @@
+from gentool.cli.app import main
+
+main()

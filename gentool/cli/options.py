@@ -1,0 +1,57 @@
+"""Option types shared by several commands, and the error boundary every command goes through."""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import sys
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+
+from gentool.errors import GentoolError
+
+DEBUG_ENV = "GENTOOL_DEBUG"
+
+DataOpt = Annotated[Optional[str], typer.Option("--data", help="mnist, cifar10, mnist-sample, or a folder of PNG/JPEG images (class subfolders give labels).")]
+DataDirOpt = Annotated[Optional[str], typer.Option("--data-dir", help="Where MNIST/CIFAR10 live (default: $GENTOOL_DATA, else the user cache).")]
+DeviceOpt = Annotated[str, typer.Option("--device", help="auto (cuda, then mps, then cpu), cpu, cuda or mps.")]
+SeedOpt = Annotated[int, typer.Option("--seed", help="Random seed; the same seed repeats a CPU run exactly.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout instead of tables.")]
+LatentOpt = Annotated[Optional[int], typer.Option("--latent-dim", help="Latent size (default: the study's, per model and data).")]
+WidthOpt = Annotated[Optional[float], typer.Option("--width", help="Multiplier for every hidden width/channel count (1 = the study's network).")]
+OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace existing output instead of refusing.")]
+
+
+def out_console() -> Console:
+    """The console for results (stdout)."""
+    return Console()
+
+
+def err_console() -> Console:
+    """The console for errors and warnings (stderr)."""
+    return Console(stderr=True)
+
+
+def print_json(obj) -> None:
+    """One JSON object on stdout (plain, so scripts can parse it)."""
+    sys.stdout.write(json.dumps(obj, indent=2) + "\n")
+    sys.stdout.flush()
+
+
+def cli_errors(func):
+    """Turn domain errors into one red line and their exit code; a traceback only with GENTOOL_DEBUG=1."""
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        try:
+            return func(*args, **kwargs)
+        except GentoolError as exc:
+            if os.environ.get(DEBUG_ENV):
+                raise
+            err_console().print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+            raise typer.Exit(exc.exit_code) from None
+
+    return wrapper

@@ -1,0 +1,29 @@
+"""gentool sample."""
+
+from __future__ import annotations
+
+from typing import Annotated, Optional
+
+import typer
+
+from gentool.cli import options as o
+from gentool.sampling import SampleRequest, sample as draw
+
+
+@o.cli_errors
+def sample(
+    checkpoint: Annotated[str, typer.Argument(help="A .safetensors checkpoint written by gentool train.")],
+    grid: Annotated[Optional[str], typer.Option(help="Write a ROWSxCOLS PNG grid (default 8x8 when --n is not given).")] = None,
+    n: Annotated[Optional[int], typer.Option("--n", help="Number of samples for an .npz file or a folder of PNGs.")] = None,
+    out: Annotated[Optional[str], typer.Option(help="Output: .png for a grid; .npz (key 'images', uint8 N×H×W×C) or DIR/ for --n.")] = None,
+    seed: o.SeedOpt = 0,
+    device: o.DeviceOpt = "auto",
+    overwrite: o.OverwriteOpt = False,
+    json_out: o.JsonOpt = False,
+):
+    """Draw samples from a checkpoint (the checkpoint alone rebuilds the model)."""
+    result = draw(SampleRequest(checkpoint, grid, n, out, seed, device, overwrite))
+    if json_out:
+        o.print_json(result)
+    else:
+        print(result["out"])

@@ -1,0 +1,57 @@
+"""gentool summary."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from gentool.checkpoint import load_checkpoint
+from gentool.cli import options as o
+from gentool.data import peek_geometry
+from gentool.registry import get_entry
+from gentool.summary import summarize
+
+
+def build_model(target: str, data: str | None, latent_dim, width):
+    """A model from a checkpoint path, or from a model name plus data geometry and sizes."""
+    if target.endswith(".safetensors") or Path(target).is_file():
+        return load_checkpoint(target).model
+    cls = get_entry(target).cls
+    return cls(cls.config_class.create(peek_geometry(data or "mnist"), latent_dim, width))
+
+
+def render(summary: dict, console: Console) -> None:
+    """Rich tables: one per network, then the totals."""
+    for name, net in summary["networks"].items():
+        table = Table("layer", "type", "output shape", "params", title=f"{summary['model']} · {name} ({summary['preset']})")
+        for row in net["layers"]:
+            shape = str(tuple(row["output_shape"])).replace("None", "-")
+            table.add_row(row["name"], row["type"], shape, f"{row['params']:,}")
+        table.add_section()
+        table.add_row("trainable", "", "", f"{net['trainable_params']:,}")
+        table.add_row("non-trainable", "", "", f"{net['non_trainable_params']:,}")
+        table.add_row("total", "", "", f"{net['total_params']:,}", style="bold")
+        table.add_row("size", "", "", f"{net['size_mb']:.2f} MB")
+        console.print(table)
+    console.print(f"[bold]{summary['model']}[/]: {summary['total_params']:,} parameters in all "
+                  f"({summary['trainable_params']:,} trainable), {summary['size_mb']:.2f} MB")
+
+
+@o.cli_errors
+def summary(
+    target: Annotated[str, typer.Argument(help="A model name or a checkpoint file.")],
+    data: o.DataOpt = None,
+    latent_dim: o.LatentOpt = None,
+    width: o.WidthOpt = None,
+    json_out: o.JsonOpt = False,
+):
+    """Print each network's layers, output shapes and parameter counts, counted like the study's tables."""
+    result = summarize(build_model(target, data, latent_dim, width))
+    if json_out:
+        o.print_json(result)
+    else:
+        render(result, o.out_console())

@@ -1,0 +1,227 @@
+"""Datasets as one uint8 tensor each: torchvision's MNIST and CIFAR10 readers, image folders, the bundled sample.
+
+Everything is decoded once into memory (N×C×H×W uint8) and batched by index; there are no per-sample transforms and
+no DataLoader workers, which is what makes small models train fast.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from gentool.errors import GentoolError, UsageError, bad_value
+
+DATA_ENV = "GENTOOL_DATA"
+BUILTIN_DATASETS = ("mnist", "cifar10", "mnist-sample")
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
+MNIST_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """Image geometry (channels × height × width) and the number of classes labels may take."""
+
+    channels: int
+    height: int
+    width: int
+    num_classes: int = 0
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return (self.channels, self.height, self.width)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class ImageData:
+    """A whole split in memory: `images` uint8 N×C×H×W, `labels` int64 N (-1 when unlabelled)."""
+
+    name: str
+    images: torch.Tensor
+    labels: torch.Tensor
+    geometry: Geometry
+    class_names: list[str]
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+    def limit(self, n: int | None) -> "ImageData":
+        """The first `n` images (all when `n` is None)."""
+        if n is None or n >= len(self):
+            return self
+        return ImageData(self.name, self.images[:n], self.labels[:n], self.geometry, self.class_names)
+
+
+def cache_dir() -> Path:
+    """The per-user cache folder ($XDG_CACHE_HOME/gentool, else ~/.cache/gentool)."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "gentool"
+
+
+def resolve_data_dir(data_dir: str | os.PathLike | None) -> Path:
+    """--data-dir, else $GENTOOL_DATA, else the per-user cache folder."""
+    if data_dir:
+        return Path(data_dir).expanduser()
+    env = os.environ.get(DATA_ENV)
+    return Path(env).expanduser() if env else cache_dir() / "data"
+
+
+def load_dataset(data: str, data_dir=None, train: bool = True, image_size: int | None = None,
+                 limit: int | None = None) -> ImageData:
+    """Load a data set by name (mnist, cifar10, mnist-sample) or an image folder path, as one uint8 tensor;
+    `limit` keeps the first N images."""
+    if image_size is not None and (not isinstance(image_size, int) or image_size < 1):
+        raise bad_value("--image-size", image_size, "a positive number of pixels")
+    key = data.lower()
+    if key == "mnist":
+        result = _load_torchvision("MNIST", resolve_data_dir(data_dir), train)
+    elif key == "cifar10":
+        result = _load_torchvision("CIFAR10", resolve_data_dir(data_dir), train)
+    elif key == "mnist-sample":
+        result = load_mnist_sample(train)
+    elif Path(data).expanduser().is_dir():
+        result = load_image_folder(Path(data).expanduser(), limit, image_size)
+        image_size = None
+    else:
+        raise bad_value("--data", data, "mnist, cifar10, mnist-sample or an existing folder of PNG/JPEG images")
+    result = result.limit(limit)
+    if image_size is not None:
+        result = _resize(result, image_size)
+    return result
+
+
+def peek_geometry(data: str, image_size: int | None = None) -> Geometry:
+    """The geometry of a data set without loading it (an image folder: its first image and class folders)."""
+    key = data.lower()
+    if key in ("mnist", "mnist-sample"):
+        geometry = Geometry(1, 28, 28, 10)
+    elif key == "cifar10":
+        geometry = Geometry(3, 32, 32, 10)
+    elif Path(data).expanduser().is_dir():
+        files, _, classes = _image_files(Path(data).expanduser())
+        if not files:
+            raise bad_value("--data", data, "a folder holding PNG or JPEG images (directly or in class subfolders)")
+        first = _decode(files[0])
+        geometry = Geometry(first.shape[2], first.shape[0], first.shape[1], len(classes))
+    else:
+        raise bad_value("--data", data, "mnist, cifar10, mnist-sample or an existing folder of PNG/JPEG images")
+    if image_size:
+        geometry = Geometry(geometry.channels, image_size, image_size, geometry.num_classes)
+    return geometry
+
+
+def _download_or_fail(cls, root: Path, train: bool):
+    try:
+        return cls(root=str(root), train=train, download=True)
+    except Exception as exc:  # offline or a mirror error: the user needs the folder and the files, not a traceback
+        expected = ", ".join(MNIST_FILES) if cls.__name__ == "MNIST" else "cifar-10-batches-py/{data_batch_1..5,test_batch}"
+        raise GentoolError(
+            f"--data-dir: {cls.__name__} not found in {root} (expected {expected}) and the download failed "
+            f"({type(exc).__name__}); pass --data-dir or set {DATA_ENV} to a folder holding it"
+        ) from None
+
+
+def _load_torchvision(kind: str, root: Path, train: bool) -> ImageData:
+    import torchvision.datasets as tvd
+
+    cls = getattr(tvd, kind)
+    try:
+        ds = cls(root=str(root), train=train, download=False)
+    except RuntimeError:
+        ds = _download_or_fail(cls, root, train)
+    if kind == "MNIST":
+        images = ds.data.unsqueeze(1).contiguous()
+        labels = ds.targets.long()
+    else:
+        images = torch.from_numpy(np.ascontiguousarray(ds.data.transpose(0, 3, 1, 2)))
+        labels = torch.as_tensor(ds.targets, dtype=torch.long)
+    geometry = Geometry(*images.shape[1:], num_classes=len(ds.classes))
+    return ImageData(kind.lower(), images, labels, geometry, [str(c) for c in ds.classes])
+
+
+def load_mnist_sample(train: bool = True) -> ImageData:
+    """The small real MNIST sample shipped inside the package (2,000 train / 500 test digits)."""
+    ref = resources.files("gentool") / "resources" / "mnist_sample.npz"
+    with resources.as_file(ref) as path, np.load(path, allow_pickle=False) as z:
+        prefix = "train" if train else "test"
+        images = torch.from_numpy(z[f"{prefix}_images"]).unsqueeze(1).contiguous()
+        labels = torch.from_numpy(z[f"{prefix}_labels"]).long()
+    return ImageData("mnist-sample", images, labels, Geometry(1, 28, 28, 10), [str(i) for i in range(10)])
+
+
+def _image_files(root: Path) -> tuple[list[Path], list[int], list[str]]:
+    subdirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    per_class = [sorted(f for f in d.rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES) for d in subdirs]
+    if subdirs and any(per_class):
+        # Interleave the classes (1st of each class, then 2nd, ...) so that the first N images are balanced.
+        order = sorted((k, label) for label, group in enumerate(per_class) for k in range(len(group)))
+        files = [per_class[label][k] for k, label in order]
+        labels = [label for _, label in order]
+        return files, labels, [d.name for d in subdirs]
+    files = sorted(f for f in root.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
+    return files, [-1] * len(files), []
+
+
+def _decode(path: Path, mode: str | None = None, size: int | None = None) -> np.ndarray:
+    """Decode one PNG/JPEG as uint8 H×W×C (mode "L" or "RGB"; None keeps grey as grey, all else RGB), resized to
+    size×size when `size` is given."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as img:
+            mode = mode or ("L" if img.mode in ("1", "L", "I;16", "I") else "RGB")
+            img = img.convert(mode)
+            if size and img.size != (size, size):
+                img = img.resize((size, size), Image.BILINEAR)
+            array = np.asarray(img)
+    except (OSError, UnidentifiedImageError) as exc:
+        raise GentoolError(f"--data: cannot decode image {path}: {exc}") from None
+    return array[:, :, None] if array.ndim == 2 else array
+
+
+def load_image_folder(root: Path, limit: int | None = None, image_size: int | None = None) -> ImageData:
+    """Decode the PNG/JPEG images under `root` (the first `limit`, classes interleaved, each resized to
+    image_size×image_size if given); class subfolders, when present, give the labels."""
+    files, labels, classes = _image_files(root)
+    files, labels = files[:limit], labels[:limit]
+    if not files:
+        raise bad_value("--data", str(root), "a folder holding PNG or JPEG images (directly or in class subfolders)")
+    first = _decode(files[0], size=image_size)
+    mode = "L" if first.shape[2] == 1 else "RGB"
+    images = np.empty((len(files), *first.shape), dtype=np.uint8)
+    for i, f in enumerate(files):
+        img = _decode(f, mode, image_size)
+        if img.shape != first.shape:
+            raise UsageError(
+                f"--data: images differ in size ({f} is {img.shape[1]}x{img.shape[0]}, "
+                f"{files[0].name} is {first.shape[1]}x{first.shape[0]}); pass --image-size to resize them all"
+            )
+        images[i] = img
+    tensor = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()
+    geometry = Geometry(*tensor.shape[1:], num_classes=len(classes))
+    return ImageData(root.name, tensor, torch.tensor(labels, dtype=torch.long), geometry, classes)
+
+
+def _resize(data: ImageData, size: int) -> ImageData:
+    x = torch.nn.functional.interpolate(data.images.float(), size=(size, size), mode="bilinear", antialias=True)
+    images = x.round().clamp(0, 255).to(torch.uint8)
+    geometry = Geometry(data.geometry.channels, size, size, data.geometry.num_classes)
+    return ImageData(data.name, images, data.labels, geometry, data.class_names)
+
+
+def batches(n: int, batch_size: int, seed: int, epoch: int, device: torch.device):
+    """Index batches of a seeded permutation for `epoch`; the same (seed, epoch) always gives the same order."""
+    gen = torch.Generator().manual_seed(seed * 100_003 + epoch)
+    perm = torch.randperm(n, generator=gen).to(device)
+    chunks = list(perm.split(batch_size))
+    # A batch of one cannot train BatchNorm layers; drop such a tail (it is a different image every epoch).
+    if len(chunks) > 1 and len(chunks[-1]) < 2:
+        chunks.pop()
+    return chunks

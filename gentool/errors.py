@@ -1,0 +1,18 @@
+"""Domain errors. The CLI turns these into one red line and an exit code; library code only raises."""
+
+
+class GentoolError(Exception):
+    """A failure the user can act on; `exit_code` 1 means a runtime failure."""
+
+    exit_code = 1
+
+
+class UsageError(GentoolError):
+    """Bad input from the user (exit code 2, like a command-line usage error)."""
+
+    exit_code = 2
+
+
+def bad_value(name: str, value, accepted: str) -> UsageError:
+    """Build the one-line error for an argument: its name, the value given and what is accepted."""
+    return UsageError(f"{name}: got {value!r}; expected {accepted}")

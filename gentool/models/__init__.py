@@ -1,0 +1,1 @@
+"""Built-in model families. Each module holds only its config dataclass and its networks and training step."""

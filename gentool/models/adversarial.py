@@ -1,0 +1,76 @@
+"""What every adversarial family shares: a generator mapping noise to images in [-1, 1] and a second network
+(discriminator or critic) that scores images. Families differ only in their optimizers and their training step."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from gentool.models.base import GenerativeModel, scaled
+
+
+def lrelu() -> nn.Module:
+    return nn.LeakyReLU(0.2)
+
+
+def mnist_generator(latent_dim: int, channels: int, width: float, batchnorm: bool) -> nn.Sequential:
+    """Linear → 128×7×7 → two k4 s2 transposed convs (7→14→28) → k7 conv → tanh."""
+    c = scaled(128, width)
+    layers: list[nn.Module] = [nn.Linear(latent_dim, c * 7 * 7), lrelu(), nn.Unflatten(1, (c, 7, 7))]
+    for _ in range(2):
+        layers.append(nn.ConvTranspose2d(c, c, 4, 2, 1))
+        layers += [nn.BatchNorm2d(c)] if batchnorm else []
+        layers.append(lrelu())
+    layers += [nn.Conv2d(c, channels, 7, padding=3), nn.Tanh()]
+    return nn.Sequential(*layers)
+
+
+def mnist_discriminator(channels: int, width: float, batchnorm: bool) -> nn.Sequential:
+    """Two k4 s2 convs (28→14→7) with LeakyReLU 0.2 → flatten → one logit/score."""
+    c = scaled(64, width)
+    layers: list[nn.Module] = []
+    for cin in (channels, c):
+        layers.append(nn.Conv2d(cin, c, 4, 2, 1))
+        layers += [nn.BatchNorm2d(c)] if batchnorm else []
+        layers.append(lrelu())
+    layers += [nn.Flatten(), nn.Linear(c * 7 * 7, 1)]
+    return nn.Sequential(*layers)
+
+
+def cifar_generator(latent_dim: int, channels: int, width: float) -> nn.Sequential:
+    """Linear → 256×4×4 → three k4 s2 transposed convs (4→8→16→32) → k3 conv → tanh."""
+    c1, c2 = scaled(256, width), scaled(128, width)
+    return nn.Sequential(
+        nn.Linear(latent_dim, c1 * 4 * 4), lrelu(), nn.Unflatten(1, (c1, 4, 4)),
+        nn.ConvTranspose2d(c1, c2, 4, 2, 1), lrelu(), nn.ConvTranspose2d(c2, c2, 4, 2, 1), lrelu(),
+        nn.ConvTranspose2d(c2, c2, 4, 2, 1), lrelu(), nn.Conv2d(c2, channels, 3, padding=1), nn.Tanh(),
+    )
+
+
+def cifar_discriminator(channels: int, width: float, dropout: float = 0.4) -> nn.Sequential:
+    """k3 conv, then three k3 s2 convs (32→16→8→4), LeakyReLU 0.2 → flatten → dropout → one logit."""
+    c1, c2, c3 = scaled(64, width), scaled(128, width), scaled(256, width)
+    return nn.Sequential(
+        nn.Conv2d(channels, c1, 3, 1, 1), lrelu(), nn.Conv2d(c1, c2, 3, 2, 1), lrelu(),
+        nn.Conv2d(c2, c2, 3, 2, 1), lrelu(), nn.Conv2d(c2, c3, 3, 2, 1), lrelu(),
+        nn.Flatten(), nn.Dropout(dropout), nn.Linear(c3 * 4 * 4, 1),
+    )
+
+
+class AdversarialModel(GenerativeModel):
+    """Generator plus a scoring network held in `self.generator` and `self.<critic_name>`."""
+
+    pixel_range = (-1.0, 1.0)
+    critic_name = "discriminator"
+
+    def decode(self, z):
+        return self.generator(z).add(1).mul(0.5).clamp(0, 1)
+
+    def summary_inputs(self):
+        c = self.config
+        return {"generator": torch.zeros(1, c.latent_dim),
+                self.critic_name: torch.zeros(1, c.channels, c.image_height, c.image_width)}
+
+    def fake(self, n: int) -> torch.Tensor:
+        """A batch of generated images in the networks' pixel range, with gradients to the generator."""
+        return self.generator(torch.randn(n, self.config.latent_dim, device=self.device))

@@ -1,0 +1,172 @@
+"""The interface every model family implements, built-in or plugin.
+
+A model is a config dataclass plus an `nn.Module` that owns its networks, builds its optimizers and performs one
+training step on a batch. The trainer, the checkpoint code, `sample` and `summary` use only this interface, so they
+never need to know which family they hold.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, fields
+from typing import ClassVar
+
+import torch
+from torch import nn
+
+from gentool.errors import UsageError, bad_value
+
+PRESETS = {(1, 28, 28): "mnist", (3, 32, 32): "cifar10"}
+
+
+GEOMETRY_FIELDS = {"channels", "image_height", "image_width", "num_classes"}
+
+
+def _coerce(key: str, value, default):
+    """Give an override the type of the field's default (an int where a float is expected is fine)."""
+    kind = type(default)
+    if kind is bool and isinstance(value, bool):
+        return value
+    if kind is int and isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if kind is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if kind is str and isinstance(value, str):
+        return value
+    raise bad_value(f"--param {key}", value, f"a value of type {kind.__name__}")
+
+
+def scaled(channels: int, width: float) -> int:
+    """A hidden width/channel count scaled by the width multiplier (never below 1)."""
+    return max(1, int(round(channels * width)))
+
+
+@dataclass
+class ModelConfig:
+    """Settings shared by every family: image geometry, latent size, width multiplier and optimizer settings."""
+
+    channels: int = 1
+    image_height: int = 28
+    image_width: int = 28
+    num_classes: int = 0
+    latent_dim: int = 0
+    width: float = 1.0
+    lr: float = 1e-3
+    batch_size: int = 64
+
+    default_latent: ClassVar[dict[str, int]] = {"mnist": 100, "cifar10": 100}
+    default_batch_size: ClassVar[int] = 64
+
+    @property
+    def preset(self) -> str:
+        """The study's architecture preset this geometry selects ("mnist" or "cifar10")."""
+        shape = (self.channels, self.image_height, self.image_width)
+        if shape not in PRESETS:
+            accepted = " or ".join(f"{c}x{h}x{w}" for c, h, w in PRESETS)
+            raise UsageError(f"--data: image geometry {shape[0]}x{shape[1]}x{shape[2]} has no architecture; accepted: {accepted} (resize with --image-size)")
+        return PRESETS[shape]
+
+    @classmethod
+    def create(cls, geometry, latent_dim: int | None = None, width: float | None = None, **overrides):
+        """Config for a data geometry, with the study's defaults for whatever is not overridden (None = default)."""
+        base = dict(channels=geometry.channels, image_height=geometry.height, image_width=geometry.width,
+                    num_classes=geometry.num_classes, batch_size=cls.default_batch_size)
+        config = cls(**base)
+        preset = config.preset
+        config.latent_dim = latent_dim if latent_dim is not None else cls.default_latent[preset]
+        if width is not None:
+            config.width = width
+        settable = {f.name for f in fields(cls)} - GEOMETRY_FIELDS
+        for key, value in overrides.items():
+            if value is None:
+                continue
+            if key not in settable:
+                raise bad_value("--param", key, "one of " + ", ".join(sorted(settable)))
+            setattr(config, key, _coerce(key, value, getattr(config, key)))
+        config.validate()
+        return config
+
+    def validate(self) -> None:
+        """Reject values no network can be built from."""
+        if not isinstance(self.latent_dim, int) or self.latent_dim < 1:
+            raise bad_value("--latent-dim", self.latent_dim, "a positive integer")
+        if not (isinstance(self.width, (int, float)) and math.isfinite(self.width) and 0 < self.width <= 64):
+            raise bad_value("--width", self.width, "a number in (0, 64]")
+        if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
+            raise bad_value("--lr", self.lr, "a positive finite number")
+        if not isinstance(self.batch_size, int) or not 1 <= self.batch_size <= 65536:
+            raise bad_value("--batch-size", self.batch_size, "an integer between 1 and 65536")
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, float) and not math.isfinite(value):
+                raise bad_value(f"--param {f.name}", value, "a finite number")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict):
+        """Rebuild a config from its JSON form, ignoring nothing silently: unknown keys are an error."""
+        valid = {f.name for f in fields(cls)}
+        unknown = set(data) - valid
+        if unknown:
+            raise UsageError(f"checkpoint: config has unknown fields {sorted(unknown)} for {cls.__name__}")
+        return cls(**data)
+
+
+class GenerativeModel(nn.Module):
+    """Base class: subclasses set `config_class` and `pixel_range`, build networks in __init__, and implement
+    `build_optimizers`, `train_step`, `decode` and `summary_inputs`."""
+
+    name: ClassVar[str] = ""
+    config_class: ClassVar[type[ModelConfig]] = ModelConfig
+    # The range the networks see real images in; data are mapped from uint8 into it.
+    pixel_range: ClassVar[tuple[float, float]] = (0.0, 1.0)
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.config = config
+
+    def networks(self) -> dict[str, nn.Module]:
+        """The named networks (generator, discriminator, critic, encoder, decoder, ...)."""
+        return dict(self.named_children())
+
+    def build_optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        raise NotImplementedError
+
+    def train_step(self, real: torch.Tensor, labels: torch.Tensor, optimizers: dict, step: int) -> dict[str, torch.Tensor]:
+        """One optimisation step on a batch of real images (already in `pixel_range`); returns detached scalars."""
+        raise NotImplementedError
+
+    def sample_latent(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Latent codes for `n` samples, drawn on the CPU (so a seed gives the same codes on any device)."""
+        return torch.randn(n, self.config.latent_dim, generator=generator)
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """Images in [0, 1] (N×C×H×W) for latent codes `z`."""
+        raise NotImplementedError
+
+    def summary_inputs(self) -> dict[str, torch.Tensor]:
+        """One example input (batch of 1) per network, for the layer tables."""
+        raise NotImplementedError
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    def normalize(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 images → floats in `pixel_range`."""
+        lo, hi = self.pixel_range
+        return images.float().mul_((hi - lo) / 255.0).add_(lo)
+
+    @torch.no_grad()
+    def generate(self, n: int, generator: torch.Generator | None = None, batch_size: int = 500) -> torch.Tensor:
+        """`n` images in [0, 1] on the CPU, drawn in eval mode; a seeded generator makes them repeatable."""
+        was_training = self.training
+        self.eval()
+        try:
+            z = self.sample_latent(n, generator)
+            return torch.cat([self.decode(chunk.to(self.device)).float().cpu() for chunk in z.split(batch_size)])
+        finally:
+            self.train(was_training)

@@ -1,0 +1,92 @@
+"""The study's GAN: binary cross-entropy on the discriminator's logit, Adam 2e-4, β1 0.5."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+import torch.nn.functional as F
+
+from gentool.errors import bad_value
+from gentool.models import adversarial as adv
+from gentool.models.base import ModelConfig
+from gentool.registry import register_model
+
+LOG2 = math.log(2.0)
+
+
+@dataclass
+class GANConfig(ModelConfig):
+    """GAN settings (study defaults)."""
+
+    lr: float = 2e-4
+    beta1: float = 0.5
+    beta2: float = 0.999
+    dropout: float = 0.4
+
+    default_latent: ClassVar[dict[str, int]] = {"mnist": 100, "cifar10": 100}
+
+    def validate(self) -> None:
+        super().validate()
+        if not 0 <= self.dropout < 1:
+            raise bad_value("--param dropout", self.dropout, "a number in [0, 1)")
+
+
+@register_model("gan")
+class GAN(adv.AdversarialModel):
+    """Deep convolutional GAN (study: BCE loss, Adam 2e-4 β1 0.5; collapsed to one digit on MNIST)."""
+
+    config_class = GANConfig
+
+    def __init__(self, config: GANConfig):
+        super().__init__(config)
+        c = config
+        if c.preset == "mnist":
+            self.generator = adv.mnist_generator(c.latent_dim, c.channels, c.width, batchnorm=False)
+            self.discriminator = adv.mnist_discriminator(c.channels, c.width, batchnorm=False)
+        else:
+            self.generator = adv.cifar_generator(c.latent_dim, c.channels, c.width)
+            self.discriminator = adv.cifar_discriminator(c.channels, c.width, c.dropout)
+
+    def build_optimizers(self):
+        c = self.config
+        return {name: torch.optim.Adam(net.parameters(), lr=c.lr, betas=(c.beta1, c.beta2))
+                for name, net in self.networks().items()}
+
+    def discriminator_loss(self, real_logits, fake_logits):
+        """BCE on real (target 1) plus BCE on fake (target 0)."""
+        return (F.binary_cross_entropy_with_logits(real_logits, torch.ones_like(real_logits))
+                + F.binary_cross_entropy_with_logits(fake_logits, torch.zeros_like(fake_logits)))
+
+    def generator_loss(self, fake_logits):
+        """Non-saturating generator loss: BCE of fakes against the real label."""
+        return F.binary_cross_entropy_with_logits(fake_logits, torch.ones_like(fake_logits))
+
+    def train_step(self, real, labels, optimizers, step):
+        fake = self.fake(real.shape[0])
+        real_logits = self.discriminator(real).float()
+        fake_logits = self.discriminator(fake.detach()).float()
+        d_loss = self.discriminator_loss(real_logits, fake_logits)
+        optimizers["discriminator"].zero_grad(set_to_none=True)
+        d_loss.backward()
+        optimizers["discriminator"].step()
+
+        g_loss = self.generator_loss(self.discriminator(fake).float())
+        optimizers["generator"].zero_grad(set_to_none=True)
+        g_loss.backward()
+        optimizers["generator"].step()
+        d_loss = d_loss.detach()
+        return {
+            "d_loss": d_loss,
+            "g_loss": g_loss.detach(),
+            "d_acc_real": (real_logits.detach() > 0).float().mean(),
+            "d_acc_fake": (fake_logits.detach() < 0).float().mean(),
+            **self.divergence_estimates(d_loss),
+        }
+
+    def divergence_estimates(self, d_loss: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The study's Jensen–Shannon estimate: with d_loss = BCE_real + BCE_fake, the optimal discriminator gives
+        d_loss = 2·log 2 − 2·JSD, so JSD ≈ log 2 − ½·d_loss (floored at 0)."""
+        return {"jsd": (LOG2 - 0.5 * d_loss).clamp(min=0.0)}

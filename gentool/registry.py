@@ -1,0 +1,104 @@
+"""Model registry: built-ins register with a decorator; plugins join through the `gentool.models` entry points.
+
+Entry points are loaded lazily (the first time a name is not found among the built-ins, or when all models are
+listed) and only once. A plugin that fails to import is reported with a warning naming its distribution; it never
+takes the tool down.
+"""
+
+from __future__ import annotations
+
+import importlib
+import warnings
+from dataclasses import dataclass
+from importlib.metadata import entry_points
+
+from gentool.errors import UsageError
+
+ENTRY_POINT_GROUP = "gentool.models"
+BUILTIN_MODULES = ("gentool.models.vae", "gentool.models.gan", "gentool.models.wgan")
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """A registered model class and where it came from ("built-in" or the plugin's distribution name)."""
+
+    name: str
+    cls: type
+    source: str
+
+    @property
+    def description(self) -> str:
+        doc = (self.cls.__doc__ or "").strip()
+        return doc.splitlines()[0] if doc else ""
+
+
+_registry: dict[str, ModelEntry] = {}
+_builtins_loaded = False
+_plugins_loaded = False
+_current_source = "built-in"
+
+
+def register_model(name: str):
+    """Class decorator that registers a model class under `name` (lower-case, unique)."""
+
+    def decorator(cls: type) -> type:
+        key = name.lower()
+        existing = _registry.get(key)
+        if existing is not None and existing.cls is not cls:
+            warnings.warn(f"gentool: model {key!r} from {_current_source} ignored: already provided by {existing.source}")
+            return cls
+        cls.name = key
+        _registry[key] = ModelEntry(key, cls, _current_source)
+        return cls
+
+    return decorator
+
+
+def _load_builtins() -> None:
+    global _builtins_loaded
+    if not _builtins_loaded:
+        _builtins_loaded = True
+        for module in BUILTIN_MODULES:
+            importlib.import_module(module)
+
+
+def _load_plugins() -> None:
+    global _plugins_loaded, _current_source
+    if _plugins_loaded:
+        return
+    _plugins_loaded = True
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        dist = ep.dist.name if ep.dist is not None else ep.value.split(":")[0]
+        _current_source = dist
+        try:
+            loaded = ep.load()
+            # An entry point may name the class itself instead of a module whose import registers it.
+            if isinstance(loaded, type) and ep.name.lower() not in _registry:
+                register_model(ep.name)(loaded)
+        except Exception as exc:  # a broken plugin must not break gentool
+            warnings.warn(f"gentool: plugin {dist!r} (entry point {ep.name!r}) failed to load: {exc}")
+        finally:
+            _current_source = "built-in"
+
+
+def get_entry(name: str) -> ModelEntry:
+    """Return the registry entry for `name`, loading plugins if needed; unknown names list the valid ones."""
+    _load_builtins()
+    key = name.lower()
+    if key not in _registry:
+        _load_plugins()
+    if key not in _registry:
+        raise UsageError(f"MODEL: unknown model {name!r}; registered models: {', '.join(sorted(_registry))}")
+    return _registry[key]
+
+
+def get_model(name: str) -> type:
+    """Return the model class registered under `name`."""
+    return get_entry(name).cls
+
+
+def list_models() -> list[ModelEntry]:
+    """Every registered model, built-ins and plugins, sorted by name."""
+    _load_builtins()
+    _load_plugins()
+    return [_registry[k] for k in sorted(_registry)]

@@ -1,0 +1,66 @@
+"""Architecture tables counted like the study's (Keras) tables.
+
+trainable = parameters that require gradients; non-trainable = frozen parameters plus floating-point buffers such
+as BatchNorm running statistics (integer counters such as num_batches_tracked are not weights and are not counted).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from gentool.models.base import GenerativeModel
+
+
+def _counts(module: nn.Module, recurse: bool) -> tuple[int, int]:
+    trainable = sum(p.numel() for p in module.parameters(recurse=recurse) if p.requires_grad)
+    frozen = sum(p.numel() for p in module.parameters(recurse=recurse) if not p.requires_grad)
+    buffers = sum(b.numel() for b in module.buffers(recurse=recurse) if b.is_floating_point())
+    return trainable, frozen + buffers
+
+
+def _shape(output) -> list:
+    if isinstance(output, torch.Tensor):
+        return [None, *output.shape[1:]]
+    if isinstance(output, (tuple, list)):
+        return [_shape(o) for o in output]
+    return []
+
+
+@torch.no_grad()
+def network_table(net: nn.Module, example: torch.Tensor) -> dict:
+    """One row per leaf layer (name, type, output shape, parameters) and the network's totals."""
+    rows: list[dict] = []
+    hooks = []
+    for name, module in net.named_modules():
+        if next(module.children(), None) is not None:
+            continue
+        def hook(mod, inputs, output, name=name):
+            trainable, non_trainable = _counts(mod, recurse=False)
+            rows.append({"name": name, "type": type(mod).__name__, "output_shape": _shape(output),
+                         "params": trainable + non_trainable})
+        hooks.append(module.register_forward_hook(hook))
+    was_training = net.training
+    try:
+        net.eval()
+        device = next(net.parameters()).device
+        net(example.to(device))
+    finally:
+        net.train(was_training)
+        for h in hooks:
+            h.remove()
+    trainable, non_trainable = _counts(net, recurse=True)
+    size = sum(t.numel() * t.element_size() for t in [*net.parameters(), *net.buffers()])
+    return {"layers": rows, "trainable_params": trainable, "non_trainable_params": non_trainable,
+            "total_params": trainable + non_trainable, "size_mb": round(size / 2**20, 3)}
+
+
+def summarize(model: GenerativeModel) -> dict:
+    """The JSON summary of a model: config, each network's table and the grand totals."""
+    inputs = model.summary_inputs()
+    networks = {name: network_table(net, inputs[name]) for name, net in model.networks().items()}
+    totals = {key: sum(n[key] for n in networks.values())
+              for key in ("trainable_params", "non_trainable_params", "total_params")}
+    return {"model": model.name, "preset": model.config.preset, "config": model.config.to_dict(),
+            "networks": networks, **totals,
+            "size_mb": round(sum(n["size_mb"] for n in networks.values()), 3)}

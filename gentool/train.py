@@ -1,0 +1,234 @@
+"""The one training loop: data batches in, metrics, sample grids and checkpoints out, for every model family."""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+import gentool
+from gentool import rundir
+from gentool.checkpoint import checkpoint_size_hint, load_checkpoint, restore_rng, save_checkpoint
+from gentool.data import ImageData, batches, load_dataset
+from gentool.device import pick_device, seed_everything
+from gentool.errors import GentoolError, UsageError, bad_value
+from gentool.fileio import atomic_write_json, read_json
+from gentool.images import write_grid
+from gentool.models.base import GenerativeModel
+from gentool.progress import Reporter
+from gentool.registry import get_entry
+
+GRID = 8  # fixed-noise sample grids are GRID × GRID
+
+
+@dataclass
+class TrainOptions:
+    """Everything `gentool train` accepts; None means "the model's default"."""
+
+    model: str
+    data: str | None = None
+    data_dir: str | None = None
+    epochs: int = 10
+    batch_size: int | None = None
+    lr: float | None = None
+    latent_dim: int | None = None
+    width: float | None = None
+    params: dict = field(default_factory=dict)
+    limit: int | None = None
+    image_size: int | None = None
+    seed: int = 0
+    device: str = "auto"
+    out: str | None = None
+    checkpoint_every: int = 10
+    sample_every: int = 1
+    resume: str | None = None
+    overwrite: bool = False
+
+    def validate(self) -> None:
+        """Reject option values before any work starts."""
+        _positive("--epochs", self.epochs)
+        for name, value in (("--limit", self.limit), ("--image-size", self.image_size)):
+            if value is not None:
+                _positive(name, value)
+        for name, value in (("--checkpoint-every", self.checkpoint_every), ("--sample-every", self.sample_every)):
+            if not isinstance(value, int) or value < 0:
+                raise bad_value(name, value, "an integer ≥ 0 (0 turns it off)")
+        if not self.resume and not self.data:
+            raise UsageError("--data: missing; expected mnist, cifar10, mnist-sample or a folder of images")
+        if self.resume and self.out:
+            raise UsageError("--out: not allowed with --resume (a resumed run stays in its own directory)")
+
+
+def _positive(name: str, value) -> None:
+    if not isinstance(value, int) or value < 1:
+        raise bad_value(name, value, "a positive integer")
+
+
+@dataclass
+class Session:
+    """A run in progress: the model and its optimizers, the data and where results go."""
+
+    opts: TrainOptions
+    model: GenerativeModel
+    optimizers: dict
+    data: ImageData
+    run_dir: Path
+    source: str
+    epoch: int = 0
+    step: int = 0
+    history: dict = field(default_factory=lambda: {"epochs": [], "events": []})
+
+    def data_meta(self) -> dict:
+        return {"name": self.data.name, "source": self.opts.data, "geometry": self.data.geometry.to_dict(),
+                "pixel_range": list(self.model.pixel_range), "class_names": self.data.class_names}
+
+    def run_state(self) -> dict:
+        o = self.opts
+        options = {"data": o.data, "limit": o.limit, "image_size": o.image_size, "seed": o.seed,
+                   "checkpoint_every": o.checkpoint_every, "sample_every": o.sample_every}
+        return {"epoch": self.epoch, "step": self.step, "seed": o.seed, "options": options}
+
+
+def _load_data(opts: TrainOptions) -> ImageData:
+    return load_dataset(opts.data, opts.data_dir, train=True, image_size=opts.image_size, limit=opts.limit)
+
+
+def new_session(opts: TrainOptions, device: torch.device) -> Session:
+    """Build data, model, optimizers and an empty run directory for a fresh run."""
+    entry = get_entry(opts.model)
+    data = _load_data(opts)
+    overrides = {"lr": opts.lr, "batch_size": opts.batch_size, **opts.params}
+    config = entry.cls.config_class.create(data.geometry, opts.latent_dim, opts.width, **overrides)
+    seed_everything(opts.seed)
+    model = entry.cls(config).to(device)
+    run_dir = Path(opts.out) if opts.out else rundir.default_run_dir(entry.name, data.name)
+    rundir.prepare_new(run_dir, opts.overwrite)
+    rundir.check_writable(run_dir, 4 * checkpoint_size_hint(model))
+    session = Session(opts, model, model.build_optimizers(), data, run_dir, entry.source)
+    config_json = {"gentool_version": gentool.__version__, "model": entry.name, "model_source": entry.source,
+                   "config": config.to_dict(), "options": asdict(opts), "data": session.data_meta()}
+    atomic_write_json(run_dir / rundir.CONFIG, config_json)
+    return session
+
+
+def resume_session(opts: TrainOptions, device: torch.device) -> Session:
+    """Reopen a run from RUN_DIR/last.safetensors (or a given checkpoint): weights, optimizers, RNG, counters."""
+    path = Path(opts.resume)
+    ckpt_path = path / rundir.LAST if path.is_dir() else path
+    ckpt = load_checkpoint(ckpt_path, device)
+    saved = ckpt.state.get("options", {})
+    if opts.data is not None and opts.data != saved.get("data"):
+        raise bad_value("--data", opts.data, f"the run's own data set {saved.get('data')!r} (or leave it out)")
+    for key in ("data", "limit", "image_size", "seed", "checkpoint_every", "sample_every"):
+        if key in saved:
+            setattr(opts, key, saved[key])
+    data = _load_data(opts)
+    if tuple(data.geometry.shape) != tuple(ckpt.data["geometry"][k] for k in ("channels", "height", "width")):
+        raise UsageError(f"--resume: data geometry {data.geometry.shape} differs from the checkpoint's")
+    optimizers = ckpt.model.build_optimizers()
+    ckpt.load_optimizers(optimizers)
+    restore_rng(ckpt.rng)
+    session = Session(opts, ckpt.model, optimizers, data, ckpt_path.parent, ckpt.meta.get("model_source", "built-in"),
+                      epoch=int(ckpt.state["epoch"]), step=int(ckpt.state["step"]))
+    metrics_path = session.run_dir / rundir.METRICS
+    if metrics_path.exists():
+        history = read_json(metrics_path)
+        history["epochs"] = [r for r in history.get("epochs", []) if r["epoch"] <= session.epoch]
+        history["events"] = [e for e in history.get("events", []) if e.get("epoch", 0) <= session.epoch]
+        session.history = history
+    return session
+
+
+def run_epoch(session: Session, epoch: int, images: torch.Tensor, labels: torch.Tensor, reporter: Reporter) -> dict:
+    """Train one pass over the data; returns the epoch's record (means of each reported quantity)."""
+    model, opts = session.model, session.opts
+    index_batches = batches(len(images), model.config.batch_size, opts.seed, epoch, images.device)
+    reporter.epoch_start(epoch, len(index_batches))
+    sums: dict[str, torch.Tensor] = {}
+    counts: dict[str, int] = {}
+    seen, start = 0, time.perf_counter()
+    for i, idx in enumerate(index_batches):
+        out = model.train_step(model.normalize(images[idx]), labels[idx], session.optimizers, session.step)
+        session.step += 1
+        seen += len(idx)
+        for k, v in out.items():
+            sums[k] = sums[k] + v if k in sums else v
+            counts[k] = counts.get(k, 0) + 1
+        reporter.step(i + 1, _Means(sums, counts), seen / max(time.perf_counter() - start, 1e-9))
+    seconds = time.perf_counter() - start
+    record = {"epoch": epoch, "step": session.step, "seconds": round(seconds, 3),
+              "images_per_second": round(seen / max(seconds, 1e-9), 1)}
+    record.update({k: float(v) for k, v in _Means(sums, counts).items()})
+    _check_finite(record, epoch, session.step)
+    return record
+
+
+class _Means(dict):
+    """Running means, computed (and synchronised with the device) only when someone reads them."""
+
+    def __init__(self, sums, counts):
+        super().__init__((k, (sums[k] / counts[k]).item()) for k in sums)
+
+
+def _check_finite(record: dict, epoch: int, step: int) -> None:
+    bad = [k for k, v in record.items() if isinstance(v, float) and not math.isfinite(v)]
+    if bad:
+        raise GentoolError(f"training diverged: {', '.join(bad)} became non-finite in epoch {epoch} "
+                           f"(by step {step}); the last good checkpoint is kept")
+
+
+def end_of_epoch(session: Session, record: dict, fixed_noise: torch.Tensor) -> None:
+    """Write the epoch's metrics, checkpoints and sample grid."""
+    opts, run_dir, epoch = session.opts, session.run_dir, record["epoch"]
+    session.epoch = epoch
+    session.history["epochs"].append(record)
+    save = lambda path: save_checkpoint(path, session.model, session.optimizers, session.run_state(),  # noqa: E731
+                                        session.data_meta(), session.source)
+    save(run_dir / rundir.LAST)
+    if opts.checkpoint_every and epoch % opts.checkpoint_every == 0:
+        save(rundir.epoch_checkpoint(run_dir, epoch))
+    if opts.sample_every and (epoch % opts.sample_every == 0 or epoch == opts.epochs):
+        with torch.no_grad():
+            was = session.model.training
+            session.model.eval()
+            images = session.model.decode(fixed_noise.to(session.model.device)).float()
+            session.model.train(was)
+        write_grid(run_dir / rundir.SAMPLES / f"epoch_{epoch:04d}.png", images, GRID, GRID)
+    session.history.update({"model": session.model.name, "run_dir": str(run_dir)})
+    atomic_write_json(run_dir / rundir.METRICS, session.history)
+
+
+def train(opts: TrainOptions, reporter: Reporter | None = None) -> dict:
+    """Train (or resume) a run to `opts.epochs` total epochs; returns the run summary printed by `--json`."""
+    reporter = reporter or Reporter()
+    opts.validate()
+    device = pick_device(opts.device)
+    session = resume_session(opts, device) if opts.resume else new_session(opts, device)
+    images = session.data.images.to(device)
+    labels = session.data.labels.to(device)
+    fixed_noise = session.model.sample_latent(GRID * GRID, torch.Generator().manual_seed(opts.seed))
+    session.model.train()
+    if session.epoch >= opts.epochs:
+        reporter.message(f"nothing to do: {session.run_dir} already has {session.epoch} of {opts.epochs} epochs")
+    reporter.start(opts.epochs, session.epoch + 1)
+    try:
+        for epoch in range(session.epoch + 1, opts.epochs + 1):
+            record = run_epoch(session, epoch, images, labels, reporter)
+            end_of_epoch(session, record, fixed_noise)
+            reporter.epoch_end(record)
+    finally:
+        reporter.close()
+    return result(session)
+
+
+def result(session: Session) -> dict:
+    """What `train --json` prints: where things are and the last epoch's metrics."""
+    run_dir = session.run_dir
+    checkpoints = {"last": str(run_dir / rundir.LAST)}
+    checkpoints.update({p.stem: str(p) for p in sorted(run_dir.glob("epoch_*.safetensors"))})
+    final = session.history["epochs"][-1] if session.history["epochs"] else {}
+    return {"run_dir": str(run_dir), "model": session.model.name, "epochs": session.epoch, "step": session.step,
+            "checkpoints": checkpoints, "metrics_file": str(run_dir / rundir.METRICS), "final_metrics": final}

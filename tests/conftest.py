@@ -1,0 +1,118 @@
+"""Tiny data sets written in torchvision's on-disk formats, so the real loading code runs in every test (CPU only).
+
+MNIST digits come from the real sample bundled with gentool, written out as idx files; CIFAR-10 geometry comes
+as an image folder of PNGs and as the official pickled batches (torchvision's reader, checksums patched to match).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import pickle
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from gentool.cli.app import app
+from gentool.data import load_mnist_sample
+
+REAL_DATA = Path(os.environ.get("GENTOOL_REAL_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+N_TRAIN, N_TEST = 256, 64
+
+torch.set_num_threads(min(2, torch.get_num_threads()))
+
+
+def write_idx(path: Path, array: np.ndarray) -> None:
+    """Write a uint8 array in the idx format MNIST ships in (magic 0x08 = unsigned byte)."""
+    header = struct.pack(">I", 0x0800 | array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
+    path.write_bytes(header + np.ascontiguousarray(array, dtype=np.uint8).tobytes())
+
+
+@pytest.fixture(scope="session")
+def mnist_root(tmp_path_factory) -> Path:
+    """A data dir holding MNIST/raw/*-ubyte with 256 train and 64 test real digits."""
+    root = tmp_path_factory.mktemp("mnist-data")
+    raw = root / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    train, test = load_mnist_sample(True), load_mnist_sample(False)
+    write_idx(raw / "train-images-idx3-ubyte", train.images[:N_TRAIN, 0].numpy())
+    write_idx(raw / "train-labels-idx1-ubyte", train.labels[:N_TRAIN].numpy().astype(np.uint8))
+    write_idx(raw / "t10k-images-idx3-ubyte", test.images[:N_TEST, 0].numpy())
+    write_idx(raw / "t10k-labels-idx1-ubyte", test.labels[:N_TEST].numpy().astype(np.uint8))
+    return root
+
+
+def colour_images(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """n 32×32 RGB images (N×H×W×C) whose colour and stripe pattern depend on their class, and the labels."""
+    rng = np.random.default_rng(seed)
+    labels = np.arange(n) % 10
+    yy, xx = np.mgrid[0:32, 0:32]
+    images = np.empty((n, 32, 32, 3), dtype=np.uint8)
+    for i, c in enumerate(labels):
+        base = np.array([25 * c, 255 - 25 * c, 128], dtype=float)
+        stripes = ((xx + yy * (c % 3)) // (2 + c % 4)) % 2
+        img = base[None, None, :] * (0.5 + 0.5 * stripes[..., None]) + rng.normal(0, 12, (32, 32, 3))
+        images[i] = np.clip(img, 0, 255).astype(np.uint8)
+    return images, labels
+
+
+@pytest.fixture(scope="session")
+def cifar_folder(tmp_path_factory) -> Path:
+    """An image folder train/<class>/*.png of 3×32×32 images, 20 per class."""
+    import imageio.v3 as iio
+
+    root = tmp_path_factory.mktemp("cifar-folder") / "train"
+    images, labels = colour_images(200, seed=1)
+    for i, (img, c) in enumerate(zip(images, labels)):
+        folder = root / f"class{c}"
+        folder.mkdir(parents=True, exist_ok=True)
+        iio.imwrite(folder / f"{i:04d}.png", img)
+    return root
+
+
+@pytest.fixture()
+def cifar_official(tmp_path, monkeypatch) -> Path:
+    """A data dir holding cifar-10-batches-py in the official pickled format (tiny batches), with torchvision's
+    checksum lists patched to these files so its real reader accepts them."""
+    import torchvision.datasets as tvd
+
+    folder = tmp_path / "cifar-10-batches-py"
+    folder.mkdir()
+    names = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
+    for k, name in enumerate(names):
+        images, labels = colour_images(40, seed=10 + k)
+        batch = {"data": images.transpose(0, 3, 1, 2).reshape(40, -1), "labels": labels.tolist()}
+        (folder / name).write_bytes(pickle.dumps(batch))
+    (folder / "batches.meta").write_bytes(pickle.dumps({"label_names": [f"class{i}" for i in range(10)]}))
+    md5 = {p.name: hashlib.md5(p.read_bytes()).hexdigest() for p in folder.iterdir()}
+    monkeypatch.setattr(tvd.CIFAR10, "train_list", [[n, md5[n]] for n in names[:5]])
+    monkeypatch.setattr(tvd.CIFAR10, "test_list", [["test_batch", md5["test_batch"]]])
+    monkeypatch.setattr(tvd.CIFAR10, "meta", {"filename": "batches.meta", "key": "label_names", "md5": md5["batches.meta"]})
+    return tmp_path
+
+
+@pytest.fixture()
+def runner() -> CliRunner:
+    return CliRunner()
+
+
+@pytest.fixture()
+def invoke(runner):
+    """Run a gentool command in-process; returns the click Result."""
+
+    def run(*args: str):
+        return runner.invoke(app, [str(a) for a in args], catch_exceptions=False)
+
+    return run
+
+
+@pytest.fixture(scope="session")
+def real_mnist() -> Path:
+    """The real MNIST data dir, or a skip saying why."""
+    if not (REAL_DATA / "MNIST" / "raw" / "train-images-idx3-ubyte").exists():
+        pytest.skip(f"real MNIST not found at {REAL_DATA} (set GENTOOL_REAL_DATA to the folder holding MNIST/raw)")
+    return REAL_DATA

@@ -1,0 +1,79 @@
+"""Registry: decorator registration, entry-point plugins (a real package installed here), broken plugins."""
+
+import json
+import os
+import subprocess
+import sys
+from importlib.metadata import EntryPoint
+from pathlib import Path
+
+import pytest
+
+from gentool import registry
+from gentool.errors import UsageError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_builtins_are_registered(invoke):
+    result = invoke("models", "--json")
+    entries = {e["name"]: e for e in json.loads(result.stdout)}
+    assert {"vae", "gan", "wgan"} <= entries.keys()
+    assert entries["vae"]["source"] == "built-in" and entries["wgan"]["description"]
+
+
+def test_unknown_model_lists_the_registered_ones(invoke, tmp_path):
+    result = invoke("train", "diffusion", "--data", "mnist-sample", "--out", tmp_path / "r")
+    assert result.exit_code == 2
+    assert "unknown model 'diffusion'" in result.stderr and "vae" in result.stderr and "wgan" in result.stderr
+    assert not (tmp_path / "r").exists()
+
+
+def test_broken_plugin_warns_and_does_not_crash(monkeypatch):
+    broken = EntryPoint(name="broken", value="gentool_no_such_module_xyz", group=registry.ENTRY_POINT_GROUP)
+    monkeypatch.setattr(registry, "entry_points", lambda group: [broken])
+    monkeypatch.setattr(registry, "_plugins_loaded", False)
+    with pytest.warns(UserWarning, match="gentool_no_such_module_xyz"):
+        names = [e.name for e in registry.list_models()]
+    assert "vae" in names
+    with pytest.raises(UsageError, match="registered models"):
+        registry.get_model("broken")
+
+
+def test_entry_point_may_name_a_class(monkeypatch):
+    ep = EntryPoint(name="vae-again", value="gentool.models.vae:VAE", group=registry.ENTRY_POINT_GROUP)
+    monkeypatch.setattr(registry, "entry_points", lambda group: [ep])
+    monkeypatch.setattr(registry, "_plugins_loaded", False)
+    monkeypatch.setattr(registry, "_registry", dict(registry._registry))
+    cls = registry.get_model("vae-again")
+    assert cls.__name__ == "VAE"
+    registry._registry.pop("vae-again")
+    cls.name = "vae"
+
+
+@pytest.fixture(scope="module")
+def plugin_site(tmp_path_factory):
+    """The example plugin, pip-installed into a private folder (no network: no build isolation, no deps)."""
+    target = tmp_path_factory.mktemp("plugin-site")
+    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
+                    "--target", str(target), str(ROOT / "examples" / "plugin")], check=True)
+    return target
+
+
+def run_gentool(args, site, cwd):
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), str(ROOT)])}
+    return subprocess.run([sys.executable, "-m", "gentool", *map(str, args)], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_installed_plugin_is_discovered_and_trains(plugin_site, tmp_path, mnist_root):
+    listed = run_gentool(["models", "--json"], plugin_site, tmp_path)
+    assert listed.returncode == 0, listed.stderr
+    entries = {e["name"]: e for e in json.loads(listed.stdout)}
+    assert entries["lsgan"]["source"] == "gentool-lsgan"
+    trained = run_gentool(["train", "lsgan", "--data", "mnist", "--data-dir", mnist_root, "--epochs", "1",
+                           "--limit", "64", "--out", "run", "-q", "--json"], plugin_site, tmp_path)
+    assert trained.returncode == 0, trained.stderr
+    assert json.loads(trained.stdout)["model"] == "lsgan"
+    sampled = run_gentool(["sample", "run/last.safetensors", "--grid", "2x2", "--out", "g.png"], plugin_site, tmp_path)
+    assert sampled.returncode == 0 and (tmp_path / "g.png").exists()
