@@ -106,6 +106,9 @@ def _validate_meta(path: Path, meta: dict) -> dict:
                            f"{meta['gentool_version']}; this gentool {gentool.__version__} reads up to {FORMAT_VERSION}: upgrade gentool")
     if not all(isinstance(parsed[k], dict) for k in parsed):
         raise GentoolError(f"CKPT: {path} has malformed metadata (config, data and state must be JSON objects)")
+    state = parsed["state"]
+    if not all(isinstance(state.get(k), int) and state[k] >= 0 for k in ("epoch", "step")):
+        raise GentoolError(f"CKPT: {path} has malformed metadata (state.epoch and state.step must be integers ≥ 0)")
     return {**meta, **parsed, "format_version": version}
 
 
@@ -120,7 +123,7 @@ def _rebuild(path: Path, meta: dict) -> GenerativeModel:
         config = entry.cls.config_class.from_dict(meta["config"])
         config.validate()
         return entry.cls(config)
-    except (TypeError, ValueError, GentoolError) as exc:
+    except (TypeError, ValueError, RuntimeError, GentoolError) as exc:
         raise GentoolError(f"CKPT: {path} has a config that cannot rebuild {meta['model']!r}: {exc}") from None
 
 

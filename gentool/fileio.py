@@ -10,6 +10,8 @@ import os
 import tempfile
 from pathlib import Path
 
+from gentool.errors import GentoolError
+
 
 def _umask() -> int:
     mask = os.umask(0)
@@ -32,6 +34,9 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        raise GentoolError(f"cannot write {path}: {exc.strerror or exc}; the previous version is kept") from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

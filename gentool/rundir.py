@@ -62,3 +62,9 @@ def check_writable(path: Path, need_bytes: int = 0) -> None:
     if need_bytes and free < need_bytes:
         raise GentoolError(f"--out: only {free / 2**20:.0f} MiB free in {path}; training needs about "
                            f"{need_bytes / 2**20:.0f} MiB for its checkpoints")
+
+
+def remove_stale_temporaries(path: Path) -> None:
+    """Delete half-written temporaries (.NAME.XXXX.tmp) that a killed run left behind."""
+    for f in list(path.glob(".*.tmp")) + list((path / SAMPLES).glob(".*.tmp")):
+        f.unlink(missing_ok=True)

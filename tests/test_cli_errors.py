@@ -145,3 +145,52 @@ def test_checkpoint_from_a_newer_format_is_refused(invoke, tmp_path):
     newer = with_metadata(trained_checkpoint(invoke, tmp_path), tmp_path / "new.safetensors", format_version="99")
     result = invoke("sample", newer, "--out", tmp_path / "g.png")
     assert result.exit_code == 1 and "format 99" in result.stderr and "upgrade" in result.stderr
+
+
+@given(st.binary(max_size=300))
+def test_checkpoint_reader_rejects_arbitrary_bytes(tmp_path_factory, data):
+    from gentool.checkpoint import read_metadata
+    from gentool.errors import GentoolError
+
+    path = tmp_path_factory.mktemp("fuzz") / "x.safetensors"
+    path.write_bytes(data)
+    with pytest.raises(GentoolError):
+        read_metadata(path)
+
+
+@given(st.dictionaries(st.sampled_from(["format", "format_version", "gentool_version", "model", "config", "data",
+                                        "state", "optimizers"]), st.text(max_size=30), max_size=8))
+def test_checkpoint_reader_rejects_forged_metadata(tmp_path_factory, meta):
+    from safetensors.torch import save_file
+    import torch
+
+    from gentool.checkpoint import load_checkpoint
+    from gentool.errors import GentoolError
+
+    path = tmp_path_factory.mktemp("forged") / "x.safetensors"
+    save_file({"model.w": torch.zeros(2)}, path, metadata=meta)
+    with pytest.raises(GentoolError):
+        load_checkpoint(path)
+
+
+def test_mismatched_shapes_and_truncation_are_rejected(invoke, tmp_path):
+    import json as _json
+
+    from gentool.checkpoint import load_checkpoint
+    from gentool.errors import GentoolError
+
+    ckpt = trained_checkpoint(invoke, tmp_path)
+    from safetensors import safe_open
+
+    with safe_open(str(ckpt), "pt") as f:
+        config = _json.loads(f.metadata()["config"])
+    wider = with_metadata(ckpt, tmp_path / "wider.safetensors", config=_json.dumps({**config, "latent_dim": 9}))
+    with pytest.raises(GentoolError, match="shape"):
+        load_checkpoint(wider)
+    truncated = tmp_path / "truncated.safetensors"
+    truncated.write_bytes(ckpt.read_bytes()[: ckpt.stat().st_size // 2])
+    result = invoke("sample", truncated, "--out", tmp_path / "g.png")
+    assert result.exit_code == 1 and "not a readable" in result.stderr
+    typed = with_metadata(ckpt, tmp_path / "typed.safetensors", config=_json.dumps({**config, "latent_dim": "five"}))
+    with pytest.raises(GentoolError, match="latent_dim"):
+        load_checkpoint(typed)

@@ -46,6 +46,28 @@ def _click_class(name: str) -> type:
 ClickUsageError, ClickException = _click_class("UsageError"), _click_class("ClickException")
 
 
+def _raw_value(argv: list[str], names: list[str]):
+    for i, token in enumerate(argv):
+        if token in names and i + 1 < len(argv):
+            return argv[i + 1]
+        for name in names:
+            if token.startswith(name + "="):
+                return token[len(name) + 1:]
+    return None
+
+
+def usage_message(exc, argv: list[str]) -> str:
+    """One line naming the argument, the value given and what is accepted."""
+    param = getattr(exc, "param", None)
+    names = list(getattr(param, "opts", None) or [])
+    value = _raw_value(argv, names) if names else None
+    if type(exc).__name__ == "BadParameter" and value is not None:
+        expected = exc.message.replace("Input should be", "expected", 1)
+        return f"{names[0]}: got {value!r}; {expected}"
+    hint = f" (see '{exc.ctx.command_path} --help')" if exc.ctx else ""
+    return exc.format_message() + hint
+
+
 def _show_warning(message, category, filename, lineno, file=None, line=None):
     err_console().print(f"[yellow]warning:[/] {message}", highlight=False, soft_wrap=True)
 
@@ -59,8 +81,7 @@ def main() -> None:
         if type(exc).__name__ == "NoArgsIsHelpError":
             print(exc.ctx.get_help() if exc.ctx else exc.format_message())
             sys.exit(0)
-        hint = f" (see '{exc.ctx.command_path} --help')" if exc.ctx else ""
-        err_console().print(f"[bold red]error:[/] {exc.format_message()}{hint}", highlight=False, soft_wrap=True)
+        err_console().print(f"[bold red]error:[/] {usage_message(exc, sys.argv[1:])}", highlight=False, soft_wrap=True)
         sys.exit(2)
     except ClickException as exc:
         err_console().print(f"[bold red]error:[/] {exc.format_message()}", highlight=False, soft_wrap=True)

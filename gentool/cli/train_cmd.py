@@ -32,6 +32,7 @@ def train(
     sample_every: Annotated[int, typer.Option(help="Write samples/epoch_NNNN.png every K epochs (0: never).")] = 1,
     resume: Annotated[Optional[str], typer.Option(help="Continue the run in RUN_DIR (or from a checkpoint) up to --epochs in total.")] = None,
     overwrite: o.OverwriteOpt = False,
+    skip_nonfinite: Annotated[bool, typer.Option("--skip-nonfinite", help="Drop optimizer steps whose gradients are NaN/Inf instead of stopping the run.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
     json_out: o.JsonOpt = False,
 ):
@@ -40,7 +41,8 @@ def train(
     opts = TrainOptions(model=model, data=data, data_dir=data_dir, epochs=epochs, batch_size=batch_size, lr=lr,
                         latent_dim=latent_dim, width=width, params=params, limit=limit, image_size=image_size,
                         seed=seed, device=device, out=out, checkpoint_every=checkpoint_every,
-                        sample_every=sample_every, resume=resume, overwrite=overwrite)
+                        sample_every=sample_every, resume=resume, overwrite=overwrite,
+                        skip_nonfinite=skip_nonfinite)
     result = run_training(opts, make_reporter(quiet))
     if json_out:
         o.print_json(result)

@@ -112,7 +112,8 @@ class ModelConfig:
         unknown = set(data) - valid
         if unknown:
             raise UsageError(f"checkpoint: config has unknown fields {sorted(unknown)} for {cls.__name__}")
-        return cls(**data)
+        defaults = cls()
+        return cls(**{k: _coerce(k, v, getattr(defaults, k)) for k, v in data.items()})
 
 
 class GenerativeModel(nn.Module):

@@ -1,0 +1,116 @@
+"""What keeps a run safe: signal handling (finish the step, save, exit 130/143), non-finite gradient guards,
+and isolating the training RNG stream from work done between epochs."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import sys
+import threading
+
+import torch
+
+from gentool.errors import GentoolError
+
+
+class Interrupted(GentoolError):
+    """The run was stopped by SIGINT/SIGTERM after saving; exit code 128 + the signal number."""
+
+    def __init__(self, message: str, signum: int):
+        super().__init__(message)
+        self.exit_code = 128 + signum
+
+
+class NonFinite(GentoolError):
+    """A loss or gradient became NaN/Inf; the last good checkpoint is kept."""
+
+
+class StopSignals:
+    """Context manager: the first SIGINT/SIGTERM only raises a flag the loop checks after each step; a second one
+    exits at once (checkpoints are written atomically, so the previous one stays intact)."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self):
+        self.signum: int | None = None
+        self._previous: dict = {}
+
+    def _handle(self, signum, frame):
+        if self.signum is not None:
+            os._exit(128 + signum)
+        self.signum = signum
+        name = signal.Signals(signum).name
+        print(f"\n{name} received: finishing the current step and saving (send again to exit at once)",
+              file=sys.stderr, flush=True)
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            for s in self.SIGNALS:
+                self._previous[s] = signal.signal(s, self._handle)
+        return self
+
+    def __exit__(self, *exc):
+        for s, handler in self._previous.items():
+            signal.signal(s, handler)
+        return False
+
+
+class GuardedOptimizer:
+    """Wraps an optimizer so that a step with a NaN/Inf gradient is refused before it touches the weights: it either
+    raises NonFinite (default) or, with skip=True, drops the step and counts it."""
+
+    def __init__(self, name: str, optimizer: torch.optim.Optimizer, state: "GuardState"):
+        self.name, self.optimizer, self.state = name, optimizer, state
+
+    @property
+    def param_groups(self):
+        return self.optimizer.param_groups
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        self.optimizer.zero_grad(set_to_none=set_to_none)
+
+    def step(self, closure=None):
+        grads = [p.grad for g in self.optimizer.param_groups for p in g["params"] if p.grad is not None]
+        if grads and not bool(torch.isfinite(torch.stack([torch.linalg.vector_norm(g.float()) for g in grads])).all()):
+            if not self.state.skip:
+                raise NonFinite(f"non-finite gradient for the {self.name} at step {self.state.step} "
+                                f"(epoch {self.state.epoch}); stopped, the last good checkpoint is kept "
+                                f"(--skip-nonfinite drops such steps instead)")
+            self.state.skipped += 1
+            self.optimizer.zero_grad(set_to_none=True)
+            return None
+        return self.optimizer.step(closure)
+
+
+class GuardState:
+    """Where the loop is (for messages) and how many steps were skipped."""
+
+    def __init__(self, skip: bool):
+        self.skip, self.skipped, self.step, self.epoch = skip, 0, 0, 0
+
+
+def guard_optimizers(optimizers: dict, state: GuardState) -> dict:
+    """The optimizers the model steps through during training."""
+    return {name: GuardedOptimizer(name, opt, state) for name, opt in optimizers.items()}
+
+
+def check_weights(model: torch.nn.Module, epoch: int) -> None:
+    """Refuse to save weights that hold NaN/Inf."""
+    for name, tensor in model.state_dict().items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise NonFinite(f"weight {name} became non-finite in epoch {epoch}; the last good checkpoint is kept")
+
+
+@contextlib.contextmanager
+def preserved_rng():
+    """Run a block without advancing the global RNG, so evaluation or figures between epochs cannot change what
+    the training draws next (an interrupted-and-resumed run stays identical to an uninterrupted one)."""
+    cpu = torch.get_rng_state()
+    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
+    try:
+        yield
+    finally:
+        torch.set_rng_state(cpu)
+        if cuda is not None:
+            torch.cuda.set_rng_state_all(cuda)
