@@ -77,73 +77,74 @@ def save_checkpoint(path, model: GenerativeModel, optimizers: dict, state: dict,
     atomic_write_bytes(path, st_save(tensors, metadata=meta))
 
 
-def read_metadata(path) -> dict:
-    """The validated metadata of a checkpoint file, read without touching its tensors."""
+def read_metadata(path, arg: str = "CKPT") -> dict:
+    """The validated metadata of a checkpoint file, read without touching its tensors; `arg` names the argument
+    the path came from in error messages."""
     path = Path(path)
     if path.is_dir():
-        raise UsageError(f"CKPT: {path} is a directory; expected a .safetensors checkpoint file")
+        raise UsageError(f"{arg}: {path} is a directory; expected a .safetensors checkpoint file")
     if not path.is_file():
-        raise UsageError(f"CKPT: {path} does not exist; expected a .safetensors checkpoint file")
+        raise UsageError(f"{arg}: {path} does not exist; expected a .safetensors checkpoint file")
     try:
         with safe_open(str(path), framework="pt") as f:
             meta = f.metadata() or {}
     except (SafetensorError, OSError, ValueError) as exc:
-        raise GentoolError(f"CKPT: {path} is not a readable safetensors checkpoint ({exc})") from None
-    return _validate_meta(path, meta)
+        raise GentoolError(f"{arg}: {path} is not a readable safetensors checkpoint ({exc})") from None
+    return _validate_meta(path, meta, arg)
 
 
-def _validate_meta(path: Path, meta: dict) -> dict:
+def _validate_meta(path: Path, meta: dict, arg: str) -> dict:
     missing = [k for k in REQUIRED_KEYS if k not in meta]
     if meta.get("format") != FORMAT or missing:
-        raise GentoolError(f"CKPT: {path} is a safetensors file but not a gentool checkpoint (missing {missing or ['format']})")
+        raise GentoolError(f"{arg}: {path} is a safetensors file but not a gentool checkpoint (missing {missing or ['format']})")
     try:
         version = int(meta["format_version"])
         parsed = {k: json.loads(meta[k]) for k in ("config", "data", "state", "optimizers") if k in meta}
     except (ValueError, TypeError) as exc:
-        raise GentoolError(f"CKPT: {path} has malformed metadata ({exc})") from None
+        raise GentoolError(f"{arg}: {path} has malformed metadata ({exc})") from None
     if version > FORMAT_VERSION:
-        raise GentoolError(f"CKPT: {path} uses checkpoint format {version}, written by gentool "
+        raise GentoolError(f"{arg}: {path} uses checkpoint format {version}, written by gentool "
                            f"{meta['gentool_version']}; this gentool {gentool.__version__} reads up to {FORMAT_VERSION}: upgrade gentool")
     if not all(isinstance(parsed[k], dict) for k in parsed):
-        raise GentoolError(f"CKPT: {path} has malformed metadata (config, data and state must be JSON objects)")
+        raise GentoolError(f"{arg}: {path} has malformed metadata (config, data and state must be JSON objects)")
     state = parsed["state"]
     if not all(isinstance(state.get(k), int) and state[k] >= 0 for k in ("epoch", "step")):
-        raise GentoolError(f"CKPT: {path} has malformed metadata (state.epoch and state.step must be integers ≥ 0)")
+        raise GentoolError(f"{arg}: {path} has malformed metadata (state.epoch and state.step must be integers ≥ 0)")
     return {**meta, **parsed, "format_version": version}
 
 
-def _rebuild(path: Path, meta: dict) -> GenerativeModel:
+def _rebuild(path: Path, meta: dict, arg: str) -> GenerativeModel:
     try:
         entry = get_entry(meta["model"])
     except UsageError:
         source = meta.get("model_source", "")
         hint = f"; install the plugin package {source!r} that provides it" if source and source != "built-in" else ""
-        raise GentoolError(f"CKPT: {path} holds model {meta['model']!r}, which is not registered{hint}") from None
+        raise GentoolError(f"{arg}: {path} holds model {meta['model']!r}, which is not registered{hint}") from None
     try:
         config = entry.cls.config_class.from_dict(meta["config"])
         config.validate()
         return entry.cls(config)
     except (TypeError, ValueError, RuntimeError, GentoolError) as exc:
-        raise GentoolError(f"CKPT: {path} has a config that cannot rebuild {meta['model']!r}: {exc}") from None
+        raise GentoolError(f"{arg}: {path} has a config that cannot rebuild {meta['model']!r}: {exc}") from None
 
 
-def load_checkpoint(path, device: torch.device | str = "cpu") -> Checkpoint:
+def load_checkpoint(path, device: torch.device | str = "cpu", arg: str = "CKPT") -> Checkpoint:
     """Rebuild the model from the checkpoint's metadata alone and load its weights (shapes checked first)."""
     path = Path(path)
-    meta = read_metadata(path)
-    model = _rebuild(path, meta)
+    meta = read_metadata(path, arg)
+    model = _rebuild(path, meta, arg)
     expected = model.state_dict()
     with safe_open(str(path), framework="pt") as f:
         keys = set(f.keys())
         wanted = {f"model.{k}" for k in expected}
         if wanted - keys or {k for k in keys if k.startswith("model.")} - wanted:
-            raise GentoolError(f"CKPT: {path} does not match model {meta['model']!r}: missing "
+            raise GentoolError(f"{arg}: {path} does not match model {meta['model']!r}: missing "
                                f"{sorted(wanted - keys)[:3]}, unexpected {sorted({k for k in keys if k.startswith('model.')} - wanted)[:3]}")
         weights = {}
         for k, ref in expected.items():
             sl = f.get_slice(f"model.{k}")
             if tuple(sl.get_shape()) != tuple(ref.shape):
-                raise GentoolError(f"CKPT: {path}: tensor {k} has shape {tuple(sl.get_shape())}, model needs {tuple(ref.shape)}")
+                raise GentoolError(f"{arg}: {path}: tensor {k} has shape {tuple(sl.get_shape())}, model needs {tuple(ref.shape)}")
             weights[k] = f.get_tensor(f"model.{k}")
         other = {k: f.get_tensor(k) for k in keys if not k.startswith("model.")}
     model.load_state_dict(weights)

@@ -77,8 +77,8 @@ def load_dataset(data: str, data_dir=None, train: bool = True, image_size: int |
                  limit: int | None = None) -> ImageData:
     """Load a data set by name (mnist, cifar10, mnist-sample) or an image folder path, as one uint8 tensor;
     `limit` keeps the first N images."""
-    if image_size is not None and (not isinstance(image_size, int) or image_size < 1):
-        raise bad_value("--image-size", image_size, "a positive number of pixels")
+    if image_size is not None and (not isinstance(image_size, int) or not 1 <= image_size <= 1024):
+        raise bad_value("--image-size", image_size, "a number of pixels from 1 to 1024")
     key = data.lower()
     if key == "mnist":
         result = _load_torchvision("MNIST", resolve_data_dir(data_dir), train)

@@ -1,4 +1,4 @@
-"""Turning image tensors into files: PNG grids, `.npz` arrays and folders of PNGs (all written atomically)."""
+"""Turning image tensors into files: PNG grids, GIFs, `.npz` arrays and folders of PNGs (all written atomically)."""
 
 from __future__ import annotations
 
@@ -63,3 +63,12 @@ def write_png_folder(folder: str | Path, images: torch.Tensor) -> list[Path]:
         write_png(path, img)
         paths.append(path)
     return paths
+
+
+def write_gif(path: str | Path, frames: list[np.ndarray], durations_ms: list[int] | int = 200) -> None:
+    """Write H×W×C uint8 pictures (all one size) as a looping GIF, atomically; `durations_ms` is one number or one
+    per frame."""
+    stack = np.stack([f[:, :, 0] if f.ndim == 3 and f.shape[2] == 1 else f for f in frames])
+    if isinstance(durations_ms, list) and len(durations_ms) == 1:
+        durations_ms = durations_ms[0]  # Pillow takes a list only for several frames
+    atomic_write_bytes(path, iio.imwrite("<bytes>", stack, extension=".gif", duration=durations_ms, loop=0))

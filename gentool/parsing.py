@@ -44,3 +44,28 @@ def parse_param(spec: str, name: str = "--param") -> tuple[str, object]:
         return key.strip(), parse_scalar(value)
     except ValueError:
         raise bad_value(name, spec, "NAME=VALUE with a finite value") from None
+
+
+def parse_list(spec: str, name: str, kind=None) -> list:
+    """'2,5,10' → [2, 5, 10]: comma-separated values converted by `kind` (int, float; default: parse_scalar),
+    at least one, no repeats."""
+    items = [item.strip() for item in (spec or "").split(",")]
+    if not spec or not all(items):
+        raise bad_value(name, spec, "a comma-separated list of values such as 2,5,10")
+    try:
+        values = [_convert(item, kind) for item in items]
+    except ValueError:
+        what = {int: "integers", float: "numbers"}.get(kind, "finite values")
+        raise bad_value(name, spec, f"a comma-separated list of {what} such as 2,5,10") from None
+    if len(set(map(repr, values))) != len(values):
+        raise bad_value(name, spec, "a comma-separated list without repeated values")
+    return values
+
+
+def _convert(text: str, kind):
+    if kind is None:
+        return parse_scalar(text)
+    value = kind(text)
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"{text!r} is not finite")
+    return value

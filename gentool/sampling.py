@@ -1,4 +1,5 @@
-"""Drawing samples from a checkpoint into a PNG grid, an `.npz` array or a folder of PNGs."""
+"""Drawing samples from a checkpoint into a PNG grid, an `.npz` array, a folder of PNGs, or a GIF of walks through
+latent space."""
 
 from __future__ import annotations
 
@@ -10,10 +11,13 @@ import torch
 from gentool.checkpoint import load_checkpoint
 from gentool.device import pick_device
 from gentool.errors import UsageError, bad_value
-from gentool.images import write_grid, write_npz, write_png_folder
+from gentool.images import make_grid, to_uint8, write_gif, write_grid, write_npz, write_png_folder
 from gentool.parsing import parse_grid
 
 MAX_SAMPLES = 1_000_000
+MAX_STEPS = 500
+WALK_POINTS = 4  # random latent points each --interpolate walk passes through before returning to its start
+FRAME_MS = 80
 
 
 @dataclass
@@ -27,19 +31,20 @@ class SampleRequest:
     seed: int = 0
     device: str = "auto"
     overwrite: bool = False
+    interpolate: bool = False
+    steps: int = 16
 
     def resolve(self) -> tuple[str, int, tuple[int, int] | None, Path]:
-        """Validate and work out (kind, count, grid shape, output path); kind is grid, npz or folder."""
+        """Validate and work out (kind, count, grid shape, output path); kind is grid, gif, npz or folder."""
         if self.grid is not None and self.n is not None:
             raise UsageError("--n: not allowed with --grid (a grid's size sets the number of samples)")
+        if self.interpolate:
+            return self._resolve_walk()
         if self.n is not None and not 1 <= self.n <= MAX_SAMPLES:
             raise bad_value("--n", self.n, f"an integer between 1 and {MAX_SAMPLES:,}")
         ckpt = Path(self.checkpoint)
         if self.n is None:
-            rows, cols = parse_grid(self.grid or "8x8")
-            out = Path(self.out) if self.out else ckpt.parent / f"{ckpt.stem}_grid{rows}x{cols}_seed{self.seed}.png"
-            if out.suffix.lower() != ".png":
-                raise bad_value("--out", str(out), "a .png path for a grid")
+            rows, cols, out = self._grid_out("grid", ".png", "a .png path for a grid")
             return "grid", rows * cols, (rows, cols), out
         out = Path(self.out) if self.out else ckpt.parent / f"{ckpt.stem}_n{self.n}_seed{self.seed}.npz"
         if str(self.out or "").endswith(("/", "\\")) or out.is_dir():
@@ -47,6 +52,23 @@ class SampleRequest:
         if out.suffix.lower() != ".npz":
             raise bad_value("--out", str(out), "a .npz file or a folder (ending in /) when --n is given")
         return "npz", self.n, None, out
+
+    def _resolve_walk(self) -> tuple[str, int, tuple[int, int], Path]:
+        if self.n is not None:
+            raise UsageError("--n: not allowed with --interpolate (the --grid sets the number of walks)")
+        if not 2 <= self.steps <= MAX_STEPS:
+            raise bad_value("--steps", self.steps, f"an integer between 2 and {MAX_STEPS}")
+        rows, cols, out = self._grid_out("walk", ".gif", "a .gif path with --interpolate")
+        return "gif", rows * cols, (rows, cols), out
+
+    def _grid_out(self, name: str, suffix: str, accepted: str) -> tuple[int, int, Path]:
+        """The --grid shape and the output path (by default beside the checkpoint, named by shape and seed)."""
+        rows, cols = parse_grid(self.grid or "8x8")
+        ckpt = Path(self.checkpoint)
+        out = Path(self.out) if self.out else ckpt.parent / f"{ckpt.stem}_{name}{rows}x{cols}_seed{self.seed}{suffix}"
+        if out.suffix.lower() != suffix:
+            raise bad_value("--out", str(out), accepted)
+        return rows, cols, out
 
 
 def _check_target(kind: str, out: Path, n: int, overwrite: bool) -> None:
@@ -68,6 +90,11 @@ def sample(req: SampleRequest) -> dict:
     device = pick_device(req.device)
     ckpt = load_checkpoint(req.checkpoint, device)
     _check_target(kind, out, n, req.overwrite)
+    if kind == "gif":
+        frames = latent_walk(ckpt.model, n, req.steps, torch.Generator().manual_seed(req.seed))
+        write_gif(out, [make_grid(to_uint8(f), *grid) for f in frames], FRAME_MS)
+        return {"checkpoint": str(req.checkpoint), "model": ckpt.model.name, "kind": kind, "n": n,
+                "frames": len(frames), "shape": list(frames[0].shape[1:]), "seed": req.seed, "out": str(out)}
     images = ckpt.model.generate(n, torch.Generator().manual_seed(req.seed))
     if kind == "grid":
         write_grid(out, images, *grid)
@@ -77,3 +104,29 @@ def sample(req: SampleRequest) -> dict:
         write_png_folder(out, images)
     return {"checkpoint": str(req.checkpoint), "model": ckpt.model.name, "kind": kind, "n": n,
             "shape": list(images.shape[1:]), "seed": req.seed, "out": str(out)}
+
+
+def slerp(a: torch.Tensor, b: torch.Tensor, t: float) -> torch.Tensor:
+    """Spherical interpolation between rows of `a` and `b` (straight lines when they are parallel): Gaussian codes
+    keep their typical norm along the way, which a straight line between them would shrink."""
+    af, bf = a.flatten(1), b.flatten(1)
+    cos = torch.nn.functional.cosine_similarity(af, bf, dim=1).clamp(-1, 1)
+    omega = torch.acos(cos)[:, None]
+    sin = torch.sin(omega)
+    straight = (1 - t) * af + t * bf
+    curved = (torch.sin((1 - t) * omega) * af + torch.sin(t * omega) * bf) / sin.clamp_min(1e-6)
+    return torch.where(sin > 1e-4, curved, straight).reshape(a.shape)
+
+
+@torch.no_grad()
+def latent_walk(model, n: int, steps: int, generator: torch.Generator) -> list[torch.Tensor]:
+    """Frames (each n images in [0, 1]) of n walks at once through WALK_POINTS random latent points and back to the
+    first, `steps` frames per leg, so the animation loops without a jump."""
+    points = [model.sample_latent(n, generator) for _ in range(WALK_POINTS)]
+    codes = [slerp(a, b, k / steps) for a, b in zip(points, points[1:] + points[:1]) for k in range(steps)]
+    was_training = model.training
+    model.eval()
+    try:
+        return [model.decode(z.to(model.device)).float().cpu() for z in codes]
+    finally:
+        model.train(was_training)

@@ -48,6 +48,9 @@ class TrainOptions:
     resume: str | None = None
     overwrite: bool = False
     skip_nonfinite: bool = False
+    eval_every: int = 0
+    eval_n: int = 2000
+    stop_on_divergence: bool = False
 
     def validate(self) -> None:
         """Reject option values before any work starts."""
@@ -56,17 +59,23 @@ class TrainOptions:
             if value is not None:
                 _positive(name, value)
         for name, value in (("--checkpoint-every", self.checkpoint_every), ("--sample-every", self.sample_every)):
-            if not isinstance(value, int) or value < 0:
+            if not isinstance(value, int) or not 0 <= value <= MAX_COUNT:
                 raise bad_value(name, value, "an integer ≥ 0 (0 turns it off)")
         if not self.resume and not self.data:
             raise UsageError("--data: missing; expected mnist, cifar10, mnist-sample or a folder of images")
         if self.resume and self.out:
             raise UsageError("--out: not allowed with --resume (a resumed run stays in its own directory)")
+        from gentool.metrics.watch import check_watch_options  # the watch imports this module (TrainHook)
+
+        check_watch_options(self)
+
+
+MAX_COUNT = 10**9  # no epoch count, image count or pixel size is sensibly larger
 
 
 def _positive(name: str, value) -> None:
-    if not isinstance(value, int) or value < 1:
-        raise bad_value(name, value, "a positive integer")
+    if not isinstance(value, int) or not 1 <= value <= MAX_COUNT:
+        raise bad_value(name, value, f"a positive integer up to {MAX_COUNT:,}")
 
 
 @dataclass
@@ -131,7 +140,7 @@ def resume_session(opts: TrainOptions, device: torch.device) -> Session:
     """Reopen a run from RUN_DIR/last.safetensors (or a given checkpoint): weights, optimizers, RNG, counters."""
     path = Path(opts.resume)
     ckpt_path = path / rundir.LAST if path.is_dir() else path
-    ckpt = load_checkpoint(ckpt_path, device)
+    ckpt = load_checkpoint(ckpt_path, device, arg="--resume")
     rundir.remove_stale_temporaries(ckpt_path.parent)
     saved = ckpt.state.get("options", {})
     if opts.data is not None and opts.data != saved.get("data"):
@@ -224,7 +233,10 @@ class TrainHook:
 
 def build_hooks(opts: TrainOptions) -> list[TrainHook]:
     """The hooks a run uses, in order."""
-    return []
+    from gentool.figures import FigureHook  # figures imports this module (TrainHook)
+    from gentool.metrics.watch import TrainingWatch  # likewise
+
+    return [TrainingWatch(opts), FigureHook()]
 
 
 def write_epoch_files(session: Session, record: dict, fixed_noise: torch.Tensor) -> None:

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from gentool import __version__
-from gentool.cli import models_cmd, sample_cmd, summary_cmd, train_cmd
+from gentool.cli import evaluate_cmd, models_cmd, sample_cmd, summary_cmd, sweep_cmd, train_cmd
 from gentool.cli.options import err_console
 
 app = typer.Typer(
@@ -36,6 +36,8 @@ app.command("train")(train_cmd.train)
 app.command("sample")(sample_cmd.sample)
 app.command("summary")(summary_cmd.summary)
 app.command("models")(models_cmd.models)
+app.command("evaluate")(evaluate_cmd.evaluate)
+app.command("sweep")(sweep_cmd.sweep)
 
 
 def _click_class(name: str) -> type:

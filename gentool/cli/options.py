@@ -23,6 +23,16 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object on 
 LatentOpt = Annotated[Optional[int], typer.Option("--latent-dim", help="Latent size (default: the study's, per model and data).")]
 WidthOpt = Annotated[Optional[float], typer.Option("--width", help="Multiplier for every hidden width/channel count (1 = the study's network).")]
 OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace existing output instead of refusing.")]
+BatchSizeOpt = Annotated[Optional[int], typer.Option("--batch-size", help="Batch size (default: the model's).")]
+LrOpt = Annotated[Optional[float], typer.Option("--lr", help="Learning rate (default: the study's for the model).")]
+LimitOpt = Annotated[Optional[int], typer.Option("--limit", help="Train on the first N training images only.")]
+ImageSizeOpt = Annotated[Optional[int], typer.Option("--image-size", help="Resize image-folder data to SIZE×SIZE.")]
+CheckpointEveryOpt = Annotated[int, typer.Option("--checkpoint-every", help="Also keep epoch_NNNN.safetensors every K epochs (0: never).")]
+SampleEveryOpt = Annotated[int, typer.Option("--sample-every", help="Write samples/epoch_NNNN.png every K epochs (0: never).")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")]
+SkipNonfiniteOpt = Annotated[bool, typer.Option("--skip-nonfinite", help="Drop optimizer steps whose gradients are NaN/Inf instead of stopping the run.")]
+EvalEveryOpt = Annotated[int, typer.Option("--eval-every", help="Every K epochs score samples (FID, modes) into metrics.json and keep best.safetensors (0: never).")]
+StopOnDivergenceOpt = Annotated[bool, typer.Option("--stop-on-divergence", help="End the run cleanly when a loss or FID jumps far outside its recent range.")]
 
 
 def out_console() -> Console:

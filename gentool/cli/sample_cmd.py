@@ -19,10 +19,12 @@ def sample(
     seed: o.SeedOpt = 0,
     device: o.DeviceOpt = "auto",
     overwrite: o.OverwriteOpt = False,
+    interpolate: Annotated[bool, typer.Option("--interpolate", help="Write a GIF (--out walk.gif): one walk through random latent points per grid cell.")] = False,
+    steps: Annotated[int, typer.Option(help="Frames between two latent points of an --interpolate walk.")] = 16,
     json_out: o.JsonOpt = False,
 ):
     """Draw samples from a checkpoint (the checkpoint alone rebuilds the model)."""
-    result = draw(SampleRequest(checkpoint, grid, n, out, seed, device, overwrite))
+    result = draw(SampleRequest(checkpoint, grid, n, out, seed, device, overwrite, interpolate, steps))
     if json_out:
         o.print_json(result)
     else:

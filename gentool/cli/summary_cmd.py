@@ -9,10 +9,13 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from gentool import rundir
 from gentool.checkpoint import load_checkpoint
 from gentool.cli import options as o
 from gentool.data import peek_geometry
+from gentool.errors import UsageError
 from gentool.registry import get_entry
+from gentool.results import compare_runs, print_table, table
 from gentool.summary import summarize
 
 
@@ -41,15 +44,30 @@ def render(summary: dict, console: Console) -> None:
                   f"({summary['trainable_params']:,} trainable), {summary['size_mb']:.2f} MB")
 
 
+def show_runs(folder: Path, json_out: bool) -> None:
+    """A table comparing the runs in a run or sweep directory: model, values, epochs, final metrics."""
+    rows = compare_runs(folder)
+    if not rows:
+        raise UsageError(f"TARGET: no run directories (folders with a {rundir.CONFIG}) in {folder}; expected a run or "
+                         f"sweep directory, a checkpoint file or a model name")
+    if json_out:
+        o.print_json(rows)
+    else:
+        print_table(table(rows, f"{len(rows)} run(s) in {folder}"))
+
+
 @o.cli_errors
 def summary(
-    target: Annotated[str, typer.Argument(help="A model name or a checkpoint file.")],
+    target: Annotated[str, typer.Argument(help="A model name, a checkpoint file, or a run or sweep directory.")],
     data: o.DataOpt = None,
     latent_dim: o.LatentOpt = None,
     width: o.WidthOpt = None,
     json_out: o.JsonOpt = False,
 ):
-    """Print each network's layers, output shapes and parameter counts, counted like the study's tables."""
+    """Print each network's layers, output shapes and parameter counts, counted like the study's tables; for a run
+    or sweep directory, a table comparing its runs."""
+    if Path(target).is_dir():
+        return show_runs(Path(target), json_out)
     result = summarize(build_model(target, data, latent_dim, width))
     if json_out:
         o.print_json(result)

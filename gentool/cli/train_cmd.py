@@ -33,6 +33,9 @@ def train(
     resume: Annotated[Optional[str], typer.Option(help="Continue the run in RUN_DIR (or from a checkpoint) up to --epochs in total.")] = None,
     overwrite: o.OverwriteOpt = False,
     skip_nonfinite: Annotated[bool, typer.Option("--skip-nonfinite", help="Drop optimizer steps whose gradients are NaN/Inf instead of stopping the run.")] = False,
+    eval_every: Annotated[int, typer.Option("--eval-every", help="Every K epochs score samples (FID, modes) into metrics.json and keep best.safetensors (0: never).")] = 0,
+    eval_n: Annotated[int, typer.Option("--eval-n", help="Samples scored by --eval-every.")] = 2000,
+    stop_on_divergence: Annotated[bool, typer.Option("--stop-on-divergence", help="End the run cleanly on a divergence (a loss far outside its recent range, FID doubling from its best or stuck worse than noise's).")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
     json_out: o.JsonOpt = False,
 ):
@@ -42,7 +45,8 @@ def train(
                         latent_dim=latent_dim, width=width, params=params, limit=limit, image_size=image_size,
                         seed=seed, device=device, out=out, checkpoint_every=checkpoint_every,
                         sample_every=sample_every, resume=resume, overwrite=overwrite,
-                        skip_nonfinite=skip_nonfinite)
+                        skip_nonfinite=skip_nonfinite, eval_every=eval_every, eval_n=eval_n,
+                        stop_on_divergence=stop_on_divergence)
     result = run_training(opts, make_reporter(quiet))
     if json_out:
         o.print_json(result)

@@ -1,0 +1,78 @@
+"""gentool evaluate."""
+
+from __future__ import annotations
+
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from gentool.cli import options as o
+from gentool.metrics.evaluate import EvalRequest, evaluate as run_evaluation
+from gentool.progress import make_reporter
+
+# key → (label, meaning); the table shows the keys present in the result, in this order.
+ROWS = {
+    "fid": ("FID", "Fréchet distance of extractor features (lower is better)"),
+    "kid_mean": ("KID", "unbiased polynomial-kernel MMD² (lower is better; ≈ 0 for the same distribution)"),
+    "is_mean": ("IS", "inception-style score from class probabilities (higher is better, 1 to classes)"),
+    "precision": ("precision", "share of samples on the real feature manifold (k-NN, higher is better)"),
+    "recall": ("recall", "share of real images on the samples' manifold (k-NN, higher is better)"),
+    "modes": ("modes", "classes covered (≥ 20 % of their real share)"),
+    "class_kl": ("class KL", "KL(generated ‖ real) of predicted-class histograms (lower is better)"),
+    "jsd": ("pixel JSD", "Jensen–Shannon distance of pixel-intensity histograms (0 to 1, lower is better)"),
+    "emd": ("sliced EMD", "sliced Wasserstein distance between images in [0, 1] (lower is better)"),
+    "vae_reconstruction": ("reconstruction", "VAE: BCE summed over pixels, per real image (lower is better)"),
+    "vae_kl": ("KL", "VAE: KL of the posterior from the prior, per real image"),
+    "elbo": ("ELBO", "VAE: evidence lower bound per real image, nats (higher is better)"),
+}
+
+
+def _value(key: str, metrics: dict) -> str:
+    if key == "kid_mean":
+        return f"{metrics['kid_mean']:.5f} ± {metrics['kid_std']:.5f}"
+    if key == "is_mean":
+        return f"{metrics['is_mean']:.3f} ± {metrics['is_std']:.3f}"
+    if key == "modes":
+        return f"{metrics['modes']} of {metrics['classes']}"
+    return f"{metrics[key]:.4g}"
+
+
+def render(result: dict, console: Console) -> None:
+    """The metrics as a rich table, then how they were made and any notes."""
+    title = f"{result['source']} vs {result['data']} {result['split']} · N={result['n']:,} · seed {result['seed']}"
+    table = Table("metric", "value", "meaning", title=title)
+    for key, (label, meaning) in ROWS.items():
+        if key in result["metrics"]:
+            table.add_row(label, _value(key, result["metrics"]), meaning)
+    console.print(table)
+    ex = result["extractor"]
+    console.print(f"extractor {ex['id']} (test accuracy {ex['test_accuracy']:.2%}); real images: "
+                  f"{result['real_source']} ({result['n_real']:,}); gentool {result['gentool_version']}",
+                  highlight=False, soft_wrap=True)
+    for note in result["notes"]:
+        console.print(f"[yellow]note:[/] {note}", highlight=False, soft_wrap=True)
+
+
+@o.cli_errors
+def evaluate(
+    source: Annotated[str, typer.Argument(help="A checkpoint (samples are drawn from it), an .npz of images (key 'images', uint8 N×H×W×C) or a folder of PNGs.")],
+    data: Annotated[Optional[str], typer.Option("--data", help="Real data to compare with: mnist, cifar10, mnist-sample or a folder with class subfolders (default: a checkpoint's own).")] = None,
+    data_dir: o.DataDirOpt = None,
+    n: Annotated[int, typer.Option("--n", help="Number of generated images to score.")] = 10_000,
+    metrics: Annotated[str, typer.Option("--metrics", help="all, or a comma-separated list of fid, kid, is, pr (precision/recall), modes, jsd, emd, vae.")] = "all",
+    split: Annotated[str, typer.Option("--split", help="Real split to compare with: test or train.")] = "test",
+    seed: o.SeedOpt = 0,
+    device: o.DeviceOpt = "auto",
+    json_out: o.JsonOpt = False,
+    out: Annotated[Optional[str], typer.Option("--out", help="Also write the JSON result to this file.")] = None,
+    overwrite: o.OverwriteOpt = False,
+):
+    """Score generated images against real data with a reference classifier gentool trains (once) per data set."""
+    req = EvalRequest(source, data, data_dir, n, metrics, split, seed, device, out, overwrite)
+    result = run_evaluation(req, make_reporter(quiet=False))
+    if json_out:
+        o.print_json(result)
+    else:
+        render(result, o.out_console())

@@ -1,0 +1,229 @@
+"""gentool sweep."""
+
+from __future__ import annotations
+
+import signal
+import sys
+from collections import Counter
+from pathlib import Path
+from typing import Annotated, List, Optional
+
+import torch
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from gentool import results, rundir, sweep as sw
+from gentool.cli import options as o
+from gentool.errors import GentoolError, UsageError, bad_value
+from gentool.fileio import read_json
+from gentool.guards import Interrupted
+from gentool.parsing import parse_list, parse_param
+from gentool.progress import PlainReporter, Reporter, make_reporter
+
+# in results.csv/json but not in the terminal's table
+DETAIL_COLUMNS = ("run_dir", "kid_std", "kid_subset_size", "is_std", "classes", "vae_n")
+LatentsOpt = Annotated[Optional[str], typer.Option("--latent-dim", help="Latent sizes to sweep, comma-separated, e.g. 2,5,10,20.")]
+WidthsOpt = Annotated[Optional[str], typer.Option("--width", help="Width multipliers to sweep, comma-separated, e.g. 0.5,1,2.")]
+
+
+def sweep_axes(latent_dim: str | None, width: str | None, params: list[str]) -> dict[str, list]:
+    """The grid's axes in order: --latent-dim, --width, then each --param NAME=V1,V2."""
+    axes = {}
+    if latent_dim is not None:
+        axes["latent_dim"] = parse_list(latent_dim, "--latent-dim", int)
+    if width is not None:
+        axes["width"] = parse_list(width, "--width", float)
+    for spec in params:
+        name, _ = parse_param(spec)
+        if name in axes or name in ("latent_dim", "width"):
+            raise bad_value("--param", spec, "a field not swept already (use --latent-dim/--width for those)")
+        axes[name] = parse_list(spec.partition("=")[2], f"--param {name}")
+    if not axes:
+        raise UsageError("--latent-dim/--width/--param: nothing to sweep; give at least one list of values")
+    return axes
+
+
+def default_out(model: str, data: str) -> Path:
+    """sweeps/<model>-<data>: the same command finds the same folder again, so re-running it resumes."""
+    name = Path(data).name if Path(data).expanduser().is_dir() else data.lower()
+    return Path("sweeps") / f"{model}-{name}"
+
+
+def show_trials(spec: sw.SweepSpec, json_out: bool) -> None:
+    """--list: the trials with their values, status and run directory (from the manifest when there is one)."""
+    trials = spec.trials()
+    if (spec.out / sw.MANIFEST).exists():
+        manifest = sw.read_manifest(spec.out)
+        diffs = sw.differences(manifest, spec)
+        if diffs:
+            raise UsageError(f"--out: {spec.out} holds a different sweep: {'; '.join(diffs)}")
+        trials = manifest["trials"]
+    rows = [{"trial": t["index"], **t["values"], "status": t["status"], "run_dir": str(spec.out / t["run_dir"])}
+            for t in trials]
+    if json_out:
+        o.print_json(rows)
+    else:
+        results.print_table(results.table(rows, f"{len(rows)} trials of {spec.model} on {spec.data}"))
+
+
+class TrialsBar:
+    """Overall progress of worker processes: trials done / running (with their epoch) / failed, as one rich bar on
+    a terminal, one line per change in a log, nothing with --quiet."""
+
+    def __init__(self, sweep_dir: Path, total: int, epochs: int, quiet: bool):
+        self.sweep_dir, self.epochs, self.quiet, self.last = sweep_dir, epochs, quiet, ""
+        self.progress = None
+        if not quiet and sys.stderr.isatty():
+            self.progress = Progress(TextColumn("[bold]trials"), BarColumn(), MofNCompleteColumn(),
+                                     TextColumn("{task.fields[status]}"), TimeElapsedColumn(),
+                                     console=Console(stderr=True))
+            self.task = self.progress.add_task("sweep", total=total, status="")
+            self.progress.start()
+
+    def _epoch(self, trial: dict) -> str:
+        path = self.sweep_dir / trial["run_dir"] / rundir.METRICS
+        try:
+            records = read_json(path).get("epochs", []) if path.exists() else []
+        except ValueError:  # caught mid-rename on a slow file system: the next poll reads it
+            records = []
+        return f"#{trial['index']} epoch {records[-1]['epoch'] if records else 0}/{self.epochs}"
+
+    def __call__(self, manifest: dict, running: list[int]) -> None:
+        trials = manifest["trials"]
+        count = {s: sum(t["status"] == s for t in trials) for s in (sw.DONE, sw.FAILED)}
+        busy = [self._epoch(trials[i]) for i in running if trials[i]["status"] not in (sw.DONE, sw.FAILED)]
+        detail = f" ({', '.join(busy)})" if busy else ""
+        line = f"{count[sw.DONE]} done, {len(busy)} running{detail}, {count[sw.FAILED]} failed"
+        if self.progress is not None:
+            self.progress.update(self.task, completed=count[sw.DONE] + count[sw.FAILED], status=line)
+        elif not self.quiet and line != self.last:
+            print(f"trials: {line}", file=sys.stderr, flush=True)
+        self.last = line
+
+    def close(self) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+
+
+def run_all(spec: sw.SweepSpec, manifest: dict, workers: int, quiet: bool) -> None:
+    """Train every trial not finished yet: here one after another, or in `workers` processes."""
+    todo = [t["index"] for t in manifest["trials"] if not sw.is_finished(t, spec.runtime)]
+    if workers == 1:
+        def announce(trial):
+            if not quiet:
+                values = " ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in trial["values"].items())
+                o.err_console().print(f"[bold]trial {trial['index']}[/] of {len(manifest['trials'])}: {values}",
+                                      highlight=False)
+        sw.run_in_process(spec.out, todo, spec.runtime, lambda: make_reporter(quiet), announce)
+        return
+    bar = TrialsBar(spec.out, len(manifest["trials"]), spec.runtime["epochs"], quiet)
+    try:
+        sw.run_workers(spec.out, todo, spec.runtime, workers, max(1, torch.get_num_threads() // workers), bar)
+    finally:
+        bar.close()
+
+
+def interrupted(sweep_dir: Path, exc: BaseException) -> Interrupted:
+    """The one line for a stopped sweep: where its trials stand and how to go on (exit code 130, 143 for SIGTERM)."""
+    trials = sw.read_manifest(sweep_dir)["trials"]
+    counts = Counter(t["status"] for t in trials)
+    where = ", ".join(f"{n} {status}" for status, n in counts.items())
+    signum = exc.exit_code - 128 if isinstance(exc, Interrupted) else signal.SIGINT
+    return Interrupted(f"sweep interrupted ({where}); re-run the same command to resume it", signum)
+
+
+def show_report(report: dict, json_out: bool) -> None:
+    """The results table (or JSON), each failed trial's error, and where the files went."""
+    if json_out:
+        o.print_json(report)
+        return
+    rows = report["trials"]
+    hide = DETAIL_COLUMNS + (() if any(r.get("error") for r in rows) else ("error",))
+    results.print_table(results.table(rows, f"sweep {report['sweep_dir']}", hide=hide))
+    print("written: " + ", ".join(report["files"]))
+
+
+@o.cli_errors
+def sweep(
+    model: Annotated[str, typer.Argument(help="Model name (see `gentool models`).")],
+    data: o.DataOpt = None,
+    data_dir: o.DataDirOpt = None,
+    latent_dim: LatentsOpt = None,
+    width: WidthsOpt = None,
+    param: Annotated[Optional[List[str]], typer.Option("--param", help="Another config field to sweep, NAME=V1,V2 (repeatable; one value fixes it).")] = None,
+    epochs: Annotated[int, typer.Option(help="Epochs per trial (re-running with more continues finished trials).")] = 10,
+    batch_size: o.BatchSizeOpt = None,
+    lr: o.LrOpt = None,
+    limit: o.LimitOpt = None,
+    image_size: o.ImageSizeOpt = None,
+    seed: o.SeedOpt = 0,
+    device: o.DeviceOpt = "auto",
+    checkpoint_every: o.CheckpointEveryOpt = 10,
+    sample_every: o.SampleEveryOpt = 1,
+    skip_nonfinite: o.SkipNonfiniteOpt = False,
+    eval_every: o.EvalEveryOpt = 0,
+    stop_on_divergence: o.StopOnDivergenceOpt = False,
+    workers: Annotated[int, typer.Option(help="Trials run at once, each in its own process with a share of the CPU threads.")] = 1,
+    trial: Annotated[Optional[int], typer.Option(help="Run only trial K (0-based), e.g. --trial $SLURM_ARRAY_TASK_ID.")] = None,
+    list_trials: Annotated[bool, typer.Option("--list", help="Print the trials and their values, then exit.")] = False,
+    evaluate: Annotated[bool, typer.Option("--eval", help="Also score each trial with `gentool evaluate` (FID, KID, IS, precision/recall, modes...).")] = False,
+    eval_n: Annotated[int, typer.Option(help="Generated images --eval (and --eval-every) scores per trial.")] = sw.EVAL_N,
+    metric: Annotated[Optional[str], typer.Option(help="Metric for heatmap.png (default: fid when present, else the training loss).")] = None,
+    out: Annotated[Optional[str], typer.Option(help="Sweep directory (default sweeps/<model>-<data>); re-running resumes it.")] = None,
+    quiet: o.QuietOpt = False,
+    json_out: o.JsonOpt = False,
+):
+    """Train MODEL over a grid of latent sizes, widths and other settings; each trial is a run directory under the
+    sweep directory, recorded in its sweep.json. Re-running the same command resumes it."""
+    if not data:
+        raise UsageError("--data: missing; expected mnist, cifar10, mnist-sample or a folder of images")
+    if workers < 1:
+        raise bad_value("--workers", workers, "a positive integer")
+    options = {"batch_size": batch_size, "lr": lr, "limit": limit, "image_size": image_size, "seed": seed}
+    runtime = {"epochs": epochs, "data_dir": data_dir, "device": device, "checkpoint_every": checkpoint_every,
+               "sample_every": sample_every, "eval": evaluate, "eval_n": eval_n, "skip_nonfinite": skip_nonfinite,
+               "eval_every": eval_every, "stop_on_divergence": stop_on_divergence}
+    spec = sw.SweepSpec(model, data, sweep_axes(latent_dim, width, param or []),
+                        Path(out) if out else default_out(model, data), options, runtime)
+    if list_trials:
+        return show_trials(spec, json_out)
+    if epochs < 1:
+        raise bad_value("--epochs", epochs, "a positive integer")
+    sw.check_spec(spec)
+    manifest = sw.open_sweep(spec)
+    if evaluate:
+        sw.prepare_evaluation(spec, Reporter() if quiet else PlainReporter())
+    if trial is not None:
+        return run_one(spec, manifest, trial, quiet, json_out, metric)
+    try:
+        run_all(spec, manifest, workers, quiet)
+    except (KeyboardInterrupt, Interrupted) as exc:
+        raise interrupted(spec.out, exc) from None
+    report = sw.report(spec.out, metric)
+    show_report(report, json_out)
+    if not report["ok"]:
+        raise GentoolError(f"{sum(r['status'] != sw.DONE for r in report['trials'])} of {len(report['trials'])} "
+                           f"trials did not finish (see the status column); re-run the same command to retry them")
+
+
+def run_one(spec: sw.SweepSpec, manifest: dict, index: int, quiet: bool, json_out: bool, metric: str | None) -> None:
+    """--trial K: train that trial here; the process that finishes the sweep's last trial writes the results."""
+    if not 0 <= index < len(manifest["trials"]):
+        raise bad_value("--trial", index, f"a trial index from 0 to {len(manifest['trials']) - 1}")
+    try:
+        entry = sw.run_trial(spec.out, index, spec.runtime, make_reporter(quiet))
+    except (KeyboardInterrupt, Interrupted) as exc:
+        raise interrupted(spec.out, exc) from None
+    if entry["status"] == "busy":
+        raise GentoolError(f"--trial: trial {index} is being trained by another process right now")
+    trials = sw.read_manifest(spec.out)["trials"]
+    if all(t["status"] in (sw.DONE, sw.FAILED) for t in trials):
+        sw.report(spec.out, metric)
+    if json_out:
+        o.print_json(entry)
+    elif not quiet:
+        o.out_console().print(f"trial {index}: {entry['status']}  run directory: {spec.out / entry['run_dir']}",
+                              highlight=False)
+    if entry["status"] != sw.DONE:
+        raise GentoolError(f"trial {index} failed: {entry.get('error')}")

@@ -1,0 +1,285 @@
+"""Figures: a run's loss curves (loss.png) and samples over epochs (progress.gif), and a sweep's sample matrix,
+training curves and heat map. Drawn with matplotlib's Agg backend and written atomically.
+
+Nothing here knows a model family: panels come from the metric names found in the records, so a plugin's metrics
+are drawn too. matplotlib is imported only when a figure is drawn, which keeps the CLI's start-up fast.
+"""
+
+from __future__ import annotations
+
+import io
+import itertools
+import math
+from pathlib import Path
+
+import imageio.v3 as iio
+import numpy as np
+import torch
+
+from gentool import rundir
+from gentool.fileio import atomic_write_bytes, read_json
+from gentool.images import make_grid, to_uint8, write_gif
+from gentool.train import Session, TrainHook
+
+LOSS_PNG, PROGRESS_GIF = "loss.png", "progress.gif"
+MATRIX_PNG, CURVES_PNG, HEATMAP_PNG = "samples_matrix.png", "curves.png", "heatmap.png"
+BOOKKEEPING = {"epoch", "step", "seconds", "images_per_second"}
+REFRESH_EVERY = 10  # epochs between loss.png refreshes during a run (the final one is drawn at the end)
+MAX_FRAMES = 120  # progress.gif keeps at most this many epochs, evenly spread, always the last one
+STRIP = 8  # samples per trial in the sweep's sample matrix
+PANELS_PER_ROW = 3
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, path: Path) -> Path:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    _pyplot().close(fig)
+    atomic_write_bytes(path, buf.getvalue())
+    return path
+
+
+def metric_keys(records: list[dict]) -> list[str]:
+    """The numeric metric names found in the records, in first-seen order, without the bookkeeping fields."""
+    keys = dict.fromkeys(k for r in records for k, v in r.items() if isinstance(v, (int, float)) and not isinstance(v, bool))
+    return [k for k in keys if k not in BOOKKEEPING]
+
+
+def panel_of(key: str) -> str:
+    """Which panel a metric is drawn in: losses share one, accuracies one, distance estimates (JSD, EMD) one, FID
+    and mode counts one each; any other metric (a loss term such as the VAE's KL, whose scale differs) its own."""
+    k = key.lower()
+    groups = (("loss", "losses"), ("acc", "accuracy"), ("jsd", "distance estimate"), ("emd", "distance estimate"),
+              ("fid", "FID"), ("mode", "modes"))
+    return next((panel for part, panel in groups if part in k), key)
+
+
+def primary_loss(keys) -> str | None:
+    """The key that stands for "the training loss": `loss` itself, else the first one naming a loss."""
+    keys = list(keys)
+    return "loss" if "loss" in keys else next((k for k in keys if "loss" in k.lower()), None)
+
+
+def plot_losses(history: dict, path: Path, title: str = "") -> Path | None:
+    """Draw the run's curves (one panel per metric group) with its events as vertical lines; None without records."""
+    records = history.get("epochs", [])
+    keys = metric_keys(records)
+    if not keys:
+        return None
+    panels: dict[str, list[str]] = {}
+    for key in keys:
+        panels.setdefault(panel_of(key), []).append(key)
+    plt = _pyplot()
+    cols = min(len(panels), PANELS_PER_ROW)
+    rows = math.ceil(len(panels) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.2 * rows), squeeze=False, sharex=True,
+                             layout="constrained")
+    for ax in axes.flat[len(panels):]:
+        ax.set_visible(False)
+    for ax, (name, names) in zip(axes.flat, panels.items()):
+        for key in names:
+            points = [(r["epoch"], r[key]) for r in records if isinstance(r.get(key), (int, float))]
+            xs, ys = zip(*points)
+            ax.plot(xs, ys, marker="o" if len(points) < 30 else None, markersize=3, label=key)
+        _mark_events(ax, history.get("events", []))
+        _style(ax, name)
+        ax.legend(fontsize=8)
+    fig.suptitle(title)
+    return _save(fig, path)
+
+
+def _style(ax, title: str) -> None:
+    from matplotlib.ticker import MaxNLocator
+
+    ax.set(title=title, xlabel="epoch")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.grid(alpha=0.3)
+
+
+def _mark_events(ax, events: list[dict]) -> None:
+    for event in (e for e in events if isinstance(e.get("epoch"), (int, float))):
+        ax.axvline(event["epoch"], color="grey", linestyle="--", linewidth=0.8)
+        ax.annotate(str(event.get("kind", "")), (event["epoch"], 1), xycoords=("data", "axes fraction"),
+                    rotation=90, fontsize=7, color="grey", va="top", ha="right")
+
+
+def write_progress_gif(run_dir: Path, path: Path | None = None) -> Path | None:
+    """Animate the run's samples/epoch_NNNN.png grids, each frame captioned with its epoch; None without grids."""
+    grids = sorted((Path(run_dir) / rundir.SAMPLES).glob("epoch_*.png"))
+    if not grids:
+        return None
+    if len(grids) > MAX_FRAMES:
+        picks = np.linspace(0, len(grids) - 1, MAX_FRAMES).round().astype(int)
+        grids = [grids[i] for i in sorted(set(picks))]
+    frames = [_captioned(iio.imread(g), f"epoch {int(g.stem.split('_')[1])}") for g in grids]
+    path = path or Path(run_dir) / PROGRESS_GIF
+    write_gif(path, frames, [200] * (len(frames) - 1) + [1500])
+    return path
+
+
+def _captioned(image: np.ndarray, text: str) -> np.ndarray:
+    """An RGB copy of `image` with `text` in a black band above it."""
+    from PIL import Image, ImageDraw
+
+    rgb = np.repeat(image[..., None], 3, axis=2) if image.ndim == 2 else image[..., :3]
+    canvas = Image.new("RGB", (rgb.shape[1], rgb.shape[0] + 14))
+    canvas.paste(Image.fromarray(rgb), (0, 14))
+    ImageDraw.Draw(canvas).text((3, 1), text, fill=(255, 255, 255))
+    return np.asarray(canvas)
+
+
+def draw_run_figures(run_dir: Path, history: dict | None = None, gif: bool = True) -> list[Path]:
+    """loss.png (from `history`, else the run's metrics.json) and, with `gif`, progress.gif; returns what was drawn."""
+    run_dir = Path(run_dir)
+    if history is None:
+        history = read_json(run_dir / rundir.METRICS)
+    title = f"{history.get('model', '')} · {run_dir.name}"
+    drawn = [plot_losses(history, run_dir / LOSS_PNG, title)]
+    if gif:
+        drawn.append(write_progress_gif(run_dir))
+    return [p for p in drawn if p is not None]
+
+
+class FigureHook(TrainHook):
+    """Draws loss.png every REFRESH_EVERY epochs and at the end of a run, and progress.gif at the end. A figure that
+    cannot be drawn is a warning: it never costs the run."""
+
+    def on_epoch_end(self, session: Session, record: dict, reporter) -> None:
+        if record["epoch"] % REFRESH_EVERY == 0:
+            self._draw(session, reporter, gif=False)
+
+    def on_train_end(self, session: Session, reporter) -> None:
+        self._draw(session, reporter, gif=True)
+
+    @staticmethod
+    def _draw(session: Session, reporter, gif: bool) -> None:
+        history = {**session.history, "model": session.model.name}
+        try:
+            draw_run_figures(session.run_dir, history, gif)
+        except Exception as exc:  # a plotting problem must not fail hours of training
+            reporter.message(f"warning: figures for {session.run_dir} not drawn ({type(exc).__name__}: {exc})")
+
+
+# --- sweeps ----------------------------------------------------------------------------------------------------
+
+
+def sweep_layout(grid: dict[str, list]) -> tuple[str, list[str], list[tuple], list]:
+    """Rows × columns for a sweep's figures: columns are the latent sizes (else the last axis), rows every
+    combination of the other axes (the complexity: width, params). Returns (column axis, row axes, row value
+    tuples, column values)."""
+    col_axis = "latent_dim" if "latent_dim" in grid else list(grid)[-1]
+    row_axes = [a for a in grid if a != col_axis]
+    rows = list(itertools.product(*(grid[a] for a in row_axes)))
+    return col_axis, row_axes, rows, list(grid[col_axis])
+
+
+def _label(axes: list[str], values: tuple) -> str:
+    return ", ".join(f"{a}={v:g}" if isinstance(v, float) else f"{a}={v}" for a, v in zip(axes, values)) or "all"
+
+
+def _cells(grid: dict, trials: list[dict]):
+    """(row index, column index, trial) for every trial, placed by its values."""
+    col_axis, row_axes, rows, cols = sweep_layout(grid)
+    for t in trials:
+        v = t["values"]
+        yield rows.index(tuple(v[a] for a in row_axes)), cols.index(v[col_axis]), t
+
+
+def _strip(run_dir: Path, seed: int) -> np.ndarray | None:
+    from gentool.checkpoint import load_checkpoint
+
+    ckpt = Path(run_dir) / rundir.LAST
+    if not ckpt.exists():
+        return None
+    images = load_checkpoint(ckpt).model.generate(STRIP, torch.Generator().manual_seed(seed))
+    return make_grid(to_uint8(images), 1, STRIP)
+
+
+def plot_sample_matrix(grid: dict, trials: list[dict], path: Path, seed: int = 0) -> Path:
+    """One strip of samples per trial (drawn from its last checkpoint with the same seed), laid out rows × columns
+    as `sweep_layout` says; trials without a checkpoint stay blank."""
+    col_axis, row_axes, rows, cols = sweep_layout(grid)
+    plt = _pyplot()
+    fig, axes = plt.subplots(len(rows), len(cols), figsize=(3.2 * len(cols) + 0.8, 0.5 * len(rows) + 0.5),
+                             squeeze=False, layout="constrained")
+    for ax in axes.flat:
+        ax.set_xticks([]), ax.set_yticks([])
+    for r, c, trial in _cells(grid, trials):
+        strip = _strip(trial["path"], seed) if trial.get("status") == "done" else None
+        if strip is not None:
+            axes[r][c].imshow(strip[..., 0] if strip.shape[2] == 1 else strip, cmap="gray", vmin=0, vmax=255)
+    for c, value in enumerate(cols):
+        axes[0][c].set_title(_label([col_axis], (value,)), fontsize=9)
+    for r, values in enumerate(rows):
+        axes[r][0].set_ylabel(_label(row_axes, values), fontsize=8, rotation=0, ha="right", va="center")
+    return _save(fig, path)
+
+
+def plot_sweep_curves(grid: dict, trials: list[dict], path: Path) -> Path | None:
+    """Each trial's training loss over epochs: one panel per row of the layout, one line per column value, all
+    panels on shared axes. None when no trial has records."""
+    col_axis, row_axes, rows, cols = sweep_layout(grid)
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(rows), figsize=(4.2 * len(rows), 3.4), squeeze=False, sharex=True, sharey=True,
+                             layout="constrained")
+    drawn = set()
+    for r, c, trial in sorted(_cells(grid, trials), key=lambda cell: cell[:2]):
+        metrics = Path(trial["path"]) / rundir.METRICS
+        records = read_json(metrics).get("epochs", []) if metrics.exists() else []
+        key = primary_loss(metric_keys(records))
+        if key:
+            points = [(rec["epoch"], rec[key]) for rec in records if key in rec]
+            axes[0][r].plot(*zip(*points), marker="o" if len(points) < 30 else None, markersize=3,
+                            label=_label([col_axis], (cols[c],)))
+            axes[0][r].set_ylabel(key)
+            drawn.add(r)
+    if not drawn:
+        plt.close(fig)
+        return None
+    for r, values in enumerate(rows):
+        _style(axes[0][r], _label(row_axes, values))
+        if r in drawn:
+            axes[0][r].legend(fontsize=8)
+    return _save(fig, path)
+
+
+def plot_heatmap(grid: dict, trials: list[dict], metric: str, path: Path) -> Path:
+    """The trials' final `metric` over the grid (rows × columns), each cell annotated; missing values are blank."""
+    col_axis, row_axes, rows, cols = sweep_layout(grid)
+    values = np.full((len(rows), len(cols)), np.nan)
+    for r, c, trial in _cells(grid, trials):
+        v = (trial.get("final") or {}).get(metric)
+        values[r, c] = v if isinstance(v, (int, float)) and math.isfinite(v) else np.nan
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(1.3 * len(cols) + 2.6, 0.7 * len(rows) + 1.6), layout="constrained")
+    image = ax.imshow(np.ma.masked_invalid(values), cmap="viridis", aspect="auto")
+    fig.colorbar(image, ax=ax, label=metric)
+    ax.set_xticks(range(len(cols)), [_label([col_axis], (v,)) for v in cols], fontsize=8)
+    ax.set_yticks(range(len(rows)), [_label(row_axes, v) for v in rows], fontsize=8)
+    finite = values[np.isfinite(values)]
+    middle = (finite.min() + finite.max()) / 2 if finite.size else 0
+    for (r, c), v in np.ndenumerate(values):
+        text, colour = ("–", "grey") if math.isnan(v) else (f"{v:.4g}", "black" if v > middle else "white")
+        ax.text(c, r, text, ha="center", va="center", fontsize=8, color=colour)
+    ax.set_title(f"final {metric}")
+    return _save(fig, path)
+
+
+def draw_sweep_figures(sweep_dir: Path, grid: dict, trials: list[dict], metric: str | None) -> list[Path]:
+    """samples_matrix.png, curves.png and heatmap.png (of `metric`, else FID when evaluated, else the training loss)
+    in `sweep_dir`; each trial dict holds `values`, `status`, `final` and `path` (its run directory)."""
+    sweep_dir = Path(sweep_dir)
+    drawn = [plot_sample_matrix(grid, trials, sweep_dir / MATRIX_PNG), plot_sweep_curves(grid, trials, sweep_dir / CURVES_PNG)]
+    keys = metric_keys([t.get("final") or {} for t in trials])
+    metric = metric or ("fid" if "fid" in keys else primary_loss(keys))
+    if metric:
+        drawn.append(plot_heatmap(grid, trials, metric, sweep_dir / HEATMAP_PNG))
+    return [p for p in drawn if p is not None]

@@ -1,0 +1,202 @@
+"""`gentool evaluate`: score a checkpoint's samples, an `.npz` of images or a folder of PNGs against a real data set,
+and record how every number was made (extractor, its accuracy, split, N, seed, gentool version)."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import gentool
+from gentool.data import ImageData, peek_geometry
+from gentool.device import pick_device
+from gentool.errors import UsageError, bad_value
+from gentool.fileio import atomic_write_json
+from gentool.metrics.distances import histogram_jsd, sliced_wasserstein
+from gentool.metrics.extractor import get_extractor, seeded_rng
+from gentool.metrics.fid_kid import frechet_distance, gaussian_stats, inception_score, kernel_distance
+from gentool.metrics.manifold import mode_coverage, precision_recall
+from gentool.metrics.reference import SPLITS, Reference, resolve_reference
+from gentool.metrics.sources import Source, check_geometry, open_source
+from gentool.metrics.stats import image_stats, real_stats
+from gentool.progress import Reporter
+
+METRICS = ("fid", "kid", "is", "pr", "modes", "jsd", "emd", "vae")
+ALIASES = {"precision": "pr", "recall": "pr", "precision_recall": "pr", "inception": "is", "swd": "emd",
+           "elbo": "vae", "reconstruction": "vae", "coverage": "modes"}
+MIN_N, MAX_N = 10, 100_000
+KID_SUBSETS, KID_SUBSET_SIZE, PR_K = 100, 1000, 3
+
+
+def parse_metrics(spec: str) -> list[str]:
+    """'all' or a comma-separated list (names or aliases such as precision, recall, swd, elbo) → metric names."""
+    names = [s.strip().lower() for s in (spec or "").split(",") if s.strip()]
+    if names == ["all"]:
+        return list(METRICS)
+    wanted = []
+    for name in names:
+        key = ALIASES.get(name, name)
+        if key not in METRICS:
+            raise bad_value("--metrics", spec, "all or a comma-separated list of " + ", ".join(METRICS))
+        wanted += [key] if key not in wanted else []
+    if not wanted:
+        raise bad_value("--metrics", spec, "all or a comma-separated list of " + ", ".join(METRICS))
+    return wanted
+
+
+@dataclass
+class EvalRequest:
+    """What `gentool evaluate` was asked for."""
+
+    source: str
+    data: str | None = None
+    data_dir: str | None = None
+    n: int = 10_000
+    metrics: str = "all"
+    split: str = "test"
+    seed: int = 0
+    device: str = "auto"
+    out: str | None = None
+    overwrite: bool = False
+
+    def validate(self) -> list[str]:
+        """Check the options before any work; returns the metric names asked for."""
+        if not isinstance(self.n, int) or not MIN_N <= self.n <= MAX_N:
+            raise bad_value("--n", self.n, f"an integer between {MIN_N} and {MAX_N:,}")
+        if self.split not in SPLITS:
+            raise bad_value("--split", self.split, " or ".join(SPLITS))
+        if self.out:
+            out = Path(self.out)
+            if out.is_dir():
+                raise bad_value("--out", self.out, "a file path for the JSON result, not a folder")
+            if out.exists() and not self.overwrite:
+                raise UsageError(f"--out: {out} already exists; pass --overwrite to replace it")
+        return parse_metrics(self.metrics)
+
+
+class Evaluator:
+    """A reference data set's extractor and one split's real statistics, ready to score sets of images."""
+
+    def __init__(self, reference: Reference, split: str, device: torch.device, reporter: Reporter | None = None):
+        self.reference, self.split = reference, split
+        self.extractor = get_extractor(reference, device, reporter)
+        self.real = real_stats(self.extractor, reference, split, reporter)
+        self._real_gaussian = gaussian_stats(self.real.features)
+
+    def provenance(self) -> dict:
+        """How scores from this evaluator are made: extractor identity and accuracy, split, real-set size."""
+        m = self.extractor.meta
+        return {"data": self.reference.name, "split": self.split,
+                "real_source": self.reference.describe_split(self.split), "n_real": len(self.real), "gentool_version": gentool.__version__,
+                "extractor": {"id": m["id"], "recipe_hash": m["recipe_hash"], "test_accuracy": m["test_accuracy"],
+                              "held_out": m.get("held_out"), "train_seconds": m["train_seconds"],
+                              "feature_dim": int(self.real.features.shape[1]), "classes": m["num_classes"]}}
+
+    def score(self, images: torch.Tensor, wanted, seed: int) -> tuple[dict, list[str]]:
+        """The metrics in `wanted` (except vae) for uint8 N×C×H×W images, and notes on their reliability."""
+        gen = image_stats(self.extractor, images, projection_cap=None if "emd" in wanted else 0)
+        metrics, notes = {}, []
+        n, dim = len(gen), gen.features.shape[1]
+        rng = np.random.default_rng(seed)
+        if "fid" in wanted:
+            metrics["fid"] = frechet_distance(*self._real_gaussian, *gaussian_stats(gen.features))
+            if n <= dim:
+                notes.append(f"fid: N={n} is not above the feature dimension {dim}, so the covariance is singular; "
+                             f"FID is then biased upward and not meaningful (use N ≥ {10 * dim})")
+        if "kid" in wanted:
+            mean, std, size = kernel_distance(self.real.features, gen.features, KID_SUBSETS, KID_SUBSET_SIZE, seed)
+            metrics.update(kid_mean=mean, kid_std=std, kid_subset_size=size)
+        if "is" in wanted:
+            metrics["is_mean"], metrics["is_std"] = inception_score(gen.probs)
+        if "pr" in wanted:
+            real = self.real.features[rng.choice(len(self.real), min(n, len(self.real)), replace=False)]
+            metrics["precision"], metrics["recall"] = precision_recall(real, gen.features, PR_K)
+        if "modes" in wanted:
+            metrics.update(mode_coverage(gen.probs, self.real.probs))
+        if "jsd" in wanted:
+            metrics["jsd"] = histogram_jsd(self.real.pixel_hist, gen.pixel_hist)
+        if "emd" in wanted:
+            metrics["emd"] = sliced_wasserstein(self.real.projections, gen.projections)
+        if n < 1000 and {"kid", "pr"} & set(wanted):
+            notes.append(f"N={n} is small: KID and precision/recall vary a lot between seeds at this size")
+        return metrics, notes
+
+
+@torch.no_grad()
+def vae_scores(model, data: ImageData, n: int, seed: int, batch_size: int = 500) -> dict:
+    """Reconstruction error (BCE summed over pixels), KL and ELBO per image (nats) on up to `n` real images, in eval
+    mode with the reparameterisation noise seeded (and the caller's RNG streams left as they were)."""
+    pick = np.sort(np.random.default_rng(seed).choice(len(data), min(n, len(data)), replace=False))
+    images = data.images[torch.from_numpy(pick)]
+    was_training = model.training
+    model.eval()
+    rec = kl = 0.0
+    try:
+        with seeded_rng(seed, model.device):
+            for chunk in images.split(batch_size):
+                out = model.losses(model.normalize(chunk.to(model.device)))
+                rec += float(out["reconstruction"]) * len(chunk)
+                kl += float(out["kl"]) * len(chunk)
+    finally:
+        model.train(was_training)
+    count = len(images)
+    return {"vae_reconstruction": rec / count, "vae_kl": kl / count, "elbo": -(rec + kl) / count, "vae_n": count}
+
+
+def _metric_plan(wanted: list[str], source: Source, explicit: bool) -> list[str]:
+    is_vae = source.checkpoint is not None and callable(getattr(source.checkpoint.model, "losses", None))
+    if "vae" in wanted and not is_vae:
+        if explicit:
+            raise bad_value("--metrics", "vae", "vae only for a checkpoint of a model with a losses(x) method (a VAE)")
+        wanted = [m for m in wanted if m != "vae"]
+    return wanted
+
+
+def evaluate(req: EvalRequest, reporter: Reporter | None = None) -> dict:
+    """Score req.source against the reference data's split; returns the result (also written to req.out)."""
+    started = time.perf_counter()
+    wanted = req.validate()
+    device = pick_device(req.device)
+    source = open_source(req.source, device)
+    wanted = _metric_plan(wanted, source, explicit=req.metrics.strip().lower() != "all")
+    data = req.data or source.data_spec
+    if not data:
+        raise UsageError("--data: missing; say which data set SOURCE imitates: mnist, cifar10, mnist-sample or a "
+                         "folder of labelled images")
+    reference = _reference(data, req)
+    check_geometry(source, peek_geometry(str(reference.train_folder or reference.spec)).shape, reference.name)
+    evaluator = Evaluator(reference, req.split, device, reporter)
+    images = source.images(req.n, req.seed)
+    if len(images) < MIN_N:
+        raise UsageError(f"SOURCE: {source.path} holds {len(images)} images; evaluation needs at least {MIN_N}")
+    metrics, notes = evaluator.score(images, wanted, req.seed)
+    if len(images) < req.n:
+        notes.append(f"SOURCE holds {len(images)} images, fewer than --n {req.n}; all of them were scored")
+    if "vae" in wanted:
+        metrics.update(vae_scores(source.checkpoint.model, reference.load(req.split), req.n, req.seed))
+    result = {"source": str(source.path), "kind": source.kind, **_checkpoint_info(source),
+              "n": len(images), "seed": req.seed, **evaluator.provenance(), "metrics": metrics, "notes": notes,
+              "seconds": round(time.perf_counter() - started, 1)}
+    if req.out:
+        Path(req.out).parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(req.out, result)
+    return result
+
+
+def _reference(data: str, req: EvalRequest) -> Reference:
+    try:
+        return resolve_reference(data, req.data_dir)
+    except UsageError:
+        if req.data:
+            raise
+        raise UsageError(f"--data: SOURCE was trained on {data!r}, which is not found from here; pass --data "
+                         f"(and --data-dir) to name the real data") from None
+
+
+def _checkpoint_info(source: Source) -> dict:
+    if source.checkpoint is None:
+        return {}
+    return {"model": source.checkpoint.model.name, "epoch": source.checkpoint.state.get("epoch")}

@@ -1,0 +1,265 @@
+"""The reference feature extractor: a small CNN classifier that gentool trains itself, once per data set and recipe,
+with a fixed seed, and caches in the user cache dir as safetensors plus JSON metadata (never a pickle).
+
+Its penultimate layer gives the features FID, KID and precision/recall compare; its class probabilities give the
+inception-style score and the mode counts. The cache file's name carries the recipe hash and a fingerprint of the
+data, so a changed recipe or other data never reuses stale weights.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save as st_save
+from torch import nn
+
+import gentool
+from gentool.data import Geometry, ImageData, batches, cache_dir, peek_geometry
+from gentool.errors import UsageError
+from gentool.fileio import atomic_write_bytes
+from gentool.metrics.reference import Reference
+from gentool.progress import Reporter
+
+FORMAT = "gentool-extractor"
+# JSON object of Recipe fields overriding the default recipe. For experiments and for the test suite, which needs
+# an extractor that trains in a second; the overrides enter the recipe hash, so they never mix with the default.
+RECIPE_ENV = "GENTOOL_EXTRACTOR_RECIPE"
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """Everything that decides the extractor's weights (with the data): network shape and training settings."""
+
+    widths: tuple[int, ...] = (16, 32, 64)  # channels of each conv stage; each stage halves the resolution
+    convs_per_stage: int = 1
+    feature_dim: int = 128
+    dropout: float = 0.3
+    epochs: int = 3
+    min_steps: int = 1000  # small data sets train for more epochs, so BatchNorm statistics and weights settle
+    batch_size: int = 128
+    lr: float = 3e-3  # AdamW, one-cycle schedule
+    weight_decay: float = 5e-4
+    label_smoothing: float = 0.0  # > 0 blunts the class probabilities (the inception-style score could not reach K)
+    shift: int = 2  # random translations of up to ±shift pixels
+    flip: bool = False  # random horizontal flips
+    seed: int = 0
+    version: int = 1  # bump when the training code changes in a way these fields do not show
+
+    def to_dict(self) -> dict:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+
+    @property
+    def hash(self) -> str:
+        text = json.dumps(self.to_dict(), sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:10]
+
+
+GREY_RECIPE = Recipe()
+COLOUR_RECIPE = Recipe(widths=(32, 64, 128), convs_per_stage=2, epochs=20, batch_size=128, lr=4e-3, shift=3,
+                       flip=True, dropout=0.2)
+
+
+def default_recipe(geometry: Geometry) -> Recipe:
+    """The fixed recipe for a geometry (grey: MNIST-like, colour: CIFAR-like), with $GENTOOL_EXTRACTOR_RECIPE
+    overrides applied."""
+    recipe = GREY_RECIPE if geometry.channels == 1 else COLOUR_RECIPE
+    text = os.environ.get(RECIPE_ENV)
+    if not text:
+        return recipe
+    try:
+        overrides = json.loads(text)
+        overrides = {k: tuple(v) if isinstance(v, list) else v for k, v in overrides.items()}
+        return dataclasses.replace(recipe, **overrides)
+    except (ValueError, TypeError, AttributeError) as exc:
+        raise UsageError(f"${RECIPE_ENV}: expected a JSON object of recipe fields ({exc})") from None
+
+
+class FeatureNet(nn.Module):
+    """Conv stages (conv-BN-ReLU, max-pool) → flatten → `feature_dim` features (BN, ReLU) → dropout → logits."""
+
+    def __init__(self, recipe: Recipe, geometry: Geometry, num_classes: int):
+        super().__init__()
+        layers: list[nn.Module] = []
+        cin, h, w = geometry.channels, geometry.height, geometry.width
+        for width in recipe.widths:
+            for _ in range(recipe.convs_per_stage):
+                layers += [nn.Conv2d(cin, width, 3, padding=1, bias=False), nn.BatchNorm2d(width), nn.ReLU()]
+                cin = width
+            layers.append(nn.MaxPool2d(2))
+            h, w = h // 2, w // 2
+        if h < 1 or w < 1:
+            raise UsageError(f"--data: images of {geometry.height}x{geometry.width} are too small for the extractor")
+        self.body = nn.Sequential(*layers, nn.Flatten())
+        self.features = nn.Sequential(nn.Linear(cin * h * w, recipe.feature_dim), nn.BatchNorm1d(recipe.feature_dim),
+                                      nn.ReLU())
+        self.head = nn.Sequential(nn.Dropout(recipe.dropout), nn.Linear(recipe.feature_dim, num_classes))
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """uint8 N×C×H×W images → (features, logits)."""
+        f = self.features(self.body(images.float().div(127.5).sub(1.0)))
+        return f, self.head(f)
+
+
+@dataclass
+class Extractor:
+    """A trained extractor and what describes it (id, data set, recipe, test accuracy, training time)."""
+
+    net: FeatureNet
+    meta: dict = field(default_factory=dict)
+
+    @property
+    def id(self) -> str:
+        return self.meta["id"]
+
+    @torch.no_grad()
+    def run(self, images: torch.Tensor, batch_size: int = 500) -> tuple[np.ndarray, np.ndarray]:
+        """Features (float32 N×D) and class probabilities (float32 N×K) for uint8 N×C×H×W images."""
+        self.net.eval()
+        device = next(self.net.parameters()).device
+        feats, probs = [], []
+        for chunk in images.split(batch_size):
+            f, logits = self.net(chunk.to(device))
+            feats.append(f.float().cpu())
+            probs.append(logits.float().softmax(1).cpu())
+        return torch.cat(feats).numpy(), torch.cat(probs).numpy()
+
+    def accuracy(self, data: ImageData) -> float:
+        """Top-1 accuracy on labelled data."""
+        _, probs = self.run(data.images)
+        return float((probs.argmax(1) == data.labels.numpy()).mean())
+
+
+def extractors_dir() -> Path:
+    """Where extractors and real-data statistics are cached ($XDG_CACHE_HOME/gentool/extractors)."""
+    return cache_dir() / "extractors"
+
+
+def extractor_id(reference: Reference, recipe: Recipe) -> str:
+    """`<data>-r<recipe hash>-d<data fingerprint>`: the cache name of this data set's extractor."""
+    return f"{reference.name}-r{recipe.hash}-d{reference.fingerprint()}"
+
+
+def get_extractor(reference: Reference, device: torch.device, reporter: Reporter | None = None) -> Extractor:
+    """The reference's extractor: loaded from the cache, or trained now (with progress) and cached."""
+    reporter = reporter or Reporter()
+    recipe = default_recipe(peek_geometry(str(reference.train_folder or reference.spec)))
+    ident = extractor_id(reference, recipe)
+    path = extractors_dir() / f"{ident}.safetensors"
+    if path.exists():
+        try:
+            return load_extractor(path, device)
+        except (SafetensorError, OSError, ValueError, KeyError, TypeError, RuntimeError) as exc:
+            warnings.warn(f"cached extractor {path} is unreadable ({exc}); training it again")
+    reporter.message(f"training the reference extractor for {reference.describe_split('train')} "
+                     f"(first use; recipe {recipe.hash}, seed {recipe.seed})")
+    extractor = train_extractor(reference.load("train"), reference.load("test"), recipe, device, reporter)
+    extractor.meta.update(id=ident, data=reference.name, data_spec=reference.spec,
+                          held_out=reference.describe_split("test"))
+    save_extractor(path, extractor)
+    reporter.message(f"reference extractor {ident}: test accuracy {extractor.meta['test_accuracy']:.2%}, "
+                     f"trained in {extractor.meta['train_seconds']:.0f} s, cached in {path}")
+    return extractor
+
+
+@contextlib.contextmanager
+def seeded_rng(seed: int, device: torch.device):
+    """Inside the block torch's global RNG starts from `seed`; afterwards the caller's streams are as they were."""
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        yield
+
+
+def train_extractor(train: ImageData, test: ImageData, recipe: Recipe, device: torch.device,
+                    reporter: Reporter) -> Extractor:
+    """Train a FeatureNet on `train` with the recipe's fixed seed (without disturbing the caller's RNG streams) and
+    measure its accuracy on `test`."""
+    num_classes = max(len(train.class_names), int(train.labels.max()) + 1)
+    start = time.perf_counter()
+    with seeded_rng(recipe.seed, device):
+        net = FeatureNet(recipe, train.geometry, num_classes).to(device)
+        _fit(net, train, recipe, device, reporter)
+    seconds = time.perf_counter() - start
+    meta = {"format": FORMAT, "gentool_version": gentool.__version__, "recipe": recipe.to_dict(),
+            "recipe_hash": recipe.hash, "geometry": train.geometry.to_dict(), "num_classes": num_classes,
+            "class_names": list(train.class_names), "n_train": len(train), "n_test": len(test),
+            "train_seconds": round(seconds, 1)}
+    extractor = Extractor(net, meta)
+    extractor.meta["test_accuracy"] = round(extractor.accuracy(test), 5)
+    return extractor
+
+
+def _fit(net: FeatureNet, train: ImageData, recipe: Recipe, device: torch.device, reporter: Reporter) -> None:
+    images, labels = train.images.to(device), train.labels.to(device)
+    steps = len(batches(len(images), recipe.batch_size, recipe.seed, 1, device))
+    epochs = max(recipe.epochs, math.ceil(recipe.min_steps / steps))
+    opt = torch.optim.AdamW(net.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(opt, recipe.lr, total_steps=epochs * steps)
+    reporter.start(epochs, 1)
+    try:
+        for epoch in range(1, epochs + 1):
+            net.train()
+            reporter.epoch_start(epoch, steps)
+            start, total, correct = time.perf_counter(), 0, 0
+            for i, idx in enumerate(batches(len(images), recipe.batch_size, recipe.seed, epoch, device)[:steps]):
+                _, logits = net(augment(images[idx], recipe))
+                loss = F.cross_entropy(logits, labels[idx], label_smoothing=recipe.label_smoothing)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                schedule.step()
+                total += len(idx)
+                correct += int((logits.argmax(1) == labels[idx]).sum())
+                reporter.step(i + 1, {"loss": loss.item()}, total / max(time.perf_counter() - start, 1e-9))
+            seconds = time.perf_counter() - start
+            reporter.epoch_end({"epoch": epoch, "step": epoch * steps, "seconds": seconds,
+                                "images_per_second": total / max(seconds, 1e-9), "train_accuracy": correct / total})
+    finally:
+        reporter.close()
+
+
+def augment(images: torch.Tensor, recipe: Recipe) -> torch.Tensor:
+    """Random translations (zero padding) and, if the recipe says so, horizontal flips of a uint8 batch."""
+    n, _, h, w = images.shape
+    if recipe.shift:
+        s = recipe.shift
+        padded = F.pad(images, (s, s, s, s))
+        dy, dx = torch.randint(0, 2 * s + 1, (2, n)).tolist()
+        images = torch.stack([padded[i, :, dy[i]:dy[i] + h, dx[i]:dx[i] + w] for i in range(n)])
+    if recipe.flip:
+        flip = (torch.rand(n) < 0.5).to(images.device)[:, None, None, None]
+        images = torch.where(flip, images.flip(3), images)
+    return images
+
+
+def save_extractor(path: Path, extractor: Extractor) -> None:
+    """Write weights and metadata (JSON under the key "meta") to one safetensors file, atomically."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tensors = {k: v.detach().cpu().contiguous() for k, v in extractor.net.state_dict().items()}
+    atomic_write_bytes(path, st_save(tensors, metadata={"meta": json.dumps(extractor.meta)}))
+
+
+def load_extractor(path: Path, device: torch.device | str = "cpu") -> Extractor:
+    """Rebuild an extractor from its file: the metadata's recipe builds the network, then the weights load (strict)."""
+    with safe_open(str(path), framework="pt") as f:
+        meta = json.loads((f.metadata() or {})["meta"])
+        if meta.get("format") != FORMAT:
+            raise ValueError(f"not a {FORMAT} file")
+        weights = {k: f.get_tensor(k) for k in f.keys()}
+    fields = meta["recipe"]
+    recipe = Recipe(**{k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()})
+    net = FeatureNet(recipe, Geometry(**meta["geometry"]), meta["num_classes"])
+    net.load_state_dict(weights)
+    return Extractor(net.to(device).eval(), meta)

@@ -1,0 +1,393 @@
+"""Sweeps: a grid of ordinary training runs (the product of value lists) under one folder, with a sweep.json
+manifest that records each trial's values, status and run directory.
+
+Every trial runs through `run_trial`, whether in this process, as `gentool sweep --trial K` (job arrays) or in a
+worker subprocess (`--workers W`). The manifest is only changed under an fcntl lock and written atomically, and a
+second lock per trial keeps two processes from training the same trial; a process that dies releases both. A trial
+with a checkpoint is resumed from it, so re-running the same sweep continues where it stopped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import itertools
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import gentool
+from gentool import rundir
+from gentool.errors import GentoolError, UsageError
+from gentool.fileio import atomic_write_json, read_json
+from gentool.guards import Interrupted
+from gentool.progress import PlainReporter, Reporter
+from gentool.results import final_metrics, write_results
+from gentool.train import TrainOptions, train
+
+MANIFEST, LOCK, TRIAL_LOCKS, EVAL_LOCK, LOGS = "sweep.json", ".sweep.lock", ".locks", ".eval.lock", "logs"
+FORMAT, FORMAT_VERSION = "gentool-sweep", 1
+EVAL_N = 2000  # generated images evaluate scores per trial
+POLL_SECONDS, STOP_GRACE_SECONDS = 0.5, 30
+DONE, FAILED, INTERRUPTED, RUNNING, PENDING = "done", "failed", "interrupted", "running", "pending"
+
+
+@dataclass
+class SweepSpec:
+    """A sweep as asked for: the model and data, the value list of each axis (latent_dim, width or a config field)
+    in grid order, the options every trial shares and the per-invocation ones, and the sweep folder."""
+
+    model: str
+    data: str
+    axes: dict[str, list]
+    out: Path
+    # shared by every trial, part of what the sweep is (changing one is another sweep): batch_size, lr, limit,
+    # image_size, seed
+    options: dict = field(default_factory=dict)
+    # may change from one invocation to the next: epochs, data_dir, device, checkpoint_every, sample_every, eval, eval_n,
+    # skip_nonfinite, eval_every, stop_on_divergence
+    runtime: dict = field(default_factory=dict)
+
+    def trials(self) -> list[dict]:
+        """Every combination of the axes' values, in order (the last axis varies fastest)."""
+        names = list(self.axes)
+        combos = itertools.product(*self.axes.values())
+        return [{"index": i, "values": dict(zip(names, combo)), "run_dir": trial_dir_name(i, dict(zip(names, combo))),
+                 "status": PENDING} for i, combo in enumerate(combos)]
+
+    def manifest(self) -> dict:
+        """A fresh manifest: what the sweep is and every trial pending."""
+        return {"format": FORMAT, "format_version": FORMAT_VERSION, "gentool_version": gentool.__version__,
+                "model": self.model, "data": self.data, "grid": self.axes, "options": self.options,
+                "epochs": self.runtime.get("epochs"), "trials": self.trials()}
+
+
+def _short(value) -> str:
+    text = f"{value:g}" if isinstance(value, float) else str(value).lower()
+    return re.sub(r"[^A-Za-z0-9.+-]", "_", text)
+
+
+def trial_dir_name(index: int, values: dict) -> str:
+    """'004-latent_dim5-width1': the trial's index and values, safe as a folder name."""
+    return "-".join([f"{index:03d}", *(f"{k}{_short(v)}" for k, v in values.items())])
+
+
+@contextlib.contextmanager
+def locked(path: Path, wait: bool = True):
+    """Hold an exclusive fcntl lock on `path` (created if needed); yields False when `wait` is off and another
+    process holds it. The lock goes with the process, so a killed process never leaves it behind."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            yield False
+            return
+        yield True
+    finally:
+        os.close(fd)
+
+
+def read_manifest(sweep_dir: Path) -> dict:
+    """The sweep.json of a sweep folder."""
+    path = Path(sweep_dir) / MANIFEST
+    if not path.is_file():
+        raise UsageError(f"--out: {sweep_dir} holds no {MANIFEST}; expected a sweep directory")
+    manifest = read_json(path)
+    if manifest.get("format") != FORMAT or manifest.get("format_version", 0) > FORMAT_VERSION:
+        raise GentoolError(f"{path}: not a sweep manifest this gentool {gentool.__version__} reads")
+    return manifest
+
+
+def differences(manifest: dict, spec: SweepSpec) -> list[str]:
+    """What the sweep in `manifest` and `spec` disagree on (model, data, grid, shared options), one phrase each."""
+    saved = {"model": manifest["model"], "data": manifest["data"], **manifest["options"]}
+    wanted = {"model": spec.model, "data": spec.data, **spec.options}
+    diffs = [f"{k} {saved.get(k)!r} (now {wanted.get(k)!r})" for k in dict.fromkeys([*saved, *wanted])
+             if saved.get(k) != wanted.get(k)]
+    grid, axes = manifest["grid"], spec.axes
+    for name in dict.fromkeys([*grid, *axes]):
+        if grid.get(name) != axes.get(name):
+            diffs.append(f"{name} values {grid.get(name) or 'not swept'} (now {axes.get(name) or 'not swept'})")
+    if not diffs and list(grid) != list(axes):
+        diffs.append(f"axis order {list(grid)} (now {list(axes)})")
+    return diffs
+
+
+def open_sweep(spec: SweepSpec) -> dict:
+    """Create the sweep folder and manifest, or reopen them when they describe the same sweep (an error listing what
+    differs otherwise); records the epochs asked for now."""
+    out = spec.out
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out: {out} exists and is not a directory; expected a sweep directory")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"--out: cannot create sweep directory {out} ({exc.strerror})") from None
+    with locked(out / LOCK):
+        if (out / MANIFEST).exists():
+            manifest = read_manifest(out)
+            diffs = differences(manifest, spec)
+            if diffs:
+                raise UsageError(f"--out: {out} holds a different sweep: {'; '.join(diffs)}; repeat its options or "
+                                 f"choose another --out")
+        elif any(p.name not in (LOCK, TRIAL_LOCKS, EVAL_LOCK) for p in out.iterdir()):
+            raise UsageError(f"--out: {out} is not empty and holds no {MANIFEST}; expected a new or sweep directory")
+        else:
+            manifest = spec.manifest()
+        manifest["epochs"] = spec.runtime.get("epochs")
+        atomic_write_json(out / MANIFEST, manifest)
+    (out / TRIAL_LOCKS).mkdir(exist_ok=True)
+    return manifest
+
+
+def update_trial(sweep_dir: Path, index: int, **changes) -> dict:
+    """Change one trial's entry in the manifest under the sweep lock; returns the updated entry."""
+    with locked(Path(sweep_dir) / LOCK):
+        manifest = read_manifest(sweep_dir)
+        trial = manifest["trials"][index]
+        trial.update(changes, updated=time.strftime("%Y-%m-%dT%H:%M:%S"))
+        atomic_write_json(Path(sweep_dir) / MANIFEST, manifest)
+    return trial
+
+
+def is_finished(trial: dict, runtime: dict) -> bool:
+    """Done, trained to at least runtime["epochs"] (asking for more resumes finished trials) and, with
+    runtime["eval"], evaluated."""
+    return (trial.get("status") == DONE and trial.get("epochs", 0) >= runtime["epochs"]
+            and (not runtime.get("eval") or trial.get("metrics") is not None))
+
+
+def trial_lock(sweep_dir: Path, index: int) -> Path:
+    return Path(sweep_dir) / TRIAL_LOCKS / f"{index:03d}.lock"
+
+
+def trial_options(manifest: dict, trial: dict, sweep_dir: Path, runtime: dict) -> TrainOptions:
+    """TrainOptions for a trial: resume its run when it has a checkpoint, else start it in its own folder."""
+    run_dir = Path(sweep_dir) / trial["run_dir"]
+    common = {"model": manifest["model"], "data": manifest["data"], "data_dir": runtime.get("data_dir"),
+              "epochs": runtime["epochs"], "device": runtime.get("device") or "auto"}
+    # train's own safety and evaluation options, passed on only when asked for
+    common.update({k: runtime[k] for k in ("skip_nonfinite", "eval_every", "stop_on_divergence") if runtime.get(k)})
+    if runtime.get("eval_every"):
+        common["eval_n"] = runtime.get("eval_n") or EVAL_N
+    if (run_dir / rundir.LAST).exists():
+        return TrainOptions(**common, resume=str(run_dir))
+    values, opts = dict(trial["values"]), manifest["options"]
+    every = {k: runtime[k] for k in ("checkpoint_every", "sample_every") if runtime.get(k) is not None}
+    # overwrite: a trial interrupted before its first checkpoint left only gentool's own files in its folder
+    return TrainOptions(**common, **every, latent_dim=values.pop("latent_dim", None), width=values.pop("width", None),
+                        params=values, batch_size=opts.get("batch_size"), lr=opts.get("lr"), limit=opts.get("limit"),
+                        image_size=opts.get("image_size"), seed=opts.get("seed", 0), out=str(run_dir), overwrite=True)
+
+
+def describe(exc: BaseException) -> str:
+    """An error as one line: gentool's own message, else the exception's type and text."""
+    return str(exc) if isinstance(exc, GentoolError) else f"{type(exc).__name__}: {exc}"
+
+
+def run_trial(sweep_dir: Path, index: int, runtime: dict, reporter: Reporter | None = None) -> dict:
+    """Train trial `index` to runtime["epochs"] (resuming it when it has a checkpoint) and record the outcome: done
+    (with final metrics), failed (with the error; the exception is not raised) or interrupted (re-raised). Returns
+    the trial's entry; status "busy" when another process is training it."""
+    manifest = read_manifest(sweep_dir)
+    trial = manifest["trials"][index]
+    with locked(trial_lock(sweep_dir, index), wait=False) as mine:
+        if not mine:
+            return {**trial, "status": "busy"}
+        if is_finished(trial, runtime):
+            return trial
+        update_trial(sweep_dir, index, status=RUNNING, error=None, host=socket.gethostname(), pid=os.getpid())
+        try:
+            result = train(trial_options(manifest, trial, sweep_dir, runtime), reporter)
+            stale = result["epochs"] != trial.get("epochs")  # evaluated at another epoch count
+            metrics = evaluate_run(sweep_dir / trial["run_dir"], runtime) if runtime.get("eval") else \
+                None if stale else trial.get("metrics")
+        except (KeyboardInterrupt, Interrupted):
+            update_trial(sweep_dir, index, status=INTERRUPTED)
+            raise
+        except Exception as exc:  # a failing trial is recorded and must not stop the others
+            return update_trial(sweep_dir, index, status=FAILED, error=describe(exc))
+        final = final_metrics(read_json(Path(result["metrics_file"])).get("epochs", []))
+        return update_trial(sweep_dir, index, status=DONE, epochs=result["epochs"], final=final, metrics=metrics)
+
+
+def evaluate_run(run_dir: Path, runtime: dict) -> dict:
+    """`gentool evaluate`'s metrics for a run's last checkpoint against its own data set's test split."""
+    from gentool.metrics.evaluate import EvalRequest, evaluate
+
+    req = EvalRequest(str(Path(run_dir) / rundir.LAST), data_dir=runtime.get("data_dir"),
+                      n=runtime.get("eval_n") or EVAL_N, device=runtime.get("device") or "auto")
+    return evaluate(req)["metrics"]
+
+
+def prepare_evaluation(spec: SweepSpec, reporter: Reporter) -> None:
+    """Fail early when evaluation is unavailable; otherwise make sure the data set's reference extractor exists,
+    training it here, once, under a lock, rather than in several trials at the same time."""
+    try:
+        from gentool.device import pick_device
+        from gentool.metrics.extractor import get_extractor
+        from gentool.metrics.reference import resolve_reference
+    except ImportError as exc:
+        raise GentoolError(f"--eval: evaluation is unavailable in this gentool ({exc})") from None
+    with locked(spec.out / EVAL_LOCK):
+        get_extractor(resolve_reference(spec.data, spec.runtime.get("data_dir")),
+                      pick_device(spec.runtime.get("device") or "auto"), reporter)
+
+
+def trial_metrics(trial: dict) -> dict:
+    """The trial's final training metrics and its evaluation's numbers (prefixed eval_ where a name is taken; lists
+    such as the class histogram stay in sweep.json)."""
+    merged = dict(trial.get("final") or {})
+    for key, value in (trial.get("metrics") or {}).items():
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            merged[f"eval_{key}" if key in merged else key] = value
+    return merged
+
+
+def trial_busy(sweep_dir: Path, index: int) -> bool:
+    """Whether another process holds the trial's lock (is training it right now)."""
+    with locked(trial_lock(sweep_dir, index), wait=False) as free:
+        return not free
+
+
+def check_spec(spec: SweepSpec) -> None:
+    """Build every trial's model config (not its networks) so that a bad value fails before any training starts."""
+    from gentool.data import peek_geometry
+    from gentool.registry import get_entry
+
+    config_class = get_entry(spec.model).cls.config_class
+    geometry = peek_geometry(spec.data, spec.options.get("image_size"))
+    for trial in spec.trials():
+        values = dict(trial["values"])
+        config_class.create(geometry, values.pop("latent_dim", None), values.pop("width", None),
+                            lr=spec.options.get("lr"), batch_size=spec.options.get("batch_size"), **values)
+
+
+def run_in_process(sweep_dir: Path, indices: list[int], runtime: dict, make_reporter, announce) -> None:
+    """Run the trials one after another in this process; `announce(trial)` before each, a fresh reporter each."""
+    trials = read_manifest(sweep_dir)["trials"]
+    for index in indices:
+        announce(trials[index])
+        run_trial(sweep_dir, index, runtime, make_reporter())
+
+
+def result_rows(manifest: dict) -> list[dict]:
+    """One row per trial: index, values, status, epochs, final metrics, error and run directory."""
+    return [{"trial": t["index"], **t["values"], "status": t["status"], "epochs": t.get("epochs", 0),
+             **trial_metrics(t), "error": t.get("error"), "run_dir": t["run_dir"]} for t in manifest["trials"]]
+
+
+def report(sweep_dir: Path, metric: str | None = None) -> dict:
+    """Write results.csv, results.json and the sweep's figures for the trials as they stand; returns the rows, the
+    files written and whether every trial is done."""
+    from gentool.figures import draw_sweep_figures
+
+    manifest = read_manifest(sweep_dir)
+    rows = result_rows(manifest)
+    files = write_results(sweep_dir, rows)
+    trials = [{**t, "final": trial_metrics(t), "path": Path(sweep_dir) / t["run_dir"]} for t in manifest["trials"]]
+    figures = draw_sweep_figures(sweep_dir, manifest["grid"], trials, metric)
+    return {"sweep_dir": str(sweep_dir), "ok": all(t["status"] == DONE for t in manifest["trials"]),
+            "trials": rows, "files": [str(f) for f in files + figures]}
+
+
+# --- worker processes ------------------------------------------------------------------------------------------
+
+
+def _launch(sweep_dir: Path, index: int, threads: int, runtime: dict) -> subprocess.Popen:
+    """Start `python -m gentool.sweep` for one trial, logging to logs/NNN.log, in its own session so that a Ctrl-C
+    at the terminal reaches only the parent, which then stops the workers itself."""
+    (sweep_dir / LOGS).mkdir(exist_ok=True)
+    package_root = str(Path(gentool.__file__).resolve().parents[1])  # the worker imports this very gentool
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads),
+           "PYTHONPATH": os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))}
+    with open(sweep_dir / LOGS / f"{index:03d}.log", "ab") as log:
+        return subprocess.Popen([sys.executable, "-m", "gentool.sweep", str(sweep_dir), str(index), str(threads),
+                                 json.dumps(runtime)], stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                env=env, start_new_session=True)
+
+
+def _settle(sweep_dir: Path, index: int, code: int) -> None:
+    """A worker has exited: if it could not record its outcome (killed, crashed), record it for it."""
+    with locked(trial_lock(sweep_dir, index), wait=False) as free:
+        trial = read_manifest(sweep_dir)["trials"][index]
+        if free and trial.get("status") == RUNNING:
+            interrupted = code in (130, 143, -signal.SIGINT, -signal.SIGTERM)
+            update_trial(sweep_dir, index, status=INTERRUPTED if interrupted else FAILED,
+                         error=None if interrupted else f"worker exited with code {code} (see {LOGS}/{index:03d}.log)")
+
+
+def _stop(sweep_dir: Path, running: dict[int, subprocess.Popen]) -> None:
+    """Ask each worker to stop (SIGINT: it saves and records itself as interrupted), then insist."""
+    for proc in running.values():
+        proc.send_signal(signal.SIGINT)
+    deadline = time.monotonic() + STOP_GRACE_SECONDS
+    for index, proc in running.items():
+        try:
+            proc.wait(max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        _settle(sweep_dir, index, proc.returncode)
+
+
+def run_workers(sweep_dir: Path, indices: list[int], runtime: dict, workers: int, threads: int, on_poll) -> None:
+    """Run the trials in up to `workers` subprocesses with `threads` torch threads each; `on_poll(manifest, running)`
+    is called about twice a second. SIGINT or SIGTERM stops the workers, records their trials as interrupted and
+    raises Interrupted."""
+    pending, running = list(indices), {}
+    # like train's own handling: also when started with SIGINT ignored (a background job), SIGINT stops the sweep
+    previous = {s: signal.signal(s, _raise_interrupt) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        while pending or running:
+            while pending and len(running) < workers:
+                index = pending.pop(0)
+                if not trial_busy(sweep_dir, index):
+                    running[index] = _launch(sweep_dir, index, threads, runtime)
+            for index, proc in list(running.items()):
+                if proc.poll() is not None:
+                    _settle(sweep_dir, index, running.pop(index).returncode)
+            on_poll(read_manifest(sweep_dir), sorted(running))
+            time.sleep(POLL_SECONDS)
+    except (KeyboardInterrupt, Interrupted):
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the clean-up short
+        _stop(sweep_dir, running)
+        raise
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def _raise_interrupt(signum, frame):
+    raise Interrupted(f"{signal.Signals(signum).name} received", signum)
+
+
+def worker_main(argv: list[str]) -> int:
+    """`python -m gentool.sweep SWEEP_DIR INDEX THREADS RUNTIME_JSON`: train one trial (the worker of
+    `--workers`); exit 0 when it is done, 1 when it failed, 130 when interrupted."""
+    import torch
+
+    sweep_dir, index, threads, runtime = Path(argv[0]), int(argv[1]), int(argv[2]), json.loads(argv[3])
+    torch.set_num_threads(threads)
+    try:
+        trial = run_trial(sweep_dir, index, runtime, PlainReporter())
+    except (KeyboardInterrupt, Interrupted):
+        return 130
+    except GentoolError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    if trial.get("error"):
+        print(f"error: {trial['error']}", file=sys.stderr)
+    return 0 if trial["status"] == DONE else 1
+
+
+if __name__ == "__main__":
+    sys.exit(worker_main(sys.argv[1:]))

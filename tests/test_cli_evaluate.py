@@ -1,0 +1,124 @@
+"""`gentool evaluate` and `gentool train --eval-every` end to end, on the tiny MNIST files and a tiny extractor
+recipe (see TINY_RECIPE: the default recipe takes minutes; the override enters the cache name, so it cannot be
+mistaken for the default one)."""
+
+import json
+
+import numpy as np
+import pytest
+
+from gentool.metrics.extractor import RECIPE_ENV
+from test_metrics import TINY_RECIPE, one_thread  # noqa: F401 (an autouse fixture)
+
+
+@pytest.fixture(scope="module")
+def cache_home(tmp_path_factory):
+    return tmp_path_factory.mktemp("cache")
+
+
+@pytest.fixture(autouse=True)
+def tiny_extractor(monkeypatch, cache_home):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(cache_home))
+    monkeypatch.setenv(RECIPE_ENV, TINY_RECIPE)
+
+
+@pytest.fixture(scope="module")
+def vae_run(tmp_path_factory, mnist_root, cache_home):
+    """A VAE trained for 2 epochs with --eval-every 1 (which also trains and caches the tiny extractor)."""
+    from typer.testing import CliRunner
+
+    from gentool.cli.app import app
+
+    run = tmp_path_factory.mktemp("vae") / "run"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("XDG_CACHE_HOME", str(cache_home))
+        mp.setenv(RECIPE_ENV, TINY_RECIPE)
+        result = CliRunner().invoke(app, ["train", "vae", "--data", "mnist", "--data-dir", str(mnist_root),
+                                          "--epochs", "2", "--limit", "96", "--batch-size", "16", "--eval-every", "1",
+                                          "--eval-n", "40", "--out", str(run), "-q", "--json"],
+                                    catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return run, json.loads(result.stdout)
+
+
+def test_eval_every_records_fid_and_keeps_best(vae_run):
+    run, summary = vae_run
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert all({"fid", "modes", "class_kl"} <= r.keys() for r in metrics["epochs"])
+    best = min(metrics["epochs"], key=lambda r: r["fid"])
+    assert metrics["best"] == {"epoch": best["epoch"], "fid": best["fid"]}
+    assert (run / "best.safetensors").is_file() and summary["checkpoints"]["best"].endswith("best.safetensors")
+    made = metrics["evaluation"]
+    assert made["n"] == 40 and made["split"] == "test" and made["extractor"]["id"].startswith("mnist-r")
+    assert all({"epoch", "kind", "message"} <= e.keys() for e in metrics["events"])
+
+
+def test_evaluate_a_checkpoint(invoke, vae_run, mnist_root):
+    run, _ = vae_run
+    result = invoke("evaluate", run / "best.safetensors", "--data-dir", mnist_root, "--n", "30", "--json")
+    assert result.exit_code == 0, result.stderr
+    out = json.loads(result.stdout)
+    assert out["kind"] == "checkpoint" and out["model"] == "vae" and out["data"] == "mnist" and out["n"] == 30
+    assert {"split", "seed", "gentool_version", "n_real"} <= out.keys()
+    assert {"id", "test_accuracy", "recipe_hash"} <= out["extractor"].keys()
+    expected = {"fid", "kid_mean", "kid_std", "is_mean", "precision", "recall", "modes", "class_kl", "jsd", "emd",
+                "vae_reconstruction", "vae_kl", "elbo"}
+    assert expected <= out["metrics"].keys()
+    assert out["metrics"]["elbo"] == pytest.approx(-(out["metrics"]["vae_reconstruction"] + out["metrics"]["vae_kl"]))
+    again = json.loads(invoke("evaluate", run / "best.safetensors", "--data-dir", mnist_root, "--n", "30",
+                              "--json").stdout)
+    assert again["metrics"] == out["metrics"]  # seeded: the same samples, subsets and VAE noise
+    table = invoke("evaluate", run / "last.safetensors", "--data-dir", mnist_root, "--n", "30", "--metrics", "fid,vae")
+    assert table.exit_code == 0 and "FID" in table.stdout and "ELBO" in table.stdout and "KID" not in table.stdout
+
+
+def test_npz_and_png_folder_score_alike(invoke, vae_run, mnist_root, tmp_path):
+    ckpt = vae_run[0] / "last.safetensors"
+    assert invoke("sample", ckpt, "--n", "24", "--out", tmp_path / "s.npz").exit_code == 0
+    assert invoke("sample", ckpt, "--n", "24", "--out", f"{tmp_path / 'pngs'}/").exit_code == 0
+    scores = []
+    for source in (tmp_path / "s.npz", tmp_path / "pngs"):
+        result = invoke("evaluate", source, "--data", "mnist", "--data-dir", mnist_root, "--metrics", "fid,modes,jsd",
+                        "--out", tmp_path / f"{source.stem}.json")
+        assert result.exit_code == 0, result.stderr
+        scores.append(json.loads((tmp_path / f"{source.stem}.json").read_text()))
+    assert scores[0]["metrics"] == scores[1]["metrics"] and scores[0]["n"] == 24
+    assert any("fewer than --n" in note for note in scores[0]["notes"])
+    again = invoke("evaluate", tmp_path / "s.npz", "--data", "mnist", "--data-dir", mnist_root, "--out",
+                   tmp_path / "s.json")
+    assert again.exit_code == 2 and "--overwrite" in again.stderr
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--metrics", "fid,sharpness"], "--metrics"),
+    (["--split", "valid"], "--split"),
+    (["--n", "5"], "--n"),
+    (["--metrics", "vae"], "--metrics"),
+    (["--data", "cifar10"], "SOURCE: images are 1x28x28"),
+    (["--data", "imagenet"], "--data"),
+])
+def test_bad_options_are_one_line(invoke, tmp_path, mnist_root, args, needle):
+    np.savez(tmp_path / "x.npz", images=np.zeros((20, 28, 28, 1), np.uint8))
+    data = [] if "--data" in args else ["--data", "mnist"]
+    result = invoke("evaluate", tmp_path / "x.npz", "--data-dir", mnist_root, *data, *args)
+    assert result.exit_code == 2 and needle in result.stderr and "Traceback" not in result.stderr
+    assert len([line for line in result.stderr.splitlines() if line.strip()]) == 1
+
+
+def test_bad_sources(invoke, tmp_path, mnist_root):
+    np.savez(tmp_path / "x.npz", images=np.zeros((20, 28, 28, 1), np.uint8))
+    missing = invoke("evaluate", tmp_path / "x.npz", "--data-dir", mnist_root)
+    assert missing.exit_code == 2 and "--data: missing" in missing.stderr
+    absent = invoke("evaluate", tmp_path / "nothing.safetensors", "--data", "mnist")
+    assert absent.exit_code == 2 and "SOURCE:" in absent.stderr
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--eval-every", "-1"], "--eval-every"),
+    (["--eval-every", "1", "--eval-n", "5"], "--eval-n"),
+    (["--eval-every", "1", "--image-size", "28"], "--eval-every"),
+])
+def test_bad_watch_options(invoke, tmp_path, args, needle):
+    result = invoke("train", "vae", "--data", "mnist-sample", "--out", tmp_path / "run", *args)
+    assert result.exit_code == 2 and needle in result.stderr
+    assert not (tmp_path / "run").exists()

@@ -1,0 +1,90 @@
+"""Figures: per-run loss.png and progress.gif, latent walks, sweep layouts and `summary DIR`."""
+
+import json
+
+import imageio.v3 as iio
+import pytest
+
+from gentool import figures
+
+
+def test_panels_follow_the_metric_names():
+    assert [figures.panel_of(k) for k in ("loss", "d_loss", "g_loss", "critic_loss")] == ["losses"] * 4
+    assert [figures.panel_of(k) for k in ("d_acc_real", "d_acc_fake")] == ["accuracy"] * 2
+    assert [figures.panel_of(k) for k in ("jsd", "emd", "fid", "modes")] == ["distance estimate"] * 2 + ["FID", "modes"]
+    assert [figures.panel_of(k) for k in ("reconstruction", "kl")] == ["reconstruction", "kl"]
+    assert figures.primary_loss(["reconstruction", "kl", "loss"]) == "loss"
+    assert figures.primary_loss(["d_loss", "g_loss", "jsd"]) == "d_loss"
+
+
+def test_loss_png_draws_every_group_and_events(tmp_path):
+    records = [{"epoch": e, "step": 10 * e, "seconds": 1.0, "d_loss": 1.3 - 0.01 * e, "g_loss": 0.7 + 0.02 * e,
+                "d_acc_real": 0.6, "d_acc_fake": 0.55, "jsd": 0.05 * e} for e in range(1, 13)]
+    for r in records[4::5]:
+        r.update(fid=100.0 / r["epoch"], modes=8)
+    history = {"model": "gan", "epochs": records, "events": [{"epoch": 6, "kind": "resumed", "message": "x"}]}
+    path = figures.plot_losses(history, tmp_path / "loss.png", "gan")
+    height, width = iio.imread(path).shape[:2]
+    assert 1.1 * height < width < 2 * height  # five panels, three to a row: losses, accuracy, JSD, FID, modes
+    assert figures.plot_losses({"epochs": []}, tmp_path / "none.png") is None and not (tmp_path / "none.png").exists()
+
+
+@pytest.mark.parametrize("model", ["gan", "wgan"])
+def test_training_writes_loss_png_and_progress_gif(invoke, mnist_root, tmp_path, model):
+    run = tmp_path / model
+    result = invoke("train", model, "--data", "mnist", "--data-dir", mnist_root, "--epochs", "3", "--limit", "32",
+                    "--batch-size", "32", "--width", "0.25", "--out", run, "-q")
+    assert result.exit_code == 0, result.output
+    loss = iio.imread(run / "loss.png")
+    assert loss.shape[0] > 200 and loss.shape[1] > 2 * loss.shape[0]  # two or three panels in a row
+    frames = iio.imread(run / "progress.gif", index=None)
+    assert frames.shape == (3, 8 * 30 + 2 + 14, 8 * 30 + 2, 3)  # one 8×8 grid per epoch under an epoch caption
+    assert frames[0].std() > 0 and not (frames[0] == frames[-1]).all()
+
+
+def test_interpolate_writes_a_looping_walk(invoke, mnist_root, tmp_path):
+    run = tmp_path / "vae"
+    assert invoke("train", "vae", "--data", "mnist", "--data-dir", mnist_root, "--epochs", "1", "--limit", "32",
+                  "--width", "0.25", "--out", run, "-q").exit_code == 0
+    walk = tmp_path / "walk.gif"
+    result = invoke("sample", run / "last.safetensors", "--interpolate", "--grid", "2x3", "--steps", "3", "--out",
+                    walk, "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["frames"] == 12
+    frames = iio.imread(walk, index=None)
+    assert frames.shape[1:3] == (2 * 30 + 2, 3 * 30 + 2) and 2 <= len(frames) <= 12
+    bad = invoke("sample", run / "last.safetensors", "--interpolate", "--out", tmp_path / "walk.png")
+    assert bad.exit_code == 2 and "a .gif path" in bad.output
+
+
+def test_sweep_layout_puts_latents_in_columns_and_the_rest_in_rows():
+    grid = {"width": [0.5, 1.0], "latent_dim": [2, 5, 10], "clip": [0.01, 0.02]}
+    col, row_axes, rows, cols = figures.sweep_layout(grid)
+    assert (col, row_axes, cols) == ("latent_dim", ["width", "clip"], [2, 5, 10])
+    assert rows == [(0.5, 0.01), (0.5, 0.02), (1.0, 0.01), (1.0, 0.02)]
+    assert figures.sweep_layout({"clip": [1, 2]})[:2] == ("clip", [])
+
+
+def test_heatmap_leaves_missing_trials_blank(tmp_path):
+    grid = {"latent_dim": [2, 5], "width": [0.5, 1.0]}
+    trials = [{"values": {"latent_dim": l, "width": w}, "final": {"loss": l * w} if l == 2 else None}
+              for l in grid["latent_dim"] for w in grid["width"]]
+    path = figures.plot_heatmap(grid, trials, "loss", tmp_path / "heat.png")
+    assert iio.imread(path).shape[0] > 150
+
+
+def test_summary_compares_the_runs_in_a_folder(invoke, mnist_root, tmp_path):
+    for name, latent in (("a", "2"), ("b", "3")):
+        assert invoke("train", "vae", "--data", "mnist", "--data-dir", mnist_root, "--epochs", "1", "--limit", "32",
+                      "--width", "0.25", "--latent-dim", latent, "--out", tmp_path / "runs" / name, "-q").exit_code == 0
+    result = invoke("summary", tmp_path / "runs", "--json")
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.stdout)
+    assert [(r["run"], r["model"], r["latent_dim"], r["width"], r["epochs"]) for r in rows] == [
+        ("a", "vae", 2, 0.25, 1), ("b", "vae", 3, 0.25, 1)]
+    assert all(r["loss"] > 0 for r in rows)
+    table = invoke("summary", tmp_path / "runs" / "a")
+    assert table.exit_code == 0 and "latent_dim" in table.stdout
+    assert invoke("summary", tmp_path / "runs" / "a" / "last.safetensors", "--json").exit_code == 0
+    empty = invoke("summary", tmp_path / "runs" / "a" / "samples")
+    assert empty.exit_code == 2 and "no run directories" in empty.output
