@@ -20,7 +20,9 @@ class Reporter:
 
     def start(self, total_epochs: int, first_epoch: int) -> None: ...
     def epoch_start(self, epoch: int, steps: int) -> None: ...
-    def step(self, done: int, running: dict, images_per_second: float) -> None: ...
+    def step(self, done: int, running, images_per_second: float) -> None:
+        """After each step; `running()` returns the running means (it synchronises with the device, so call it
+        only when they are shown)."""
     def epoch_end(self, record: dict) -> None: ...
     def message(self, text: str) -> None: ...
     def close(self) -> None: ...
@@ -75,7 +77,7 @@ class RichReporter(PlainReporter):
         if now - self._last < 0.2 and done < self.progress.tasks[-1].total:
             return
         self._last = now
-        self.progress.update(self.task, completed=done, metrics=format_metrics(running), ips=images_per_second)
+        self.progress.update(self.task, completed=done, metrics=format_metrics(running()), ips=images_per_second)
 
     def epoch_end(self, record):
         skip = {"epoch", "step", "seconds", "images_per_second"}

@@ -185,11 +185,12 @@ def run_epoch(session: Session, epoch: int, images: torch.Tensor, labels: torch.
         session.step += 1
         seen += len(idx)
         # A step the guard dropped (--skip-nonfinite) reports non-finite losses: leave them out of the means.
-        for k, v in out.items() if session.guard.skipped == skipped else ():
-            sums[k] = sums[k] + v if k in sums else v
-            counts[k] = counts.get(k, 0) + 1
+        if session.guard.skipped == skipped:
+            for k, v in out.items():
+                sums[k] = sums[k] + v if k in sums else v
+                counts[k] = counts.get(k, 0) + 1
         elapsed = before + time.perf_counter() - start
-        reporter.step(i + 1, _Means(sums, counts), seen / max(elapsed, 1e-9))
+        reporter.step(i + 1, lambda: _means(sums, counts), seen / max(elapsed, 1e-9))
         if session.signals and session.signals.signum:
             session.batch = i + 1
             session.partial = {"sums": {k: float(v) for k, v in sums.items()}, "counts": counts,
@@ -199,7 +200,7 @@ def run_epoch(session: Session, epoch: int, images: torch.Tensor, labels: torch.
     session.batch, session.partial = 0, {}
     record = {"epoch": epoch, "step": session.step, "seconds": round(seconds, 3),
               "images_per_second": round(seen / max(seconds, 1e-9), 1)}
-    record.update({k: float(v) for k, v in _Means(sums, counts).items()})
+    record.update(_means(sums, counts))
     if session.guard.skipped:
         record["skipped_steps"], session.guard.skipped = session.guard.skipped, 0
     _check_finite(record, epoch, session.step)
@@ -207,11 +208,9 @@ def run_epoch(session: Session, epoch: int, images: torch.Tensor, labels: torch.
     return record
 
 
-class _Means(dict):
-    """Running means, computed (and synchronised with the device) only when someone reads them."""
-
-    def __init__(self, sums, counts):
-        super().__init__((k, (sums[k] / counts[k]).item()) for k in sums)
+def _means(sums: dict, counts: dict) -> dict[str, float]:
+    """The means of the reported quantities (one device synchronisation per quantity)."""
+    return {k: (sums[k] / counts[k]).item() for k in sums}
 
 
 def _check_finite(record: dict, epoch: int, step: int) -> None:

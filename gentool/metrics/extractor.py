@@ -222,7 +222,7 @@ def _fit(net: FeatureNet, train: ImageData, recipe: Recipe, device: torch.device
                 schedule.step()
                 total += len(idx)
                 correct += int((logits.argmax(1) == labels[idx]).sum())
-                reporter.step(i + 1, {"loss": loss.item()}, total / max(time.perf_counter() - start, 1e-9))
+                reporter.step(i + 1, lambda: {"loss": loss.item()}, total / max(time.perf_counter() - start, 1e-9))
             seconds = time.perf_counter() - start
             reporter.epoch_end({"epoch": epoch, "step": epoch * steps, "seconds": seconds,
                                 "images_per_second": total / max(seconds, 1e-9), "train_accuracy": correct / total})
