@@ -16,6 +16,8 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save as st_save
 
 import gentool
+from gentool.ema import EMA
+from gentool.ema import PREFIX as EMA_PREFIX
 from gentool.errors import GentoolError, UsageError
 from gentool.fileio import atomic_write_bytes
 from gentool.models.base import GenerativeModel
@@ -36,6 +38,13 @@ class Checkpoint:
     data: dict
     optimizer_state: dict = field(default_factory=dict)
     rng: dict = field(default_factory=dict)
+    ema_tensors: dict = field(default_factory=dict)  # the averaged sampling networks (--ema), by "<net>.<name>"
+    weights: str = "raw"  # which weights the model holds: "raw" or "ema"
+
+    @property
+    def ema_meta(self) -> dict | None:
+        """{"decay", "updates"} of the run's EMA, or None when it was trained without --ema."""
+        return self.meta.get("ema")
 
     def load_optimizers(self, optimizers: dict) -> None:
         """Restore saved optimizer state into freshly built optimizers."""
@@ -61,9 +70,13 @@ def _optimizer_tensors(name: str, opt: torch.optim.Optimizer, tensors: dict) -> 
     return {"param_groups": sd["param_groups"], "scalars": scalars}
 
 
-def save_checkpoint(path, model: GenerativeModel, optimizers: dict, state: dict, data: dict, source: str) -> None:
-    """Write a checkpoint atomically; `state` holds epoch, step, seed and other JSON-able run state."""
+def save_checkpoint(path, model: GenerativeModel, optimizers: dict, state: dict, data: dict, source: str,
+                    ema=None) -> None:
+    """Write a checkpoint atomically; `state` holds epoch, step, seed and other JSON-able run state; `ema` (an
+    `gentool.ema.EMA`) adds the averaged sampling networks."""
     tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    if ema is not None:
+        tensors.update({k: v.detach().cpu().contiguous() for k, v in ema.tensors().items()})
     optim_meta = {name: _optimizer_tensors(name, opt, tensors) for name, opt in optimizers.items()}
     tensors["rng.torch"] = torch.get_rng_state()
     if torch.cuda.is_available():
@@ -74,6 +87,8 @@ def save_checkpoint(path, model: GenerativeModel, optimizers: dict, state: dict,
         "model_source": source, "config": json.dumps(model.config.to_dict()), "data": json.dumps(data),
         "state": json.dumps(state), "optimizers": json.dumps(optim_meta),
     }
+    if ema is not None:
+        meta["ema"] = json.dumps(ema.meta())
     atomic_write_bytes(path, st_save(tensors, metadata=meta))
 
 
@@ -99,7 +114,7 @@ def _validate_meta(path: Path, meta: dict, arg: str) -> dict:
         raise GentoolError(f"{arg}: {path} is a safetensors file but not a gentool checkpoint (missing {missing or ['format']})")
     try:
         version = int(meta["format_version"])
-        parsed = {k: json.loads(meta[k]) for k in ("config", "data", "state", "optimizers") if k in meta}
+        parsed = {k: json.loads(meta[k]) for k in ("config", "data", "state", "optimizers", "ema") if k in meta}
     except (ValueError, TypeError) as exc:
         raise GentoolError(f"{arg}: {path} has malformed metadata ({exc})") from None
     if version > FORMAT_VERSION:
@@ -107,6 +122,10 @@ def _validate_meta(path: Path, meta: dict, arg: str) -> dict:
                            f"{meta['gentool_version']}; this gentool {gentool.__version__} reads up to {FORMAT_VERSION}: upgrade gentool")
     if not all(isinstance(parsed[k], dict) for k in parsed):
         raise GentoolError(f"{arg}: {path} has malformed metadata (config, data and state must be JSON objects)")
+    ema = parsed.get("ema")
+    if ema is not None and not (isinstance(ema.get("decay"), float) and 0 < ema["decay"] < 1
+                                and isinstance(ema.get("updates"), int) and ema["updates"] >= 0):
+        raise GentoolError(f"{arg}: {path} has malformed metadata (ema needs a decay in (0, 1) and a count of updates)")
     state = parsed["state"]
     if not all(isinstance(state.get(k), int) and state[k] >= 0 for k in ("epoch", "step")):
         raise GentoolError(f"{arg}: {path} has malformed metadata (state.epoch and state.step must be integers ≥ 0)")
@@ -128,8 +147,16 @@ def _rebuild(path: Path, meta: dict, arg: str) -> GenerativeModel:
         raise GentoolError(f"{arg}: {path} has a config that cannot rebuild {meta['model']!r}: {exc}") from None
 
 
-def load_checkpoint(path, device: torch.device | str = "cpu", arg: str = "CKPT") -> Checkpoint:
-    """Rebuild the model from the checkpoint's metadata alone and load its weights (shapes checked first)."""
+WEIGHTS = ("auto", "ema", "raw")
+
+
+def load_checkpoint(path, device: torch.device | str = "cpu", arg: str = "CKPT", weights: str = "auto") -> Checkpoint:
+    """Rebuild the model from the checkpoint's metadata alone and load its weights (shapes checked first).
+
+    weights: "auto" gives the model the EMA weights of its sampling networks when the run kept them (--ema) and
+    the raw ones otherwise; "ema" insists on them; "raw" always loads the weights the optimizer trained."""
+    if weights not in WEIGHTS:
+        raise UsageError(f"--weights: got {weights!r}; expected one of {', '.join(WEIGHTS)}")
     path = Path(path)
     meta = read_metadata(path, arg)
     model = _rebuild(path, meta, arg)
@@ -140,18 +167,37 @@ def load_checkpoint(path, device: torch.device | str = "cpu", arg: str = "CKPT")
         if wanted - keys or {k for k in keys if k.startswith("model.")} - wanted:
             raise GentoolError(f"{arg}: {path} does not match model {meta['model']!r}: missing "
                                f"{sorted(wanted - keys)[:3]}, unexpected {sorted({k for k in keys if k.startswith('model.')} - wanted)[:3]}")
-        weights = {}
+        tensors = {}
         for k, ref in expected.items():
             sl = f.get_slice(f"model.{k}")
             if tuple(sl.get_shape()) != tuple(ref.shape):
                 raise GentoolError(f"{arg}: {path}: tensor {k} has shape {tuple(sl.get_shape())}, model needs {tuple(ref.shape)}")
-            weights[k] = f.get_tensor(f"model.{k}")
+            tensors[k] = f.get_tensor(f"model.{k}")
         other = {k: f.get_tensor(k) for k in keys if not k.startswith("model.")}
-    model.load_state_dict(weights)
-    model.to(device)
+    model.load_state_dict(tensors)
     optim = _optimizer_state(meta.get("optimizers", {}), other)
     rng = {k[4:]: v for k, v in other.items() if k.startswith("rng.")}
-    return Checkpoint(model, meta, meta["state"], meta["data"], optim, rng)
+    ema = {k[len(EMA_PREFIX):]: v for k, v in other.items() if k.startswith(EMA_PREFIX)}
+    ckpt = Checkpoint(model, meta, meta["state"], meta["data"], optim, rng, ema)
+    _choose_weights(ckpt, weights, path, arg)
+    model.to(device)
+    return ckpt
+
+
+def _choose_weights(ckpt: Checkpoint, weights: str, path: Path, arg: str) -> None:
+    if weights == "raw" or (weights == "auto" and ckpt.ema_meta is None):
+        return
+    if ckpt.ema_meta is None:
+        raise UsageError(f"--weights: got 'ema', but {path} was trained without --ema; expected raw or auto")
+    try:
+        ema = EMA(ckpt.model, ckpt.ema_meta["decay"], ckpt.ema_tensors, ckpt.ema_meta["updates"])
+    except UsageError as exc:
+        raise GentoolError(f"{arg}: {path}: {exc}") from None
+    with torch.no_grad():
+        for key, value in ema.shadow.items():
+            net, name = key.split(".", 1)
+            getattr(ckpt.model, net).state_dict()[name].copy_(value)
+    ckpt.weights = "ema"
 
 
 def _optimizer_state(optim_meta: dict, tensors: dict) -> dict:

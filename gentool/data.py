@@ -216,10 +216,14 @@ def _resize(data: ImageData, size: int) -> ImageData:
     return ImageData(data.name, images, data.labels, geometry, data.class_names)
 
 
-def batches(n: int, batch_size: int, seed: int, epoch: int, device: torch.device):
-    """Index batches of a seeded permutation for `epoch`; the same (seed, epoch) always gives the same order."""
+def batches(n: int, batch_size: int, seed: int, epoch: int, device: torch.device, rank: int = 0, world: int = 1):
+    """Index batches of a seeded permutation for `epoch`; the same (seed, epoch) always gives the same order. With
+    `world` ranks, rank r takes every world-th index from position r (all ranks get the same number)."""
     gen = torch.Generator().manual_seed(seed * 100_003 + epoch)
-    perm = torch.randperm(n, generator=gen).to(device)
+    perm = torch.randperm(n, generator=gen)
+    if world > 1:
+        perm = perm[: n // world * world][rank::world]
+    perm = perm.to(device)
     chunks = list(perm.split(batch_size))
     # A batch of one cannot train BatchNorm layers; drop such a tail (it is a different image every epoch).
     if len(chunks) > 1 and len(chunks[-1]) < 2:

@@ -1,7 +1,10 @@
-"""The one place that picks the device and seeds the random number generators."""
+"""The one place that picks the device, the precision (autocast dtype and gradient scaler) and seeds the random
+number generators."""
 
 from __future__ import annotations
 
+import contextlib
+import os
 import random
 
 import torch
@@ -38,3 +41,102 @@ def seed_everything(seed: int) -> None:
     """Seed Python and torch (all devices) so CPU runs repeat exactly."""
     random.seed(seed)
     torch.manual_seed(seed)
+
+
+PRECISIONS = ("fp32", "bf16", "fp16")
+_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def _bf16_supported(device: torch.device) -> bool:
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        # oneDNN's own check: AVX512-BF16 or AMX (without them bf16 is emulated and slower than fp32)
+        try:
+            return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+        except (AttributeError, RuntimeError):
+            return False
+    return device.type == "mps"
+
+
+def pick_precision(name: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype for --precision on `device` (None: fp32 throughout); refuses what the device lacks."""
+    name = (name or "fp32").lower()
+    if name not in PRECISIONS:
+        raise bad_value("--precision", name, "one of " + ", ".join(PRECISIONS))
+    if name == "bf16" and not _bf16_supported(device):
+        raise bad_value("--precision", name, f"a precision this {device.type} supports (it lacks fast bf16; use fp32)")
+    if name == "fp16" and device.type not in ("cuda", "mps"):
+        raise bad_value("--precision", name, "fp32 or bf16 on a CPU (fp16 needs a CUDA or MPS device)")
+    return _DTYPES.get(name)
+
+
+class Amp:
+    """A model's mixed-precision setting: the autocast dtype (None: fp32) and, for fp16 on CUDA, the gradient
+    scaler that keeps small gradients from underflowing."""
+
+    def __init__(self, device: torch.device, dtype: torch.dtype | None = None):
+        self.device_type, self.dtype = device.type, dtype
+        self.scaler = torch.amp.GradScaler("cuda") if dtype is torch.float16 and device.type == "cuda" else None
+
+    def autocast(self):
+        """The region forward passes run in (a no-op in fp32)."""
+        if self.dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device_type, dtype=self.dtype)
+
+    def fp32(self):
+        """A region kept in fp32 inside an autocast one (backward passes, numerically sensitive parts)."""
+        if self.dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device_type, enabled=False)
+
+    @property
+    def name(self) -> str:
+        return {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[self.dtype]
+
+
+FP32 = Amp(torch.device("cpu"))
+
+
+def default_threads() -> int:
+    """Threads for one process: the cores this process may run on (its CPU affinity), not the logical count."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, torch.get_num_threads())
+
+
+def compiler_problem(device: torch.device) -> str | None:
+    """Why torch.compile cannot run on `device` here, or None when it can."""
+    import importlib.util
+    import shutil
+
+    if device.type == "cpu":
+        cxx = os.environ.get("CXX")
+        if not any(shutil.which(c) for c in ([cxx] if cxx else []) + ["g++", "clang++", "c++"]):
+            return "torch.compile on a CPU needs a C++ compiler (g++ or clang++; set CXX) and none was found"
+        return None
+    if device.type == "cuda" and importlib.util.find_spec("triton") is None:
+        return "torch.compile on CUDA needs the triton package, which is not installed"
+    if device.type == "mps":
+        return "torch.compile is not supported for MPS by this setup; run without --compile"
+    return None
+
+
+def prepare(model, device: torch.device, precision: str = "fp32", channels_last: bool = False,
+            compile: bool = False) -> None:
+    """Put `model` on `device` with its precision, memory format and (optionally) compiled networks, in place."""
+    amp = Amp(device, pick_precision(precision, device))
+    if compile:
+        problem = compiler_problem(device)
+        if problem:
+            raise bad_value("--compile", "on", f"a platform with a compiler ({problem})")
+    model.to(device)
+    model.amp = amp
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+    if compile:
+        for name, net in model.networks().items():
+            if name not in model.double_backward_networks:
+                net.compile()

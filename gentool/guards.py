@@ -11,6 +11,7 @@ import threading
 
 import torch
 
+from gentool.distributed import SINGLE, World, average_gradients
 from gentool.errors import GentoolError
 
 
@@ -71,8 +72,11 @@ class GuardedOptimizer:
         self.optimizer.zero_grad(set_to_none=set_to_none)
 
     def step(self, closure=None):
-        grads = [p.grad for g in self.optimizer.param_groups for p in g["params"] if p.grad is not None]
-        if grads and not bool(torch.isfinite(torch.stack([torch.linalg.vector_norm(g.float()) for g in grads])).all()):
+        params = [p for g in self.optimizer.param_groups for p in g["params"]]
+        average_gradients(params, self.state.world)
+        grads = [p.grad for p in params if p.grad is not None]
+        # One fused norm per gradient and a single host synchronisation per step.
+        if grads and not bool(torch.isfinite(torch.stack(torch._foreach_norm(grads))).all()):
             if not self.state.skip:
                 raise NonFinite(f"non-finite gradient for the {self.name} at step {self.state.step} "
                                 f"(epoch {self.state.epoch}); stopped, the last good checkpoint is kept "
@@ -84,10 +88,10 @@ class GuardedOptimizer:
 
 
 class GuardState:
-    """Where the loop is (for messages) and how many steps were skipped."""
+    """Where the loop is (for messages), how many steps were skipped, and the ranks gradients are averaged over."""
 
-    def __init__(self, skip: bool):
-        self.skip, self.skipped, self.step, self.epoch = skip, 0, 0, 0
+    def __init__(self, skip: bool, world: World = SINGLE):
+        self.skip, self.skipped, self.step, self.epoch, self.world = skip, 0, 0, 0, world
 
 
 def guard_optimizers(optimizers: dict, state: GuardState) -> dict:

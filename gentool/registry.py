@@ -15,7 +15,9 @@ from importlib.metadata import entry_points
 from gentool.errors import UsageError
 
 ENTRY_POINT_GROUP = "gentool.models"
-BUILTIN_MODULES = ("gentool.models.vae", "gentool.models.gan", "gentool.models.wgan")
+# Each module registers its family with the decorator, exactly as a plugin package does.
+BUILTIN_MODULES = ("gentool.models.vae", "gentool.models.gan", "gentool.models.wgan", "gentool.models.wgan_gp",
+                   "gentool.models.sngan", "gentool.models.cgan", "gentool.models.cvae")
 
 
 @dataclass(frozen=True)

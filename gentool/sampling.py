@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 
 from gentool.checkpoint import load_checkpoint
-from gentool.device import pick_device
+from gentool.device import Amp, pick_device, pick_precision
 from gentool.errors import UsageError, bad_value
 from gentool.images import make_grid, to_uint8, write_gif, write_grid, write_npz, write_png_folder
 from gentool.parsing import parse_grid
@@ -33,11 +33,18 @@ class SampleRequest:
     overwrite: bool = False
     interpolate: bool = False
     steps: int = 16
+    label: str | None = None  # --class: an index or a class name
+    by_class: bool = False
+    weights: str = "auto"
+    precision: str = "fp32"
 
     def resolve(self) -> tuple[str, int, tuple[int, int] | None, Path]:
         """Validate and work out (kind, count, grid shape, output path); kind is grid, gif, npz or folder."""
         if self.grid is not None and self.n is not None:
             raise UsageError("--n: not allowed with --grid (a grid's size sets the number of samples)")
+        if self.by_class and (self.n is not None or self.label is not None):
+            raise UsageError(f"--by-class: not allowed with {'--n' if self.n is not None else '--class'} "
+                             f"(it draws a grid with one row per class)")
         if self.interpolate:
             return self._resolve_walk()
         if self.n is not None and not 1 <= self.n <= MAX_SAMPLES:
@@ -46,7 +53,8 @@ class SampleRequest:
         if self.n is None:
             rows, cols, out = self._grid_out("grid", ".png", "a .png path for a grid")
             return "grid", rows * cols, (rows, cols), out
-        out = Path(self.out) if self.out else ckpt.parent / f"{ckpt.stem}_n{self.n}_seed{self.seed}.npz"
+        tag = f"_class{self.label}" if self.label is not None else ""
+        out = Path(self.out) if self.out else ckpt.parent / f"{ckpt.stem}{tag}_n{self.n}_seed{self.seed}.npz"
         if str(self.out or "").endswith(("/", "\\")) or out.is_dir():
             return "folder", self.n, None, out
         if out.suffix.lower() != ".npz":
@@ -65,7 +73,8 @@ class SampleRequest:
         """The --grid shape and the output path (by default beside the checkpoint, named by shape and seed)."""
         rows, cols = parse_grid(self.grid or "8x8")
         ckpt = Path(self.checkpoint)
-        out = Path(self.out) if self.out else ckpt.parent / f"{ckpt.stem}_{name}{rows}x{cols}_seed{self.seed}{suffix}"
+        tag = "_byclass" if self.by_class else f"_class{self.label}" if self.label is not None else ""
+        out = Path(self.out) if self.out else ckpt.parent / f"{ckpt.stem}{tag}_{name}{rows}x{cols}_seed{self.seed}{suffix}"
         if out.suffix.lower() != suffix:
             raise bad_value("--out", str(out), accepted)
         return rows, cols, out
@@ -88,22 +97,66 @@ def sample(req: SampleRequest) -> dict:
     """Draw samples as requested and write them; returns what was written."""
     kind, n, grid, out = req.resolve()
     device = pick_device(req.device)
-    ckpt = load_checkpoint(req.checkpoint, device)
+    amp = Amp(device, pick_precision(req.precision, device))
+    ckpt = load_checkpoint(req.checkpoint, device, weights=req.weights)
+    ckpt.model.amp = amp
+    labels, label = requested_labels(req, ckpt, n, grid)
     _check_target(kind, out, n, req.overwrite)
+    info = {"checkpoint": str(req.checkpoint), "model": ckpt.model.name, "weights": ckpt.weights,
+            "precision": amp.name, "kind": kind,
+            "n": n, "seed": req.seed, "out": str(out)}
+    if label is not None:
+        info["class"] = label
     if kind == "gif":
-        frames = latent_walk(ckpt.model, n, req.steps, torch.Generator().manual_seed(req.seed))
+        frames = latent_walk(ckpt.model, n, req.steps, torch.Generator().manual_seed(req.seed), labels)
         write_gif(out, [make_grid(to_uint8(f), *grid) for f in frames], FRAME_MS)
-        return {"checkpoint": str(req.checkpoint), "model": ckpt.model.name, "kind": kind, "n": n,
-                "frames": len(frames), "shape": list(frames[0].shape[1:]), "seed": req.seed, "out": str(out)}
-    images = ckpt.model.generate(n, torch.Generator().manual_seed(req.seed))
+        return {**info, "frames": len(frames), "shape": list(frames[0].shape[1:])}
+    images = ckpt.model.generate(n, torch.Generator().manual_seed(req.seed), labels=labels)
     if kind == "grid":
         write_grid(out, images, *grid)
     elif kind == "npz":
         write_npz(out, images)
     else:
         write_png_folder(out, images)
-    return {"checkpoint": str(req.checkpoint), "model": ckpt.model.name, "kind": kind, "n": n,
-            "shape": list(images.shape[1:]), "seed": req.seed, "out": str(out)}
+    return {**info, "shape": list(images.shape[1:])}
+
+
+def requested_labels(req: SampleRequest, ckpt, n: int, grid) -> tuple[torch.Tensor | None, dict | None]:
+    """The class of every sample for --class or --by-class (None: the model's own choice), and the class asked for."""
+    model = ckpt.model
+    if req.label is None and not req.by_class:
+        return None, None
+    arg = "--by-class" if req.by_class else "--class"
+    if not model.conditional:
+        raise UsageError(f"{arg}: {model.name} is not class-conditional; class-conditional models: "
+                         f"{', '.join(conditional_models())}")
+    k = model.config.num_classes
+    if req.by_class:
+        if grid[0] > k:
+            raise bad_value("--grid", f"{grid[0]}x{grid[1]}", f"at most {k} rows with --by-class (one per class)")
+        return torch.arange(grid[0]).repeat_interleave(grid[1]), None
+    names = list(ckpt.data.get("class_names") or [])
+    index = parse_class(req.label, k, names)
+    return torch.full((n,), index, dtype=torch.long), {"index": index, "name": names[index] if index < len(names) else str(index)}
+
+
+def parse_class(spec: str, num_classes: int, names: list[str]) -> int:
+    """A class given as an index (0 … K−1) or by its name in the training data."""
+    text = str(spec).strip()
+    if text in names:
+        return names.index(text)
+    if text.lstrip("-").isdigit() and 0 <= int(text) < num_classes:
+        return int(text)
+    shown = ", ".join(names[:12]) + (", …" if len(names) > 12 else "") if names else ""
+    accepted = f"a class index 0–{num_classes - 1}" + (f" or a class name ({shown})" if shown else "")
+    raise bad_value("--class", spec, accepted)
+
+
+def conditional_models() -> list[str]:
+    """Names of the registered class-conditional models."""
+    from gentool.registry import list_models
+
+    return [e.name for e in list_models() if getattr(e.cls, "class_conditional", False)]
 
 
 def slerp(a: torch.Tensor, b: torch.Tensor, t: float) -> torch.Tensor:
@@ -119,14 +172,13 @@ def slerp(a: torch.Tensor, b: torch.Tensor, t: float) -> torch.Tensor:
 
 
 @torch.no_grad()
-def latent_walk(model, n: int, steps: int, generator: torch.Generator) -> list[torch.Tensor]:
+def latent_walk(model, n: int, steps: int, generator: torch.Generator,
+                labels: torch.Tensor | None = None) -> list[torch.Tensor]:
     """Frames (each n images in [0, 1]) of n walks at once through WALK_POINTS random latent points and back to the
-    first, `steps` frames per leg, so the animation loops without a jump."""
+    first, `steps` frames per leg, so the animation loops without a jump. A conditional model keeps each walk's
+    class fixed (`labels`, or drawn once)."""
     points = [model.sample_latent(n, generator) for _ in range(WALK_POINTS)]
     codes = [slerp(a, b, k / steps) for a, b in zip(points, points[1:] + points[:1]) for k in range(steps)]
-    was_training = model.training
-    model.eval()
-    try:
-        return [model.decode(z.to(model.device)).float().cpu() for z in codes]
-    finally:
-        model.train(was_training)
+    if labels is None:
+        labels = model.sample_labels(n, generator)
+    return [model.decode_batches(z, labels) for z in codes]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from torch.nn.utils import parametrize
 
 from gentool.models.base import GenerativeModel
 
@@ -19,6 +20,15 @@ def _counts(module: nn.Module, recurse: bool) -> tuple[int, int]:
     return trainable, frozen + buffers
 
 
+def _layers(net: nn.Module):
+    """(name, module) of each layer: modules without children, and parametrized modules as one layer each."""
+    for name, module in net.named_modules():
+        if ".parametrizations" in f".{name}":
+            continue
+        if parametrize.is_parametrized(module) or next(module.children(), None) is None:
+            yield name, module
+
+
 def _shape(output) -> list:
     if isinstance(output, torch.Tensor):
         return [None, *output.shape[1:]]
@@ -28,15 +38,14 @@ def _shape(output) -> list:
 
 
 @torch.no_grad()
-def network_table(net: nn.Module, example: torch.Tensor) -> dict:
+def network_table(net: nn.Module, example: torch.Tensor | tuple[torch.Tensor, ...]) -> dict:
     """One row per leaf layer (name, type, output shape, parameters) and the network's totals."""
     rows: list[dict] = []
     hooks = []
-    for name, module in net.named_modules():
-        if next(module.children(), None) is not None:
-            continue
+    for name, module in _layers(net):
         def hook(mod, inputs, output, name=name):
-            trainable, non_trainable = _counts(mod, recurse=False)
+            # A parametrized layer (spectral norm) keeps its weight and state in its `parametrizations` child.
+            trainable, non_trainable = _counts(mod, recurse=parametrize.is_parametrized(mod))
             rows.append({"name": name, "type": type(mod).__name__, "output_shape": _shape(output),
                          "params": trainable + non_trainable})
         hooks.append(module.register_forward_hook(hook))
@@ -44,7 +53,8 @@ def network_table(net: nn.Module, example: torch.Tensor) -> dict:
     try:
         net.eval()
         device = next(net.parameters()).device
-        net(example.to(device))
+        inputs = example if isinstance(example, tuple) else (example,)
+        net(*(t.to(device) for t in inputs))
     finally:
         net.train(was_training)
         for h in hooks:

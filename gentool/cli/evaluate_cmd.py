@@ -23,6 +23,8 @@ ROWS = {
     "class_kl": ("class KL", "KL(generated ‖ real) of predicted-class histograms (lower is better)"),
     "jsd": ("pixel JSD", "Jensen–Shannon distance of pixel-intensity histograms (0 to 1, lower is better)"),
     "emd": ("sliced EMD", "sliced Wasserstein distance between images in [0, 1] (lower is better)"),
+    "class_agreement": ("class agreement", "conditional model: share of samples the classifier assigns to the class asked for"),
+    "class_agreement_min": ("worst class", "conditional model: the lowest per-class agreement"),
     "vae_reconstruction": ("reconstruction", "VAE: BCE summed over pixels, per real image (lower is better)"),
     "vae_kl": ("KL", "VAE: KL of the posterior from the prior, per real image"),
     "elbo": ("ELBO", "VAE: evidence lower bound per real image, nats (higher is better)"),
@@ -34,6 +36,8 @@ def _value(key: str, metrics: dict) -> str:
         return f"{metrics['kid_mean']:.5f} ± {metrics['kid_std']:.5f}"
     if key == "is_mean":
         return f"{metrics['is_mean']:.3f} ± {metrics['is_std']:.3f}"
+    if key.startswith("class_agreement"):
+        return f"{metrics[key]:.1%}"
     if key == "modes":
         return f"{metrics['modes']} of {metrics['classes']}"
     return f"{metrics[key]:.4g}"
@@ -41,7 +45,8 @@ def _value(key: str, metrics: dict) -> str:
 
 def render(result: dict, console: Console) -> None:
     """The metrics as a rich table, then how they were made and any notes."""
-    title = f"{result['source']} vs {result['data']} {result['split']} · N={result['n']:,} · seed {result['seed']}"
+    weights = f" ({result['weights']} weights)" if result.get("weights") == "ema" else ""
+    title = f"{result['source']}{weights} vs {result['data']} {result['split']} · N={result['n']:,} · seed {result['seed']}"
     table = Table("metric", "value", "meaning", title=title)
     for key, (label, meaning) in ROWS.items():
         if key in result["metrics"]:
@@ -68,9 +73,11 @@ def evaluate(
     json_out: o.JsonOpt = False,
     out: Annotated[Optional[str], typer.Option("--out", help="Also write the JSON result to this file.")] = None,
     overwrite: o.OverwriteOpt = False,
+    weights: o.WeightsOpt = "auto",
+    precision: o.PrecisionOpt = "fp32",
 ):
     """Score generated images against real data with a reference classifier gentool trains (once) per data set."""
-    req = EvalRequest(source, data, data_dir, n, metrics, split, seed, device, out, overwrite)
+    req = EvalRequest(source, data, data_dir, n, metrics, split, seed, device, out, overwrite, weights, precision)
     result = run_evaluation(req, make_reporter(quiet=False))
     if json_out:
         o.print_json(result)

@@ -32,7 +32,16 @@ SampleEveryOpt = Annotated[int, typer.Option("--sample-every", help="Write sampl
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")]
 SkipNonfiniteOpt = Annotated[bool, typer.Option("--skip-nonfinite", help="Drop optimizer steps whose gradients are NaN/Inf instead of stopping the run.")]
 EvalEveryOpt = Annotated[int, typer.Option("--eval-every", help="Every K epochs score samples (FID, modes) into metrics.json and keep best.safetensors (0: never).")]
-StopOnDivergenceOpt = Annotated[bool, typer.Option("--stop-on-divergence", help="End the run cleanly when a loss or FID jumps far outside its recent range.")]
+StopOnDivergenceOpt = Annotated[bool, typer.Option("--stop-on-divergence", help="End the run cleanly on a divergence (a loss far outside its recent range, FID doubling from its best or stuck worse than noise's).")]
+EvalNOpt = Annotated[int, typer.Option("--eval-n", help="Samples scored by --eval-every.")]
+EmaOpt = Annotated[Optional[float], typer.Option("--ema", help="Keep an exponential moving average of the generator (decoder) weights with this DECAY, e.g. 0.999; sample and evaluate use it by default.")]
+MaxMinutesOpt = Annotated[Optional[float], typer.Option("--max-minutes", help="Stop after this much training time (wall clock), saving a checkpoint that --resume continues.")]
+WeightsOpt = Annotated[str, typer.Option("--weights", help="auto (the EMA weights when the run kept them, else raw), ema or raw.")]
+PrecisionOpt = Annotated[str, typer.Option("--precision", help="fp32 (default, safe everywhere), bf16 (autocast; CPUs with AVX512-BF16/AMX, recent GPUs) or fp16 (CUDA/MPS, with gradient scaling).")]
+ChannelsLastOpt = Annotated[Optional[bool], typer.Option("--channels-last/--no-channels-last", help="Channels-last memory format (default: on for convolutional networks, off on MPS).", show_default=False)]
+CompileOpt = Annotated[bool, typer.Option("--compile", help="Compile the networks with torch.compile (slow first steps; needs a C++ compiler on CPU, triton on CUDA).")]
+ThreadsOpt = Annotated[Optional[int], typer.Option("--threads", help="CPU threads for this process (default: torch's, one per core).")]
+ClassOpt = Annotated[Optional[str], typer.Option("--class", help="Draw every sample of this class (index or class name) from a class-conditional model.")]
 
 
 def out_console() -> Console:

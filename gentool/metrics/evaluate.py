@@ -12,7 +12,7 @@ import torch
 
 import gentool
 from gentool.data import ImageData, peek_geometry
-from gentool.device import pick_device
+from gentool.device import Amp, pick_device, pick_precision
 from gentool.errors import UsageError, bad_value
 from gentool.fileio import atomic_write_json
 from gentool.metrics.distances import histogram_jsd, sliced_wasserstein
@@ -61,6 +61,8 @@ class EvalRequest:
     device: str = "auto"
     out: str | None = None
     overwrite: bool = False
+    weights: str = "auto"
+    precision: str = "fp32"  # of the checkpoint's sampling; the extractor always runs in fp32
 
     def validate(self) -> list[str]:
         """Check the options before any work; returns the metric names asked for."""
@@ -95,8 +97,9 @@ class Evaluator:
                               "held_out": m.get("held_out"), "train_seconds": m["train_seconds"],
                               "feature_dim": int(self.real.features.shape[1]), "classes": m["num_classes"]}}
 
-    def score(self, images: torch.Tensor, wanted, seed: int) -> tuple[dict, list[str]]:
-        """The metrics in `wanted` (except vae) for uint8 N×C×H×W images, and notes on their reliability."""
+    def score(self, images: torch.Tensor, wanted, seed: int, labels: torch.Tensor | None = None) -> tuple[dict, list[str]]:
+        """The metrics in `wanted` (except vae) for uint8 N×C×H×W images, and notes on their reliability; with the
+        `labels` a conditional model drew them for, also how often the classifier agrees (class_agreement)."""
         gen = image_stats(self.extractor, images, projection_cap=None if "emd" in wanted else 0)
         metrics, notes = {}, []
         n, dim = len(gen), gen.features.shape[1]
@@ -120,9 +123,21 @@ class Evaluator:
             metrics["jsd"] = histogram_jsd(self.real.pixel_hist, gen.pixel_hist)
         if "emd" in wanted:
             metrics["emd"] = sliced_wasserstein(self.real.projections, gen.projections)
+        if labels is not None:
+            metrics.update(class_agreement(gen.probs, labels))
         if n < 1000 and {"kid", "pr"} & set(wanted):
             notes.append(f"N={n} is small: KID and precision/recall vary a lot between seeds at this size")
         return metrics, notes
+
+
+def class_agreement(probs: np.ndarray, labels: torch.Tensor) -> dict:
+    """How often the reference classifier names the class a conditional model was asked to draw: overall, for the
+    worst class and per class index. Meaningful when the model was trained on the reference's classes."""
+    hits = np.asarray(probs).argmax(axis=1) == labels.numpy()
+    y = labels.numpy()
+    per_class = {str(k): float(hits[y == k].mean()) for k in np.unique(y)}
+    return {"class_agreement": float(hits.mean()), "class_agreement_min": min(per_class.values()),
+            "class_agreement_by_class": per_class}
 
 
 @torch.no_grad()
@@ -130,14 +145,14 @@ def vae_scores(model, data: ImageData, n: int, seed: int, batch_size: int = 500)
     """Reconstruction error (BCE summed over pixels), KL and ELBO per image (nats) on up to `n` real images, in eval
     mode with the reparameterisation noise seeded (and the caller's RNG streams left as they were)."""
     pick = np.sort(np.random.default_rng(seed).choice(len(data), min(n, len(data)), replace=False))
-    images = data.images[torch.from_numpy(pick)]
+    images, labels = data.images[torch.from_numpy(pick)], data.labels[torch.from_numpy(pick)]
     was_training = model.training
     model.eval()
     rec = kl = 0.0
     try:
         with seeded_rng(seed, model.device):
-            for chunk in images.split(batch_size):
-                out = model.losses(model.normalize(chunk.to(model.device)))
+            for chunk, y in zip(images.split(batch_size), labels.split(batch_size)):
+                out = model.losses(model.normalize(chunk.to(model.device)), y.to(model.device))
                 rec += float(out["reconstruction"]) * len(chunk)
                 kl += float(out["kl"]) * len(chunk)
     finally:
@@ -160,7 +175,10 @@ def evaluate(req: EvalRequest, reporter: Reporter | None = None) -> dict:
     started = time.perf_counter()
     wanted = req.validate()
     device = pick_device(req.device)
-    source = open_source(req.source, device)
+    amp = Amp(device, pick_precision(req.precision, device))
+    source = open_source(req.source, device, req.weights)
+    if source.checkpoint is not None:
+        source.checkpoint.model.amp = amp
     wanted = _metric_plan(wanted, source, explicit=req.metrics.strip().lower() != "all")
     data = req.data or source.data_spec
     if not data:
@@ -172,13 +190,18 @@ def evaluate(req: EvalRequest, reporter: Reporter | None = None) -> dict:
     images = source.images(req.n, req.seed)
     if len(images) < MIN_N:
         raise UsageError(f"SOURCE: {source.path} holds {len(images)} images; evaluation needs at least {MIN_N}")
-    metrics, notes = evaluator.score(images, wanted, req.seed)
+    labels = source.labels(len(images))
+    metrics, notes = evaluator.score(images, wanted, req.seed, labels)
+    if labels is not None:
+        names = source.checkpoint.data.get("class_names") or []
+        metrics["class_agreement_by_class"] = {names[int(k)] if int(k) < len(names) else k: v
+                                               for k, v in metrics["class_agreement_by_class"].items()}
     if len(images) < req.n:
         notes.append(f"SOURCE holds {len(images)} images, fewer than --n {req.n}; all of them were scored")
     if "vae" in wanted:
         metrics.update(vae_scores(source.checkpoint.model, reference.load(req.split), req.n, req.seed))
     result = {"source": str(source.path), "kind": source.kind, **_checkpoint_info(source),
-              "n": len(images), "seed": req.seed, **evaluator.provenance(), "metrics": metrics, "notes": notes,
+              "n": len(images), "seed": req.seed, "sampling_precision": amp.name, **evaluator.provenance(), "metrics": metrics, "notes": notes,
               "seconds": round(time.perf_counter() - started, 1)}
     if req.out:
         Path(req.out).parent.mkdir(parents=True, exist_ok=True)
@@ -199,4 +222,6 @@ def _reference(data: str, req: EvalRequest) -> Reference:
 def _checkpoint_info(source: Source) -> dict:
     if source.checkpoint is None:
         return {}
-    return {"model": source.checkpoint.model.name, "epoch": source.checkpoint.state.get("epoch")}
+    ckpt = source.checkpoint
+    return {"model": ckpt.model.name, "epoch": ckpt.state.get("epoch"), "step": ckpt.state.get("step"),
+            "weights": ckpt.weights}

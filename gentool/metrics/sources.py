@@ -42,11 +42,16 @@ class Source:
         """The data set a checkpoint was trained on (its `--data`), else None."""
         return self.checkpoint.data.get("source") if self.checkpoint else None
 
+    def labels(self, n: int) -> torch.Tensor | None:
+        """The classes a conditional checkpoint's `n` samples are drawn for (0, 1, …, K−1, 0, … so every class gets
+        the same share); None for any other source."""
+        return self.checkpoint.model.spread_labels(n) if self.kind == "checkpoint" else None
+
     def images(self, n: int, seed: int) -> torch.Tensor:
-        """uint8 N×C×H×W: `n` samples drawn with `seed`, or a seeded random `n` of the stored images (all of them
-        when the source holds fewer)."""
+        """uint8 N×C×H×W: `n` samples drawn with `seed` (for `labels(n)`), or a seeded random `n` of the stored
+        images (all of them when the source holds fewer)."""
         if self.kind == "checkpoint":
-            drawn = self.checkpoint.model.generate(n, torch.Generator().manual_seed(seed))
+            drawn = self.checkpoint.model.generate(n, torch.Generator().manual_seed(seed), labels=self.labels(n))
             return torch.from_numpy(to_uint8(drawn)).permute(0, 3, 1, 2).contiguous()
         count = self.available
         pick = np.arange(count) if n >= count else np.sort(np.random.default_rng(seed).choice(count, n, replace=False))
@@ -72,19 +77,21 @@ class Source:
         return array
 
 
-def open_source(source: str, device: torch.device | str = "cpu") -> Source:
-    """Open and check SOURCE (a checkpoint's model is rebuilt on `device`)."""
+def open_source(source: str, device: torch.device | str = "cpu", weights: str = "auto") -> Source:
+    """Open and check SOURCE (a checkpoint's model is rebuilt on `device` with the `weights` asked for)."""
     path = Path(source).expanduser()
     if path.is_dir():
         return _open_folder(path)
     if not path.exists():
         raise UsageError(f"SOURCE: {path} does not exist; expected {SOURCE_HELP}")
+    if weights != "auto" and path.suffix.lower() != ".safetensors":
+        raise UsageError(f"--weights: got {weights!r}, but SOURCE {path} is not a checkpoint; leave --weights out")
     if path.suffix.lower() == ".npz":
         return _open_npz(path)
     if path.suffix.lower() != ".safetensors":
         raise UsageError(f"SOURCE: {path} is not a known kind of input; expected {SOURCE_HELP}")
     try:
-        ckpt = load_checkpoint(path, device)
+        ckpt = load_checkpoint(path, device, weights=weights)
     except GentoolError as exc:
         raise type(exc)(str(exc).replace("CKPT:", "SOURCE:", 1)) from None
     c = ckpt.model.config

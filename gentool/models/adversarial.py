@@ -58,19 +58,33 @@ def cifar_discriminator(channels: int, width: float, dropout: float = 0.4) -> nn
 
 
 class AdversarialModel(GenerativeModel):
-    """Generator plus a scoring network held in `self.generator` and `self.<critic_name>`."""
+    """Generator plus a scoring network held in `self.generator` and `self.<critic_name>`. A conditional family's
+    networks take the class labels as a second argument."""
 
     pixel_range = (-1.0, 1.0)
     critic_name = "discriminator"
+    sampling_networks = ("generator",)
 
-    def decode(self, z):
-        return self.generator(z).add(1).mul(0.5).clamp(0, 1)
+    def decode(self, z, labels=None):
+        return self.generate_images(z, labels).add(1).mul(0.5).clamp(0, 1)
+
+    def generate_images(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """The generator's output (in the networks' pixel range) for codes `z` (and labels, if conditional)."""
+        return self.generator(z, labels) if self.conditional else self.generator(z)
+
+    def score(self, images: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """The discriminator's logits or the critic's scores (N×1) for `images` (and labels, if conditional)."""
+        net = getattr(self, self.critic_name)
+        return net(images, labels) if self.conditional else net(images)
 
     def summary_inputs(self):
         c = self.config
-        return {"generator": torch.zeros(1, c.latent_dim),
-                self.critic_name: torch.zeros(1, c.channels, c.image_height, c.image_width)}
+        z, x = torch.zeros(1, c.latent_dim), torch.zeros(1, c.channels, c.image_height, c.image_width)
+        if self.conditional:
+            y = torch.zeros(1, dtype=torch.long)
+            return {"generator": (z, y), self.critic_name: (x, y)}
+        return {"generator": z, self.critic_name: x}
 
-    def fake(self, n: int) -> torch.Tensor:
+    def fake(self, n: int, labels: torch.Tensor | None = None) -> torch.Tensor:
         """A batch of generated images in the networks' pixel range, with gradients to the generator."""
-        return self.generator(torch.randn(n, self.config.latent_dim, device=self.device))
+        return self.generate_images(torch.randn(n, self.config.latent_dim, device=self.device), labels)

@@ -15,6 +15,7 @@ from typing import ClassVar
 import torch
 from torch import nn
 
+from gentool.device import FP32, Amp
 from gentool.errors import UsageError, bad_value
 
 PRESETS = {(1, 28, 28): "mnist", (3, 32, 32): "cifar10"}
@@ -124,10 +125,25 @@ class GenerativeModel(nn.Module):
     config_class: ClassVar[type[ModelConfig]] = ModelConfig
     # The range the networks see real images in; data are mapped from uint8 into it.
     pixel_range: ClassVar[tuple[float, float]] = (0.0, 1.0)
+    # The networks `decode` runs: what an exponential moving average (--ema) of the weights covers.
+    sampling_networks: ClassVar[tuple[str, ...]] = ()
+    # A class-conditional family takes the images' labels in training and a label per sample in `decode`.
+    class_conditional: ClassVar[bool] = False
+    # Networks differentiated twice (a gradient penalty): torch.compile cannot compile those.
+    double_backward_networks: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, config: ModelConfig):
         super().__init__()
+        if self.class_conditional and config.num_classes < 2:
+            raise UsageError(f"--data: {self.name} is class-conditional and needs labelled data (images in one "
+                             f"subfolder per class, or mnist/cifar10); this data set has {config.num_classes} classes")
         self.config = config
+        self.amp: Amp = FP32  # set by whoever runs the model (--precision); not part of the saved state
+
+    @property
+    def conditional(self) -> bool:
+        """Whether samples are drawn for given class labels."""
+        return self.class_conditional
 
     def networks(self) -> dict[str, nn.Module]:
         """The named networks (generator, discriminator, critic, encoder, decoder, ...)."""
@@ -137,19 +153,45 @@ class GenerativeModel(nn.Module):
         raise NotImplementedError
 
     def train_step(self, real: torch.Tensor, labels: torch.Tensor, optimizers: dict, step: int) -> dict[str, torch.Tensor]:
-        """One optimisation step on a batch of real images (already in `pixel_range`); returns detached scalars."""
+        """One optimisation step on a batch of real images (already in `pixel_range`); returns detached scalars.
+        The trainer runs it inside `self.amp.autocast()`; update weights through `optimize`."""
         raise NotImplementedError
+
+    def optimize(self, loss: torch.Tensor, optimizer) -> None:
+        """zero_grad → backward → step for one network's `loss`: the backward pass runs outside autocast, and in
+        fp16 on CUDA through the gradient scaler (which skips a step whose scaled gradients overflowed)."""
+        optimizer.zero_grad(set_to_none=True)
+        scaler = self.amp.scaler
+        with self.amp.fp32():
+            if scaler is None:
+                loss.backward()
+                optimizer.step()
+                return
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
 
     def sample_latent(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
         """Latent codes for `n` samples, drawn on the CPU (so a seed gives the same codes on any device)."""
         return torch.randn(n, self.config.latent_dim, generator=generator)
 
-    def decode(self, z: torch.Tensor) -> torch.Tensor:
-        """Images in [0, 1] (N×C×H×W) for latent codes `z`."""
+    def sample_labels(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor | None:
+        """Uniformly drawn class labels for `n` samples of a conditional model (on the CPU); None otherwise."""
+        if not self.conditional:
+            return None
+        return torch.randint(0, self.config.num_classes, (n,), generator=generator)
+
+    def spread_labels(self, n: int) -> torch.Tensor | None:
+        """Labels 0, 1, …, K−1, 0, 1, … for `n` samples of a conditional model (every class shown); None otherwise."""
+        return torch.arange(n) % self.config.num_classes if self.conditional else None
+
+    def decode(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """Images in [0, 1] (N×C×H×W) for latent codes `z` (and, for a conditional model, class `labels`)."""
         raise NotImplementedError
 
-    def summary_inputs(self) -> dict[str, torch.Tensor]:
-        """One example input (batch of 1) per network, for the layer tables."""
+    def summary_inputs(self) -> dict[str, torch.Tensor | tuple[torch.Tensor, ...]]:
+        """One example input (batch of 1) per network, for the layer tables; a tuple for a network that takes
+        several inputs (a conditional network's labels)."""
         raise NotImplementedError
 
     @property
@@ -162,12 +204,29 @@ class GenerativeModel(nn.Module):
         return images.float().mul_((hi - lo) / 255.0).add_(lo)
 
     @torch.no_grad()
-    def generate(self, n: int, generator: torch.Generator | None = None, batch_size: int = 500) -> torch.Tensor:
-        """`n` images in [0, 1] on the CPU, drawn in eval mode; a seeded generator makes them repeatable."""
+    def generate(self, n: int, generator: torch.Generator | None = None, batch_size: int = 500,
+                 labels: torch.Tensor | None = None) -> torch.Tensor:
+        """`n` images in [0, 1] on the CPU, drawn in eval mode; a seeded generator makes them repeatable. A
+        conditional model draws them for `labels` (uniformly drawn classes when None)."""
+        if labels is not None and not self.conditional:
+            raise UsageError(f"--class: {self.name} is not class-conditional; its samples cannot be asked for by class")
+        z = self.sample_latent(n, generator)
+        if labels is None:
+            labels = self.sample_labels(n, generator)
+        return self.decode_batches(z, labels, batch_size)
+
+    @torch.no_grad()
+    def decode_batches(self, z: torch.Tensor, labels: torch.Tensor | None, batch_size: int = 500) -> torch.Tensor:
+        """`decode` in eval mode over chunks of `z` (and `labels`); images in [0, 1] on the CPU."""
         was_training = self.training
         self.eval()
         try:
-            z = self.sample_latent(n, generator)
-            return torch.cat([self.decode(chunk.to(self.device)).float().cpu() for chunk in z.split(batch_size)])
+            out = []
+            for start in range(0, len(z), batch_size):
+                chunk = z[start:start + batch_size].to(self.device)
+                y = None if labels is None else labels[start:start + batch_size].to(self.device)
+                with self.amp.autocast():
+                    out.append(self.decode(chunk, y).float().cpu())
+            return torch.cat(out)
         finally:
             self.train(was_training)

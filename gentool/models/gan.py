@@ -65,18 +65,16 @@ class GAN(adv.AdversarialModel):
         return F.binary_cross_entropy_with_logits(fake_logits, torch.ones_like(fake_logits))
 
     def train_step(self, real, labels, optimizers, step):
-        fake = self.fake(real.shape[0])
-        real_logits = self.discriminator(real).float()
-        fake_logits = self.discriminator(fake.detach()).float()
+        # A conditional family draws its fakes for the batch's own labels, so both sides see the same classes.
+        y = labels if self.conditional else None
+        fake = self.fake(real.shape[0], y)
+        real_logits = self.score(real, y).float()
+        fake_logits = self.score(fake.detach(), y).float()
         d_loss = self.discriminator_loss(real_logits, fake_logits)
-        optimizers["discriminator"].zero_grad(set_to_none=True)
-        d_loss.backward()
-        optimizers["discriminator"].step()
+        self.optimize(d_loss, optimizers["discriminator"])
 
-        g_loss = self.generator_loss(self.discriminator(fake).float())
-        optimizers["generator"].zero_grad(set_to_none=True)
-        g_loss.backward()
-        optimizers["generator"].step()
+        g_loss = self.generator_loss(self.score(fake, y).float())
+        self.optimize(g_loss, optimizers["generator"])
         d_loss = d_loss.detach()
         return {
             "d_loss": d_loss,

@@ -27,33 +27,54 @@ class VAEConfig(ModelConfig):
 
 
 class Encoder(nn.Module):
-    """A body followed by two heads: the posterior mean and log-variance."""
+    """A body followed by two heads: the posterior mean and log-variance. With `num_classes` > 0 the heads also see
+    the one-hot class (a conditional VAE)."""
 
-    def __init__(self, body: nn.Module, features: int, latent_dim: int):
+    def __init__(self, body: nn.Module, features: int, latent_dim: int, num_classes: int = 0):
         super().__init__()
         self.body = body
-        self.mean = nn.Linear(features, latent_dim)
-        self.log_var = nn.Linear(features, latent_dim)
+        self.num_classes = num_classes
+        self.mean = nn.Linear(features + num_classes, latent_dim)
+        self.log_var = nn.Linear(features + num_classes, latent_dim)
 
-    def forward(self, x):
-        h = self.body(x)
+    def forward(self, x, labels=None):
+        h = with_one_hot(self.body(x), labels, self.num_classes)
         return self.mean(h), self.log_var(h)
 
 
-def mlp_networks(c: VAEConfig) -> tuple[Encoder, nn.Module]:
-    """MNIST: 784→1024→512→256 encoder, mirrored decoder with a sigmoid output."""
+class Decoder(nn.Module):
+    """A conditional VAE's decoder: [latent code, one-hot class] → image in [0, 1]."""
+
+    def __init__(self, net: nn.Module, num_classes: int = 0):
+        super().__init__()
+        self.num_classes = num_classes
+        self.net = net
+
+    def forward(self, z, labels=None):
+        return self.net(with_one_hot(z, labels, self.num_classes))
+
+
+def with_one_hot(h: torch.Tensor, labels: torch.Tensor | None, num_classes: int) -> torch.Tensor:
+    """`h` with the one-hot labels appended as features (unchanged for an unconditional network)."""
+    if not num_classes:
+        return h
+    return torch.cat([h, F.one_hot(labels, num_classes).to(h.dtype)], dim=1)
+
+
+def mlp_networks(c: VAEConfig, k: int = 0) -> tuple[Encoder, nn.Module]:
+    """MNIST: 784→1024→512→256 encoder, mirrored decoder with a sigmoid output (k: classes conditioned on)."""
     pixels = c.channels * c.image_height * c.image_width
     h = [scaled(n, c.width) for n in (1024, 512, 256)]
     body = nn.Sequential(nn.Flatten(), nn.Linear(pixels, h[0]), nn.ReLU(), nn.Linear(h[0], h[1]), nn.ReLU(),
                          nn.Linear(h[1], h[2]), nn.ReLU())
     decoder = nn.Sequential(
-        nn.Linear(c.latent_dim, h[2]), nn.ReLU(), nn.Linear(h[2], h[1]), nn.ReLU(), nn.Linear(h[1], h[0]), nn.ReLU(),
-        nn.Linear(h[0], pixels), nn.Sigmoid(), nn.Unflatten(1, (c.channels, c.image_height, c.image_width)),
+        nn.Linear(c.latent_dim + k, h[2]), nn.ReLU(), nn.Linear(h[2], h[1]), nn.ReLU(), nn.Linear(h[1], h[0]),
+        nn.ReLU(), nn.Linear(h[0], pixels), nn.Sigmoid(), nn.Unflatten(1, (c.channels, c.image_height, c.image_width)),
     )
-    return Encoder(body, h[2], c.latent_dim), decoder
+    return Encoder(body, h[2], c.latent_dim, k), Decoder(decoder, k) if k else decoder
 
 
-def conv_networks(c: VAEConfig) -> tuple[Encoder, nn.Module]:
+def conv_networks(c: VAEConfig, k: int = 0) -> tuple[Encoder, nn.Module]:
     """CIFAR10: two strided convs and a max-pool; the decoder upsamples to 128×128 and max-pools back to 32×32."""
     c1, c2, c3 = scaled(64, c.width), scaled(128, c.width), scaled(8, c.width)
     body = nn.Sequential(
@@ -63,11 +84,11 @@ def conv_networks(c: VAEConfig) -> tuple[Encoder, nn.Module]:
     features = c2 * (c.image_height // 8) * (c.image_width // 8)
     s = c.image_height // 2
     decoder = nn.Sequential(
-        nn.Linear(c.latent_dim, c3 * s * s), nn.ReLU(), nn.Unflatten(1, (c3, s, s)),
+        nn.Linear(c.latent_dim + k, c3 * s * s), nn.ReLU(), nn.Unflatten(1, (c3, s, s)),
         nn.ConvTranspose2d(c3, c1, 4, 4), nn.ReLU(), nn.ConvTranspose2d(c1, c.channels, 4, 2, 1),
         nn.MaxPool2d(4), nn.Sigmoid(),
     )
-    return Encoder(body, features, c.latent_dim), decoder
+    return Encoder(body, features, c.latent_dim, k), Decoder(decoder, k) if k else decoder
 
 
 @register_model("vae")
@@ -76,39 +97,43 @@ class VAE(GenerativeModel):
 
     config_class = VAEConfig
     pixel_range = (0.0, 1.0)
+    sampling_networks = ("decoder",)
 
     def __init__(self, config: VAEConfig):
         super().__init__(config)
         build = mlp_networks if config.preset == "mnist" else conv_networks
-        self.encoder, self.decoder = build(config)
+        self.encoder, self.decoder = build(config, config.num_classes if self.conditional else 0)
 
     def build_optimizers(self):
         c = self.config
         return {"vae": torch.optim.Adam(self.parameters(), lr=c.lr, betas=(c.beta1, c.beta2))}
 
-    def losses(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Per-batch mean reconstruction BCE, KL and their weighted sum (the negative ELBO when kl_weight = 1)."""
-        mean, log_var = self.encoder(x)
+    def losses(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """Per-batch mean reconstruction BCE, KL and their weighted sum (the negative ELBO when kl_weight = 1);
+        a conditional VAE needs the images' `labels`."""
+        y = labels if self.conditional else None
+        mean, log_var = self.encoder(x, y)
         z = mean + torch.randn_like(mean) * torch.exp(0.5 * log_var)
-        recon = self.decoder(z)
+        recon = self.decode(z, y)
         n = x.shape[0]
         # BCE in fp32: it is the numerically sensitive part and sums many small terms.
         rec = F.binary_cross_entropy(recon.float(), x.float(), reduction="sum") / n
-        kl = -0.5 * torch.sum(1 + log_var - mean.pow(2) - log_var.exp()).float() / n
+        mean, log_var = mean.float(), log_var.float()
+        kl = -0.5 * torch.sum(1 + log_var - mean.pow(2) - log_var.exp()) / n
         return {"loss": rec + self.config.kl_weight * kl, "reconstruction": rec, "kl": kl}
 
     def train_step(self, real, labels, optimizers, step):
-        opt = optimizers["vae"]
-        out = self.losses(real)
-        opt.zero_grad(set_to_none=True)
-        out["loss"].backward()
-        opt.step()
+        out = self.losses(real, labels)
+        self.optimize(out["loss"], optimizers["vae"])
         return {k: v.detach() for k, v in out.items()}
 
-    def decode(self, z):
-        return self.decoder(z)
+    def decode(self, z, labels=None):
+        return self.decoder(z, labels) if self.conditional else self.decoder(z)
 
     def summary_inputs(self):
         c = self.config
-        return {"encoder": torch.zeros(1, c.channels, c.image_height, c.image_width),
-                "decoder": torch.zeros(1, c.latent_dim)}
+        x, z = torch.zeros(1, c.channels, c.image_height, c.image_width), torch.zeros(1, c.latent_dim)
+        if self.conditional:
+            y = torch.zeros(1, dtype=torch.long)
+            return {"encoder": (x, y), "decoder": (z, y)}
+        return {"encoder": x, "decoder": z}

@@ -32,13 +32,14 @@ class WGANConfig(ModelConfig):
             raise bad_value("--param n_critic", self.n_critic, "a positive integer")
 
 
-def cifar_critic(channels: int, width: float) -> nn.Sequential:
-    """k4 s2 convs 32→16→8→4 (BatchNorm after the 2nd and 3rd), a k4 conv to 1×1, then Linear 1→1."""
+def cifar_critic(channels: int, width: float, batchnorm: bool = True) -> nn.Sequential:
+    """k4 s2 convs 32→16→8→4 (BatchNorm after the 2nd and 3rd unless turned off), a k4 conv to 1×1, then Linear 1→1."""
     c1, c2, c3 = scaled(64, width), scaled(128, width), scaled(256, width)
+    norm = (lambda c: [nn.BatchNorm2d(c)]) if batchnorm else (lambda c: [])
     return nn.Sequential(
         nn.Conv2d(channels, c1, 4, 2, 1), adv.lrelu(),
-        nn.Conv2d(c1, c2, 4, 2, 1), nn.BatchNorm2d(c2), adv.lrelu(),
-        nn.Conv2d(c2, c3, 4, 2, 1), nn.BatchNorm2d(c3), adv.lrelu(),
+        nn.Conv2d(c1, c2, 4, 2, 1), *norm(c2), adv.lrelu(),
+        nn.Conv2d(c2, c3, 4, 2, 1), *norm(c3), adv.lrelu(),
         nn.Conv2d(c3, 1, 4), nn.Flatten(), nn.Linear(1, 1),
     )
 
@@ -82,21 +83,25 @@ class WGAN(adv.AdversarialModel):
         for p in self.critic.parameters():
             p.clamp_(-self.config.clip, self.config.clip)
 
+    def critic_objective(self, real: torch.Tensor, fake: torch.Tensor) -> tuple[torch.Tensor, dict]:
+        """The critic's loss (to minimise) and what to report: here E[critic(fake)] − E[critic(real)]."""
+        real_score = self.score(real).float().mean()
+        fake_score = self.score(fake).float().mean()
+        c_loss = fake_score - real_score
+        return c_loss, {"critic_loss": c_loss.detach(), "emd": (real_score - fake_score).detach()}
+
+    def after_critic_step(self) -> None:
+        """What keeps the critic Lipschitz after its update: the study's weight clipping."""
+        self.clip_critic()
+
     def train_step(self, real, labels, optimizers, step):
         with torch.no_grad():
             fake = self.fake(real.shape[0])
-        real_score = self.critic(real).float().mean()
-        fake_score = self.critic(fake).float().mean()
-        c_loss = fake_score - real_score
-        optimizers["critic"].zero_grad(set_to_none=True)
-        c_loss.backward()
-        optimizers["critic"].step()
-        self.clip_critic()
-        out = {"critic_loss": c_loss.detach(), "emd": (real_score - fake_score).detach()}
+        c_loss, out = self.critic_objective(real, fake)
+        self.optimize(c_loss, optimizers["critic"])
+        self.after_critic_step()
         if (step + 1) % self.config.n_critic == 0:
-            g_loss = -self.critic(self.fake(real.shape[0])).float().mean()
-            optimizers["generator"].zero_grad(set_to_none=True)
-            g_loss.backward()
-            optimizers["generator"].step()
+            g_loss = -self.score(self.fake(real.shape[0])).float().mean()
+            self.optimize(g_loss, optimizers["generator"])
             out["g_loss"] = g_loss.detach()
         return out

@@ -1,0 +1,145 @@
+"""Data-parallel training across processes started by torchrun (gloo on CPU, nccl on CUDA).
+
+Every rank holds the whole model, trains on its shard of each epoch's seeded permutation and averages gradients
+with the others before every optimizer step, which is what DistributedDataParallel does. gentool averages them in
+its guarded optimizer step instead of wrapping each network in the DDP module because its models run several
+forward passes per step (real, fake, and the generator's pass through the discriminator) and WGAN-GP
+differentiates the critic twice, two patterns the DDP wrapper does not support. Rank 0 alone writes files.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from datetime import timedelta
+
+import torch
+import torch.distributed as dist
+
+from gentool.errors import GentoolError
+
+
+@dataclass(frozen=True)
+class World:
+    """This process's place among the ranks (rank 0 of 1 when not distributed)."""
+
+    rank: int = 0
+    size: int = 1
+    local_rank: int = 0
+    local_size: int = 1
+
+    @property
+    def enabled(self) -> bool:
+        return self.size > 1
+
+    @property
+    def main(self) -> bool:
+        """Whether this rank writes files and reports progress."""
+        return self.rank == 0
+
+
+SINGLE = World()
+
+
+def join(device: torch.device) -> tuple[World, torch.device]:
+    """Join the process group torchrun set up (RANK, WORLD_SIZE, LOCAL_RANK in the environment) and return this
+    rank's place and device; without torchrun, the single-process world and `device` unchanged."""
+    size = int(os.environ.get("WORLD_SIZE", "1"))
+    if size <= 1:
+        return SINGLE, device
+    world = World(int(os.environ["RANK"]), size, int(os.environ.get("LOCAL_RANK", "0")),
+                  int(os.environ.get("LOCAL_WORLD_SIZE", str(size))))
+    if device.type == "cuda":
+        torch.cuda.set_device(world.local_rank)
+        device = torch.device("cuda", world.local_rank)
+    if not dist.is_initialized():
+        # Rank 0 alone evaluates and draws figures between epochs (training a reference extractor the first time can
+        # take long), while the others wait in the next collective: give them time.
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo", timeout=timedelta(hours=3))
+    return world, device
+
+
+def leave(world: World) -> None:
+    """Leave the process group (after the last collective)."""
+    if world.enabled and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def average_gradients(params: list[torch.Tensor], world: World) -> None:
+    """Replace each gradient with its mean over the ranks (one flat all-reduce for all of them)."""
+    grads = [p.grad for p in params if p.grad is not None]
+    if not world.enabled or not grads:
+        return
+    flat = torch.cat([g.reshape(-1) for g in grads])
+    dist.all_reduce(flat)
+    flat.div_(world.size)
+    offset = 0
+    for g in grads:
+        g.copy_(flat[offset:offset + g.numel()].view_as(g))
+        offset += g.numel()
+
+
+def max_over_ranks(value: int, world: World, device: torch.device) -> int:
+    """The largest of the ranks' `value`s (how ranks agree to stop at the same step, and why)."""
+    if not world.enabled:
+        return value
+    t = torch.tensor([value], dtype=torch.int64, device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return int(t.item())
+
+
+def average_values(values: dict[str, float], world: World, device: torch.device) -> dict[str, float]:
+    """The mean of each value over the ranks (every rank passes the same keys)."""
+    if not world.enabled or not values:
+        return values
+    keys = sorted(values)
+    t = torch.tensor([float(values[k]) for k in keys], dtype=torch.float64, device=device)
+    dist.all_reduce(t)
+    return {k: float(v) / world.size for k, v in zip(keys, t.tolist())}
+
+
+def sync_state(model: torch.nn.Module, world: World) -> None:
+    """Start every rank from rank 0's weights and buffers."""
+    if world.enabled:
+        for tensor in model.state_dict().values():
+            dist.broadcast(tensor, 0)
+
+
+def average_buffers(model: torch.nn.Module, world: World) -> None:
+    """Average floating-point buffers (BatchNorm running statistics), which each rank updates from its own shard."""
+    if not world.enabled:
+        return
+    for buf in model.buffers():
+        if buf.is_floating_point():
+            dist.all_reduce(buf)
+            buf.div_(world.size)
+
+
+def check_in_sync(model: torch.nn.Module, world: World) -> None:
+    """Fail loudly if the ranks' weights differ (they must be identical after every averaged step)."""
+    if not world.enabled:
+        return
+    total = torch.stack([p.detach().double().sum() for p in model.parameters()]).sum().reshape(1)
+    low, high = total.clone(), total.clone()
+    dist.all_reduce(low, op=dist.ReduceOp.MIN)
+    dist.all_reduce(high, op=dist.ReduceOp.MAX)
+    if not torch.equal(low, high):
+        raise GentoolError(f"distributed training: the ranks' weights differ (checksums {low.item()} to "
+                           f"{high.item()}); a rank ran different steps")
+
+
+def broadcast_text(text: str, world: World, device: torch.device) -> str:
+    """Rank 0's `text` on every rank (as UTF-8 bytes in a tensor, so nothing is pickled)."""
+    if not world.enabled:
+        return text
+    data = torch.tensor(list(text.encode()) if world.main else [], dtype=torch.uint8, device=device)
+    size = torch.tensor([data.numel()], device=device)
+    dist.broadcast(size, 0)
+    buf = data if world.main else torch.empty(int(size.item()), dtype=torch.uint8, device=device)
+    dist.broadcast(buf, 0)
+    return bytes(buf.cpu().tolist()).decode()
+
+
+def barrier(world: World) -> None:
+    if world.enabled:
+        dist.barrier()
