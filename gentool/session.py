@@ -162,6 +162,8 @@ def stop_code(session: Session, time_up: bool = True, hook_stop: bool = False) -
     """Whether the loop stops here and why, agreed between ranks so they all stop at the same step."""
     code = (SIGNALLED if session.signals and session.signals.signum else HOOK_STOP if hook_stop
             else TIME_UP if time_up and session.out_of_time() else CONTINUE)
+    if not session.world.enabled:
+        return code
     return max_over_ranks(code, session.world, session.model.device)
 
 

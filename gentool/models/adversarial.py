@@ -57,6 +57,13 @@ def cifar_discriminator(channels: int, width: float, dropout: float = 0.4) -> nn
     )
 
 
+def adam_per_network(model: GenerativeModel) -> dict[str, torch.optim.Optimizer]:
+    """One Adam optimizer per network, with the config's lr, beta1 and beta2."""
+    c = model.config
+    return {name: torch.optim.Adam(net.parameters(), lr=c.lr, betas=(c.beta1, c.beta2))
+            for name, net in model.networks().items()}
+
+
 class AdversarialModel(GenerativeModel):
     """Generator plus a scoring network held in `self.generator` and `self.<critic_name>`. A conditional family's
     networks take the class labels as a second argument."""

@@ -38,6 +38,13 @@ def _coerce(key: str, value, default):
     raise bad_value(f"--param {key}", value, f"a value of type {kind.__name__}")
 
 
+def check_betas(config) -> None:
+    """Adam's beta1 and beta2 must lie in [0, 1)."""
+    for name in ("beta1", "beta2"):
+        if not 0 <= getattr(config, name) < 1:
+            raise bad_value(f"--param {name}", getattr(config, name), "a number in [0, 1)")
+
+
 def scaled(channels: int, width: float) -> int:
     """A hidden width/channel count scaled by the width multiplier (never below 1)."""
     return max(1, int(round(channels * width)))

@@ -51,9 +51,7 @@ class GAN(adv.AdversarialModel):
             self.discriminator = adv.cifar_discriminator(c.channels, c.width, c.dropout)
 
     def build_optimizers(self):
-        c = self.config
-        return {name: torch.optim.Adam(net.parameters(), lr=c.lr, betas=(c.beta1, c.beta2))
-                for name, net in self.networks().items()}
+        return adv.adam_per_network(self)
 
     def discriminator_loss(self, real_logits, fake_logits):
         """BCE on real (target 1) plus BCE on fake (target 0)."""

@@ -14,9 +14,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
-from gentool.errors import bad_value
 from gentool.models import adversarial as adv
-from gentool.models.base import ModelConfig
+from gentool.models.base import ModelConfig, check_betas
 from gentool.models.gan import GAN
 from gentool.models.wgan import cifar_dcgan_generator
 from gentool.registry import register_model
@@ -34,9 +33,7 @@ class SNGANConfig(ModelConfig):
 
     def validate(self) -> None:
         super().validate()
-        for name in ("beta1", "beta2"):
-            if not 0 <= getattr(self, name) < 1:
-                raise bad_value(f"--param {name}", getattr(self, name), "a number in [0, 1)")
+        check_betas(self)
 
 
 def spectrally_normalized(net: nn.Module) -> nn.Module:

@@ -62,16 +62,17 @@ class WGAN(adv.AdversarialModel):
 
     config_class = WGANConfig
     critic_name = "critic"
+    critic_batchnorm: ClassVar[bool] = True
 
     def __init__(self, config: WGANConfig):
         super().__init__(config)
         c = config
         if c.preset == "mnist":
             self.generator = adv.mnist_generator(c.latent_dim, c.channels, c.width, batchnorm=True)
-            self.critic = adv.mnist_discriminator(c.channels, c.width, batchnorm=True)
+            self.critic = adv.mnist_discriminator(c.channels, c.width, batchnorm=self.critic_batchnorm)
         else:
             self.generator = cifar_dcgan_generator(c.latent_dim, c.channels, c.width)
-            self.critic = cifar_critic(c.channels, c.width)
+            self.critic = cifar_critic(c.channels, c.width, batchnorm=self.critic_batchnorm)
 
     def build_optimizers(self):
         return {name: torch.optim.RMSprop(net.parameters(), lr=self.config.lr)

@@ -12,8 +12,8 @@ from torch import nn
 
 from gentool.errors import bad_value
 from gentool.models import adversarial as adv
-from gentool.models.base import ModelConfig
-from gentool.models.wgan import WGAN, cifar_critic, cifar_dcgan_generator
+from gentool.models.base import ModelConfig, check_betas
+from gentool.models.wgan import WGAN
 from gentool.registry import register_model
 
 
@@ -36,9 +36,7 @@ class WGANGPConfig(ModelConfig):
             raise bad_value("--param gp_weight", self.gp_weight, "a number ≥ 0")
         if self.n_critic < 1:
             raise bad_value("--param n_critic", self.n_critic, "a positive integer")
-        for name in ("beta1", "beta2"):
-            if not 0 <= getattr(self, name) < 1:
-                raise bad_value(f"--param {name}", getattr(self, name), "a number in [0, 1)")
+        check_betas(self)
 
 
 def gradient_penalty(critic: nn.Module, real: torch.Tensor, fake: torch.Tensor,
@@ -66,20 +64,11 @@ class WGANGP(WGAN):
     config_class = WGANGPConfig
     double_backward_networks = ("critic",)
 
-    def __init__(self, config: WGANGPConfig):
-        adv.AdversarialModel.__init__(self, config)
-        c = config
-        if c.preset == "mnist":
-            self.generator = adv.mnist_generator(c.latent_dim, c.channels, c.width, batchnorm=True)
-            self.critic = adv.mnist_discriminator(c.channels, c.width, batchnorm=False)
-        else:
-            self.generator = cifar_dcgan_generator(c.latent_dim, c.channels, c.width)
-            self.critic = cifar_critic(c.channels, c.width, batchnorm=False)
+    # the penalty is per sample, which batch statistics in the critic would break
+    critic_batchnorm = False
 
     def build_optimizers(self):
-        c = self.config
-        return {name: torch.optim.Adam(net.parameters(), lr=c.lr, betas=(c.beta1, c.beta2))
-                for name, net in self.networks().items()}
+        return adv.adam_per_network(self)
 
     def critic_objective(self, real, fake):
         """E[critic(fake)] − E[critic(real)] + λ·mean gradient penalty; reports the EMD estimate and the penalty."""
