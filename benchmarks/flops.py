@@ -1,5 +1,5 @@
 """Achieved FLOP/s of training steps as a fraction of this machine's matmul peak, measured in the same run, for fp32
-and bf16 with and without channels-last (and torch.compile with --compile).
+and bf16, plain PyTorch against channels-last and gentool's kernels (and torch.compile with --compile).
 
     python3 benchmarks/flops.py [--models gan,wgan] [--geometries mnist] [--seconds 8] [--compile]
 
@@ -22,7 +22,10 @@ from gentool.device import prepare
 from gentool.registry import get_entry
 
 GEOMETRIES = {"mnist": Geometry(1, 28, 28, 10), "cifar10": Geometry(3, 32, 32, 10)}
-CONFIGS = [("fp32", False), ("fp32", True), ("bf16", False), ("bf16", True)]
+# (precision, channels-last, gentool's kernels: gentool.kernels and fused optimizers): the first is a plain PyTorch
+# step, the last two gentool's defaults.
+CONFIGS = [("fp32", False, False), ("fp32", True, False), ("fp32", True, True), ("bf16", False, False),
+           ("bf16", True, True)]
 
 
 def matmul_peak(dtype: torch.dtype, seconds: float, n: int = 2048) -> float:
@@ -37,12 +40,22 @@ def matmul_peak(dtype: torch.dtype, seconds: float, n: int = 2048) -> float:
     return 2 * n**3 * count / (time.perf_counter() - start) / 1e9
 
 
-def build(name: str, geometry: str, precision: str, channels_last: bool, compile: bool):
+def build(name: str, geometry: str, precision: str, channels_last: bool, compile: bool, fast_kernels: bool = True):
     cls = get_entry(name).cls
     torch.manual_seed(0)
     model = cls(cls.config_class.create(GEOMETRIES[geometry]))
-    prepare(model, torch.device("cpu"), precision, channels_last, compile)
+    prepare(model, torch.device("cpu"), precision, channels_last, compile, fast_kernels)
     return model
+
+
+def plain_optimizers(optimizers: dict) -> dict:
+    """The same optimizers and hyperparameters as a hand-written loop gets them: `torch.optim.Adam(params, lr=...)`
+    with PyTorch's default kernel choice (on CPU, a loop over the parameters rather than gentool's fused kernel)."""
+    plain = {}
+    for name, opt in optimizers.items():
+        hyper = {k: v for k, v in opt.param_groups[0].items() if k not in ("params", "fused", "foreach")}
+        plain[name] = type(opt)([p for g in opt.param_groups for p in g["params"]], **hyper)
+    return plain
 
 
 def cycle_length(model) -> int:
@@ -55,16 +68,17 @@ def run_steps(model, optimizers, batch, labels, start: int, count: int) -> None:
             model.train_step(model.normalize(batch), labels, optimizers, step)
 
 
-def measure(name: str, geometry: str, precision: str, channels_last: bool, compile: bool, seconds: float) -> dict:
+def measure(name: str, geometry: str, config: tuple, compile: bool, seconds: float) -> dict:
     """FLOPs per image and images per second of training steps in one configuration."""
-    model = build(name, geometry, precision, channels_last, compile)
-    optimizers = model.build_optimizers()
+    precision, channels_last, fast_kernels = config
+    model = build(name, geometry, precision, channels_last, compile, fast_kernels)
+    optimizers = model.build_optimizers() if fast_kernels else plain_optimizers(model.build_optimizers())
     c, b = model.config, model.config.batch_size
     batch = torch.randint(0, 256, (b, c.channels, c.image_height, c.image_width), dtype=torch.uint8)
     labels = torch.arange(b) % 10
     cycle = cycle_length(model)
     # FLOPs are counted on a plain fp32 copy: the count is the same, and counting must not disturb compilation.
-    flops_model = build(name, geometry, "fp32", False, False)
+    flops_model = build(name, geometry, "fp32", False, False, False)
     try:
         with FlopCounterMode(display=False) as counter:
             run_steps(flops_model, flops_model.build_optimizers(), batch, labels, 0, cycle)
@@ -89,21 +103,27 @@ def main() -> None:
     parser.add_argument("--compile", action="store_true", help="also measure each configuration compiled")
     args = parser.parse_args()
     peak = {"fp32": matmul_peak(torch.float32, args.seconds), "bf16": matmul_peak(torch.bfloat16, args.seconds)}
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; matmul 2048² peak: fp32 "
-          f"{peak['fp32']:.1f} GFLOP/s, bf16 {peak['bf16']:.1f} GFLOP/s")
-    print(f"{'model':8} {'data':8} {'precision':9} {'layout':13} {'compiled':8} {'GFLOP/img':>9} {'img/s':>8} "
-          f"{'GFLOP/s':>8} {'of peak':>7} {'vs fp32':>7}")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    one = matmul_peak(torch.float32, args.seconds / 2)
+    torch.set_num_threads(threads)
+    print(f"torch {torch.__version__}, {threads} threads; matmul 2048² peak: fp32 {peak['fp32']:.1f} GFLOP/s, "
+          f"bf16 {peak['bf16']:.1f} GFLOP/s (fp32 on one thread: {one:.1f})")
+    print(f"{'model':8} {'data':8} {'precision':9} {'layout':13} {'kernels':8} {'compiled':8} {'GFLOP/img':>9} "
+          f"{'img/s':>8} {'GFLOP/s':>8} {'of peak':>7} {'vs plain':>8}")
     for geometry in args.geometries.split(","):
         for name in args.models.split(","):
             base = None
             for compile in ([False, True] if args.compile else [False]):
-                for precision, channels_last in CONFIGS:
-                    r = measure(name, geometry, precision, channels_last, compile, args.seconds)
+                for config in CONFIGS:
+                    r = measure(name, geometry, config, compile, args.seconds)
                     base = base or r["images_per_second"]
+                    precision, channels_last, fast = config
                     layout = "channels-last" if channels_last else "contiguous"
-                    print(f"{name:8} {geometry:8} {precision:9} {layout:13} {str(compile):8} "
-                          f"{r['gflop_per_image']:9.3f} {r['images_per_second']:8.1f} {r['gflops']:8.1f} "
-                          f"{r['gflops'] / peak[precision]:7.0%} {r['images_per_second'] / base:6.2f}×", flush=True)
+                    print(f"{name:8} {geometry:8} {precision:9} {layout:13} {'gentool' if fast else 'torch':8} "
+                          f"{str(compile):8} {r['gflop_per_image']:9.3f} {r['images_per_second']:8.1f} "
+                          f"{r['gflops']:8.1f} {r['gflops'] / peak[precision]:7.0%} "
+                          f"{r['images_per_second'] / base:7.2f}×", flush=True)
 
 
 if __name__ == "__main__":

@@ -7,9 +7,10 @@ on MNIST and CIFAR-10 geometry, with each side's peak memory.
 gentool: `gentool.train.train` itself (tensor-resident uint8 data, seeded index batches, guarded optimizer steps,
 its default memory format) on the first N training images for two epochs; the figure is the second epoch's
 images per second as recorded in metrics.json (the first pays for warm-up).
-conventional: the same model class, loss and optimizer fed by torchvision's MNIST reader (CIFAR-10: an ImageFolder
-over the JPEG copy) with per-sample ToTensor + Normalize transforms and a shuffling DataLoader (--workers worker
-processes), fp32, default memory format; the second of two passes is timed.
+conventional: the same model class, loss and optimizer (with PyTorch's default kernel for it) fed by
+torchvision's MNIST reader (CIFAR-10: an ImageFolder over the JPEG copy) with per-sample ToTensor + Normalize
+transforms and a shuffling DataLoader (--workers worker processes), fp32, default memory format; the second of two
+passes is timed.
 Each measurement runs in its own process, so "peak MB" is that process's peak resident memory.
 """
 
@@ -26,6 +27,7 @@ from pathlib import Path
 
 import torch
 
+from flops import plain_optimizers
 from gentool.data import Geometry
 from gentool.registry import get_entry, list_models
 
@@ -79,7 +81,7 @@ def measure_conventional(model: str, geometry: str, data_dir: str, n: int, worke
     cls = get_entry(model).cls
     torch.manual_seed(0)
     net = cls(cls.config_class.create(GEOMETRIES[geometry]))
-    optimizers = net.build_optimizers()
+    optimizers = plain_optimizers(net.build_optimizers())
     loader = conventional_loader(cls, geometry, data_dir, n, net.config.batch_size, workers)
     step, rate, seconds = 0, 0.0, 0.0
     for _ in range(2):

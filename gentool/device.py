@@ -124,9 +124,13 @@ def compiler_problem(device: torch.device) -> str | None:
     return None
 
 
-def prepare(model, device: torch.device, precision: str = "fp32", channels_last: bool = False,
-            compile: bool = False) -> None:
-    """Put `model` on `device` with its precision, memory format and (optionally) compiled networks, in place."""
+def prepare(model, device: torch.device, precision: str = "fp32", channels_last: bool | None = None,
+            compile: bool = False, fast_kernels: bool = True) -> None:
+    """Put `model` on `device` with its precision, memory format (None: channels-last when it has convolutions and
+    the device is not MPS), faster formulations of badly shaped layers (`gentool.kernels`) and, optionally,
+    compiled networks; in place."""
+    from gentool.kernels import use_fast_kernels
+
     amp = Amp(device, pick_precision(precision, device))
     if compile:
         problem = compiler_problem(device)
@@ -134,8 +138,12 @@ def prepare(model, device: torch.device, precision: str = "fp32", channels_last:
             raise bad_value("--compile", "on", f"a platform with a compiler ({problem})")
     model.to(device)
     model.amp = amp
+    if channels_last is None:
+        channels_last = device.type != "mps" and any(isinstance(m, torch.nn.Conv2d) for m in model.modules())
     if channels_last:
         model.to(memory_format=torch.channels_last)
+    if fast_kernels:
+        use_fast_kernels(model, device)
     if compile:
         for name, net in model.networks().items():
             if name not in model.double_backward_networks:

@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 
 from gentool.checkpoint import load_checkpoint
-from gentool.device import Amp, pick_device, pick_precision
+from gentool.device import Amp, pick_device, pick_precision, prepare
 from gentool.errors import UsageError, bad_value
 from gentool.images import make_grid, to_uint8, write_gif, write_grid, write_npz, write_png_folder
 from gentool.parsing import parse_grid
@@ -99,7 +99,7 @@ def sample(req: SampleRequest) -> dict:
     device = pick_device(req.device)
     amp = Amp(device, pick_precision(req.precision, device))
     ckpt = load_checkpoint(req.checkpoint, device, weights=req.weights)
-    ckpt.model.amp = amp
+    prepare(ckpt.model, device, req.precision)
     labels, label = requested_labels(req, ckpt, n, grid)
     _check_target(kind, out, n, req.overwrite)
     info = {"checkpoint": str(req.checkpoint), "model": ckpt.model.name, "weights": ckpt.weights,

@@ -239,10 +239,7 @@ def resume_session(opts: TrainOptions, device: torch.device, world: World = SING
 
 def prepare_model(model: GenerativeModel, opts: TrainOptions, device: torch.device) -> None:
     """Device, precision, memory format and compilation for training (runtime settings, not saved with the run)."""
-    channels_last = opts.channels_last
-    if channels_last is None:
-        channels_last = device.type != "mps" and any(isinstance(m, torch.nn.Conv2d) for m in model.modules())
-    prepare(model, device, opts.precision, channels_last, opts.compile)
+    prepare(model, device, opts.precision, opts.channels_last, opts.compile)
 
 
 def _resumed_ema(ckpt, decay: float | None) -> EMA | None:

@@ -7,6 +7,7 @@ import torch
 
 from gentool.checkpoint import load_checkpoint, save_checkpoint
 from gentool.data import Geometry
+from gentool.device import prepare
 from gentool.models.base import GenerativeModel
 from gentool.registry import list_models
 from gentool.summary import summarize
@@ -57,6 +58,22 @@ class TestContract:
         c = GEOMETRIES[geometry]
         assert a.shape == (5, c.channels, c.height, c.width)
         assert torch.equal(a, b) and 0 <= a.min() and a.max() <= 1
+
+    def test_runtime_preparation_changes_how_not_what_it_computes(self, name, geometry):
+        """Channels-last and gentool.kernels (what `prepare` applies on a CPU) leave samples and losses as they were."""
+        plain, fast = build(name, geometry), build(name, geometry)
+        prepare(fast, torch.device("cpu"))
+        a = plain.generate(4, torch.Generator().manual_seed(3))
+        b = fast.generate(4, torch.Generator().manual_seed(3))
+        torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-5)
+        x, y = real_batch(plain)
+        outs = []
+        for model in (plain, fast):
+            torch.manual_seed(5)
+            outs.append(model.train_step(x, y, model.build_optimizers(), 0))
+        assert outs[0].keys() == outs[1].keys()
+        for k in outs[0]:
+            torch.testing.assert_close(outs[1][k], outs[0][k], rtol=1e-3, atol=1e-4, msg=k)
 
     def test_checkpoint_round_trip_rebuilds_an_identical_model(self, name, geometry, tmp_path):
         model = build(name, geometry, latent_dim=7, width=0.5)

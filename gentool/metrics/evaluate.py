@@ -12,7 +12,7 @@ import torch
 
 import gentool
 from gentool.data import ImageData, peek_geometry
-from gentool.device import Amp, pick_device, pick_precision
+from gentool.device import Amp, pick_device, pick_precision, prepare
 from gentool.errors import UsageError, bad_value
 from gentool.fileio import atomic_write_json
 from gentool.metrics.distances import histogram_jsd, sliced_wasserstein
@@ -178,7 +178,7 @@ def evaluate(req: EvalRequest, reporter: Reporter | None = None) -> dict:
     amp = Amp(device, pick_precision(req.precision, device))
     source = open_source(req.source, device, req.weights)
     if source.checkpoint is not None:
-        source.checkpoint.model.amp = amp
+        prepare(source.checkpoint.model, device, req.precision)
     wanted = _metric_plan(wanted, source, explicit=req.metrics.strip().lower() != "all")
     data = req.data or source.data_spec
     if not data:

@@ -8,6 +8,7 @@ never need to know which family they hold.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import math
 from dataclasses import dataclass, fields
 from typing import ClassVar
@@ -43,6 +44,24 @@ def check_betas(config) -> None:
     for name in ("beta1", "beta2"):
         if not 0 <= getattr(config, name) < 1:
             raise bad_value(f"--param {name}", getattr(config, name), "a number in [0, 1)")
+
+
+def fast_optimizer(cls: type[torch.optim.Optimizer], params, **hyper) -> torch.optim.Optimizer:
+    """`cls(params, **hyper)` using torch's fused kernel when it has one for the parameters' device (Adam, AdamW,
+    SGD, Adagrad on CPU, CUDA, MPS). PyTorch's default on CPU is a Python loop of several kernels per parameter
+    tensor: for the MNIST VAE that loop was a quarter of the training step, the fused kernel a twentieth. Same
+    update rule; results differ from the loop only by floating-point rounding."""
+    params = list(params)
+    from torch.optim.optimizer import _get_fused_kernels_supported_devices  # private, hence guarded below
+
+    fusable = "fused" in inspect.signature(cls).parameters and bool(params) and all(
+        p.is_floating_point() and p.device.type in _get_fused_kernels_supported_devices() for p in params)
+    if fusable:
+        try:
+            return cls(params, fused=True, **hyper)
+        except (RuntimeError, TypeError):  # a torch build without the kernel for this device or dtype
+            pass
+    return cls(params, **hyper)
 
 
 def scaled(channels: int, width: float) -> int:

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gentool.models.base import GenerativeModel, ModelConfig, scaled
+from gentool.models.base import GenerativeModel, ModelConfig, fast_optimizer, scaled
 from gentool.registry import register_model
 
 
@@ -106,7 +106,7 @@ class VAE(GenerativeModel):
 
     def build_optimizers(self):
         c = self.config
-        return {"vae": torch.optim.Adam(self.parameters(), lr=c.lr, betas=(c.beta1, c.beta2))}
+        return {"vae": fast_optimizer(torch.optim.Adam, self.parameters(), lr=c.lr, betas=(c.beta1, c.beta2))}
 
     def losses(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """Per-batch mean reconstruction BCE, KL and their weighted sum (the negative ELBO when kl_weight = 1);
