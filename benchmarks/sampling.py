@@ -1,5 +1,5 @@
-"""Sampling throughput (images per second) of every built-in model in fp32 and bf16, and the time `gentool evaluate`
-takes for 10,000 samples of a checkpoint, with the peak memory of the process.
+"""Sampling throughput (images per second) of every built-in model, plain PyTorch against gentool in fp32 and bf16,
+and the time `gentool evaluate` takes for 10,000 samples of a checkpoint, with the peak memory of the process.
 
     python3 benchmarks/sampling.py --data-dir ../shared/data [--models gan,vae] [--n 10000] [--no-evaluate]
 
@@ -20,17 +20,23 @@ import torch
 
 from gentool.checkpoint import save_checkpoint
 from gentool.data import Geometry
-from gentool.device import Amp, pick_precision
+from gentool.device import Amp, pick_precision, prepare
 from gentool.registry import get_entry, list_models
 
 MNIST = Geometry(1, 28, 28, 10)
 
 
-def sampling_rate(name: str, n: int, precision: str) -> float:
+def sampling_rate(name: str, n: int, precision: str, prepared: bool) -> float:
+    """Images per second of `generate`; `prepared`: as `gentool sample` runs it (`device.prepare`: channels-last
+    and gentool.kernels), else the model as built (plain PyTorch layers, contiguous)."""
     cls = get_entry(name).cls
     torch.manual_seed(0)
     model = cls(cls.config_class.create(MNIST))
-    model.amp = Amp(torch.device("cpu"), pick_precision(precision, torch.device("cpu")))
+    cpu = torch.device("cpu")
+    if prepared:
+        prepare(model, cpu, precision)
+    else:
+        model.amp = Amp(cpu, pick_precision(precision, cpu))
     model.generate(500, torch.Generator().manual_seed(1))  # warm-up
     start = time.perf_counter()
     model.generate(n, torch.Generator().manual_seed(0))
@@ -63,10 +69,13 @@ def main() -> None:
     parser.add_argument("--no-evaluate", action="store_true")
     args = parser.parse_args()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; MNIST geometry, {args.n:,} samples")
-    print(f"{'model':8} {'fp32 img/s':>11} {'bf16 img/s':>11} {'bf16/fp32':>9}")
+    print(f"{'model':8} {'plain fp32':>11} {'fp32 img/s':>11} {'bf16 img/s':>11} {'fp32/plain':>10} "
+          f"{'bf16/plain':>10}")
     for name in args.models.split(","):
-        fp32, bf16 = sampling_rate(name, args.n, "fp32"), sampling_rate(name, args.n, "bf16")
-        print(f"{name:8} {fp32:11.0f} {bf16:11.0f} {bf16 / fp32:8.2f}×", flush=True)
+        plain = sampling_rate(name, args.n, "fp32", prepared=False)
+        fp32, bf16 = sampling_rate(name, args.n, "fp32", True), sampling_rate(name, args.n, "bf16", True)
+        print(f"{name:8} {plain:11.0f} {fp32:11.0f} {bf16:11.0f} {fp32 / plain:9.2f}× {bf16 / plain:9.2f}×",
+              flush=True)
     if not args.no_evaluate:
         warm, first = evaluate_seconds("gan", args.n, args.data_dir)
         print(f"evaluate (all metrics, gan checkpoint, {args.n:,} samples vs MNIST test): {warm:.1f} s "
