@@ -1,5 +1,5 @@
-"""The one place that picks the device, the precision (autocast dtype and gradient scaler) and seeds the random
-number generators."""
+"""The one place that picks the device, the precision (autocast dtype and gradient scaler), seeds the random
+number generators and prepares a model for its device."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import random
 import torch
 
 from gentool.errors import bad_value
+from gentool.kernels import use_fast_kernels
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
 
@@ -129,8 +130,6 @@ def prepare(model, device: torch.device, precision: str = "fp32", channels_last:
     """Put `model` on `device` with its precision, memory format (None: channels-last when it has convolutions and
     the device is not MPS), faster formulations of badly shaped layers (`gentool.kernels`) and, optionally,
     compiled networks; in place."""
-    from gentool.kernels import use_fast_kernels
-
     amp = Amp(device, pick_precision(precision, device))
     if compile:
         problem = compiler_problem(device)

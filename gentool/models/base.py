@@ -52,14 +52,10 @@ def fast_optimizer(cls: type[torch.optim.Optimizer], params, **hyper) -> torch.o
     tensor: for the MNIST VAE that loop was a quarter of the training step, the fused kernel a twentieth. Same
     update rule; results differ from the loop only by floating-point rounding."""
     params = list(params)
-    from torch.optim.optimizer import _get_fused_kernels_supported_devices  # private, hence guarded below
-
-    fusable = "fused" in inspect.signature(cls).parameters and bool(params) and all(
-        p.is_floating_point() and p.device.type in _get_fused_kernels_supported_devices() for p in params)
-    if fusable:
+    if params and "fused" in inspect.signature(cls).parameters:
         try:
             return cls(params, fused=True, **hyper)
-        except (RuntimeError, TypeError):  # a torch build without the kernel for this device or dtype
+        except (RuntimeError, TypeError, ValueError):  # no fused kernel for this device or dtype in this torch
             pass
     return cls(params, **hyper)
 
