@@ -10,7 +10,7 @@ from gentool.kernels import SingleOutputConv2d, qualifies, use_fast_kernels
 CPU = torch.device("cpu")
 
 
-@pytest.mark.parametrize("kernel,padding,bias", [(7, 3, True), (3, 0, False), ((5, 3), (2, 1), True), (4, 3, True)])
+@pytest.mark.parametrize("kernel,padding,bias", [(7, 3, True), (3, 1, False), ((5, 3), (2, 1), True), (1, 0, True)])
 @pytest.mark.parametrize("channels_last", [False, True])
 def test_single_output_conv_matches_conv2d_forward_and_backward(kernel, padding, bias, channels_last):
     torch.manual_seed(0)
@@ -31,6 +31,18 @@ def test_single_output_conv_matches_conv2d_forward_and_backward(kernel, padding,
     torch.testing.assert_close(xb.grad, xa.grad)
     for pa, pb in zip(conv.parameters(), fast.parameters()):
         torch.testing.assert_close(pb.grad, pa.grad)
+
+
+def test_single_output_conv_is_twice_differentiable_and_takes_unbatched_images():
+    """WGAN-GP differentiates the critic's gradient once more; an unbatched image falls back to the library."""
+    torch.manual_seed(0)
+    conv = nn.Conv2d(3, 1, 3, padding=1).double()
+    use_fast_kernels(conv, CPU)
+    x = torch.randn(2, 3, 5, 4, dtype=torch.float64, requires_grad=True)
+    # gradgradcheck perturbs the inputs in place, and conv's own parameters are among them
+    assert torch.autograd.gradgradcheck(lambda x, w, b: conv(x), (x, conv.weight, conv.bias))
+    single = torch.randn(3, 5, 4, dtype=torch.float64)
+    torch.testing.assert_close(conv(single), F.conv2d(single, conv.weight, conv.bias, padding=1))
 
 
 def test_single_output_conv_under_bf16_autocast_rounds_like_the_library():
@@ -54,6 +66,8 @@ def test_only_exact_cases_qualify_and_the_state_dict_is_unchanged():
     assert not qualifies(nn.Conv2d(8, 1, 3, padding=1, padding_mode="reflect"))
     assert not qualifies(nn.Conv2d(8, 1, 3, padding="same"))
     assert not qualifies(nn.Conv2d(8, 1, 3, padding=3))  # padding beyond the kernel's reach
+    assert not qualifies(nn.Conv2d(8, 1, 3))  # "valid" padding: most taps would fall outside the output
+    assert not qualifies(nn.Conv2d(256, 1, 4))  # the CIFAR critics' 4×4 → 1×1 head
     assert not qualifies(nn.utils.parametrizations.spectral_norm(nn.Conv2d(8, 1, 3)))
     net = nn.Sequential(nn.Conv2d(8, 4, 3), nn.Conv2d(4, 1, 3, padding=1))
     keys = list(net.state_dict())

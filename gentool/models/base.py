@@ -46,16 +46,21 @@ def check_betas(config) -> None:
             raise bad_value(f"--param {name}", getattr(config, name), "a number in [0, 1)")
 
 
+FUSED_DEVICES = ("cpu", "cuda")  # fused Adam/AdamW/SGD kernels in every torch ≥ 2.4 (MPS: not relied on)
+
+
 def fast_optimizer(cls: type[torch.optim.Optimizer], params, **hyper) -> torch.optim.Optimizer:
     """`cls(params, **hyper)` using torch's fused kernel when it has one for the parameters' device (Adam, AdamW,
-    SGD, Adagrad on CPU, CUDA, MPS). PyTorch's default on CPU is a Python loop of several kernels per parameter
+    SGD on CPU and CUDA). PyTorch's default on CPU is a Python loop of several kernels per parameter
     tensor: for the MNIST VAE that loop was a quarter of the training step, the fused kernel a twentieth. Same
     update rule; results differ from the loop only by floating-point rounding."""
     params = list(params)
-    if params and "fused" in inspect.signature(cls).parameters:
+    # torch checks device and dtype only at the first step, so ask for fused where it has the kernels.
+    fusable = params and all(p.is_floating_point() and p.device.type in FUSED_DEVICES for p in params)
+    if fusable and "fused" in inspect.signature(cls).parameters:
         try:
             return cls(params, fused=True, **hyper)
-        except (RuntimeError, TypeError, ValueError):  # no fused kernel for this device or dtype in this torch
+        except (RuntimeError, TypeError, ValueError):  # an optimizer whose fused variant this torch lacks
             pass
     return cls(params, **hyper)
 
