@@ -6,8 +6,8 @@ change), run in alternation so that both see the same machine.
                                         [--precision fp32,bf16] [--repeats 1]
 
 Each measurement is a separate process running `gentool.train.train` on the first N training images for two
-epochs (vae/cvae 30,000, the others 1,536); the figure is the second epoch's images per second from metrics.json,
-and seconds per epoch = 60,000 ÷ that. The other checkout runs in fp32 with its own defaults.
+epochs (as many as benchmarks/throughput.py uses: vae/cvae 30,000, the others 1,536); the figure is the second
+epoch's images per second from metrics.json, and seconds per epoch = 60,000 ÷ that. The other checkout runs in fp32 with its own defaults.
 """
 
 from __future__ import annotations
@@ -19,7 +19,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-IMAGES = {"vae": 30_000, "cvae": 30_000}
+from throughput import images_for
+
 FULL_EPOCH = 60_000
 
 CHILD = """
@@ -40,7 +41,7 @@ print(json.dumps({"images_per_second": last["images_per_second"], "gentool": gen
 def run(checkout: Path, model: str, data_dir: str, precision: str) -> float:
     """Images per second of one measurement with `checkout`'s gentool first on the import path."""
     env = {**os.environ, "PYTHONPATH": str(checkout)}
-    n = str(IMAGES.get(model, 1_536))
+    n = str(images_for(model, "mnist", 1.0))
     proc = subprocess.run([sys.executable, "-c", CHILD, model, n, data_dir, precision], env=env, capture_output=True,
                           text=True, cwd=checkout)
     if proc.returncode != 0:

@@ -17,6 +17,7 @@ import time
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from gentool.checkpoint import IMPLEMENTATION_KEYS
 from gentool.data import Geometry
 from gentool.device import prepare
 from gentool.registry import get_entry
@@ -53,7 +54,7 @@ def plain_optimizers(optimizers: dict) -> dict:
     with PyTorch's default kernel choice (on CPU, a loop over the parameters rather than gentool's fused kernel)."""
     plain = {}
     for name, opt in optimizers.items():
-        hyper = {k: v for k, v in opt.param_groups[0].items() if k not in ("params", "fused", "foreach")}
+        hyper = {k: v for k, v in opt.param_groups[0].items() if k != "params" and k not in IMPLEMENTATION_KEYS}
         plain[name] = type(opt)([p for g in opt.param_groups for p in g["params"]], **hyper)
     return plain
 
