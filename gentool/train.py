@@ -233,6 +233,7 @@ def _loop(session: Session, hooks: list[TrainHook], reporter: Reporter) -> None:
         with preserved_rng():
             for hook in hooks:
                 hook.on_train_end(session, reporter)
+    barrier(session.world)  # as after a time stop: the ranks leave the process group together
 
 
 def _epoch_files(session: Session, record: dict, fixed_noise: torch.Tensor, hooks: list[TrainHook],
