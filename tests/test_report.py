@@ -142,7 +142,8 @@ def report(path, *extra, journey: bool = False) -> tuple[dict, Page]:
 
 def test_run_report(runs):
     result, page = report(runs / "vae", journey=True)
-    assert result == {"report": str(runs / "vae" / "report.html"), "kind": "run", "runs": 1}
+    html = runs / "vae" / "report.html"
+    assert result == {"report": str(html), "kind": "run", "runs": 1, "bytes": html.stat().st_size}
     check_page(page)
     assert {f"run-{key}" for key, _ in RUN_SECTIONS} <= page.ids
     words = page.words
@@ -204,14 +205,16 @@ def test_folder_report_compares_runs_and_survives_a_broken_one(runs, tmp_path):
     broken = folder / "broken"
     broken.mkdir()
     (broken / "config.json").write_text("{not json")
-    result, page = report(folder, "--out", tmp_path / "all.html")
-    assert result == {"report": str(tmp_path / "all.html"), "kind": "folder", "runs": 3}
+    result, page = report(folder, "--out", tmp_path / "all.html", "--no-animations")
+    assert result["report"] == str(tmp_path / "all.html") and result["kind"] == "folder" and result["runs"] == 2
     check_page(page)
     comparison = next(t for t in page.tables if t["col_headers"] > 5)
     assert comparison["rows"] == 3  # header + gan + vae; the broken run is named, not compared
     assert {"comparison", "side-by-side", "runs", "vae", "gan", "broken"} <= page.ids
     assert "vae-curves" in page.ids and "gan-architecture" in page.ids
     assert "This run could not be read" in page.words and "not valid JSON" in page.words
+    assert not any(img["src"].startswith("data:image/gif") for img in page.all("img"))
+    assert "progress.gif left out (--no-animations)" in page.words
 
 
 @pytest.fixture(scope="module")

@@ -238,15 +238,16 @@ def best_checkpoint(history: dict, run_dir: Path, notes: list[str]) -> str:
     return text
 
 
-def samples(run_dir: Path, records: list[dict], best_epoch, notes: list[str]) -> dict[str, Picture]:
-    """The fixed-noise grids of the last epoch that wrote one ("last") and of the best epoch ("best"), and
-    progress.gif ("progress"); what is missing is said in a note."""
+def samples(run_dir: Path, records: list[dict], best_epoch, notes: list[str], animation: bool) -> dict[str, Picture]:
+    """The fixed-noise grids of the last epoch that wrote one ("last") and of the best epoch ("best"), and, with
+    `animation`, progress.gif ("progress"); what is missing or left out is said in a note."""
     grids = epoch_grids(run_dir)
     found = {}
     last_epoch = records[-1]["epoch"] if records else None
     if grids:
         last = max(grids)
         when = "the last epoch" if last == last_epoch else f"the last grid written (the run reached epoch {last_epoch})"
+        when += " and the best checkpoint" if last == best_epoch else ""
         found["last"] = _picture(grids[last], notes, f"Grid of samples drawn from the fixed noise at epoch {last}",
                                  f"Epoch {last}: {when}.")
     else:
@@ -258,7 +259,9 @@ def samples(run_dir: Path, records: list[dict], best_epoch, notes: list[str]) ->
     elif is_number(best_epoch):
         notes.append(f"no sample grid for the best epoch ({best_epoch}) was written (--sample-every)")
     gif = run_dir / PROGRESS_GIF
-    if gif.is_file():
+    if gif.is_file() and not animation:
+        notes.append(f"{PROGRESS_GIF} left out (--no-animations)")
+    elif gif.is_file():
         span = f"epochs {min(grids)} to {max(grids)}" if grids else "the epochs"
         found["progress"] = _picture(gif, notes, f"Animation of the fixed-noise sample grid over {span}, each frame "
                                      f"captioned with its epoch", f"{PROGRESS_GIF}: the grid over the epochs.")
@@ -275,7 +278,7 @@ def _picture(path: Path, notes: list[str], alt: str, caption: str) -> Picture | 
         return None
 
 
-def collect_run(run_dir: Path, name: str, anchor: str) -> dict:
+def collect_run(run_dir: Path, name: str, anchor: str, animation: bool = True) -> dict:
     """Everything a run's section shows, read from its files."""
     notes: list[str] = []
     config = _read_config(run_dir)
@@ -289,7 +292,7 @@ def collect_run(run_dir: Path, name: str, anchor: str) -> dict:
             "records": records, "events": history["events"], "architecture": arch,
             "partial": [r["epoch"] for r in records if r.get("partial") is True],
             "best_text": best_checkpoint(history, run_dir, notes), "best_epoch": best.get("epoch"),
-            "checkpoints": _checkpoints(run_dir), "samples": samples(run_dir, records, best.get("epoch"), notes),
+            "checkpoints": _checkpoints(run_dir), "samples": samples(run_dir, records, best.get("epoch"), notes, animation),
             "evaluations": evaluation_files(run_dir, notes), "notes": notes}
 
 
@@ -304,7 +307,7 @@ def slug(text: str, taken: set[str]) -> str:
     return anchor
 
 
-def collect_runs(root: Path, taken: set[str]) -> list[dict]:
+def collect_runs(root: Path, taken: set[str], animations: bool = True) -> list[dict]:
     """Every run directory below `root`, each read on its own: one that cannot be read keeps its place with the
     reason instead of failing the report."""
     runs = []
@@ -312,7 +315,7 @@ def collect_runs(root: Path, taken: set[str]) -> list[dict]:
         name = str(run_dir.relative_to(root)) if run_dir != root else run_dir.name
         anchor = slug(name, taken)
         try:
-            runs.append(collect_run(run_dir, name, anchor))
+            runs.append(collect_run(run_dir, name, anchor, animations))
         except (GentoolError, OSError) as exc:
             runs.append({"name": name, "anchor": anchor, "path": str(run_dir), "error": str(exc)})
     return runs
@@ -342,7 +345,7 @@ def _check_trial(trial, i: int, grid: dict, sweep_dir: Path, where: str) -> dict
     return {**trial, "index": i, "path": sweep_dir / name}
 
 
-def collect_sweep(sweep_dir: Path, taken: set[str]) -> dict:
+def collect_sweep(sweep_dir: Path, taken: set[str], animations: bool = True) -> dict:
     """The sweep's manifest (checked), each trial's run section, and its recorded sample matrix."""
     where = sweep_dir / sw.MANIFEST
     manifest = _object(read_json_file(where), str(where))
@@ -361,7 +364,7 @@ def collect_sweep(sweep_dir: Path, taken: set[str]) -> dict:
             trial["run"] = None
             continue
         try:
-            trial["run"] = collect_run(trial["path"], trial["run_dir"], trial["anchor"])
+            trial["run"] = collect_run(trial["path"], trial["run_dir"], trial["anchor"], animations)
         except (GentoolError, OSError) as exc:
             trial["run"], trial["error_reading"] = None, str(exc)
     matrix = None

@@ -27,5 +27,5 @@ def render_page(kind: str, view: dict) -> str:
     return template.render(view=view, run_sections=RUN_SECTIONS, version=gentool.__version__, made=made)
 
 
-def write_page(path: Path, html: str) -> None:
-    atomic_write_bytes(path, html.encode("utf-8"))
+def write_page(path: Path, html: bytes) -> None:
+    atomic_write_bytes(path, html)

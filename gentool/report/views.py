@@ -37,6 +37,8 @@ def fmt(value) -> str:
         return f"{value:,}"
     if isinstance(value, float):
         return f"{value:.4g}" if math.isfinite(value) else str(value)
+    if isinstance(value, list) and all(isinstance(v, (int, float, str)) for v in value):
+        return ", ".join(map(fmt, value))  # e.g. a class histogram
     if isinstance(value, (list, dict)):
         return json.dumps(value)
     return str(value)
@@ -54,8 +56,8 @@ def table(caption: str, columns: list[str], rows: list[list[dict]], foot: list[t
             "foot": [(label, cell(value)) for label, value in foot], "kind": kind}
 
 
-def key_values(caption: str, pairs) -> dict:
-    return table(caption, ["field", "value"], [[cell(k), cell(v)] for k, v in pairs], kind="kv")
+def key_values(caption: str, pairs, name: str = "field") -> dict:
+    return table(caption, [name, "value"], [[cell(k), cell(v)] for k, v in pairs], kind="kv")
 
 
 def data_uri(p: Picture) -> str:
@@ -147,10 +149,10 @@ def provenance_pairs(made: dict) -> list[tuple[str, object]]:
 
 def evaluation_view(result: dict) -> dict:
     """One `gentool evaluate --out` file: its metrics and how they were made."""
-    pairs = [(k, v) for k, v in provenance_pairs(result["metrics"])]
+    pairs = provenance_pairs(result["metrics"])
     made = {k: v for k, v in result.items() if k not in ("file", "metrics", "notes")}
     notes = [n for n in result.get("notes", []) if isinstance(n, str)] if isinstance(result.get("notes"), list) else []
-    return {"file": result["file"], "metrics": key_values(f"Metrics in {result['file']}", pairs),
+    return {"file": result["file"], "metrics": key_values(f"Metrics in {result['file']}", pairs, "metric"),
             "made": key_values(f"How the numbers in {result['file']} were made", provenance_pairs(made)),
             "notes": notes}
 
@@ -268,7 +270,8 @@ def sweep_view(sweep: dict) -> dict:
                           f"columns by {col_axis}, each cell annotated with its value",
                           f"Final {metric} over the grid (the study's Figure 10).", notes, "heat map"))
     rows = sw.result_rows({"trials": trials})
-    columns = [c for c in dict.fromkeys(k for r in rows for k in r) if c not in ("run_dir",)]
+    columns = [c for c in dict.fromkeys(k for r in rows for k in r)  # the link replaces run_dir; no empty columns
+               if c != "run_dir" and any(r.get(c) is not None for r in rows)]
     links = {t["index"]: t["anchor"] for t in trials}
     body = [[cell(r[c], f"#{links[r['trial']]}" if c == "trial" else None) for c in columns] for r in rows]
     status = {}
