@@ -268,7 +268,7 @@ def sweep_view(sweep: dict) -> dict:
         figs.append(drawn(lambda buf: figures.plot_heatmap(grid, fig_trials, metric, buf),
                           f"Heat map of the final {metric} over the grid: rows by {', '.join(row_axes) or 'grid'}, "
                           f"columns by {col_axis}, each cell annotated with its value",
-                          f"Final {metric} over the grid (the study's Figure 10).", notes, "heat map"))
+                          f"Final {metric} over the grid.", notes, "heat map"))
     rows = sw.result_rows({"trials": trials})
     columns = [c for c in dict.fromkeys(k for r in rows for k in r)  # the link replaces run_dir; no empty columns
                if c != "run_dir" and any(r.get(c) is not None for r in rows)]
