@@ -199,6 +199,35 @@ def test_missing_files_are_notes(runs, tmp_path):
     assert len(page.all("img")) == 1  # the curves, drawn from metrics.json
 
 
+def huge_canvas_png(width: int, height: int) -> bytes:
+    """A tiny PNG file whose header claims a width × height canvas (valid CRC, so readers believe it)."""
+    import struct
+    import zlib
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    chunk = lambda kind, data: (struct.pack(">I", len(data)) + kind + data
+                                + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0")) + chunk(b"IEND", b"")
+
+
+def test_hostile_files_are_refused_not_read(runs, tmp_path):
+    run = tmp_path / "gan"
+    shutil.copytree(runs / "gan", run)
+    (run / "report.html").unlink(missing_ok=True)
+    last = max((run / "samples").glob("epoch_*.png"))
+    last.write_bytes(huge_canvas_png(100_000, 100_000))
+    (run / "progress.gif").write_bytes(b"GIF89a" + b"\0" * 10)
+    (run / "notes.json").write_text('{"anything": 1}')
+    _, page = report(run)
+    words = page.words
+    assert "too large to embed" in words or "unreadable image" in words
+    assert "progress.gif: unreadable image" in words and "notes.json: not a gentool evaluate result" in words
+    (run / "metrics.json").unlink()
+    (run / "metrics.json").symlink_to("/dev/zero")  # no size on disk, endless content
+    code, _, err = invoke_here("report", run, "--overwrite")
+    assert code == 0 and "no metrics.json" in Path(run / "report.html").read_text()
+
+
 def test_folder_report_compares_runs_and_survives_a_broken_one(runs, tmp_path):
     folder = tmp_path / "runs"
     shutil.copytree(runs, folder)
@@ -238,6 +267,21 @@ def test_sweep_report(sweep_dir):
     assert any(a.startswith("Sample matrix") for a in alts) and any(a.startswith("Heat map") for a in alts)
     assert any(a.startswith("Training loss per epoch of every trial") for a in alts)
     assert "latent_dim=2, width=0.25" in page.words
+
+
+def test_sweep_report_shows_eval_scores(sweep_dir, tmp_path):
+    sweep = tmp_path / "sweep"
+    shutil.copytree(sweep_dir, sweep)
+    (sweep / "report.html").unlink(missing_ok=True)
+    manifest = json.loads((sweep / "sweep.json").read_text())
+    for trial, fid in zip(manifest["trials"], (31.25, 12.5)):  # what `sweep --eval` records per trial
+        trial["metrics"] = {"fid": fid, "modes": 9, "class_histogram": [0.1] * 10}
+    (sweep / "sweep.json").write_text(json.dumps(manifest))
+    _, page = report(sweep)
+    check_page(page)
+    words = page.words
+    assert words.count("By the sweep (--eval)") == 2 and "fid 12.5" in words and "0.1, 0.1, 0.1" in words
+    assert any(img["alt"].startswith("Heat map of the final fid") for img in page.all("img"))
 
 
 def test_bad_paths_are_one_line(runs, tmp_path):

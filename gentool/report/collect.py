@@ -27,6 +27,7 @@ from gentool.summary import summarize
 
 MAX_JSON_BYTES = 64 * 2**20  # metrics.json of a 10,000-epoch run is a few MB
 MAX_IMAGE_BYTES = 25 * 2**20  # a common e-mail attachment limit: one image above it makes no sense to embed
+MAX_PIXELS = 50_000_000  # a sweep's sample matrix of 100 trials is ~3,000 × 5,000
 MAX_EVAL_FILES = 50
 MAGIC = {b"\x89PNG\r\n\x1a\n": "image/png", b"GIF87a": "image/gif", b"GIF89a": "image/gif"}
 GRID_NAME = re.compile(r"epoch_(\d{1,9})\.png")
@@ -60,13 +61,23 @@ def kind_of(path: Path) -> str:
     raise UsageError(f"PATH: {path} holds no config.json, no sweep.json and no run directories; expected {ACCEPTED}")
 
 
+def read_limited(path: Path, limit: int) -> bytes:
+    """A regular file's bytes, at most `limit` of them (a one-line error above that): reading stops there even when
+    the size on disk lies (a file still growing, a special file behind a link)."""
+    if not path.is_file():
+        raise GentoolError(f"{path}: not a regular file")
+    with open(path, "rb") as f:
+        data = f.read(limit + 1)
+    if len(data) > limit:
+        raise GentoolError(f"{path}: larger than the {limit / 2**20:.0f} MiB a report reads")
+    return data
+
+
 def read_json_file(path: Path, limit: int = MAX_JSON_BYTES):
-    """Parse a JSON file after checking its size; a one-line error naming the file otherwise."""
-    size = path.stat().st_size
-    if size > limit:
-        raise GentoolError(f"{path}: {size / 2**20:.1f} MiB is larger than the {limit / 2**20:.0f} MiB a report reads")
+    """Parse a JSON file of at most `limit` bytes; a one-line error naming the file otherwise."""
+    data = read_limited(path, limit)
     try:
-        return json.loads(path.read_bytes())
+        return json.loads(data)
     except (ValueError, UnicodeDecodeError) as exc:
         raise GentoolError(f"{path}: not valid JSON ({exc})") from None
 
@@ -124,17 +135,16 @@ def picture(data: bytes, alt: str, caption: str, where: str = "image") -> Pictur
     try:
         with Image.open(io.BytesIO(data)) as image:
             width, height = image.size
-    except (UnidentifiedImageError, OSError, ValueError) as exc:
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
         raise GentoolError(f"{where}: unreadable image ({exc})") from None
+    if width * height > MAX_PIXELS:  # a small file can claim a huge canvas that the reader's browser would decode
+        raise GentoolError(f"{where}: {width}×{height} pixels is too large to embed")
     return Picture(data, mime, width, height, alt, caption)
 
 
 def read_picture(path: Path, alt: str, caption: str) -> Picture:
-    """An image file, size-checked before it is read."""
-    size = path.stat().st_size
-    if size > MAX_IMAGE_BYTES:
-        raise GentoolError(f"{path}: {size / 2**20:.1f} MiB is too large to embed (limit {MAX_IMAGE_BYTES / 2**20:.0f} MiB)")
-    return picture(path.read_bytes(), alt, caption, str(path))
+    """An image file, size-checked as it is read."""
+    return picture(read_limited(path, MAX_IMAGE_BYTES), alt, caption, str(path))
 
 
 def epoch_grids(run_dir: Path) -> dict[int, Path]:
@@ -143,7 +153,7 @@ def epoch_grids(run_dir: Path) -> dict[int, Path]:
     if not folder.is_dir():
         return {}
     found = (GRID_NAME.fullmatch(p.name) for p in folder.iterdir())
-    return {int(m.group(1)): folder / m.group(0) for m in found if m}
+    return {int(m.group(1)): folder / m.group(0) for m in found if m and (folder / m.group(0)).is_file()}
 
 
 def evaluation_files(run_dir: Path, notes: list[str]) -> list[dict]:

@@ -230,8 +230,8 @@ def provenance(run: dict) -> list[str]:
     return said
 
 
-def run_view(run: dict) -> dict:
-    """Everything a run's section shows, ready for the templates."""
+def run_view(run: dict, sweep_scores: dict | None = None) -> dict:
+    """Everything a run's section shows, ready for the templates; `sweep_scores`: a sweep trial's --eval metrics."""
     if "error" in run:
         return run
     extra = {k: v for k, v in run["history"].items() if k not in HISTORY_KEYS}
@@ -240,6 +240,8 @@ def run_view(run: dict) -> dict:
             "overview": overview(run), "curves": curves(run) if run["records"] else None,
             "tables": metric_tables(run), "watch": watch_view(run),
             "evaluations": [evaluation_view(r) for r in run["evaluations"]],
+            "sweep_scores": key_values("Scores from sweep --eval", provenance_pairs(sweep_scores), "metric")
+            if sweep_scores else None,
             "events_table": table("Events recorded in metrics.json", ["epoch", "step", "kind", "message"],
                                   [[cell(e.get("epoch")), cell(e.get("step")), cell(e.get("kind")),
                                     cell(e.get("message"))] for e in run["events"]]),
@@ -286,7 +288,7 @@ def sweep_view(sweep: dict) -> dict:
     return {**sweep, "overview": key_values("Sweep at a glance", pairs), "figures": [f for f in figs if f],
             "results": table("Results: one row per trial (final training metrics and, with --eval, its scores)",
                              columns, body),
-            "trials": [{**t, "run": run_view(t["run"]) if t.get("run") else None,
+            "trials": [{**t, "run": run_view(t["run"], t.get("metrics")) if t.get("run") else None,
                         "label": ", ".join(f"{a}={fmt(t['values'][a])}" for a in grid)} for t in trials]}
 
 
