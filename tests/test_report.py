@@ -199,6 +199,16 @@ def test_missing_files_are_notes(runs, tmp_path):
     assert len(page.all("img")) == 1  # the curves, drawn from metrics.json
 
 
+
+def test_a_large_page_warns(runs, tmp_path, monkeypatch):
+    import gentool.report as report_module
+
+    monkeypatch.setattr(report_module, "LARGE_MB", 0.01)
+    opts = report_module.ReportOptions(path=str(runs / "gan"), out=str(tmp_path / "r.html"))
+    with pytest.warns(UserWarning, match="more than many mail servers accept; --no-animations"):
+        assert report_module.build_report(opts)["bytes"] > 0.01 * 2**20
+
+
 def huge_canvas_png(width: int, height: int) -> bytes:
     """A tiny PNG file whose header claims a width × height canvas (valid CRC, so readers believe it)."""
     import struct
