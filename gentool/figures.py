@@ -39,11 +39,16 @@ def _pyplot():
     return plt
 
 
-def _save(fig, path: Path) -> Path:
+def _save(fig, path: Path | io.BytesIO) -> Path | io.BytesIO:
+    """Write the figure as PNG to `path` atomically, or into it when it is a binary buffer (the HTML report draws
+    in memory)."""
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110)
     _pyplot().close(fig)
-    atomic_write_bytes(path, buf.getvalue())
+    if isinstance(path, io.BytesIO):
+        path.write(buf.getvalue())
+    else:
+        atomic_write_bytes(path, buf.getvalue())
     return path
 
 
@@ -55,11 +60,13 @@ def metric_keys(records: list[dict]) -> list[str]:
 
 def panel_of(key: str) -> str:
     """Which panel a metric is drawn in: losses share one, accuracies one, distance estimates (JSD, EMD) one, FID
-    and mode counts one each; any other metric (a loss term such as the VAE's KL, whose scale differs) its own."""
-    k = key.lower()
+    and mode counts one each; any other metric (a loss term such as the VAE's KL, whose scale differs) its own. A
+    held-out metric (heldout_<name>) goes beside its training curve."""
+    base = key.removeprefix("heldout_")
+    k = base.lower()
     groups = (("loss", "losses"), ("acc", "accuracy"), ("jsd", "distance estimate"), ("emd", "distance estimate"),
               ("fid", "FID"), ("mode", "modes"))
-    return next((panel for part, panel in groups if part in k), key)
+    return next((panel for part, panel in groups if part in k), base)
 
 
 def primary_loss(keys) -> str | None:

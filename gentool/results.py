@@ -44,9 +44,10 @@ def run_row(run_dir: Path, root: Path) -> dict:
             **final_metrics(records)}
 
 
-def compare_runs(root: Path) -> list[dict]:
-    """Rows for every run below `root`: latent size and width always, and the other config fields that differ."""
-    runs = [run_row(d, Path(root)) for d in find_runs(root)]
+def compare_runs(root: Path, run_dirs: list[Path] | None = None) -> list[dict]:
+    """Rows for every run below `root` (or for `run_dirs` below it): latent size and width always, and the other
+    config fields that differ."""
+    runs = [run_row(d, Path(root)) for d in (find_runs(root) if run_dirs is None else run_dirs)]
     fields = dict.fromkeys(k for r in runs for k in r["config"] if k not in GEOMETRY)
     varying = [k for k in fields if k in ALWAYS_SHOWN or len({repr(r["config"].get(k)) for r in runs}) > 1]
     rows = []

@@ -29,6 +29,11 @@ def _layers(net: nn.Module):
             yield name, module
 
 
+def shape_text(shape: list) -> str:
+    """An output shape as the tables print it: (-, 128, 7, 7), the batch dimension as a dash."""
+    return str(tuple(shape)).replace("None", "-")
+
+
 def _shape(output) -> list:
     if isinstance(output, torch.Tensor):
         return [None, *output.shape[1:]]

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from gentool import __version__
-from gentool.cli import evaluate_cmd, models_cmd, sample_cmd, summary_cmd, sweep_cmd, train_cmd
+from gentool.cli import evaluate_cmd, models_cmd, report_cmd, sample_cmd, summary_cmd, sweep_cmd, train_cmd
 from gentool.cli.options import err_console
 
 app = typer.Typer(
@@ -38,6 +38,7 @@ app.command("summary")(summary_cmd.summary)
 app.command("models")(models_cmd.models)
 app.command("evaluate")(evaluate_cmd.evaluate)
 app.command("sweep")(sweep_cmd.sweep)
+app.command("report")(report_cmd.report)
 
 
 def _click_class(name: str) -> type:

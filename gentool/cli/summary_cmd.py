@@ -16,7 +16,7 @@ from gentool.data import peek_geometry
 from gentool.errors import UsageError
 from gentool.registry import get_entry
 from gentool.results import compare_runs, print_table, table
-from gentool.summary import summarize
+from gentool.summary import shape_text, summarize
 
 
 def build_model(target: str, data: str | None, latent_dim, width):
@@ -32,8 +32,7 @@ def render(summary: dict, console: Console) -> None:
     for name, net in summary["networks"].items():
         table = Table("layer", "type", "output shape", "params", title=f"{summary['model']} · {name} ({summary['preset']})")
         for row in net["layers"]:
-            shape = str(tuple(row["output_shape"])).replace("None", "-")
-            table.add_row(row["name"], row["type"], shape, f"{row['params']:,}")
+            table.add_row(row["name"], row["type"], shape_text(row["output_shape"]), f"{row['params']:,}")
         table.add_section()
         table.add_row("trainable", "", "", f"{net['trainable_params']:,}")
         table.add_row("non-trainable", "", "", f"{net['non_trainable_params']:,}")

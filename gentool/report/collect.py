@@ -1,0 +1,388 @@
+"""What a run, a sweep or a folder of runs recorded, read and checked field by field, as plain dicts for the
+templates. The report is a view: nothing here computes a number the run did not record. The one thing rebuilt is
+the architecture table, from the recorded config, on torch's meta device (shapes and counts, no weights, no memory),
+so even a hostile width cannot allocate anything.
+
+Files read may be hostile: every JSON file and image is size-checked before it is read, every field used is
+type-checked, a sweep's trial folders must lie inside the sweep, and nothing is unpickled.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from gentool import rundir
+from gentool import sweep as sw
+from gentool.errors import GentoolError, UsageError
+from gentool.figures import MATRIX_PNG, PROGRESS_GIF
+from gentool.registry import get_entry
+from gentool.results import find_runs
+from gentool.summary import summarize
+
+MAX_JSON_BYTES = 64 * 2**20  # metrics.json of a 10,000-epoch run is a few MB
+MAX_IMAGE_BYTES = 25 * 2**20  # a common e-mail attachment limit: one image above it makes no sense to embed
+MAX_PIXELS = 50_000_000  # a sweep's sample matrix of 100 trials is ~3,000 × 5,000
+MAX_EVAL_FILES = 50
+MAGIC = {b"\x89PNG\r\n\x1a\n": "image/png", b"GIF87a": "image/gif", b"GIF89a": "image/gif"}
+GRID_NAME = re.compile(r"epoch_(\d{1,9})\.png")
+ACCEPTED = "a run directory (holding config.json), a sweep directory (holding sweep.json) or a folder of run directories"
+
+
+@dataclass
+class Picture:
+    """An image file's bytes for embedding, with what a reader without the image is told (alt) and shown (caption)."""
+
+    data: bytes
+    mime: str
+    width: int
+    height: int
+    alt: str
+    caption: str
+
+
+def kind_of(path: Path) -> str:
+    """'run', 'sweep' or 'folder'; a one-line error naming PATH otherwise."""
+    if not path.exists():
+        raise UsageError(f"PATH: {path} does not exist; expected {ACCEPTED}")
+    if not path.is_dir():
+        raise UsageError(f"PATH: {path} is not a directory; expected {ACCEPTED}")
+    if (path / sw.MANIFEST).is_file():
+        return "sweep"
+    if (path / rundir.CONFIG).is_file():
+        return "run"
+    if find_runs(path):
+        return "folder"
+    raise UsageError(f"PATH: {path} holds no config.json, no sweep.json and no run directories; expected {ACCEPTED}")
+
+
+def read_limited(path: Path, limit: int) -> bytes:
+    """A regular file's bytes, at most `limit` of them (a one-line error above that): reading stops there even when
+    the size on disk lies (a file still growing, a special file behind a link)."""
+    if not path.is_file():
+        raise GentoolError(f"{path}: not a regular file")
+    with open(path, "rb") as f:
+        data = f.read(limit + 1)
+    if len(data) > limit:
+        raise GentoolError(f"{path}: larger than the {limit / 2**20:.0f} MiB a report reads")
+    return data
+
+
+def read_json_file(path: Path, limit: int = MAX_JSON_BYTES):
+    """Parse a JSON file of at most `limit` bytes; a one-line error naming the file otherwise."""
+    data = read_limited(path, limit)
+    try:
+        return json.loads(data)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise GentoolError(f"{path}: not valid JSON ({exc})") from None
+
+
+def _object(value, where: str) -> dict:
+    if not isinstance(value, dict):
+        raise GentoolError(f"{where}: expected a JSON object, got {type(value).__name__}")
+    return value
+
+
+def is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _scalar(value) -> bool:
+    return value is None or isinstance(value, (str, int, float, bool))
+
+
+def clean_records(records, where: str) -> list[dict]:
+    """metrics.json's epoch records: each an object with an integer epoch ≥ 0; values that are not scalars (lists,
+    objects) are dropped, since no table cell or curve can show them."""
+    if not isinstance(records, list):
+        raise GentoolError(f"{where}: \"epochs\" must be a list of records")
+    clean = []
+    for i, record in enumerate(records):
+        record = _object(record, f"{where}: epochs[{i}]")
+        epoch = record.get("epoch")
+        if not (isinstance(epoch, int) and not isinstance(epoch, bool) and epoch >= 0):
+            raise GentoolError(f"{where}: epochs[{i}].epoch must be an integer ≥ 0, got {epoch!r}")
+        clean.append({k: v for k, v in record.items() if isinstance(k, str) and _scalar(v)})
+    return clean
+
+
+def clean_events(events, where: str) -> list[dict]:
+    """metrics.json's events: objects with an integer epoch and text kind and message (other fields kept if scalar)."""
+    if not isinstance(events, list):
+        raise GentoolError(f"{where}: \"events\" must be a list")
+    clean = []
+    for i, event in enumerate(events):
+        event = _object(event, f"{where}: events[{i}]")
+        if not (is_number(event.get("epoch")) and isinstance(event.get("kind", ""), str)
+                and isinstance(event.get("message", ""), str)):
+            raise GentoolError(f"{where}: events[{i}] needs a numeric epoch and text kind and message")
+        clean.append({k: v for k, v in event.items() if _scalar(v)})
+    return clean
+
+
+def picture(data: bytes, alt: str, caption: str, where: str = "image") -> Picture:
+    """Bytes checked to be a PNG or GIF (by signature and by decoding the header) with their size in pixels."""
+    from PIL import Image, UnidentifiedImageError
+
+    mime = next((m for magic, m in MAGIC.items() if data.startswith(magic)), None)
+    if mime is None:
+        raise GentoolError(f"{where}: not a PNG or GIF file")
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            width, height = image.size
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
+        raise GentoolError(f"{where}: unreadable image ({exc})") from None
+    if width * height > MAX_PIXELS:  # a small file can claim a huge canvas that the reader's browser would decode
+        raise GentoolError(f"{where}: {width}×{height} pixels is too large to embed")
+    return Picture(data, mime, width, height, alt, caption)
+
+
+def read_picture(path: Path, alt: str, caption: str) -> Picture:
+    """An image file, size-checked as it is read."""
+    return picture(read_limited(path, MAX_IMAGE_BYTES), alt, caption, str(path))
+
+
+def epoch_grids(run_dir: Path) -> dict[int, Path]:
+    """samples/epoch_NNNN.png by epoch."""
+    folder = run_dir / rundir.SAMPLES
+    if not folder.is_dir():
+        return {}
+    found = (GRID_NAME.fullmatch(p.name) for p in folder.iterdir())
+    return {int(m.group(1)): folder / m.group(0) for m in found if m and (folder / m.group(0)).is_file()}
+
+
+def evaluation_files(run_dir: Path, notes: list[str]) -> list[dict]:
+    """`gentool evaluate … --out RUN/NAME.json` results: every *.json at the top of the run directory (other than
+    config.json and metrics.json) whose content is an evaluate result (an object with "metrics", "extractor",
+    "split" and "n"). Other JSON files are named in a note and left out."""
+    results = []
+    for path in sorted(run_dir.glob("*.json"))[:MAX_EVAL_FILES]:
+        if path.name in (rundir.CONFIG, rundir.METRICS) or not path.is_file():
+            continue
+        try:
+            content = read_json_file(path)
+        except GentoolError as exc:
+            notes.append(f"{exc}; left out")
+            continue
+        if not (isinstance(content, dict) and isinstance(content.get("metrics"), dict)
+                and isinstance(content.get("extractor"), dict) and isinstance(content.get("split"), str)
+                and is_number(content.get("n"))):
+            notes.append(f"{path.name}: not a gentool evaluate result (no metrics, extractor, split and n); left out")
+            continue
+        results.append({"file": path.name, **content})
+    return results
+
+
+def _read_config(run_dir: Path) -> dict:
+    where = run_dir / rundir.CONFIG
+    config = _object(read_json_file(where), str(where))
+    if not isinstance(config.get("model"), str):
+        raise GentoolError(f"{where}: \"model\" must be the model's name")
+    for key in ("config", "options", "data"):
+        if not isinstance(config.get(key, {}), dict):
+            raise GentoolError(f"{where}: \"{key}\" must be a JSON object")
+    return config
+
+
+def _read_history(run_dir: Path, notes: list[str]) -> dict:
+    where = run_dir / rundir.METRICS
+    if not where.is_file():
+        notes.append(f"no {rundir.METRICS}: the run recorded no epoch yet")
+        return {"epochs": [], "events": []}
+    history = _object(read_json_file(where), str(where))
+    history["epochs"] = clean_records(history.get("epochs", []), str(where))
+    history["events"] = clean_events(history.get("events", []), str(where))
+    for key in ("evaluation", "best"):
+        if not isinstance(history.get(key) or {}, dict):
+            raise GentoolError(f"{where}: \"{key}\" must be a JSON object")
+    return history
+
+
+def architecture(config: dict) -> tuple[dict | None, str | None]:
+    """`gentool summary`'s tables for the recorded config (networks built on the meta device), or a note why not."""
+    try:
+        entry = get_entry(config["model"])
+    except UsageError:
+        source = config.get("model_source")
+        hint = f" (install the plugin package {source!r})" if isinstance(source, str) and source != "built-in" else ""
+        return None, f"model {config['model']!r} is not installed here{hint}, so its networks cannot be listed"
+    try:
+        model_config = entry.cls.config_class.from_dict(config.get("config", {}))
+        model_config.validate()
+        with torch.device("meta"):
+            model = entry.cls(model_config)
+        return summarize(model), None
+    except Exception as exc:  # a config this gentool cannot build: say so, the rest of the report still stands
+        return None, f"the recorded config does not build a {config['model']} here ({type(exc).__name__}: {exc})"
+
+
+def _checkpoints(run_dir: Path) -> list[dict]:
+    return [{"file": p.name, "bytes": p.stat().st_size} for p in sorted(run_dir.glob("*.safetensors")) if p.is_file()]
+
+
+def best_checkpoint(history: dict, run_dir: Path, notes: list[str]) -> str:
+    """Which epoch best.safetensors holds and why (from metrics.json's "best"), in one sentence."""
+    best = history.get("best") or {}
+    exists = (run_dir / rundir.BEST).is_file()
+    epoch, fid = best.get("epoch"), best.get("fid")
+    if not is_number(epoch):
+        if exists:
+            notes.append(f"{rundir.BEST} exists but metrics.json does not say which epoch it holds")
+        return ("No best checkpoint: the run was trained without --eval-every or --stop-on-divergence, so "
+                "last.safetensors is the one to use.")
+    evaluation = history.get("evaluation") or {}
+    if is_number(fid):
+        every = evaluation.get("every")
+        how = f"; --eval-every {every}" if is_number(every) else ""
+        text = f"best.safetensors holds epoch {epoch}, whose samples scored the lowest FID of the run ({fid:.4g}{how})."
+    else:
+        text = (f"best.safetensors holds epoch {epoch}: the last epoch without a divergence (kept by "
+                f"--stop-on-divergence, without --eval-every).")
+    if not exists:
+        notes.append(f"metrics.json names a best epoch ({epoch}) but {rundir.BEST} is missing")
+    return text
+
+
+def samples(run_dir: Path, records: list[dict], best_epoch, notes: list[str], animation: bool) -> dict[str, Picture]:
+    """The fixed-noise grids of the last epoch that wrote one ("last") and of the best epoch ("best"), and, with
+    `animation`, progress.gif ("progress"); what is missing or left out is said in a note."""
+    grids = epoch_grids(run_dir)
+    found = {}
+    last_epoch = records[-1]["epoch"] if records else None
+    if grids:
+        last = max(grids)
+        when = "the last epoch" if last == last_epoch else f"the last grid written (the run reached epoch {last_epoch})"
+        when += " and the best checkpoint" if last == best_epoch else ""
+        found["last"] = _picture(grids[last], notes, f"Grid of samples drawn from the fixed noise at epoch {last}",
+                                 f"Epoch {last}: {when}.")
+    else:
+        notes.append("no sample grids (samples/epoch_NNNN.png): the run wrote none (--sample-every 0) or no epoch ended")
+    if is_number(best_epoch) and best_epoch in grids:
+        if best_epoch != max(grids):
+            found["best"] = _picture(grids[best_epoch], notes, f"Grid of samples drawn from the fixed noise at epoch "
+                                     f"{best_epoch}, the best checkpoint's", f"Epoch {best_epoch}: the best checkpoint.")
+    elif is_number(best_epoch):
+        notes.append(f"no sample grid for the best epoch ({best_epoch}) was written (--sample-every)")
+    gif = run_dir / PROGRESS_GIF
+    if gif.is_file() and not animation:
+        notes.append(f"{PROGRESS_GIF} left out (--no-animations)")
+    elif gif.is_file():
+        span = f"epochs {min(grids)} to {max(grids)}" if grids else "the epochs"
+        found["progress"] = _picture(gif, notes, f"Animation of the fixed-noise sample grid over {span}, each frame "
+                                     f"captioned with its epoch", f"{PROGRESS_GIF}: the grid over the epochs.")
+    else:
+        notes.append(f"no {PROGRESS_GIF}: it is drawn when a run ends")
+    return {k: v for k, v in found.items() if v is not None}
+
+
+def _picture(path: Path, notes: list[str], alt: str, caption: str) -> Picture | None:
+    try:
+        return read_picture(path, alt, caption)
+    except GentoolError as exc:
+        notes.append(f"{exc}; left out")
+        return None
+
+
+def collect_run(run_dir: Path, name: str, anchor: str, animation: bool = True) -> dict:
+    """Everything a run's section shows, read from its files."""
+    notes: list[str] = []
+    config = _read_config(run_dir)
+    history = _read_history(run_dir, notes)
+    records = history["epochs"]
+    arch, why = architecture(config)
+    if why:
+        notes.append(why)
+    best = history.get("best") or {}
+    return {"name": name, "anchor": anchor, "path": str(run_dir), "config": config, "history": history,
+            "records": records, "events": history["events"], "architecture": arch,
+            "partial": [r["epoch"] for r in records if r.get("partial") is True],
+            "best_text": best_checkpoint(history, run_dir, notes), "best_epoch": best.get("epoch"),
+            "checkpoints": _checkpoints(run_dir), "samples": samples(run_dir, records, best.get("epoch"), notes, animation),
+            "evaluations": evaluation_files(run_dir, notes), "notes": notes}
+
+
+def slug(text: str, taken: set[str]) -> str:
+    """An HTML id from `text` (letters, digits, dashes), made unique among `taken` (which it joins)."""
+    base = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "run"
+    base = base if base[0].isalpha() else f"r-{base}"
+    anchor, k = base, 2
+    while anchor in taken:
+        anchor, k = f"{base}-{k}", k + 1
+    taken.add(anchor)
+    return anchor
+
+
+def collect_runs(root: Path, taken: set[str], animations: bool = True) -> list[dict]:
+    """Every run directory below `root`, each read on its own: one that cannot be read keeps its place with the
+    reason instead of failing the report."""
+    runs = []
+    for run_dir in find_runs(root):
+        name = str(run_dir.relative_to(root)) if run_dir != root else run_dir.name
+        anchor = slug(name, taken)
+        try:
+            runs.append(collect_run(run_dir, name, anchor, animations))
+        except (GentoolError, OSError) as exc:
+            runs.append({"name": name, "anchor": anchor, "path": str(run_dir), "error": str(exc)})
+    return runs
+
+
+def _check_grid(grid, where: str) -> dict[str, list]:
+    if not (isinstance(grid, dict) and grid and all(isinstance(v, list) and v and all(_scalar(x) for x in v)
+                                                    for v in grid.values())):
+        raise GentoolError(f"{where}: \"grid\" must map each axis to a non-empty list of values")
+    return grid
+
+
+def _check_trial(trial, i: int, grid: dict, sweep_dir: Path, where: str) -> dict:
+    trial = _object(trial, f"{where}: trials[{i}]")
+    values, name = trial.get("values"), trial.get("run_dir")
+    if not (isinstance(values, dict) and values.keys() == grid.keys()
+            and all(values[a] in grid[a] for a in grid)):
+        raise GentoolError(f"{where}: trials[{i}].values must give one value of the grid for each axis")
+    # a hostile manifest must not point the report at files outside the sweep
+    if not (isinstance(name, str) and name and Path(name).name == name and name not in (".", "..")):
+        raise GentoolError(f"{where}: trials[{i}].run_dir must be a folder name inside the sweep")
+    for key in ("final", "metrics"):
+        if not isinstance(trial.get(key) or {}, dict):
+            raise GentoolError(f"{where}: trials[{i}].{key} must be a JSON object")
+    if not isinstance(trial.get("status"), str):
+        raise GentoolError(f"{where}: trials[{i}].status must be text")
+    return {**trial, "index": i, "path": sweep_dir / name}
+
+
+def collect_sweep(sweep_dir: Path, taken: set[str], animations: bool = True) -> dict:
+    """The sweep's manifest (checked), each trial's run section, and its recorded sample matrix."""
+    where = sweep_dir / sw.MANIFEST
+    manifest = _object(read_json_file(where), str(where))
+    version = manifest.get("format_version")
+    if manifest.get("format") != sw.FORMAT or not (is_number(version) and version <= sw.FORMAT_VERSION):
+        raise GentoolError(f"{where}: not a sweep manifest this gentool reads (format {manifest.get('format')!r}, "
+                           f"version {version!r})")
+    grid = _check_grid(manifest.get("grid"), str(where))
+    if not isinstance(manifest.get("trials"), list):
+        raise GentoolError(f"{where}: \"trials\" must be a list")
+    trials = [_check_trial(t, i, grid, sweep_dir, str(where)) for i, t in enumerate(manifest["trials"])]
+    notes: list[str] = []
+    for trial in trials:
+        trial["anchor"] = slug(f"trial-{trial['index']:03d}", taken)
+        if not (trial["path"] / rundir.CONFIG).is_file():
+            trial["run"] = None
+            continue
+        try:
+            trial["run"] = collect_run(trial["path"], trial["run_dir"], trial["anchor"], animations)
+        except (GentoolError, OSError) as exc:
+            trial["run"], trial["error_reading"] = None, str(exc)
+    matrix = None
+    if (sweep_dir / MATRIX_PNG).is_file():
+        matrix = _picture(sweep_dir / MATRIX_PNG, notes, "Sample matrix: a strip of 8 samples from each trial's "
+                          "last checkpoint, rows by the other axes, columns by latent size",
+                          f"{MATRIX_PNG} as the sweep drew it from each trial's last checkpoint.")
+    else:
+        notes.append(f"no {MATRIX_PNG}: the sweep draws it when its last trial finishes")
+    return {"name": sweep_dir.name, "path": str(sweep_dir), "manifest": manifest, "grid": grid, "trials": trials,
+            "matrix": matrix, "notes": notes}
