@@ -19,11 +19,11 @@ import torch
 from gentool import rundir
 from gentool.fileio import atomic_write_bytes, read_json
 from gentool.images import make_grid, to_uint8, write_gif
+from gentool.results import BOOKKEEPING
 from gentool.train import Session, TrainHook
 
 LOSS_PNG, PROGRESS_GIF = "loss.png", "progress.gif"
 MATRIX_PNG, CURVES_PNG, HEATMAP_PNG = "samples_matrix.png", "curves.png", "heatmap.png"
-BOOKKEEPING = {"epoch", "step", "seconds", "images_per_second"}
 REFRESH_EVERY = 10  # epochs between loss.png refreshes during a run (the final one is drawn at the end)
 MAX_FRAMES = 120  # progress.gif keeps at most this many epochs, evenly spread, always the last one
 STRIP = 8  # samples per trial in the sweep's sample matrix
@@ -93,14 +93,29 @@ def plot_losses(history: dict, path: Path, title: str = "") -> Path | None:
         ax.set_visible(False)
     for ax, (name, names) in zip(axes.flat, panels.items()):
         for key in names:
-            points = [(r["epoch"], r[key]) for r in records if isinstance(r.get(key), (int, float))]
-            xs, ys = zip(*points)
-            ax.plot(xs, ys, marker="o" if len(points) < 30 else None, markersize=3, label=key)
+            _plot_metric(ax, key, records)
         _mark_events(ax, history.get("events", []))
         _style(ax, name)
         ax.legend(fontsize=8)
     fig.suptitle(title)
     return _save(fig, path)
+
+
+def _plot_metric(ax, key: str, records: list[dict]) -> None:
+    """One metric's curve over the finished epochs, and a partial epoch's means (a run stopped inside an epoch) as a
+    hollow diamond at the fraction of the epoch done, joined to the curve by a dotted line."""
+    points = [(r["epoch"], r[key]) for r in records if not r.get("partial") and isinstance(r.get(key), (int, float))]
+    color = None
+    if points:
+        (line,) = ax.plot(*zip(*points), marker="o" if len(points) < 30 else None, markersize=3, label=key)
+        color = line.get_color()
+    for r in (r for r in records if r.get("partial") and isinstance(r.get(key), (int, float))):
+        x = r["epoch"] - 1 + r.get("epoch_fraction", 1.0)
+        label = f"{key}, epoch {r['epoch']} so far ({r.get('epoch_fraction', 1.0):.0%})"
+        (mark,) = ax.plot([x], [r[key]], marker="D", markersize=6, fillstyle="none", linestyle="none",
+                          color=color, label=label)
+        if points:
+            ax.plot([points[-1][0], x], [points[-1][1], r[key]], linestyle=":", color=mark.get_color())
 
 
 def _style(ax, title: str) -> None:

@@ -15,16 +15,24 @@ from gentool.fileio import atomic_write_bytes, atomic_write_json, read_json
 
 ALWAYS_SHOWN = ("latent_dim", "width")  # the study's two axes of model size
 GEOMETRY = {"channels", "image_height", "image_width", "num_classes"}
-BOOKKEEPING = {"epoch", "step", "seconds", "images_per_second"}
+# Fields of an epoch's record that describe the epoch rather than measure the model (`epoch_fraction` and
+# `images_seen`: a partial epoch's, one a run stopped inside).
+BOOKKEEPING = {"epoch", "step", "seconds", "images_per_second", "epoch_fraction", "images_seen"}
 
 
 def final_metrics(records: list[dict]) -> dict:
-    """The last epoch's metrics without bookkeeping, plus `seconds`: the training time over all epochs."""
+    """The last epoch's metrics without bookkeeping (with `partial: true` when that epoch was stopped inside), plus
+    `seconds`: the training time over all epochs."""
     if not records:
         return {}
     final = {k: v for k, v in records[-1].items() if k not in BOOKKEEPING}
     final["seconds"] = round(sum(r.get("seconds", 0) for r in records), 1)
     return final
+
+
+def finished_epochs(records: list[dict]) -> int:
+    """How many epochs the records show finished (a partial record, of an epoch stopped inside, does not count)."""
+    return max((r["epoch"] for r in records if not r.get("partial")), default=0)
 
 
 def find_runs(root: Path) -> list[Path]:
@@ -40,7 +48,7 @@ def run_row(run_dir: Path, root: Path) -> dict:
     records = read_json(metrics_path).get("epochs", []) if metrics_path.exists() else []
     name = str(run_dir.relative_to(root)) if run_dir != root else run_dir.name
     return {"run": name, "model": config.get("model"), "data": (config.get("data") or {}).get("name"),
-            "config": config.get("config", {}), "epochs": records[-1]["epoch"] if records else 0,
+            "config": config.get("config", {}), "epochs": finished_epochs(records),
             **final_metrics(records)}
 
 

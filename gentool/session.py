@@ -231,7 +231,10 @@ def resume_session(opts: TrainOptions, device: torch.device, world: World = SING
     metrics_path = session.run_dir / rundir.METRICS
     if metrics_path.exists():
         history = read_json(metrics_path)
-        history["epochs"] = [r for r in history.get("epochs", []) if r["epoch"] <= session.epoch]
+        # Keep the records up to the checkpoint, and the partial record of the epoch it stopped inside (until that
+        # epoch's full record replaces it).
+        history["epochs"] = [r for r in history.get("epochs", []) if r["epoch"] <= session.epoch
+                             or (r.get("partial") and session.batch and r["epoch"] == session.epoch + 1)]
         history["events"] = [e for e in history.get("events", []) if e.get("epoch", 0) <= session.epoch]
         session.history = history
     return session

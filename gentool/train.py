@@ -81,16 +81,13 @@ def run_epoch(session: Session, epoch: int, images: torch.Tensor, labels: torch.
             session.batch = i + 1
             session.partial = {"sums": {k: float(v) for k, v in sums.items()}, "counts": counts,
                                "seen": seen, "seconds": elapsed}
+            keep_record(session, _partial_record(session, epoch, sums, counts, i + 1, len(index_batches)))
             if stop == SIGNALLED:
                 raise Interrupted(f"interrupted in epoch {epoch} at step {session.step}", session.signum())
             raise OutOfTime(f"in epoch {epoch} at step {session.step}")
-    seconds = before + time.perf_counter() - start
     session.batch, session.partial = 0, {}
-    record = {"epoch": epoch, "step": session.step, "seconds": round(seconds, 3),
-              "images_per_second": round(seen / max(seconds, 1e-9), 1)}
-    record.update(average_values(_means(sums, counts), world, images.device))
+    record = _record(session, epoch, sums, counts, seen, before + time.perf_counter() - start)
     if world.enabled:
-        record["images_per_second"] = round(record["images_per_second"] * world.size, 1)
         average_buffers(model, world)
         check_in_sync(model, world)
     if session.guard.skipped:
@@ -98,6 +95,34 @@ def run_epoch(session: Session, epoch: int, images: torch.Tensor, labels: torch.
     _check_finite(record, epoch, session.step)
     check_weights(model, epoch)
     return record
+
+
+def _record(session: Session, epoch: int, sums: dict, counts: dict, seen: int, seconds: float) -> dict:
+    """An epoch's record: where it ended, how long it took, and the means of what the steps reported (averaged
+    over the ranks)."""
+    world = session.world
+    record = {"epoch": epoch, "step": session.step, "seconds": round(seconds, 3),
+              "images_per_second": round(seen * world.size / max(seconds, 1e-9), 1)}
+    record.update(average_values(_means(sums, counts), world, session.model.device))
+    return record
+
+
+def _partial_record(session: Session, epoch: int, sums: dict, counts: dict, done: int, total: int) -> dict:
+    """The record of an epoch stopped after `done` of its `total` steps, marked `"partial": true`, so that a run
+    stopped inside its first epoch still shows its means. The epoch's full record replaces it once a resumed run
+    finishes the epoch."""
+    part = session.partial
+    record = _record(session, epoch, sums, counts, part["seen"], part["seconds"])
+    # A non-finite mean is left out rather than written: the run is stopping, and JSON has no NaN.
+    record = {k: v for k, v in record.items() if not (isinstance(v, float) and not math.isfinite(v))}
+    return {**record, "partial": True, "images_seen": part["seen"] * session.world.size,
+            "epoch_fraction": round(done / total, 4)}
+
+
+def keep_record(session: Session, record: dict) -> None:
+    """Add an epoch's record to the run's history, in place of a partial record of the same epoch."""
+    epochs = session.history["epochs"]
+    epochs[:] = [r for r in epochs if r["epoch"] < record["epoch"]] + [record]
 
 
 def _means(sums: dict, counts: dict) -> dict[str, float]:
@@ -213,7 +238,7 @@ def _loop(session: Session, hooks: list[TrainHook], reporter: Reporter) -> None:
     for epoch in range(session.epoch + 1, opts.epochs + 1):
         record = run_epoch(session, epoch, images, labels, reporter)
         session.epoch = epoch
-        session.history["epochs"].append(record)
+        keep_record(session, record)
         if session.world.main:
             _epoch_files(session, record, fixed_noise, hooks, reporter)
         stop = stop_code(session, time_up=epoch < opts.epochs, hook_stop=session.stop_reason is not None)

@@ -29,6 +29,26 @@ def test_loss_png_draws_every_group_and_events(tmp_path):
     assert figures.plot_losses({"epochs": []}, tmp_path / "none.png") is None and not (tmp_path / "none.png").exists()
 
 
+def test_loss_png_marks_a_partial_epoch_apart(tmp_path):
+    plt = figures._pyplot()
+    full = [{"epoch": e, "step": 4 * e, "d_loss": 1.0 / e} for e in (1, 2)]
+    partial = {"epoch": 3, "step": 9, "d_loss": 0.2, "partial": True, "images_seen": 64, "epoch_fraction": 0.25}
+    ax = plt.figure().add_subplot()
+    figures._plot_metric(ax, "d_loss", full + [partial])
+    curve, mark, link = ax.get_lines()
+    assert list(curve.get_xdata()) == [1, 2] and list(mark.get_xdata()) == [2.25]
+    assert mark.get_marker() == "D" and mark.get_fillstyle() == "none" and link.get_linestyle() == ":"
+    assert mark.get_label() == "d_loss, epoch 3 so far (25%)"
+    ax = plt.figure().add_subplot()
+    figures._plot_metric(ax, "d_loss", [{**partial, "epoch": 1}])  # stopped inside the first epoch: the mark alone
+    [mark] = ax.get_lines()
+    assert list(mark.get_xdata()) == [0.25] and mark.get_marker() == "D"
+    plt.close("all")
+    history = {"model": "gan", "epochs": [partial]}
+    assert iio.imread(figures.plot_losses(history, tmp_path / "loss.png")).std() > 0
+    assert figures.metric_keys([partial]) == ["d_loss"]
+
+
 @pytest.mark.parametrize("model", ["gan", "wgan"])
 def test_training_writes_loss_png_and_progress_gif(invoke, mnist_root, tmp_path, model):
     run = tmp_path / model

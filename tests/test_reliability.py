@@ -63,6 +63,38 @@ def test_interrupted_and_resumed_run_is_bit_identical(mnist_root, tmp_path, mode
     assert epochs == [1, 2, 3]
 
 
+class SignalAndKeepMeans(SignalAt):
+    """SignalAt that also keeps the running means the loop reports at the signalled step."""
+
+    def step(self, done, running, images_per_second):
+        if (self.epoch, done) == self.target:
+            self.means = running()
+        super().step(done, running, images_per_second)
+
+
+def epoch_records(run):
+    return json.loads((run / "metrics.json").read_text())["epochs"]
+
+
+def test_a_run_stopped_inside_an_epoch_records_its_partial_means_and_resume_replaces_them(mnist_root, tmp_path):
+    run, reporter = tmp_path / "run", SignalAndKeepMeans(epoch=1, step=2)  # 6 steps of 16 images an epoch
+    with pytest.raises(Interrupted):
+        train(options(mnist_root, run, "gan", epochs=2), reporter)
+    [record] = epoch_records(run)
+    assert record.items() >= {"epoch": 1, "step": 2, "partial": True, "images_seen": 32, "epoch_fraction": 0.3333,
+                              **reporter.means}.items()
+    assert set(reporter.means) >= {"d_loss", "g_loss"} and record["seconds"] > 0
+    # Stopped again by the time budget one step later: the partial record is replaced, not repeated, and drawn.
+    cut = train(TrainOptions(model="gan", resume=str(run), epochs=2, data_dir=str(mnist_root), max_minutes=1e-9))
+    [record] = epoch_records(run)
+    assert (record["step"], record["partial"], record["images_seen"]) == (3, True, 48) and cut["epochs"] == 0
+    assert cut["final_metrics"] == record and (run / "loss.png").exists()
+    train(TrainOptions(model="gan", resume=str(run), epochs=2, data_dir=str(mnist_root)))
+    records = epoch_records(run)
+    assert [(r["epoch"], r["step"]) for r in records] == [(1, 6), (2, 12)]
+    assert not any("partial" in r or "images_seen" in r for r in records)
+
+
 def test_resume_epochs_is_the_total(mnist_root, tmp_path):
     train(options(mnist_root, tmp_path / "run", "vae", epochs=2))
     again = train(TrainOptions(model="vae", resume=str(tmp_path / "run"), epochs=2, data_dir=str(mnist_root)))

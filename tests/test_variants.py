@@ -178,3 +178,34 @@ def test_max_minutes_stops_cleanly_and_resume_matches_an_uninterrupted_run(mnist
     assert resumed["step"] == straight["step"] == 8
     a, b = load_file(str(tmp_path / "a/last.safetensors")), load_file(str(tmp_path / "b/last.safetensors"))
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_gan_draws_with_sigmoid_on_mnist_and_tanh_on_cifar_by_default(tmp_path):
+    from gentool.checkpoint import save_checkpoint
+    from gentool.models.gan import GAN
+
+    mnist, cifar = build(GAN), build(GAN, CIFAR)
+    assert isinstance(mnist.generator[-1], torch.nn.Sigmoid) and mnist.pixel_range == (0.0, 1.0)
+    assert isinstance(cifar.generator[-1], torch.nn.Tanh) and cifar.pixel_range == (-1.0, 1.0)
+    assert mnist.normalize(torch.tensor([0, 255], dtype=torch.uint8)).tolist() == [0.0, 1.0]
+    z = torch.randn(3, 100)
+    assert torch.equal(mnist.decode(z), mnist.generator(z))  # sigmoid pixels are already in [0, 1]
+    tanh = build(GAN, output="tanh")
+    assert isinstance(tanh.generator[-1], torch.nn.Tanh) and tanh.pixel_range == (-1.0, 1.0)
+    assert torch.allclose(tanh.decode(z), (tanh.generator(z) + 1) / 2)
+    assert summarize(tanh)["trainable_params"] == summarize(mnist)["trainable_params"] == 1_234_114
+    with pytest.raises(UsageError, match="--param output: got 'relu'; expected auto, tanh or sigmoid"):
+        build(GAN, output="relu")
+    # A checkpoint written before the field existed (no "output" in its config) holds a tanh generator.
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    path = tmp_path / "old.safetensors"
+    save_checkpoint(path, tanh, tanh.build_optimizers(), {"epoch": 1, "step": 1}, {"geometry": MNIST.to_dict()}, "t")
+    with safe_open(str(path), "pt") as f:
+        meta, tensors = f.metadata(), {k: f.get_tensor(k) for k in f.keys()}
+    config = json.loads(meta["config"])
+    del config["output"]
+    save_file(tensors, str(path), metadata={**meta, "config": json.dumps(config)})
+    old = load_checkpoint(path).model
+    assert old.config.output == "tanh" and torch.equal(old.decode(z), tanh.decode(z))

@@ -1,5 +1,6 @@
-"""What every adversarial family shares: a generator mapping noise to images in [-1, 1] and a second network
-(discriminator or critic) that scores images. Families differ only in their optimizers and their training step."""
+"""What every adversarial family shares: a generator mapping noise to images in the family's pixel range ([-1, 1]
+after a tanh unless the family says otherwise) and a second network (discriminator or critic) that scores images.
+Families differ only in their optimizers and their training step."""
 
 from __future__ import annotations
 
@@ -13,15 +14,20 @@ def lrelu() -> nn.Module:
     return nn.LeakyReLU(0.2)
 
 
-def mnist_generator(latent_dim: int, channels: int, width: float, batchnorm: bool) -> nn.Sequential:
-    """Linear → 128×7×7 → two k4 s2 transposed convs (7→14→28) → k7 conv → tanh."""
+OUTPUTS = {"tanh": (nn.Tanh, (-1.0, 1.0)), "sigmoid": (nn.Sigmoid, (0.0, 1.0))}  # a generator's last activation and
+# the pixel range it draws in
+
+
+def mnist_generator(latent_dim: int, channels: int, width: float, batchnorm: bool,
+                    output: str = "tanh") -> nn.Sequential:
+    """Linear → 128×7×7 → two k4 s2 transposed convs (7→14→28) → k7 conv → tanh (or `output`)."""
     c = scaled(128, width)
     layers: list[nn.Module] = [nn.Linear(latent_dim, c * 7 * 7), lrelu(), nn.Unflatten(1, (c, 7, 7))]
     for _ in range(2):
         layers.append(nn.ConvTranspose2d(c, c, 4, 2, 1))
         layers += [nn.BatchNorm2d(c)] if batchnorm else []
         layers.append(lrelu())
-    layers += [nn.Conv2d(c, channels, 7, padding=3), nn.Tanh()]
+    layers += [nn.Conv2d(c, channels, 7, padding=3), OUTPUTS[output][0]()]
     return nn.Sequential(*layers)
 
 
@@ -37,13 +43,13 @@ def mnist_discriminator(channels: int, width: float, batchnorm: bool) -> nn.Sequ
     return nn.Sequential(*layers)
 
 
-def cifar_generator(latent_dim: int, channels: int, width: float) -> nn.Sequential:
-    """Linear → 256×4×4 → three k4 s2 transposed convs (4→8→16→32) → k3 conv → tanh."""
+def cifar_generator(latent_dim: int, channels: int, width: float, output: str = "tanh") -> nn.Sequential:
+    """Linear → 256×4×4 → three k4 s2 transposed convs (4→8→16→32) → k3 conv → tanh (or `output`)."""
     c1, c2 = scaled(256, width), scaled(128, width)
     return nn.Sequential(
         nn.Linear(latent_dim, c1 * 4 * 4), lrelu(), nn.Unflatten(1, (c1, 4, 4)),
         nn.ConvTranspose2d(c1, c2, 4, 2, 1), lrelu(), nn.ConvTranspose2d(c2, c2, 4, 2, 1), lrelu(),
-        nn.ConvTranspose2d(c2, c2, 4, 2, 1), lrelu(), nn.Conv2d(c2, channels, 3, padding=1), nn.Tanh(),
+        nn.ConvTranspose2d(c2, c2, 4, 2, 1), lrelu(), nn.Conv2d(c2, channels, 3, padding=1), OUTPUTS[output][0](),
     )
 
 
@@ -73,7 +79,8 @@ class AdversarialModel(GenerativeModel):
     sampling_networks = ("generator",)
 
     def decode(self, z, labels=None):
-        return self.generate_images(z, labels).add(1).mul(0.5).clamp(0, 1)
+        lo, hi = self.pixel_range
+        return self.generate_images(z, labels).sub(lo).div(hi - lo).clamp(0, 1)
 
     def generate_images(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         """The generator's output (in the networks' pixel range) for codes `z` (and labels, if conditional)."""

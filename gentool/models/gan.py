@@ -25,13 +25,29 @@ class GANConfig(ModelConfig):
     beta1: float = 0.5
     beta2: float = 0.999
     dropout: float = 0.4
+    # The generator's last activation: sigmoid on [0, 1] pixels or tanh on [-1, 1]; "auto" is the Keras recipe the
+    # study's networks follow: sigmoid on MNIST, tanh on CIFAR-10 (README, "The study's GAN").
+    output: str = "auto"
 
     default_latent: ClassVar[dict[str, int]] = {"mnist": 100, "cifar10": 100}
+    auto_output: ClassVar[dict[str, str]] = {"mnist": "sigmoid", "cifar10": "tanh"}
 
     def validate(self) -> None:
         super().validate()
         if not 0 <= self.dropout < 1:
             raise bad_value("--param dropout", self.dropout, "a number in [0, 1)")
+        if self.output not in ("auto", *adv.OUTPUTS):
+            raise bad_value("--param output", self.output, "auto, " + " or ".join(adv.OUTPUTS))
+
+    @classmethod
+    def from_dict(cls, data: dict):
+        # A checkpoint written before `output` existed has a generator that ends in tanh.
+        return super().from_dict({"output": "tanh", **data})
+
+    @property
+    def output_activation(self) -> str:
+        """The generator's last activation ("auto" resolved for the geometry)."""
+        return self.auto_output[self.preset] if self.output == "auto" else self.output
 
 
 @register_model("gan")
@@ -43,11 +59,13 @@ class GAN(adv.AdversarialModel):
     def __init__(self, config: GANConfig):
         super().__init__(config)
         c = config
+        output = c.output_activation
+        self.pixel_range = adv.OUTPUTS[output][1]
         if c.preset == "mnist":
-            self.generator = adv.mnist_generator(c.latent_dim, c.channels, c.width, batchnorm=False)
+            self.generator = adv.mnist_generator(c.latent_dim, c.channels, c.width, batchnorm=False, output=output)
             self.discriminator = adv.mnist_discriminator(c.channels, c.width, batchnorm=False)
         else:
-            self.generator = adv.cifar_generator(c.latent_dim, c.channels, c.width)
+            self.generator = adv.cifar_generator(c.latent_dim, c.channels, c.width, output=output)
             self.discriminator = adv.cifar_discriminator(c.channels, c.width, c.dropout)
 
     def build_optimizers(self):

@@ -20,6 +20,7 @@ class LSGANConfig(GANConfig):
 
     real_target: float = 1.0
     fake_target: float = 0.0
+    output: str = "tanh"  # the generator's last activation: this example keeps tanh on [-1, 1] for both data sets
 
 
 @register_model("lsgan")
