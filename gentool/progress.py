@@ -103,7 +103,7 @@ class RichReporter(PlainReporter):
         super().__init__(every=0)
         self.console = console or Console(stderr=True)
         self.progress = Progress(
-            TextColumn("[bold]{task.fields[epoch]}/{task.fields[total_epochs]}"),
+            TextColumn("[bold]epoch {task.fields[epoch]}/{task.fields[total_epochs]}"),
             BarColumn(bar_width=12),
             TextColumn("{task.completed}/{task.total}"),
             TextColumn("{task.fields[eta]}"),
@@ -138,7 +138,7 @@ class RichReporter(PlainReporter):
         rest = format_metrics({k: v for k, v in record.items() if k not in BOOKKEEPING})
         self.progress.console.print(f"epoch {record['epoch']}/{self.total} {record['seconds']:.1f}s "
                                     f"{record['images_per_second']:.0f} img/s {rest} | run eta "
-                                    f"{format_duration(self._left())}", highlight=False)
+                                    f"{format_duration(self._left())}", highlight=False, soft_wrap=True)
 
     def message(self, text):
         self.progress.console.print(text, highlight=False, soft_wrap=True)
