@@ -3,6 +3,7 @@ scipy or heavy gentool module: `gentool --help` and `gentool CMD --help` stay fa
 
 from __future__ import annotations
 
+import os
 import re
 import signal
 import sys
@@ -139,6 +140,9 @@ def main() -> None:
         code = _run()
     except KeyboardInterrupt:  # while an error was being reported
         code = 130
+    except BrokenPipeError:  # the reader of stdout went away (`gentool --help | head`): nothing left to say
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # and no error at interpreter exit
+        code = 128 + signal.SIGPIPE
     finally:
         if quiet_exit is not None:  # and quietly again while the interpreter shuts down
             signal.signal(signal.SIGINT, quiet_exit)
