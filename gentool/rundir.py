@@ -57,7 +57,8 @@ def unstarted(path: Path) -> bool:
 
 
 def _temporary(f: Path) -> bool:
-    return f.name.startswith(".") and f.name.endswith(".tmp") or f.name == WRITE_PROBE
+    """gentool's hidden files: half-written temporaries (.NAME.XXXX.tmp) and its own .gentool* files."""
+    return f.name.startswith(".") and f.name.endswith(".tmp") or f.name.startswith(".gentool")
 
 
 def prepare_new(path: Path, overwrite: bool) -> bool:
@@ -94,6 +95,9 @@ def discard_unstarted(path: Path, created: bool) -> None:
     if not unstarted(path):
         return
     remove_own_files(path)
+    for f in path.iterdir():
+        if f.is_file() and _temporary(f):
+            f.unlink(missing_ok=True)
     for folder in (path / SAMPLES, path) if created else (path / SAMPLES,):
         try:
             folder.rmdir()
