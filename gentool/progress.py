@@ -22,8 +22,8 @@ def format_duration(seconds: float | None) -> str:
         return "?"
     seconds = int(round(seconds))
     days, rest = divmod(seconds, 86400)
-    clock = f"{rest // 3600:d}:{rest // 60 % 60:02d}:{rest % 60:02d}"
-    return f"{days}d {clock}" if days else clock
+    clock = f"{rest // 60 % 60:02d}:{rest % 60:02d}"
+    return f"{days}d {rest // 3600:02d}:{clock}" if days else f"{rest // 3600}:{clock}"
 
 
 class Reporter:

@@ -17,9 +17,10 @@ def _leave(signum, frame):
 
 def main() -> None:
     """Console-script entry point (`gentool`, `python -m gentool`). SIGINT leaves quietly with exit code 130 while
-    the command's modules load; `gentool.cli.app.main` then hands it to the command."""
-    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:  # not when started with SIGINT ignored
-        signal.signal(signal.SIGINT, _leave)
+    the command's modules load; `gentool.cli.app.main` then hands it to the command. Like the training loop's own
+    handler, this also applies when gentool was started with SIGINT ignored (`gentool ... &` in a script), so that
+    `kill -INT` stops it at any moment."""
+    signal.signal(signal.SIGINT, _leave)
     from gentool.cli.app import main as run
 
     run()
