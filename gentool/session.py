@@ -117,12 +117,15 @@ def new_session(opts: TrainOptions, device: torch.device, world: World = SINGLE)
     prepare_model(model, opts, device)
     run_dir = Path(opts.out) if opts.out else rundir.default_run_dir(entry.name, data.name)
     run_dir = Path(broadcast_text(str(run_dir), world, device))  # default names hold a timestamp: take rank 0's
+    sync_state(model, world)
+    # Optimizers before the run directory: building them imports much of torch (seconds) the first time, and a
+    # Ctrl-C during an import leaves at once (gentool.cli.on_sigint), before any clean-up could run.
+    optimizers = model.build_optimizers()
     created = rundir.prepare_new(run_dir, opts.overwrite) if world.main else False
     try:
         if world.main:
             rundir.check_writable(run_dir, 4 * checkpoint_size_hint(model))
-        sync_state(model, world)
-        session = Session(opts, model, model.build_optimizers(), data, run_dir, entry.source, world=world)
+        session = Session(opts, model, optimizers, data, run_dir, entry.source, world=world)
         session.ema = EMA(model, opts.ema) if opts.ema else None
         if world.main:
             config_json = {"gentool_version": gentool.__version__, "model": entry.name, "model_source": entry.source,

@@ -14,7 +14,7 @@ import typer
 from typer.core import TyperCommand
 
 from gentool import __version__
-from gentool.cli import evaluate_cmd, models_cmd, sample_cmd, summary_cmd, sweep_cmd, train_cmd
+from gentool.cli import _leave, evaluate_cmd, models_cmd, on_sigint, sample_cmd, summary_cmd, sweep_cmd, train_cmd
 from gentool.cli.options import err_console
 
 DESCRIPTION = """Train image generative models (VAE, GAN, WGAN, their variants and plugins) on MNIST, CIFAR-10 or a
@@ -131,11 +131,6 @@ def _show_warning(message, category, filename, lineno, file=None, line=None):
 def main() -> None:
     """Run the command line: usage errors become one line and exit code 2, Ctrl-C exits 130 without a traceback."""
     warnings.showwarning = _show_warning
-    quiet_exit = signal.getsignal(signal.SIGINT)
-    if callable(quiet_exit) and quiet_exit is not signal.default_int_handler:
-        signal.signal(signal.SIGINT, signal.default_int_handler)  # the command's turn: KeyboardInterrupt or its own
-    else:
-        quiet_exit = None
     try:
         code = _run()
     except KeyboardInterrupt:  # while an error was being reported
@@ -143,9 +138,8 @@ def main() -> None:
     except BrokenPipeError:  # the reader of stdout went away (`gentool --help | head`): nothing left to say
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # and no error at interpreter exit
         code = 128 + signal.SIGPIPE
-    finally:
-        if quiet_exit is not None:  # and quietly again while the interpreter shuts down
-            signal.signal(signal.SIGINT, quiet_exit)
+    if signal.getsignal(signal.SIGINT) is on_sigint:  # the command is over: Ctrl-C during shutdown leaves quietly
+        signal.signal(signal.SIGINT, _leave)
     sys.exit(code)
 
 

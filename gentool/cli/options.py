@@ -121,7 +121,8 @@ def print_json(obj) -> None:
 
 
 def cli_errors(func):
-    """Turn domain errors into one red line and their exit code; a traceback only with GENTOOL_DEBUG=1."""
+    """Turn domain errors into one red line and their exit code (a traceback only with GENTOOL_DEBUG=1), and Ctrl-C
+    into "interrupted" and exit code 130."""
 
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
@@ -132,5 +133,8 @@ def cli_errors(func):
                 raise
             err_console().print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
             raise typer.Exit(exc.exit_code) from None
+        except KeyboardInterrupt:  # Ctrl-C before anything needed saving (Typer alone would exit 130 silently)
+            err_console().print("[bold red]interrupted[/]", highlight=False)
+            raise typer.Exit(130) from None
 
     return wrapper
