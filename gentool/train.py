@@ -178,7 +178,7 @@ def _train(opts: TrainOptions, device: torch.device, world: World, reporter: Rep
     session = resume_session(opts, device, world) if opts.resume else new_session(opts, device, world)
     session.guard = GuardState(opts.skip_nonfinite, world)
     verb = ("starting" if not opts.resume else f"resuming in epoch {session.epoch + 1} at step {session.step}"
-            if session.batch else f"resuming after epoch {session.epoch} (step {session.step})")
+            if session.batch else f"resuming after epoch {session.epoch}, step {session.step}")
     reporter.message(f"run directory: {session.run_dir} ({session.model.name}, {verb})")
     if session.epoch >= opts.epochs:
         reporter.message(f"nothing to do: {session.run_dir} already has {session.epoch} of {opts.epochs} epochs")
