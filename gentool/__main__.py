@@ -1,3 +1,3 @@
-from gentool.cli.app import main
+from gentool.cli import main
 
 main()

@@ -6,7 +6,9 @@ no DataLoader workers, which is what makes small models train fast.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import sys
 from dataclasses import asdict, dataclass
 from importlib import resources
 from pathlib import Path
@@ -67,10 +69,15 @@ def cache_dir() -> Path:
 
 def resolve_data_dir(data_dir: str | os.PathLike | None) -> Path:
     """--data-dir, else $GENTOOL_DATA, else the per-user cache folder."""
+    return data_root(data_dir)[0]
+
+
+def data_root(data_dir: str | os.PathLike | None) -> tuple[Path, str | None]:
+    """The data folder and what chose it: "--data-dir", "GENTOOL_DATA", or None for the per-user default."""
     if data_dir:
-        return Path(data_dir).expanduser()
+        return Path(data_dir).expanduser(), "--data-dir"
     env = os.environ.get(DATA_ENV)
-    return Path(env).expanduser() if env else cache_dir() / "data"
+    return (Path(env).expanduser(), DATA_ENV) if env else (cache_dir() / "data", None)
 
 
 def load_dataset(data: str, data_dir=None, train: bool = True, image_size: int | None = None,
@@ -81,9 +88,9 @@ def load_dataset(data: str, data_dir=None, train: bool = True, image_size: int |
         raise bad_value("--image-size", image_size, "a number of pixels from 1 to 1024")
     key = data.lower()
     if key == "mnist":
-        result = _load_torchvision("MNIST", resolve_data_dir(data_dir), train)
+        result = _load_torchvision("MNIST", data_dir, train)
     elif key == "cifar10":
-        result = _load_torchvision("CIFAR10", resolve_data_dir(data_dir), train)
+        result = _load_torchvision("CIFAR10", data_dir, train)
     elif key == "mnist-sample":
         result = load_mnist_sample(train)
     elif Path(data).expanduser().is_dir():
@@ -117,33 +124,98 @@ def peek_geometry(data: str, image_size: int | None = None) -> Geometry:
     return geometry
 
 
-def _download_or_fail(cls, root: Path, train: bool):
+MNIST_LAYOUT = f"the four MNIST files ({', '.join(MNIST_FILES)}; uncompressed), directly in it or under MNIST/raw/"
+CIFAR_LAYOUT = "cifar-10-batches-py/ (data_batch_1 to data_batch_5, test_batch, batches.meta) or cifar-10-python.tar.gz"
+
+
+def mnist_folder(root: Path) -> Path | None:
+    """The folder holding the four MNIST files: root/MNIST/raw (torchvision's layout) or root itself."""
+    return next((d for d in (root / "MNIST" / "raw", root) if all((d / f).is_file() for f in MNIST_FILES)), None)
+
+
+def _load_torchvision(kind: str, data_dir, train: bool) -> ImageData:
+    root, origin = data_root(data_dir)
+    if origin and not root.is_dir():  # never created: a mistyped folder must not become an empty data set
+        layout = MNIST_LAYOUT if kind == "MNIST" else CIFAR_LAYOUT
+        raise UsageError(f"{origin}: {root} does not exist; expected a folder holding {layout}")
+    if kind == "MNIST":
+        images, labels = _read_mnist(root, origin, train)
+        classes = _mnist_classes()
+    else:
+        if root.name == "cifar-10-batches-py" and (root / "test_batch").is_file():
+            root = root.parent  # the batches folder itself was given
+        ds = _torchvision_dataset("CIFAR10", root, origin, train)
+        images = torch.from_numpy(np.ascontiguousarray(ds.data.transpose(0, 3, 1, 2)))
+        labels, classes = torch.as_tensor(ds.targets, dtype=torch.long), ds.classes
+    geometry = Geometry(*images.shape[1:], num_classes=len(classes))
+    return ImageData(kind.lower(), images, labels, geometry, [str(c) for c in classes])
+
+
+def _mnist_classes() -> list[str]:
+    import torchvision.datasets as tvd
+
+    return list(tvd.MNIST.classes)
+
+
+def _read_mnist(root: Path, origin: str | None, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """MNIST's images (N×1×28×28 uint8) and labels from whichever layout holds them, downloading when none does."""
+    from torchvision.datasets.mnist import read_image_file, read_label_file
+
+    folder = mnist_folder(root)
+    if folder is None:
+        _torchvision_dataset("MNIST", root, origin, train)  # downloads into root/MNIST/raw, or explains why not
+        folder = root / "MNIST" / "raw"
+    prefix = "train" if train else "t10k"
+    paths = folder / f"{prefix}-images-idx3-ubyte", folder / f"{prefix}-labels-idx1-ubyte"
     try:
-        return cls(root=str(root), train=train, download=True)
-    except Exception as exc:  # offline or a mirror error: the user needs the folder and the files, not a traceback
-        expected = ", ".join(MNIST_FILES) if cls.__name__ == "MNIST" else "cifar-10-batches-py/{data_batch_1..5,test_batch}"
-        raise GentoolError(
-            f"--data-dir: {cls.__name__} not found in {root} (expected {expected}) and the download failed "
-            f"({type(exc).__name__}); pass --data-dir or set {DATA_ENV} to a folder holding it"
-        ) from None
+        images, labels = read_image_file(str(paths[0])), read_label_file(str(paths[1]))
+    except (OSError, RuntimeError, TypeError, ValueError, IndexError) as exc:
+        raise GentoolError(f"--data: {folder} holds MNIST files that cannot be read ({exc})") from None
+    if images.shape[1:] != (28, 28) or len(images) != len(labels):
+        raise GentoolError(f"--data: {paths[0]} holds {tuple(images.shape)} images and {paths[1]} {len(labels)} "
+                           f"labels; expected N×28×28 images and N labels")
+    return images.unsqueeze(1).contiguous(), labels.long()
 
 
-def _load_torchvision(kind: str, root: Path, train: bool) -> ImageData:
+def _torchvision_dataset(kind: str, root: Path, origin: str | None, train: bool):
+    """torchvision's reader for a data set, downloading it into `root` when missing. A failed download is one line
+    naming the folders searched, the layout expected and the download's real error; folders made for it go again."""
     import torchvision.datasets as tvd
 
     cls = getattr(tvd, kind)
+    target = root / kind / "raw"
+    made = [d for d in (target, *target.parents) if not d.exists()]  # deepest first
     try:
-        ds = cls(root=str(root), train=train, download=False)
-    except RuntimeError:
-        ds = _download_or_fail(cls, root, train)
+        with contextlib.redirect_stdout(sys.stderr):  # torchvision prints its downloads; stdout is for results
+            return cls(root=str(root), train=train, download=True)
+    except Exception as exc:  # offline or a mirror error: the user needs the folder and the files, not a traceback
+        for d in made:
+            with contextlib.suppress(OSError):
+                d.rmdir()
+        raise GentoolError(_not_found(kind, root, origin, _one_line(exc))) from None
+
+
+def _not_found(kind: str, root: Path, origin: str | None, cause: str) -> str:
     if kind == "MNIST":
-        images = ds.data.unsqueeze(1).contiguous()
-        labels = ds.targets.long()
+        searched = f"searched {root / 'MNIST' / 'raw'} and {root} for {', '.join(MNIST_FILES)}"
+        gz = sorted(p.name for d in (root, root / "MNIST" / "raw") if d.is_dir() for p in d.glob("*-ubyte.gz"))
+        if gz:
+            searched += f"; found {', '.join(gz)}: gunzip them"
     else:
-        images = torch.from_numpy(np.ascontiguousarray(ds.data.transpose(0, 3, 1, 2)))
-        labels = torch.as_tensor(ds.targets, dtype=torch.long)
-    geometry = Geometry(*images.shape[1:], num_classes=len(ds.classes))
-    return ImageData(kind.lower(), images, labels, geometry, [str(c) for c in ds.classes])
+        searched = f"searched {root} for {CIFAR_LAYOUT}"
+    where = str(root) if origin else f"the default data folder {root}"
+    hint = f"; pass --data-dir DIR or set {DATA_ENV} to a folder holding it" if origin is None else ""
+    return f"{origin or '--data-dir'}: {kind} not found in {where} ({searched}); downloading it failed: {cause}{hint}"
+
+
+def _one_line(exc: BaseException) -> str:
+    """An exception's message on one line. torchvision's "Error downloading F:\nTried URL, got:\nERROR\n..." keeps
+    its first line and each distinct error."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    if not lines:
+        return type(exc).__name__
+    errors = list(dict.fromkeys(line for line in lines[1:] if not line.startswith("Tried ")))
+    return f"{lines[0].rstrip(':')}: {'; '.join(errors)}" if errors else lines[0]
 
 
 def load_mnist_sample(train: bool = True) -> ImageData:

@@ -1,12 +1,13 @@
-"""Training progress: a rich bar on a terminal, one plain line per epoch in batch logs, or nothing (--quiet)."""
+"""Training progress: a rich bar on a terminal, plain lines in batch logs (one every --log-every seconds within an
+epoch and one at each epoch's end, each with an ETA for the whole run), or nothing (--quiet)."""
 
 from __future__ import annotations
 
 import sys
 import time
 
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+LOG_EVERY = 30.0  # seconds between progress lines within an epoch in a batch log
+BOOKKEEPING = {"epoch", "step", "seconds", "images_per_second"}
 
 
 def format_metrics(metrics: dict, keys=None) -> str:
@@ -15,85 +16,143 @@ def format_metrics(metrics: dict, keys=None) -> str:
     return " ".join(f"{k}={metrics[k]:.4g}" for k in keys if isinstance(metrics.get(k), (int, float)))
 
 
-class Reporter:
-    """Silent reporter; the base of the others."""
+def format_duration(seconds: float | None) -> str:
+    """'1:02:03', or '3d 01:02:03' beyond a day; '?' while unknown."""
+    if seconds is None:
+        return "?"
+    seconds = int(round(seconds))
+    days, rest = divmod(seconds, 86400)
+    clock = f"{rest // 60 % 60:02d}:{rest % 60:02d}"
+    return f"{days}d {rest // 3600:02d}:{clock}" if days else f"{rest // 3600}:{clock}"
 
-    def start(self, total_epochs: int, first_epoch: int) -> None: ...
-    def epoch_start(self, epoch: int, steps: int) -> None: ...
+
+class Reporter:
+    """Silent reporter; the base of the others. It keeps the count of steps done and left in the run, for the
+    ETA of the whole run."""
+
+    clock = staticmethod(time.monotonic)
+    total = epoch = steps = done = done_here = 0  # epochs in the run; the epoch, its steps, those done; steps here
+    t0 = 0.0
+
+    def start(self, total_epochs: int, first_epoch: int) -> None:
+        self.total, self.t0, self.done_here = total_epochs, self.clock(), 0
+
+    def epoch_start(self, epoch: int, steps: int) -> None:
+        self.epoch, self.steps, self.done = epoch, steps, 0
+
     def step(self, done: int, running, images_per_second: float) -> None:
         """After each step; `running()` returns the running means (it synchronises with the device, so call it
         only when they are shown)."""
+        self.done = done
+        self.done_here += 1
+
     def epoch_end(self, record: dict) -> None: ...
     def message(self, text: str) -> None: ...
     def close(self) -> None: ...
 
+    def run_eta(self) -> float | None:
+        """Seconds left in the run at this process's pace so far (epoch-end work included), None before a step."""
+        if not self.done_here:
+            return None
+        left = (self.steps - self.done) + self.steps * (self.total - self.epoch)
+        return left * (self.clock() - self.t0) / self.done_here
+
 
 class PlainReporter(Reporter):
-    """One line per epoch on stderr: what a batch log wants."""
+    """Lines on stderr, what a batch log wants: one every `every` seconds within an epoch (step of the epoch's
+    steps, img/s, running means, the run's ETA) and one at each epoch's end."""
 
-    def __init__(self, stream=None):
+    def __init__(self, stream=None, every: float = LOG_EVERY):
         self.stream = stream or sys.stderr
-        self.total = 0
+        self.every = every
+        self.last = self.clock()  # when the last line was printed
 
-    def start(self, total_epochs, first_epoch):
-        self.total = total_epochs
+    def step(self, done, running, images_per_second):
+        super().step(done, running, images_per_second)
+        now = self.clock()
+        if self.every and now - self.last >= self.every and done < self.steps:
+            self.last = now
+            self._print(f"epoch {self.epoch}/{self.total} step {done}/{self.steps} {images_per_second:.0f} img/s "
+                        f"{format_metrics(running())} | run eta {format_duration(self.run_eta())}")
 
     def epoch_end(self, record):
-        skip = {"epoch", "step", "seconds", "images_per_second"}
-        rest = format_metrics({k: v for k, v in record.items() if k not in skip})
-        print(f"epoch {record['epoch']}/{self.total} step {record['step']} {record['seconds']:.1f}s "
-              f"{record['images_per_second']:.0f} img/s {rest}", file=self.stream, flush=True)
+        self.last = self.clock()
+        rest = format_metrics({k: v for k, v in record.items() if k not in BOOKKEEPING})
+        self._print(f"epoch {record['epoch']}/{self.total} step {record['step']} {record['seconds']:.1f}s "
+                    f"{record['images_per_second']:.0f} img/s {rest} | run eta {format_duration(self._left())}")
+
+    def _left(self) -> float | None:
+        return 0.0 if self.epoch >= self.total else self.run_eta()
 
     def message(self, text):
-        print(text, file=self.stream, flush=True)
+        self._print(text)
+
+    def _print(self, line: str) -> None:
+        print(line, file=self.stream, flush=True)
 
 
 class RichReporter(PlainReporter):
-    """A rich progress bar per epoch (step, losses, img/s, ETA), and the epoch line kept above it."""
+    """A rich progress bar per epoch and the epoch line kept above it. The bar keeps, at 80 columns, the epoch,
+    the step count, the epoch's time left and the run's; img/s and the running means take the room left over."""
 
-    def __init__(self, console: Console | None = None):
-        super().__init__()
+    def __init__(self, console=None):
+        from rich.console import Console
+        from rich.progress import BarColumn, Progress, TextColumn
+        from rich.table import Column
+
+        super().__init__(every=0)
         self.console = console or Console(stderr=True)
         self.progress = Progress(
-            TextColumn("[bold]epoch {task.fields[epoch]}/{task.fields[total_epochs]}"), BarColumn(), MofNCompleteColumn(),
-            TextColumn("{task.fields[metrics]}"), TextColumn("{task.fields[ips]:.0f} img/s"), TimeRemainingColumn(),
-            console=self.console, transient=True,
+            TextColumn("[bold]epoch {task.fields[epoch]}/{task.fields[total_epochs]}"),
+            BarColumn(bar_width=12),
+            TextColumn("{task.completed}/{task.total}"),
+            TextColumn("{task.fields[eta]}"),
+            TextColumn("{task.fields[rest]}", table_column=Column(no_wrap=True, overflow="ellipsis", ratio=1)),
+            console=self.console, transient=True, expand=True,
         )
         self.task = None
-        self._last = 0.0
+        self._drawn = 0.0
 
     def start(self, total_epochs, first_epoch):
-        self.total = total_epochs
+        super().start(total_epochs, first_epoch)
         self.progress.start()
 
     def epoch_start(self, epoch, steps):
+        super().epoch_start(epoch, steps)
         if self.task is not None:
             self.progress.remove_task(self.task)
-        self.task = self.progress.add_task("train", total=steps, epoch=epoch, total_epochs=self.total,
-                                           metrics="", ips=0.0)
+        self.task = self.progress.add_task("train", total=steps, epoch=epoch, total_epochs=self.total, eta="", rest="")
 
     def step(self, done, running, images_per_second):
-        now = time.monotonic()
-        if now - self._last < 0.2 and done < self.progress.tasks[-1].total:
+        Reporter.step(self, done, running, images_per_second)
+        now = self.clock()
+        if now - self._drawn < 0.2 and done < self.steps:
             return
-        self._last = now
-        self.progress.update(self.task, completed=done, metrics=format_metrics(running()), ips=images_per_second)
+        self._drawn = now
+        task = self.progress.tasks[-1]
+        eta = f"eta {format_duration(task.time_remaining)} run {format_duration(self.run_eta())}"
+        self.progress.update(self.task, completed=done, eta=eta,
+                             rest=f"{images_per_second:.0f} img/s {format_metrics(running())}")
 
     def epoch_end(self, record):
-        skip = {"epoch", "step", "seconds", "images_per_second"}
-        rest = format_metrics({k: v for k, v in record.items() if k not in skip})
+        rest = format_metrics({k: v for k, v in record.items() if k not in BOOKKEEPING})
         self.progress.console.print(f"epoch {record['epoch']}/{self.total} {record['seconds']:.1f}s "
-                                    f"{record['images_per_second']:.0f} img/s {rest}")
+                                    f"{record['images_per_second']:.0f} img/s {rest} | run eta "
+                                    f"{format_duration(self._left())}", highlight=False, soft_wrap=True)
 
     def message(self, text):
-        self.progress.console.print(text)
+        self.progress.console.print(text, highlight=False, soft_wrap=True)
 
     def close(self):
         self.progress.stop()
 
 
-def make_reporter(quiet: bool) -> Reporter:
-    """Quiet, rich (stderr is a terminal) or plain lines (batch logs)."""
+def make_reporter(quiet: bool, log_every: float = LOG_EVERY) -> Reporter:
+    """Quiet, rich (stderr is a terminal) or plain lines (batch logs) every `log_every` seconds."""
     if quiet:
         return Reporter()
-    return RichReporter() if sys.stderr.isatty() else PlainReporter()
+    if log_every is None or not log_every >= 0 or log_every == float("inf"):
+        from gentool.errors import bad_value
+
+        raise bad_value("--log-every", log_every, "a number of seconds ≥ 0 (0: a line at each epoch's end only)")
+    return RichReporter() if sys.stderr.isatty() else PlainReporter(every=log_every)

@@ -2,15 +2,19 @@
 
 Entry points are loaded lazily (the first time a name is not found among the built-ins, or when all models are
 listed) and only once. A plugin that fails to import is reported with a warning naming its distribution; it never
-takes the tool down.
+takes the tool down. `describe_models` lists every model without importing any (models import torch): it reads
+the `@register_model("name")` classes and their docstrings from the modules' source text.
 """
 
 from __future__ import annotations
 
+import ast
 import importlib
+import importlib.util
 import warnings
 from dataclasses import dataclass
 from importlib.metadata import entry_points
+from pathlib import Path
 
 from gentool.errors import UsageError
 
@@ -104,3 +108,59 @@ def list_models() -> list[ModelEntry]:
     _load_builtins()
     _load_plugins()
     return [_registry[k] for k in sorted(_registry)]
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What `gentool models` shows of a model: its name, where it comes from and the first line of its docstring."""
+
+    name: str
+    source: str
+    description: str
+
+
+def describe_models(load: bool = False) -> list[ModelInfo]:
+    """Every model, built-ins and plugins, sorted by name, read from source without importing it; `load` imports
+    them instead (a plugin that fails to import then warns, as when it is used)."""
+    if load:
+        return [ModelInfo(e.name, e.source, e.description) for e in list_models()]
+    found: dict[str, ModelInfo] = {}
+    for module in BUILTIN_MODULES:
+        found.update(_declared(module, "built-in"))
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        dist = ep.dist.name if ep.dist is not None else ep.value.split(":")[0]
+        module, _, attr = ep.value.partition(":")
+        try:
+            declared = _declared(module.strip(), dist, attr.strip() or None, ep.name.lower())
+        except (ImportError, OSError, SyntaxError, ValueError) as exc:
+            warnings.warn(f"gentool: plugin {dist!r} (entry point {ep.name!r}) cannot be read: {exc}")
+            continue
+        if not declared:  # registered in a way only running it shows: name it, described by its package
+            summary = (ep.dist.metadata.get("Summary") or "") if ep.dist is not None else ""
+            declared = {ep.name.lower(): ModelInfo(ep.name.lower(), dist, summary)}
+        for name, info in declared.items():
+            found.setdefault(name, info)  # as register_model does: the first provider of a name keeps it
+    return [found[k] for k in sorted(found)]
+
+
+def _declared(module: str, source: str, class_name: str | None = None, ep_name: str | None = None) -> dict:
+    """The models a module's source declares: classes decorated with @register_model("name"), and the class an
+    entry point names (module:Class) under the entry point's name."""
+    spec = importlib.util.find_spec(module)
+    if spec is None or not spec.origin or not spec.origin.endswith(".py"):
+        raise ImportError(f"no module named {module!r}")
+    tree = ast.parse(Path(spec.origin).read_text(encoding="utf-8"), filename=spec.origin)
+    found = {}
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.ClassDef):
+            continue
+        doc = (ast.get_docstring(node) or "").strip()
+        description = doc.splitlines()[0] if doc else ""
+        names = [d.args[0].value for d in node.decorator_list if isinstance(d, ast.Call) and d.args
+                 and getattr(d.func, "id", getattr(d.func, "attr", None)) == "register_model"
+                 and isinstance(d.args[0], ast.Constant) and isinstance(d.args[0].value, str)]
+        if class_name and node.name == class_name and ep_name:
+            names.append(ep_name)
+        for name in names:
+            found[name.lower()] = ModelInfo(name.lower(), source, description)
+    return found

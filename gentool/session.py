@@ -1,9 +1,9 @@
-"""A training run's state and how it starts: the options `gentool train` accepts, the session (model, optimizers,
-data, run directory, EMA, place among ranks), a fresh run or a resumed one, and when the loop stops."""
+"""A training run's state and how it starts: the session (model, optimizers, data, run directory, EMA, place among
+ranks), built for a new run or reopened from a checkpoint, and when the loop stops. Which of the two, and with what
+options, is decided first by `gentool.resume.plan`."""
 
 from __future__ import annotations
 
-import math
 import signal
 import time
 from contextlib import nullcontext
@@ -29,79 +29,14 @@ from gentool.distributed import (
     max_over_ranks,
     sync_state,
 )
-from gentool.ema import EMA, check_decay
+from gentool.ema import EMA
 from gentool.errors import UsageError, bad_value
 from gentool.fileio import atomic_write_json, read_json
 from gentool.guards import GuardState, StopSignals
 from gentool.models.base import GenerativeModel
 from gentool.registry import get_entry
-
-
-@dataclass
-class TrainOptions:
-    """Everything `gentool train` accepts; None means "the model's default"."""
-
-    model: str
-    data: str | None = None
-    data_dir: str | None = None
-    epochs: int = 10
-    batch_size: int | None = None
-    lr: float | None = None
-    latent_dim: int | None = None
-    width: float | None = None
-    params: dict = field(default_factory=dict)
-    limit: int | None = None
-    image_size: int | None = None
-    seed: int = 0
-    device: str = "auto"
-    out: str | None = None
-    checkpoint_every: int = 10
-    sample_every: int = 1
-    resume: str | None = None
-    overwrite: bool = False
-    skip_nonfinite: bool = False
-    eval_every: int = 0
-    eval_n: int = 2000
-    stop_on_divergence: bool = False
-    ema: float | None = None
-    max_minutes: float | None = None
-    precision: str = "fp32"
-    channels_last: bool | None = None  # None: on for convolutional networks
-    compile: bool = False
-    threads: int | None = None
-
-    def validate(self) -> None:
-        """Reject option values before any work starts."""
-        _positive("--epochs", self.epochs)
-        for name, value in (("--limit", self.limit), ("--image-size", self.image_size)):
-            if value is not None:
-                _positive(name, value)
-        for name, value in (("--checkpoint-every", self.checkpoint_every), ("--sample-every", self.sample_every)):
-            if not isinstance(value, int) or not 0 <= value <= MAX_COUNT:
-                raise bad_value(name, value, "an integer ≥ 0 (0 turns it off)")
-        if not self.resume and not self.data:
-            raise UsageError("--data: missing; expected mnist, cifar10, mnist-sample or a folder of images")
-        if self.resume and self.out:
-            raise UsageError("--out: not allowed with --resume (a resumed run stays in its own directory)")
-        if self.ema is not None:
-            check_decay(self.ema)
-        if self.threads is not None and not (isinstance(self.threads, int) and 1 <= self.threads <= 4096):
-            raise bad_value("--threads", self.threads, "a positive number of threads")
-        if self.max_minutes is not None and not (math.isfinite(self.max_minutes) and 0 < self.max_minutes <= 10**7):
-            raise bad_value("--max-minutes", self.max_minutes, "a positive number of minutes")
-        from gentool.metrics.watch import (
-            check_watch_options,  # the watch imports this module (TrainHook)
-        )
-
-        check_watch_options(self)
-
-
-MAX_COUNT = 10**9  # no epoch count, image count or pixel size is sensibly larger
-
-
-def _positive(name: str, value) -> None:
-    if not isinstance(value, int) or not 1 <= value <= MAX_COUNT:
-        raise bad_value(name, value, f"a positive integer up to {MAX_COUNT:,}")
+from gentool.resume import RUN_OPTIONS
+from gentool.train_options import TrainOptions
 
 
 @dataclass
@@ -148,8 +83,7 @@ class Session:
 
     def run_state(self) -> dict:
         o = self.opts
-        options = {"data": o.data, "limit": o.limit, "image_size": o.image_size, "seed": o.seed,
-                   "checkpoint_every": o.checkpoint_every, "sample_every": o.sample_every}
+        options = {name: getattr(o, name) for name in RUN_OPTIONS}  # what a resume takes from the run
         return {"epoch": self.epoch, "step": self.step, "seed": o.seed, "options": options,
                 "stopped": self.stop_reason, "batch": self.batch, "partial": self.partial}
 
@@ -172,7 +106,8 @@ def _load_data(opts: TrainOptions) -> ImageData:
 
 
 def new_session(opts: TrainOptions, device: torch.device, world: World = SINGLE) -> Session:
-    """Build data, model, optimizers and an empty run directory for a fresh run (rank 0 alone writes)."""
+    """Build data, model, optimizers and an empty run directory for a fresh run (rank 0 alone writes). A start
+    that fails before the run's files are written removes what it created: no dead-end run directory is left."""
     entry = get_entry(opts.model)
     data = _load_data(opts)
     overrides = {"lr": opts.lr, "batch_size": opts.batch_size, **opts.params}
@@ -182,17 +117,25 @@ def new_session(opts: TrainOptions, device: torch.device, world: World = SINGLE)
     prepare_model(model, opts, device)
     run_dir = Path(opts.out) if opts.out else rundir.default_run_dir(entry.name, data.name)
     run_dir = Path(broadcast_text(str(run_dir), world, device))  # default names hold a timestamp: take rank 0's
-    if world.main:
-        rundir.prepare_new(run_dir, opts.overwrite)
-        rundir.check_writable(run_dir, 4 * checkpoint_size_hint(model))
     sync_state(model, world)
-    session = Session(opts, model, model.build_optimizers(), data, run_dir, entry.source, world=world)
-    session.ema = EMA(model, opts.ema) if opts.ema else None
-    if world.main:
-        config_json = {"gentool_version": gentool.__version__, "model": entry.name, "model_source": entry.source,
-                       "config": config.to_dict(), "options": asdict(opts), "data": session.data_meta()}
-        atomic_write_json(run_dir / rundir.CONFIG, config_json)
-        write_metrics(session)
+    # Optimizers before the run directory: building them imports much of torch (seconds) the first time, and a
+    # Ctrl-C during an import leaves at once (gentool.cli.on_sigint), before any clean-up could run.
+    optimizers = model.build_optimizers()
+    created = rundir.prepare_new(run_dir, opts.overwrite) if world.main else False
+    try:
+        if world.main:
+            rundir.check_writable(run_dir, 4 * checkpoint_size_hint(model))
+        session = Session(opts, model, optimizers, data, run_dir, entry.source, world=world)
+        session.ema = EMA(model, opts.ema) if opts.ema else None
+        if world.main:
+            config_json = {"gentool_version": gentool.__version__, "model": entry.name, "model_source": entry.source,
+                           "config": config.to_dict(), "options": asdict(opts), "data": session.data_meta()}
+            atomic_write_json(run_dir / rundir.CONFIG, config_json)
+            write_metrics(session)
+    except BaseException:
+        if world.main:
+            rundir.discard_unstarted(run_dir, created)
+        raise
     _seed_rank(opts.seed, world, 0)
     return session
 
@@ -204,19 +147,13 @@ def _seed_rank(seed: int, world: World, step: int) -> None:
 
 
 def resume_session(opts: TrainOptions, device: torch.device, world: World = SINGLE) -> Session:
-    """Reopen a run from RUN_DIR/last.safetensors (or a given checkpoint): weights, optimizers, RNG, counters."""
-    path = Path(opts.resume)
-    ckpt_path = path / rundir.LAST if path.is_dir() else path
+    """Reopen a run from its checkpoint (opts.resume, chosen by `gentool.resume.plan`, which also filled in the
+    run's recorded options): weights, optimizers, RNG, counters."""
+    ckpt_path = Path(opts.resume)
     ckpt = load_checkpoint(ckpt_path, device, arg="--resume", weights="raw")
     prepare_model(ckpt.model, opts, device)
     if world.main:
         rundir.remove_stale_temporaries(ckpt_path.parent)
-    saved = ckpt.state.get("options", {})
-    if opts.data is not None and opts.data != saved.get("data"):
-        raise bad_value("--data", opts.data, f"the run's own data set {saved.get('data')!r} (or leave it out)")
-    for key in ("data", "limit", "image_size", "seed", "checkpoint_every", "sample_every"):
-        if key in saved:
-            setattr(opts, key, saved[key])
     data = _load_data(opts)
     if tuple(data.geometry.shape) != tuple(ckpt.data["geometry"][k] for k in ("channels", "height", "width")):
         raise UsageError(f"--resume: data geometry {data.geometry.shape} differs from the checkpoint's")

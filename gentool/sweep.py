@@ -30,11 +30,11 @@ from gentool.fileio import atomic_write_json, read_json
 from gentool.guards import Interrupted
 from gentool.progress import PlainReporter, Reporter
 from gentool.results import final_metrics, write_results
+from gentool.train_options import EVAL_N  # generated images evaluate scores per trial
 from gentool.train import TrainOptions, train
 
 MANIFEST, LOCK, TRIAL_LOCKS, EVAL_LOCK, LOGS = "sweep.json", ".sweep.lock", ".locks", ".eval.lock", "logs"
 FORMAT, FORMAT_VERSION = "gentool-sweep", 1
-EVAL_N = 2000  # generated images evaluate scores per trial
 POLL_SECONDS, STOP_GRACE_SECONDS = 0.5, 30
 DONE, FAILED, INTERRUPTED, RUNNING, PENDING = "done", "failed", "interrupted", "running", "pending"
 

@@ -30,6 +30,7 @@ from gentool.guards import (
 )
 from gentool.images import write_grid
 from gentool.progress import Reporter
+from gentool.resume import plan, resume_command
 from gentool.session import (
     HOOK_STOP,
     SIGNALLED,
@@ -151,6 +152,12 @@ class TrainHook:
     def on_train_end(self, session: Session, reporter: Reporter) -> None: ...
 
 
+def check_watch_options(opts: TrainOptions) -> None:
+    from gentool.metrics.watch import check_watch_options as check  # the watch imports this module (TrainHook)
+
+    check(opts)
+
+
 def build_hooks(opts: TrainOptions) -> list[TrainHook]:
     """The hooks a run uses, in order."""
     from gentool.figures import FigureHook  # figures imports this module (TrainHook)
@@ -174,7 +181,9 @@ def train(opts: TrainOptions, reporter: Reporter | None = None) -> dict:
     """Train (or resume) a run to `opts.epochs` total epochs; returns the run summary printed by `--json`.
 
     SIGINT/SIGTERM end the run after the current step with last.safetensors saved (exit 130/143)."""
-    opts.validate()
+    start = plan(opts)
+    opts = start.opts
+    check_watch_options(opts)
     device = pick_device(opts.device)
     pick_precision(opts.precision, device)  # refuse an unsupported precision before any data is loaded
     world, device = join(device)
@@ -182,6 +191,8 @@ def train(opts: TrainOptions, reporter: Reporter | None = None) -> dict:
     threads = opts.threads or (max(1, default_threads() // world.local_size) if world.enabled else None)
     if threads and device.type == "cpu":
         torch.set_num_threads(threads)
+    for note in start.notes:
+        reporter.message(note)
     try:
         return _train(opts, device, world, reporter)
     finally:
@@ -191,6 +202,9 @@ def train(opts: TrainOptions, reporter: Reporter | None = None) -> dict:
 def _train(opts: TrainOptions, device: torch.device, world: World, reporter: Reporter) -> dict:
     session = resume_session(opts, device, world) if opts.resume else new_session(opts, device, world)
     session.guard = GuardState(opts.skip_nonfinite, world)
+    verb = ("starting" if not opts.resume else f"resuming in epoch {session.epoch + 1} at step {session.step}"
+            if session.batch else f"resuming after epoch {session.epoch}, step {session.step}")
+    reporter.message(f"run directory: {session.run_dir} ({session.model.name}, {verb})")
     if session.epoch >= opts.epochs:
         reporter.message(f"nothing to do: {session.run_dir} already has {session.epoch} of {opts.epochs} epochs")
     reporter.start(opts.epochs, session.epoch + 1)
@@ -208,8 +222,8 @@ def _train(opts: TrainOptions, device: torch.device, world: World, reporter: Rep
             session.save(session.run_dir / rundir.LAST)
             write_metrics(session)
         barrier(world)  # torchrun ends every rank once one exits: let rank 0 finish writing first
-        exc.args = (f"{exc}; saved {session.run_dir / rundir.LAST}. Resume with: gentool train --resume "
-                    f"{session.run_dir} --epochs {opts.epochs}",)
+        exc.args = (f"{exc}; saved {session.run_dir / rundir.LAST}. Resume with: "
+                    f"{resume_command(session.run_dir, opts.epochs)}",)
         raise
     finally:
         reporter.close()
@@ -218,8 +232,8 @@ def _train(opts: TrainOptions, device: torch.device, world: World, reporter: Rep
 
 def _stop_for_time(session: Session, hooks: list[TrainHook], reporter: Reporter, where: str) -> None:
     """End a run whose --max-minutes ran out mid-epoch: save the resumable state and finish like a normal run."""
-    session.stop_reason = (f"time budget of {session.opts.max_minutes:g} min used up {where}; resume with: gentool "
-                           f"train --resume {session.run_dir} --epochs {session.opts.epochs}")
+    session.stop_reason = (f"time budget of {session.opts.max_minutes:g} min used up {where}; resume with: "
+                           f"{resume_command(session.run_dir, session.opts.epochs)}")
     if session.world.main:
         session.save(session.run_dir / rundir.LAST)
         write_metrics(session)
@@ -244,7 +258,7 @@ def _loop(session: Session, hooks: list[TrainHook], reporter: Reporter) -> None:
         stop = stop_code(session, time_up=epoch < opts.epochs, hook_stop=session.stop_reason is not None)
         if stop == TIME_UP:
             session.stop_reason = (f"time budget of {opts.max_minutes:g} min used up after epoch {epoch}; resume "
-                                   f"with: gentool train --resume {session.run_dir} --epochs {opts.epochs}")
+                                   f"with: {resume_command(session.run_dir, opts.epochs)}")
         elif stop == HOOK_STOP:
             session.stop_reason = session.stop_reason or "stopped by rank 0's checks (see its output)"
         elif stop == SIGNALLED:

@@ -1,5 +1,7 @@
 """Data loading through torchvision's readers and image folders."""
 
+import shutil
+
 import pytest
 import torch
 
@@ -16,11 +18,47 @@ def test_mnist_idx_files_load_as_one_uint8_tensor(mnist_root):
     assert len(load_dataset("mnist", mnist_root, train=False)) == 64
 
 
-def test_missing_data_names_the_folder_and_files(tmp_path):
+def test_a_data_dir_that_does_not_exist_is_refused_and_never_created(tmp_path):
+    for kind in ("mnist", "cifar10"):
+        with pytest.raises(UsageError) as err:
+            load_dataset(kind, tmp_path / "nowhere")
+        message = str(err.value)
+        assert message.startswith("--data-dir: ") and "nowhere does not exist" in message and "\n" not in message
+        assert not (tmp_path / "nowhere").exists()
+
+
+def test_mnist_files_flat_in_the_data_dir(tmp_path, mnist_root):
+    flat = tmp_path / "flat"
+    shutil.copytree(mnist_root / "MNIST" / "raw", flat)
+    data = load_dataset("mnist", flat, train=False)
+    assert len(data) == 64 and torch.equal(data.images, load_dataset("mnist", mnist_root, train=False).images)
+
+
+@pytest.fixture()
+def offline(monkeypatch):
+    """Downloads go to a local port nothing listens on: the real download code fails the way it does offline."""
+    import torchvision.datasets as tvd
+
+    monkeypatch.setattr(tvd.MNIST, "mirrors", ["http://127.0.0.1:9/mnist/"])
+    monkeypatch.setattr(tvd.CIFAR10, "url", "http://127.0.0.1:9/cifar-10-python.tar.gz")
+
+
+def test_a_failed_download_names_the_folders_the_files_and_the_cause(tmp_path, offline, monkeypatch):
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    (data_dir / "train-images-idx3-ubyte.gz").write_bytes(b"")
     with pytest.raises(GentoolError) as err:
-        load_dataset("mnist", tmp_path / "nowhere")
+        load_dataset("mnist", data_dir)
     message = str(err.value)
-    assert "nowhere" in message and "train-images-idx3-ubyte" in message and "\n" not in message
+    assert message.startswith(f"--data-dir: MNIST not found in {data_dir} (searched {data_dir}/MNIST/raw and "
+                              f"{data_dir} for train-images-idx3-ubyte, ")
+    assert "found train-images-idx3-ubyte.gz: gunzip them" in message and "refused" in message.lower()
+    assert "pass --data-dir" not in message and "\n" not in message
+    assert sorted(p.name for p in data_dir.iterdir()) == ["train-images-idx3-ubyte.gz"]  # nothing left behind
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.delenv("GENTOOL_DATA", raising=False)
+    with pytest.raises(GentoolError, match=r"in the default data folder .*pass --data-dir DIR or set GENTOOL_DATA"):
+        load_dataset("cifar10")
 
 
 def test_image_folder_labels_interleave_classes(cifar_folder):

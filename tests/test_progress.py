@@ -24,3 +24,48 @@ def test_rich_reporter_reads_running_means_lazily():
     reporter.close()
     assert 1 <= len(calls) < 100  # throttled: drawn at the first and the last step, not at every one
     assert "epoch 1/2" in console.file.getvalue() and "loss=1.5" in console.file.getvalue()
+
+
+def test_bar_keeps_step_count_and_etas_at_80_columns():
+    console = Console(file=StringIO(), force_terminal=True, width=80)
+    reporter = RichReporter(console)
+    reporter.start(total_epochs=400, first_epoch=3)
+    reporter.epoch_start(3, steps=938)
+    means = {"critic_loss": -0.01234, "emd": 0.01234, "g_loss": 0.004567}
+    for done in range(1, 501):
+        reporter._drawn = float("-inf")  # draw every step (the bar is redrawn at most 5 times a second)
+        reporter.step(done, lambda: means, 95.0)
+    table = reporter.progress.make_tasks_table(reporter.progress.tasks)
+    reporter.close()
+    plain = Console(file=StringIO(), width=80, color_system=None)
+    plain.print(table)
+    line = plain.file.getvalue().rstrip("\n")
+    assert len(line) <= 80 and "\n" not in line
+    assert "epoch 3/400" in line and "500/938" in line and "eta " in line and " run " in line
+
+
+class FakeClock:
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self):
+        return self.now
+
+
+def test_plain_lines_at_a_steady_interval_with_the_run_eta(monkeypatch):
+    from gentool.progress import PlainReporter
+
+    clock = FakeClock()
+    monkeypatch.setattr(PlainReporter, "clock", staticmethod(clock))
+    stream = StringIO()
+    reporter = PlainReporter(stream, every=30)
+    reporter.start(total_epochs=2, first_epoch=1)
+    reporter.epoch_start(1, steps=100)
+    for done in range(1, 101):  # one step a second: lines at 30, 60 and 90 s, then the epoch's line
+        clock.now += 1.0
+        reporter.step(done, lambda: {"loss": 2.0}, 64.0)
+    reporter.epoch_end({"epoch": 1, "step": 100, "seconds": 100.0, "images_per_second": 64.0, "loss": 2.0})
+    lines = stream.getvalue().splitlines()
+    assert [l.split(" img/s")[0] for l in lines[:3]] == [f"epoch 1/2 step {k}/100 64" for k in (30, 60, 90)]
+    assert lines[0].endswith("loss=2 | run eta 0:02:50")  # 170 steps left at a step a second
+    assert lines[3].startswith("epoch 1/2 step 100 100.0s") and lines[3].endswith("run eta 0:01:40")

@@ -77,3 +77,22 @@ def test_installed_plugin_is_discovered_and_trains(plugin_site, tmp_path, mnist_
     assert json.loads(trained.stdout)["model"] == "lsgan"
     sampled = run_gentool(["sample", "run/last.safetensors", "--grid", "2x2", "--out", "g.png"], plugin_site, tmp_path)
     assert sampled.returncode == 0 and (tmp_path / "g.png").exists()
+
+
+def test_models_are_described_from_source_as_loading_them_would():
+    """`gentool models` reads names and docstrings without importing (no torch); the same as importing them."""
+    described = {(m.name, m.source, m.description) for m in registry.describe_models()}
+    loaded = {(m.name, m.source, m.description) for m in registry.describe_models(load=True)}
+    assert described == loaded and {"vae", "gan", "wgan"} <= {name for name, _, _ in described}
+
+
+def test_a_broken_plugin_warns_in_the_listing(monkeypatch, tmp_path):
+    (tmp_path / "gentool_broken_syntax.py").write_text("class Broken(:\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    eps = [EntryPoint(name="missing", value="gentool_no_such_module_xyz", group=registry.ENTRY_POINT_GROUP),
+           EntryPoint(name="syntax", value="gentool_broken_syntax", group=registry.ENTRY_POINT_GROUP)]
+    monkeypatch.setattr(registry, "entry_points", lambda group: eps)
+    with pytest.warns(UserWarning) as caught:
+        names = [m.name for m in registry.describe_models()]
+    assert "vae" in names and "missing" not in names and "syntax" not in names
+    assert [str(w.message).split("'")[1] for w in caught] == ["gentool_no_such_module_xyz", "gentool_broken_syntax"]

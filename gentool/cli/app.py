@@ -1,23 +1,75 @@
-"""The `gentool` Typer app and its entry point."""
+"""The `gentool` Typer app and its entry point. Importing this module (and every command module) loads no torch,
+scipy or heavy gentool module: `gentool --help` and `gentool CMD --help` stay fast."""
 
 from __future__ import annotations
 
+import os
+import re
+import signal
 import sys
 import warnings
 from typing import Annotated
 
 import typer
+from typer.core import TyperCommand
 
 from gentool import __version__
-from gentool.cli import evaluate_cmd, models_cmd, report_cmd, sample_cmd, summary_cmd, sweep_cmd, train_cmd
+from gentool.cli import (_leave, evaluate_cmd, models_cmd, on_sigint, report_cmd, sample_cmd, summary_cmd, sweep_cmd,
+                         train_cmd)
 from gentool.cli.options import err_console
+
+DESCRIPTION = """Train image generative models (VAE, GAN, WGAN, their variants and plugins) on MNIST, CIFAR-10 or a
+folder of images, then draw, score and compare what they learned. `gentool train` trains a model or continues a
+run; `sample` draws images from a checkpoint; `evaluate` scores images against real data (FID, KID, modes...);
+`sweep` trains a grid of runs; `summary` shows a model's networks or compares runs; `report` writes one HTML page
+of a run, a sweep or a folder of runs; `models` lists the models."""
+
+
+class Command(TyperCommand):
+    """Click's plain help with types as words: an option's value is named by its metavar or its type in capitals
+    (INTEGER, NUMBER, TEXT; Typer writes `<int>`), and an argument by its name in capitals alone."""
+
+    WORDS = {"int": "INTEGER", "float": "NUMBER", "str": "TEXT", "list[str]": "TEXT", "bool": ""}
+
+    def format_options(self, ctx, formatter) -> None:
+        args, opts = [], []
+        for param in self.get_params(ctx):
+            record = param.get_help_record(ctx)
+            if record is None:
+                continue
+            if param.param_type_name == "argument":
+                args.append((self._argument_name(param), record[1]))
+            else:
+                opts.append((re.sub(r" <([^>]+)>", self._word, record[0]), record[1]))
+        for title, rows in (("Arguments", args), ("Options", opts)):
+            if rows:
+                with formatter.section(title):
+                    formatter.write_dl(rows)
+
+    def collect_usage_pieces(self, ctx) -> list[str]:
+        pieces = [self.options_metavar] if self.options_metavar else []
+        for param in self.get_params(ctx):
+            if param.param_type_name == "argument":
+                name = self._argument_name(param)
+                pieces.append(name if param.required else f"[{name}]")
+        return pieces
+
+    @staticmethod
+    def _argument_name(param) -> str:
+        return (param.metavar or param.name).upper()
+
+    def _word(self, match: re.Match) -> str:
+        word = self.WORDS.get(match.group(1), match.group(1).upper())
+        return f" {word}" if word else ""
+
 
 app = typer.Typer(
     name="gentool",
-    help="Train, sample and summarize image generative models (VAE, GAN, WGAN and plugins) on MNIST and CIFAR10.",
+    help=DESCRIPTION,
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # click's plain help: reads well at 80 columns, on a terminal or not
 )
 
 
@@ -27,18 +79,22 @@ def _version(value: bool) -> None:
         raise typer.Exit()
 
 
-@app.callback()
+@app.callback(help=DESCRIPTION)
 def root(version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")] = False):
-    """Train, sample and summarize image generative models (VAE, GAN, WGAN and plugins) on MNIST and CIFAR10."""
+    pass
 
 
-app.command("train")(train_cmd.train)
-app.command("sample")(sample_cmd.sample)
-app.command("summary")(summary_cmd.summary)
-app.command("models")(models_cmd.models)
-app.command("evaluate")(evaluate_cmd.evaluate)
-app.command("sweep")(sweep_cmd.sweep)
-app.command("report")(report_cmd.report)
+COMMANDS = {  # name: (function, the line `gentool --help` shows)
+    "train": (train_cmd.train, "Train a model on a data set, or continue a run (--resume)."),
+    "sample": (sample_cmd.sample, "Draw images from a checkpoint: a grid, an .npz, PNGs or a latent walk."),
+    "evaluate": (evaluate_cmd.evaluate, "Score images (a checkpoint's, an .npz, PNGs) against real data."),
+    "sweep": (sweep_cmd.sweep, "Train a grid of runs (latent sizes, widths, settings) and compare them."),
+    "summary": (summary_cmd.summary, "Show a model's networks, or compare the runs in a folder."),
+    "models": (models_cmd.models, "List the models (built-ins and plugins) and what each is."),
+    "report": (report_cmd.report, "Write one HTML page showing a run, a sweep or a folder of runs."),
+}
+for _name, (_command, _short) in COMMANDS.items():
+    app.command(_name, cls=Command, short_help=_short)(_command)
 
 
 def _click_class(name: str) -> type:
@@ -76,20 +132,33 @@ def _show_warning(message, category, filename, lineno, file=None, line=None):
 
 
 def main() -> None:
-    """Console-script entry point: usage errors become one line and exit code 2, Ctrl-C exits 130."""
+    """Run the command line: usage errors become one line and exit code 2, Ctrl-C exits 130 without a traceback."""
     warnings.showwarning = _show_warning
+    try:
+        code = _run()
+    except KeyboardInterrupt:  # while an error was being reported
+        code = 130
+    except BrokenPipeError:  # the reader of stdout went away (`gentool --help | head`): nothing left to say
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # and no error at interpreter exit
+        code = 128 + signal.SIGPIPE
+    if signal.getsignal(signal.SIGINT) is on_sigint:  # the command is over: Ctrl-C during shutdown leaves quietly
+        signal.signal(signal.SIGINT, _leave)
+    sys.exit(code)
+
+
+def _run() -> int:
     try:
         code = app(standalone_mode=False)
     except ClickUsageError as exc:
         if type(exc).__name__ == "NoArgsIsHelpError":
             print(exc.ctx.get_help() if exc.ctx else exc.format_message())
-            sys.exit(0)
+            return 0
         err_console().print(f"[bold red]error:[/] {usage_message(exc, sys.argv[1:])}", highlight=False, soft_wrap=True)
-        sys.exit(2)
+        return 2
     except ClickException as exc:
         err_console().print(f"[bold red]error:[/] {exc.format_message()}", highlight=False, soft_wrap=True)
-        sys.exit(exc.exit_code)
+        return exc.exit_code
     except (typer.Abort, KeyboardInterrupt):
         err_console().print("[bold red]interrupted[/]")
-        sys.exit(130)
-    sys.exit(code if isinstance(code, int) else 0)
+        return 130
+    return code if isinstance(code, int) else 0

@@ -9,7 +9,6 @@ from rich.console import Console
 from rich.table import Table
 
 from gentool.cli import options as o
-from gentool.metrics.evaluate import EvalRequest, evaluate as run_evaluation
 from gentool.progress import make_reporter
 
 # key → (label, meaning); the table shows the keys present in the result, in this order.
@@ -77,6 +76,8 @@ def evaluate(
     precision: o.PrecisionOpt = "fp32",
 ):
     """Score generated images against real data with a reference classifier gentool trains (once) per data set."""
+    from gentool.metrics.evaluate import EvalRequest, evaluate as run_evaluation
+
     req = EvalRequest(source, data, data_dir, n, metrics, split, seed, device, out, overwrite, weights, precision)
     result = run_evaluation(req, make_reporter(quiet=False))
     if json_out:

@@ -2,16 +2,24 @@
 
 from __future__ import annotations
 
-from rich.table import Table
+from typing import Annotated
+
+import typer
 
 from gentool.cli import options as o
-from gentool.registry import list_models
 
 
 @o.cli_errors
-def models(json_out: o.JsonOpt = False):
-    """List the registered models, where each comes from, and what it is."""
-    entries = list_models()
+def models(
+    check: Annotated[bool, typer.Option("--check", help="Also import every model, plugins included, to check that each loads (imports torch: slower).")] = False,
+    json_out: o.JsonOpt = False,
+):
+    """List the models (built-ins and installed plugins), where each comes from, and what it is."""
+    from rich.table import Table
+
+    from gentool.registry import describe_models
+
+    entries = describe_models(load=check)
     if json_out:
         o.print_json([{"name": e.name, "source": e.source, "description": e.description} for e in entries])
         return

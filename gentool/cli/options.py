@@ -2,56 +2,116 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+import inspect
 import json
 import os
 import sys
+import typing
 from typing import Annotated, Optional
 
 import typer
-from rich.console import Console
 
 from gentool.errors import GentoolError
+from gentool.train_options import FIELDS, TrainOptions
+
+_HINTS = typing.get_type_hints(TrainOptions)
 
 DEBUG_ENV = "GENTOOL_DEBUG"
 
-DataOpt = Annotated[Optional[str], typer.Option("--data", help="mnist, cifar10, mnist-sample, or a folder of PNG/JPEG images (class subfolders give labels).")]
-DataDirOpt = Annotated[Optional[str], typer.Option("--data-dir", help="Where MNIST/CIFAR10 live (default: $GENTOOL_DATA, else the user cache).")]
-DeviceOpt = Annotated[str, typer.Option("--device", help="auto (cuda, then mps, then cpu), cpu, cuda or mps.")]
-SeedOpt = Annotated[int, typer.Option("--seed", help="Random seed; the same seed repeats a CPU run exactly.")]
+
+
+def field_option(f: dataclasses.Field, hint):
+    """The command-line parameter declared by an options dataclass field (see gentool.train_options.option): its
+    flags or argument, metavar, help text and the default a new run uses."""
+    meta = f.metadata
+    kind = meta["cli_type"] or hint
+    if f.default is None and type(None) not in typing.get_args(kind):
+        kind = Optional[kind]
+    shown = meta["fallback"] if meta["fallback"] is not None else f.default
+    help = meta["help"] + ("" if shown is None or shown is False else f" [default: {shown}]")
+    if meta["argument"]:
+        return Annotated[kind, typer.Argument(metavar=meta["metavar"], help=help, show_default=False)]
+    decls = meta["flags"] or ("--" + f.name.replace("_", "-"),)
+    return Annotated[kind, typer.Option(*decls, metavar=meta["metavar"], help=help, show_default=False)]
+
+
+def train_option(name: str):
+    """A train option as TrainOptions declares it, for commands that pass it on to training (sweep)."""
+    return field_option(FIELDS[name], _HINTS[name])
+
+
+def options_command(cls):
+    """Decorator: the command's options are the fields of the keyword-only dataclass `cls`, where each is declared
+    once, followed by the function's own parameters; the function receives a `cls` instance as its first argument."""
+    hints = typing.get_type_hints(cls)
+
+    def decorate(func):
+        own = list(inspect.signature(func, eval_str=True).parameters.values())[1:]
+        declared = [inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=f.default,
+                                      annotation=field_option(f, hints[f.name])) for f in dataclasses.fields(cls)]
+        params = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in declared + own]
+
+        @functools.wraps(func)
+        def command(**kwargs):
+            values = {}
+            for f in dataclasses.fields(cls):
+                value = kwargs.pop(f.name)
+                values[f.name] = f.metadata["convert"](value) if f.metadata["convert"] else value
+            return func(cls(**values), **kwargs)
+
+        command.__signature__ = inspect.Signature(params)
+        command.__annotations__ = {p.name: p.annotation for p in params}
+        return command
+
+    return decorate
+
+
+# Options shared with training (sweep passes them on to each trial's train), declared in TrainOptions:
+DataOpt = train_option("data")
+DataDirOpt = train_option("data_dir")
+BatchSizeOpt = train_option("batch_size")
+LrOpt = train_option("lr")
+LimitOpt = train_option("limit")
+ImageSizeOpt = train_option("image_size")
+CheckpointEveryOpt = train_option("checkpoint_every")
+SampleEveryOpt = train_option("sample_every")
+SkipNonfiniteOpt = train_option("skip_nonfinite")
+EvalEveryOpt = train_option("eval_every")
+StopOnDivergenceOpt = train_option("stop_on_divergence")
+# Options of several commands:
+DeviceOpt = Annotated[str, typer.Option("--device", metavar="auto|cpu|cuda|mps", help="auto (cuda, then mps, then cpu), cpu, cuda or mps. [default: auto]", show_default=False)]
+SeedOpt = Annotated[int, typer.Option("--seed", metavar="S", help="Random seed; the same seed gives the same result on the CPU. [default: 0]", show_default=False)]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout instead of tables.")]
-LatentOpt = Annotated[Optional[int], typer.Option("--latent-dim", help="Latent size (default: the study's, per model and data).")]
-WidthOpt = Annotated[Optional[float], typer.Option("--width", help="Multiplier for every hidden width/channel count (1 = the study's network).")]
+LatentOpt = Annotated[Optional[int], typer.Option("--latent-dim", metavar="D", help="Latent size (default: the study's, per model and data).")]
+WidthOpt = Annotated[Optional[float], typer.Option("--width", metavar="W", help="Multiplier for every hidden width/channel count (1 = the study's network).")]
 OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace existing output instead of refusing.")]
-BatchSizeOpt = Annotated[Optional[int], typer.Option("--batch-size", help="Batch size (default: the model's).")]
-LrOpt = Annotated[Optional[float], typer.Option("--lr", help="Learning rate (default: the study's for the model).")]
-LimitOpt = Annotated[Optional[int], typer.Option("--limit", help="Train on the first N training images only.")]
-ImageSizeOpt = Annotated[Optional[int], typer.Option("--image-size", help="Resize image-folder data to SIZE×SIZE.")]
-CheckpointEveryOpt = Annotated[int, typer.Option("--checkpoint-every", help="Also keep epoch_NNNN.safetensors every K epochs (0: never).")]
-SampleEveryOpt = Annotated[int, typer.Option("--sample-every", help="Write samples/epoch_NNNN.png every K epochs (0: never).")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")]
-SkipNonfiniteOpt = Annotated[bool, typer.Option("--skip-nonfinite", help="Drop optimizer steps whose gradients are NaN/Inf instead of stopping the run.")]
-EvalEveryOpt = Annotated[int, typer.Option("--eval-every", help="Every K epochs score samples (FID, modes) into metrics.json and keep best.safetensors (0: never).")]
-StopOnDivergenceOpt = Annotated[bool, typer.Option("--stop-on-divergence", help="End the run cleanly on a divergence (a loss far outside its recent range, FID doubling from its best or stuck worse than noise's).")]
-EvalNOpt = Annotated[int, typer.Option("--eval-n", help="Samples scored by --eval-every.")]
-EmaOpt = Annotated[Optional[float], typer.Option("--ema", help="Keep an exponential moving average of the generator (decoder) weights with this DECAY, e.g. 0.999; sample and evaluate use it by default.")]
-MaxMinutesOpt = Annotated[Optional[float], typer.Option("--max-minutes", help="Stop after this much training time (wall clock), saving a checkpoint that --resume continues.")]
-WeightsOpt = Annotated[str, typer.Option("--weights", help="auto (the EMA weights when the run kept them, else raw), ema or raw.")]
-PrecisionOpt = Annotated[str, typer.Option("--precision", help="fp32 (default, safe everywhere), bf16 (autocast; CPUs with AVX512-BF16/AMX, recent GPUs) or fp16 (CUDA/MPS, with gradient scaling).")]
-ChannelsLastOpt = Annotated[Optional[bool], typer.Option("--channels-last/--no-channels-last", help="Channels-last memory format (default: on for convolutional networks, off on MPS).", show_default=False)]
-CompileOpt = Annotated[bool, typer.Option("--compile", help="Compile the networks with torch.compile (slow first steps; needs a C++ compiler on CPU, triton on CUDA).")]
-ThreadsOpt = Annotated[Optional[int], typer.Option("--threads", help="CPU threads for this process (default: torch's, one per core).")]
-ClassOpt = Annotated[Optional[str], typer.Option("--class", help="Draw every sample of this class (index or class name) from a class-conditional model.")]
+WeightsOpt = Annotated[str, typer.Option("--weights", metavar="auto|ema|raw", help="auto (the EMA weights when the run kept them, else raw), ema or raw. [default: auto]", show_default=False)]
+PrecisionOpt = Annotated[str, typer.Option("--precision", metavar="fp32|bf16|fp16", help="fp32 (safe everywhere), bf16 (autocast; CPUs with AVX512-BF16/AMX, recent GPUs) or fp16 (CUDA/MPS). [default: fp32]", show_default=False)]
+ClassOpt = Annotated[Optional[str], typer.Option("--class", metavar="K", help="Draw every sample of this class (index or class name) from a class-conditional model.")]
 
 
-def out_console() -> Console:
-    """The console for results (stdout)."""
-    return Console()
+UNWRAPPED = 100_000  # the width of a console that is not a terminal: its lines are never wrapped
 
 
-def err_console() -> Console:
-    """The console for errors and warnings (stderr)."""
-    return Console(stderr=True)
+def _console(stderr: bool):
+    from rich.console import Console
+
+    console = Console(stderr=stderr)
+    # rich wraps at 80 columns when the stream is a file or pipe, which splits paths and breaks grep in scripts
+    return console if console.is_terminal else Console(stderr=stderr, width=UNWRAPPED)
+
+
+def out_console():
+    """The console for results (stdout); never wrapped when stdout is not a terminal."""
+    return _console(stderr=False)
+
+
+def err_console():
+    """The console for errors and warnings (stderr); never wrapped when stderr is not a terminal."""
+    return _console(stderr=True)
 
 
 def print_json(obj) -> None:
@@ -61,7 +121,8 @@ def print_json(obj) -> None:
 
 
 def cli_errors(func):
-    """Turn domain errors into one red line and their exit code; a traceback only with GENTOOL_DEBUG=1."""
+    """Turn domain errors into one red line and their exit code (a traceback only with GENTOOL_DEBUG=1), and Ctrl-C
+    into "interrupted" and exit code 130."""
 
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
@@ -72,5 +133,8 @@ def cli_errors(func):
                 raise
             err_console().print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
             raise typer.Exit(exc.exit_code) from None
+        except KeyboardInterrupt:  # Ctrl-C before anything needed saving (Typer alone would exit 130 silently)
+            err_console().print("[bold red]interrupted[/]", highlight=False)
+            raise typer.Exit(130) from None
 
     return wrapper

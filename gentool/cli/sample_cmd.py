@@ -7,7 +7,6 @@ from typing import Annotated, Optional
 import typer
 
 from gentool.cli import options as o
-from gentool.sampling import SampleRequest, sample as draw
 
 
 @o.cli_errors
@@ -28,6 +27,8 @@ def sample(
     json_out: o.JsonOpt = False,
 ):
     """Draw samples from a checkpoint (the checkpoint alone rebuilds the model)."""
+    from gentool.sampling import SampleRequest, sample as draw
+
     result = draw(SampleRequest(checkpoint, grid, n, out, seed, device, overwrite, interpolate, steps, label,
                                 by_class, weights, precision))
     if json_out:

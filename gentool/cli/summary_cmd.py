@@ -3,24 +3,24 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from gentool import rundir
-from gentool.checkpoint import load_checkpoint
 from gentool.cli import options as o
-from gentool.data import peek_geometry
 from gentool.errors import UsageError
-from gentool.registry import get_entry
 from gentool.results import compare_runs, print_table, table
-from gentool.summary import shape_text, summarize
 
 
 def build_model(target: str, data: str | None, latent_dim, width):
     """A model from a checkpoint path, or from a model name plus data geometry and sizes."""
+    from gentool.checkpoint import load_checkpoint
+    from gentool.data import peek_geometry
+    from gentool.registry import get_entry
+
     if target.endswith(".safetensors") or Path(target).is_file():
         return load_checkpoint(target).model
     cls = get_entry(target).cls
@@ -29,6 +29,8 @@ def build_model(target: str, data: str | None, latent_dim, width):
 
 def render(summary: dict, console: Console) -> None:
     """Rich tables: one per network, then the totals."""
+    from gentool.summary import shape_text
+
     for name, net in summary["networks"].items():
         table = Table("layer", "type", "output shape", "params", title=f"{summary['model']} · {name} ({summary['preset']})")
         for row in net["layers"]:
@@ -58,13 +60,15 @@ def show_runs(folder: Path, json_out: bool) -> None:
 @o.cli_errors
 def summary(
     target: Annotated[str, typer.Argument(help="A model name, a checkpoint file, or a run or sweep directory.")],
-    data: o.DataOpt = None,
+    data: Annotated[Optional[str], typer.Option("--data", metavar="NAME|DIR", help="For a model name: the data set whose image geometry it is built for (mnist, cifar10 or a folder). [default: mnist]")] = None,
     latent_dim: o.LatentOpt = None,
     width: o.WidthOpt = None,
     json_out: o.JsonOpt = False,
 ):
     """Print each network's layers, output shapes and parameter counts, counted like the study's tables; for a run
     or sweep directory, a table comparing its runs."""
+    from gentool.summary import summarize
+
     if Path(target).is_dir():
         return show_runs(Path(target), json_out)
     result = summarize(build_model(target, data, latent_dim, width))

@@ -8,18 +8,18 @@ from collections import Counter
 from pathlib import Path
 from typing import Annotated, List, Optional
 
-import torch
 import typer
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from gentool import results, rundir, sweep as sw
+from gentool import results, rundir
 from gentool.cli import options as o
 from gentool.errors import GentoolError, UsageError, bad_value
 from gentool.fileio import read_json
-from gentool.guards import Interrupted
 from gentool.parsing import parse_list, parse_param
 from gentool.progress import PlainReporter, Reporter, make_reporter
+from gentool.train_options import EVAL_N
+
+# gentool.sweep (which imports torch) and gentool.guards are imported in the functions that use them, so that
+# `gentool --help` never loads torch.
 
 # in results.csv/json but not in the terminal's table
 DETAIL_COLUMNS = ("run_dir", "kid_std", "kid_subset_size", "is_std", "classes", "vae_n")
@@ -52,6 +52,8 @@ def default_out(model: str, data: str) -> Path:
 
 def show_trials(spec: sw.SweepSpec, json_out: bool) -> None:
     """--list: the trials with their values, status and run directory (from the manifest when there is one)."""
+    from gentool import sweep as sw
+
     trials = spec.trials()
     if (spec.out / sw.MANIFEST).exists():
         manifest = sw.read_manifest(spec.out)
@@ -75,6 +77,9 @@ class TrialsBar:
         self.sweep_dir, self.epochs, self.quiet, self.last = sweep_dir, epochs, quiet, ""
         self.progress = None
         if not quiet and sys.stderr.isatty():
+            from rich.console import Console
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
             self.progress = Progress(TextColumn("[bold]trials"), BarColumn(), MofNCompleteColumn(),
                                      TextColumn("{task.fields[status]}"), TimeElapsedColumn(),
                                      console=Console(stderr=True))
@@ -90,6 +95,8 @@ class TrialsBar:
         return f"#{trial['index']} epoch {records[-1]['epoch'] if records else 0}/{self.epochs}"
 
     def __call__(self, manifest: dict, running: list[int]) -> None:
+        from gentool import sweep as sw
+
         trials = manifest["trials"]
         count = {s: sum(t["status"] == s for t in trials) for s in (sw.DONE, sw.FAILED)}
         busy = [self._epoch(trials[i]) for i in running if trials[i]["status"] not in (sw.DONE, sw.FAILED)]
@@ -108,6 +115,10 @@ class TrialsBar:
 
 def run_all(spec: sw.SweepSpec, manifest: dict, workers: int, quiet: bool) -> None:
     """Train every trial not finished yet: here one after another, or in `workers` processes."""
+    import torch
+
+    from gentool import sweep as sw
+
     todo = [t["index"] for t in manifest["trials"] if not sw.is_finished(t, spec.runtime)]
     if workers == 1:
         def announce(trial):
@@ -126,6 +137,9 @@ def run_all(spec: sw.SweepSpec, manifest: dict, workers: int, quiet: bool) -> No
 
 def interrupted(sweep_dir: Path, exc: BaseException) -> Interrupted:
     """The one line for a stopped sweep: where its trials stand and how to go on (exit code 130, 143 for SIGTERM)."""
+    from gentool import sweep as sw
+    from gentool.guards import Interrupted
+
     trials = sw.read_manifest(sweep_dir)["trials"]
     counts = Counter(t["status"] for t in trials)
     where = ", ".join(f"{n} {status}" for status, n in counts.items())
@@ -168,7 +182,7 @@ def sweep(
     trial: Annotated[Optional[int], typer.Option(help="Run only trial K (0-based), e.g. --trial $SLURM_ARRAY_TASK_ID.")] = None,
     list_trials: Annotated[bool, typer.Option("--list", help="Print the trials and their values, then exit.")] = False,
     evaluate: Annotated[bool, typer.Option("--eval", help="Also score each trial with `gentool evaluate` (FID, KID, IS, precision/recall, modes...).")] = False,
-    eval_n: Annotated[int, typer.Option(help="Generated images --eval (and --eval-every) scores per trial.")] = sw.EVAL_N,
+    eval_n: Annotated[int, typer.Option(help="Generated images --eval (and --eval-every) scores per trial.")] = EVAL_N,
     metric: Annotated[Optional[str], typer.Option(help="Metric for heatmap.png (default: fid when present, else the training loss).")] = None,
     out: Annotated[Optional[str], typer.Option(help="Sweep directory (default sweeps/<model>-<data>); re-running resumes it.")] = None,
     quiet: o.QuietOpt = False,
@@ -176,6 +190,9 @@ def sweep(
 ):
     """Train MODEL over a grid of latent sizes, widths and other settings; each trial is a run directory under the
     sweep directory, recorded in its sweep.json. Re-running the same command resumes it."""
+    from gentool import sweep as sw
+    from gentool.guards import Interrupted
+
     if not data:
         raise UsageError("--data: missing; expected mnist, cifar10, mnist-sample or a folder of images")
     if workers < 1:
@@ -209,6 +226,9 @@ def sweep(
 
 def run_one(spec: sw.SweepSpec, manifest: dict, index: int, quiet: bool, json_out: bool, metric: str | None) -> None:
     """--trial K: train that trial here; the process that finishes the sweep's last trial writes the results."""
+    from gentool import sweep as sw
+    from gentool.guards import Interrupted
+
     if not 0 <= index < len(manifest["trials"]):
         raise bad_value("--trial", index, f"a trial index from 0 to {len(manifest['trials']) - 1}")
     try:

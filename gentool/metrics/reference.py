@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-from gentool.data import IMAGE_SUFFIXES, ImageData, load_dataset, resolve_data_dir
+from gentool.data import IMAGE_SUFFIXES, MNIST_FILES, ImageData, load_dataset, mnist_folder, resolve_data_dir
 from gentool.errors import UsageError, bad_value
 
 SPLITS = ("test", "train")
@@ -68,7 +68,13 @@ class Reference:
         if self.spec == "mnist-sample":
             with resources.as_file(resources.files("gentool") / "resources" / "mnist_sample.npz") as path:
                 return [Path(path)]
-        root = resolve_data_dir(self.data_dir) / _TORCHVISION_DIRS[self.spec]
+        root = resolve_data_dir(self.data_dir)
+        if self.spec == "mnist":  # its four files may also lie flat in the data folder: digest just those
+            folder = mnist_folder(root)
+            if folder is None or folder == root / _TORCHVISION_DIRS["mnist"]:
+                return [folder] if folder is not None else []
+            return [folder / name for name in MNIST_FILES]
+        root = root / _TORCHVISION_DIRS[self.spec]
         return [root] if root.exists() else []
 
 

@@ -1,0 +1,217 @@
+"""How a run starts: new, resumed from a checkpoint, or started again in a run directory that never reached its
+first checkpoint. Decided from the command line and the run's files before anything heavy is built.
+
+A resume takes the model and every recorded option from the run; options given again are checked against the
+rules in `gentool.train_options` (FIXED ones must match, RESTORED ones may differ and are reported, KEPT ones may
+change freely). `--resume auto --out DIR` makes one command line right for every start and restart of a job.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import shlex
+import sys
+import typing
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from gentool import rundir
+from gentool.errors import GentoolError, UsageError
+from gentool.train_options import AUTO, FIELDS, FIXED, FREE, RESTORED, RESUME_RULES, TrainOptions, flag
+
+BUILTIN_DATA = ("mnist", "cifar10", "mnist-sample")
+# Recorded in every checkpoint (state.options): the options a resume takes from the run. The model's own settings
+# (latent size, width, lr, batch size, --param, --ema) live in the checkpoint's config and EMA metadata instead.
+MODEL_SETTINGS = ("latent_dim", "width", "lr", "batch_size")
+RUN_OPTIONS = tuple(name for name, rule in RESUME_RULES.items()
+                    if rule != FREE and name not in ("model", "params", "ema", *MODEL_SETTINGS))
+
+
+@dataclass
+class Start:
+    """How `train` begins: the options with every value filled in, the checkpoint to resume from (None for a new
+    run in opts.out or a default directory) and what to tell the user about it."""
+
+    opts: TrainOptions
+    checkpoint: Path | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+def command_name() -> str:
+    """How the user called gentool, for the commands it prints ("gentool", or "python -m gentool")."""
+    return "python -m gentool" if Path(sys.argv[0]).name == "__main__.py" else "gentool"
+
+
+def resume_command(run_dir: Path, epochs: int) -> str:
+    """The command that continues a run, quoted so that it runs as printed."""
+    return f"{command_name()} train --resume {shlex.quote(str(run_dir))} --epochs {epochs}"
+
+
+def plan(opts: TrainOptions) -> Start:
+    """Decide how the run starts and fill in every option (see the module docstring)."""
+    opts.validate()
+    if opts.resume is None:
+        return Start(_new_run(opts))
+    auto = opts.resume == AUTO
+    target = Path(opts.out if auto else opts.resume).expanduser()
+    if not auto and opts.out and not _same_path(opts.out, opts.resume):
+        raise UsageError(f"--out: got {opts.out!r} with --resume {opts.resume!r}; a resumed run stays in its own "
+                         f"directory (leave --out out)")
+    if not auto and not target.exists():
+        raise UsageError(f"--resume: {target} does not exist; expected a run directory or a checkpoint file (or "
+                         f"auto, with --out)")
+    checkpoint = target / rundir.LAST if target.is_dir() or auto else target
+    if checkpoint.is_file() or not (auto or target.is_dir()):
+        return _resume(opts, checkpoint)  # a missing checkpoint file is refused there, with the usual message
+    return _restart(opts, target, auto)
+
+
+def _new_run(opts: TrainOptions) -> TrainOptions:
+    opts.check_new_run()
+    return _absolute_paths(opts.with_fallbacks())
+
+
+def _restart(opts: TrainOptions, run_dir: Path, auto: bool) -> Start:
+    """No checkpoint in run_dir: start the run there from the beginning, from the command line (when it names the
+    model) or from the options its config.json recorded."""
+    if run_dir.exists() and not rundir.unstarted(run_dir):
+        raise UsageError(f"{'--out' if auto else '--resume'}: {run_dir} holds no {rundir.LAST} and files that are "
+                         f"not gentool's; expected a run directory (or a new folder with --resume auto)")
+    recorded = _config_options(run_dir)
+    if auto and opts.model:
+        fresh = dataclasses.replace(opts, resume=None, out=str(run_dir))
+        return Start(_new_run(fresh))
+    if not recorded:
+        raise UsageError(f"--resume: {run_dir} holds no checkpoint and no {rundir.CONFIG}; give MODEL and --data "
+                         f"to start a run there")
+    if opts.model and opts.model.lower() != str(recorded.get("model")).lower():
+        raise UsageError(f"MODEL: got {opts.model!r}, but the run in {run_dir} is a {recorded.get('model')!r} run; "
+                         f"leave MODEL out when resuming, or give {recorded.get('model')}")
+    given = {k: v for k, v in opts.given().items() if k not in ("resume", "out")}
+    fresh = TrainOptions(**{**recorded, **given, "out": str(run_dir)})
+    note = f"{run_dir} has no checkpoint yet (its run stopped before the first one): starting it from the beginning"
+    return Start(_new_run(fresh), notes=[note])
+
+
+def _resume(opts: TrainOptions, checkpoint: Path) -> Start:
+    from gentool.checkpoint import read_metadata  # torch: only once a run is being resumed
+
+    meta = read_metadata(checkpoint, arg="--resume")
+    run_dir = checkpoint.parent
+    _check_model(opts, meta, run_dir)
+    recorded = {**_config_options(run_dir), **_checked(meta["state"].get("options", {}), f"{checkpoint} (state)")}
+    values, notes = {}, []
+    for name in RUN_OPTIONS:
+        given, saved = getattr(opts, name), recorded.get(name)
+        if given is None or (name == "data" and _same_data(given, saved)):
+            values[name] = saved
+            continue
+        differs = name in recorded and given != saved
+        if RESUME_RULES[name] == FIXED and differs:
+            raise UsageError(f"{flag(name)}: got {given!r}, but the run in {run_dir} uses {saved!r}; leave "
+                             f"{flag(name)} out when resuming (or start a new run with another --out)")
+        if RESUME_RULES[name] == RESTORED and differs:
+            notes.append(f"{flag(name)} {given} differs from the {saved} the run in {run_dir} recorded; using {given}")
+        values[name] = given
+    resolved = dataclasses.replace(opts, model=meta["model"], resume=str(checkpoint), out=str(run_dir), **values)
+    resolved = resolved.with_fallbacks()
+    _validate_recorded(resolved, checkpoint)
+    for note in notes:
+        warnings.warn(note)
+    return Start(resolved, checkpoint)
+
+
+def _check_model(opts: TrainOptions, meta: dict, run_dir: Path) -> None:
+    """MODEL and the model's settings, when given, must be the run's own."""
+    if opts.model and opts.model.lower() != meta["model"]:
+        raise UsageError(f"MODEL: got {opts.model!r}, but the run in {run_dir} is a {meta['model']!r} run; leave "
+                         f"MODEL out when resuming, or give {meta['model']}")
+    config = meta["config"]
+    given = {name: getattr(opts, name) for name in MODEL_SETTINGS if getattr(opts, name) is not None}
+    for name, value in [*given.items(), *opts.params.items()]:
+        shown = flag(name) if name in FIELDS else f"--param {name}"
+        if name not in config:
+            raise UsageError(f"{shown}: {meta['model']!r} has no setting {name!r}")
+        if config[name] != value:
+            raise UsageError(f"{shown}: got {value!r}, but the run in {run_dir} was built with {config[name]!r}; "
+                             f"a resumed run keeps its model settings (leave {shown} out)")
+
+
+def _config_options(run_dir: Path) -> dict:
+    """The options a run's config.json recorded (the fallback for checkpoints that predate a recorded option), or
+    {} when there is none."""
+    from gentool.fileio import read_json
+
+    path = run_dir / rundir.CONFIG
+    if not path.is_file():
+        return {}
+    try:
+        options = read_json(path).get("options", {})
+    except (ValueError, AttributeError, OSError) as exc:
+        raise GentoolError(f"--resume: {path} is not a readable run config ({exc})") from None
+    if not isinstance(options, dict):
+        raise GentoolError(f"--resume: {path}: options must be a JSON object")
+    keep = set(RUN_OPTIONS) | {"model", "params", "ema", *MODEL_SETTINGS}
+    return _checked({k: v for k, v in options.items() if k in keep}, str(path))
+
+
+def _checked(options, source: str) -> dict:
+    """Recorded options whose names are known and whose values have their field's type (files may be hostile)."""
+    if not isinstance(options, dict):
+        raise GentoolError(f"--resume: {source}: options must be a JSON object")
+    hints = typing.get_type_hints(TrainOptions)
+    checked = {}
+    for name, value in options.items():
+        if name not in FIELDS or RESUME_RULES[name] == FREE:
+            continue
+        if not _has_type(value, hints[name]):
+            raise GentoolError(f"--resume: {source}: recorded option {name} is {value!r}, which is not a "
+                               f"valid {flag(name)} value")
+        checked[name] = value
+    return checked
+
+
+def _has_type(value, hint) -> bool:
+    kinds = typing.get_args(hint) or (hint,)
+    if value is None:
+        return type(None) in kinds
+    if isinstance(value, bool):
+        return bool in kinds
+    if isinstance(value, int) and (int in kinds or float in kinds):
+        return True
+    if isinstance(value, dict):
+        return dict in kinds and all(isinstance(k, str) for k in value)
+    return any(k in (str, float) and isinstance(value, k) for k in kinds)
+
+
+def _validate_recorded(opts: TrainOptions, checkpoint: Path) -> None:
+    try:
+        opts.validate()
+    except UsageError as exc:
+        raise GentoolError(f"--resume: {checkpoint}: the run's options are invalid ({exc})") from None
+
+
+def _same_path(a: str, b: str) -> bool:
+    return Path(a).expanduser().resolve() == Path(b).expanduser().resolve()
+
+
+def _same_data(given: str, saved) -> bool:
+    if not isinstance(saved, str):
+        return False
+    if given.lower() in BUILTIN_DATA or saved.lower() in BUILTIN_DATA:
+        return given.lower() == saved.lower()
+    return _same_path(given, saved)
+
+
+def _absolute_paths(opts: TrainOptions) -> TrainOptions:
+    """Record data folders as absolute paths, so that a resume from another working directory finds them."""
+    changes = {}
+    if opts.data_dir:
+        changes["data_dir"] = str(Path(opts.data_dir).expanduser().absolute())
+    if opts.data and opts.data.lower() not in BUILTIN_DATA and Path(opts.data).expanduser().is_dir():
+        changes["data"] = str(Path(opts.data).expanduser().absolute())
+    return dataclasses.replace(opts, **changes)
+
+
+__all__ = ["Start", "plan", "resume_command", "RUN_OPTIONS"]

@@ -1,0 +1,181 @@
+"""What `gentool train` accepts: one keyword-only dataclass that is the single place each option is declared, with
+its help text, its default and what a resumed run does with it. The CLI builds the command's options from it,
+`gentool.resume` reads the resume rules from it, and a config-file loader can fill it.
+
+Imports nothing heavy: `gentool train --help` reads this module without loading torch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, fields
+
+from gentool.errors import UsageError, bad_value
+
+# What a resumed run does with an option (the `resume` entry of each field's metadata):
+FIXED = "fixed"  # part of what the run is; a resume may not change it (a different value is a usage error)
+RESTORED = "restored"  # a data option: the run's recorded value unless given again; a different one is reported
+KEPT = "kept"  # how the run trains on: the recorded value unless given again (changing it is normal)
+FREE = "free"  # about this invocation only (machine, time budget, output): never taken from the run
+
+MAX_COUNT = 10**9  # no epoch count, image count or pixel size is sensibly larger
+AUTO = "auto"  # --resume auto
+EVAL_N = 2000  # generated images scored by --eval-every (and by sweep --eval)
+
+
+def option(help: str, *, default=None, fallback=None, resume: str = FREE, metavar: str | None = None,
+           flags: tuple[str, ...] = (), argument: bool = False, cli_type=None, convert=None):
+    """A dataclass field for an option. `default` is the field's value when the option is not given (None for
+    options a resume restores, so that "not given" is visible); `fallback` is what a new run uses then.
+    `flags`, `metavar`, `argument`, `cli_type` and `convert` (CLI value → field value) shape the command line."""
+    meta = {"help": help, "fallback": fallback, "resume": resume, "metavar": metavar, "flags": flags,
+            "argument": argument, "cli_type": cli_type, "convert": convert}
+    return dataclasses.field(default=default, metadata=meta)
+
+
+def _params(items) -> dict:
+    from gentool.parsing import parse_param
+
+    return dict(parse_param(p) for p in items or [])
+
+
+@dataclass(kw_only=True)
+class TrainOptions:
+    """Everything `gentool train` accepts; None means "not given" (the model's default, or the run's own value
+    when resuming)."""
+
+    model: str | None = option(
+        "Model name (see `gentool models`). Required for a new run; with --resume it may be left out (the run "
+        "knows its model).", metavar="MODEL", argument=True, resume=FIXED)
+    data: str | None = option(
+        "mnist, cifar10, mnist-sample, or a folder of PNG/JPEG images (class subfolders give labels). Required for "
+        "a new run.", metavar="NAME|DIR", resume=FIXED)
+    data_dir: str | None = option(
+        "Folder holding MNIST (its four idx files, directly or under MNIST/raw/) or CIFAR-10 "
+        "(cifar-10-batches-py/). Default: $GENTOOL_DATA, else ~/.cache/gentool/data, where a missing data set is "
+        "downloaded.", metavar="DIR", resume=RESTORED)
+    epochs: int | None = option("Total epochs (with --resume: the total, not more).", fallback=10, metavar="N",
+                                resume=KEPT)
+    batch_size: int | None = option("Batch size (default: the model's).", metavar="B", resume=FIXED)
+    lr: float | None = option("Learning rate (default: the study's for the model).", metavar="LR", resume=FIXED)
+    latent_dim: int | None = option("Latent size (default: the study's, per model and data).", metavar="D",
+                                    resume=FIXED)
+    width: float | None = option("Multiplier for every hidden width/channel count (1 = the study's network).",
+                                 metavar="W", resume=FIXED)
+    params: dict = option("Any other config field (repeatable), e.g. --param clip=0.02.", default=None,
+                          metavar="NAME=VALUE", flags=("--param",), resume=FIXED, cli_type=list[str],
+                          convert=_params)
+    limit: int | None = option("Train on the first N training images only.", metavar="N", resume=RESTORED)
+    image_size: int | None = option("Resize image-folder data to S×S pixels.", metavar="S", resume=FIXED)
+    seed: int | None = option("Random seed; the same seed repeats a CPU run exactly.", fallback=0, metavar="S",
+                              resume=RESTORED)
+    device: str = option("auto (cuda, then mps, then cpu), cpu, cuda or mps.", default="auto",
+                         metavar="auto|cpu|cuda|mps")
+    out: str | None = option(
+        "Run directory (default: runs/<model>-<data>-<time>). With --resume auto: the run to continue, or to "
+        "start when it has no checkpoint yet.", metavar="DIR")
+    resume: str | None = option(
+        "Continue the run in RUN (its directory or a checkpoint) up to --epochs in total, with its own model and "
+        "data options. 'auto' continues the run in --out when it has a checkpoint and starts it there otherwise: "
+        "one command line for every start and restart of a batch job.", metavar="RUN|CKPT|auto")
+    overwrite: bool = option("Replace the run in --out (only gentool's own files in it are removed).",
+                             default=False)
+    checkpoint_every: int | None = option("Also keep epoch_NNNN.safetensors every K epochs (0: never).",
+                                          fallback=10, metavar="K", resume=KEPT)
+    sample_every: int | None = option("Write samples/epoch_NNNN.png every K epochs (0: never).", fallback=1,
+                                      metavar="K", resume=KEPT)
+    ema: float | None = option(
+        "Keep an exponential moving average of the generator (decoder) weights with this DECAY, e.g. 0.999; "
+        "sample and evaluate use it by default.", metavar="DECAY", resume=FIXED)
+    max_minutes: float | None = option(
+        "Stop after this much training time (wall clock), saving a checkpoint that --resume continues.",
+        metavar="M")
+    precision: str | None = option(
+        "fp32 (safe everywhere), bf16 (autocast; CPUs with AVX512-BF16/AMX, recent GPUs) or fp16 (CUDA/MPS, with "
+        "gradient scaling).", fallback="fp32", metavar="fp32|bf16|fp16", resume=KEPT)
+    channels_last: bool | None = option(
+        "Channels-last memory format (default: on for convolutional networks, off on MPS).",
+        flags=("--channels-last/--no-channels-last",))
+    compile: bool = option(
+        "Compile the networks with torch.compile (slow first steps; needs a C++ compiler on CPU, triton on CUDA).",
+        default=False)
+    threads: int | None = option("CPU threads for this process (default: torch's, one per core).", metavar="N")
+    skip_nonfinite: bool | None = option(
+        "Drop optimizer steps whose gradients are NaN/Inf instead of stopping the run.", fallback=False,
+        flags=("--skip-nonfinite/--no-skip-nonfinite",), resume=KEPT)
+    eval_every: int | None = option(
+        "Every K epochs score samples (FID, modes) into metrics.json and keep best.safetensors (0: never).",
+        fallback=0, metavar="K", resume=KEPT)
+    eval_n: int | None = option("Samples scored by --eval-every.", fallback=EVAL_N, metavar="N", resume=KEPT)
+    stop_on_divergence: bool | None = option(
+        "End the run cleanly on a divergence (a loss far outside its recent range, FID doubling from its best or "
+        "stuck worse than noise's).", fallback=False, flags=("--stop-on-divergence/--no-stop-on-divergence",),
+        resume=KEPT)
+
+    def __post_init__(self):
+        if self.params is None:
+            self.params = {}
+
+    def given(self) -> dict:
+        """The options set (not None, not empty), by field name."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) not in (None, {})}
+
+    def with_fallbacks(self) -> "TrainOptions":
+        """A copy in which every option not given has the value a new run uses."""
+        return dataclasses.replace(self, **{f.name: f.metadata["fallback"] for f in fields(self)
+                                            if getattr(self, f.name) is None and f.metadata["fallback"] is not None})
+
+    def check_new_run(self) -> None:
+        """A new run needs its model and data named."""
+        if not self.model:
+            raise UsageError("MODEL: missing; expected a model name (see `gentool models`), or --resume RUN to "
+                             "continue a run")
+        if not self.data:
+            raise UsageError("--data: missing; expected mnist, cifar10, mnist-sample or a folder of images")
+
+    def validate(self) -> None:
+        """Reject option values before any work starts (options not given are skipped)."""
+        for name in ("epochs", "limit", "image_size"):
+            if getattr(self, name) is not None:
+                _positive(flag(name), getattr(self, name))
+        for name in ("checkpoint_every", "sample_every"):
+            value = getattr(self, name)
+            if value is not None and (not _is_int(value) or not 0 <= value <= MAX_COUNT):
+                raise bad_value(flag(name), value, "an integer ≥ 0 (0 turns it off)")
+        if self.resume is None:
+            self.check_new_run()
+        if self.resume is not None and self.overwrite:
+            raise UsageError("--overwrite: not allowed with --resume (a resumed run keeps its files)")
+        if self.resume == AUTO and not self.out:
+            raise UsageError("--resume auto: needs --out DIR, the run directory to continue or start")
+        if self.ema is not None:
+            from gentool.ema import check_decay
+
+            check_decay(self.ema)
+        if self.threads is not None and not (_is_int(self.threads) and 1 <= self.threads <= 4096):
+            raise bad_value("--threads", self.threads, "a positive number of threads")
+        if self.max_minutes is not None and not (math.isfinite(self.max_minutes) and 0 < self.max_minutes <= 10**7):
+            raise bad_value("--max-minutes", self.max_minutes, "a positive number of minutes")
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _positive(name: str, value) -> None:
+    if not _is_int(value) or not 1 <= value <= MAX_COUNT:
+        raise bad_value(name, value, f"a positive integer up to {MAX_COUNT:,}")
+
+
+def flag(name: str) -> str:
+    """The command-line name of a TrainOptions field ("data_dir" → "--data-dir", "model" → "MODEL")."""
+    meta = FIELDS[name].metadata
+    if meta["argument"]:
+        return meta["metavar"]
+    return meta["flags"][0].split("/")[0] if meta["flags"] else "--" + name.replace("_", "-")
+
+
+FIELDS = {f.name: f for f in fields(TrainOptions)}
+# The one list of what a resume may change, by rule (see FIXED, RESTORED, KEPT, FREE above).
+RESUME_RULES = {name: f.metadata["resume"] for name, f in FIELDS.items()}
