@@ -112,6 +112,8 @@ def new_session(opts: TrainOptions, device: torch.device, world: World = SINGLE)
     data = _load_data(opts)
     overrides = {"lr": opts.lr, "batch_size": opts.batch_size, **opts.params}
     config = entry.cls.config_class.create(data.geometry, opts.latent_dim, opts.width, **overrides)
+    if overrides["batch_size"] is None:  # each rank trains on its share of the images
+        config.batch_size = config.batch_size_for(len(data) // world.size)
     seed_everything(opts.seed)
     model = entry.cls(config)
     prepare_model(model, opts, device)

@@ -130,6 +130,10 @@ class ModelConfig:
             if isinstance(value, float) and not math.isfinite(value):
                 raise bad_value(f"--param {f.name}", value, "a finite number")
 
+    def batch_size_for(self, n_images: int) -> int:
+        """The batch size for training on `n_images` images when none is given: the study's, whatever the size."""
+        return self.batch_size
+
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -9,8 +10,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from gentool.errors import bad_value
 from gentool.models.base import GenerativeModel, ModelConfig, fast_optimizer, scaled
 from gentool.registry import register_model
+
+INITS = ("kaiming", "torch")
+MIN_BATCH = 16
 
 
 @dataclass
@@ -21,9 +26,29 @@ class VAEConfig(ModelConfig):
     beta1: float = 0.9
     beta2: float = 0.999
     kl_weight: float = 1.0
+    # Not the study's: He-uniform weights and zero biases ("torch": PyTorch's default layer init); see kaiming_init.
+    init: str = "kaiming"
+    # Not the study's: on small data without --batch-size, the batch halves until an epoch has this many steps.
+    min_epoch_steps: int = 50
 
     default_latent: ClassVar[dict[str, int]] = {"mnist": 5, "cifar10": 5}
     default_batch_size: ClassVar[int] = 128
+
+    def validate(self) -> None:
+        super().validate()
+        if self.init not in INITS:
+            raise bad_value("--param init", self.init, " or ".join(INITS))
+        if not isinstance(self.min_epoch_steps, int) or self.min_epoch_steps < 0:
+            raise bad_value("--param min_epoch_steps", self.min_epoch_steps, "an integer ≥ 0 (0 keeps the batch size)")
+
+    def batch_size_for(self, n_images: int) -> int:
+        """The study's batch of 128, halved (down to 16) while an epoch of `n_images` would have fewer than
+        `min_epoch_steps` steps: 2,000 images train with 32 (63 steps an epoch, not 16), 5,000 with 64, and 6,400
+        or more with 128. A VAE needs a few hundred steps to draw digits; five epochs of 16 steps never got there."""
+        batch = self.batch_size
+        while batch // 2 >= MIN_BATCH and math.ceil(n_images / batch) < self.min_epoch_steps:
+            batch //= 2
+        return batch
 
 
 class Encoder(nn.Module):
@@ -91,6 +116,17 @@ def conv_networks(c: VAEConfig, k: int = 0) -> tuple[Encoder, nn.Module]:
     return Encoder(body, features, c.latent_dim, k), Decoder(decoder, k) if k else decoder
 
 
+def kaiming_init(module: nn.Module) -> None:
+    """He-uniform weights (gain √2, for ReLU) and zero biases in every linear layer. PyTorch's default (variance
+    1/(3·fan_in)) shrinks the signal about 3× per ReLU layer: in the MNIST networks at the start, the decoder's
+    logits varied with z by 0.025 and the encoder's means across digits by 0.007 (He: 0.9 and 0.24). The VAE then
+    fits the mean image first and needs hundreds of steps to leave it; with He it draws digits within 80 steps."""
+    for layer in module.modules():
+        if isinstance(layer, nn.Linear):
+            nn.init.kaiming_uniform_(layer.weight, nonlinearity="relu")
+            nn.init.zeros_(layer.bias)
+
+
 @register_model("vae")
 class VAE(GenerativeModel):
     """Variational autoencoder (study: MLP on MNIST, conv on CIFAR10; BCE + KL, Adam 1e-3)."""
@@ -103,6 +139,8 @@ class VAE(GenerativeModel):
         super().__init__(config)
         build = mlp_networks if config.preset == "mnist" else conv_networks
         self.encoder, self.decoder = build(config, config.num_classes if self.conditional else 0)
+        if config.init == "kaiming":
+            kaiming_init(self)
 
     def build_optimizers(self):
         c = self.config
