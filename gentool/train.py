@@ -64,7 +64,8 @@ def run_epoch(session: Session, epoch: int, images: torch.Tensor, labels: torch.
         idx = index_batches[i]
         session.guard.step, skipped = session.step, session.guard.skipped
         with model.amp.autocast():
-            out = model.train_step(model.normalize(images[idx]), labels[idx], optimizers, session.step)
+            out = session.guard.run_step(model, optimizers, lambda: model.train_step(
+                model.normalize(images[idx]), labels[idx], optimizers, session.step))
         if session.ema:
             session.ema.update(model)
         session.step += 1
