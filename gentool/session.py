@@ -31,7 +31,7 @@ from gentool.distributed import (
 )
 from gentool.ema import EMA, check_decay
 from gentool.errors import UsageError, bad_value
-from gentool.fileio import atomic_write_json, read_json
+from gentool.fileio import atomic_write_json
 from gentool.guards import GuardState, StopSignals
 from gentool.models.base import GenerativeModel
 from gentool.registry import get_entry
@@ -207,10 +207,13 @@ def resume_session(opts: TrainOptions, device: torch.device, world: World = SING
     """Reopen a run from RUN_DIR/last.safetensors (or a given checkpoint): weights, optimizers, RNG, counters."""
     path = Path(opts.resume)
     ckpt_path = path / rundir.LAST if path.is_dir() else path
+    if world.main and ckpt_path.parent.is_dir():
+        rundir.lock_run(ckpt_path.parent, "--resume")  # one writer per run: refused while another process writes it
     ckpt = load_checkpoint(ckpt_path, device, arg="--resume", weights="raw")
     prepare_model(ckpt.model, opts, device)
     if world.main:
         rundir.remove_stale_temporaries(ckpt_path.parent)
+        rundir.restore_periodic(ckpt_path, ckpt.state)  # lost if a kill fell between last and epoch_NNNN
     saved = ckpt.state.get("options", {})
     if opts.data is not None and opts.data != saved.get("data"):
         raise bad_value("--data", opts.data, f"the run's own data set {saved.get('data')!r} (or leave it out)")
@@ -228,11 +231,8 @@ def resume_session(opts: TrainOptions, device: torch.device, world: World = SING
                       batch=int(ckpt.state.get("batch", 0)), partial=ckpt.state.get("partial") or {}, world=world)
     _seed_rank(opts.seed, world, session.step)
     session.ema = _resumed_ema(ckpt, opts.ema)
-    metrics_path = session.run_dir / rundir.METRICS
-    if metrics_path.exists():
-        history = read_json(metrics_path)
-        history["epochs"] = [r for r in history.get("epochs", []) if r["epoch"] <= session.epoch]
-        history["events"] = [e for e in history.get("events", []) if e.get("epoch", 0) <= session.epoch]
+    history = rundir.resumed_history(session.run_dir, session.epoch)  # metrics.json, checked field by field
+    if history is not None:
         session.history = history
     return session
 

@@ -161,6 +161,7 @@ def train(opts: TrainOptions, reporter: Reporter | None = None) -> dict:
     try:
         return _train(opts, device, world, reporter)
     finally:
+        rundir.release_runs()
         leave(world)
 
 
