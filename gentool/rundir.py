@@ -126,9 +126,12 @@ class ProcessLock:
 
 OWNER = s.Obj({"pid": s.Int(0), "host": s.Str(255), "command": s.Str(), "since": s.Str(40)})
 _HELD: dict[Path, ProcessLock] = {}
+PROCESS: list[str] = []  # what this process is, when its command line says it badly (set by sweep workers)
 
 
 def _command() -> str:
+    if PROCESS:
+        return PROCESS[0]
     name = Path(sys.argv[0]).name
     args = " ".join(sys.argv[1:])
     return (f"gentool {args}" if name in ("gentool", "__main__.py") else f"{name} {args}")[:300]

@@ -407,6 +407,7 @@ def worker_main(argv: list[str]) -> int:
     import torch
 
     sweep_dir, index, threads, runtime = Path(argv[0]), int(argv[1]), int(argv[2]), json.loads(argv[3])
+    rundir.PROCESS[:] = [f"a gentool sweep worker training trial {index} of {sweep_dir}"]
     torch.set_num_threads(threads)
     try:
         trial = run_trial(sweep_dir, index, runtime, PlainReporter())

@@ -215,7 +215,7 @@ def unfinished(sweep_dir: Path, rows: list[dict]) -> GentoolError:
         holders = "; ".join(f"{', '.join(map(str, [i for i in busy if busy[i] == h]))}: {h}"
                             for h in dict.fromkeys(busy.values()))
         parts.append(f"{len(busy)} of {len(rows)} trials are being trained by another process right now "
-                     f"(trial {holders}); that process writes the results when it finishes them")
+                     f"(trial {holders}); the sweep's results are written when they finish")
     if stopped:
         parts.append(f"{len(stopped)} of {len(rows)} trials did not finish (see the status column); re-run the same "
                      f"command to retry them")
