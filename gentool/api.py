@@ -1,0 +1,42 @@
+"""Training from Python with the hooks `gentool train` uses, and your own:
+
+    from gentool.api import TrainHook, TrainOptions, train
+
+    class PrintLoss(TrainHook):
+        def on_epoch_end(self, session, record, reporter):
+            print(record["epoch"], record.get("loss"))
+
+    train(TrainOptions(model="vae", data="mnist", epochs=2), hooks=[PrintLoss()])
+
+`gentool.train.train(opts, reporter, hooks)` is the loop itself: it runs exactly the hooks it is given.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from gentool.figures import FigureHook
+from gentool.hooks import TrainHook, plugin_hooks
+from gentool.loggers.tensorboard import TensorBoardHook
+from gentool.metrics.watch import TrainingWatch
+from gentool.progress import Reporter
+from gentool.train import train as train_loop
+from gentool.train_options import TrainOptions
+
+__all__ = ["TrainHook", "TrainOptions", "default_hooks", "train"]
+
+
+def default_hooks(opts: TrainOptions) -> list[TrainHook]:
+    """The hooks of `gentool train` and of each sweep trial, in order: the training watch (divergence, --eval-every,
+    --stop-on-divergence), figures (loss.png, progress.gif), TensorBoard (with --tensorboard), then each plugin's
+    (entry-point group `gentool.hooks`). Later hooks see what earlier ones add to a record (the watch's FID)."""
+    hooks: list[TrainHook] = [TrainingWatch(), FigureHook()]
+    if opts.tensorboard:
+        hooks.append(TensorBoardHook(opts.tensorboard))
+    return hooks + plugin_hooks()
+
+
+def train(opts: TrainOptions, reporter: Reporter | None = None, hooks: Sequence[TrainHook] = ()) -> dict:
+    """Train (or resume) a run as `gentool train` does: `default_hooks(opts)` followed by `hooks`; returns what
+    `train --json` prints."""
+    return train_loop(opts, reporter, [*default_hooks(opts), *hooks])
