@@ -16,7 +16,7 @@ from typer.core import TyperCommand
 from gentool import __version__
 from gentool.cli import (_leave, evaluate_cmd, models_cmd, on_sigint, report_cmd, sample_cmd, summary_cmd, sweep_cmd,
                          train_cmd)
-from gentool.cli.options import err_console
+from gentool.cli.options import BARE_VALUES, err_console, fill_bare_values
 
 DESCRIPTION = """Train image generative models (VAE, GAN, WGAN, their variants and plugins) on MNIST, CIFAR-10 or a
 folder of images, then draw, score and compare what they learned. `gentool train` trains a model or continues a
@@ -30,6 +30,9 @@ class Command(TyperCommand):
     (INTEGER, NUMBER, TEXT; Typer writes `<int>`), and an argument by its name in capitals alone."""
 
     WORDS = {"int": "INTEGER", "float": "NUMBER", "str": "TEXT", "list[str]": "TEXT", "bool": ""}
+
+    def parse_args(self, ctx, args: list[str]) -> list[str]:
+        return super().parse_args(ctx, fill_bare_values(args, BARE_VALUES))
 
     def format_options(self, ctx, formatter) -> None:
         args, opts = [], []

@@ -14,7 +14,7 @@ from typing import Annotated, Optional
 import typer
 
 from gentool.errors import GentoolError
-from gentool.train_options import FIELDS, TrainOptions
+from gentool.train_options import FIELDS, TrainOptions, flag
 
 _HINTS = typing.get_type_hints(TrainOptions)
 
@@ -66,6 +66,23 @@ def options_command(cls):
         return command
 
     return decorate
+
+
+# Options whose value may be left out, and the value they then take (`--tensorboard` alone is "auto"). Typer's
+# vendored click cannot declare such an option, so gentool.cli.app.Command fills the value in before parsing.
+BARE_VALUES = {flag(name): f.metadata["bare"] for name, f in FIELDS.items() if f.metadata["bare"] is not None}
+
+
+def fill_bare_values(args: list[str], bare: dict[str, str]) -> list[str]:
+    """`--tensorboard` followed by nothing or by another option becomes `--tensorboard=auto` (a value given with
+    it, `--tensorboard DIR` or `--tensorboard=DIR`, stays); nothing after a `--` is touched."""
+    out = list(args)
+    for i, token in enumerate(out):
+        if token == "--":
+            break
+        if token in bare and (i + 1 == len(out) or out[i + 1].startswith("-")):
+            out[i] = f"{token}={bare[token]}"
+    return out
 
 
 # Options shared with training (sweep passes them on to each trial's train), declared in TrainOptions:
