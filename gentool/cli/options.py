@@ -150,6 +150,13 @@ def debugging() -> bool:
     return value in TRUE_WORDS
 
 
+def escape(text: str) -> str:
+    """`text` shown as is by rich (a message naming `gentool[tensorboard]` or a path with brackets is not markup)."""
+    from rich.markup import escape as rich_escape
+
+    return rich_escape(text)
+
+
 def cli_errors(func):
     """Turn domain errors into one red line and their exit code (a traceback only with GENTOOL_DEBUG=1), and Ctrl-C
     into "interrupted" and exit code 130. An OS error no check caught first (a file that vanished, a full or
@@ -163,7 +170,7 @@ def cli_errors(func):
             if debugging():
                 raise
             code = exc.exit_code if isinstance(exc, GentoolError) else 1
-            err_console().print(f"[bold red]error:[/] {_message(exc)}", highlight=False, soft_wrap=True)
+            err_console().print(f"[bold red]error:[/] {escape(_message(exc))}", highlight=False, soft_wrap=True)
             raise typer.Exit(code) from None
         except KeyboardInterrupt:  # Ctrl-C before anything needed saving (Typer alone would exit 130 silently)
             err_console().print("[bold red]interrupted[/]", highlight=False)
