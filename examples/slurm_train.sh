@@ -33,9 +33,11 @@ set -euo pipefail
 export OMP_NUM_THREADS="${SLURM_CPUS_PER_TASK:-4}"
 export GENTOOL_DATA="${GENTOOL_DATA:-$HOME/data}"   # a folder holding MNIST (see above)
 
-status=0
+set +e                                  # gentool's exit code decides what follows
 srun --cpus-per-task="$OMP_NUM_THREADS" \
-    gentool train wgan --data mnist --epochs 400 --out runs/wgan-mnist --resume auto --log-every 60 || status=$?
+    gentool train wgan --data mnist --epochs 400 --out runs/wgan-mnist --resume auto --log-every 60
+status=$?
+set -e
 if [ "$status" -eq 138 ]; then          # stopped by the time-limit signal, checkpoint saved: go on in a new job
     scontrol requeue "$SLURM_JOB_ID"
 fi
