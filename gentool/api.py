@@ -26,17 +26,17 @@ from gentool.train_options import TrainOptions
 __all__ = ["TrainHook", "TrainOptions", "default_hooks", "train"]
 
 
-def default_hooks(opts: TrainOptions) -> list[TrainHook]:
+def default_hooks() -> list[TrainHook]:
     """The hooks of `gentool train` and of each sweep trial, in order: the training watch (divergence, --eval-every,
     --stop-on-divergence), figures (loss.png, progress.gif), TensorBoard (with --tensorboard), then each plugin's
-    (entry-point group `gentool.hooks`). Later hooks see what earlier ones add to a record (the watch's FID)."""
-    hooks: list[TrainHook] = [TrainingWatch(), FigureHook()]
-    if opts.tensorboard:
-        hooks.append(TensorBoardHook(opts.tensorboard))
-    return hooks + plugin_hooks()
+    (entry-point group `gentool.hooks`), fresh for each run. Later hooks see what earlier ones add to a record (the
+    watch's FID)."""
+    # Each hook reads the run's final options in its setup (a resume fills in the recorded ones): the list is the
+    # same for every run.
+    return [TrainingWatch(), FigureHook(), TensorBoardHook(), *plugin_hooks()]
 
 
 def train(opts: TrainOptions, reporter: Reporter | None = None, hooks: Sequence[TrainHook] = ()) -> dict:
-    """Train (or resume) a run as `gentool train` does: `default_hooks(opts)` followed by `hooks`; returns what
+    """Train (or resume) a run as `gentool train` does: `default_hooks()` followed by `hooks`; returns what
     `train --json` prints."""
-    return train_loop(opts, reporter, [*default_hooks(opts), *hooks])
+    return train_loop(opts, reporter, [*default_hooks(), *hooks])

@@ -99,7 +99,7 @@ def test_a_dir_that_is_a_file_is_refused(tmp_path, mnist_root):
     (tmp_path / "taken").write_text("")
     done = gentool("train", "vae", "--data", "mnist", "--data-dir", mnist_root, "--tensorboard", "taken", "--out", "run",
                    cwd=tmp_path)
-    assert done.returncode == 2 and "--tensorboard: taken exists and is not a directory" in done.stderr
+    assert done.returncode == 2 and "taken exists and is not a directory" in done.stderr, done.stderr
     assert not (tmp_path / "run").exists()
 
 
@@ -112,3 +112,23 @@ def test_a_dir_that_is_a_file_is_refused(tmp_path, mnist_root):
 ])
 def test_the_bare_option_takes_its_default(args, expected):
     assert fill_bare_values(args, BARE_VALUES) == expected
+
+
+def test_a_resumed_run_keeps_logging_and_drops_steps_logged_after_its_checkpoint(tmp_path, mnist_root):
+    from gentool.api import TrainOptions, train
+    from torch.utils.tensorboard import SummaryWriter
+
+    run = tmp_path / "run"
+    train(TrainOptions(model="vae", data="mnist", data_dir=str(mnist_root), epochs=1, limit=64, batch_size=8,
+                       out=str(run), tensorboard=str(tmp_path / "tb")))
+    stale = SummaryWriter(str(tmp_path / "tb" / "run"))  # as a process killed after its checkpoint had logged
+    stale.add_scalar("epoch/loss", 1e6, 12)
+    stale.close()
+    os.chdir(tmp_path / "run")  # the recorded DIR is absolute: a resume from elsewhere logs to the same place
+    try:
+        train(TrainOptions(resume=str(run), epochs=2))  # --tensorboard not given again
+    finally:
+        os.chdir(tmp_path)
+    acc = events(tmp_path / "tb" / "run")
+    assert [s for s, _ in scalars(acc, "epoch/loss")] == [8, 16] and max(v for _, v in scalars(acc, "epoch/loss")) < 1e6
+    assert [g.step for g in acc.Images("samples")] == [8, 16]

@@ -62,23 +62,29 @@ def hparams_of(run_dir: Path) -> dict:
 
 
 class TensorBoardHook(TrainHook):
-    """Writes the run's scalars, sample grids and hyperparameters to TensorBoard event files."""
+    """Writes the run's scalars, sample grids and hyperparameters to TensorBoard event files when the run's options
+    ask for it (`tensorboard`: "auto" or DIR; a resumed run has its recorded value by then), else does nothing."""
 
-    def __init__(self, target: str = AUTO):
-        self.target, self.writer, self.every = target, None, 1
+    def __init__(self):
+        self.target, self.writer, self.every = None, None, 1
         self.sums: dict = {}
         self.counts: dict[str, int] = {}
 
     def setup(self, opts) -> None:
-        check_target(self.target)
+        self.target = opts.tensorboard
+        if self.target:
+            check_target(self.target)
 
     def on_train_start(self, session, reporter) -> None:
+        if not self.target:
+            return
         from torch.utils.tensorboard import SummaryWriter
         from torch.utils.tensorboard.summary import hparams
 
         path = log_dir(self.target, session.run_dir)
-        # purge_step: steps an earlier process logged after the checkpoint this run resumes from are dropped
-        self.writer = SummaryWriter(str(path), purge_step=session.step or None)
+        # purge_step: what an earlier process logged after the checkpoint this run resumes from (steps beyond
+        # session.step, which this run logs again) is dropped by TensorBoard
+        self.writer = SummaryWriter(str(path), purge_step=session.step + 1 if session.step else None)
         steps_per_epoch = math.ceil(len(session.data) / (session.model.config.batch_size * session.world.size))
         self.every = max(1, min(MAX_STEP_INTERVAL, steps_per_epoch // POINTS_PER_EPOCH))
         _, start_info, _ = hparams(hparams_of(session.run_dir), {})
@@ -86,6 +92,8 @@ class TensorBoardHook(TrainHook):
         reporter.message(f"tensorboard: {path} (view: tensorboard --logdir {shlex.quote(str(path.parent))})")
 
     def on_step(self, session, losses: dict) -> None:
+        if self.writer is None:
+            return
         for key, value in losses.items():  # device tensors: adding them does not wait for the device
             self.sums[key] = self.sums[key] + value if key in self.sums else value
             self.counts[key] = self.counts.get(key, 0) + 1
@@ -97,9 +105,12 @@ class TensorBoardHook(TrainHook):
             self.sums, self.counts = {}, {}
 
     def on_sample_grid(self, session, epoch: int, grid) -> None:
-        self.writer.add_image("samples", grid, session.step, dataformats="HWC")
+        if self.writer is not None:
+            self.writer.add_image("samples", grid, session.step, dataformats="HWC")
 
     def on_epoch_end(self, session, record: dict, reporter) -> None:
+        if self.writer is None:
+            return
         for key, value in record.items():
             if key == "step" or isinstance(value, bool) or not isinstance(value, (int, float)):
                 continue
