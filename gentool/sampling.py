@@ -3,7 +3,7 @@ latent space."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -15,7 +15,7 @@ from gentool.images import make_grid, to_uint8, write_gif, write_grid, write_npz
 from gentool.parsing import parse_grid
 
 MAX_SAMPLES = 1_000_000
-MAX_STEPS = 500
+MAX_FRAMES = 500
 WALK_POINTS = 4  # random latent points each --interpolate walk passes through before returning to its start
 FRAME_MS = 80
 
@@ -32,11 +32,12 @@ class SampleRequest:
     device: str = "auto"
     overwrite: bool = False
     interpolate: bool = False
-    steps: int = 16
+    frames: int = 16
     label: str | None = None  # --class: an index or a class name
     by_class: bool = False
     weights: str = "auto"
     precision: str = "fp32"
+    sample_options: dict = field(default_factory=dict)  # the sampler's settings (--steps, --solver, --guidance)
 
     def resolve(self) -> tuple[str, int, tuple[int, int] | None, Path]:
         """Validate and work out (kind, count, grid shape, output path); kind is grid, gif, npz or folder."""
@@ -64,8 +65,8 @@ class SampleRequest:
     def _resolve_walk(self) -> tuple[str, int, tuple[int, int], Path]:
         if self.n is not None:
             raise UsageError("--n: not allowed with --interpolate (the --grid sets the number of walks)")
-        if not 2 <= self.steps <= MAX_STEPS:
-            raise bad_value("--steps", self.steps, f"an integer between 2 and {MAX_STEPS}")
+        if not 2 <= self.frames <= MAX_FRAMES:
+            raise bad_value("--frames", self.frames, f"an integer between 2 and {MAX_FRAMES}")
         rows, cols, out = self._grid_out("walk", ".gif", "a .gif path with --interpolate")
         return "gif", rows * cols, (rows, cols), out
 
@@ -100,18 +101,24 @@ def sample(req: SampleRequest) -> dict:
     amp = Amp(device, pick_precision(req.precision, device))
     ckpt = load_checkpoint(req.checkpoint, device, weights=req.weights)
     prepare(ckpt.model, device, req.precision)
+    try:
+        settings = ckpt.model.sample_settings(req.sample_options)
+    except UsageError as exc:
+        if req.interpolate and "steps" in req.sample_options:  # --steps used to set the frames of a walk
+            raise UsageError(f"{exc} (the frames per leg of a walk are --frames)") from None
+        raise
     labels, label = requested_labels(req, ckpt, n, grid)
     _check_target(kind, out, n, req.overwrite)
     info = {"checkpoint": str(req.checkpoint), "model": ckpt.model.name, "weights": ckpt.weights,
-            "precision": amp.name, "kind": kind,
+            "precision": amp.name, "kind": kind, "sampling": settings,
             "n": n, "seed": req.seed, "out": str(out)}
     if label is not None:
         info["class"] = label
     if kind == "gif":
-        frames = latent_walk(ckpt.model, n, req.steps, torch.Generator().manual_seed(req.seed), labels)
+        frames = latent_walk(ckpt.model, n, req.frames, torch.Generator().manual_seed(req.seed), labels, settings)
         write_gif(out, [make_grid(to_uint8(f), *grid) for f in frames], FRAME_MS)
         return {**info, "frames": len(frames), "shape": list(frames[0].shape[1:])}
-    images = ckpt.model.generate(n, torch.Generator().manual_seed(req.seed), labels=labels)
+    images = ckpt.model.generate(n, torch.Generator().manual_seed(req.seed), labels=labels, settings=settings)
     if kind == "grid":
         write_grid(out, images, *grid)
     elif kind == "npz":
@@ -172,13 +179,19 @@ def slerp(a: torch.Tensor, b: torch.Tensor, t: float) -> torch.Tensor:
 
 
 @torch.no_grad()
-def latent_walk(model, n: int, steps: int, generator: torch.Generator,
-                labels: torch.Tensor | None = None) -> list[torch.Tensor]:
+def latent_walk(model, n: int, frames: int, generator: torch.Generator, labels: torch.Tensor | None = None,
+                settings: dict | None = None) -> list[torch.Tensor]:
     """Frames (each n images in [0, 1]) of n walks at once through WALK_POINTS random latent points and back to the
-    first, `steps` frames per leg, so the animation loops without a jump. A conditional model keeps each walk's
-    class fixed (`labels`, or drawn once)."""
+    first, `frames` frames per leg, so the animation loops without a jump. A conditional model keeps each walk's
+    class fixed (`labels`, or drawn once). Whatever else a sampler draws (an ancestral sampler's step noise) is
+    the same in every frame, so frames differ by their latent codes alone; for flow's ODE and DDIM the latent
+    (the initial noise) determines the image."""
+    if not model.has_latent:
+        raise UsageError(f"--interpolate: {model.name} has no latent code to walk through")
     points = [model.sample_latent(n, generator) for _ in range(WALK_POINTS)]
-    codes = [slerp(a, b, k / steps) for a, b in zip(points, points[1:] + points[:1]) for k in range(steps)]
+    codes = [slerp(a, b, k / frames) for a, b in zip(points, points[1:] + points[:1]) for k in range(frames)]
     if labels is None:
         labels = model.sample_labels(n, generator)
-    return [model.decode_batches(z, labels) for z in codes]
+    seed = int(torch.randint(0, 2**62, (), generator=generator))
+    return [model.generate(n, torch.Generator().manual_seed(seed), labels, latents=z, settings=settings)
+            for z in codes]

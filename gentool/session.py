@@ -63,7 +63,8 @@ class TrainOptions:
     eval_every: int = 0
     eval_n: int = 2000
     stop_on_divergence: bool = False
-    ema: float | None = None
+    ema: float | None = None  # None: the family's default (flow, ddpm: on); 0: off
+    sample_options: dict = field(default_factory=dict)  # the sampler's settings for grids and --eval-every
     max_minutes: float | None = None
     precision: str = "fp32"
     channels_last: bool | None = None  # None: on for convolutional networks
@@ -83,7 +84,7 @@ class TrainOptions:
             raise UsageError("--data: missing; expected mnist, cifar10, mnist-sample or a folder of images")
         if self.resume and self.out:
             raise UsageError("--out: not allowed with --resume (a resumed run stays in its own directory)")
-        if self.ema is not None:
+        if self.ema:  # 0 turns a family's default average off
             check_decay(self.ema)
         if self.threads is not None and not (isinstance(self.threads, int) and 1 <= self.threads <= 4096):
             raise bad_value("--threads", self.threads, "a positive number of threads")
@@ -125,6 +126,7 @@ class Session:
     ema: EMA | None = None
     world: World = SINGLE
     deadline: float | None = None  # time.monotonic() at which --max-minutes ends the run
+    sample_settings: dict = field(default_factory=dict)  # the sampler's, for epoch grids and --eval-every
 
     def out_of_time(self) -> bool:
         return self.deadline is not None and time.monotonic() >= self.deadline
@@ -149,7 +151,8 @@ class Session:
     def run_state(self) -> dict:
         o = self.opts
         options = {"data": o.data, "limit": o.limit, "image_size": o.image_size, "seed": o.seed,
-                   "checkpoint_every": o.checkpoint_every, "sample_every": o.sample_every}
+                   "checkpoint_every": o.checkpoint_every, "sample_every": o.sample_every,
+                   "sample_options": o.sample_options}
         return {"epoch": self.epoch, "step": self.step, "seed": o.seed, "options": options,
                 "stopped": self.stop_reason, "batch": self.batch, "partial": self.partial}
 
@@ -179,6 +182,7 @@ def new_session(opts: TrainOptions, device: torch.device, world: World = SINGLE)
     config = entry.cls.config_class.create(data.geometry, opts.latent_dim, opts.width, **overrides)
     seed_everything(opts.seed)
     model = entry.cls(config)
+    settings = model.sample_settings(opts.sample_options)  # a bad --steps fails before the run directory exists
     prepare_model(model, opts, device)
     run_dir = Path(opts.out) if opts.out else rundir.default_run_dir(entry.name, data.name)
     run_dir = Path(broadcast_text(str(run_dir), world, device))  # default names hold a timestamp: take rank 0's
@@ -186,7 +190,10 @@ def new_session(opts: TrainOptions, device: torch.device, world: World = SINGLE)
         rundir.prepare_new(run_dir, opts.overwrite)
         rundir.check_writable(run_dir, 4 * checkpoint_size_hint(model))
     sync_state(model, world)
-    session = Session(opts, model, model.build_optimizers(), data, run_dir, entry.source, world=world)
+    session = Session(opts, model, model.build_optimizers(), data, run_dir, entry.source, world=world,
+                      sample_settings=settings)
+    if opts.ema is None:  # recorded in config.json as the decay used
+        opts.ema = model.default_ema
     session.ema = EMA(model, opts.ema) if opts.ema else None
     if world.main:
         config_json = {"gentool_version": gentool.__version__, "model": entry.name, "model_source": entry.source,
@@ -217,6 +224,9 @@ def resume_session(opts: TrainOptions, device: torch.device, world: World = SING
     for key in ("data", "limit", "image_size", "seed", "checkpoint_every", "sample_every"):
         if key in saved:
             setattr(opts, key, saved[key])
+    # The sampler's settings may change on resume; left out, the run keeps its own.
+    if not opts.sample_options and isinstance(saved.get("sample_options"), dict):
+        opts.sample_options = saved["sample_options"]
     data = _load_data(opts)
     if tuple(data.geometry.shape) != tuple(ckpt.data["geometry"][k] for k in ("channels", "height", "width")):
         raise UsageError(f"--resume: data geometry {data.geometry.shape} differs from the checkpoint's")
@@ -225,7 +235,8 @@ def resume_session(opts: TrainOptions, device: torch.device, world: World = SING
     restore_rng(ckpt.rng)
     session = Session(opts, ckpt.model, optimizers, data, ckpt_path.parent, ckpt.meta.get("model_source", "built-in"),
                       epoch=int(ckpt.state["epoch"]), step=int(ckpt.state["step"]),
-                      batch=int(ckpt.state.get("batch", 0)), partial=ckpt.state.get("partial") or {}, world=world)
+                      batch=int(ckpt.state.get("batch", 0)), partial=ckpt.state.get("partial") or {}, world=world,
+                      sample_settings=ckpt.model.sample_settings(opts.sample_options))
     _seed_rank(opts.seed, world, session.step)
     session.ema = _resumed_ema(ckpt, opts.ema)
     metrics_path = session.run_dir / rundir.METRICS

@@ -34,7 +34,7 @@ SkipNonfiniteOpt = Annotated[bool, typer.Option("--skip-nonfinite", help="Drop o
 EvalEveryOpt = Annotated[int, typer.Option("--eval-every", help="Every K epochs score samples (FID, modes) into metrics.json and keep best.safetensors (0: never).")]
 StopOnDivergenceOpt = Annotated[bool, typer.Option("--stop-on-divergence", help="End the run cleanly on a divergence (a loss far outside its recent range, FID doubling from its best or stuck worse than noise's).")]
 EvalNOpt = Annotated[int, typer.Option("--eval-n", help="Samples scored by --eval-every.")]
-EmaOpt = Annotated[Optional[float], typer.Option("--ema", help="Keep an exponential moving average of the generator (decoder) weights with this DECAY, e.g. 0.999; sample and evaluate use it by default.")]
+EmaOpt = Annotated[Optional[float], typer.Option("--ema", help="Keep an exponential moving average of the sampling network's weights (generator, decoder, denoiser) with this DECAY, e.g. 0.999; sample and evaluate use it by default. Default: none, except for families that keep one (flow, ddpm); 0 turns it off.")]
 MaxMinutesOpt = Annotated[Optional[float], typer.Option("--max-minutes", help="Stop after this much training time (wall clock), saving a checkpoint that --resume continues.")]
 WeightsOpt = Annotated[str, typer.Option("--weights", help="auto (the EMA weights when the run kept them, else raw), ema or raw.")]
 PrecisionOpt = Annotated[str, typer.Option("--precision", help="fp32 (default, safe everywhere), bf16 (autocast; CPUs with AVX512-BF16/AMX, recent GPUs) or fp16 (CUDA/MPS, with gradient scaling).")]
@@ -42,6 +42,16 @@ ChannelsLastOpt = Annotated[Optional[bool], typer.Option("--channels-last/--no-c
 CompileOpt = Annotated[bool, typer.Option("--compile", help="Compile the networks with torch.compile (slow first steps; needs a C++ compiler on CPU, triton on CUDA).")]
 ThreadsOpt = Annotated[Optional[int], typer.Option("--threads", help="CPU threads for this process (default: torch's, one per core).")]
 ClassOpt = Annotated[Optional[str], typer.Option("--class", help="Draw every sample of this class (index or class name) from a class-conditional model.")]
+# The sampler's settings, for families that declare them (flow, ddpm; `gentool models` lists each family's).
+StepsOpt = Annotated[Optional[int], typer.Option("--steps", help="Sampler steps of an iterative family (flow, ddpm): fewer is faster, more is closer to the exact sampler (default: the family's).", show_default=False)]
+SolverOpt = Annotated[Optional[str], typer.Option("--solver", help="Sampler of an iterative family: flow euler|heun, ddpm ddim|ddpm (default: the family's).", show_default=False)]
+GuidanceOpt = Annotated[Optional[float], typer.Option("--guidance", help="Classifier-free guidance weight of a class-conditional iterative family (cflow, cddpm): 1 = plain conditional, larger follows the class more closely.", show_default=False)]
+
+
+def sampler_settings(steps: int | None, solver: str | None, guidance: float | None) -> dict:
+    """The sampler settings given on the command line (the family checks them and fills in its defaults)."""
+    given = {"steps": steps, "solver": solver, "guidance": guidance}
+    return {k: v for k, v in given.items() if v is not None}
 
 
 def out_console() -> Console:

@@ -42,6 +42,9 @@ def train(
     eval_every: o.EvalEveryOpt = 0,
     eval_n: o.EvalNOpt = 2000,
     stop_on_divergence: o.StopOnDivergenceOpt = False,
+    steps: o.StepsOpt = None,
+    solver: o.SolverOpt = None,
+    guidance: o.GuidanceOpt = None,
     quiet: o.QuietOpt = False,
     json_out: o.JsonOpt = False,
 ):
@@ -53,7 +56,8 @@ def train(
                         sample_every=sample_every, resume=resume, overwrite=overwrite,
                         skip_nonfinite=skip_nonfinite, eval_every=eval_every, eval_n=eval_n,
                         stop_on_divergence=stop_on_divergence, ema=ema, max_minutes=max_minutes,
-                        precision=precision, channels_last=channels_last, compile=compile, threads=threads)
+                        precision=precision, channels_last=channels_last, compile=compile, threads=threads,
+                        sample_options=o.sampler_settings(steps, solver, guidance))
     result = run_training(opts, make_reporter(quiet))
     if result["rank"] != 0:  # under torchrun, rank 0 speaks for the run
         return

@@ -47,11 +47,12 @@ class Source:
         the same share); None for any other source."""
         return self.checkpoint.model.spread_labels(n) if self.kind == "checkpoint" else None
 
-    def images(self, n: int, seed: int) -> torch.Tensor:
-        """uint8 N×C×H×W: `n` samples drawn with `seed` (for `labels(n)`), or a seeded random `n` of the stored
-        images (all of them when the source holds fewer)."""
+    def images(self, n: int, seed: int, settings: dict | None = None) -> torch.Tensor:
+        """uint8 N×C×H×W: `n` samples drawn with `seed` (for `labels(n)`, with the sampler's `settings`), or a
+        seeded random `n` of the stored images (all of them when the source holds fewer)."""
         if self.kind == "checkpoint":
-            drawn = self.checkpoint.model.generate(n, torch.Generator().manual_seed(seed), labels=self.labels(n))
+            drawn = self.checkpoint.model.generate(n, torch.Generator().manual_seed(seed), labels=self.labels(n),
+                                                   settings=settings)
             return torch.from_numpy(to_uint8(drawn)).permute(0, 3, 1, 2).contiguous()
         count = self.available
         pick = np.arange(count) if n >= count else np.sort(np.random.default_rng(seed).choice(count, n, replace=False))

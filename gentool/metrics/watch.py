@@ -138,9 +138,11 @@ class TrainingWatch(TrainHook):
             self.noise_fid = self.evaluator.score(noise, ("fid",), self.seed)[0]["fid"]
             session.history["evaluation"] = {**self.evaluator.provenance(), "n": self.eval_n, "seed": self.seed,
                                              "metrics": list(WATCH_METRICS), "every": self.eval_every,
-                                             "fid_uniform_noise": self.noise_fid}
+                                             "fid_uniform_noise": self.noise_fid,
+                                             "sampling": session.sample_settings}
         with session.sampling() as model:
-            drawn = model.generate(self.eval_n, torch.Generator().manual_seed(self.seed))
+            drawn = model.generate(self.eval_n, torch.Generator().manual_seed(self.seed),
+                                   settings=session.sample_settings)
         images = torch.from_numpy(to_uint8(drawn)).permute(0, 3, 1, 2).contiguous()
         metrics, _ = self.evaluator.score(images, WATCH_METRICS, self.seed)
         record.update(fid=metrics["fid"], modes=metrics["modes"], class_kl=metrics["class_kl"])

@@ -9,12 +9,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gentool.models.base import GenerativeModel, ModelConfig, fast_optimizer, scaled
+from gentool.models.base import GenerativeModel, fast_optimizer, scaled
+from gentool.models.study import StudyConfig
 from gentool.registry import register_model
 
 
 @dataclass
-class VAEConfig(ModelConfig):
+class VAEConfig(StudyConfig):
     """VAE settings; the loss is reconstruction BCE (summed over pixels) plus KL, averaged over the batch."""
 
     lr: float = 1e-3
@@ -98,6 +99,7 @@ class VAE(GenerativeModel):
     config_class = VAEConfig
     pixel_range = (0.0, 1.0)
     sampling_networks = ("decoder",)
+    likelihood_terms = True
 
     def __init__(self, config: VAEConfig):
         super().__init__(config)
