@@ -17,7 +17,8 @@ from gentool.errors import UsageError
 ENTRY_POINT_GROUP = "gentool.models"
 # Each module registers its family with the decorator, exactly as a plugin package does.
 BUILTIN_MODULES = ("gentool.models.vae", "gentool.models.gan", "gentool.models.wgan", "gentool.models.wgan_gp",
-                   "gentool.models.sngan", "gentool.models.cgan", "gentool.models.cvae")
+                   "gentool.models.sngan", "gentool.models.cgan", "gentool.models.cvae", "gentool.models.flow",
+                   "gentool.models.ddpm")
 
 
 @dataclass(frozen=True)
@@ -32,6 +33,14 @@ class ModelEntry:
     def description(self) -> str:
         doc = (self.cls.__doc__ or "").strip()
         return doc.splitlines()[0] if doc else ""
+
+    def sampler_settings(self) -> list[dict]:
+        """The family's declared sampler settings (name, default, choices or range, help), for `gentool models`."""
+        out = []
+        for o in getattr(self.cls, "sample_options", ()):  # a class that is not a GenerativeModel declares none
+            bounds = {"choices": list(o.choices)} if o.choices else {"low": o.low, "high": o.high}
+            out.append({"name": o.name, "default": o.default, **bounds, "help": o.help})
+        return out
 
 
 _registry: dict[str, ModelEntry] = {}

@@ -10,12 +10,16 @@ from gentool.registry import list_models
 
 @o.cli_errors
 def models(json_out: o.JsonOpt = False):
-    """List the registered models, where each comes from, and what it is."""
+    """List the registered models, where each comes from, what it is, and its sampler's settings and defaults."""
     entries = list_models()
     if json_out:
-        o.print_json([{"name": e.name, "source": e.source, "description": e.description} for e in entries])
+        o.print_json([{"name": e.name, "source": e.source, "description": e.description,
+                       "sampler_settings": e.sampler_settings()} for e in entries])
         return
-    table = Table("model", "source", "description", title="registered models")
+    table = Table("model", "source", "description", "sampler settings (sample/evaluate/train)",
+                  title="registered models")
     for e in entries:
-        table.add_row(e.name, e.source, e.description)
+        settings = ", ".join(f"--{s['name']} {s['default']}" + (f" ({'|'.join(s['choices'])})" if "choices" in s else "")
+                             for s in e.sampler_settings())
+        table.add_row(e.name, e.source, e.description, settings)
     o.out_console().print(table)
