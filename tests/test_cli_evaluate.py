@@ -130,15 +130,15 @@ def test_flow_eval_every_and_evaluate_use_the_sampler_settings(invoke, mnist_roo
     run = tmp_path / "flow"
     result = invoke("train", "flow", "--data", "mnist", "--data-dir", mnist_root, "--epochs", "2", "--limit", "32",
                     "--batch-size", "16", "--width", "0.25", "--eval-every", "1", "--eval-n", "20", "--steps", "2",
-                    "--solver", "euler", "--out", run, "-q", "--json")
+                    "--solver", "heun", "--out", run, "-q", "--json")
     assert result.exit_code == 0, result.output
     metrics = json.loads((run / "metrics.json").read_text())
-    assert metrics["evaluation"]["sampling"] == {"steps": 2, "solver": "euler"}
+    assert metrics["evaluation"]["sampling"] == {"steps": 2, "solver": "heun"}
     assert all("fid" in r for r in metrics["epochs"]) and (run / "best.safetensors").is_file()
     scored = invoke("evaluate", run / "best.safetensors", "--data-dir", mnist_root, "--n", "20", "--metrics", "fid",
                     "--steps", "3", "--json")
     assert scored.exit_code == 0, scored.stderr
-    assert json.loads(scored.stdout)["sampling"] == {"steps": 3, "solver": "heun"}
+    assert json.loads(scored.stdout)["sampling"] == {"steps": 3, "solver": "euler"}
     assert json.loads(scored.stdout)["weights"] == "ema"  # flow keeps a weight average by default
     bad = invoke("evaluate", run / "best.safetensors", "--data-dir", mnist_root, "--n", "20", "--solver", "rk4")
     assert bad.exit_code == 2 and "--solver: got 'rk4'; expected one of euler, heun for flow" in bad.stderr

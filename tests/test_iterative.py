@@ -96,7 +96,7 @@ def test_unet_sizes_and_geometries():
         assert model.unet(x, torch.rand(2)).shape == x.shape
     with pytest.raises(UsageError, match="--data: image geometry 1x30x30 has no U-Net"):
         build(Flow, Geometry(1, 30, 30, 0))
-    with pytest.raises(UsageError, match="--latent-dim: this model has no latent dim setting"):
+    with pytest.raises(UsageError, match="--latent-dim: this model has no latent size; leave it out"):
         Flow.config_class.create(MNIST, latent_dim=5)
     counts = [sum(p.numel() for p in UNet(1, build(Flow, width=w).config.channel_counts()).parameters())
               for w in (0.5, 1, 2)]
@@ -171,7 +171,7 @@ def test_sampling_commands_on_flow_and_ddpm(invoke, mnist_root, tmp_path):
     grid = invoke("sample", ckpt, "--grid", "10x2", "--by-class", "--steps", "2", "--guidance", "2",
                   "--out", tmp_path / "by.png", "--json")
     assert grid.exit_code == 0, grid.stderr
-    assert json.loads(grid.stdout)["sampling"] == {"steps": 2, "solver": "heun", "guidance": 2.0}
+    assert json.loads(grid.stdout)["sampling"] == {"steps": 2, "solver": "euler", "guidance": 2.0}
     walk = invoke("sample", ckpt, "--interpolate", "--grid", "2x2", "--frames", "2", "--steps", "2", "--out",
                   tmp_path / "walk.gif", "--json")
     assert walk.exit_code == 0 and json.loads(walk.stdout)["frames"] == 8

