@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from gentool.checkpoint import load_checkpoint
+from gentool.checkpoint_meta import optimizer_meta
 from gentool.images import to_uint8
 from gentool.train import TrainOptions, train
 
@@ -24,7 +25,7 @@ def test_checkpoints_of_format_1_still_load_and_sample_as_before(name, mnist_roo
     assert ckpt.weights == "ema" and ckpt.meta["format_version"] == 1
     expected = np.load(DATA / "v1_samples.npz")[name[3:].replace("-", "_")]
     assert np.array_equal(to_uint8(ckpt.model.generate(4, torch.Generator().manual_seed(0))), expected)
-    if ckpt.optimizer_state:  # a run saved by the old code continues
+    if optimizer_meta(ckpt.meta, path, "CKPT"):  # a run saved by the old code with its optimizer state continues
         run = tmp_path / "run"
         (run / "samples").mkdir(parents=True)  # what train made beside the checkpoint
         shutil.copyfile(path, run / "last.safetensors")

@@ -56,8 +56,10 @@ class DDPM(UNetModel):
 
     def __init__(self, config: DDPMConfig):
         super().__init__(config)
-        # A fixed function of the config: kept out of the state dict (and checkpoints).
-        self.alpha_bars = cosine_alpha_bars(config.timesteps, config.schedule_offset)
+        # A fixed function of the config: kept out of the state dict (and checkpoints), and made on the CPU even when
+        # the model is built on the meta device (a checkpoint's model is, until its weights are read).
+        with torch.device("cpu"):
+            self.alpha_bars = cosine_alpha_bars(config.timesteps, config.schedule_offset)
 
     def train_step(self, real, labels, optimizers, step):
         T = self.config.timesteps
