@@ -2,7 +2,8 @@
 
 Entry points are loaded lazily (the first time a name is not found among the built-ins, or when all models are
 listed) and only once. A plugin that fails to import is reported with a warning naming its distribution; it never
-takes the tool down. `describe_models` lists every model without importing any (models import torch): it reads
+takes the tool down. `load_entry_points` is that loading for any group: training hooks (`gentool.hooks`, see
+gentool.hooks) load through it too. `describe_models` lists every model without importing any (models import torch): it reads
 the `@register_model("name")` classes and their docstrings from the modules' source text.
 """
 
