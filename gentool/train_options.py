@@ -113,7 +113,8 @@ class TrainOptions:
     tensorboard: str | None = option(
         "Log to TensorBoard (needs pip install 'gentool[tensorboard]'): epoch records, losses every few steps, the "
         "sample grids, --eval-every's metrics, the config as hyperparameters. Alone: into RUN_DIR/tensorboard; "
-        "--tensorboard DIR: into DIR/<run name>, so that `tensorboard --logdir DIR` compares runs (give MODEL "
+        "--tensorboard DIR: into a folder named after the run inside DIR, so that `tensorboard --logdir DIR` "
+        "compares runs (give MODEL "
         "first: a word right after --tensorboard is its DIR). A resumed run keeps logging where it did.",
         metavar="[DIR]", bare="auto", resume=KEPT)
     stop_on_divergence: bool | None = option(

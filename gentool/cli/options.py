@@ -7,6 +7,7 @@ import functools
 import inspect
 import json
 import os
+import signal
 import sys
 import typing
 from typing import Annotated, Optional
@@ -161,6 +162,9 @@ def debugging() -> bool:
     return value in TRUE_WORDS
 
 
+STOPPED_CODES = {128 + signal.SIGINT, 128 + signal.SIGTERM, 128 + signal.SIGUSR1}
+
+
 def escape(text: str) -> str:
     """`text` shown as is by rich (a message naming `gentool[tensorboard]` or a path with brackets is not markup)."""
     from rich.markup import escape as rich_escape
@@ -181,7 +185,9 @@ def cli_errors(func):
             if debugging():
                 raise
             code = exc.exit_code if isinstance(exc, GentoolError) else 1
-            err_console().print(f"[bold red]error:[/] {escape(_message(exc))}", highlight=False, soft_wrap=True)
+            # A run stopped by a signal after saving (130: SIGINT, 143: SIGTERM, 138: SIGUSR1) is not a failure.
+            label = "[bold yellow]stopped:[/]" if code in STOPPED_CODES else "[bold red]error:[/]"
+            err_console().print(f"{label} {escape(_message(exc))}", highlight=False, soft_wrap=True)
             raise typer.Exit(code) from None
         except KeyboardInterrupt:  # Ctrl-C before anything needed saving (Typer alone would exit 130 silently)
             err_console().print("[bold red]interrupted[/]", highlight=False)
