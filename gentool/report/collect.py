@@ -197,7 +197,7 @@ def _read_history(run_dir: Path, notes: list[str]) -> dict:
     history = _object(read_json_file(where), str(where))
     history["epochs"] = clean_records(history.get("epochs", []), str(where))
     history["events"] = clean_events(history.get("events", []), str(where))
-    for key in ("evaluation", "best"):
+    for key in ("evaluation", "best", "heldout"):
         if not isinstance(history.get(key) or {}, dict):
             raise GentoolError(f"{where}: \"{key}\" must be a JSON object")
     return history

@@ -22,7 +22,7 @@ RUN_SECTIONS = (("overview", "Overview"), ("curves", "Training curves"), ("sampl
                 ("metrics", "Metrics"), ("evaluation", "Evaluation"), ("events", "Events"),
                 ("checkpoints", "Checkpoints"), ("architecture", "Architecture"), ("config", "Configuration"),
                 ("provenance", "How the numbers were made"))
-HISTORY_KEYS = {"epochs", "events", "model", "run_dir", "evaluation", "best"}  # what metrics.json holds by default
+HISTORY_KEYS = {"epochs", "events", "model", "run_dir", "evaluation", "best", "heldout"}  # what metrics.json holds by default
 WATCHED = ("fid", "modes", "class_kl")  # what --eval-every adds to an epoch's record
 HELDOUT = "heldout_"
 
@@ -208,8 +208,12 @@ def provenance(run: dict) -> list[str]:
             f"wall-clock training time."]
     heldout = [k for k in keys if k.startswith(HELDOUT)]
     if heldout:
-        said.append(f"Held-out metrics ({', '.join(heldout)}): the same terms on the held-out split, as the run "
-                    f"recorded them each epoch (in eval mode, with seeded noise).")
+        made = run["history"].get("heldout") or {}
+        how = (f" ({fmt(made.get('n'))} of the {fmt(made.get('of'))} images of the {fmt(made.get('split'))}, the same "
+               f"images every epoch, noise seed {fmt(made.get('seed'))}, {fmt(made.get('weights'))} weights, since epoch "
+               f"{fmt(made.get('since_epoch'))})") if made else ""
+        said.append(f"Held-out metrics ({', '.join(heldout)}): the same terms on the held-out split{how}, as the "
+                    f"run recorded them after each epoch (in eval mode, with seeded noise).")
     made = run["history"].get("evaluation") or {}
     if made:
         ex = made.get("extractor") if isinstance(made.get("extractor"), dict) else {}
