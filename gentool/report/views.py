@@ -267,8 +267,10 @@ def sweep_view(sweep: dict) -> dict:
     col_axis, row_axes, _, _ = figures.sweep_layout(grid)
     figs = [sweep["matrix"],
             drawn(lambda buf: figures.plot_sweep_curves(grid, fig_trials, buf),
-                  f"Training loss per epoch of every trial: one panel per {', '.join(row_axes) or 'grid'} value, one "
-                  f"line per {col_axis}", "Each trial's training loss over the epochs (the study's Figure 11).",
+                  f"Curves per epoch of every trial: the training loss (and the loss terms recorded on held-out "
+                  f"data too), training solid and held-out dashed; one column of panels per "
+                  f"{', '.join(row_axes) or 'grid'} value, one colour per {col_axis}",
+                  "Each trial's losses over the epochs, training and held-out (the study's Figure 11).",
                   notes, "curves")]
     if metric:
         figs.append(drawn(lambda buf: figures.plot_heatmap(grid, fig_trials, metric, buf),
@@ -289,15 +291,17 @@ def sweep_view(sweep: dict) -> dict:
              ("epochs asked for", manifest.get("epochs")),
              ("trials", ", ".join(f"{n} {s}" for s, n in status.items())),
              ("gentool version", manifest.get("gentool_version")), ("sweep directory", sweep["path"])]
-    return {**sweep, "overview": key_values("Sweep at a glance", pairs), "figures": [f for f in figs if f],
+    return {"anchor": "sweep", **sweep, "overview": key_values("Sweep at a glance", pairs),
+            "figures": [f for f in figs if f],
             "results": table("Results: one row per trial (final training metrics and, with --eval, its scores)",
                              columns, body),
             "trials": [{**t, "run": run_view(t["run"], t.get("metrics")) if t.get("run") else None,
                         "label": ", ".join(f"{a}={fmt(t['values'][a])}" for a in grid)} for t in trials]}
 
 
-def folder_view(root: Path, runs: list[dict]) -> dict:
-    """A comparison table (as `gentool summary DIR` prints it) with each run linked, and the runs' sections."""
+def folder_view(root: Path, runs: list[dict], sweeps: list[dict] = ()) -> dict:
+    """A comparison table (as `gentool summary DIR` prints it) with each run linked, and the runs' sections; then
+    each sweep found in the folder, as its own page would show it (its trials are not among the runs)."""
     readable = [r for r in runs if "error" not in r]
     rows = compare_runs(root, [Path(r["path"]) for r in readable])
     links = {r["name"]: r["anchor"] for r in readable}
@@ -306,4 +310,5 @@ def folder_view(root: Path, runs: list[dict]) -> dict:
     return {"name": root.name or str(root), "path": str(root),
             "comparison": table(f"{len(rows)} run(s) compared: the values that set them apart, epochs and final "
                                 f"metrics", columns, body),
-            "runs": [run_view(r) for r in runs]}
+            "runs": [run_view(r) for r in runs],
+            "sweeps": [s if "error" in s else sweep_view(s) for s in sweeps]}
