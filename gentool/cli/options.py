@@ -91,6 +91,17 @@ QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress outpu
 WeightsOpt = Annotated[str, typer.Option("--weights", metavar="auto|ema|raw", help="auto (the EMA weights when the run kept them, else raw), ema or raw. [default: auto]", show_default=False)]
 PrecisionOpt = Annotated[str, typer.Option("--precision", metavar="fp32|bf16|fp16", help="fp32 (safe everywhere), bf16 (autocast; CPUs with AVX512-BF16/AMX, recent GPUs) or fp16 (CUDA/MPS). [default: fp32]", show_default=False)]
 ClassOpt = Annotated[Optional[str], typer.Option("--class", metavar="K", help="Draw every sample of this class (index or class name) from a class-conditional model.")]
+# The sampler's settings, for families that declare them (flow, ddpm; `gentool models --check` lists each family's),
+# declared once with train's options.
+StepsOpt = train_option("steps")
+SolverOpt = train_option("solver")
+GuidanceOpt = train_option("guidance")
+
+
+def sampler_settings(steps: int | None, solver: str | None, guidance: float | None) -> dict:
+    """The sampler settings given on the command line (the family checks them and fills in its defaults)."""
+    given = {"steps": steps, "solver": solver, "guidance": guidance}
+    return {k: v for k, v in given.items() if v is not None}
 
 
 UNWRAPPED = 100_000  # the width of a console that is not a terminal: its lines are never wrapped
