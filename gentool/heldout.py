@@ -23,11 +23,6 @@ AUTO_SHARE = 10  # ... and at most one per this many training images: a forward 
 # N / (3 × training images) of an epoch (a step is a forward and a backward pass), ≤ 1 % on MNIST, ≤ 3.5 % on less data
 
 
-def has_likelihood(model) -> bool:
-    """Whether the model's family computes its loss terms on any images (`losses(x, labels)`)."""
-    return bool(getattr(model, "likelihood_terms", callable(getattr(model, "losses", None))))
-
-
 def heldout_size(requested: int | None, n_train: int, n_test: int) -> int:
     """Images scored: `requested` (None: min(MAX_AUTO, a tenth of the training images)), at most the split's."""
     if requested is None:
@@ -59,7 +54,7 @@ class HeldoutHook(TrainHook):
         self.off = requested == 0
 
     def on_epoch_end(self, session: Session, record: dict, reporter: Reporter) -> None:
-        if self.off or not has_likelihood(session.model):
+        if self.off or not session.model.likelihood_terms:  # declared by the family (VAE, CVAE)
             return
         if self.subset is None and not self._prepare(session, reporter):
             return
