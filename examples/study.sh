@@ -12,7 +12,7 @@
 #
 # Settings (environment variables):
 #   SMOKE=1          the quick mode: 2,000 MNIST / 1,000 CIFAR-10 training images, 3 epochs or 2 minutes a run,
-#                    a 2 × 2 sweep of 8 epochs on 1,000 images, 500 images per evaluation
+#                    a 2 × 2 sweep of 8 epochs on 1,000 images (two trials at a time), 500 images per evaluation
 #   OUT=DIR          where everything goes (default: study, or study-smoke with SMOKE=1)
 #   DATA_DIR=DIR     the folder holding MNIST and CIFAR-10 (default: gentool's, where they are fetched on first use)
 #   CIFAR=SPEC       cifar10 (default), or CIFAR-10 as an image folder, e.g. path/to/cifar10/train
@@ -50,7 +50,7 @@ if [ "$SMOKE" = 1 ]; then
     CIFAR_LIMIT=(--limit 1000)
     declare -A EPOCHS=([vae]=3 [gan]=3 [wgan]=3)
     EVAL_EVERY=1
-    SWEEP=(--latent-dim 2,10 --width 0.5,2 --epochs 8 --limit 1000)
+    SWEEP=(--latent-dim 2,10 --width 0.5,2 --epochs 8 --limit 1000 --workers 2)
 else
     OUT=${OUT:-study}
     MINUTES=${MINUTES:-120}
@@ -104,7 +104,8 @@ mkdir -p "$OUT/summaries" "$OUT/runs"
 # 1. The networks: layer tables and parameter totals, as the study printed them.
 for model in vae gan wgan; do
     for data in mnist cifar10; do
-        step_into "$OUT/summaries/$model-$data.txt" gentool summary "$model" --data "$data"
+        table="$OUT/summaries/$model-$data.txt"
+        [ -s "$table" ] || step_into "$table" gentool summary "$model" --data "$data"
     done
 done
 
