@@ -3,7 +3,7 @@
 # six training runs (each evaluated), the VAE's complexity × latent sweep on MNIST, and one HTML report of it all.
 #
 #   bash examples/study.sh                  # the study at full size (about 14 hours on 2 CPU cores, see below)
-#   SMOKE=1 bash examples/study.sh          # every step, small: about 35 minutes on 2 busy CPU cores
+#   SMOKE=1 bash examples/study.sh          # every step, small: about 40 minutes on 2 CPU cores shared with other jobs
 #
 # Re-running the same command after an interruption (Ctrl-C, a killed job) continues where it stopped: every run
 # uses --resume auto, the sweep resumes its own trials, and evaluations and reports are redone only when their run
