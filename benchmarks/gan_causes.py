@@ -34,7 +34,15 @@ from gentool.images import write_grid
 from gentool.models.gan import GAN, GANConfig
 
 KNOBS = dict(init="torch", output="auto", dstep="joint", batch=64, gbatch=None, eps=1e-8, clip=False, seed=0,
-             smooth=0.0, lr=2e-4, dlr=None, dropout=None, adam="torch", ddrop=0.0)
+             smooth=0.0, lr=2e-4, dlr=None, dropout=None, adam="torch", ddrop=0.0, gdrop=True)
+
+
+def kaiming_init(net: nn.Module) -> None:
+    """He-uniform weights for LeakyReLU(0.2) and zero biases: keeps the code's variation alive through the layers."""
+    for m in net.modules():
+        if isinstance(m, (nn.Linear, nn.Conv2d, nn.ConvTranspose2d)):
+            nn.init.kaiming_uniform_(m.weight, a=0.2, nonlinearity="leaky_relu")
+            nn.init.zeros_(m.bias)
 
 
 def keras_init(net: nn.Module) -> None:
@@ -83,14 +91,27 @@ def bce(logits, target, clip):
     return -(target * p.log() + (1 - target) * (1 - p).log()).mean()
 
 
+def channel_stats(x01: torch.Tensor) -> tuple[list[float], list[float]]:
+    """Per-channel mean and standard deviation of images in [0, 1] (N×C×H×W)."""
+    flat = x01.transpose(0, 1).reshape(x01.shape[1], -1)
+    return [round(v, 3) for v in flat.mean(1).tolist()], [round(v, 3) for v in flat.std(1).tolist()]
+
+
+def pairwise(x01: torch.Tensor) -> float:
+    """Mean RMS pixel distance between two different samples: 0 when every sample is the same image."""
+    d = torch.cdist(x01.flatten(1), x01.flatten(1)) / math.sqrt(x01[0].numel())
+    n = len(x01)
+    return round((d.sum() / (n * (n - 1))).item(), 3)
+
+
 def run(k: dict, data, steps: int, every: int, out: Path) -> list[dict]:
     torch.manual_seed(k["seed"])
     config = GANConfig.create(data.geometry, lr=k["lr"], batch_size=k["batch"], output=k["output"])
     if k["dropout"] is not None:
         config.dropout = k["dropout"]
     model = GAN(config)
-    if k["init"] == "keras":
-        keras_init(model)
+    if k["init"] != "torch":
+        {"keras": keras_init, "kaiming": kaiming_init}[k["init"]](model)
     lo = model.pixel_range[0]
     dlr = k["dlr"] or k["lr"]
     if k["ddrop"] and data.geometry.channels == 1:
@@ -133,8 +154,11 @@ def run(k: dict, data, steps: int, every: int, out: Path) -> list[dict]:
             fl = D(fake)
             loss = bce(fl, 0.0, k["clip"])
             opt_d.zero_grad(); loss.backward(); opt_d.step()
+        if not k["gdrop"]:            # the generator's step through an eval-mode discriminator (no dropout)
+            D.eval()
         gl = bce(D(G(torch.randn(gb, config.latent_dim))), 1.0, k["clip"])
         opt_g.zero_grad(); gl.backward(); opt_g.step()
+        D.train()
         acc.append(((rl.detach() > 0).float().mean().item(), (fl.detach() < 0).float().mean().item(), gl.item()))
         if step % every == 0:
             model.eval()
@@ -148,8 +172,10 @@ def run(k: dict, data, steps: int, every: int, out: Path) -> list[dict]:
             a = torch.tensor(acc[-every:]).mean(0).tolist()
             rec = {"step": step, "mean": round(x01.mean().item(), 3), "std": round(x01.std().item(), 3),
                    "spread": round(x01.std(0).mean().item(), 3),  # across samples: 0 = all identical
+                   "pairwise": pairwise(x01), "ch_mean": channel_stats(x01)[0], "ch_std": channel_stats(x01)[1],
                    "sat": round(((x01 < 0.01) | (x01 > 0.99)).float().mean().item(), 3),
                    "dead": round((slope == 0).float().mean().item(), 3),
+                   "pre_q": [round(v, 1) for v in pre.flatten().quantile(torch.tensor([0.01, 0.5, 0.99])).tolist()],
                    "d_acc_real": round(a[0], 2), "d_acc_fake": round(a[1], 2), "g_loss": round(a[2], 2),
                    "sec": round(time.time() - t0)}
             hist.append(rec)
@@ -176,7 +202,8 @@ def main():
     data = load_dataset(a.data, a.data_dir, limit=a.limit)
     real01 = data.images[:2000].float() / 255
     print(json.dumps({"knobs": k, "real_mean": round(real01.mean().item(), 3), "real_std": round(real01.std().item(), 3),
-                      "real_spread": round(real01.std(0).mean().item(), 3)}), flush=True)
+                      "real_spread": round(real01.std(0).mean().item(), 3), "real_pairwise": pairwise(real01[:64]),
+                      "real_ch_mean": channel_stats(real01)[0], "real_ch_std": channel_stats(real01)[1]}), flush=True)
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     hist = run(k, data, a.steps, a.every, out)
