@@ -1,9 +1,11 @@
 """Drawing samples from a checkpoint into a PNG grid, an `.npz` array, a folder of PNGs, or a GIF of walks through
-latent space."""
+latent space. Large requests are drawn and written chunk by chunk (`sample_chunks`), so memory holds one chunk of
+images, not all of them, and a seed gives the same images however they are chunked."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -11,13 +13,16 @@ import torch
 from gentool.checkpoint import load_checkpoint
 from gentool.device import Amp, pick_device, pick_precision, prepare
 from gentool.errors import UsageError, bad_value
-from gentool.images import make_grid, to_uint8, write_gif, write_grid, write_npz, write_png_folder
+from gentool.fileio import prepare_output
+from gentool.images import NpzWriter, make_grid, to_uint8, write_gif, write_grid, write_png_folder
 from gentool.parsing import parse_grid
 
 MAX_SAMPLES = 1_000_000
-MAX_STEPS = 500
+MAX_FRAMES = 500
 WALK_POINTS = 4  # random latent points each --interpolate walk passes through before returning to its start
 FRAME_MS = 80
+CHUNK = 4096  # samples drawn and written at a time (a multiple of 16: see chunk_sizes)
+MAX_GIF_BYTES = 512 << 20  # uncompressed frames of one --interpolate GIF
 
 
 @dataclass
@@ -32,11 +37,12 @@ class SampleRequest:
     device: str = "auto"
     overwrite: bool = False
     interpolate: bool = False
-    steps: int = 16
+    frames: int = 16
     label: str | None = None  # --class: an index or a class name
     by_class: bool = False
     weights: str = "auto"
     precision: str = "fp32"
+    sample_options: dict = field(default_factory=dict)  # the sampler's settings (--steps, --solver, --guidance)
 
     def resolve(self) -> tuple[str, int, tuple[int, int] | None, Path]:
         """Validate and work out (kind, count, grid shape, output path); kind is grid, gif, npz or folder."""
@@ -64,8 +70,8 @@ class SampleRequest:
     def _resolve_walk(self) -> tuple[str, int, tuple[int, int], Path]:
         if self.n is not None:
             raise UsageError("--n: not allowed with --interpolate (the --grid sets the number of walks)")
-        if not 2 <= self.steps <= MAX_STEPS:
-            raise bad_value("--steps", self.steps, f"an integer between 2 and {MAX_STEPS}")
+        if not 2 <= self.frames <= MAX_FRAMES:
+            raise bad_value("--frames", self.frames, f"an integer between 2 and {MAX_FRAMES}")
         rows, cols, out = self._grid_out("walk", ".gif", "a .gif path with --interpolate")
         return "gif", rows * cols, (rows, cols), out
 
@@ -80,45 +86,109 @@ class SampleRequest:
         return rows, cols, out
 
 
-def _check_target(kind: str, out: Path, n: int, overwrite: bool) -> None:
+def _check_target(kind: str, out: Path, overwrite: bool) -> None:
+    """Refuse to replace what exists without --overwrite, and a place that cannot be written, before any work."""
     if kind == "folder":
         clash = out.is_dir() and any(out.glob("*.png"))
         if clash and not overwrite:
             raise UsageError(f"--out: folder {out} already holds PNG files; pass --overwrite to replace them")
     elif out.exists() and not overwrite:
         raise UsageError(f"--out: {out} already exists; pass --overwrite to replace it")
-    parent = out if kind == "folder" else out.parent
-    if parent.exists() and not parent.is_dir():
-        raise bad_value("--out", str(out), "a path inside a folder")
-    parent.mkdir(parents=True, exist_ok=True)
+    prepare_output(out, "--out", folder=kind == "folder")
 
 
 def sample(req: SampleRequest) -> dict:
     """Draw samples as requested and write them; returns what was written."""
     kind, n, grid, out = req.resolve()
+    _check_target(kind, out, req.overwrite)
     device = pick_device(req.device)
     amp = Amp(device, pick_precision(req.precision, device))
     ckpt = load_checkpoint(req.checkpoint, device, weights=req.weights)
     prepare(ckpt.model, device, req.precision)
     labels, label = requested_labels(req, ckpt, n, grid)
-    _check_target(kind, out, n, req.overwrite)
+    settings = sampler_settings(req, ckpt.model)
+    c = ckpt.model.config
+    shape = [c.channels, c.image_height, c.image_width]
     info = {"checkpoint": str(req.checkpoint), "model": ckpt.model.name, "weights": ckpt.weights,
-            "precision": amp.name, "kind": kind,
-            "n": n, "seed": req.seed, "out": str(out)}
+            "precision": amp.name, "kind": kind, "sampling": settings,
+            "n": n, "seed": req.seed, "out": str(out), "shape": shape}
     if label is not None:
         info["class"] = label
+    generator = torch.Generator().manual_seed(req.seed)
     if kind == "gif":
-        frames = latent_walk(ckpt.model, n, req.steps, torch.Generator().manual_seed(req.seed), labels)
-        write_gif(out, [make_grid(to_uint8(f), *grid) for f in frames], FRAME_MS)
-        return {**info, "frames": len(frames), "shape": list(frames[0].shape[1:])}
-    images = ckpt.model.generate(n, torch.Generator().manual_seed(req.seed), labels=labels)
+        _check_gif_size(n, req.frames, grid, shape)
+        walk = latent_walk(ckpt.model, n, req.frames, generator, labels, settings)
+        frames = [make_grid(to_uint8(f), *grid) for f in walk]
+        write_gif(out, frames, FRAME_MS)
+        return {**info, "frames": len(frames)}
     if kind == "grid":
-        write_grid(out, images, *grid)
+        write_grid(out, ckpt.model.generate(n, generator, labels=labels, settings=settings), *grid)
     elif kind == "npz":
-        write_npz(out, images)
+        with NpzWriter(out, (n, *shape[1:], shape[0])) as npz:
+            for images in sample_chunks(ckpt.model, n, generator, labels, settings=settings):
+                npz.write(to_uint8(images))
     else:
-        write_png_folder(out, images)
-    return {**info, "shape": list(images.shape[1:])}
+        start = 0
+        for images in sample_chunks(ckpt.model, n, generator, labels, settings=settings):
+            start += len(write_png_folder(out, images, start))
+    return info
+
+
+def sampler_settings(req: SampleRequest, model) -> dict:
+    """The family's sampler settings from --steps/--solver/--guidance, checked (one line naming the option)."""
+    try:
+        return model.sample_settings(req.sample_options)
+    except UsageError as exc:
+        if req.interpolate and "steps" in req.sample_options:  # --steps used to set the frames of a walk
+            raise UsageError(f"{exc} (the frames per leg of a walk are --frames)") from None
+        raise
+
+
+def chunk_sizes(n: int, chunk: int) -> list[int]:
+    """How many samples each successive draw takes: `chunk` (a multiple of 16), the last draw also taking a
+    remainder shorter than 16. Latent codes drawn in these pieces are then the very numbers one draw of all `n`
+    gives: torch's CPU normal sampler fills blocks of 16 values, and a draw of 16 or more values continues the
+    stream exactly where the previous one stopped (tests/test_memory.py checks this against one draw)."""
+    if chunk % 16:
+        raise ValueError(f"chunk {chunk} is not a multiple of 16")
+    sizes = [chunk] * (n // chunk)
+    rest = n - chunk * len(sizes)
+    if rest and sizes and rest < 16:
+        sizes[-1] += rest
+    elif rest:
+        sizes.append(rest)
+    return sizes
+
+
+def sample_chunks(model, n: int, generator: torch.Generator, labels: torch.Tensor | None = None,
+                  chunk: int | None = None, settings: dict | None = None) -> Iterator[torch.Tensor]:
+    """The images `model.generate(n, generator, labels=labels)` gives (in [0, 1] on the CPU), drawn and handed out
+    chunk by chunk through the model's own `generate`. A conditional model drawing its own classes draws them after
+    all n latent codes, as one call would: they are found by running a copy of the generator past the codes. (A
+    sampler that draws noise of its own, such as DDPM's ancestral one, draws it per chunk: the images are then
+    fixed by the seed and the chunk size, and equal one draw's up to CHUNK samples.)"""
+    sizes = chunk_sizes(n, chunk or CHUNK)
+    if labels is None and model.conditional:
+        ahead = torch.Generator().set_state(generator.get_state())
+        for size in sizes:
+            model.sample_latent(size, ahead)
+        labels = model.sample_labels(n, ahead)
+    start = 0
+    for size in sizes:
+        yield model.generate(size, generator, labels=None if labels is None else labels[start:start + size],
+                             settings=settings)
+        start += size
+
+
+def _check_gif_size(walks: int, frames: int, grid: tuple[int, int], shape: list[int]) -> None:
+    """A walk GIF holds all its frames in memory while it is encoded: refuse one larger than MAX_GIF_BYTES."""
+    c, h, w = shape
+    rows, cols = grid
+    size = WALK_POINTS * frames * (rows * (h + 2) + 2) * (cols * (w + 2) + 2) * c
+    if size > MAX_GIF_BYTES:
+        raise bad_value("--frames", frames, f"fewer frames or a smaller --grid: {WALK_POINTS * frames} frames of "
+                                          f"{rows}x{cols} images are {size / 2**30:.1f} GiB uncompressed, more "
+                                          f"than the {MAX_GIF_BYTES >> 20} MiB a GIF may take")
 
 
 def requested_labels(req: SampleRequest, ckpt, n: int, grid) -> tuple[torch.Tensor | None, dict | None]:
@@ -171,14 +241,19 @@ def slerp(a: torch.Tensor, b: torch.Tensor, t: float) -> torch.Tensor:
     return torch.where(sin > 1e-4, curved, straight).reshape(a.shape)
 
 
-@torch.no_grad()
-def latent_walk(model, n: int, steps: int, generator: torch.Generator,
-                labels: torch.Tensor | None = None) -> list[torch.Tensor]:
+def latent_walk(model, n: int, frames: int, generator: torch.Generator, labels: torch.Tensor | None = None,
+                settings: dict | None = None) -> Iterator[torch.Tensor]:
     """Frames (each n images in [0, 1]) of n walks at once through WALK_POINTS random latent points and back to the
-    first, `steps` frames per leg, so the animation loops without a jump. A conditional model keeps each walk's
-    class fixed (`labels`, or drawn once)."""
+    first, `frames` frames per leg, so the animation loops without a jump; made one at a time as they are taken. A
+    conditional model keeps each walk's class fixed (`labels`, or drawn once). Whatever else a sampler draws (an
+    ancestral sampler's step noise) is the same in every frame, so frames differ by their latent codes alone; for
+    flow's ODE and DDIM the latent (the initial noise) determines the image."""
+    if not model.has_latent:
+        raise UsageError(f"--interpolate: {model.name} has no latent code to walk through")
     points = [model.sample_latent(n, generator) for _ in range(WALK_POINTS)]
-    codes = [slerp(a, b, k / steps) for a, b in zip(points, points[1:] + points[:1]) for k in range(steps)]
     if labels is None:
         labels = model.sample_labels(n, generator)
-    return [model.decode_batches(z, labels) for z in codes]
+    seed = int(torch.randint(0, 2**62, (), generator=generator))
+    return (model.generate(n, torch.Generator().manual_seed(seed), labels, latents=slerp(a, b, k / frames),
+                           settings=settings)
+            for a, b in zip(points, points[1:] + points[:1]) for k in range(frames))

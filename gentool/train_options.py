@@ -86,8 +86,9 @@ class TrainOptions:
     sample_every: int | None = option("Write samples/epoch_NNNN.png every K epochs (0: never).", fallback=1,
                                       metavar="K", resume=KEPT)
     ema: float | None = option(
-        "Keep an exponential moving average of the generator (decoder) weights with this DECAY, e.g. 0.999; "
-        "sample and evaluate use it by default.", metavar="DECAY", resume=FIXED)
+        "Keep an exponential moving average of the sampling network's weights (generator, decoder, denoiser) with "
+        "this DECAY, e.g. 0.999; sample and evaluate use it by default. Default: none, except for families that "
+        "keep one (flow, ddpm); 0 turns it off.", metavar="DECAY", resume=FIXED)
     max_minutes: float | None = option(
         "Stop after this much training time (wall clock), saving a checkpoint that --resume continues.",
         metavar="M")
@@ -112,6 +113,24 @@ class TrainOptions:
         "End the run cleanly on a divergence (a loss far outside its recent range, FID doubling from its best or "
         "stuck worse than noise's).", fallback=False, flags=("--stop-on-divergence/--no-stop-on-divergence",),
         resume=KEPT)
+
+    # The sampler's settings, for families that declare them (flow, ddpm; `gentool models` lists each family's),
+    # used for the epoch grids and --eval-every; the family checks them and fills in its defaults.
+    steps: int | None = option(
+        "Sampler steps of an iterative family (flow, ddpm): fewer is faster, more is closer to the exact sampler "
+        "(default: the family's).", metavar="N", resume=KEPT)
+    solver: str | None = option(
+        "Sampler of an iterative family: flow euler|heun, ddpm ddim|ddpm (default: the family's).", metavar="NAME",
+        resume=KEPT)
+    guidance: float | None = option(
+        "Classifier-free guidance weight of a class-conditional iterative family (cflow, cddpm): 1 = plain "
+        "conditional, larger follows the class more closely.", metavar="W", resume=KEPT)
+
+    @property
+    def sample_options(self) -> dict:
+        """The sampler settings given (steps, solver, guidance), by name."""
+        given = {"steps": self.steps, "solver": self.solver, "guidance": self.guidance}
+        return {k: v for k, v in given.items() if v is not None}
 
     def __post_init__(self):
         if self.params is None:
@@ -149,7 +168,7 @@ class TrainOptions:
             raise UsageError("--overwrite: not allowed with --resume (a resumed run keeps its files)")
         if self.resume == AUTO and not self.out:
             raise UsageError("--resume auto: needs --out DIR, the run directory to continue or start")
-        if self.ema is not None:
+        if self.ema:  # 0 turns a family's default average off
             from gentool.ema import check_decay
 
             check_decay(self.ema)

@@ -74,11 +74,15 @@ def evaluate(
     overwrite: o.OverwriteOpt = False,
     weights: o.WeightsOpt = "auto",
     precision: o.PrecisionOpt = "fp32",
+    steps: o.StepsOpt = None,
+    solver: o.SolverOpt = None,
+    guidance: o.GuidanceOpt = None,
 ):
     """Score generated images against real data with a reference classifier gentool trains (once) per data set."""
     from gentool.metrics.evaluate import EvalRequest, evaluate as run_evaluation
 
-    req = EvalRequest(source, data, data_dir, n, metrics, split, seed, device, out, overwrite, weights, precision)
+    req = EvalRequest(source, data, data_dir, n, metrics, split, seed, device, out, overwrite, weights, precision,
+                      o.sampler_settings(steps, solver, guidance))
     result = run_evaluation(req, make_reporter(quiet=False))
     if json_out:
         o.print_json(result)

@@ -19,18 +19,21 @@ def sample(
     device: o.DeviceOpt = "auto",
     overwrite: o.OverwriteOpt = False,
     interpolate: Annotated[bool, typer.Option("--interpolate", help="Write a GIF (--out walk.gif): one walk through random latent points per grid cell.")] = False,
-    steps: Annotated[int, typer.Option(help="Frames between two latent points of an --interpolate walk.")] = 16,
+    frames: Annotated[int, typer.Option(help="Frames between two latent points of an --interpolate walk.")] = 16,
     label: o.ClassOpt = None,
     by_class: Annotated[bool, typer.Option("--by-class", help="Grid with row r drawn from class r (class-conditional models).")] = False,
     weights: o.WeightsOpt = "auto",
     precision: o.PrecisionOpt = "fp32",
+    steps: o.StepsOpt = None,
+    solver: o.SolverOpt = None,
+    guidance: o.GuidanceOpt = None,
     json_out: o.JsonOpt = False,
 ):
     """Draw samples from a checkpoint (the checkpoint alone rebuilds the model)."""
     from gentool.sampling import SampleRequest, sample as draw
 
-    result = draw(SampleRequest(checkpoint, grid, n, out, seed, device, overwrite, interpolate, steps, label,
-                                by_class, weights, precision))
+    result = draw(SampleRequest(checkpoint, grid, n, out, seed, device, overwrite, interpolate, frames, label,
+                                by_class, weights, precision, o.sampler_settings(steps, solver, guidance)))
     if json_out:
         o.print_json(result)
     else:

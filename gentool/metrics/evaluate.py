@@ -4,7 +4,7 @@ and record how every number was made (extractor, its accuracy, split, N, seed, g
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -14,14 +14,14 @@ import gentool
 from gentool.data import ImageData, peek_geometry
 from gentool.device import Amp, pick_device, pick_precision, prepare
 from gentool.errors import UsageError, bad_value
-from gentool.fileio import atomic_write_json
+from gentool.fileio import atomic_write_json, prepare_output
 from gentool.metrics.distances import histogram_jsd, sliced_wasserstein
 from gentool.metrics.extractor import get_extractor, seeded_rng
 from gentool.metrics.fid_kid import frechet_distance, gaussian_stats, inception_score, kernel_distance
 from gentool.metrics.manifold import mode_coverage, precision_recall
 from gentool.metrics.reference import SPLITS, Reference, resolve_reference
 from gentool.metrics.sources import Source, check_geometry, open_source
-from gentool.metrics.stats import image_stats, real_stats
+from gentool.metrics.stats import real_stats, stream_stats
 from gentool.progress import Reporter
 
 METRICS = ("fid", "kid", "is", "pr", "modes", "jsd", "emd", "vae")
@@ -63,6 +63,7 @@ class EvalRequest:
     overwrite: bool = False
     weights: str = "auto"
     precision: str = "fp32"  # of the checkpoint's sampling; the extractor always runs in fp32
+    sample_options: dict = field(default_factory=dict)  # the sampler's settings (--steps, ...), checkpoints only
 
     def validate(self) -> list[str]:
         """Check the options before any work; returns the metric names asked for."""
@@ -76,6 +77,7 @@ class EvalRequest:
                 raise bad_value("--out", self.out, "a file path for the JSON result, not a folder")
             if out.exists() and not self.overwrite:
                 raise UsageError(f"--out: {out} already exists; pass --overwrite to replace it")
+            prepare_output(out, "--out")  # now, not after minutes of scoring
         return parse_metrics(self.metrics)
 
 
@@ -97,10 +99,12 @@ class Evaluator:
                               "held_out": m.get("held_out"), "train_seconds": m["train_seconds"],
                               "feature_dim": int(self.real.features.shape[1]), "classes": m["num_classes"]}}
 
-    def score(self, images: torch.Tensor, wanted, seed: int, labels: torch.Tensor | None = None) -> tuple[dict, list[str]]:
-        """The metrics in `wanted` (except vae) for uint8 N×C×H×W images, and notes on their reliability; with the
-        `labels` a conditional model drew them for, also how often the classifier agrees (class_agreement)."""
-        gen = image_stats(self.extractor, images, projection_cap=None if "emd" in wanted else 0)
+    def score(self, images, wanted, seed: int, labels: torch.Tensor | None = None) -> tuple[dict, list[str]]:
+        """The metrics in `wanted` (except vae) for uint8 N×C×H×W images (a tensor, or an iterable of such chunks,
+        which are never all held at once), and notes on their reliability; with the `labels` a conditional model
+        drew them for, also how often the classifier agrees (class_agreement)."""
+        chunks = [images] if torch.is_tensor(images) else images
+        gen = stream_stats(self.extractor, chunks, projections="emd" in wanted)
         metrics, notes = {}, []
         n, dim = len(gen), gen.features.shape[1]
         rng = np.random.default_rng(seed)
@@ -162,10 +166,11 @@ def vae_scores(model, data: ImageData, n: int, seed: int, batch_size: int = 500)
 
 
 def _metric_plan(wanted: list[str], source: Source, explicit: bool) -> list[str]:
-    is_vae = source.checkpoint is not None and callable(getattr(source.checkpoint.model, "losses", None))
-    if "vae" in wanted and not is_vae:
+    has_elbo = source.checkpoint is not None and source.checkpoint.model.likelihood_terms
+    if "vae" in wanted and not has_elbo:
         if explicit:
-            raise bad_value("--metrics", "vae", "vae only for a checkpoint of a model with a losses(x) method (a VAE)")
+            raise bad_value("--metrics", "vae", "vae only for a checkpoint of a model that declares likelihood terms "
+                            "(a VAE)")
         wanted = [m for m in wanted if m != "vae"]
     return wanted
 
@@ -180,33 +185,45 @@ def evaluate(req: EvalRequest, reporter: Reporter | None = None) -> dict:
     if source.checkpoint is not None:
         prepare(source.checkpoint.model, device, req.precision)
     wanted = _metric_plan(wanted, source, explicit=req.metrics.strip().lower() != "all")
+    settings = _sample_settings(source, req.sample_options)
     data = req.data or source.data_spec
     if not data:
         raise UsageError("--data: missing; say which data set SOURCE imitates: mnist, cifar10, mnist-sample or a "
                          "folder of labelled images")
     reference = _reference(data, req)
     check_geometry(source, peek_geometry(str(reference.train_folder or reference.spec)).shape, reference.name)
+    count = source.count(req.n)
+    if count < MIN_N:
+        raise UsageError(f"SOURCE: {source.path} holds {count} images; evaluation needs at least {MIN_N}")
     evaluator = Evaluator(reference, req.split, device, reporter)
-    images = source.images(req.n, req.seed)
-    if len(images) < MIN_N:
-        raise UsageError(f"SOURCE: {source.path} holds {len(images)} images; evaluation needs at least {MIN_N}")
-    labels = source.labels(len(images))
-    metrics, notes = evaluator.score(images, wanted, req.seed, labels)
+    labels = source.labels(count)
+    metrics, notes = evaluator.score(source.chunks(req.n, req.seed, settings), wanted, req.seed, labels)
     if labels is not None:
         names = source.checkpoint.data.get("class_names") or []
         metrics["class_agreement_by_class"] = {names[int(k)] if int(k) < len(names) else k: v
                                                for k, v in metrics["class_agreement_by_class"].items()}
-    if len(images) < req.n:
-        notes.append(f"SOURCE holds {len(images)} images, fewer than --n {req.n}; all of them were scored")
+    if count < req.n:
+        notes.append(f"SOURCE holds {count} images, fewer than --n {req.n}; all of them were scored")
     if "vae" in wanted:
         metrics.update(vae_scores(source.checkpoint.model, reference.load(req.split), req.n, req.seed))
     result = {"source": str(source.path), "kind": source.kind, **_checkpoint_info(source),
-              "n": len(images), "seed": req.seed, "sampling_precision": amp.name, **evaluator.provenance(), "metrics": metrics, "notes": notes,
+              "n": count, "seed": req.seed, "sampling_precision": amp.name,
+              **({"sampling": settings} if source.checkpoint is not None else {}),
+              **evaluator.provenance(), "metrics": metrics, "notes": notes,
               "seconds": round(time.perf_counter() - started, 1)}
     if req.out:
-        Path(req.out).parent.mkdir(parents=True, exist_ok=True)
         atomic_write_json(req.out, result)
     return result
+
+
+def _sample_settings(source: Source, given: dict) -> dict:
+    """The checkpoint's sampler settings with `given` applied; settings for stored images are refused."""
+    if source.checkpoint is not None:
+        return source.checkpoint.model.sample_settings(given)
+    named = [f"--{k}" for k, v in given.items() if v is not None]
+    if named:
+        raise UsageError(f"{named[0]}: a sampler setting, but SOURCE {source.path} holds images, not a checkpoint")
+    return {}
 
 
 def _reference(data: str, req: EvalRequest) -> Reference:
