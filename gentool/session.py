@@ -21,7 +21,7 @@ from gentool.checkpoint import (
     save_checkpoint,
 )
 from gentool.data import ImageData, load_dataset
-from gentool.device import prepare, seed_everything
+from gentool.device import choose_precision, prepare, seed_everything
 from gentool.distributed import (
     SINGLE,
     World,
@@ -136,7 +136,8 @@ def new_session(opts: TrainOptions, device: torch.device, world: World = SINGLE)
         session.ema = EMA(model, opts.ema) if opts.ema else None
         if world.main:
             config_json = {"gentool_version": gentool.__version__, "model": entry.name, "model_source": entry.source,
-                           "config": config.to_dict(), "options": asdict(opts), "data": session.data_meta()}
+                           "config": config.to_dict(), "options": asdict(opts), "data": session.data_meta(),
+                           "precision": choose_precision(opts.precision, device).to_dict()}
             atomic_write_json(run_dir / rundir.CONFIG, config_json)
             write_metrics(session)
     except BaseException:

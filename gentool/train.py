@@ -9,7 +9,7 @@ import torch
 
 from gentool import rundir
 from gentool.data import batches
-from gentool.device import default_threads, pick_device, pick_precision
+from gentool.device import check_precision, choose_precision, default_threads, pick_device
 from gentool.distributed import (
     World,
     average_buffers,
@@ -188,12 +188,15 @@ def train(opts: TrainOptions, reporter: Reporter | None = None) -> dict:
     opts = start.opts
     check_watch_options(opts)
     device = pick_device(opts.device)
-    pick_precision(opts.precision, device)  # refuse an unsupported precision before any data is loaded
+    check_precision(opts.precision, device)  # refuse an unsupported precision before any data is loaded
     world, device = join(device)
     reporter = (reporter or Reporter()) if world.main else Reporter()
     threads = opts.threads or (max(1, default_threads() // world.local_size) if world.enabled else None)
     if threads and device.type == "cpu":
         torch.set_num_threads(threads)
+    precision = choose_precision(opts.precision, device)  # auto's probe times the thread count just set
+    if precision.requested == "auto":
+        reporter.message(f"precision: {precision.used} (auto: {precision.reason})")
     for note in start.notes:
         reporter.message(note)
     try:
@@ -303,4 +306,5 @@ def result(session: Session) -> dict:
     return {"run_dir": str(run_dir), "model": session.model.name, "epochs": session.epoch, "step": session.step,
             "checkpoints": checkpoints, "metrics_file": str(run_dir / rundir.METRICS), "final_metrics": final,
             "events": session.history.get("events", []), "stopped": session.stop_reason,
-            "world_size": session.world.size, "rank": session.world.rank}
+            "world_size": session.world.size, "rank": session.world.rank,
+            "precision": choose_precision(session.opts.precision, session.model.device).to_dict()}

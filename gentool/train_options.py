@@ -93,8 +93,10 @@ class TrainOptions:
         "Stop after this much training time (wall clock), saving a checkpoint that --resume continues.",
         metavar="M")
     precision: str | None = option(
-        "fp32 (safe everywhere), bf16 (autocast; CPUs with AVX512-BF16/AMX, recent GPUs) or fp16 (CUDA/MPS, with "
-        "gradient scaling).", fallback="fp32", metavar="fp32|bf16|fp16", resume=KEPT)
+        "auto (bf16 where this machine runs it measurably faster, by a short probe cached per CPU; else fp32), fp32 "
+        "(safe everywhere), bf16 (autocast; CPUs with AVX512-BF16/AMX, recent GPUs) or fp16 (CUDA/MPS, with "
+        "gradient scaling). The choice and why are in config.json.", fallback="auto", metavar="auto|fp32|bf16|fp16",
+        resume=KEPT)
     channels_last: bool | None = option(
         "Channels-last memory format (default: on for convolutional networks, off on MPS).",
         flags=("--channels-last/--no-channels-last",))
