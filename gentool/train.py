@@ -79,10 +79,15 @@ def run_epoch(session: Session, epoch: int, images: torch.Tensor, labels: torch.
         elapsed = before + time.perf_counter() - start
         reporter.step(i + 1, lambda: _means(sums, counts), seen / max(elapsed, 1e-9))
         stop = stop_code(session, time_up=i + 1 < len(index_batches))
-        if stop:
-            session.batch = i + 1
+        # --checkpoint-minutes: a save inside the epoch (at its end the epoch's own save comes a moment later)
+        due = session.next_save is not None and i + 1 < len(index_batches) and time.monotonic() >= session.next_save
+        if stop or due:
+            session.batch = i + 1  # what a checkpoint taken here resumes from
             session.partial = {"sums": {k: float(v) for k, v in sums.items()}, "counts": counts,
                                "seen": seen, "seconds": elapsed}
+        if due and not stop:
+            session.save_timed()
+        if stop:
             keep_record(session, _partial_record(session, epoch, sums, counts, i + 1, len(index_batches)))
             if stop == SIGNALLED:
                 raise Interrupted(f"interrupted in epoch {epoch} at step {session.step}", session.signum())
@@ -217,6 +222,8 @@ def _train(opts: TrainOptions, device: torch.device, world: World, reporter: Rep
     reporter.start(opts.epochs, session.epoch + 1)
     if opts.max_minutes:
         session.deadline = time.monotonic() + 60 * opts.max_minutes
+    if opts.checkpoint_minutes:
+        session.next_save = time.monotonic() + 60 * opts.checkpoint_minutes
     hooks = build_hooks(opts) if world.main else []
     try:
         with StopSignals() as session.signals:
@@ -299,7 +306,8 @@ def result(session: Session) -> dict:
     """What `train --json` prints: where things are and the last epoch's metrics."""
     run_dir = session.run_dir
     checkpoints = {"last": str(run_dir / rundir.LAST)}
-    checkpoints.update({p.stem: str(p) for p in sorted(run_dir.glob("epoch_*.safetensors"))})
+    for pattern in ("epoch_*.safetensors", "step_*.safetensors"):
+        checkpoints.update({p.stem: str(p) for p in sorted(run_dir.glob(pattern))})
     final = session.history["epochs"][-1] if session.history["epochs"] else {}
     if (run_dir / rundir.BEST).exists():
         checkpoints["best"] = str(run_dir / rundir.BEST)

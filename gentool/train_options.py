@@ -83,6 +83,10 @@ class TrainOptions:
                              default=False)
     checkpoint_every: int | None = option("Also keep epoch_NNNN.safetensors every K epochs (0: never).",
                                           fallback=10, metavar="K", resume=KEPT)
+    checkpoint_minutes: float | None = option(
+        "Also save the run every M minutes of training (wall clock; mid-epoch if need be): last.safetensors, which "
+        "--resume continues, and a kept copy step_NNNNNNNN.safetensors (0: never). Bounds what a killed batch job "
+        "loses; gives checkpoints to score against time.", fallback=0, metavar="M", resume=KEPT)
     sample_every: int | None = option("Write samples/epoch_NNNN.png every K epochs (0: never).", fallback=1,
                                       metavar="K", resume=KEPT)
     ema: float | None = option(
@@ -176,6 +180,10 @@ class TrainOptions:
             check_decay(self.ema)
         if self.threads is not None and not (_is_int(self.threads) and 1 <= self.threads <= 4096):
             raise bad_value("--threads", self.threads, "a positive number of threads")
+        if self.checkpoint_minutes is not None and not (
+                isinstance(self.checkpoint_minutes, (int, float)) and not isinstance(self.checkpoint_minutes, bool)
+                and math.isfinite(self.checkpoint_minutes) and 0 <= self.checkpoint_minutes <= 10**7):
+            raise bad_value("--checkpoint-minutes", self.checkpoint_minutes, "a number of minutes ≥ 0 (0 turns it off)")
         if self.max_minutes is not None and not (math.isfinite(self.max_minutes) and 0 < self.max_minutes <= 10**7):
             raise bad_value("--max-minutes", self.max_minutes, "a positive number of minutes")
 
