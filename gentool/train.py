@@ -199,9 +199,7 @@ def train(opts: TrainOptions, reporter: Reporter | None = None) -> dict:
     threads = opts.threads or (max(1, default_threads() // world.local_size) if world.enabled else None)
     if threads and device.type == "cpu":
         torch.set_num_threads(threads)
-    precision = choose_precision(opts.precision, device)  # auto's probe times the thread count just set
-    if precision.requested == "auto":
-        reporter.message(f"precision: {precision.used} (auto: {precision.reason})")
+    choose_precision(opts.precision, device)  # auto's probe, timed on the thread count just set
     for note in start.notes:
         reporter.message(note)
     try:
@@ -217,6 +215,9 @@ def _train(opts: TrainOptions, device: torch.device, world: World, reporter: Rep
     verb = ("starting" if not opts.resume else f"resuming in epoch {session.epoch + 1} at step {session.step}"
             if session.batch else f"resuming after epoch {session.epoch}, step {session.step}")
     reporter.message(f"run directory: {session.run_dir} ({session.model.name}, {verb})")
+    precision = choose_precision(opts.precision, device)
+    if precision.requested == "auto":
+        reporter.message(f"precision: {precision.used} (auto: {precision.reason})")
     if session.epoch >= opts.epochs:
         reporter.message(f"nothing to do: {session.run_dir} already has {session.epoch} of {opts.epochs} epochs")
     reporter.start(opts.epochs, session.epoch + 1)
