@@ -167,9 +167,11 @@ def check_watch_options(opts: TrainOptions) -> None:
 def build_hooks(opts: TrainOptions) -> list[TrainHook]:
     """The hooks a run uses, in order."""
     from gentool.figures import FigureHook  # figures imports this module (TrainHook)
+    from gentool.heldout import HeldoutHook  # likewise
     from gentool.metrics.watch import TrainingWatch  # likewise
 
-    return [TrainingWatch(opts), FigureHook()]
+    # Held-out losses first: the watch judges them and the figures draw them.
+    return [HeldoutHook(opts.heldout), TrainingWatch(opts), FigureHook()]
 
 
 def write_epoch_files(session: Session, record: dict) -> None:

@@ -115,6 +115,10 @@ class TrainOptions:
         "Every K epochs score samples (FID, modes) into metrics.json and keep best.safetensors (0: never).",
         fallback=0, metavar="K", resume=KEPT)
     eval_n: int | None = option("Samples scored by --eval-every.", fallback=EVAL_N, metavar="N", resume=KEPT)
+    heldout: int | None = option(
+        "Held-out images on which a family with likelihood terms (vae, cvae) records its loss terms after each "
+        "epoch, as heldout_<term> (default: min(2000, a tenth of the training images); 0: none).", metavar="N",
+        resume=KEPT)
     stop_on_divergence: bool | None = option(
         "End the run cleanly on a divergence (a loss far outside its recent range, FID doubling from its best or "
         "stuck worse than noise's).", fallback=False, flags=("--stop-on-divergence/--no-stop-on-divergence",),
@@ -164,7 +168,7 @@ class TrainOptions:
         for name in ("epochs", "limit", "image_size"):
             if getattr(self, name) is not None:
                 _positive(flag(name), getattr(self, name))
-        for name in ("checkpoint_every", "sample_every"):
+        for name in ("checkpoint_every", "sample_every", "heldout"):
             value = getattr(self, name)
             if value is not None and (not _is_int(value) or not 0 <= value <= MAX_COUNT):
                 raise bad_value(flag(name), value, "an integer ≥ 0 (0 turns it off)")
