@@ -27,6 +27,11 @@ LOCK = ".gentool.lock"  # held by the process writing the run
 LOCK_FILES = (LOCK, LOCK + ".owner")
 
 
+def step_checkpoint(run_dir: Path, step: int) -> Path:
+    """The checkpoint --checkpoint-minutes keeps at `step` (steps count on across resumes: names never repeat)."""
+    return run_dir / f"step_{step:08d}.safetensors"
+
+
 def epoch_checkpoint(run_dir: Path, epoch: int) -> Path:
     return run_dir / f"epoch_{epoch:04d}.safetensors"
 

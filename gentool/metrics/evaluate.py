@@ -12,7 +12,7 @@ import torch
 
 import gentool
 from gentool.data import ImageData, peek_geometry
-from gentool.device import Amp, pick_device, pick_precision, prepare
+from gentool.device import check_precision, choose_precision, pick_device, prepare
 from gentool.errors import UsageError, bad_value
 from gentool.fileio import atomic_write_json, prepare_output
 from gentool.metrics.distances import histogram_jsd, sliced_wasserstein
@@ -63,7 +63,7 @@ class EvalRequest:
     out: str | None = None
     overwrite: bool = False
     weights: str = "auto"
-    precision: str = "fp32"  # of the checkpoint's sampling; the extractor always runs in fp32
+    precision: str = "auto"  # of the checkpoint's sampling; the extractor always runs in fp32
     sample_options: dict = field(default_factory=dict)  # the sampler's settings (--steps, ...), checkpoints only
 
     def validate(self) -> list[str]:
@@ -169,10 +169,12 @@ def evaluate(req: EvalRequest, reporter: Reporter | None = None) -> dict:
     started = time.perf_counter()
     wanted = req.validate()
     device = pick_device(req.device)
-    amp = Amp(device, pick_precision(req.precision, device))
+    check_precision(req.precision, device)
     source = open_source(req.source, device, req.weights)
+    precision = None  # samples from a file were drawn elsewhere: no precision applies
     if source.checkpoint is not None:
-        prepare(source.checkpoint.model, device, req.precision)
+        precision = choose_precision(req.precision, device)
+        prepare(source.checkpoint.model, device, precision.used)
     wanted = _metric_plan(wanted, source, explicit=req.metrics.strip().lower() != "all")
     settings = _sample_settings(source, req.sample_options)
     data = req.data or source.data_spec
@@ -196,7 +198,8 @@ def evaluate(req: EvalRequest, reporter: Reporter | None = None) -> dict:
     if "vae" in wanted:
         metrics.update(vae_scores(source.checkpoint.model, reference.load(req.split), req.n, req.seed))
     result = {"source": str(source.path), "kind": source.kind, **_checkpoint_info(source),
-              "n": count, "seed": req.seed, "sampling_precision": amp.name,
+              "n": count, "seed": req.seed, "sampling_precision": precision and precision.used,
+              **({"sampling_precision_reason": precision.reason} if precision else {}),
               **({"sampling": settings} if source.checkpoint is not None else {}),
               **evaluator.provenance(), "metrics": metrics, "notes": notes,
               "seconds": round(time.perf_counter() - started, 1)}
