@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from gentool.figures import FigureHook
+from gentool.heldout import HeldoutHook
 from gentool.hooks import TrainHook, plugin_hooks
 from gentool.loggers.tensorboard import TensorBoardHook
 from gentool.metrics.watch import TrainingWatch
@@ -27,13 +28,14 @@ __all__ = ["TrainHook", "TrainOptions", "default_hooks", "train"]
 
 
 def default_hooks() -> list[TrainHook]:
-    """The hooks of `gentool train` and of each sweep trial, in order: the training watch (divergence, --eval-every,
+    """The hooks of `gentool train` and of each sweep trial, in order: held-out losses (--heldout), the training watch (divergence, --eval-every,
     --stop-on-divergence), figures (loss.png, progress.gif), TensorBoard (with --tensorboard), then each plugin's
     (entry-point group `gentool.hooks`), fresh for each run. Later hooks see what earlier ones add to a record (the
     watch's FID)."""
     # Each hook reads the run's final options in its setup (a resume fills in the recorded ones): the list is the
     # same for every run.
-    return [TrainingWatch(), FigureHook(), TensorBoardHook(), *plugin_hooks()]
+    # Held-out losses first: the watch judges them and the figures draw them.
+    return [HeldoutHook(), TrainingWatch(), FigureHook(), TensorBoardHook(), *plugin_hooks()]
 
 
 def train(opts: TrainOptions, reporter: Reporter | None = None, hooks: Sequence[TrainHook] = ()) -> dict:

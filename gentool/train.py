@@ -10,7 +10,7 @@ import torch
 
 from gentool import rundir
 from gentool.data import batches
-from gentool.device import default_threads, pick_device, pick_precision
+from gentool.device import check_precision, choose_precision, default_threads, pick_device
 from gentool.distributed import (
     World,
     average_buffers,
@@ -84,10 +84,15 @@ def run_epoch(session: Session, epoch: int, images: torch.Tensor, labels: torch.
         elapsed = before + time.perf_counter() - start
         reporter.step(i + 1, lambda: _means(sums, counts), seen / max(elapsed, 1e-9))
         stop = stop_code(session, time_up=i + 1 < len(index_batches))
-        if stop:
-            session.batch = i + 1
+        # --checkpoint-minutes: a save inside the epoch (at its end the epoch's own save comes a moment later)
+        due = session.next_save is not None and i + 1 < len(index_batches) and time.monotonic() >= session.next_save
+        if stop or due:
+            session.batch = i + 1  # what a checkpoint taken here resumes from
             session.partial = {"sums": {k: float(v) for k, v in sums.items()}, "counts": counts,
                                "seen": seen, "seconds": elapsed}
+        if due and not stop:
+            session.save_timed()
+        if stop:
             keep_record(session, _partial_record(session, epoch, sums, counts, i + 1, len(index_batches)))
             if stop == SIGNALLED:
                 raise Interrupted(f"interrupted in epoch {epoch} at step {session.step}", session.signum())
@@ -176,12 +181,13 @@ def train(opts: TrainOptions, reporter: Reporter | None = None, hooks: Sequence[
     for hook in hooks:  # every rank checks the options alike; rank 0 alone runs the hooks
         hook.setup(opts)
     device = pick_device(opts.device)
-    pick_precision(opts.precision, device)  # refuse an unsupported precision before any data is loaded
+    check_precision(opts.precision, device)  # refuse an unsupported precision before any data is loaded
     world, device = join(device)
     reporter = (reporter or Reporter()) if world.main else Reporter()
     threads = opts.threads or (max(1, default_threads() // world.local_size) if world.enabled else None)
     if threads and device.type == "cpu":
         torch.set_num_threads(threads)
+    choose_precision(opts.precision, device)  # auto's probe, timed on the thread count just set
     for note in start.notes:
         reporter.message(note)
     try:
@@ -196,23 +202,28 @@ def _train(opts: TrainOptions, device: torch.device, world: World, reporter: Rep
     session = None
     try:
         session = resume_session(opts, device, world) if opts.resume else new_session(opts, device, world)
-        return _run(session, reporter, hooks)
+        return _run(session, device, reporter, hooks)
     finally:
         for hook in hooks:
             hook.teardown(session)
 
 
-def _run(session: Session, reporter: Reporter, hooks: list[TrainHook]) -> dict:
+def _run(session: Session, device: torch.device, reporter: Reporter, hooks: list[TrainHook]) -> dict:
     opts, world = session.opts, session.world
     session.guard = GuardState(opts.skip_nonfinite, world)
     verb = ("starting" if not opts.resume else f"resuming in epoch {session.epoch + 1} at step {session.step}"
             if session.batch else f"resuming after epoch {session.epoch}, step {session.step}")
     reporter.message(f"run directory: {session.run_dir} ({session.model.name}, {verb})")
+    precision = choose_precision(opts.precision, device)
+    if precision.requested == "auto":
+        reporter.message(f"precision: {precision.used} (auto: {precision.reason})")
     if session.epoch >= opts.epochs:
         reporter.message(f"nothing to do: {session.run_dir} already has {session.epoch} of {opts.epochs} epochs")
     reporter.start(opts.epochs, session.epoch + 1)
     if opts.max_minutes:
         session.deadline = time.monotonic() + 60 * opts.max_minutes
+    if opts.checkpoint_minutes:
+        session.next_save = time.monotonic() + 60 * opts.checkpoint_minutes
     for hook in hooks:
         hook.on_train_start(session, reporter)
     try:
@@ -296,11 +307,13 @@ def result(session: Session) -> dict:
     """What `train --json` prints: where things are and the last epoch's metrics."""
     run_dir = session.run_dir
     checkpoints = {"last": str(run_dir / rundir.LAST)}
-    checkpoints.update({p.stem: str(p) for p in sorted(run_dir.glob("epoch_*.safetensors"))})
+    for pattern in ("epoch_*.safetensors", "step_*.safetensors"):
+        checkpoints.update({p.stem: str(p) for p in sorted(run_dir.glob(pattern))})
     final = session.history["epochs"][-1] if session.history["epochs"] else {}
     if (run_dir / rundir.BEST).exists():
         checkpoints["best"] = str(run_dir / rundir.BEST)
     return {"run_dir": str(run_dir), "model": session.model.name, "epochs": session.epoch, "step": session.step,
             "checkpoints": checkpoints, "metrics_file": str(run_dir / rundir.METRICS), "final_metrics": final,
             "events": session.history.get("events", []), "stopped": session.stop_reason,
-            "world_size": session.world.size, "rank": session.world.rank}
+            "world_size": session.world.size, "rank": session.world.rank,
+            "precision": choose_precision(session.opts.precision, session.model.device).to_dict()}

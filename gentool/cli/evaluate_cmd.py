@@ -73,7 +73,7 @@ def evaluate(
     out: Annotated[Optional[str], typer.Option("--out", help="Also write the JSON result to this file.")] = None,
     overwrite: o.OverwriteOpt = False,
     weights: o.WeightsOpt = "auto",
-    precision: o.PrecisionOpt = "fp32",
+    precision: o.PrecisionOpt = "auto",
     steps: o.StepsOpt = None,
     solver: o.SolverOpt = None,
     guidance: o.GuidanceOpt = None,

@@ -107,7 +107,7 @@ WidthOpt = Annotated[Optional[float], typer.Option("--width", metavar="W", help=
 OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace existing output instead of refusing.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")]
 WeightsOpt = Annotated[str, typer.Option("--weights", metavar="auto|ema|raw", help="auto (the EMA weights when the run kept them, else raw), ema or raw. [default: auto]", show_default=False)]
-PrecisionOpt = Annotated[str, typer.Option("--precision", metavar="fp32|bf16|fp16", help="fp32 (safe everywhere), bf16 (autocast; CPUs with AVX512-BF16/AMX, recent GPUs) or fp16 (CUDA/MPS). [default: fp32]", show_default=False)]
+PrecisionOpt = Annotated[str, typer.Option("--precision", metavar="auto|fp32|bf16|fp16", help="auto (bf16 where this machine runs it measurably faster, else fp32), fp32 (safe everywhere), bf16 (autocast; CPUs with AVX512-BF16/AMX, recent GPUs) or fp16 (CUDA/MPS). [default: auto]", show_default=False)]
 ClassOpt = Annotated[Optional[str], typer.Option("--class", metavar="K", help="Draw every sample of this class (index or class name) from a class-conditional model.")]
 # The sampler's settings, for families that declare them (flow, ddpm; `gentool models --check` lists each family's),
 # declared once with train's options.

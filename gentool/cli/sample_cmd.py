@@ -23,7 +23,7 @@ def sample(
     label: o.ClassOpt = None,
     by_class: Annotated[bool, typer.Option("--by-class", help="Grid with row r drawn from class r (class-conditional models).")] = False,
     weights: o.WeightsOpt = "auto",
-    precision: o.PrecisionOpt = "fp32",
+    precision: o.PrecisionOpt = "auto",
     steps: o.StepsOpt = None,
     solver: o.SolverOpt = None,
     guidance: o.GuidanceOpt = None,

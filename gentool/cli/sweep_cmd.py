@@ -176,6 +176,7 @@ def sweep(
     sample_every: o.SampleEveryOpt = 1,
     skip_nonfinite: o.SkipNonfiniteOpt = False,
     eval_every: o.EvalEveryOpt = 0,
+    heldout: Annotated[Optional[int], typer.Option(metavar="N", show_default=False, help="Held-out images each trial of a vae/cvae scores its loss terms on after each epoch (default: min(2000, a tenth of the training images); 0: none).")] = None,
     stop_on_divergence: o.StopOnDivergenceOpt = False,
     tensorboard: Annotated[Optional[str], typer.Option(
         "--tensorboard", metavar="[DIR]", show_default=False,
@@ -204,7 +205,7 @@ def sweep(
     options = {"batch_size": batch_size, "lr": lr, "limit": limit, "image_size": image_size, "seed": seed}
     runtime = {"epochs": epochs, "data_dir": data_dir, "device": device, "checkpoint_every": checkpoint_every,
                "sample_every": sample_every, "eval": evaluate, "eval_n": eval_n, "skip_nonfinite": skip_nonfinite,
-               "eval_every": eval_every, "stop_on_divergence": stop_on_divergence}
+               "eval_every": eval_every, "stop_on_divergence": stop_on_divergence, "heldout": heldout}
     spec = sw.SweepSpec(model, data, sweep_axes(latent_dim, width, param or []),
                         Path(out) if out else default_out(model, data), options, runtime)
     if tensorboard:
