@@ -20,7 +20,7 @@ from gentool import rundir
 from gentool.fileio import atomic_write_bytes
 from gentool.images import make_grid, to_uint8, write_gif
 from gentool.results import BOOKKEEPING
-from gentool.train import Session, TrainHook
+from gentool.hooks import TrainHook
 
 LOSS_PNG, PROGRESS_GIF = "loss.png", "progress.gif"
 MATRIX_PNG, CURVES_PNG, HEATMAP_PNG = "samples_matrix.png", "curves.png", "heatmap.png"
@@ -202,15 +202,15 @@ class FigureHook(TrainHook):
     """Draws loss.png every REFRESH_EVERY epochs and at the end of a run, and progress.gif at the end. A figure that
     cannot be drawn is a warning: it never costs the run."""
 
-    def on_epoch_end(self, session: Session, record: dict, reporter) -> None:
+    def on_epoch_end(self, session, record: dict, reporter) -> None:
         if record["epoch"] % REFRESH_EVERY == 0:
             self._draw(session, reporter, gif=False)
 
-    def on_train_end(self, session: Session, reporter) -> None:
+    def on_train_end(self, session, reporter) -> None:
         self._draw(session, reporter, gif=True)
 
     @staticmethod
-    def _draw(session: Session, reporter, gif: bool) -> None:
+    def _draw(session, reporter, gif: bool) -> None:
         history = {**session.history, "model": session.model.name}
         try:
             draw_run_figures(session.run_dir, history, gif)

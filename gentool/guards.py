@@ -1,4 +1,4 @@
-"""What keeps a run safe: signal handling (finish the step, save, exit 130/143), non-finite gradient guards,
+"""What keeps a run safe: signal handling (finish the step, save, exit 130/143/138), non-finite gradient guards,
 and isolating the training RNG stream from work done between epochs."""
 
 from __future__ import annotations
@@ -15,8 +15,11 @@ from gentool.distributed import SINGLE, World, average_gradients
 from gentool.errors import GentoolError
 
 
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1)  # each stops a run cleanly (saved, resumable)
+
+
 class Interrupted(GentoolError):
-    """The run was stopped by SIGINT/SIGTERM after saving; exit code 128 + the signal number."""
+    """The run was stopped by SIGINT/SIGTERM/SIGUSR1 after saving; exit code 128 + the signal number."""
 
     def __init__(self, message: str, signum: int):
         super().__init__(message)
@@ -28,10 +31,12 @@ class NonFinite(GentoolError):
 
 
 class StopSignals:
-    """Context manager: the first SIGINT/SIGTERM only raises a flag the loop checks after each step; a second one
-    exits at once (checkpoints are written atomically, so the previous one stays intact)."""
+    """Context manager: the first SIGINT/SIGTERM/SIGUSR1 only raises a flag the loop checks after each step; a second
+    one exits at once (checkpoints are written atomically, so the previous one stays intact). SIGUSR1 is what batch
+    systems send ahead of a time limit when asked (SLURM's --signal=USR1@SECONDS): it stops the run like SIGTERM,
+    with exit code 138 (128 + 10 on Linux)."""
 
-    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+    SIGNALS = STOP_SIGNALS
 
     def __init__(self):
         self.signum: int | None = None

@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -15,7 +16,10 @@ from gentool.data import ImageData, load_dataset
 from gentool.errors import GentoolError
 from gentool.metrics.likelihood import fixed_subset, loss_terms
 from gentool.progress import Reporter
-from gentool.train import Session, TrainHook
+from gentool.hooks import TrainHook
+
+if TYPE_CHECKING:
+    from gentool.session import Session
 
 PREFIX = "heldout_"
 MAX_AUTO = 2000  # held-out images by default ...
@@ -48,10 +52,13 @@ class HeldoutHook(TrainHook):
     """Adds `heldout_<term>` to each finished epoch's record (and `heldout_seconds`, its cost), and how they were
     made to metrics.json under "heldout". Loads the split once, on the first epoch it is needed."""
 
-    def __init__(self, requested: int | None):
-        self.requested = requested
+    def __init__(self):
+        self.requested: int | None = None
         self.subset: tuple[torch.Tensor, torch.Tensor] | None = None
-        self.off = requested == 0
+        self.off = False
+
+    def setup(self, opts) -> None:
+        self.requested, self.off = opts.heldout, opts.heldout == 0
 
     def on_epoch_end(self, session: Session, record: dict, reporter: Reporter) -> None:
         if self.off or not session.model.likelihood_terms:  # declared by the family (VAE, CVAE)

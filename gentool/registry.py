@@ -2,7 +2,8 @@
 
 Entry points are loaded lazily (the first time a name is not found among the built-ins, or when all models are
 listed) and only once. A plugin that fails to import is reported with a warning naming its distribution; it never
-takes the tool down. `describe_models` lists every model without importing any (models import torch): it reads
+takes the tool down. `load_entry_points` is that loading for any group: training hooks (`gentool.hooks`, see
+gentool.hooks) load through it too. `describe_models` lists every model without importing any (models import torch): it reads
 the `@register_model("name")` classes and their docstrings from the modules' source text.
 """
 
@@ -78,18 +79,34 @@ def _load_builtins() -> None:
 
 
 def _load_plugins() -> None:
-    global _plugins_loaded, _current_source
+    global _plugins_loaded
     if _plugins_loaded:
         return
     _plugins_loaded = True
-    for ep in entry_points(group=ENTRY_POINT_GROUP):
-        dist = ep.dist.name if ep.dist is not None else ep.value.split(":")[0]
-        _current_source = dist
+    load_entry_points(ENTRY_POINT_GROUP, _register_loaded)
+
+
+def _register_loaded(name: str, dist: str, loaded) -> None:
+    # An entry point may name the class itself instead of a module whose import registers it.
+    if isinstance(loaded, type) and name.lower() not in _registry:
+        register_model(name)(loaded)
+
+
+def _dist_name(ep) -> str:
+    return ep.dist.name if ep.dist is not None else ep.value.split(":")[0]
+
+
+def load_entry_points(group: str, use) -> None:
+    """Load each entry point of `group` and pass its name, its distribution's name and the loaded object to
+    `use(name, dist, obj)`. One that fails to load (or to be used) is a one-line warning naming its distribution
+    and is skipped: a broken plugin never takes gentool down. Models (`gentool.models`) and hooks
+    (`gentool.hooks`) load through here."""
+    global _current_source
+    for ep in entry_points(group=group):
+        dist = _dist_name(ep)
+        _current_source = dist  # what @register_model records for the models the import registers
         try:
-            loaded = ep.load()
-            # An entry point may name the class itself instead of a module whose import registers it.
-            if isinstance(loaded, type) and ep.name.lower() not in _registry:
-                register_model(ep.name)(loaded)
+            use(ep.name, dist, ep.load())
         except Exception as exc:  # a broken plugin must not break gentool
             warnings.warn(f"gentool: plugin {dist!r} (entry point {ep.name!r}) failed to load: {exc}")
         finally:
@@ -139,7 +156,7 @@ def describe_models(load: bool = False) -> list[ModelInfo]:
     for module in BUILTIN_MODULES:
         found.update(_declared(module, "built-in"))
     for ep in entry_points(group=ENTRY_POINT_GROUP):
-        dist = ep.dist.name if ep.dist is not None else ep.value.split(":")[0]
+        dist = _dist_name(ep)
         module, _, attr = ep.value.partition(":")
         try:
             declared = _declared(module.strip(), dist, attr.strip() or None, ep.name.lower())

@@ -123,6 +123,7 @@ def _resume(opts: TrainOptions, checkpoint: Path) -> Start:
         values[name] = given
     resolved = dataclasses.replace(opts, model=meta["model"], resume=str(checkpoint), out=str(run_dir), **values)
     resolved = resolved.with_fallbacks()
+    resolved = dataclasses.replace(resolved, **_absolute_tensorboard(resolved))
     _validate_recorded(resolved, checkpoint)
     for note in notes:
         warnings.warn(note)
@@ -211,6 +212,13 @@ def _same_data(given: str, saved) -> bool:
     return _same_path(given, saved)
 
 
+def _absolute_tensorboard(opts: TrainOptions) -> dict:
+    """--tensorboard DIR as an absolute path (it is recorded: a resume from elsewhere logs to the same place)."""
+    if not opts.tensorboard or opts.tensorboard == FIELDS["tensorboard"].metadata["bare"]:
+        return {}
+    return {"tensorboard": str(Path(opts.tensorboard).expanduser().absolute())}
+
+
 def _absolute_paths(opts: TrainOptions) -> TrainOptions:
     """Record data folders as absolute paths, so that a resume from another working directory finds them."""
     changes = {}
@@ -218,6 +226,7 @@ def _absolute_paths(opts: TrainOptions) -> TrainOptions:
         changes["data_dir"] = str(Path(opts.data_dir).expanduser().absolute())
     if opts.data and opts.data.lower() not in BUILTIN_DATA and Path(opts.data).expanduser().is_dir():
         changes["data"] = str(Path(opts.data).expanduser().absolute())
+    changes.update(_absolute_tensorboard(opts))
     return dataclasses.replace(opts, **changes)
 
 

@@ -21,8 +21,10 @@ METRICS = "metrics.json"
 LAST = "last.safetensors"
 BEST = "best.safetensors"
 SAMPLES = "samples"
+TENSORBOARD = "tensorboard"  # train --tensorboard without DIR writes its event files here
+EVENTS = "events.out.tfevents.*"
 WRITE_PROBE = ".gentool-write-test"
-OWNED_GLOBS = (CONFIG, METRICS, "*.safetensors", f"{SAMPLES}/*.png", "*.png", "*.gif")
+OWNED_GLOBS = (CONFIG, METRICS, "*.safetensors", f"{SAMPLES}/*.png", "*.png", "*.gif", f"{TENSORBOARD}/{EVENTS}")
 LOCK = ".gentool.lock"  # held by the process writing the run
 LOCK_FILES = (LOCK, LOCK + ".owner")
 
@@ -63,6 +65,9 @@ def unstarted(path: Path) -> bool:
     for f in entries:
         if f.name == SAMPLES and f.is_dir():
             if not all(g.match("epoch_*.png") or _temporary(g) for g in f.iterdir()):
+                return False
+        elif f.name == TENSORBOARD and f.is_dir():
+            if not all(g.match(EVENTS) for g in f.iterdir()):
                 return False
         elif not (f.name in (CONFIG, METRICS, "loss.png", "progress.gif") or _temporary(f)):
             return False
@@ -117,7 +122,7 @@ def discard_unstarted(path: Path, created: bool) -> None:
     for f in path.iterdir():
         if f.is_file() and _temporary(f):
             f.unlink(missing_ok=True)
-    for folder in (path / SAMPLES, path) if created else (path / SAMPLES,):
+    for folder in (path / SAMPLES, path / TENSORBOARD, path) if created else (path / SAMPLES, path / TENSORBOARD):
         try:
             folder.rmdir()
         except OSError:  # not empty (something else is in it) or already gone

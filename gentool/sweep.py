@@ -28,11 +28,11 @@ from gentool import rundir
 from gentool import schema as s
 from gentool.errors import GentoolError, UsageError
 from gentool.fileio import atomic_write_json, read_json
-from gentool.guards import Interrupted
+from gentool.guards import STOP_SIGNALS, Interrupted
 from gentool.progress import PlainReporter, Reporter
 from gentool.results import final_metrics, write_results
-from gentool.train_options import EVAL_N  # generated images evaluate scores per trial
-from gentool.train import TrainOptions, train
+from gentool.api import train
+from gentool.train_options import EVAL_N, TrainOptions  # EVAL_N: generated images evaluate scores per trial
 
 MANIFEST, LOCK, TRIAL_LOCKS, EVAL_LOCK, LOGS = "sweep.json", ".sweep.lock", ".locks", ".eval.lock", "logs"
 FORMAT, FORMAT_VERSION = "gentool-sweep", 1
@@ -54,7 +54,8 @@ class SweepSpec:
     # image_size, seed
     options: dict = field(default_factory=dict)
     # may change from one invocation to the next: epochs, data_dir, device, checkpoint_every, sample_every, eval, eval_n,
-    # skip_nonfinite, eval_every, stop_on_divergence, heldout
+    # skip_nonfinite, eval_every, stop_on_divergence, heldout, tensorboard (the root folder of the trials' event
+    # folders)
     runtime: dict = field(default_factory=dict)
 
     def trials(self) -> list[dict]:
@@ -194,7 +195,8 @@ def trial_options(manifest: dict, trial: dict, sweep_dir: Path, runtime: dict) -
     common = {"model": manifest["model"], "data": manifest["data"], "data_dir": runtime.get("data_dir"),
               "epochs": runtime["epochs"], "device": runtime.get("device") or "auto"}
     # train's own safety and evaluation options, passed on only when asked for
-    common.update({k: runtime[k] for k in ("skip_nonfinite", "eval_every", "stop_on_divergence") if runtime.get(k)})
+    common.update({k: runtime[k] for k in ("skip_nonfinite", "eval_every", "stop_on_divergence", "tensorboard")
+                   if runtime.get(k)})
     if runtime.get("heldout") is not None:
         common["heldout"] = runtime["heldout"]
     if runtime.get("eval_every"):
@@ -353,7 +355,7 @@ def _settle(sweep_dir: Path, index: int, code: int) -> None:
     with locked(trial_lock(sweep_dir, index), wait=False) as free:
         trial = read_manifest(sweep_dir)["trials"][index]
         if free and trial.get("status") == RUNNING:
-            interrupted = code in (130, 143, -signal.SIGINT, -signal.SIGTERM)
+            interrupted = code in (130, 143, 128 + signal.SIGUSR1, -signal.SIGINT, -signal.SIGTERM, -signal.SIGUSR1)
             update_trial(sweep_dir, index, status=INTERRUPTED if interrupted else FAILED,
                          error=None if interrupted else f"worker exited with code {code} (see {LOGS}/{index:03d}.log)")
 
@@ -374,11 +376,11 @@ def _stop(sweep_dir: Path, running: dict[int, subprocess.Popen]) -> None:
 
 def run_workers(sweep_dir: Path, indices: list[int], runtime: dict, workers: int, threads: int, on_poll) -> None:
     """Run the trials in up to `workers` subprocesses with `threads` torch threads each; `on_poll(manifest, running)`
-    is called about twice a second. SIGINT or SIGTERM stops the workers, records their trials as interrupted and
+    is called about twice a second. SIGINT, SIGTERM or SIGUSR1 stops the workers, records their trials as interrupted and
     raises Interrupted."""
     pending, running = list(indices), {}
     # like train's own handling: also when started with SIGINT ignored (a background job), SIGINT stops the sweep
-    previous = {s: signal.signal(s, _raise_interrupt) for s in (signal.SIGINT, signal.SIGTERM)}
+    previous = {s: signal.signal(s, _raise_interrupt) for s in STOP_SIGNALS}
     try:
         while pending or running:
             while pending and len(running) < workers:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Sequence
 
 import torch
 
@@ -19,6 +20,7 @@ from gentool.distributed import (
     join,
     leave,
 )
+from gentool.hooks import TrainHook
 from gentool.guards import (
     GuardState,
     Interrupted,
@@ -28,7 +30,7 @@ from gentool.guards import (
     guard_optimizers,
     preserved_rng,
 )
-from gentool.images import write_grid
+from gentool.images import make_grid, to_uint8, write_png
 from gentool.progress import Reporter
 from gentool.resume import plan, resume_command
 from gentool.session import (
@@ -43,12 +45,13 @@ from gentool.session import (
     write_metrics,
 )
 
-__all__ = ["Session", "TrainHook", "TrainOptions", "build_hooks", "run_epoch", "train"]
+__all__ = ["Session", "TrainHook", "TrainOptions", "run_epoch", "train"]
 
 GRID = 8  # fixed-noise sample grids are GRID × GRID
 
 
-def run_epoch(session: Session, epoch: int, images: torch.Tensor, labels: torch.Tensor, reporter: Reporter) -> dict:
+def run_epoch(session: Session, epoch: int, images: torch.Tensor, labels: torch.Tensor, reporter: Reporter,
+              hooks: Sequence[TrainHook] = ()) -> dict:
     """Train one pass over the data (continuing a pass interrupted mid-epoch); returns the epoch's record (means of
     each reported quantity). Stops after the current step when a signal arrived."""
     model, opts = session.model, session.opts
@@ -72,10 +75,12 @@ def run_epoch(session: Session, epoch: int, images: torch.Tensor, labels: torch.
         session.step += 1
         seen += len(idx)
         # A step the guard dropped (--skip-nonfinite) reports non-finite losses: leave them out of the means.
-        if session.guard.skipped == skipped:
-            for k, v in out.items():
-                sums[k] = sums[k] + v if k in sums else v
-                counts[k] = counts.get(k, 0) + 1
+        kept = out if session.guard.skipped == skipped else {}
+        for k, v in kept.items():
+            sums[k] = sums[k] + v if k in sums else v
+            counts[k] = counts.get(k, 0) + 1
+        for hook in hooks:
+            hook.on_step(session, kept)
         elapsed = before + time.perf_counter() - start
         reporter.step(i + 1, lambda: _means(sums, counts), seen / max(elapsed, 1e-9))
         stop = stop_code(session, time_up=i + 1 < len(index_batches))
@@ -148,35 +153,9 @@ class OutOfTime(Exception):
     """--max-minutes ran out in the middle of an epoch (the loop's own signal to stop, not an error)."""
 
 
-class TrainHook:
-    """Extension point of the loop. `on_epoch_end` runs after the epoch's checkpoint and samples are written and
-    before metrics.json is; it may add to `record` or `session.history["events"]`, save extra checkpoints with
-    `session.save`, or end the run by setting `session.stop_reason`. `on_train_end` runs once the loop is over."""
-
-    def on_epoch_end(self, session: Session, record: dict, reporter: Reporter) -> None: ...
-
-    def on_train_end(self, session: Session, reporter: Reporter) -> None: ...
-
-
-def check_watch_options(opts: TrainOptions) -> None:
-    from gentool.metrics.watch import check_watch_options as check  # the watch imports this module (TrainHook)
-
-    check(opts)
-
-
-def build_hooks(opts: TrainOptions) -> list[TrainHook]:
-    """The hooks a run uses, in order."""
-    from gentool.figures import FigureHook  # figures imports this module (TrainHook)
-    from gentool.heldout import HeldoutHook  # likewise
-    from gentool.metrics.watch import TrainingWatch  # likewise
-
-    # Held-out losses first: the watch judges them and the figures draw them.
-    return [HeldoutHook(opts.heldout), TrainingWatch(opts), FigureHook()]
-
-
-def write_epoch_files(session: Session, record: dict) -> None:
+def write_epoch_files(session: Session, record: dict, hooks: Sequence[TrainHook] = ()) -> None:
     """Write the epoch's checkpoints and sample grid (drawn from the run's seed, so every epoch's grid starts from
-    the same noise)."""
+    the same noise), and show the grid to the hooks."""
     opts, run_dir, epoch = session.opts, session.run_dir, record["epoch"]
     if opts.checkpoint_every and epoch % opts.checkpoint_every == 0:
         session.save(rundir.epoch_checkpoint(run_dir, epoch))
@@ -184,16 +163,23 @@ def write_epoch_files(session: Session, record: dict) -> None:
         with session.sampling() as model:
             images = model.generate(GRID * GRID, torch.Generator().manual_seed(opts.seed),
                                     model.spread_labels(GRID * GRID), settings=session.sample_settings)
-        write_grid(run_dir / rundir.SAMPLES / f"epoch_{epoch:04d}.png", images, GRID, GRID)
+        grid = make_grid(to_uint8(images), GRID, GRID)
+        write_png(run_dir / rundir.SAMPLES / f"epoch_{epoch:04d}.png", grid)
+        for hook in hooks:
+            hook.on_sample_grid(session, epoch, grid)
 
 
-def train(opts: TrainOptions, reporter: Reporter | None = None) -> dict:
-    """Train (or resume) a run to `opts.epochs` total epochs; returns the run summary printed by `--json`.
+def train(opts: TrainOptions, reporter: Reporter | None = None, hooks: Sequence[TrainHook] = ()) -> dict:
+    """Train (or resume) a run to `opts.epochs` total epochs, running `hooks` (the caller's list, in order; see
+    gentool.hooks; `gentool.api.default_hooks` gives the command line's); returns the run summary printed by
+    `--json`.
 
-    SIGINT/SIGTERM end the run after the current step with last.safetensors saved (exit 130/143)."""
+    SIGINT/SIGTERM/SIGUSR1 end the run after the current step with last.safetensors saved (exit 128 + the signal:
+    130/143/138)."""
     start = plan(opts)
     opts = start.opts
-    check_watch_options(opts)
+    for hook in hooks:  # every rank checks the options alike; rank 0 alone runs the hooks
+        hook.setup(opts)
     device = pick_device(opts.device)
     check_precision(opts.precision, device)  # refuse an unsupported precision before any data is loaded
     world, device = join(device)
@@ -205,14 +191,25 @@ def train(opts: TrainOptions, reporter: Reporter | None = None) -> dict:
     for note in start.notes:
         reporter.message(note)
     try:
-        return _train(opts, device, world, reporter)
+        return _train(opts, device, world, reporter, list(hooks) if world.main else [])
     finally:
         rundir.release_runs()
         leave(world)
 
 
-def _train(opts: TrainOptions, device: torch.device, world: World, reporter: Reporter) -> dict:
-    session = resume_session(opts, device, world) if opts.resume else new_session(opts, device, world)
+def _train(opts: TrainOptions, device: torch.device, world: World, reporter: Reporter,
+           hooks: list[TrainHook]) -> dict:
+    session = None
+    try:
+        session = resume_session(opts, device, world) if opts.resume else new_session(opts, device, world)
+        return _run(session, device, reporter, hooks)
+    finally:
+        for hook in hooks:
+            hook.teardown(session)
+
+
+def _run(session: Session, device: torch.device, reporter: Reporter, hooks: list[TrainHook]) -> dict:
+    opts, world = session.opts, session.world
     session.guard = GuardState(opts.skip_nonfinite, world)
     verb = ("starting" if not opts.resume else f"resuming in epoch {session.epoch + 1} at step {session.step}"
             if session.batch else f"resuming after epoch {session.epoch}, step {session.step}")
@@ -227,7 +224,8 @@ def _train(opts: TrainOptions, device: torch.device, world: World, reporter: Rep
         session.deadline = time.monotonic() + 60 * opts.max_minutes
     if opts.checkpoint_minutes:
         session.next_save = time.monotonic() + 60 * opts.checkpoint_minutes
-    hooks = build_hooks(opts) if world.main else []
+    for hook in hooks:
+        hook.on_train_start(session, reporter)
     try:
         with StopSignals() as session.signals:
             try:
@@ -266,7 +264,7 @@ def _loop(session: Session, hooks: list[TrainHook], reporter: Reporter) -> None:
     images, labels = session.data.images.to(device), session.data.labels.to(device)
     session.model.train()
     for epoch in range(session.epoch + 1, opts.epochs + 1):
-        record = run_epoch(session, epoch, images, labels, reporter)
+        record = run_epoch(session, epoch, images, labels, reporter, hooks)
         session.epoch = epoch
         keep_record(session, record)
         if session.world.main:
@@ -298,7 +296,7 @@ def _epoch_files(session: Session, record: dict, hooks: list[TrainHook], reporte
     write_metrics(session)
     session.save(session.run_dir / rundir.LAST)
     with preserved_rng():
-        write_epoch_files(session, record)
+        write_epoch_files(session, record, hooks)
         for hook in hooks:
             hook.on_epoch_end(session, record, reporter)
     write_metrics(session)

@@ -25,12 +25,13 @@ EVAL_N = 2000  # generated images scored by --eval-every (and by sweep --eval)
 
 
 def option(help: str, *, default=None, fallback=None, resume: str = FREE, metavar: str | None = None,
-           flags: tuple[str, ...] = (), argument: bool = False, cli_type=None, convert=None):
+           flags: tuple[str, ...] = (), argument: bool = False, cli_type=None, convert=None, bare=None):
     """A dataclass field for an option. `default` is the field's value when the option is not given (None for
     options a resume restores, so that "not given" is visible); `fallback` is what a new run uses then.
-    `flags`, `metavar`, `argument`, `cli_type` and `convert` (CLI value → field value) shape the command line."""
+    `flags`, `metavar`, `argument`, `cli_type` and `convert` (CLI value → field value) shape the command line;
+    `bare` is the value of an option whose value may be left out (`--tensorboard` alone)."""
     meta = {"help": help, "fallback": fallback, "resume": resume, "metavar": metavar, "flags": flags,
-            "argument": argument, "cli_type": cli_type, "convert": convert}
+            "argument": argument, "cli_type": cli_type, "convert": convert, "bare": bare}
     return dataclasses.field(default=default, metadata=meta)
 
 
@@ -115,6 +116,13 @@ class TrainOptions:
         "Every K epochs score samples (FID, modes) into metrics.json and keep best.safetensors (0: never).",
         fallback=0, metavar="K", resume=KEPT)
     eval_n: int | None = option("Samples scored by --eval-every.", fallback=EVAL_N, metavar="N", resume=KEPT)
+    tensorboard: str | None = option(
+        "Log to TensorBoard (needs pip install 'gentool[tensorboard]'): epoch records, losses every few steps, the "
+        "sample grids, --eval-every's metrics, the config as hyperparameters. Alone: into RUN_DIR/tensorboard; "
+        "--tensorboard DIR: into a folder named after the run inside DIR, so that `tensorboard --logdir DIR` "
+        "compares runs (give MODEL "
+        "first: a word right after --tensorboard is its DIR). A resumed run keeps logging where it did.",
+        metavar="[DIR]", bare="auto", resume=KEPT)
     heldout: int | None = option(
         "Held-out images on which a family with likelihood terms (vae, cvae) records its loss terms after each "
         "epoch, as heldout_<term> (default: min(2000, a tenth of the training images); 0: none).", metavar="N",

@@ -15,7 +15,7 @@ from gentool.models.base import GenerativeModel
 from gentool.models.study import StudyConfig
 from gentool.registry import list_models
 from gentool.summary import summarize
-from gentool.train import TrainOptions, train
+from gentool.api import TrainOptions, train  # the hooks gentool train runs (watch, figures)
 
 GEOMETRIES = {"mnist": Geometry(1, 28, 28, 10), "cifar10": Geometry(3, 32, 32, 10)}
 MODELS = [e.name for e in list_models()]

@@ -28,7 +28,7 @@ def documented_commands() -> list[list[str]]:
     for text in texts:
         for line in text.replace("\\\n", " ").splitlines():
             line = line.lstrip("# ")
-            if not (line.startswith("gentool ") or "-m gentool " in line):
+            if not (line.startswith(("gentool ", "srun ")) and " gentool " in f" {line}" or "-m gentool " in line):
                 continue
             for part in line.split("&&"):
                 words = shlex.split(part, comments=True)

@@ -19,7 +19,7 @@ from gentool.checkpoint import load_checkpoint
 from gentool.errors import GentoolError
 from gentool.guards import Interrupted, NonFinite
 from gentool.progress import Reporter
-from gentool.train import TrainOptions, train
+from gentool.api import TrainOptions, train  # the hooks gentool train runs (watch, figures)
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -10,7 +10,7 @@ from safetensors.torch import save_file
 
 from gentool import resume
 from gentool.errors import GentoolError, UsageError
-from gentool.train import TrainOptions, train
+from gentool.api import TrainOptions, train  # the hooks gentool train runs (watch, figures)
 from gentool.train_options import FIXED, FREE, KEPT, RESTORED, RESUME_RULES
 
 

@@ -15,7 +15,7 @@ from gentool.models.sngan import SNGAN
 from gentool.models.wgan_gp import WGANGP, gradient_penalty
 from gentool.registry import get_entry
 from gentool.summary import summarize
-from gentool.train import TrainOptions, train
+from gentool.api import TrainOptions, train  # the hooks gentool train runs (watch, figures)
 
 MNIST = Geometry(1, 28, 28, 10)
 CIFAR = Geometry(3, 32, 32, 10)

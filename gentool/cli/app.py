@@ -16,7 +16,7 @@ from typer.core import TyperCommand
 from gentool import __version__
 from gentool.cli import (_leave, evaluate_cmd, models_cmd, on_sigint, report_cmd, sample_cmd, summary_cmd, sweep_cmd,
                          train_cmd)
-from gentool.cli.options import err_console
+from gentool.cli.options import BARE_VALUES, err_console, escape, fill_bare_values
 
 DESCRIPTION = """Train image generative models (VAE, GAN, WGAN, their variants and plugins) on MNIST, CIFAR-10 or a
 folder of images, then draw, score and compare what they learned. `gentool train` trains a model or continues a
@@ -30,6 +30,9 @@ class Command(TyperCommand):
     (INTEGER, NUMBER, TEXT; Typer writes `<int>`), and an argument by its name in capitals alone."""
 
     WORDS = {"int": "INTEGER", "float": "NUMBER", "str": "TEXT", "list[str]": "TEXT", "bool": ""}
+
+    def parse_args(self, ctx, args: list[str]) -> list[str]:
+        return super().parse_args(ctx, fill_bare_values(args, BARE_VALUES))
 
     def format_options(self, ctx, formatter) -> None:
         args, opts = [], []
@@ -128,7 +131,7 @@ def usage_message(exc, argv: list[str]) -> str:
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None):
-    err_console().print(f"[yellow]warning:[/] {message}", highlight=False, soft_wrap=True)
+    err_console().print(f"[yellow]warning:[/] {escape(str(message))}", highlight=False, soft_wrap=True)
 
 
 def main() -> None:
@@ -153,10 +156,10 @@ def _run() -> int:
         if type(exc).__name__ == "NoArgsIsHelpError":
             print(exc.ctx.get_help() if exc.ctx else exc.format_message())
             return 0
-        err_console().print(f"[bold red]error:[/] {usage_message(exc, sys.argv[1:])}", highlight=False, soft_wrap=True)
+        err_console().print(f"[bold red]error:[/] {escape(usage_message(exc, sys.argv[1:]))}", highlight=False, soft_wrap=True)
         return 2
     except ClickException as exc:
-        err_console().print(f"[bold red]error:[/] {exc.format_message()}", highlight=False, soft_wrap=True)
+        err_console().print(f"[bold red]error:[/] {escape(exc.format_message())}", highlight=False, soft_wrap=True)
         return exc.exit_code
     except (typer.Abort, KeyboardInterrupt):
         err_console().print("[bold red]interrupted[/]")

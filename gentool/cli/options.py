@@ -7,6 +7,7 @@ import functools
 import inspect
 import json
 import os
+import signal
 import sys
 import typing
 from typing import Annotated, Optional
@@ -14,7 +15,7 @@ from typing import Annotated, Optional
 import typer
 
 from gentool.errors import GentoolError
-from gentool.train_options import FIELDS, TrainOptions
+from gentool.train_options import FIELDS, TrainOptions, flag
 
 _HINTS = typing.get_type_hints(TrainOptions)
 
@@ -66,6 +67,23 @@ def options_command(cls):
         return command
 
     return decorate
+
+
+# Options whose value may be left out, and the value they then take (`--tensorboard` alone is "auto"). Typer's
+# vendored click cannot declare such an option, so gentool.cli.app.Command fills the value in before parsing.
+BARE_VALUES = {flag(name): f.metadata["bare"] for name, f in FIELDS.items() if f.metadata["bare"] is not None}
+
+
+def fill_bare_values(args: list[str], bare: dict[str, str]) -> list[str]:
+    """`--tensorboard` followed by nothing or by another option becomes `--tensorboard=auto` (a value given with
+    it, `--tensorboard DIR` or `--tensorboard=DIR`, stays); nothing after a `--` is touched."""
+    out = list(args)
+    for i, token in enumerate(out):
+        if token == "--":
+            break
+        if token in bare and (i + 1 == len(out) or out[i + 1].startswith("-")):
+            out[i] = f"{token}={bare[token]}"
+    return out
 
 
 # Options shared with training (sweep passes them on to each trial's train), declared in TrainOptions:
@@ -144,6 +162,16 @@ def debugging() -> bool:
     return value in TRUE_WORDS
 
 
+STOPPED_CODES = {128 + signal.SIGINT, 128 + signal.SIGTERM, 128 + signal.SIGUSR1}
+
+
+def escape(text: str) -> str:
+    """`text` shown as is by rich (a message naming `gentool[tensorboard]` or a path with brackets is not markup)."""
+    from rich.markup import escape as rich_escape
+
+    return rich_escape(text)
+
+
 def cli_errors(func):
     """Turn domain errors into one red line and their exit code (a traceback only with GENTOOL_DEBUG=1), and Ctrl-C
     into "interrupted" and exit code 130. An OS error no check caught first (a file that vanished, a full or
@@ -157,9 +185,9 @@ def cli_errors(func):
             if debugging():
                 raise
             code = exc.exit_code if isinstance(exc, GentoolError) else 1
-            # A run stopped by a signal after saving (130: SIGINT, 143: SIGTERM/SIGUSR1) is not a failure.
-            label = "[bold yellow]stopped:[/]" if code in (130, 143) else "[bold red]error:[/]"
-            err_console().print(f"{label} {_message(exc)}", highlight=False, soft_wrap=True)
+            # A run stopped by a signal after saving (130: SIGINT, 143: SIGTERM, 138: SIGUSR1) is not a failure.
+            label = "[bold yellow]stopped:[/]" if code in STOPPED_CODES else "[bold red]error:[/]"
+            err_console().print(f"{label} {escape(_message(exc))}", highlight=False, soft_wrap=True)
             raise typer.Exit(code) from None
         except KeyboardInterrupt:  # Ctrl-C before anything needed saving (Typer alone would exit 130 silently)
             err_console().print("[bold red]interrupted[/]", highlight=False)

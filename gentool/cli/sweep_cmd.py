@@ -178,6 +178,11 @@ def sweep(
     eval_every: o.EvalEveryOpt = 0,
     heldout: Annotated[Optional[int], typer.Option(metavar="N", show_default=False, help="Held-out images each trial of a vae/cvae scores its loss terms on after each epoch (default: min(2000, a tenth of the training images); 0: none).")] = None,
     stop_on_divergence: o.StopOnDivergenceOpt = False,
+    tensorboard: Annotated[Optional[str], typer.Option(
+        "--tensorboard", metavar="[DIR]", show_default=False,
+        help="Log every trial to TensorBoard under one root, one folder per trial, so that `tensorboard --logdir "
+             "ROOT` compares them (needs pip install 'gentool[tensorboard]'). Alone: ROOT is SWEEP_DIR/tensorboard; "
+             "--tensorboard DIR: ROOT is DIR (give MODEL first: a word right after --tensorboard is its DIR).")] = None,
     workers: Annotated[int, typer.Option(help="Trials run at once, each in its own process with a share of the CPU threads.")] = 1,
     trial: Annotated[Optional[int], typer.Option(help="Run only trial K (0-based), e.g. --trial $SLURM_ARRAY_TASK_ID.")] = None,
     list_trials: Annotated[bool, typer.Option("--list", help="Print the trials and their values, then exit.")] = False,
@@ -203,6 +208,11 @@ def sweep(
                "eval_every": eval_every, "stop_on_divergence": stop_on_divergence, "heldout": heldout}
     spec = sw.SweepSpec(model, data, sweep_axes(latent_dim, width, param or []),
                         Path(out) if out else default_out(model, data), options, runtime)
+    if tensorboard:
+        from gentool.loggers.tensorboard import AUTO, DIR_NAME, check_target
+
+        check_target(tensorboard)
+        runtime["tensorboard"] = str(spec.out / DIR_NAME) if tensorboard == AUTO else tensorboard
     if list_trials:
         return show_trials(spec, json_out)
     if epochs < 1:

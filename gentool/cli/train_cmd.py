@@ -20,8 +20,8 @@ LogEveryOpt = Annotated[float, typer.Option(
 def train(opts: TrainOptions, log_every: LogEveryOpt = 30.0, quiet: o.QuietOpt = False, json_out: o.JsonOpt = False):
     """Train MODEL on a data set, or continue a run (--resume); writes config.json, metrics.json, checkpoints and
     sample grids to a run directory."""
+    from gentool.api import train as run_training
     from gentool.progress import make_reporter
-    from gentool.train import train as run_training
 
     result = run_training(opts, make_reporter(quiet, log_every))
     if result["rank"] != 0:  # under torchrun, rank 0 speaks for the run

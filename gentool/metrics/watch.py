@@ -11,6 +11,7 @@ warning and recorded in metrics.json under "events"; with --stop-on-divergence a
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -22,7 +23,11 @@ from gentool.metrics.evaluate import MAX_N, MIN_N, Evaluator
 from gentool.metrics.reference import resolve_reference
 from gentool.progress import Reporter, format_metrics
 from gentool.sampling import sample_chunks
-from gentool.train import Session, TrainHook, TrainOptions
+from gentool.hooks import EVALUATION_KEYS, TrainHook
+from gentool.train_options import TrainOptions
+
+if TYPE_CHECKING:
+    from gentool.session import Session
 
 WINDOW = 5  # recent epochs a value is compared with
 MIN_HISTORY = 3  # values needed before a jump is judged (early epochs move a lot)
@@ -105,11 +110,15 @@ class TrainingWatch(TrainHook):
     """Divergence detection every epoch; with eval_every, FID/mode evaluation, best.safetensors and collapse
     detection; with stop_on_divergence, a divergence ends the run (best.safetensors kept)."""
 
-    def __init__(self, opts: TrainOptions):
-        self.eval_every, self.eval_n, self.stop = opts.eval_every, opts.eval_n, opts.stop_on_divergence
-        self.seed = opts.seed
+    def __init__(self):
+        self.eval_every, self.eval_n, self.stop, self.seed = 0, 0, False, 0
         self.evaluator = None
         self.noise_fid = math.inf  # FID of uniform noise: samples scoring worse than that have left the data
+
+    def setup(self, opts: TrainOptions) -> None:
+        check_watch_options(opts)
+        self.eval_every, self.eval_n, self.stop = opts.eval_every, opts.eval_n, opts.stop_on_divergence
+        self.seed = opts.seed
 
     def on_epoch_end(self, session: Session, record: dict, reporter: Reporter) -> None:
         previous = [r for r in session.history["epochs"] if r is not record]
@@ -146,7 +155,7 @@ class TrainingWatch(TrainHook):
                                   settings=session.sample_settings)
             chunks = (torch.from_numpy(to_uint8(images)).permute(0, 3, 1, 2).contiguous() for images in drawn)
             metrics, _ = self.evaluator.score(chunks, WATCH_METRICS, self.seed)
-        record.update(fid=metrics["fid"], modes=metrics["modes"], class_kl=metrics["class_kl"])
+        record.update({key: metrics[key] for key in EVALUATION_KEYS})
         return metrics["classes"]
 
     def _fid_problem(self, fids: list[tuple[float, int]], fid: float, epoch: int) -> tuple[str, dict] | None:

@@ -1,0 +1,31 @@
+"""A hook plugin: a JSON-lines logger, one line per epoch record, for tools that read logs rather than run a server.
+
+Declared in pyproject.toml under the `gentool.hooks` entry-point group. It joins a run only when GENTOOL_JSONL names
+a file, so installing the plugin changes nothing until it is asked for.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+from gentool.hooks import TrainHook
+
+ENV = "GENTOOL_JSONL"
+
+
+class JsonlLogger(TrainHook):
+    """Appends each finished epoch's record, with the run directory, as one JSON line to a file."""
+
+    def __init__(self, path: str):
+        self.path = path
+
+    def on_epoch_end(self, session, record, reporter):
+        with open(self.path, "a", encoding="utf-8") as f:
+            f.write(json.dumps({"run_dir": str(session.run_dir), **record}) + "\n")
+
+
+def jsonl_logger() -> JsonlLogger | None:
+    """The entry point: a logger when GENTOOL_JSONL is set, else None (the hook stays out of the run)."""
+    path = os.environ.get(ENV)
+    return JsonlLogger(path) if path else None

@@ -1,0 +1,142 @@
+"""The training loop's extension interface, in the style of Lightning's callbacks, and the hooks plugins contribute.
+
+`gentool.train.train(opts, reporter, hooks)` runs the hooks its caller passes, in list order; the caller builds the
+list (`gentool.api.default_hooks`: the training watch, figures, TensorBoard with --tensorboard, then each plugin's).
+This module is the leaf every hook imports: it imports nothing heavy and none of the loop's modules, so a hook
+never imports `gentool.train` and the loop never imports a hook.
+
+Plugins contribute hooks through the entry-point group `gentool.hooks`, loaded lazily (when a run builds its
+hooks, never for `--help`) through the same code that loads model plugins; one that fails to load, or whose hook
+fails while the run goes on, is a one-line warning and the run continues without it.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import TYPE_CHECKING, Any
+
+from gentool.errors import GentoolError
+
+if TYPE_CHECKING:  # for annotations only: importing these here would load torch and the loop
+    import numpy as np
+
+    from gentool.progress import Reporter
+    from gentool.session import Session
+    from gentool.train_options import TrainOptions
+
+ENTRY_POINT_GROUP = "gentool.hooks"
+# Record keys that an evaluation during training (--eval-every) adds to an epoch's record.
+EVALUATION_KEYS = ("fid", "modes", "class_kl")
+
+
+class TrainHook:
+    """Extension point of the training loop; override the events you need (each default does nothing). Hooks run
+    on rank 0 only (under torchrun) and in list order, so a later hook sees what an earlier one added to a record.
+    Work done in `on_sample_grid`, `on_epoch_end` and `on_train_end` cannot change what training draws next (the
+    loop restores the RNG state after them)."""
+
+    def setup(self, opts: TrainOptions) -> None:
+        """The run's final options (a resume has filled in the run's own), before any data is loaded or any file
+        written: keep what you need and raise gentool.errors.UsageError to refuse options you cannot work with."""
+
+    def on_train_start(self, session: Session, reporter: Reporter) -> None:
+        """The run is set up (its directory, model, data; `session.epoch`/`session.step` where a resume starts)."""
+
+    def on_step(self, session: Session, losses: dict) -> None:
+        """After each optimizer step (`session.step` counts it), with the step's reported quantities as detached
+        scalar tensors ({} for a step dropped by --skip-nonfinite). Called thousands of times: reading a value
+        (`.item()`) waits for the device, so a hook that logs does it every so many steps, not at every one."""
+
+    def on_sample_grid(self, session: Session, epoch: int, grid: np.ndarray) -> None:
+        """The epoch's fixed-noise sample grid was written to samples/epoch_NNNN.png; `grid` is that image
+        (uint8, H×W×C)."""
+
+    def on_epoch_end(self, session: Session, record: dict, reporter: Reporter) -> None:
+        """After the epoch's checkpoint and sample grid are written and before metrics.json is: a hook may add to
+        `record` (the training watch adds EVALUATION_KEYS with --eval-every) or `session.history["events"]`, save
+        extra checkpoints with `session.save`, or end the run by setting `session.stop_reason`."""
+
+    def on_train_end(self, session: Session, reporter: Reporter) -> None:
+        """The loop is over: all epochs done, --max-minutes used up, or a hook ended the run (not after a signal
+        or an error: see `teardown`)."""
+
+    def teardown(self, session: Session | None) -> None:
+        """Last, always, also when the run stops for a signal or an error: release what the hook holds (close
+        files). `session` is None when the run failed before it was set up."""
+
+
+# --- hooks from plugins ------------------------------------------------------------------------------------------
+
+_factories: list[tuple[str, Any]] | None = None  # (where from, factory) of each entry point that loaded
+
+
+def _factories_loaded() -> list[tuple[str, Any]]:
+    global _factories
+    if _factories is None:
+        from gentool.registry import load_entry_points
+
+        found: list[tuple[str, Any]] = []
+        load_entry_points(ENTRY_POINT_GROUP, lambda name, dist, obj: found.append((f"{dist!r} (entry point "
+                                                                                   f"{name!r})", obj)))
+        _factories = found
+    return _factories
+
+
+def plugin_hooks() -> list[TrainHook]:
+    """A fresh hook from each `gentool.hooks` entry point, whose value names a TrainHook subclass or a function
+    called without arguments that returns a hook, a list of hooks or None (to stay out of this run). Each hook is
+    guarded: one that fails is turned off for the run with a warning."""
+    hooks = []
+    for source, factory in _factories_loaded():
+        try:
+            made = factory()
+            made = [] if made is None else list(made) if isinstance(made, (list, tuple)) else [made]
+            bad = [h for h in made if not isinstance(h, TrainHook)]
+            if bad:
+                raise TypeError(f"returned {type(bad[0]).__name__}, expected a gentool.hooks.TrainHook")
+        except Exception as exc:  # a broken plugin must not break the run
+            warnings.warn(f"gentool: hook plugin {source} failed: {type(exc).__name__}: {exc}")
+            continue
+        hooks += [Guarded(h, source) for h in made]
+    return hooks
+
+
+class Guarded(TrainHook):
+    """A plugin's hook whose failure costs the run nothing: the first exception it raises is a warning and the hook
+    is off for the rest of the run. (A gentool error raised by `setup` to refuse the options still stops the run.)"""
+
+    def __init__(self, hook: TrainHook, source: str):
+        self.hook, self.source, self.off = hook, source, False
+
+    def _call(self, event: str, *args) -> None:
+        if self.off:
+            return
+        try:
+            getattr(self.hook, event)(*args)
+        except Exception as exc:
+            if event == "setup" and isinstance(exc, GentoolError):
+                raise
+            self.off = True
+            warnings.warn(f"gentool: hook {type(self.hook).__name__} from plugin {self.source} failed in {event} "
+                          f"and is off for the rest of this run ({type(exc).__name__}: {exc})")
+
+    def setup(self, opts):
+        self._call("setup", opts)
+
+    def on_train_start(self, session, reporter):
+        self._call("on_train_start", session, reporter)
+
+    def on_step(self, session, losses):
+        self._call("on_step", session, losses)
+
+    def on_sample_grid(self, session, epoch, grid):
+        self._call("on_sample_grid", session, epoch, grid)
+
+    def on_epoch_end(self, session, record, reporter):
+        self._call("on_epoch_end", session, record, reporter)
+
+    def on_train_end(self, session, reporter):
+        self._call("on_train_end", session, reporter)
+
+    def teardown(self, session):
+        self._call("teardown", session)
