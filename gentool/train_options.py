@@ -125,7 +125,7 @@ class TrainOptions:
         metavar="[DIR]", bare="auto", resume=KEPT)
     heldout: int | None = option(
         "Held-out images on which a family with likelihood terms (vae, cvae) records its loss terms after each "
-        "epoch, as heldout_<term> (default: min(2000, a tenth of the training images); 0: none).", metavar="N",
+        "epoch, as heldout_TERM (default: min(2000, a tenth of the training images); 0: none).", metavar="N",
         resume=KEPT)
     stop_on_divergence: bool | None = option(
         "End the run cleanly on a divergence (a loss far outside its recent range, FID doubling from its best or "
