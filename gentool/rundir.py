@@ -85,13 +85,21 @@ def prepare_new(path: Path, overwrite: bool) -> bool:
     `overwrite` (then only gentool's own files in it are removed)."""
     if path.exists() and not path.is_dir():
         raise UsageError(f"--out: {path} exists and is not a directory; expected a run directory path")
+    # Imported before the folder exists: Ctrl-C during an import leaves the process at once (gentool.cli.on_sigint),
+    # which would strand a folder made here.
+    import filelock  # noqa: F401
+
     created = not path.exists()
     try:
         path.mkdir(parents=True, exist_ok=True)
         lock_run(path, "--out")  # before anything in it is removed: another process may be writing it
         taken = any(p.name not in LOCK_FILES for p in path.iterdir())
     except OSError as exc:
+        _undo_created(path, created)
         raise UsageError(f"--out: cannot create run directory {path} ({exc.strerror})") from None
+    except BaseException:  # Ctrl-C while the folder was being made: leave nothing behind
+        _undo_created(path, created)
+        raise
     if taken:
         if not overwrite and not unstarted(path):
             quoted = shlex.quote(str(path))
@@ -103,6 +111,18 @@ def prepare_new(path: Path, overwrite: bool) -> bool:
     except OSError as exc:
         raise UsageError(f"--out: cannot create run directory {path} ({exc.strerror})") from None
     return created
+
+
+def _undo_created(path: Path, created: bool) -> None:
+    """Remove a run folder this start created and holds nothing but gentool's lock."""
+    if not created:
+        return
+    for name in LOCK_FILES:
+        (path / name).unlink(missing_ok=True)
+    try:
+        path.rmdir()
+    except OSError:  # something else appeared in it: keep it
+        pass
 
 
 def remove_own_files(path: Path) -> None:
