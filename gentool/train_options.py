@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass, fields
+from typing import ClassVar
 
 from gentool.errors import UsageError, bad_value
 
@@ -22,6 +23,12 @@ FREE = "free"  # about this invocation only (machine, time budget, output): neve
 MAX_COUNT = 10**9  # no epoch count, image count or pixel size is sensibly larger
 AUTO = "auto"  # --resume auto
 EVAL_N = 2000  # generated images scored by --eval-every (and by sweep --eval)
+# Model config fields the data set decides (gentool.models.base uses this set; it lives here, away from torch).
+GEOMETRY_FIELDS = frozenset({"channels", "image_height", "image_width", "num_classes"})
+# Model config fields that have an option of their own; every other one is a --param.
+MODEL_SETTINGS = ("latent_dim", "width", "lr", "batch_size")
+# What a run's config.json does not pass on when it is used as --config: where and how that run was started.
+NOT_RERUN = ("out", "resume", "overwrite")
 
 
 def option(help: str, *, default=None, fallback=None, resume: str = FREE, metavar: str | None = None,
@@ -113,9 +120,34 @@ class TrainOptions:
         "stuck worse than noise's).", fallback=False, flags=("--stop-on-divergence/--no-stop-on-divergence",),
         resume=KEPT)
 
+    command: ClassVar[str] = "train"
+
     def __post_init__(self):
         if self.params is None:
             self.params = {}
+
+    @classmethod
+    def from_run_record(cls, record: dict, where: str) -> dict:
+        """The settings that re-run the run a config.json describes (`--config RUN/config.json`): the options it
+        recorded (not its --out, --resume or --overwrite) and its model's config, pinned field by field, so that
+        the same networks are built even by a gentool whose defaults have changed since."""
+        options, config = record.get("options"), record.get("config")
+        if not (isinstance(options, dict) and isinstance(config, dict) and isinstance(record.get("model"), str)):
+            raise UsageError(f"{where}: not a run's config.json (expected its model, options and config)")
+        values = {k: v for k, v in options.items() if k not in NOT_RERUN and v is not None}
+        params = values.get("params") if isinstance(values.get("params"), dict) else {}
+        for key, value in config.items():
+            if key in MODEL_SETTINGS:
+                values[key] = value
+            elif key not in GEOMETRY_FIELDS:
+                params[key] = value
+        return {**values, "model": record["model"], "params": params}
+
+    def printable(self) -> dict:
+        """The settings `--print-config` writes: for a new run every value it will use; for a resume the values
+        given (the run supplies the rest)."""
+        self.validate()
+        return dataclasses.asdict(self if self.resume is not None else self.with_fallbacks())
 
     def given(self) -> dict:
         """The options set (not None, not empty), by field name."""

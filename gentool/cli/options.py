@@ -42,30 +42,70 @@ def train_option(name: str):
     return field_option(FIELDS[name], _HINTS[name])
 
 
+ConfigOpt = Annotated[Optional[str], typer.Option(
+    "--config", metavar="FILE", show_default=False,
+    help="Read the options from this TOML file (keys: the options' names with _, e.g. data_dir; a table [params] "
+         "for --param), or from a run's config.json (re-runs that run: give a new --out). Options given on the "
+         "command line override the file's.")]
+PrintConfigOpt = Annotated[bool, typer.Option(
+    "--print-config", help="Print the settings this command would use, as TOML for --config, and exit.")]
+_GIVEN = ("COMMANDLINE", "ENVIRONMENT")  # click's ParameterSource names for values the user set
+
+
 def options_command(cls):
     """Decorator: the command's options are the fields of the keyword-only dataclass `cls`, where each is declared
-    once, followed by the function's own parameters; the function receives a `cls` instance as its first argument."""
+    once, followed by --config/--print-config (when `cls` names its `command`) and the function's own parameters;
+    the function receives a `cls` instance as its first argument. Values come from the file given by --config,
+    overridden by those given on the command line (or by an environment variable)."""
     hints = typing.get_type_hints(cls)
+    files = hasattr(cls, "command")
 
     def decorate(func):
         own = list(inspect.signature(func, eval_str=True).parameters.values())[1:]
         declared = [inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=f.default,
                                       annotation=field_option(f, hints[f.name])) for f in dataclasses.fields(cls)]
-        params = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in declared + own]
+        if files:
+            declared += [inspect.Parameter("config", inspect.Parameter.KEYWORD_ONLY, default=None,
+                                           annotation=ConfigOpt),
+                         inspect.Parameter("print_config", inspect.Parameter.KEYWORD_ONLY, default=False,
+                                           annotation=PrintConfigOpt)]
+        context = inspect.Parameter("ctx", inspect.Parameter.KEYWORD_ONLY, annotation=typer.Context)
+        params = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in [context, *declared, *own]]
 
         @functools.wraps(func)
-        def command(**kwargs):
-            values = {}
+        def command(ctx, **kwargs):
+            config, print_config = (kwargs.pop("config"), kwargs.pop("print_config")) if files else (None, False)
+            values, given = {}, {}
             for f in dataclasses.fields(cls):
                 value = kwargs.pop(f.name)
                 values[f.name] = f.metadata["convert"](value) if f.metadata["convert"] else value
-            return func(cls(**values), **kwargs)
+                source = ctx.get_parameter_source(f.name)
+                if source is not None and source.name in _GIVEN:
+                    given[f.name] = values[f.name]
+            if config is not None:
+                from gentool import config_file
+
+                values.update(config_file.merge(config_file.read(config, cls), given))
+            opts = cls(**values)
+            if print_config:
+                return print_settings(opts)
+            return func(opts, **kwargs)
 
         command.__signature__ = inspect.Signature(params)
         command.__annotations__ = {p.name: p.annotation for p in params}
         return command
 
     return decorate
+
+
+def print_settings(opts) -> None:
+    """--print-config: the settings as TOML on stdout."""
+    from gentool import __version__, config_file
+
+    header = (f"gentool {opts.command} settings (gentool {__version__}); use: gentool {opts.command} --config FILE\n"
+              f"options given on the command line override these")
+    sys.stdout.write(config_file.to_toml(opts.printable(), header))
+    sys.stdout.flush()
 
 
 # Options shared with training (sweep passes them on to each trial's train), declared in TrainOptions:

@@ -18,11 +18,9 @@ from torch import nn
 
 from gentool.device import FP32, Amp
 from gentool.errors import UsageError, bad_value
+from gentool.train_options import GEOMETRY_FIELDS  # config fields the data set sets, never --param
 
 PRESETS = {(1, 28, 28): "mnist", (3, 32, 32): "cifar10"}
-
-
-GEOMETRY_FIELDS = {"channels", "image_height", "image_width", "num_classes"}
 
 
 def _coerce(key: str, value, default):
