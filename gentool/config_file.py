@@ -115,40 +115,34 @@ SCALARS = (int, float, bool, str)
 def accepts(value, hint) -> bool:
     """Whether `value` (as TOML or JSON gives it) is of the field type `hint`."""
     for kind in _parts(hint):
-        origin, args = typing.get_origin(kind), typing.get_args(kind)
-        if origin is list and isinstance(value, list):
-            if value and all(_scalar(v, args[0] if args else None) or (not args and _any_scalar(v)) for v in value):
+        origin, args = typing.get_origin(kind) or kind, typing.get_args(kind)
+        if origin is list:
+            if isinstance(value, list) and value and all(accepts(v, args[0] if args else typing.Any) for v in value):
                 return True
-        elif (origin is dict or kind is dict) and isinstance(value, dict):
-            inner = args[1] if len(args) == 2 else None
-            if all(accepts(v, inner) if inner is not None else _any_scalar(v) for v in value.values()):
+        elif origin is dict:
+            if isinstance(value, dict) and all(accepts(v, args[1] if args else typing.Any) for v in value.values()):
                 return True
-        elif kind is typing.Any or kind is object:
-            return _any_scalar(value)
+        elif kind is typing.Any:
+            if any(_scalar(value, scalar) for scalar in SCALARS):
+                return True
         elif _scalar(value, kind):
             return True
     return False
 
 
-def _any_scalar(value) -> bool:
-    return any(_scalar(value, kind) for kind in SCALARS)
-
-
-def describe(hint) -> str:
+def describe(hint, plural: bool = False) -> str:
     """What a field of type `hint` accepts, in words."""
-    words = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
-    plural = {int: "integers", float: "numbers", bool: "true/false values", str: "strings"}
+    words = {int: ("an integer", "integers"), float: ("a number", "numbers"), bool: ("true or false", "true/false"),
+             str: ("a string", "strings"), typing.Any: ("a number, string or true/false", "values")}
     out = []
     for kind in _parts(hint):
-        origin, args = typing.get_origin(kind), typing.get_args(kind)
+        origin, args = typing.get_origin(kind) or kind, typing.get_args(kind)
         if origin is list:
-            out.append(f"a list of {plural.get(args[0], 'values') if args else 'values'}")
-        elif origin is dict or kind is dict:
-            inner = args[1] if len(args) == 2 else None
-            what = describe(inner) if inner is not None else "a number, string or true/false"
-            out.append(f"a table of NAME = {what}")
+            out.append(f"a non-empty list of {describe(args[0] if args else typing.Any, plural=True)}")
+        elif origin is dict:
+            out.append(f"a table of NAME = {describe(args[1] if args else typing.Any)}")
         else:
-            out.append(words.get(kind, str(kind)))
+            out.append(words.get(kind, (str(kind), str(kind)))[plural])
     return " or ".join(out)
 
 

@@ -175,7 +175,8 @@ def trial_options(manifest: dict, trial: dict, sweep_dir: Path, runtime: dict) -
     common = {"model": manifest["model"], "data": manifest["data"], "data_dir": runtime.get("data_dir"),
               "epochs": runtime["epochs"], "device": runtime.get("device") or "auto"}
     # train's own safety and evaluation options, passed on only when asked for
-    common.update({k: runtime[k] for k in ("skip_nonfinite", "eval_every", "stop_on_divergence") if runtime.get(k)})
+    common.update({k: runtime[k] for k in ("skip_nonfinite", "eval_every", "stop_on_divergence", "deterministic")
+                   if runtime.get(k)})
     if runtime.get("eval_every"):
         common["eval_n"] = runtime.get("eval_n") or EVAL_N
     if (run_dir / rundir.LAST).exists():

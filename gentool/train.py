@@ -9,7 +9,7 @@ import torch
 
 from gentool import rundir
 from gentool.data import batches
-from gentool.device import default_threads, pick_device, pick_precision
+from gentool.device import default_threads, pick_device, pick_precision, use_deterministic
 from gentool.distributed import (
     World,
     average_buffers,
@@ -191,6 +191,8 @@ def train(opts: TrainOptions, reporter: Reporter | None = None) -> dict:
     threads = opts.threads or (max(1, default_threads() // world.local_size) if world.enabled else None)
     if threads and device.type == "cpu":
         torch.set_num_threads(threads)
+    if opts.deterministic:
+        use_deterministic(device)
     for note in start.notes:
         reporter.message(note)
     try:

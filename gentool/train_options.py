@@ -32,13 +32,21 @@ NOT_RERUN = ("out", "resume", "overwrite")
 
 
 def option(help: str, *, default=None, fallback=None, resume: str = FREE, metavar: str | None = None,
-           flags: tuple[str, ...] = (), argument: bool = False, cli_type=None, convert=None):
+           flags: tuple[str, ...] = (), argument: bool = False, cli_type=None, convert=None, complete=None):
     """A dataclass field for an option. `default` is the field's value when the option is not given (None for
     options a resume restores, so that "not given" is visible); `fallback` is what a new run uses then.
-    `flags`, `metavar`, `argument`, `cli_type` and `convert` (CLI value → field value) shape the command line."""
+    `flags`, `metavar`, `argument`, `cli_type`, `convert` (CLI value → field value) and `complete` (the shell
+    completion's candidates for a partial value) shape the command line."""
     meta = {"help": help, "fallback": fallback, "resume": resume, "metavar": metavar, "flags": flags,
-            "argument": argument, "cli_type": cli_type, "convert": convert}
+            "argument": argument, "cli_type": cli_type, "convert": convert, "complete": complete}
     return dataclasses.field(default=default, metadata=meta)
+
+
+def complete_model(incomplete: str) -> list[tuple[str, str]]:
+    """Shell completion of MODEL: the model names with their descriptions, read from source (nothing imported)."""
+    from gentool.registry import describe_models
+
+    return [(m.name, m.description) for m in describe_models() if m.name.startswith(incomplete.lower())]
 
 
 def _params(items) -> dict:
@@ -54,7 +62,7 @@ class TrainOptions:
 
     model: str | None = option(
         "Model name (see `gentool models`). Required for a new run; with --resume it may be left out (the run "
-        "knows its model).", metavar="MODEL", argument=True, resume=FIXED)
+        "knows its model).", metavar="MODEL", argument=True, resume=FIXED, complete=complete_model)
     data: str | None = option(
         "mnist, cifar10, mnist-sample, or a folder of PNG/JPEG images (class subfolders give labels). Required for "
         "a new run.", metavar="NAME|DIR", resume=FIXED)
@@ -80,7 +88,7 @@ class TrainOptions:
     device: str = option("auto (cuda, then mps, then cpu), cpu, cuda or mps.", default="auto",
                          metavar="auto|cpu|cuda|mps")
     out: str | None = option(
-        "Run directory (default: runs/<model>-<data>-<time>). With --resume auto: the run to continue, or to "
+        "Run directory (default: $GENTOOL_RUNS/<model>-<data>-<time>, with $GENTOOL_RUNS unset: runs/). With --resume auto: the run to continue, or to "
         "start when it has no checkpoint yet.", metavar="DIR")
     resume: str | None = option(
         "Continue the run in RUN (its directory or a checkpoint) up to --epochs in total, with its own model and "
@@ -115,6 +123,11 @@ class TrainOptions:
         "Every K epochs score samples (FID, modes) into metrics.json and keep best.safetensors (0: never).",
         fallback=0, metavar="K", resume=KEPT)
     eval_n: int | None = option("Samples scored by --eval-every.", fallback=EVAL_N, metavar="N", resume=KEPT)
+    deterministic: bool | None = option(
+        "Use only deterministic algorithms (torch.use_deterministic_algorithms; on CUDA also cuDNN's deterministic "
+        "kernels and no autotuning, and cuBLAS's fixed workspace): slower on GPUs, same weights for the same seed "
+        "and machine. Recorded in config.json.", fallback=False, flags=("--deterministic/--no-deterministic",),
+        resume=KEPT)
     stop_on_divergence: bool | None = option(
         "End the run cleanly on a divergence (a loss far outside its recent range, FID doubling from its best or "
         "stuck worse than noise's).", fallback=False, flags=("--stop-on-divergence/--no-stop-on-divergence",),

@@ -94,3 +94,39 @@ def test_json_must_be_a_run_config(tmp_path):
     result = gentool("train", "--config", "x.json", cwd=tmp_path)
     assert result.returncode == 2 and "not a run's config.json" in result.stderr
     assert result.stderr.count("\n") == 1
+
+
+def trial_view(manifest: dict) -> dict:
+    """What a sweep is and what its trials did, without times, hosts and process ids."""
+    trials = [{k: t.get(k) for k in ("index", "values", "run_dir", "status", "epochs")} for t in manifest["trials"]]
+    return {**{k: manifest[k] for k in ("model", "data", "grid", "options", "epochs")}, "trials": trials}
+
+
+def test_sweep_print_config_round_trip(tmp_path):
+    args = ["vae", "--data", "mnist-sample", "--limit", "128", "--latent-dim", "2,4", "--param", "kl_weight=0.5",
+            "--epochs", "1", "--sample-every", "0", "--checkpoint-every", "0"]
+    printed = gentool("sweep", *args, "--out", "sweeps/a", "--print-config", cwd=tmp_path)
+    assert printed.returncode == 0, printed.stderr
+    settings = tomllib.loads(printed.stdout)
+    assert settings["latent_dim"] == [2, 4] and settings["params"] == {"kl_weight": [0.5]}
+    (tmp_path / "s.toml").write_text(printed.stdout)
+
+    first = gentool("sweep", *args, "--out", "sweeps/a", "-q", cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    again = gentool("sweep", "--config", "s.toml", "--out", "sweeps/b", "-q", cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    a, b = (json.loads((tmp_path / f"sweeps/{x}/sweep.json").read_text()) for x in "ab")
+    assert trial_view(a) == trial_view(b) and all(t["status"] == "done" for t in a["trials"])
+    for trial in a["trials"]:
+        run_a, run_b = tmp_path / "sweeps/a" / trial["run_dir"], tmp_path / "sweeps/b" / trial["run_dir"]
+        assert without(config_json(run_a), "out") == without(config_json(run_b), "out")
+        assert same_weights(run_a, run_b)
+
+
+def test_sweep_file_lists_are_checked(tmp_path):
+    (tmp_path / "s.toml").write_text('model = "vae"\ndata = "mnist-sample"\nlatent_dim = [2, 2]\n')
+    repeated = gentool("sweep", "--config", "s.toml", "--list", cwd=tmp_path)
+    assert repeated.returncode == 2 and "--latent-dim: got [2, 2]; expected a list without repeated" in repeated.stderr
+    (tmp_path / "s.toml").write_text('model = "vae"\ndata = "mnist-sample"\nwidth = "0.5,1"\n')
+    text = gentool("sweep", "--config", "s.toml", "--list", cwd=tmp_path)
+    assert text.returncode == 2 and "width = '0.5,1'; expected a non-empty list of numbers" in text.stderr

@@ -31,10 +31,11 @@ def field_option(f: dataclasses.Field, hint):
         kind = Optional[kind]
     shown = meta["fallback"] if meta["fallback"] is not None else f.default
     help = meta["help"] + ("" if shown is None or shown is False else f" [default: {shown}]")
+    extra = {"autocompletion": meta["complete"]} if meta.get("complete") else {}
     if meta["argument"]:
-        return Annotated[kind, typer.Argument(metavar=meta["metavar"], help=help, show_default=False)]
+        return Annotated[kind, typer.Argument(metavar=meta["metavar"], help=help, show_default=False, **extra)]
     decls = meta["flags"] or ("--" + f.name.replace("_", "-"),)
-    return Annotated[kind, typer.Option(*decls, metavar=meta["metavar"], help=help, show_default=False)]
+    return Annotated[kind, typer.Option(*decls, metavar=meta["metavar"], help=help, show_default=False, **extra)]
 
 
 def train_option(name: str):
@@ -49,7 +50,10 @@ ConfigOpt = Annotated[Optional[str], typer.Option(
          "command line override the file's.")]
 PrintConfigOpt = Annotated[bool, typer.Option(
     "--print-config", help="Print the settings this command would use, as TOML for --config, and exit.")]
-_GIVEN = ("COMMANDLINE", "ENVIRONMENT")  # click's ParameterSource names for values the user set
+# Values typed on the command line override a --config file; defaults do not. (No option reads an environment
+# variable through click: GENTOOL_DATA, GENTOOL_RUNS and GENTOOL_SWEEPS are fallbacks for what neither the command
+# line, a file nor a resumed run set, applied where the value is used.)
+_GIVEN = ("COMMANDLINE",)
 
 
 def options_command(cls):
@@ -108,18 +112,8 @@ def print_settings(opts) -> None:
     sys.stdout.flush()
 
 
-# Options shared with training (sweep passes them on to each trial's train), declared in TrainOptions:
-DataOpt = train_option("data")
+# The data folder, as train declares it:
 DataDirOpt = train_option("data_dir")
-BatchSizeOpt = train_option("batch_size")
-LrOpt = train_option("lr")
-LimitOpt = train_option("limit")
-ImageSizeOpt = train_option("image_size")
-CheckpointEveryOpt = train_option("checkpoint_every")
-SampleEveryOpt = train_option("sample_every")
-SkipNonfiniteOpt = train_option("skip_nonfinite")
-EvalEveryOpt = train_option("eval_every")
-StopOnDivergenceOpt = train_option("stop_on_divergence")
 # Options of several commands:
 DeviceOpt = Annotated[str, typer.Option("--device", metavar="auto|cpu|cuda|mps", help="auto (cuda, then mps, then cpu), cpu, cuda or mps. [default: auto]", show_default=False)]
 SeedOpt = Annotated[int, typer.Option("--seed", metavar="S", help="Random seed; the same seed gives the same result on the CPU. [default: 0]", show_default=False)]
