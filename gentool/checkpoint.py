@@ -1,21 +1,32 @@
 """Checkpoints: one safetensors file with every network's weights, the optimizer state and RNG state as tensors,
 and string metadata (format version, gentool version, model name and source, config JSON, data geometry, run state).
 
-Nothing is ever unpickled: the file is read with safetensors and its metadata with json, and the metadata is
-validated (types, names, shapes against the model rebuilt from its config) before any tensor is used.
+Nothing is ever unpickled: the file is read with safetensors and its metadata with json. Loading checks the
+metadata field by field (`checkpoint_meta`), rebuilds the model from its config on the `meta` device (no memory)
+and compares every tensor's name, dtype and shape in the file's header with it before reading any weight; weights
+must be finite. Optimizer and RNG state are read only when a run resumes.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError, safe_open
+from safetensors import safe_open
 from safetensors.torch import save as st_save
 
 import gentool
+from gentool.checkpoint_meta import (
+    FORMAT,
+    FORMAT_VERSION,
+    check_geometry,
+    optimizer_meta,
+    read_metadata,
+    refuse,
+)
 from gentool.ema import EMA
 from gentool.ema import PREFIX as EMA_PREFIX
 from gentool.errors import GentoolError, UsageError
@@ -23,22 +34,27 @@ from gentool.fileio import atomic_write_bytes
 from gentool.models.base import GenerativeModel
 from gentool.registry import get_entry
 
-FORMAT = "gentool-checkpoint"
-FORMAT_VERSION = 1
-REQUIRED_KEYS = ("format", "format_version", "gentool_version", "model", "config", "data", "state")
 IMPLEMENTATION_KEYS = ("fused", "foreach", "capturable")  # optimizer settings that pick a kernel, not a result
+DTYPES = {torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16", torch.float64: "F64",
+          torch.int64: "I64", torch.int32: "I32", torch.int16: "I16", torch.int8: "I8", torch.uint8: "U8",
+          torch.bool: "BOOL"}
+# The command-line names config checks use, and the config fields they stand for.
+CONFIG_FIELDS = {"--latent-dim": "latent_dim", "--width": "width", "--lr": "lr", "--batch-size": "batch_size",
+                 "--data": "num_classes"}
+_STATE_NAME = re.compile(r"(\d{1,7})\.([A-Za-z_][A-Za-z0-9_]{0,63})")
 
 
 @dataclass
 class Checkpoint:
-    """A loaded checkpoint: the rebuilt model, its optimizers' saved state and the run state."""
+    """A loaded checkpoint: the rebuilt model, its metadata and run state; optimizer and RNG state are read from
+    `path` on demand (a resumed run needs them, sampling does not)."""
 
     model: GenerativeModel
     meta: dict
     state: dict
     data: dict
-    optimizer_state: dict = field(default_factory=dict)
-    rng: dict = field(default_factory=dict)
+    path: Path
+    arg: str = "CKPT"
     ema_tensors: dict = field(default_factory=dict)  # the averaged sampling networks (--ema), by "<net>.<name>"
     weights: str = "raw"  # which weights the model holds: "raw" or "ema"
 
@@ -47,20 +63,86 @@ class Checkpoint:
         """{"decay", "updates"} of the run's EMA, or None when it was trained without --ema."""
         return self.meta.get("ema")
 
+    @property
+    def rng(self) -> dict:
+        """The saved RNG states ("torch", "cuda"), checked to be states this torch can restore."""
+        out = {}
+        with safe_open(str(self.path), framework="pt") as f:
+            for name, ref in (("torch", torch.get_rng_state()),
+                              ("cuda", torch.cuda.get_rng_state() if torch.cuda.is_available() else None)):
+                key = f"rng.{name}"
+                if key not in f.keys() or ref is None:
+                    continue
+                sl = f.get_slice(key)
+                if sl.get_dtype() != "U8" or tuple(sl.get_shape()) != tuple(ref.shape):
+                    raise refuse(self.arg, self.path, f"tensor {key} is {sl.get_dtype()} {tuple(sl.get_shape())}; "
+                                                      f"expected an RNG state, U8 {tuple(ref.shape)}")
+                out[name] = f.get_tensor(key)
+        return out
+
     def load_optimizers(self, optimizers: dict) -> None:
-        """Restore saved optimizer state into freshly built optimizers."""
-        for name, opt in optimizers.items():
-            if name not in self.optimizer_state:
-                raise GentoolError(f"checkpoint: no state for optimizer {name!r}")
-            saved = self.optimizer_state[name]
-            # JSON turned tuples (Adam's betas) into lists; give them back the type the optimizer uses. Which
-            # kernel runs (fused, foreach) is this machine's choice, made when the optimizer was built, not the
-            # saving machine's.
-            groups = [{**{k: tuple(v) if isinstance(ref.get(k), tuple) else v for k, v in group.items()},
-                       **{k: ref[k] for k in IMPLEMENTATION_KEYS if k in ref}}
-                      for group, ref in zip(saved["param_groups"], opt.param_groups)]
-            opt.load_state_dict({"state": saved["state"], "param_groups": groups})
-            _match_layouts(opt)
+        """Restore the saved per-parameter optimizer state into freshly built optimizers, after checking every
+        name, index, shape and value. Hyperparameters come from the model's config (the optimizers as built)."""
+        info = optimizer_meta(self.meta, self.path, self.arg)
+        with safe_open(str(self.path), framework="pt") as f:
+            keys = [k for k in f.keys() if k.startswith("optim.")]
+            stray = [k for k in keys if k.split(".")[1] not in optimizers]
+            if stray:
+                raise refuse(self.arg, self.path, f"tensor {stray[0]} belongs to no optimizer of {self.model.name} "
+                                                  f"(it has {', '.join(optimizers)})")
+            for name, opt in optimizers.items():
+                state = self._optimizer_state(f, name, opt, info, [k for k in keys if k.split(".")[1] == name])
+                try:
+                    opt.load_state_dict({"state": state, "param_groups": opt.state_dict()["param_groups"]})
+                except (ValueError, KeyError, TypeError, RuntimeError) as exc:
+                    raise refuse(self.arg, self.path, f"the state of optimizer {name} cannot be loaded ({exc})") from None
+                _match_layouts(opt)
+
+    def _optimizer_state(self, f, name: str, opt, info: dict, keys: list[str]) -> dict:
+        if name not in info:
+            raise refuse(self.arg, self.path, f"metadata field optimizers has no entry for optimizer {name}")
+        groups = [g["params"] for g in info[name]["param_groups"]]
+        if groups != [g["params"] for g in opt.state_dict()["param_groups"]]:
+            raise refuse(self.arg, self.path, f"metadata field optimizers.{name}.param_groups does not match the "
+                                              f"parameters of {self.model.name}'s {name} optimizer")
+        params = [p for g in opt.param_groups for p in g["params"]]
+        state: dict = {}
+        for idx, entries in info[name].get("scalars", {}).items():
+            if int(idx) >= len(params):
+                raise refuse(self.arg, self.path, f"metadata field optimizers.{name}.scalars.{idx} names no parameter")
+            state.setdefault(int(idx), {}).update(entries)
+        prefix = f"optim.{name}."
+        for key in keys:
+            match = _STATE_NAME.fullmatch(key[len(prefix):])
+            if not match or int(match.group(1)) >= len(params):
+                raise refuse(self.arg, self.path, f"tensor {key} is not optim.{name}.<parameter index>.<state name> "
+                                                  f"for one of its {len(params)} parameters")
+            idx, sub = int(match.group(1)), match.group(2)
+            shape = tuple(f.get_slice(key).get_shape())
+            if shape not in ((), tuple(params[idx].shape)):
+                raise refuse(self.arg, self.path, f"tensor {key} has shape {shape}; its parameter has "
+                                                  f"{tuple(params[idx].shape)}")
+            state.setdefault(idx, {})[sub] = _finite(f.get_tensor(key), key, self.path, self.arg)
+        expected = _state_keys(opt)
+        for idx, entries in state.items():
+            if expected and set(entries) != expected:
+                raise refuse(self.arg, self.path, f"optimizer {name}'s state for parameter {idx} holds "
+                                                  f"{sorted(entries)}; expected {sorted(expected)}")
+        return state
+
+
+def _state_keys(opt: torch.optim.Optimizer) -> set[str]:
+    """The per-parameter state names one step of this optimizer creates (e.g. Adam: step, exp_avg, exp_avg_sq),
+    found by stepping a copy on a one-element parameter; empty when that cannot be done."""
+    group = {k: v for k, v in opt.param_groups[0].items() if k != "params"}
+    p = torch.zeros(1, requires_grad=True)
+    p.grad = torch.zeros(1)
+    try:
+        probe = type(opt)([p], **group)
+        probe.step()
+    except (TypeError, ValueError, RuntimeError):
+        return set()
+    return set(probe.state[p])
 
 
 def _match_layouts(opt: torch.optim.Optimizer) -> None:
@@ -109,47 +191,8 @@ def save_checkpoint(path, model: GenerativeModel, optimizers: dict, state: dict,
     atomic_write_bytes(path, st_save(tensors, metadata=meta))
 
 
-def read_metadata(path, arg: str = "CKPT") -> dict:
-    """The validated metadata of a checkpoint file, read without touching its tensors; `arg` names the argument
-    the path came from in error messages."""
-    path = Path(path)
-    if path.is_dir():
-        raise UsageError(f"{arg}: {path} is a directory; expected a .safetensors checkpoint file")
-    if not path.is_file():
-        raise UsageError(f"{arg}: {path} does not exist; expected a .safetensors checkpoint file")
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise GentoolError(f"{arg}: {path} is not a readable safetensors checkpoint ({exc})") from None
-    return _validate_meta(path, meta, arg)
-
-
-def _validate_meta(path: Path, meta: dict, arg: str) -> dict:
-    missing = [k for k in REQUIRED_KEYS if k not in meta]
-    if meta.get("format") != FORMAT or missing:
-        raise GentoolError(f"{arg}: {path} is a safetensors file but not a gentool checkpoint (missing {missing or ['format']})")
-    try:
-        version = int(meta["format_version"])
-        parsed = {k: json.loads(meta[k]) for k in ("config", "data", "state", "optimizers", "ema") if k in meta}
-    except (ValueError, TypeError) as exc:
-        raise GentoolError(f"{arg}: {path} has malformed metadata ({exc})") from None
-    if version > FORMAT_VERSION:
-        raise GentoolError(f"{arg}: {path} uses checkpoint format {version}, written by gentool "
-                           f"{meta['gentool_version']}; this gentool {gentool.__version__} reads up to {FORMAT_VERSION}: upgrade gentool")
-    if not all(isinstance(parsed[k], dict) for k in parsed):
-        raise GentoolError(f"{arg}: {path} has malformed metadata (config, data and state must be JSON objects)")
-    ema = parsed.get("ema")
-    if ema is not None and not (isinstance(ema.get("decay"), float) and 0 < ema["decay"] < 1
-                                and isinstance(ema.get("updates"), int) and ema["updates"] >= 0):
-        raise GentoolError(f"{arg}: {path} has malformed metadata (ema needs a decay in (0, 1) and a count of updates)")
-    state = parsed["state"]
-    if not all(isinstance(state.get(k), int) and state[k] >= 0 for k in ("epoch", "step")):
-        raise GentoolError(f"{arg}: {path} has malformed metadata (state.epoch and state.step must be integers ≥ 0)")
-    return {**meta, **parsed, "format_version": version}
-
-
 def _rebuild(path: Path, meta: dict, arg: str) -> GenerativeModel:
+    """The model the config describes, built on the `meta` device: shapes without memory."""
     try:
         entry = get_entry(meta["model"])
     except UsageError:
@@ -159,9 +202,50 @@ def _rebuild(path: Path, meta: dict, arg: str) -> GenerativeModel:
     try:
         config = entry.cls.config_class.from_dict(meta["config"])
         config.validate()
-        return entry.cls(config)
+        with torch.device("meta"):
+            model = entry.cls(config)
+    except UsageError as exc:
+        if getattr(exc, "arg", None) in CONFIG_FIELDS or str(getattr(exc, "arg", "")).startswith("--param "):
+            name = CONFIG_FIELDS.get(exc.arg) or exc.arg.split(" ", 1)[1]
+            raise refuse(arg, path, f"metadata field config.{name} is {exc.value!r}; expected {exc.accepted}") from None
+        raise GentoolError(f"{arg}: {path} has a config that cannot rebuild {meta['model']!r}: {exc}") from None
     except (TypeError, ValueError, RuntimeError, GentoolError) as exc:
         raise GentoolError(f"{arg}: {path} has a config that cannot rebuild {meta['model']!r}: {exc}") from None
+    check_geometry(meta, config, path, arg)
+    return model
+
+
+def _expected_tensors(model: GenerativeModel, with_ema: bool) -> dict[str, torch.Tensor]:
+    """Every tensor the file must hold for `model` (meta tensors: name, dtype and shape)."""
+    expected = {f"model.{k}": v for k, v in model.state_dict().items()}
+    if with_ema:
+        for net in model.sampling_networks:
+            expected.update({f"{EMA_PREFIX}{net}.{k}": v for k, v in getattr(model, net).state_dict().items()})
+    return expected
+
+
+def _check_header(f, expected: dict, path: Path, arg: str, model_name: str) -> None:
+    """Names, dtypes and shapes in the file's header against the rebuilt model, before any tensor is read."""
+    held = {k for k in f.keys() if k.startswith(("model.", EMA_PREFIX))}
+    missing, unexpected = sorted(expected.keys() - held), sorted(held - expected.keys())
+    if missing or unexpected:
+        raise GentoolError(f"{arg}: {path} does not match model {model_name!r}: missing {missing[:3]}, "
+                           f"unexpected {unexpected[:3]}")
+    for key, ref in expected.items():
+        sl = f.get_slice(key)
+        shape, dtype = tuple(sl.get_shape()), sl.get_dtype()
+        if shape != tuple(ref.shape):
+            raise GentoolError(f"{arg}: {path}: tensor {key.split('.', 1)[1]} has shape {shape}, model needs "
+                               f"{tuple(ref.shape)}")
+        if dtype != DTYPES.get(ref.dtype):
+            raise refuse(arg, path, f"tensor {key} is {dtype}; the model needs {DTYPES.get(ref.dtype, ref.dtype)}")
+
+
+def _finite(tensor: torch.Tensor, key: str, path: Path, arg: str) -> torch.Tensor:
+    if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+        raise refuse(arg, path, f"tensor {key} holds NaN or infinite values; gentool never saves non-finite "
+                                f"weights, so the file is damaged or was not written by gentool")
+    return tensor
 
 
 WEIGHTS = ("auto", "ema", "raw")
@@ -177,28 +261,26 @@ def load_checkpoint(path, device: torch.device | str = "cpu", arg: str = "CKPT",
     path = Path(path)
     meta = read_metadata(path, arg)
     model = _rebuild(path, meta, arg)
-    expected = model.state_dict()
+    expected = _expected_tensors(model, meta.get("ema") is not None)
     with safe_open(str(path), framework="pt") as f:
-        keys = set(f.keys())
-        wanted = {f"model.{k}" for k in expected}
-        if wanted - keys or {k for k in keys if k.startswith("model.")} - wanted:
-            raise GentoolError(f"{arg}: {path} does not match model {meta['model']!r}: missing "
-                               f"{sorted(wanted - keys)[:3]}, unexpected {sorted({k for k in keys if k.startswith('model.')} - wanted)[:3]}")
-        tensors = {}
-        for k, ref in expected.items():
-            sl = f.get_slice(f"model.{k}")
-            if tuple(sl.get_shape()) != tuple(ref.shape):
-                raise GentoolError(f"{arg}: {path}: tensor {k} has shape {tuple(sl.get_shape())}, model needs {tuple(ref.shape)}")
-            tensors[k] = f.get_tensor(f"model.{k}")
-        other = {k: f.get_tensor(k) for k in keys if not k.startswith("model.")}
-    model.load_state_dict(tensors)
-    optim = _optimizer_state(meta.get("optimizers", {}), other)
-    rng = {k[4:]: v for k, v in other.items() if k.startswith("rng.")}
-    ema = {k[len(EMA_PREFIX):]: v for k, v in other.items() if k.startswith(EMA_PREFIX)}
-    ckpt = Checkpoint(model, meta, meta["state"], meta["data"], optim, rng, ema)
+        _check_header(f, expected, path, arg, meta["model"])
+        tensors = {k: _finite(f.get_tensor(k), k, path, arg) for k in expected}
+    model = _with_weights(model, {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")})
+    ema = {k[len(EMA_PREFIX):]: v for k, v in tensors.items() if k.startswith(EMA_PREFIX)}
+    ckpt = Checkpoint(model, meta, meta["state"], meta["data"], path, arg, ema)
     _choose_weights(ckpt, weights, path, arg)
     model.to(device)
     return ckpt
+
+
+def _with_weights(model: GenerativeModel, tensors: dict) -> GenerativeModel:
+    """The meta-device model with the file's tensors as its weights (no second copy). A model holding state
+    outside its state_dict (left on the meta device) is built for real instead and the weights copied in."""
+    model.load_state_dict(tensors, assign=True)
+    if any(t.is_meta for t in [*model.parameters(), *model.buffers()]):
+        model = type(model)(model.config)
+        model.load_state_dict(tensors)
+    return model
 
 
 def _choose_weights(ckpt: Checkpoint, weights: str, path: Path, arg: str) -> None:
@@ -215,21 +297,6 @@ def _choose_weights(ckpt: Checkpoint, weights: str, path: Path, arg: str) -> Non
             net, name = key.split(".", 1)
             getattr(ckpt.model, net).state_dict()[name].copy_(value)
     ckpt.weights = "ema"
-
-
-def _optimizer_state(optim_meta: dict, tensors: dict) -> dict:
-    out = {}
-    for name, info in optim_meta.items():
-        state: dict = {}
-        for idx, entries in info.get("scalars", {}).items():
-            state.setdefault(int(idx), {}).update(entries)
-        prefix = f"optim.{name}."
-        for key, value in tensors.items():
-            if key.startswith(prefix):
-                idx, sub = key[len(prefix):].split(".", 1)
-                state.setdefault(int(idx), {})[sub] = value
-        out[name] = {"state": state, "param_groups": info["param_groups"]}
-    return out
 
 
 def restore_rng(rng: dict) -> None:

@@ -243,18 +243,20 @@ def _image_files(root: Path) -> tuple[list[Path], list[int], list[str]]:
 
 def _decode(path: Path, mode: str | None = None, size: int | None = None) -> np.ndarray:
     """Decode one PNG/JPEG as uint8 H×W×C (mode "L" or "RGB"; None keeps grey as grey, all else RGB), resized to
-    size×size when `size` is given."""
-    from PIL import Image, UnidentifiedImageError
+    size×size when `size` is given. Every PIL mode is read or refused (`gentool.images.image_pixels`), and an
+    image too large to decode is refused from its header."""
+    from PIL import Image
+
+    from gentool.images import ImageError, image_pixels, open_image
 
     try:
-        with Image.open(path) as img:
-            mode = mode or ("L" if img.mode in ("1", "L", "I;16", "I") else "RGB")
-            img = img.convert(mode)
-            if size and img.size != (size, size):
-                img = img.resize((size, size), Image.BILINEAR)
-            array = np.asarray(img)
-    except (OSError, UnidentifiedImageError) as exc:
-        raise GentoolError(f"--data: cannot decode image {path}: {exc}") from None
+        with open_image(path) as img:
+            array = image_pixels(img, None if mode is None else mode == "L")
+    except ImageError as exc:
+        raise GentoolError(f"--data: image {path} {exc}") from None
+    if size and array.shape[:2] != (size, size):
+        resized = Image.fromarray(array[:, :, 0] if array.shape[2] == 1 else array).resize((size, size), Image.BILINEAR)
+        array = np.asarray(resized)
     return array[:, :, None] if array.ndim == 2 else array
 
 

@@ -14,5 +14,8 @@ class UsageError(GentoolError):
 
 
 def bad_value(name: str, value, accepted: str) -> UsageError:
-    """Build the one-line error for an argument: its name, the value given and what is accepted."""
-    return UsageError(f"{name}: got {value!r}; expected {accepted}")
+    """Build the one-line error for an argument: its name, the value given and what is accepted (kept as
+    attributes, so a caller that read the value from a file can name the file's field instead)."""
+    exc = UsageError(f"{name}: got {value!r}; expected {accepted}")
+    exc.arg, exc.value, exc.accepted = name, value, accepted
+    return exc

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from gentool import rundir
-from gentool.fileio import atomic_write_bytes, read_json
+from gentool.fileio import atomic_write_bytes
 from gentool.images import make_grid, to_uint8, write_gif
 from gentool.results import BOOKKEEPING
 from gentool.train import Session, TrainHook
@@ -162,7 +162,7 @@ def draw_run_figures(run_dir: Path, history: dict | None = None, gif: bool = Tru
     """loss.png (from `history`, else the run's metrics.json) and, with `gif`, progress.gif; returns what was drawn."""
     run_dir = Path(run_dir)
     if history is None:
-        history = read_json(run_dir / rundir.METRICS)
+        history = rundir.read_metrics(run_dir / rundir.METRICS)
     title = f"{history.get('model', '')} · {run_dir.name}"
     drawn = [plot_losses(history, run_dir / LOSS_PNG, title)]
     if gif:
@@ -255,7 +255,7 @@ def plot_sweep_curves(grid: dict, trials: list[dict], path: Path) -> Path | None
     drawn = set()
     for r, c, trial in sorted(_cells(grid, trials), key=lambda cell: cell[:2]):
         metrics = Path(trial["path"]) / rundir.METRICS
-        records = read_json(metrics).get("epochs", []) if metrics.exists() else []
+        records = rundir.read_metrics(metrics).get("epochs", []) if metrics.exists() else []
         key = primary_loss(metric_keys(records))
         if key:
             points = [(rec["epoch"], rec[key]) for rec in records if key in rec]

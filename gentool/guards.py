@@ -92,6 +92,52 @@ class GuardState:
 
     def __init__(self, skip: bool, world: World = SINGLE):
         self.skip, self.skipped, self.step, self.epoch, self.world = skip, 0, 0, 0, world
+        self.watch: OutputWatch | None = None
+
+    def run_step(self, model, optimizers: dict, step):
+        """`step()` (one training step of `model`), with a loss that refuses NaN input handled like a NaN gradient:
+        some losses raise instead of returning NaN (binary_cross_entropy: "input should be between 0 and 1"), before
+        any gradient exists. When a network's output held NaN, the step stops the run naming that network and the
+        step, or with --skip-nonfinite is dropped (returns no metrics)."""
+        if self.watch is None or self.watch.model is not model:
+            self.watch = OutputWatch(model)
+        self.watch.seen.clear()
+        try:
+            return step()
+        except RuntimeError:
+            network = self.watch.culprit()
+            if network is None:
+                raise
+        if not self.skip:
+            raise NonFinite(f"NaN in the output of the {network} at step {self.step} (epoch {self.epoch}), so its loss "
+                            f"cannot be computed; stopped, the last good checkpoint is kept (--skip-nonfinite drops "
+                            f"such steps instead)")
+        self.skipped += 1
+        for opt in optimizers.values():
+            opt.zero_grad(set_to_none=True)
+        return {}
+
+
+class OutputWatch:
+    """Forward hooks on a model's networks noting whether each output held NaN, without a device synchronisation
+    (the flags are read only when a step fails), so a failing step can name the network whose output went bad."""
+
+    def __init__(self, model):
+        self.model, self.seen = model, []
+        for name, net in model.networks().items():
+            net.register_forward_hook(self._hook(name))
+
+    def _hook(self, name: str):
+        def note(module, inputs, output):
+            outputs = output if isinstance(output, (tuple, list)) else (output,)
+            flags = [t.detach().isnan().any() for t in outputs if torch.is_tensor(t) and t.is_floating_point()]
+            if flags:
+                self.seen.append((name, torch.stack(flags).any()))
+        return note
+
+    def culprit(self) -> str | None:
+        """The first network in this step whose output held NaN."""
+        return next((name for name, flag in self.seen if bool(flag)), None)
 
 
 def guard_optimizers(optimizers: dict, state: GuardState) -> dict:

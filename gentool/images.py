@@ -1,15 +1,20 @@
-"""Turning image tensors into files: PNG grids, GIFs, `.npz` arrays and folders of PNGs (all written atomically)."""
+"""Turning image tensors into files: PNG grids, GIFs, `.npz` arrays and folders of PNGs (all written atomically).
+Arrays and folders can be written chunk by chunk (`NpzWriter`, `write_png_folder(start=)`), so that a million
+samples never need to be in memory at once."""
 
 from __future__ import annotations
 
+import contextlib
 import io
+import zipfile
 from pathlib import Path
 
 import imageio.v3 as iio
 import numpy as np
+import numpy.lib.format as npy
 import torch
 
-from gentool.fileio import atomic_write_bytes
+from gentool.fileio import atomic_open, atomic_write_bytes
 
 
 def to_uint8(images: torch.Tensor) -> np.ndarray:
@@ -53,12 +58,49 @@ def write_npz(path: str | Path, images: torch.Tensor, **extra) -> None:
     atomic_write_bytes(path, buf.getvalue())
 
 
-def write_png_folder(folder: str | Path, images: torch.Tensor) -> list[Path]:
-    """Write each image as `NNNNNN.png` in `folder` (created if needed); returns the paths."""
+class NpzWriter:
+    """Writes one uint8 array of a known `shape` into a compressed `.npz` (the layout `np.savez_compressed` gives,
+    read back by `np.load`) as its rows arrive: the zip member is deflated as it is written, so memory holds one
+    chunk, never the array. `np.savez` cannot stream, hence the `.npy` header written here by numpy's own helper.
+    The file appears at `path` atomically when every row has been written."""
+
+    def __init__(self, path: str | Path, shape: tuple[int, ...], key: str = "images"):
+        self.path, self.shape, self.key, self.rows = Path(path), tuple(shape), key, 0
+
+    def __enter__(self):
+        self._stack = contextlib.ExitStack()
+        try:
+            f = self._stack.enter_context(atomic_open(self.path))
+            zf = self._stack.enter_context(zipfile.ZipFile(f, "w", zipfile.ZIP_DEFLATED, allowZip64=True))
+            self._member = self._stack.enter_context(zf.open(f"{self.key}.npy", "w", force_zip64=True))
+            npy.write_array_header_1_0(self._member, {"descr": npy.dtype_to_descr(np.dtype(np.uint8)),
+                                                      "fortran_order": False, "shape": self.shape})
+        except BaseException:
+            self._stack.close()
+            raise
+        return self
+
+    def write(self, rows: np.ndarray) -> None:
+        """Append uint8 rows (each of shape `shape[1:]`)."""
+        if rows.dtype != np.uint8 or rows.shape[1:] != self.shape[1:] or self.rows + len(rows) > self.shape[0]:
+            raise ValueError(f"rows {rows.dtype} {rows.shape} do not continue an array {self.shape}")
+        self._member.write(np.ascontiguousarray(rows).data)
+        self.rows += len(rows)
+
+    def __exit__(self, kind, exc, tb):
+        if kind is None and self.rows != self.shape[0]:  # a short array would read back wrong: keep no file
+            exc = ValueError(f"{self.rows} of {self.shape[0]} rows were written to {self.path}")
+            self._stack.__exit__(ValueError, exc, None)
+            raise exc
+        return self._stack.__exit__(kind, exc, tb)
+
+
+def write_png_folder(folder: str | Path, images: torch.Tensor, start: int = 0) -> list[Path]:
+    """Write each image as `NNNNNN.png` in `folder` (created if needed), numbered from `start`; returns the paths."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
-    for i, img in enumerate(to_uint8(images)):
+    for i, img in enumerate(to_uint8(images), start):
         path = folder / f"{i:06d}.png"
         write_png(path, img)
         paths.append(path)
@@ -72,3 +114,72 @@ def write_gif(path: str | Path, frames: list[np.ndarray], durations_ms: list[int
     if isinstance(durations_ms, list) and len(durations_ms) == 1:
         durations_ms = durations_ms[0]  # Pillow takes a list only for several frames
     atomic_write_bytes(path, iio.imwrite("<bytes>", stack, extension=".gif", duration=durations_ms, loop=0))
+
+
+# --- reading images (data folders, evaluate's PNG folders) ---------------------------------------------------
+
+MAX_PIXELS = 8192 * 8192  # per image: larger ones are refused from their header, before any decoding
+SIXTEEN_BIT = ("I;16", "I;16B", "I;16L", "I;16N", "I")  # one channel of 0-65535 (PIL reads 16-bit grey PNG so)
+WITH_ALPHA = ("LA", "La", "PA", "RGBA", "RGBa")
+
+
+class ImageError(ValueError):
+    """An image gentool will not read; the message says why (the caller adds the file and argument)."""
+
+
+def open_image(path: str | Path):
+    """The PIL image at `path` with its header read but its pixels not yet decoded; refuses (ImageError) an image
+    of more than MAX_PIXELS pixels, a decompression bomb, before any pixel is decoded."""
+    from PIL import Image, UnidentifiedImageError
+
+    # Opening reads the header only; PIL's own bomb check (which names no size) is replaced by the one below.
+    limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+    try:
+        img = Image.open(path)
+    except (OSError, UnidentifiedImageError, ValueError) as exc:
+        raise ImageError(f"cannot be decoded ({exc})") from None
+    finally:
+        Image.MAX_IMAGE_PIXELS = limit
+    width, height = img.size
+    if width * height > MAX_PIXELS:
+        img.close()
+        raise ImageError(f"is {width}x{height} pixels; at most {MAX_PIXELS:,} pixels per image are read")
+    return img
+
+
+def is_grey(img) -> bool:
+    """Whether an opened image is greyscale, from its mode (a palette image: from its palette), without decoding."""
+    if img.mode in ("1", "L", "LA", "La", *SIXTEEN_BIT):
+        return True
+    if img.mode in ("P", "PA"):
+        palette = np.asarray(img.getpalette() or [0, 0, 0], dtype=np.int32).reshape(-1, 3)
+        return bool((palette == palette[:, :1]).all())
+    return False
+
+
+def image_pixels(img, grey: bool | None = None) -> np.ndarray:
+    """Decode an opened image to uint8 H×W×C (C = 1 for grey, else 3; `grey` forces one), for every mode PIL gives:
+    16-bit grey is scaled to 8 bits (v·255/65535, rounded), palettes and other colour spaces are converted, an alpha
+    channel must be opaque. Refuses (ImageError) what has no such reading: floating-point pixels, transparency."""
+    grey = is_grey(img) if grey is None else grey
+    try:
+        if img.mode in WITH_ALPHA or (img.mode == "P" and "transparency" in img.info):
+            img = img.convert("LA" if grey and img.mode not in ("P", "PA") else "RGBA")
+            alpha = img.getchannel("A").getextrema()
+            if alpha != (255, 255):
+                raise ImageError("has transparent pixels; expected opaque images (flatten them onto a background)")
+        if img.mode in SIXTEEN_BIT:
+            values = np.asarray(img).astype(np.int64)
+            if values.size and (values.min() < 0 or values.max() > 65535):
+                raise ImageError(f"holds {img.mode} values outside 0-65535; expected 8- or 16-bit images")
+            array = ((values * 255 + 32767) // 65535).astype(np.uint8)  # v·255/65535 to the nearest integer
+            array = array if grey else np.repeat(array[:, :, None], 3, axis=2)
+        elif img.mode == "F":
+            raise ImageError("has floating-point pixels; expected 8- or 16-bit images")
+        else:
+            array = np.asarray(img.convert("L" if grey else "RGB"))
+    except (OSError, ValueError) as exc:
+        if isinstance(exc, ImageError):
+            raise
+        raise ImageError(f"cannot be decoded as {'grey' if grey else 'RGB'} pixels ({exc})") from None
+    return array[:, :, None] if array.ndim == 2 else array

@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from gentool import rundir
-from gentool.fileio import atomic_write_bytes, atomic_write_json, read_json
+from gentool.fileio import atomic_write_bytes, atomic_write_json
 
 ALWAYS_SHOWN = ("latent_dim", "width")  # the study's two axes of model size
 GEOMETRY = {"channels", "image_height", "image_width", "num_classes"}
@@ -43,9 +43,9 @@ def find_runs(root: Path) -> list[Path]:
 
 def run_row(run_dir: Path, root: Path) -> dict:
     """One run's model, data, config, epochs and final metrics (config under `config`, for picking columns)."""
-    config = read_json(run_dir / rundir.CONFIG)
+    config = rundir.read_run_config(run_dir / rundir.CONFIG, "TARGET")
     metrics_path = run_dir / rundir.METRICS
-    records = read_json(metrics_path).get("epochs", []) if metrics_path.exists() else []
+    records = rundir.read_metrics(metrics_path, "TARGET").get("epochs", []) if metrics_path.exists() else []
     name = str(run_dir.relative_to(root)) if run_dir != root else run_dir.name
     return {"run": name, "model": config.get("model"), "data": (config.get("data") or {}).get("name"),
             "config": config.get("config", {}), "epochs": finished_epochs(records),

@@ -1,4 +1,5 @@
-"""Run directories: naming, refusing to reuse one by accident, checking they can be written, and their files."""
+"""Run directories: naming, refusing to reuse one by accident, checking they can be written, their files, and the
+lock that gives a run one writer at a time."""
 
 from __future__ import annotations
 
@@ -6,10 +7,14 @@ import json
 import os
 import shlex
 import shutil
+import socket
+import sys
 import time
 from pathlib import Path
 
+from gentool import schema as s
 from gentool.errors import GentoolError, UsageError
+from gentool.fileio import atomic_copy, atomic_write_json, read_json
 
 RUNS_ENV = "GENTOOL_RUNS"  # the folder default run directories go in (else runs/)
 CONFIG = "config.json"
@@ -19,6 +24,8 @@ BEST = "best.safetensors"
 SAMPLES = "samples"
 WRITE_PROBE = ".gentool-write-test"
 OWNED_GLOBS = (CONFIG, METRICS, "*.safetensors", f"{SAMPLES}/*.png", "*.png", "*.gif")
+LOCK = ".gentool.lock"  # held by the process writing the run
+LOCK_FILES = (LOCK, LOCK + ".owner")
 
 
 def epoch_checkpoint(run_dir: Path, epoch: int) -> Path:
@@ -70,7 +77,13 @@ def prepare_new(path: Path, overwrite: bool) -> bool:
     if path.exists() and not path.is_dir():
         raise UsageError(f"--out: {path} exists and is not a directory; expected a run directory path")
     created = not path.exists()
-    if path.is_dir() and any(path.iterdir()):
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        lock_run(path, "--out")  # before anything in it is removed: another process may be writing it
+        taken = any(p.name not in LOCK_FILES for p in path.iterdir())
+    except OSError as exc:
+        raise UsageError(f"--out: cannot create run directory {path} ({exc.strerror})") from None
+    if taken:
         if not overwrite and not unstarted(path):
             quoted = shlex.quote(str(path))
             raise UsageError(f"--out: run directory {path} already holds a run; continue it with --resume {quoted} "
@@ -125,3 +138,137 @@ def remove_stale_temporaries(path: Path) -> None:
     """Delete half-written temporaries (.NAME.XXXX.tmp) that a killed run left behind."""
     for f in list(path.glob(".*.tmp")) + list((path / SAMPLES).glob(".*.tmp")):
         f.unlink(missing_ok=True)
+
+
+class ProcessLock:
+    """An exclusive lock on `path` that the operating system drops when the holding process ends, however it ends
+    (the `filelock` library: flock on POSIX, msvcrt on Windows). With `record`, who holds it (pid, host, command,
+    since when) is written beside it, so that a refused process can name the holder."""
+
+    def __init__(self, path: Path, record: bool = True):
+        from filelock import FileLock  # imported here: the CLI's --help must not pay for it
+
+        self.path, self.record = Path(path), record
+        self.owner = self.path.with_name(self.path.name + ".owner")
+        self._lock = FileLock(str(self.path))
+
+    def acquire(self, wait: bool = True) -> bool:
+        """Take the lock (waiting for it when `wait`); False when another process holds it and `wait` is off."""
+        from filelock import Timeout
+
+        try:
+            self._lock.acquire(timeout=-1 if wait else 0)
+        except Timeout:
+            return False
+        if self.record:
+            atomic_write_json(self.owner, {"pid": os.getpid(), "host": socket.gethostname(), "command": _command(),
+                                           "since": time.strftime("%Y-%m-%dT%H:%M:%S")})
+        return True
+
+    def release(self) -> None:
+        if self._lock.is_locked:
+            if self.record:
+                self.owner.unlink(missing_ok=True)
+            self._lock.release(force=True)
+
+    def holder(self) -> str:
+        """Who holds the lock, as a phrase for messages (read from the owner file, checked like any input)."""
+        try:
+            info = s.check(read_json(self.owner), OWNER, "owner")
+        except (OSError, ValueError):
+            return "another process (it has not recorded who it is)"
+        return f"process {info['pid']} on {info['host']} since {info['since']} ({info['command']})"
+
+
+OWNER = s.Obj({"pid": s.Int(0), "host": s.Str(255), "command": s.Str(), "since": s.Str(40)})
+_HELD: dict[Path, ProcessLock] = {}
+PROCESS: list[str] = []  # what this process is, when its command line says it badly (set by sweep workers)
+
+
+def _command() -> str:
+    if PROCESS:
+        return PROCESS[0]
+    name = Path(sys.argv[0]).name
+    args = " ".join(sys.argv[1:])
+    return (f"gentool {args}" if name in ("gentool", "__main__.py") else f"{name} {args}")[:300]
+
+
+def lock_run(run_dir: Path, arg: str) -> None:
+    """Make this process the run directory's one writer until `release_runs` (or its end); a run another process
+    is writing is refused with a message naming that process. Taking a lock this process holds is a no-op."""
+    key = Path(run_dir).resolve()
+    if key in _HELD:
+        return
+    lock = ProcessLock(key / LOCK)
+    try:
+        acquired = lock.acquire(wait=False)
+    except OSError as exc:
+        raise UsageError(f"{arg}: cannot lock run directory {run_dir} ({exc.strerror or exc})") from None
+    if not acquired:
+        raise GentoolError(f"{arg}: run directory {run_dir} is in use by {lock.holder()}; wait for it to finish "
+                           f"or stop it first")
+    _HELD[key] = lock
+
+
+def release_runs() -> None:
+    """Give up every run directory this process writes (the end of a train call)."""
+    while _HELD:
+        _HELD.popitem()[1].release()
+
+
+def restore_periodic(ckpt_path: Path, state: dict) -> Path | None:
+    """The periodic checkpoint of the epoch `ckpt_path` (a run's last.safetensors) ends, when the schedule asked for
+    one and it is missing: a kill between the two writes loses it, and the two files hold the same state, so it is
+    copied back. Returns the restored path, if any."""
+    every = (state.get("options") or {}).get("checkpoint_every")
+    epoch = state["epoch"]
+    if ckpt_path.name != LAST or state.get("batch") or not every or not epoch or epoch % every:
+        return None
+    target = epoch_checkpoint(ckpt_path.parent, epoch)
+    if target.exists():
+        return None
+    atomic_copy(ckpt_path, target)
+    return target
+
+
+# metrics.json and config.json as gentool reads them back (from runs that may have been edited or damaged).
+RECORD = s.Obj({"epoch": s.Int(0, 10**9)}, extra=s.SCALAR, max_len=1000)
+EVENT = s.Obj({}, {"epoch": s.Int(0, 10**9)}, extra=s.SCALAR, max_len=100)
+HISTORY = s.Obj({}, {"epochs": s.List(RECORD, 10**7), "events": s.List(EVENT, 10**6),
+                     "best": s.Obj({}, extra=s.SCALAR, max_len=100)})
+RUN_CONFIG = s.Obj({}, {"model": s.Opt(s.Str(200)), "config": s.Map(s.SCALAR, max_len=200),
+                        "data": s.Opt(s.Obj({}, {"name": s.Opt(s.Str(200))}))})
+
+
+def read_metrics(path: Path, arg: str = "RUN_DIR") -> dict:
+    """A run's metrics.json, every field gentool uses checked; an unreadable or invalid file is one line naming
+    `arg`, the file and the field."""
+    return _read(path, HISTORY, arg)
+
+
+def read_run_config(path: Path, arg: str = "RUN_DIR") -> dict:
+    """A run's config.json, checked like `read_metrics`."""
+    return _read(path, RUN_CONFIG, arg)
+
+
+def _read(path: Path, spec: s.Spec, arg: str) -> dict:
+    try:
+        return s.read(path, spec)
+    except s.Invalid as exc:
+        raise GentoolError(f"{arg}: {path}: {exc}") from None
+    except OSError as exc:
+        raise GentoolError(f"{arg}: cannot read {path} ({exc.strerror or exc})") from None
+
+
+def resumed_history(run_dir: Path, epoch: int, inside_epoch: bool = False) -> dict | None:
+    """The run's metrics.json cut back to the epochs up to `epoch` (the checkpoint's): a record written after the
+    checkpoint is redone by the resumed run. A checkpoint taken inside the next epoch (`inside_epoch`) keeps that
+    epoch's partial record until its finished record replaces it. None when the run has no metrics.json."""
+    path = run_dir / METRICS
+    if not path.exists():
+        return None
+    history = read_metrics(path, "--resume")
+    history["epochs"] = [r for r in history.get("epochs", []) if r["epoch"] <= epoch
+                         or (r.get("partial") and inside_epoch and r["epoch"] == epoch + 1)]
+    history["events"] = [e for e in history.get("events", []) if e.get("epoch", 0) <= epoch]
+    return history

@@ -1,8 +1,10 @@
 """Drawing samples from a checkpoint into a PNG grid, an `.npz` array, a folder of PNGs, or a GIF of walks through
-latent space."""
+latent space. Large requests are drawn and written chunk by chunk (`sample_chunks`), so memory holds one chunk of
+images, not all of them, and a seed gives the same images however they are chunked."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,13 +13,16 @@ import torch
 from gentool.checkpoint import load_checkpoint
 from gentool.device import Amp, pick_device, pick_precision, prepare
 from gentool.errors import UsageError, bad_value
-from gentool.images import make_grid, to_uint8, write_gif, write_grid, write_npz, write_png_folder
+from gentool.fileio import prepare_output
+from gentool.images import NpzWriter, make_grid, to_uint8, write_gif, write_grid, write_png_folder
 from gentool.parsing import parse_grid
 
 MAX_SAMPLES = 1_000_000
 MAX_STEPS = 500
 WALK_POINTS = 4  # random latent points each --interpolate walk passes through before returning to its start
 FRAME_MS = 80
+CHUNK = 4096  # samples drawn and written at a time (a multiple of 16: see chunk_sizes)
+MAX_GIF_BYTES = 512 << 20  # uncompressed frames of one --interpolate GIF
 
 
 @dataclass
@@ -80,45 +85,93 @@ class SampleRequest:
         return rows, cols, out
 
 
-def _check_target(kind: str, out: Path, n: int, overwrite: bool) -> None:
+def _check_target(kind: str, out: Path, overwrite: bool) -> None:
+    """Refuse to replace what exists without --overwrite, and a place that cannot be written, before any work."""
     if kind == "folder":
         clash = out.is_dir() and any(out.glob("*.png"))
         if clash and not overwrite:
             raise UsageError(f"--out: folder {out} already holds PNG files; pass --overwrite to replace them")
     elif out.exists() and not overwrite:
         raise UsageError(f"--out: {out} already exists; pass --overwrite to replace it")
-    parent = out if kind == "folder" else out.parent
-    if parent.exists() and not parent.is_dir():
-        raise bad_value("--out", str(out), "a path inside a folder")
-    parent.mkdir(parents=True, exist_ok=True)
+    prepare_output(out, "--out", folder=kind == "folder")
 
 
 def sample(req: SampleRequest) -> dict:
     """Draw samples as requested and write them; returns what was written."""
     kind, n, grid, out = req.resolve()
+    _check_target(kind, out, req.overwrite)
     device = pick_device(req.device)
     amp = Amp(device, pick_precision(req.precision, device))
     ckpt = load_checkpoint(req.checkpoint, device, weights=req.weights)
     prepare(ckpt.model, device, req.precision)
     labels, label = requested_labels(req, ckpt, n, grid)
-    _check_target(kind, out, n, req.overwrite)
+    c = ckpt.model.config
+    shape = [c.channels, c.image_height, c.image_width]
     info = {"checkpoint": str(req.checkpoint), "model": ckpt.model.name, "weights": ckpt.weights,
-            "precision": amp.name, "kind": kind,
-            "n": n, "seed": req.seed, "out": str(out)}
+            "precision": amp.name, "kind": kind, "n": n, "seed": req.seed, "out": str(out), "shape": shape}
     if label is not None:
         info["class"] = label
+    generator = torch.Generator().manual_seed(req.seed)
     if kind == "gif":
-        frames = latent_walk(ckpt.model, n, req.steps, torch.Generator().manual_seed(req.seed), labels)
-        write_gif(out, [make_grid(to_uint8(f), *grid) for f in frames], FRAME_MS)
-        return {**info, "frames": len(frames), "shape": list(frames[0].shape[1:])}
-    images = ckpt.model.generate(n, torch.Generator().manual_seed(req.seed), labels=labels)
+        _check_gif_size(n, req.steps, grid, shape)
+        frames = [make_grid(to_uint8(f), *grid) for f in latent_walk(ckpt.model, n, req.steps, generator, labels)]
+        write_gif(out, frames, FRAME_MS)
+        return {**info, "frames": len(frames)}
     if kind == "grid":
-        write_grid(out, images, *grid)
+        write_grid(out, ckpt.model.generate(n, generator, labels=labels), *grid)
     elif kind == "npz":
-        write_npz(out, images)
+        with NpzWriter(out, (n, *shape[1:], shape[0])) as npz:
+            for images in sample_chunks(ckpt.model, n, generator, labels):
+                npz.write(to_uint8(images))
     else:
-        write_png_folder(out, images)
-    return {**info, "shape": list(images.shape[1:])}
+        start = 0
+        for images in sample_chunks(ckpt.model, n, generator, labels):
+            start += len(write_png_folder(out, images, start))
+    return info
+
+
+def chunk_sizes(n: int, chunk: int) -> list[int]:
+    """How many samples each successive draw takes: `chunk` (a multiple of 16), the last draw also taking a
+    remainder shorter than 16. Latent codes drawn in these pieces are then the very numbers one draw of all `n`
+    gives: torch's CPU normal sampler fills blocks of 16 values, and a draw of 16 or more values continues the
+    stream exactly where the previous one stopped (tests/test_memory.py checks this against one draw)."""
+    if chunk % 16:
+        raise ValueError(f"chunk {chunk} is not a multiple of 16")
+    sizes = [chunk] * (n // chunk)
+    rest = n - chunk * len(sizes)
+    if rest and sizes and rest < 16:
+        sizes[-1] += rest
+    elif rest:
+        sizes.append(rest)
+    return sizes
+
+
+def sample_chunks(model, n: int, generator: torch.Generator, labels: torch.Tensor | None = None,
+                  chunk: int | None = None) -> Iterator[torch.Tensor]:
+    """The images `model.generate(n, generator, labels=labels)` gives (in [0, 1] on the CPU), drawn and handed out
+    chunk by chunk through the model's own `generate`. A conditional model drawing its own classes draws them after
+    all n latent codes, as one call would: they are found by running a copy of the generator past the codes."""
+    sizes = chunk_sizes(n, chunk or CHUNK)
+    if labels is None and model.conditional:
+        ahead = torch.Generator().set_state(generator.get_state())
+        for size in sizes:
+            model.sample_latent(size, ahead)
+        labels = model.sample_labels(n, ahead)
+    start = 0
+    for size in sizes:
+        yield model.generate(size, generator, labels=None if labels is None else labels[start:start + size])
+        start += size
+
+
+def _check_gif_size(walks: int, steps: int, grid: tuple[int, int], shape: list[int]) -> None:
+    """A walk GIF holds all its frames in memory while it is encoded: refuse one larger than MAX_GIF_BYTES."""
+    c, h, w = shape
+    rows, cols = grid
+    size = WALK_POINTS * steps * (rows * (h + 2) + 2) * (cols * (w + 2) + 2) * c
+    if size > MAX_GIF_BYTES:
+        raise bad_value("--steps", steps, f"fewer steps or a smaller --grid: {WALK_POINTS * steps} frames of "
+                                          f"{rows}x{cols} images are {size / 2**30:.1f} GiB uncompressed, more "
+                                          f"than the {MAX_GIF_BYTES >> 20} MiB a GIF may take")
 
 
 def requested_labels(req: SampleRequest, ckpt, n: int, grid) -> tuple[torch.Tensor | None, dict | None]:
@@ -173,12 +226,13 @@ def slerp(a: torch.Tensor, b: torch.Tensor, t: float) -> torch.Tensor:
 
 @torch.no_grad()
 def latent_walk(model, n: int, steps: int, generator: torch.Generator,
-                labels: torch.Tensor | None = None) -> list[torch.Tensor]:
+                labels: torch.Tensor | None = None) -> Iterator[torch.Tensor]:
     """Frames (each n images in [0, 1]) of n walks at once through WALK_POINTS random latent points and back to the
-    first, `steps` frames per leg, so the animation loops without a jump. A conditional model keeps each walk's
-    class fixed (`labels`, or drawn once)."""
+    first, `steps` frames per leg, so the animation loops without a jump; yielded one at a time. A conditional model
+    keeps each walk's class fixed (`labels`, or drawn once)."""
     points = [model.sample_latent(n, generator) for _ in range(WALK_POINTS)]
-    codes = [slerp(a, b, k / steps) for a, b in zip(points, points[1:] + points[:1]) for k in range(steps)]
     if labels is None:
         labels = model.sample_labels(n, generator)
-    return [model.decode_batches(z, labels) for z in codes]
+    for a, b in zip(points, points[1:] + points[:1]):
+        for k in range(steps):
+            yield model.decode_batches(slerp(a, b, k / steps), labels)

@@ -31,7 +31,7 @@ from gentool.distributed import (
 )
 from gentool.ema import EMA
 from gentool.errors import UsageError, bad_value
-from gentool.fileio import atomic_write_json, read_json
+from gentool.fileio import atomic_write_json
 from gentool.guards import GuardState, StopSignals
 from gentool.models.base import GenerativeModel
 from gentool.registry import get_entry
@@ -152,10 +152,13 @@ def resume_session(opts: TrainOptions, device: torch.device, world: World = SING
     """Reopen a run from its checkpoint (opts.resume, chosen by `gentool.resume.plan`, which also filled in the
     run's recorded options): weights, optimizers, RNG, counters."""
     ckpt_path = Path(opts.resume)
+    if world.main and ckpt_path.parent.is_dir():
+        rundir.lock_run(ckpt_path.parent, "--resume")  # one writer per run: refused while another process writes it
     ckpt = load_checkpoint(ckpt_path, device, arg="--resume", weights="raw")
     prepare_model(ckpt.model, opts, device)
     if world.main:
         rundir.remove_stale_temporaries(ckpt_path.parent)
+        rundir.restore_periodic(ckpt_path, ckpt.state)  # lost if a kill fell between last and epoch_NNNN
     data = _load_data(opts)
     if tuple(data.geometry.shape) != tuple(ckpt.data["geometry"][k] for k in ("channels", "height", "width")):
         raise UsageError(f"--resume: data geometry {data.geometry.shape} differs from the checkpoint's")
@@ -167,14 +170,9 @@ def resume_session(opts: TrainOptions, device: torch.device, world: World = SING
                       batch=int(ckpt.state.get("batch", 0)), partial=ckpt.state.get("partial") or {}, world=world)
     _seed_rank(opts.seed, world, session.step)
     session.ema = _resumed_ema(ckpt, opts.ema)
-    metrics_path = session.run_dir / rundir.METRICS
-    if metrics_path.exists():
-        history = read_json(metrics_path)
-        # Keep the records up to the checkpoint, and the partial record of the epoch it stopped inside (until that
-        # epoch's full record replaces it).
-        history["epochs"] = [r for r in history.get("epochs", []) if r["epoch"] <= session.epoch
-                             or (r.get("partial") and session.batch and r["epoch"] == session.epoch + 1)]
-        history["events"] = [e for e in history.get("events", []) if e.get("epoch", 0) <= session.epoch]
+    # metrics.json, checked field by field, cut back to the checkpoint
+    history = rundir.resumed_history(session.run_dir, session.epoch, inside_epoch=bool(session.batch))
+    if history is not None:
         session.history = history
     return session
 

@@ -2,15 +2,15 @@
 manifest that records each trial's values, status and run directory.
 
 Every trial runs through `run_trial`, whether in this process, as `gentool sweep --trial K` (job arrays) or in a
-worker subprocess (`--workers W`). The manifest is only changed under an fcntl lock and written atomically, and a
-second lock per trial keeps two processes from training the same trial; a process that dies releases both. A trial
-with a checkpoint is resumed from it, so re-running the same sweep continues where it stopped.
+worker subprocess (`--workers W`). The manifest is only changed under a file lock (the portable `filelock`
+library) and written atomically, and a second lock per trial keeps two processes from training the same trial and
+records which process holds it; a process that dies releases both. A trial with a checkpoint is resumed from it, so
+re-running the same sweep continues where it stopped.
 """
 
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import itertools
 import json
 import os
@@ -25,6 +25,7 @@ from pathlib import Path
 
 import gentool
 from gentool import rundir
+from gentool import schema as s
 from gentool.errors import GentoolError, UsageError
 from gentool.fileio import atomic_write_json, read_json
 from gentool.guards import Interrupted
@@ -37,6 +38,7 @@ MANIFEST, LOCK, TRIAL_LOCKS, EVAL_LOCK, LOGS = "sweep.json", ".sweep.lock", ".lo
 FORMAT, FORMAT_VERSION = "gentool-sweep", 1
 POLL_SECONDS, STOP_GRACE_SECONDS = 0.5, 30
 DONE, FAILED, INTERRUPTED, RUNNING, PENDING = "done", "failed", "interrupted", "running", "pending"
+BUSY = "busy"  # not a manifest status: what run_trial reports when another process holds the trial
 
 
 @dataclass
@@ -80,29 +82,46 @@ def trial_dir_name(index: int, values: dict) -> str:
 
 
 @contextlib.contextmanager
-def locked(path: Path, wait: bool = True):
-    """Hold an exclusive fcntl lock on `path` (created if needed); yields False when `wait` is off and another
-    process holds it. The lock goes with the process, so a killed process never leaves it behind."""
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+def locked(path: Path, wait: bool = True, record: bool = False):
+    """Hold an exclusive lock on `path` (created if needed); yields False when `wait` is off and another process
+    holds it. The lock goes with the process, so a killed process never leaves it behind; with `record`, the
+    holder writes who it is beside the lock (`holder`)."""
+    lock = rundir.ProcessLock(path, record)
+    acquired = lock.acquire(wait)
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
-        except BlockingIOError:
-            yield False
-            return
-        yield True
+        yield acquired
     finally:
-        os.close(fd)
+        if acquired:
+            lock.release()
+
+
+NAME_KEY = r"[A-Za-z_][A-Za-z0-9_]{0,63}"
+TRIAL = s.Obj({"index": s.Int(0, 10**6), "values": s.Map(s.SCALAR, key=NAME_KEY, max_len=100),
+               # a folder name inside the sweep directory, never a path out of it
+               "run_dir": s.Str(255, r"[A-Za-z0-9_][A-Za-z0-9_.+-]*"), "status": s.Str(20)},
+              {"epochs": s.Int(0, 10**9), "final": s.Opt(s.Map(s.SCALAR, max_len=1000)),
+               "metrics": s.Opt(s.Map(s.Any(), max_len=1000)), "error": s.Opt(s.Str(10_000))})
+MANIFEST_SPEC = s.Obj({"model": s.Str(200), "data": s.Str(), "grid": s.Map(s.List(s.SCALAR, 10_000), key=NAME_KEY),
+                       "options": s.Map(s.SCALAR, key=NAME_KEY), "trials": s.List(TRIAL, 10**6)},
+                      {"epochs": s.Opt(s.Int(1, 10**9)), "gentool_version": s.Str(100)})
 
 
 def read_manifest(sweep_dir: Path) -> dict:
-    """The sweep.json of a sweep folder."""
+    """The sweep.json of a sweep folder, every field gentool uses checked."""
     path = Path(sweep_dir) / MANIFEST
     if not path.is_file():
         raise UsageError(f"--out: {sweep_dir} holds no {MANIFEST}; expected a sweep directory")
-    manifest = read_json(path)
-    if manifest.get("format") != FORMAT or manifest.get("format_version", 0) > FORMAT_VERSION:
-        raise GentoolError(f"{path}: not a sweep manifest this gentool {gentool.__version__} reads")
+    try:
+        manifest = s.read(path, s.Obj({"format": s.Str(100), "format_version": s.Int()}))
+        if manifest["format"] != FORMAT or manifest["format_version"] > FORMAT_VERSION:
+            raise GentoolError(f"{path}: not a sweep manifest this gentool {gentool.__version__} reads")
+        manifest = s.check(manifest, MANIFEST_SPEC, "")
+    except s.Invalid as exc:
+        raise GentoolError(f"--out: {path}: {exc}") from None
+    except OSError as exc:
+        raise GentoolError(f"--out: cannot read {path} ({exc.strerror or exc})") from None
+    if [t["index"] for t in manifest["trials"]] != list(range(len(manifest["trials"]))):
+        raise GentoolError(f"--out: {path}: field trials is not numbered 0, 1, 2, ... in order")
     return manifest
 
 
@@ -200,9 +219,9 @@ def run_trial(sweep_dir: Path, index: int, runtime: dict, reporter: Reporter | N
     the trial's entry; status "busy" when another process is training it."""
     manifest = read_manifest(sweep_dir)
     trial = manifest["trials"][index]
-    with locked(trial_lock(sweep_dir, index), wait=False) as mine:
+    with locked(trial_lock(sweep_dir, index), wait=False, record=True) as mine:
         if not mine:
-            return {**trial, "status": "busy"}
+            return {**trial, "status": BUSY, "holder": trial_holder(sweep_dir, index)}
         if is_finished(trial, runtime):
             return trial
         update_trial(sweep_dir, index, status=RUNNING, error=None, host=socket.gethostname(), pid=os.getpid())
@@ -216,7 +235,7 @@ def run_trial(sweep_dir: Path, index: int, runtime: dict, reporter: Reporter | N
             raise
         except Exception as exc:  # a failing trial is recorded and must not stop the others
             return update_trial(sweep_dir, index, status=FAILED, error=describe(exc))
-        final = final_metrics(read_json(Path(result["metrics_file"])).get("epochs", []))
+        final = final_metrics(rundir.read_metrics(Path(result["metrics_file"])).get("epochs", []))
         return update_trial(sweep_dir, index, status=DONE, epochs=result["epochs"], final=final, metrics=metrics)
 
 
@@ -257,6 +276,18 @@ def trial_busy(sweep_dir: Path, index: int) -> bool:
     """Whether another process holds the trial's lock (is training it right now)."""
     with locked(trial_lock(sweep_dir, index), wait=False) as free:
         return not free
+
+
+def trial_holder(sweep_dir: Path, index: int) -> str:
+    """Which process holds the trial's lock, as a phrase for messages."""
+    return rundir.ProcessLock(trial_lock(sweep_dir, index)).holder()
+
+
+def busy_trials(sweep_dir: Path) -> dict[int, str]:
+    """The unfinished trials another process is training right now, and which process that is."""
+    trials = read_manifest(sweep_dir)["trials"]
+    return {t["index"]: trial_holder(sweep_dir, t["index"]) for t in trials
+            if t["status"] != DONE and trial_busy(sweep_dir, t["index"])}
 
 
 def check_spec(spec: SweepSpec) -> None:
@@ -377,6 +408,7 @@ def worker_main(argv: list[str]) -> int:
     import torch
 
     sweep_dir, index, threads, runtime = Path(argv[0]), int(argv[1]), int(argv[2]), json.loads(argv[3])
+    rundir.PROCESS[:] = [f"a gentool sweep worker training trial {index} of {sweep_dir}"]
     torch.set_num_threads(threads)
     try:
         trial = run_trial(sweep_dir, index, runtime, PlainReporter())

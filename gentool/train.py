@@ -65,7 +65,8 @@ def run_epoch(session: Session, epoch: int, images: torch.Tensor, labels: torch.
         idx = index_batches[i]
         session.guard.step, skipped = session.step, session.guard.skipped
         with model.amp.autocast():
-            out = model.train_step(model.normalize(images[idx]), labels[idx], optimizers, session.step)
+            out = session.guard.run_step(model, optimizers, lambda: model.train_step(
+                model.normalize(images[idx]), labels[idx], optimizers, session.step))
         if session.ema:
             session.ema.update(model)
         session.step += 1
@@ -198,6 +199,7 @@ def train(opts: TrainOptions, reporter: Reporter | None = None) -> dict:
     try:
         return _train(opts, device, world, reporter)
     finally:
+        rundir.release_runs()
         leave(world)
 
 

@@ -154,21 +154,43 @@ def print_json(obj) -> None:
     sys.stdout.flush()
 
 
+TRUE_WORDS, FALSE_WORDS = ("1", "true", "yes", "on"), ("", "0", "false", "no", "off")
+
+
+def debugging() -> bool:
+    """Whether GENTOOL_DEBUG asks for tracebacks: only a true value (1, true, yes, on) does; 0, false, no, off or
+    unset do not, and anything else is a warning."""
+    value = os.environ.get(DEBUG_ENV, "").strip().lower()
+    if value not in TRUE_WORDS + FALSE_WORDS:
+        err_console().print(f"[yellow]warning:[/] {DEBUG_ENV}: got {value!r}; expected 1/true/yes/on or "
+                            f"0/false/no/off (tracebacks stay off)", highlight=False, soft_wrap=True)
+    return value in TRUE_WORDS
+
+
 def cli_errors(func):
     """Turn domain errors into one red line and their exit code (a traceback only with GENTOOL_DEBUG=1), and Ctrl-C
-    into "interrupted" and exit code 130."""
+    into "interrupted" and exit code 130. An OS error no check caught first (a file that vanished, a full or
+    read-only disk) is one line too, naming the file."""
 
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
         try:
             return func(*args, **kwargs)
-        except GentoolError as exc:
-            if os.environ.get(DEBUG_ENV):
+        except (GentoolError, OSError) as exc:
+            if debugging():
                 raise
-            err_console().print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
-            raise typer.Exit(exc.exit_code) from None
+            code = exc.exit_code if isinstance(exc, GentoolError) else 1
+            err_console().print(f"[bold red]error:[/] {_message(exc)}", highlight=False, soft_wrap=True)
+            raise typer.Exit(code) from None
         except KeyboardInterrupt:  # Ctrl-C before anything needed saving (Typer alone would exit 130 silently)
             err_console().print("[bold red]interrupted[/]", highlight=False)
             raise typer.Exit(130) from None
 
     return wrapper
+
+
+def _message(exc: BaseException) -> str:
+    if isinstance(exc, GentoolError):
+        return str(exc)
+    where = " → ".join(str(f) for f in (exc.filename, exc.filename2) if f)
+    return f"{where + ': ' if where else ''}{exc.strerror or exc}"

@@ -11,7 +11,6 @@ from pathlib import Path
 from gentool import results, rundir
 from gentool.cli import options as o
 from gentool.errors import GentoolError, UsageError, bad_value
-from gentool.fileio import read_json
 from gentool.progress import PlainReporter, Reporter, make_reporter
 from gentool.sweep_options import SWEEPS_ENV, SweepOptions
 
@@ -68,8 +67,8 @@ class TrialsBar:
     def _epoch(self, trial: dict) -> str:
         path = self.sweep_dir / trial["run_dir"] / rundir.METRICS
         try:
-            records = read_json(path).get("epochs", []) if path.exists() else []
-        except ValueError:  # caught mid-rename on a slow file system: the next poll reads it
+            records = rundir.read_metrics(path).get("epochs", []) if path.exists() else []
+        except GentoolError:  # caught mid-rename on a slow file system: the next poll reads it
             records = []
         return f"#{trial['index']} epoch {records[-1]['epoch'] if records else 0}/{self.epochs}"
 
@@ -166,8 +165,26 @@ def sweep(opts: SweepOptions, quiet: o.QuietOpt = False, json_out: o.JsonOpt = F
     report = sw.report(spec.out, opts.metric)
     show_report(report, json_out)
     if not report["ok"]:
-        raise GentoolError(f"{sum(r['status'] != sw.DONE for r in report['trials'])} of {len(report['trials'])} "
-                           f"trials did not finish (see the status column); re-run the same command to retry them")
+        raise unfinished(spec.out, report["trials"])
+
+
+def unfinished(sweep_dir: Path, rows: list[dict]) -> GentoolError:
+    """The one line for a sweep left unfinished: trials another process is training now (named with it), and
+    those that failed or were stopped."""
+    from gentool import sweep as sw
+
+    busy = sw.busy_trials(sweep_dir)
+    stopped = [r["trial"] for r in rows if r["status"] != sw.DONE and r["trial"] not in busy]
+    parts = []
+    if busy:
+        holders = "; ".join(f"{', '.join(map(str, [i for i in busy if busy[i] == h]))}: {h}"
+                            for h in dict.fromkeys(busy.values()))
+        parts.append(f"{len(busy)} of {len(rows)} trials are being trained by another process right now "
+                     f"(trial {holders}); the sweep's results are written when they finish")
+    if stopped:
+        parts.append(f"{len(stopped)} of {len(rows)} trials did not finish (see the status column); re-run the same "
+                     f"command to retry them")
+    return GentoolError("; ".join(parts))
 
 
 def run_one(spec: sw.SweepSpec, manifest: dict, index: int, quiet: bool, json_out: bool, metric: str | None) -> None:
@@ -181,8 +198,8 @@ def run_one(spec: sw.SweepSpec, manifest: dict, index: int, quiet: bool, json_ou
         entry = sw.run_trial(spec.out, index, spec.runtime, make_reporter(quiet))
     except (KeyboardInterrupt, Interrupted) as exc:
         raise interrupted(spec.out, exc) from None
-    if entry["status"] == "busy":
-        raise GentoolError(f"--trial: trial {index} is being trained by another process right now")
+    if entry["status"] == sw.BUSY:
+        raise GentoolError(f"--trial: trial {index} is being trained by another process right now: {entry['holder']}")
     trials = sw.read_manifest(spec.out)["trials"]
     if all(t["status"] in (sw.DONE, sw.FAILED) for t in trials):
         sw.report(spec.out, metric)

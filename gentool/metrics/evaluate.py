@@ -14,14 +14,14 @@ import gentool
 from gentool.data import ImageData, peek_geometry
 from gentool.device import Amp, pick_device, pick_precision, prepare
 from gentool.errors import UsageError, bad_value
-from gentool.fileio import atomic_write_json
+from gentool.fileio import atomic_write_json, prepare_output
 from gentool.metrics.distances import histogram_jsd, sliced_wasserstein
 from gentool.metrics.extractor import get_extractor, seeded_rng
 from gentool.metrics.fid_kid import frechet_distance, gaussian_stats, inception_score, kernel_distance
 from gentool.metrics.manifold import mode_coverage, precision_recall
 from gentool.metrics.reference import SPLITS, Reference, resolve_reference
 from gentool.metrics.sources import Source, check_geometry, open_source
-from gentool.metrics.stats import image_stats, real_stats
+from gentool.metrics.stats import real_stats, stream_stats
 from gentool.progress import Reporter
 
 METRICS = ("fid", "kid", "is", "pr", "modes", "jsd", "emd", "vae")
@@ -76,6 +76,7 @@ class EvalRequest:
                 raise bad_value("--out", self.out, "a file path for the JSON result, not a folder")
             if out.exists() and not self.overwrite:
                 raise UsageError(f"--out: {out} already exists; pass --overwrite to replace it")
+            prepare_output(out, "--out")  # now, not after minutes of scoring
         return parse_metrics(self.metrics)
 
 
@@ -97,10 +98,12 @@ class Evaluator:
                               "held_out": m.get("held_out"), "train_seconds": m["train_seconds"],
                               "feature_dim": int(self.real.features.shape[1]), "classes": m["num_classes"]}}
 
-    def score(self, images: torch.Tensor, wanted, seed: int, labels: torch.Tensor | None = None) -> tuple[dict, list[str]]:
-        """The metrics in `wanted` (except vae) for uint8 N×C×H×W images, and notes on their reliability; with the
-        `labels` a conditional model drew them for, also how often the classifier agrees (class_agreement)."""
-        gen = image_stats(self.extractor, images, projection_cap=None if "emd" in wanted else 0)
+    def score(self, images, wanted, seed: int, labels: torch.Tensor | None = None) -> tuple[dict, list[str]]:
+        """The metrics in `wanted` (except vae) for uint8 N×C×H×W images (a tensor, or an iterable of such chunks,
+        which are never all held at once), and notes on their reliability; with the `labels` a conditional model
+        drew them for, also how often the classifier agrees (class_agreement)."""
+        chunks = [images] if torch.is_tensor(images) else images
+        gen = stream_stats(self.extractor, chunks, projections="emd" in wanted)
         metrics, notes = {}, []
         n, dim = len(gen), gen.features.shape[1]
         rng = np.random.default_rng(seed)
@@ -186,25 +189,24 @@ def evaluate(req: EvalRequest, reporter: Reporter | None = None) -> dict:
                          "folder of labelled images")
     reference = _reference(data, req)
     check_geometry(source, peek_geometry(str(reference.train_folder or reference.spec)).shape, reference.name)
+    count = source.count(req.n)
+    if count < MIN_N:
+        raise UsageError(f"SOURCE: {source.path} holds {count} images; evaluation needs at least {MIN_N}")
     evaluator = Evaluator(reference, req.split, device, reporter)
-    images = source.images(req.n, req.seed)
-    if len(images) < MIN_N:
-        raise UsageError(f"SOURCE: {source.path} holds {len(images)} images; evaluation needs at least {MIN_N}")
-    labels = source.labels(len(images))
-    metrics, notes = evaluator.score(images, wanted, req.seed, labels)
+    labels = source.labels(count)
+    metrics, notes = evaluator.score(source.chunks(req.n, req.seed), wanted, req.seed, labels)
     if labels is not None:
         names = source.checkpoint.data.get("class_names") or []
         metrics["class_agreement_by_class"] = {names[int(k)] if int(k) < len(names) else k: v
                                                for k, v in metrics["class_agreement_by_class"].items()}
-    if len(images) < req.n:
-        notes.append(f"SOURCE holds {len(images)} images, fewer than --n {req.n}; all of them were scored")
+    if count < req.n:
+        notes.append(f"SOURCE holds {count} images, fewer than --n {req.n}; all of them were scored")
     if "vae" in wanted:
         metrics.update(vae_scores(source.checkpoint.model, reference.load(req.split), req.n, req.seed))
     result = {"source": str(source.path), "kind": source.kind, **_checkpoint_info(source),
-              "n": len(images), "seed": req.seed, "sampling_precision": amp.name, **evaluator.provenance(), "metrics": metrics, "notes": notes,
+              "n": count, "seed": req.seed, "sampling_precision": amp.name, **evaluator.provenance(), "metrics": metrics, "notes": notes,
               "seconds": round(time.perf_counter() - started, 1)}
     if req.out:
-        Path(req.out).parent.mkdir(parents=True, exist_ok=True)
         atomic_write_json(req.out, result)
     return result
 

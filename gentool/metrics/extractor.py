@@ -161,7 +161,7 @@ def get_extractor(reference: Reference, device: torch.device, reporter: Reporter
     if path.exists():
         try:
             return load_extractor(path, device)
-        except (SafetensorError, OSError, ValueError, KeyError, TypeError, RuntimeError) as exc:
+        except (SafetensorError, OSError, ValueError, KeyError, TypeError, RuntimeError, RecursionError) as exc:
             warnings.warn(f"cached extractor {path} is unreadable ({exc}); training it again")
     reporter.message(f"training the reference extractor for {reference.describe_split('train')} "
                      f"(first use; recipe {recipe.hash}, seed {recipe.seed})")

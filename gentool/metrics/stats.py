@@ -49,6 +49,25 @@ def image_stats(extractor: Extractor, images: torch.Tensor, projection_cap: int 
     return ImageStats(features, probs, pixel_histogram(images), project(subset, directions))
 
 
+def stream_stats(extractor: Extractor, chunks, projections: bool) -> ImageStats:
+    """Stats of uint8 N×C×H×W images handed over in chunks (an iterable), holding only the per-image results, never
+    the images; with `projections` every image's projections, else none."""
+    feats, probs, projected, hist, directions = [], [], [], np.zeros(256), None
+    for chunk in chunks:
+        f, p = extractor.run(chunk)
+        feats.append(f)
+        probs.append(p)
+        hist += pixel_histogram(chunk)
+        if projections:
+            if directions is None:
+                directions = projection_directions(int(np.prod(chunk.shape[1:])), SWD_PROJECTIONS)
+            projected.append(project(chunk, directions))
+    if not feats:
+        raise ValueError("no images to score")
+    proj = np.concatenate(projected, axis=1) if projected else np.zeros((SWD_PROJECTIONS, 0), np.float32)
+    return ImageStats(np.concatenate(feats), np.concatenate(probs), hist, proj)
+
+
 def _paths(extractor: Extractor, split: str):
     base = extractors_dir() / f"{extractor.id}.{split}"
     return base.with_name(base.name + ".npz"), base.with_name(base.name + ".json")
@@ -88,6 +107,6 @@ def _load_cached(npz_path, json_path, expected: dict) -> ImageStats | None:
             return None
         with np.load(npz_path, allow_pickle=False) as z:
             return ImageStats(*(z[k] for k in ARRAYS))
-    except (OSError, ValueError, KeyError) as exc:
+    except (OSError, ValueError, KeyError, RecursionError) as exc:
         warnings.warn(f"cached statistics {npz_path} are unreadable ({exc}); computing them again")
         return None

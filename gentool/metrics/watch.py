@@ -21,6 +21,7 @@ from gentool.images import to_uint8
 from gentool.metrics.evaluate import MAX_N, MIN_N, Evaluator
 from gentool.metrics.reference import resolve_reference
 from gentool.progress import Reporter, format_metrics
+from gentool.sampling import sample_chunks
 from gentool.train import Session, TrainHook, TrainOptions
 
 WINDOW = 5  # recent epochs a value is compared with
@@ -140,9 +141,9 @@ class TrainingWatch(TrainHook):
                                              "metrics": list(WATCH_METRICS), "every": self.eval_every,
                                              "fid_uniform_noise": self.noise_fid}
         with session.sampling() as model:
-            drawn = model.generate(self.eval_n, torch.Generator().manual_seed(self.seed))
-        images = torch.from_numpy(to_uint8(drawn)).permute(0, 3, 1, 2).contiguous()
-        metrics, _ = self.evaluator.score(images, WATCH_METRICS, self.seed)
+            drawn = sample_chunks(model, self.eval_n, torch.Generator().manual_seed(self.seed))
+            chunks = (torch.from_numpy(to_uint8(images)).permute(0, 3, 1, 2).contiguous() for images in drawn)
+            metrics, _ = self.evaluator.score(chunks, WATCH_METRICS, self.seed)
         record.update(fid=metrics["fid"], modes=metrics["modes"], class_kl=metrics["class_kl"])
         return metrics["classes"]
 

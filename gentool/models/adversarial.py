@@ -7,7 +7,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from gentool.models.base import GenerativeModel, fast_optimizer, scaled
+from gentool.models.base import GenerativeModel, adam, scaled
 
 
 def lrelu() -> nn.Module:
@@ -65,9 +65,7 @@ def cifar_discriminator(channels: int, width: float, dropout: float = 0.4) -> nn
 
 def adam_per_network(model: GenerativeModel) -> dict[str, torch.optim.Optimizer]:
     """One Adam optimizer per network, with the config's lr, beta1 and beta2."""
-    c = model.config
-    return {name: fast_optimizer(torch.optim.Adam, net.parameters(), lr=c.lr, betas=(c.beta1, c.beta2))
-            for name, net in model.networks().items()}
+    return {name: adam(model.config, net.parameters()) for name, net in model.networks().items()}
 
 
 class AdversarialModel(GenerativeModel):

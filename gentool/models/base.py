@@ -21,6 +21,9 @@ from gentool.errors import UsageError, bad_value
 from gentool.train_options import GEOMETRY_FIELDS  # config fields the data set sets, never --param
 
 PRESETS = {(1, 28, 28): "mnist", (3, 32, 32): "cifar10"}
+MAX_LATENT = 4096  # the study's largest is 100; a larger code only asks for memory
+MAX_CLASSES = 1000
+MAX_INT = 10**9  # any other integer setting (critic steps, ...)
 
 
 def _coerce(key: str, value, default):
@@ -35,13 +38,6 @@ def _coerce(key: str, value, default):
     if kind is str and isinstance(value, str):
         return value
     raise bad_value(f"--param {key}", value, f"a value of type {kind.__name__}")
-
-
-def check_betas(config) -> None:
-    """Adam's beta1 and beta2 must lie in [0, 1)."""
-    for name in ("beta1", "beta2"):
-        if not 0 <= getattr(config, name) < 1:
-            raise bad_value(f"--param {name}", getattr(config, name), "a number in [0, 1)")
 
 
 FUSED_DEVICES = ("cpu", "cuda")  # fused Adam/AdamW/SGD kernels in every torch ≥ 2.4 (MPS: not relied on)
@@ -115,8 +111,10 @@ class ModelConfig:
 
     def validate(self) -> None:
         """Reject values no network can be built from."""
-        if not isinstance(self.latent_dim, int) or self.latent_dim < 1:
-            raise bad_value("--latent-dim", self.latent_dim, "a positive integer")
+        if not isinstance(self.latent_dim, int) or not 1 <= self.latent_dim <= MAX_LATENT:
+            raise bad_value("--latent-dim", self.latent_dim, f"an integer between 1 and {MAX_LATENT}")
+        if not isinstance(self.num_classes, int) or not 0 <= self.num_classes <= MAX_CLASSES:
+            raise bad_value("--data", self.num_classes, f"a data set with at most {MAX_CLASSES} classes")
         if not (isinstance(self.width, (int, float)) and math.isfinite(self.width) and 0 < self.width <= 64):
             raise bad_value("--width", self.width, "a number in (0, 64]")
         if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
@@ -127,6 +125,8 @@ class ModelConfig:
             value = getattr(self, f.name)
             if isinstance(value, float) and not math.isfinite(value):
                 raise bad_value(f"--param {f.name}", value, "a finite number")
+            if isinstance(value, int) and not isinstance(value, bool) and not -MAX_INT <= value <= MAX_INT:
+                raise bad_value(f"--param {f.name}", value, f"an integer between {-MAX_INT:,} and {MAX_INT:,}")
 
     def batch_size_for(self, n_images: int) -> int:
         """The batch size for training on `n_images` images when none is given: the study's, whatever the size."""
@@ -144,6 +144,27 @@ class ModelConfig:
             raise UsageError(f"checkpoint: config has unknown fields {sorted(unknown)} for {cls.__name__}")
         defaults = cls()
         return cls(**{k: _coerce(k, v, getattr(defaults, k)) for k, v in data.items()})
+
+
+@dataclass
+class AdamConfig(ModelConfig):
+    """Settings of a family trained with Adam: its learning rate (`lr`, as for every family) and both betas,
+    checked here once for every family that uses them (`adam` builds the optimizer from them)."""
+
+    beta1: float = 0.9
+    beta2: float = 0.999
+
+    def validate(self) -> None:
+        super().validate()
+        for name in ("beta1", "beta2"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and 0 <= value < 1):
+                raise bad_value(f"--param {name}", value, "a number in [0, 1)")
+
+
+def adam(config: AdamConfig, params) -> torch.optim.Optimizer:
+    """Adam with the config's lr, beta1 and beta2 (torch's fused kernel where it has one)."""
+    return fast_optimizer(torch.optim.Adam, params, lr=config.lr, betas=(config.beta1, config.beta2))
 
 
 class GenerativeModel(nn.Module):

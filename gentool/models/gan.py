@@ -11,14 +11,14 @@ import torch.nn.functional as F
 
 from gentool.errors import bad_value
 from gentool.models import adversarial as adv
-from gentool.models.base import ModelConfig
+from gentool.models.base import AdamConfig
 from gentool.registry import register_model
 
 LOG2 = math.log(2.0)
 
 
 @dataclass
-class GANConfig(ModelConfig):
+class GANConfig(AdamConfig):
     """GAN settings (study defaults)."""
 
     lr: float = 2e-4

@@ -15,14 +15,14 @@ from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
 from gentool.models import adversarial as adv
-from gentool.models.base import ModelConfig, check_betas
+from gentool.models.base import AdamConfig, ModelConfig
 from gentool.models.gan import GAN
 from gentool.models.wgan import cifar_dcgan_generator
 from gentool.registry import register_model
 
 
 @dataclass
-class SNGANConfig(ModelConfig):
+class SNGANConfig(AdamConfig):
     """SNGAN settings: Adam 2e-4, β 0.5/0.999, one discriminator step per generator step."""
 
     lr: float = 2e-4
@@ -30,10 +30,6 @@ class SNGANConfig(ModelConfig):
     beta2: float = 0.999
 
     default_latent: ClassVar[dict[str, int]] = {"mnist": 100, "cifar10": 100}
-
-    def validate(self) -> None:
-        super().validate()
-        check_betas(self)
 
 
 def spectrally_normalized(net: nn.Module) -> nn.Module:

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from gentool.errors import bad_value
-from gentool.models.base import GenerativeModel, ModelConfig, fast_optimizer, scaled
+from gentool.models.base import AdamConfig, GenerativeModel, adam, scaled
 from gentool.registry import register_model
 
 INITS = ("kaiming", "torch")
@@ -19,7 +19,7 @@ MIN_BATCH = 16
 
 
 @dataclass
-class VAEConfig(ModelConfig):
+class VAEConfig(AdamConfig):
     """VAE settings; the loss is reconstruction BCE (summed over pixels) plus KL, averaged over the batch."""
 
     lr: float = 1e-3
@@ -143,8 +143,7 @@ class VAE(GenerativeModel):
             kaiming_init(self)
 
     def build_optimizers(self):
-        c = self.config
-        return {"vae": fast_optimizer(torch.optim.Adam, self.parameters(), lr=c.lr, betas=(c.beta1, c.beta2))}
+        return {"vae": adam(self.config, self.parameters())}
 
     def losses(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """Per-batch mean reconstruction BCE, KL and their weighted sum (the negative ELBO when kl_weight = 1);

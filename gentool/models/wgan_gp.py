@@ -12,13 +12,13 @@ from torch import nn
 
 from gentool.errors import bad_value
 from gentool.models import adversarial as adv
-from gentool.models.base import ModelConfig, check_betas
+from gentool.models.base import AdamConfig
 from gentool.models.wgan import WGAN
 from gentool.registry import register_model
 
 
 @dataclass
-class WGANGPConfig(ModelConfig):
+class WGANGPConfig(AdamConfig):
     """WGAN-GP settings: penalty weight 10 and five critic steps as in the paper; Adam 3e-4 with β 0.0/0.9, which on
     MNIST reached FID 17.5 in 20 minutes where the paper's 1e-4 with β 0.5/0.9 reached 37.0 (README)."""
 
@@ -36,7 +36,6 @@ class WGANGPConfig(ModelConfig):
             raise bad_value("--param gp_weight", self.gp_weight, "a number ≥ 0")
         if self.n_critic < 1:
             raise bad_value("--param n_critic", self.n_critic, "a positive integer")
-        check_betas(self)
 
 
 def gradient_penalty(critic: nn.Module, real: torch.Tensor, fake: torch.Tensor,

@@ -1,0 +1,96 @@
+"""Bounded memory for large requests: samples are drawn and written chunk by chunk, and the same seed gives the same
+images however they are chunked (memory itself is measured in benchmarks/memory.py, not asserted here)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from gentool import sampling
+from gentool.data import Geometry
+from gentool.images import NpzWriter, to_uint8
+from gentool.registry import get_entry, list_models
+from gentool.sampling import chunk_sizes, sample_chunks
+
+
+def small(name: str, geometry=Geometry(1, 28, 28, 10)):
+    cls = get_entry(name).cls
+    torch.manual_seed(0)
+    return cls(cls.config_class.create(geometry, None, 0.25)).eval()
+
+
+@pytest.mark.parametrize("n, chunk", [(1, 16), (15, 16), (16, 16), (17, 16), (40, 16), (100, 32), (500, 48)])
+def test_chunk_sizes_cover_n_with_no_short_tail(n, chunk):
+    sizes = chunk_sizes(n, chunk)
+    assert sum(sizes) == n and all(s % 16 == 0 for s in sizes[:-1])
+    assert sizes[-1] >= min(n, 16)
+
+
+@pytest.mark.parametrize("model", [e.name for e in list_models()])
+def test_chunked_samples_are_the_samples_of_one_draw(model):
+    net = small(model)
+    for n, chunk in ((37, 16), (130, 32), (5, 16)):
+        one = net.generate(n, torch.Generator().manual_seed(4))
+        chunked = torch.cat(list(sample_chunks(net, n, torch.Generator().manual_seed(4), chunk=chunk)))
+        assert torch.equal(one, chunked), (model, n, chunk)
+    if net.conditional:
+        labels = torch.arange(70) % 10
+        one = net.generate(70, torch.Generator().manual_seed(5), labels=labels)
+        chunked = torch.cat(list(sample_chunks(net, 70, torch.Generator().manual_seed(5), labels, chunk=16)))
+        assert torch.equal(one, chunked)
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory):
+    from gentool.train import TrainOptions, train
+
+    run = tmp_path_factory.mktemp("memory") / "run"
+    train(TrainOptions(model="cvae", data="mnist-sample", limit=64, epochs=1, width=0.25, out=str(run),
+                       sample_every=0))
+    return run / "last.safetensors"
+
+
+def test_sample_streams_npz_and_pngs_with_the_images_of_one_draw(ckpt, tmp_path, invoke, monkeypatch):
+    from gentool.checkpoint import load_checkpoint
+
+    monkeypatch.setattr(sampling, "CHUNK", 32)
+    expected = to_uint8(load_checkpoint(ckpt).model.generate(101, torch.Generator().manual_seed(9)))
+    assert invoke("sample", ckpt, "--n", "101", "--seed", "9", "--out", tmp_path / "s.npz").exit_code == 0
+    with np.load(tmp_path / "s.npz", allow_pickle=False) as z:
+        assert z.files == ["images"] and np.array_equal(z["images"], expected)
+    assert invoke("sample", ckpt, "--n", "101", "--seed", "9", "--out", f"{tmp_path / 'pngs'}/").exit_code == 0
+    pngs = sorted((tmp_path / "pngs").glob("*.png"))
+    assert [p.name for p in pngs] == [f"{i:06d}.png" for i in range(101)]
+    assert np.array_equal(np.stack([np.asarray(Image.open(p)) for p in pngs]), expected[..., 0])
+    labels = torch.full((40,), 3)
+    sevens = to_uint8(load_checkpoint(ckpt).model.generate(40, torch.Generator().manual_seed(1), labels=labels))
+    assert invoke("sample", ckpt, "--n", "40", "--seed", "1", "--class", "3", "--out", tmp_path / "c.npz").exit_code == 0
+    with np.load(tmp_path / "c.npz", allow_pickle=False) as z:
+        assert np.array_equal(z["images"], sevens)
+
+
+def test_an_unfinished_npz_leaves_no_file_and_keeps_the_old_one(tmp_path):
+    path = tmp_path / "s.npz"
+    path.write_bytes(b"previous")
+    rows = np.zeros((10, 4, 4, 1), np.uint8)
+    with pytest.raises(ValueError, match="6 of 10 rows"):
+        with NpzWriter(path, rows.shape) as npz:
+            npz.write(rows[:6])
+    with pytest.raises(KeyboardInterrupt):
+        with NpzWriter(path, rows.shape) as npz:
+            npz.write(rows[:3])
+            raise KeyboardInterrupt
+    with pytest.raises(ValueError, match="do not continue"):
+        with NpzWriter(path, rows.shape) as npz:
+            npz.write(np.zeros((3, 5, 4, 1), np.uint8))
+    assert path.read_bytes() == b"previous" and list(tmp_path.iterdir()) == [path]
+
+
+def test_a_walk_gif_too_large_to_hold_is_refused_before_drawing(ckpt, tmp_path, invoke):
+    result = invoke("sample", ckpt, "--interpolate", "--grid", "64x64", "--steps", "500", "--out", tmp_path / "w.gif")
+    assert result.exit_code == 2 and "--steps: got 500" in result.stderr and "GiB" in result.stderr
+    assert not (tmp_path / "w.gif").exists()
+    assert invoke("sample", ckpt, "--interpolate", "--grid", "2x3", "--steps", "3", "--out", tmp_path / "w.gif").exit_code == 0
+    assert Image.open(tmp_path / "w.gif").n_frames == 12
