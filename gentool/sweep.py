@@ -31,6 +31,7 @@ from gentool.fileio import atomic_write_json, read_json
 from gentool.guards import Interrupted
 from gentool.progress import PlainReporter, Reporter
 from gentool.results import final_metrics, write_results
+from gentool.evaluate_options import INCEPTION
 from gentool.train_options import EVAL_N  # generated images evaluate scores per trial
 from gentool.train import TrainOptions, train
 
@@ -241,10 +242,11 @@ def run_trial(sweep_dir: Path, index: int, runtime: dict, reporter: Reporter | N
 
 def evaluate_run(run_dir: Path, runtime: dict) -> dict:
     """`gentool evaluate`'s metrics for a run's last checkpoint against its own data set's test split."""
-    from gentool.metrics.evaluate import EvalRequest, evaluate
+    from gentool.metrics.evaluate import EvalOptions, evaluate
 
-    req = EvalRequest(str(Path(run_dir) / rundir.LAST), data_dir=runtime.get("data_dir"),
-                      n=runtime.get("eval_n") or EVAL_N, device=runtime.get("device") or "auto")
+    req = EvalOptions(source=str(Path(run_dir) / rundir.LAST), data_dir=runtime.get("data_dir"),
+                      n=runtime.get("eval_n") or EVAL_N, device=runtime.get("device") or "auto",
+                      extractor=runtime.get("extractor") or "gentool", extractor_weights=runtime.get("extractor_weights"))
     return evaluate(req)["metrics"]
 
 
@@ -257,9 +259,15 @@ def prepare_evaluation(spec: SweepSpec, reporter: Reporter) -> None:
         from gentool.metrics.reference import resolve_reference
     except ImportError as exc:
         raise GentoolError(f"--eval: evaluation is unavailable in this gentool ({exc})") from None
+    reference = resolve_reference(spec.data, spec.runtime.get("data_dir"))
+    device = pick_device(spec.runtime.get("device") or "auto")
     with locked(spec.out / EVAL_LOCK):
-        get_extractor(resolve_reference(spec.data, spec.runtime.get("data_dir")),
-                      pick_device(spec.runtime.get("device") or "auto"), reporter)
+        if spec.runtime.get("extractor") == INCEPTION:  # checks the weights file, caches the real features
+            from gentool.metrics.inception import InceptionEvaluator
+
+            InceptionEvaluator(reference, "train", device, spec.runtime["extractor_weights"], reporter)
+        else:
+            get_extractor(reference, device, reporter)
 
 
 def trial_metrics(trial: dict) -> dict:

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, ClassVar
 
 from gentool.errors import UsageError, bad_value
+from gentool.evaluate_options import GENTOOL, EvalOptions
 from gentool.parsing import parse_list, parse_param
 from gentool.train_options import EVAL_N, FIELDS, complete_model, option
 
@@ -19,15 +21,19 @@ from gentool.train_options import EVAL_N, FIELDS, complete_model, option
 # that may change from one invocation to the next.
 SHARED = ("batch_size", "lr", "limit", "image_size", "seed")
 RUNTIME = ("epochs", "data_dir", "device", "checkpoint_every", "sample_every", "evaluate", "eval_n",
-           "skip_nonfinite", "eval_every", "stop_on_divergence", "deterministic")
+           "skip_nonfinite", "eval_every", "stop_on_divergence", "deterministic", "extractor", "extractor_weights")
 SWEEPS_ENV = "GENTOOL_SWEEPS"  # the folder default sweep directories go in (else sweeps/)
 
 
-def _train(name: str, default=None):
-    """TrainOptions' field `name`, as the sweep passes it on: same help and flags, `default` when not given."""
-    meta = FIELDS[name].metadata
+def _train(name: str, default=None, fields=FIELDS):
+    """TrainOptions' field `name` (or another command's, from `fields`), as the sweep passes it on: same help and
+    flags, `default` when not given."""
+    meta = fields[name].metadata
     return option(meta["help"], default=default, metavar=meta["metavar"], flags=meta["flags"],
                   cli_type=meta["cli_type"], convert=meta["convert"], complete=meta["complete"])
+
+
+EVAL_FIELDS = {f.name: f for f in dataclasses.fields(EvalOptions)}
 
 
 def _axis(kind, name: str):
@@ -86,6 +92,8 @@ class SweepOptions:
                             "modes...).", default=False, flags=("--eval",))
     eval_n: int = option("Generated images --eval (and --eval-every) scores per trial.", default=EVAL_N,
                          metavar="N")
+    extractor: str = _train("extractor", GENTOOL, EVAL_FIELDS)
+    extractor_weights: str | None = _train("extractor_weights", None, EVAL_FIELDS)
     metric: str | None = option("Metric for heatmap.png (default: fid when present, else the training loss).",
                                 metavar="NAME")
     out: str | None = option(f"Sweep directory (default: ${SWEEPS_ENV}/<model>-<data>, with ${SWEEPS_ENV} unset: "
@@ -114,6 +122,12 @@ class SweepOptions:
             raise UsageError("--data: missing; expected mnist, cifar10, mnist-sample or a folder of images")
         if self.workers < 1:
             raise bad_value("--workers", self.workers, "a positive integer")
+        if self.extractor != GENTOOL or self.extractor_weights:
+            if not self.evaluate:
+                raise UsageError("--extractor: only with --eval (it says how --eval scores each trial)")
+            EvalOptions(source="", extractor=self.extractor, extractor_weights=self.extractor_weights).validate()
+        if self.extractor_weights:  # absolute: worker processes and later invocations may run elsewhere
+            self.extractor_weights = str(Path(self.extractor_weights).expanduser().absolute())
         self.axes()
 
     def printable(self) -> dict:

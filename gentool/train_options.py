@@ -32,13 +32,16 @@ NOT_RERUN = ("out", "resume", "overwrite")
 
 
 def option(help: str, *, default=None, fallback=None, resume: str = FREE, metavar: str | None = None,
-           flags: tuple[str, ...] = (), argument: bool = False, cli_type=None, convert=None, complete=None):
+           flags: tuple[str, ...] = (), argument: bool = False, cli_type=None, convert=None, complete=None,
+           required: bool = False):
     """A dataclass field for an option. `default` is the field's value when the option is not given (None for
     options a resume restores, so that "not given" is visible); `fallback` is what a new run uses then.
     `flags`, `metavar`, `argument`, `cli_type`, `convert` (CLI value → field value) and `complete` (the shell
-    completion's candidates for a partial value) shape the command line."""
+    completion's candidates for a partial value) shape the command line; a `required` field has no default."""
     meta = {"help": help, "fallback": fallback, "resume": resume, "metavar": metavar, "flags": flags,
             "argument": argument, "cli_type": cli_type, "convert": convert, "complete": complete}
+    if required:
+        return dataclasses.field(metadata=meta)
     return dataclasses.field(default=default, metadata=meta)
 
 

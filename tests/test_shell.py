@@ -4,28 +4,38 @@ default folders (and --help naming them), --deterministic."""
 from __future__ import annotations
 
 import json
+import subprocess
 
 import torch
 from safetensors.numpy import load_file
 
 from gentool.device import use_deterministic
-from test_journeys import ENV, gentool
+from test_journeys import ENV, GENTOOL, gentool
 
 SMALL = ["--data", "mnist-sample", "--limit", "128", "--epochs", "1", "--threads", "1", "--sample-every", "0", "-q"]
 
 
-def test_completion_script_and_candidates(tmp_path):
-    script = gentool("--show-completion", "bash", cwd=tmp_path)
-    assert script.returncode == 0 and "complete -o default -F _gentool_completion gentool" in script.stdout
-    commands = gentool(cwd=tmp_path, env={**ENV, "_GENTOOL_COMPLETE": "complete_bash", "COMP_WORDS": "gentool tr",
-                                          "COMP_CWORD": "1"})
-    assert commands.stdout.split() == ["train"]
-    models = gentool(cwd=tmp_path, env={**ENV, "_GENTOOL_COMPLETE": "complete_bash",
-                                        "COMP_WORDS": "gentool sweep wgan", "COMP_CWORD": "2"})
-    assert models.stdout.split() == ["wgan", "wgan-gp"]
-    options = gentool(cwd=tmp_path, env={**ENV, "_GENTOOL_COMPLETE": "complete_bash",
-                                         "COMP_WORDS": "gentool train --print", "COMP_CWORD": "2"})
-    assert options.stdout.split() == ["--print-config"]
+def test_completion_installs_and_completes(tmp_path):
+    """--install-completion from bash (Typer detects the shell it was started from), then the installed script
+    completes commands, model names and options the way bash calls it."""
+    env = {**ENV, "HOME": str(tmp_path)}
+    installed = subprocess.run(["bash", "-c", f"{GENTOOL} --install-completion; true"], cwd=tmp_path, env=env,
+                               stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60)
+    assert "bash completion installed in" in installed.stdout, installed.stderr
+    script = tmp_path / ".bash_completions" / "gentool.sh"
+    assert "complete -o default -F _gentool_completion gentool" in script.read_text()
+    assert str(script) in (tmp_path / ".bashrc").read_text()
+
+    def complete(words: str) -> list[str]:
+        line = (f"source {script}; COMP_WORDS=({words}); COMP_CWORD=$((${{#COMP_WORDS[@]}} - 1)); "
+                f"_gentool_completion gentool; printf '%s\\n' \"${{COMPREPLY[@]}}\"")
+        done = subprocess.run(["bash", "-c", line], cwd=tmp_path, env={**env, "PATH": ENV["PATH"]},
+                              stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60)
+        return done.stdout.split()
+
+    assert complete("gentool tr") == ["train"]
+    assert complete("gentool sweep wgan") == ["wgan", "wgan-gp"]
+    assert complete("gentool train --print") == ["--print-config"]
 
 
 def test_help_names_the_environment_variables(tmp_path):

@@ -27,9 +27,10 @@ def field_option(f: dataclasses.Field, hint):
     flags or argument, metavar, help text and the default a new run uses."""
     meta = f.metadata
     kind = meta["cli_type"] or hint
+    required = f.default is dataclasses.MISSING
     if f.default is None and type(None) not in typing.get_args(kind):
         kind = Optional[kind]
-    shown = meta["fallback"] if meta["fallback"] is not None else f.default
+    shown = meta["fallback"] if meta["fallback"] is not None else None if required else f.default
     help = meta["help"] + ("" if shown is None or shown is False else f" [default: {shown}]")
     extra = {"autocompletion": meta["complete"]} if meta.get("complete") else {}
     if meta["argument"]:
@@ -66,7 +67,8 @@ def options_command(cls):
 
     def decorate(func):
         own = list(inspect.signature(func, eval_str=True).parameters.values())[1:]
-        declared = [inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=f.default,
+        declared = [inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY,
+                                      default=inspect.Parameter.empty if f.default is dataclasses.MISSING else f.default,
                                       annotation=field_option(f, hints[f.name])) for f in dataclasses.fields(cls)]
         if files:
             declared += [inspect.Parameter("config", inspect.Parameter.KEYWORD_ONLY, default=None,

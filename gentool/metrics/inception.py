@@ -30,7 +30,6 @@ from gentool.metrics.reference import Reference
 from gentool.progress import Reporter
 
 NAME = "inception-v3"
-METRICS = ("fid", "kid", "is")
 ARG = "--extractor-weights"
 # torch-fidelity's released file is weights-inception-2015-12-05-6726825d.pth; like torch.hub's names, the suffix
 # is the start of the file's sha256.
@@ -106,7 +105,8 @@ class Inception:
         except RuntimeError as exc:
             raise UsageError(f"{ARG}: {weights} is not the FID Inception-v3 weights torch-fidelity uses "
                              f"({_mismatch(exc)})") from None
-        self.weights, self.device, self.version = str(Path(weights).expanduser()), device, fidelity.__version__
+        self.weights, self.device = str(Path(weights).expanduser().resolve()), device
+        self.version = fidelity.__version__
 
     @property
     def released(self) -> bool:
@@ -204,6 +204,10 @@ class InceptionEvaluator:
         if "is" in wanted:
             isc = isc_features_to_metric(torch.from_numpy(logits), splits=IS_SPLITS, rng_seed=seed)
             metrics.update(is_mean=isc["inception_score_mean"], is_std=isc["inception_score_std"])
+        for key, value in list(metrics.items()):
+            if not np.isfinite(value):  # e.g. probabilities that underflow to 0 in IS: say so, write no NaN
+                metrics[key] = None
+                notes.append(f"{key}: not a finite number with these weights; left out (null)")
         if not self.net.released:
             notes.append(f"{ARG}: {self.net.weights} is not torch-fidelity's released {RELEASED} (sha256 "
                          f"{self.net.sha256[:16]}...); these numbers are not comparable with published ones")
