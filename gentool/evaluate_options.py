@@ -13,7 +13,7 @@ from gentool.errors import UsageError, bad_value
 from gentool.fileio import prepare_output
 from gentool.sample_options import (device_option, overwrite_option, precision_option, seed_option,
                                     weights_option)
-from gentool.train_options import FIELDS, option
+from gentool.train_options import FIELDS, copy_option, option, sampler_settings
 
 METRICS = ("fid", "kid", "is", "pr", "modes", "jsd", "emd", "vae")
 ALIASES = {"precision": "pr", "recall": "pr", "precision_recall": "pr", "inception": "is", "swd": "emd",
@@ -67,6 +67,13 @@ class EvalOptions:
     overwrite: bool = overwrite_option()
     weights: str = weights_option()
     precision: str = precision_option()  # of the checkpoint's sampling; the extractor always runs in fp32
+    steps: int | None = copy_option("steps")
+    solver: str | None = copy_option("solver")
+    guidance: float | None = copy_option("guidance")
+
+    @property
+    def sample_options(self) -> dict:
+        return sampler_settings(self)
 
     def validate(self) -> list[str]:
         """Check the options before any work (filling in the split); returns the metric names asked for."""

@@ -21,7 +21,8 @@ from gentool.errors import UsageError
 ENTRY_POINT_GROUP = "gentool.models"
 # Each module registers its family with the decorator, exactly as a plugin package does.
 BUILTIN_MODULES = ("gentool.models.vae", "gentool.models.gan", "gentool.models.wgan", "gentool.models.wgan_gp",
-                   "gentool.models.sngan", "gentool.models.cgan", "gentool.models.cvae")
+                   "gentool.models.sngan", "gentool.models.cgan", "gentool.models.cvae", "gentool.models.flow",
+                   "gentool.models.ddpm")
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,14 @@ class ModelEntry:
     def description(self) -> str:
         doc = (self.cls.__doc__ or "").strip()
         return doc.splitlines()[0] if doc else ""
+
+    def sampler_settings(self) -> list[dict]:
+        """The family's declared sampler settings (name, default, choices or range, help), for `gentool models`."""
+        out = []
+        for o in getattr(self.cls, "sample_options", ()):  # a class that is not a GenerativeModel declares none
+            bounds = {"choices": list(o.choices)} if o.choices else {"low": o.low, "high": o.high}
+            out.append({"name": o.name, "default": o.default, **bounds, "help": o.help})
+        return out
 
 
 _registry: dict[str, ModelEntry] = {}
@@ -112,18 +121,20 @@ def list_models() -> list[ModelEntry]:
 
 @dataclass(frozen=True)
 class ModelInfo:
-    """What `gentool models` shows of a model: its name, where it comes from and the first line of its docstring."""
+    """What `gentool models` shows of a model: its name, where it comes from, the first line of its docstring and,
+    once the model is imported, its sampler's settings (None: not imported)."""
 
     name: str
     source: str
     description: str
+    sampler_settings: tuple | None = None
 
 
 def describe_models(load: bool = False) -> list[ModelInfo]:
     """Every model, built-ins and plugins, sorted by name, read from source without importing it; `load` imports
     them instead (a plugin that fails to import then warns, as when it is used)."""
     if load:
-        return [ModelInfo(e.name, e.source, e.description) for e in list_models()]
+        return [ModelInfo(e.name, e.source, e.description, tuple(e.sampler_settings())) for e in list_models()]
     found: dict[str, ModelInfo] = {}
     for module in BUILTIN_MODULES:
         found.update(_declared(module, "built-in"))

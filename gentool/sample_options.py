@@ -11,10 +11,10 @@ from pathlib import Path
 
 from gentool.errors import UsageError, bad_value
 from gentool.parsing import parse_grid
-from gentool.train_options import option
+from gentool.train_options import copy_option, option, sampler_settings
 
 MAX_SAMPLES = 1_000_000
-MAX_STEPS = 500
+MAX_FRAMES = 500
 
 
 # Options of both sample and evaluate.
@@ -55,12 +55,19 @@ class SampleOptions:
     overwrite: bool = overwrite_option()
     interpolate: bool = option("Write a GIF (--out walk.gif): one walk through random latent points per grid cell.",
                                default=False)
-    steps: int = option("Frames between two latent points of an --interpolate walk.", default=16, metavar="N")
+    frames: int = option("Frames between two latent points of an --interpolate walk.", default=16, metavar="N")
     label: str | None = option("Draw every sample of this class (index or class name) from a class-conditional "
                                "model.", metavar="K", flags=("--class",))
     by_class: bool = option("Grid with row r drawn from class r (class-conditional models).", default=False)
     weights: str = weights_option()
     precision: str = precision_option()
+    steps: int | None = copy_option("steps")
+    solver: str | None = copy_option("solver")
+    guidance: float | None = copy_option("guidance")
+
+    @property
+    def sample_options(self) -> dict:
+        return sampler_settings(self)
     def resolve(self) -> tuple[str, int, tuple[int, int] | None, Path]:
         """Validate and work out (kind, count, grid shape, output path); kind is grid, gif, npz or folder."""
         if self.grid is not None and self.n is not None:
@@ -87,8 +94,8 @@ class SampleOptions:
     def _resolve_walk(self) -> tuple[str, int, tuple[int, int], Path]:
         if self.n is not None:
             raise UsageError("--n: not allowed with --interpolate (the --grid sets the number of walks)")
-        if not 2 <= self.steps <= MAX_STEPS:
-            raise bad_value("--steps", self.steps, f"an integer between 2 and {MAX_STEPS}")
+        if not 2 <= self.frames <= MAX_FRAMES:
+            raise bad_value("--frames", self.frames, f"an integer between 2 and {MAX_FRAMES}")
         rows, cols, out = self._grid_out("walk", ".gif", "a .gif path with --interpolate")
         return "gif", rows * cols, (rows, cols), out
 

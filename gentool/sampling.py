@@ -42,29 +42,42 @@ def sample(req: SampleOptions) -> dict:
     ckpt = load_checkpoint(req.checkpoint, device, weights=req.weights)
     prepare(ckpt.model, device, req.precision)
     labels, label = requested_labels(req, ckpt, n, grid)
+    settings = checked_settings(req, ckpt.model)
     c = ckpt.model.config
     shape = [c.channels, c.image_height, c.image_width]
     info = {"checkpoint": str(req.checkpoint), "model": ckpt.model.name, "weights": ckpt.weights,
-            "precision": amp.name, "kind": kind, "n": n, "seed": req.seed, "out": str(out), "shape": shape}
+            "precision": amp.name, "kind": kind, "sampling": settings,
+            "n": n, "seed": req.seed, "out": str(out), "shape": shape}
     if label is not None:
         info["class"] = label
     generator = torch.Generator().manual_seed(req.seed)
     if kind == "gif":
-        _check_gif_size(n, req.steps, grid, shape)
-        frames = [make_grid(to_uint8(f), *grid) for f in latent_walk(ckpt.model, n, req.steps, generator, labels)]
+        _check_gif_size(n, req.frames, grid, shape)
+        walk = latent_walk(ckpt.model, n, req.frames, generator, labels, settings)
+        frames = [make_grid(to_uint8(f), *grid) for f in walk]
         write_gif(out, frames, FRAME_MS)
         return {**info, "frames": len(frames)}
     if kind == "grid":
-        write_grid(out, ckpt.model.generate(n, generator, labels=labels), *grid)
+        write_grid(out, ckpt.model.generate(n, generator, labels=labels, settings=settings), *grid)
     elif kind == "npz":
         with NpzWriter(out, (n, *shape[1:], shape[0])) as npz:
-            for images in sample_chunks(ckpt.model, n, generator, labels):
+            for images in sample_chunks(ckpt.model, n, generator, labels, settings=settings):
                 npz.write(to_uint8(images))
     else:
         start = 0
-        for images in sample_chunks(ckpt.model, n, generator, labels):
+        for images in sample_chunks(ckpt.model, n, generator, labels, settings=settings):
             start += len(write_png_folder(out, images, start))
     return info
+
+
+def checked_settings(req: SampleOptions, model) -> dict:
+    """The family's sampler settings from --steps/--solver/--guidance, checked (one line naming the option)."""
+    try:
+        return model.sample_settings(req.sample_options)
+    except UsageError as exc:
+        if req.interpolate and "steps" in req.sample_options:  # --steps used to set the frames of a walk
+            raise UsageError(f"{exc} (the frames per leg of a walk are --frames)") from None
+        raise
 
 
 def chunk_sizes(n: int, chunk: int) -> list[int]:
@@ -84,10 +97,12 @@ def chunk_sizes(n: int, chunk: int) -> list[int]:
 
 
 def sample_chunks(model, n: int, generator: torch.Generator, labels: torch.Tensor | None = None,
-                  chunk: int | None = None) -> Iterator[torch.Tensor]:
+                  chunk: int | None = None, settings: dict | None = None) -> Iterator[torch.Tensor]:
     """The images `model.generate(n, generator, labels=labels)` gives (in [0, 1] on the CPU), drawn and handed out
     chunk by chunk through the model's own `generate`. A conditional model drawing its own classes draws them after
-    all n latent codes, as one call would: they are found by running a copy of the generator past the codes."""
+    all n latent codes, as one call would: they are found by running a copy of the generator past the codes. (A
+    sampler that draws noise of its own, such as DDPM's ancestral one, draws it per chunk: the images are then
+    fixed by the seed and the chunk size, and equal one draw's up to CHUNK samples.)"""
     sizes = chunk_sizes(n, chunk or CHUNK)
     if labels is None and model.conditional:
         ahead = torch.Generator().set_state(generator.get_state())
@@ -96,17 +111,18 @@ def sample_chunks(model, n: int, generator: torch.Generator, labels: torch.Tenso
         labels = model.sample_labels(n, ahead)
     start = 0
     for size in sizes:
-        yield model.generate(size, generator, labels=None if labels is None else labels[start:start + size])
+        yield model.generate(size, generator, labels=None if labels is None else labels[start:start + size],
+                             settings=settings)
         start += size
 
 
-def _check_gif_size(walks: int, steps: int, grid: tuple[int, int], shape: list[int]) -> None:
+def _check_gif_size(walks: int, frames: int, grid: tuple[int, int], shape: list[int]) -> None:
     """A walk GIF holds all its frames in memory while it is encoded: refuse one larger than MAX_GIF_BYTES."""
     c, h, w = shape
     rows, cols = grid
-    size = WALK_POINTS * steps * (rows * (h + 2) + 2) * (cols * (w + 2) + 2) * c
+    size = WALK_POINTS * frames * (rows * (h + 2) + 2) * (cols * (w + 2) + 2) * c
     if size > MAX_GIF_BYTES:
-        raise bad_value("--steps", steps, f"fewer steps or a smaller --grid: {WALK_POINTS * steps} frames of "
+        raise bad_value("--frames", frames, f"fewer frames or a smaller --grid: {WALK_POINTS * frames} frames of "
                                           f"{rows}x{cols} images are {size / 2**30:.1f} GiB uncompressed, more "
                                           f"than the {MAX_GIF_BYTES >> 20} MiB a GIF may take")
 
@@ -161,15 +177,19 @@ def slerp(a: torch.Tensor, b: torch.Tensor, t: float) -> torch.Tensor:
     return torch.where(sin > 1e-4, curved, straight).reshape(a.shape)
 
 
-@torch.no_grad()
-def latent_walk(model, n: int, steps: int, generator: torch.Generator,
-                labels: torch.Tensor | None = None) -> Iterator[torch.Tensor]:
+def latent_walk(model, n: int, frames: int, generator: torch.Generator, labels: torch.Tensor | None = None,
+                settings: dict | None = None) -> Iterator[torch.Tensor]:
     """Frames (each n images in [0, 1]) of n walks at once through WALK_POINTS random latent points and back to the
-    first, `steps` frames per leg, so the animation loops without a jump; yielded one at a time. A conditional model
-    keeps each walk's class fixed (`labels`, or drawn once)."""
+    first, `frames` frames per leg, so the animation loops without a jump; made one at a time as they are taken. A
+    conditional model keeps each walk's class fixed (`labels`, or drawn once). Whatever else a sampler draws (an
+    ancestral sampler's step noise) is the same in every frame, so frames differ by their latent codes alone; for
+    flow's ODE and DDIM the latent (the initial noise) determines the image."""
+    if not model.has_latent:
+        raise UsageError(f"--interpolate: {model.name} has no latent code to walk through")
     points = [model.sample_latent(n, generator) for _ in range(WALK_POINTS)]
     if labels is None:
         labels = model.sample_labels(n, generator)
-    for a, b in zip(points, points[1:] + points[:1]):
-        for k in range(steps):
-            yield model.decode_batches(slerp(a, b, k / steps), labels)
+    seed = int(torch.randint(0, 2**62, (), generator=generator))
+    return (model.generate(n, torch.Generator().manual_seed(seed), labels, latents=slerp(a, b, k / frames),
+                           settings=settings)
+            for a, b in zip(points, points[1:] + points[:1]) for k in range(frames))

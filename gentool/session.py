@@ -60,6 +60,7 @@ class Session:
     ema: EMA | None = None
     world: World = SINGLE
     deadline: float | None = None  # time.monotonic() at which --max-minutes ends the run
+    sample_settings: dict = field(default_factory=dict)  # the sampler's, for epoch grids and --eval-every
 
     def out_of_time(self) -> bool:
         return self.deadline is not None and time.monotonic() >= self.deadline
@@ -116,6 +117,7 @@ def new_session(opts: TrainOptions, device: torch.device, world: World = SINGLE)
         config.batch_size = config.batch_size_for(len(data) // world.size)
     seed_everything(opts.seed)
     model = entry.cls(config)
+    settings = model.sample_settings(opts.sample_options)  # a bad --steps fails before the run directory exists
     prepare_model(model, opts, device)
     run_dir = Path(opts.out) if opts.out else rundir.default_run_dir(entry.name, data.name)
     run_dir = Path(broadcast_text(str(run_dir), world, device))  # default names hold a timestamp: take rank 0's
@@ -127,7 +129,10 @@ def new_session(opts: TrainOptions, device: torch.device, world: World = SINGLE)
     try:
         if world.main:
             rundir.check_writable(run_dir, 4 * checkpoint_size_hint(model))
-        session = Session(opts, model, optimizers, data, run_dir, entry.source, world=world)
+        session = Session(opts, model, optimizers, data, run_dir, entry.source, world=world,
+                          sample_settings=settings)
+        if opts.ema is None:  # recorded in config.json as the decay used
+            opts.ema = model.default_ema
         session.ema = EMA(model, opts.ema) if opts.ema else None
         if world.main:
             config_json = {"gentool_version": gentool.__version__, "model": entry.name, "model_source": entry.source,
@@ -167,7 +172,8 @@ def resume_session(opts: TrainOptions, device: torch.device, world: World = SING
     restore_rng(ckpt.rng)
     session = Session(opts, ckpt.model, optimizers, data, ckpt_path.parent, ckpt.meta.get("model_source", "built-in"),
                       epoch=int(ckpt.state["epoch"]), step=int(ckpt.state["step"]),
-                      batch=int(ckpt.state.get("batch", 0)), partial=ckpt.state.get("partial") or {}, world=world)
+                      batch=int(ckpt.state.get("batch", 0)), partial=ckpt.state.get("partial") or {}, world=world,
+                      sample_settings=ckpt.model.sample_settings(opts.sample_options))
     _seed_rank(opts.seed, world, session.step)
     session.ema = _resumed_ema(ckpt, opts.ema)
     # metrics.json, checked field by field, cut back to the checkpoint

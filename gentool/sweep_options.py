@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 from gentool.errors import UsageError, bad_value
 from gentool.evaluate_options import GENTOOL, EvalOptions
 from gentool.parsing import parse_list, parse_param
-from gentool.train_options import EVAL_N, FIELDS, complete_model, option
+from gentool.train_options import EVAL_N, complete_model, copy_option, option
 
 # The options every trial shares and that make the sweep what it is (another value is another sweep), and those
 # that may change from one invocation to the next.
@@ -23,14 +23,6 @@ SHARED = ("batch_size", "lr", "limit", "image_size", "seed")
 RUNTIME = ("epochs", "data_dir", "device", "checkpoint_every", "sample_every", "evaluate", "eval_n",
            "skip_nonfinite", "eval_every", "stop_on_divergence", "deterministic", "extractor", "extractor_weights")
 SWEEPS_ENV = "GENTOOL_SWEEPS"  # the folder default sweep directories go in (else sweeps/)
-
-
-def _train(name: str, default=None, fields=FIELDS):
-    """TrainOptions' field `name` (or another command's, from `fields`), as the sweep passes it on: same help and
-    flags, `default` when not given."""
-    meta = fields[name].metadata
-    return option(meta["help"], default=default, metavar=meta["metavar"], flags=meta["flags"],
-                  cli_type=meta["cli_type"], convert=meta["convert"], complete=meta["complete"])
 
 
 EVAL_FIELDS = {f.name: f for f in dataclasses.fields(EvalOptions)}
@@ -61,8 +53,8 @@ class SweepOptions:
 
     model: str | None = option("Model name (see `gentool models`).", metavar="MODEL", argument=True,
                                complete=complete_model)
-    data: str | None = _train("data")
-    data_dir: str | None = _train("data_dir")
+    data: str | None = copy_option("data")
+    data_dir: str | None = copy_option("data_dir")
     latent_dim: list[int] | None = option("Latent sizes to sweep, comma-separated, e.g. 2,5,10,20.", metavar="D,D",
                                           cli_type=str, convert=_axis(int, "--latent-dim"))
     width: list[float] | None = option("Width multipliers to sweep, comma-separated, e.g. 0.5,1,2.", metavar="W,W",
@@ -72,18 +64,18 @@ class SweepOptions:
         metavar="NAME=V,V", flags=("--param",), cli_type=list[str], convert=_param_axes)
     epochs: int = option("Epochs per trial (re-running with more continues finished trials).", default=10,
                          metavar="N")
-    batch_size: int | None = _train("batch_size")
-    lr: float | None = _train("lr")
-    limit: int | None = _train("limit")
-    image_size: int | None = _train("image_size")
-    seed: int = _train("seed", default=0)
-    device: str = _train("device", default="auto")
-    checkpoint_every: int = _train("checkpoint_every", default=10)
-    sample_every: int = _train("sample_every", default=1)
-    skip_nonfinite: bool = _train("skip_nonfinite", default=False)
-    eval_every: int = _train("eval_every", default=0)
-    stop_on_divergence: bool = _train("stop_on_divergence", default=False)
-    deterministic: bool = _train("deterministic", default=False)
+    batch_size: int | None = copy_option("batch_size")
+    lr: float | None = copy_option("lr")
+    limit: int | None = copy_option("limit")
+    image_size: int | None = copy_option("image_size")
+    seed: int = copy_option("seed", default=0)
+    device: str = copy_option("device", default="auto")
+    checkpoint_every: int = copy_option("checkpoint_every", default=10)
+    sample_every: int = copy_option("sample_every", default=1)
+    skip_nonfinite: bool = copy_option("skip_nonfinite", default=False)
+    eval_every: int = copy_option("eval_every", default=0)
+    stop_on_divergence: bool = copy_option("stop_on_divergence", default=False)
+    deterministic: bool = copy_option("deterministic", default=False)
     workers: int = option("Trials run at once, each in its own process with a share of the CPU threads.",
                           default=1, metavar="W")
     trial: int | None = option("Run only trial K (0-based), e.g. --trial $SLURM_ARRAY_TASK_ID.", metavar="K")
@@ -92,8 +84,8 @@ class SweepOptions:
                             "modes...).", default=False, flags=("--eval",))
     eval_n: int = option("Generated images --eval (and --eval-every) scores per trial.", default=EVAL_N,
                          metavar="N")
-    extractor: str = _train("extractor", GENTOOL, EVAL_FIELDS)
-    extractor_weights: str | None = _train("extractor_weights", None, EVAL_FIELDS)
+    extractor: str = copy_option("extractor", GENTOOL, EVAL_FIELDS)
+    extractor_weights: str | None = copy_option("extractor_weights", None, EVAL_FIELDS)
     metric: str | None = option("Metric for heatmap.png (default: fid when present, else the training loss).",
                                 metavar="NAME")
     out: str | None = option(f"Sweep directory (default: ${SWEEPS_ENV}/<model>-<data>, with ${SWEEPS_ENV} unset: "

@@ -167,14 +167,16 @@ def build_hooks(opts: TrainOptions) -> list[TrainHook]:
     return [TrainingWatch(opts), FigureHook()]
 
 
-def write_epoch_files(session: Session, record: dict, fixed_noise: torch.Tensor) -> None:
-    """Write the epoch's checkpoints and sample grid."""
+def write_epoch_files(session: Session, record: dict) -> None:
+    """Write the epoch's checkpoints and sample grid (drawn from the run's seed, so every epoch's grid starts from
+    the same noise)."""
     opts, run_dir, epoch = session.opts, session.run_dir, record["epoch"]
     if opts.checkpoint_every and epoch % opts.checkpoint_every == 0:
         session.save(rundir.epoch_checkpoint(run_dir, epoch))
     if opts.sample_every and (epoch % opts.sample_every == 0 or epoch == opts.epochs):
         with session.sampling() as model:
-            images = model.decode_batches(fixed_noise, model.spread_labels(len(fixed_noise)))
+            images = model.generate(GRID * GRID, torch.Generator().manual_seed(opts.seed),
+                                    model.spread_labels(GRID * GRID), settings=session.sample_settings)
         write_grid(run_dir / rundir.SAMPLES / f"epoch_{epoch:04d}.png", images, GRID, GRID)
 
 
@@ -251,14 +253,13 @@ def _stop_for_time(session: Session, hooks: list[TrainHook], reporter: Reporter,
 def _loop(session: Session, hooks: list[TrainHook], reporter: Reporter) -> None:
     opts, device = session.opts, session.model.device
     images, labels = session.data.images.to(device), session.data.labels.to(device)
-    fixed_noise = session.model.sample_latent(GRID * GRID, torch.Generator().manual_seed(opts.seed))
     session.model.train()
     for epoch in range(session.epoch + 1, opts.epochs + 1):
         record = run_epoch(session, epoch, images, labels, reporter)
         session.epoch = epoch
         keep_record(session, record)
         if session.world.main:
-            _epoch_files(session, record, fixed_noise, hooks, reporter)
+            _epoch_files(session, record, hooks, reporter)
         stop = stop_code(session, time_up=epoch < opts.epochs, hook_stop=session.stop_reason is not None)
         if stop == TIME_UP:
             session.stop_reason = (f"time budget of {opts.max_minutes:g} min used up after epoch {epoch}; resume "
@@ -279,15 +280,14 @@ def _loop(session: Session, hooks: list[TrainHook], reporter: Reporter) -> None:
     barrier(session.world)  # as after a time stop: the ranks leave the process group together
 
 
-def _epoch_files(session: Session, record: dict, fixed_noise: torch.Tensor, hooks: list[TrainHook],
-                 reporter: Reporter) -> None:
+def _epoch_files(session: Session, record: dict, hooks: list[TrainHook], reporter: Reporter) -> None:
     """After an epoch: metrics.json, last.safetensors, epoch checkpoint and grid, then the hooks."""
     # metrics.json first: a kill between the two writes leaves a record that resume drops and redoes, never a
     # checkpoint whose epoch has no record.
     write_metrics(session)
     session.save(session.run_dir / rundir.LAST)
     with preserved_rng():
-        write_epoch_files(session, record, fixed_noise)
+        write_epoch_files(session, record)
         for hook in hooks:
             hook.on_epoch_end(session, record, reporter)
     write_metrics(session)

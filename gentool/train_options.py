@@ -104,8 +104,9 @@ class TrainOptions:
     sample_every: int | None = option("Write samples/epoch_NNNN.png every K epochs (0: never).", fallback=1,
                                       metavar="K", resume=KEPT)
     ema: float | None = option(
-        "Keep an exponential moving average of the generator (decoder) weights with this DECAY, e.g. 0.999; "
-        "sample and evaluate use it by default.", metavar="DECAY", resume=FIXED)
+        "Keep an exponential moving average of the sampling network's weights (generator, decoder, denoiser) with "
+        "this DECAY, e.g. 0.999; sample and evaluate use it by default. Default: none, except for families that "
+        "keep one (flow, ddpm); 0 turns it off.", metavar="DECAY", resume=FIXED)
     max_minutes: float | None = option(
         "Stop after this much training time (wall clock), saving a checkpoint that --resume continues.",
         metavar="M")
@@ -137,6 +138,22 @@ class TrainOptions:
         resume=KEPT)
 
     command: ClassVar[str] = "train"
+
+    # The sampler's settings, for families that declare them (flow, ddpm; `gentool models` lists each family's),
+    # used for the epoch grids and --eval-every; the family checks them and fills in its defaults.
+    steps: int | None = option(
+        "Sampler steps of an iterative family (flow, ddpm): fewer is faster, more is closer to the exact sampler "
+        "(default: the family's).", metavar="N", resume=KEPT)
+    solver: str | None = option(
+        "Sampler of an iterative family: flow euler|heun, ddpm ddim|ddpm (default: the family's).", metavar="NAME",
+        resume=KEPT)
+    guidance: float | None = option(
+        "Classifier-free guidance weight of a class-conditional iterative family (cflow, cddpm): 1 = plain "
+        "conditional, larger follows the class more closely.", metavar="W", resume=KEPT)
+
+    @property
+    def sample_options(self) -> dict:
+        return sampler_settings(self)
 
     def __post_init__(self):
         if self.params is None:
@@ -197,7 +214,7 @@ class TrainOptions:
             raise UsageError("--overwrite: not allowed with --resume (a resumed run keeps its files)")
         if self.resume == AUTO and not self.out:
             raise UsageError("--resume auto: needs --out DIR, the run directory to continue or start")
-        if self.ema is not None:
+        if self.ema:  # 0 turns a family's default average off
             from gentool.ema import check_decay
 
             check_decay(self.ema)
@@ -216,6 +233,22 @@ def _positive(name: str, value) -> None:
         raise bad_value(name, value, f"a positive integer up to {MAX_COUNT:,}")
 
 
+def sampler_settings(opts) -> dict:
+    """The sampler settings (steps, solver, guidance) an options object was given, by name; the model's family checks
+    them and fills in its defaults."""
+    given = {name: getattr(opts, name) for name in SAMPLER_SETTINGS}
+    return {k: v for k, v in given.items() if v is not None}
+
+
+def copy_option(name: str, default=None, declared: dict | None = None):
+    """TrainOptions' field `name` (or another command's, from `declared`, its fields by name) for another command
+    that takes the same option: same help, flags and checks, `default` when not given. (Fields cannot be shared
+    between dataclasses.)"""
+    meta = (declared or FIELDS)[name].metadata
+    return option(meta["help"], default=default, metavar=meta["metavar"], flags=meta["flags"],
+                  cli_type=meta["cli_type"], convert=meta["convert"], complete=meta["complete"])
+
+
 def flag(name: str) -> str:
     """The command-line name of a TrainOptions field ("data_dir" → "--data-dir", "model" → "MODEL")."""
     meta = FIELDS[name].metadata
@@ -225,5 +258,6 @@ def flag(name: str) -> str:
 
 
 FIELDS = {f.name: f for f in fields(TrainOptions)}
+SAMPLER_SETTINGS = ("steps", "solver", "guidance")  # declared in TrainOptions, shared by sample and evaluate
 # The one list of what a resume may change, by rule (see FIXED, RESTORED, KEPT, FREE above).
 RESUME_RULES = {name: f.metadata["resume"] for name, f in FIELDS.items()}

@@ -122,3 +122,26 @@ def test_bad_watch_options(invoke, tmp_path, args, needle):
     result = invoke("train", "vae", "--data", "mnist-sample", "--out", tmp_path / "run", *args)
     assert result.exit_code == 2 and needle in result.stderr
     assert not (tmp_path / "run").exists()
+
+
+def test_flow_eval_every_and_evaluate_use_the_sampler_settings(invoke, mnist_root, tmp_path):
+    """--steps reaches the epoch grids and --eval-every of a run, is recorded with how the scores were made, and
+    `evaluate --steps` overrides the family default; stored images take no sampler settings."""
+    run = tmp_path / "flow"
+    result = invoke("train", "flow", "--data", "mnist", "--data-dir", mnist_root, "--epochs", "2", "--limit", "32",
+                    "--batch-size", "16", "--width", "0.25", "--eval-every", "1", "--eval-n", "20", "--steps", "2",
+                    "--solver", "heun", "--out", run, "-q", "--json")
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["evaluation"]["sampling"] == {"steps": 2, "solver": "heun"}
+    assert all("fid" in r for r in metrics["epochs"]) and (run / "best.safetensors").is_file()
+    scored = invoke("evaluate", run / "best.safetensors", "--data-dir", mnist_root, "--n", "20", "--metrics", "fid",
+                    "--steps", "3", "--json")
+    assert scored.exit_code == 0, scored.stderr
+    assert json.loads(scored.stdout)["sampling"] == {"steps": 3, "solver": "euler"}
+    assert json.loads(scored.stdout)["weights"] == "ema"  # flow keeps a weight average by default
+    bad = invoke("evaluate", run / "best.safetensors", "--data-dir", mnist_root, "--n", "20", "--solver", "rk4")
+    assert bad.exit_code == 2 and "--solver: got 'rk4'; expected one of euler, heun for flow" in bad.stderr
+    np.savez(tmp_path / "x.npz", images=np.zeros((20, 28, 28, 1), np.uint8))
+    stored = invoke("evaluate", tmp_path / "x.npz", "--data", "mnist", "--data-dir", mnist_root, "--steps", "4")
+    assert stored.exit_code == 2 and "--steps: a sampler setting, but SOURCE" in stored.stderr

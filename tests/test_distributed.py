@@ -52,3 +52,15 @@ def test_torchrun_two_processes_train_resume_and_rank0_writes(mnist_root, tmp_pa
     assert after.ema_meta["updates"] == 12
     changed = [k for k, v in after.model.state_dict().items() if not torch.equal(v, before.model.state_dict()[k])]
     assert changed
+
+
+def test_torchrun_trains_an_iterative_family(mnist_root, tmp_path):
+    """flow draws its training noise and times from each rank's own stream; the ranks still end every epoch with the
+    same weights (checked by the loop) and rank 0 writes the EMA the family keeps by default."""
+    result = torchrun("train", "flow", "--data", "mnist", "--limit", "64", "--batch-size", "16", "--epochs", "1",
+                      "--width", "0.25", "--steps", "2", "--out", "run", "--data-dir", mnist_root, "--json", "-q",
+                      cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert json.loads(result.stdout[result.stdout.index("{"):])["world_size"] == 2
+    ckpt = load_checkpoint(tmp_path / "run" / "last.safetensors")
+    assert ckpt.weights == "ema" and ckpt.ema_meta["updates"] == 2

@@ -67,7 +67,7 @@ def test_interpolate_writes_a_looping_walk(invoke, mnist_root, tmp_path):
     assert invoke("train", "vae", "--data", "mnist", "--data-dir", mnist_root, "--epochs", "1", "--limit", "32",
                   "--width", "0.25", "--out", run, "-q").exit_code == 0
     walk = tmp_path / "walk.gif"
-    result = invoke("sample", run / "last.safetensors", "--interpolate", "--grid", "2x3", "--steps", "3", "--out",
+    result = invoke("sample", run / "last.safetensors", "--interpolate", "--grid", "2x3", "--frames", "3", "--out",
                     walk, "--json")
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["frames"] == 12
@@ -75,6 +75,8 @@ def test_interpolate_writes_a_looping_walk(invoke, mnist_root, tmp_path):
     assert frames.shape[1:3] == (2 * 30 + 2, 3 * 30 + 2) and 2 <= len(frames) <= 12
     bad = invoke("sample", run / "last.safetensors", "--interpolate", "--out", tmp_path / "walk.png")
     assert bad.exit_code == 2 and "a .gif path" in bad.output
+    old = invoke("sample", run / "last.safetensors", "--interpolate", "--steps", "3", "--out", tmp_path / "w.gif")
+    assert old.exit_code == 2 and "--steps: not a setting of vae's sampler" in old.stderr and "--frames" in old.stderr
 
 
 def test_sweep_layout_puts_latents_in_columns_and_the_rest_in_rows():

@@ -111,10 +111,11 @@ def vae_scores(model, data: ImageData, n: int, seed: int, batch_size: int = 500)
 
 
 def _metric_plan(wanted: list[str], source: Source, explicit: bool) -> list[str]:
-    is_vae = source.checkpoint is not None and callable(getattr(source.checkpoint.model, "losses", None))
-    if "vae" in wanted and not is_vae:
+    has_elbo = source.checkpoint is not None and source.checkpoint.model.likelihood_terms
+    if "vae" in wanted and not has_elbo:
         if explicit:
-            raise bad_value("--metrics", "vae", "vae only for a checkpoint of a model with a losses(x) method (a VAE)")
+            raise bad_value("--metrics", "vae", "vae only for a checkpoint of a model that declares likelihood terms "
+                            "(a VAE)")
         wanted = [m for m in wanted if m != "vae"]
     return wanted
 
@@ -129,6 +130,7 @@ def evaluate(req: EvalOptions, reporter: Reporter | None = None) -> dict:
     if source.checkpoint is not None:
         prepare(source.checkpoint.model, device, req.precision)
     wanted = _metric_plan(wanted, source, explicit=req.metrics.strip().lower() != "all")
+    settings = _sample_settings(source, req.sample_options)
     data = req.data or source.data_spec
     if not data:
         raise UsageError("--data: missing; say which data set SOURCE imitates: mnist, cifar10, mnist-sample or a "
@@ -140,7 +142,7 @@ def evaluate(req: EvalOptions, reporter: Reporter | None = None) -> dict:
         raise UsageError(f"SOURCE: {source.path} holds {count} images; evaluation needs at least {MIN_N}")
     evaluator = _evaluator(req, reference, device, reporter)
     labels = source.labels(count)
-    metrics, notes = evaluator.score(source.chunks(req.n, req.seed), wanted, req.seed, labels)
+    metrics, notes = evaluator.score(source.chunks(req.n, req.seed, settings), wanted, req.seed, labels)
     if "class_agreement_by_class" in metrics:
         names = source.checkpoint.data.get("class_names") or []
         metrics["class_agreement_by_class"] = {names[int(k)] if int(k) < len(names) else k: v
@@ -150,7 +152,9 @@ def evaluate(req: EvalOptions, reporter: Reporter | None = None) -> dict:
     if "vae" in wanted:
         metrics.update(vae_scores(source.checkpoint.model, reference.load(req.split), req.n, req.seed))
     result = {"source": str(source.path), "kind": source.kind, **_checkpoint_info(source),
-              "n": count, "seed": req.seed, "sampling_precision": amp.name, **evaluator.provenance(), "metrics": metrics, "notes": notes,
+              "n": count, "seed": req.seed, "sampling_precision": amp.name,
+              **({"sampling": settings} if source.checkpoint is not None else {}),
+              **evaluator.provenance(), "metrics": metrics, "notes": notes,
               "seconds": round(time.perf_counter() - started, 1)}
     if req.out:
         atomic_write_json(req.out, result)
@@ -164,6 +168,16 @@ def _evaluator(req: EvalOptions, reference: Reference, device: torch.device, rep
 
         return InceptionEvaluator(reference, req.split, device, req.extractor_weights, reporter)
     return Evaluator(reference, req.split, device, reporter)
+
+
+def _sample_settings(source: Source, given: dict) -> dict:
+    """The checkpoint's sampler settings with `given` applied; settings for stored images are refused."""
+    if source.checkpoint is not None:
+        return source.checkpoint.model.sample_settings(given)
+    named = [f"--{k}" for k, v in given.items() if v is not None]
+    if named:
+        raise UsageError(f"{named[0]}: a sampler setting, but SOURCE {source.path} holds images, not a checkpoint")
+    return {}
 
 
 def _reference(data: str, req: EvalOptions) -> Reference:

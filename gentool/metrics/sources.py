@@ -61,13 +61,14 @@ class Source:
         the same share); None for any other source."""
         return self.checkpoint.model.spread_labels(n) if self.kind == "checkpoint" else None
 
-    def chunks(self, n: int, seed: int) -> Iterator[torch.Tensor]:
-        """uint8 N×C×H×W chunks: `n` samples drawn with `seed` (for `labels(n)`), or a seeded random `n` of the
-        stored images in file order (all of them when the source holds fewer)."""
+    def chunks(self, n: int, seed: int, settings: dict | None = None) -> Iterator[torch.Tensor]:
+        """uint8 N×C×H×W chunks: `n` samples drawn with `seed` (for `labels(n)`, with the sampler's `settings`), or
+        a seeded random `n` of the stored images in file order (all of them when the source holds fewer)."""
         if self.kind == "checkpoint":
             from gentool.sampling import sample_chunks
 
-            drawn = sample_chunks(self.checkpoint.model, n, torch.Generator().manual_seed(seed), self.labels(n))
+            drawn = sample_chunks(self.checkpoint.model, n, torch.Generator().manual_seed(seed), self.labels(n),
+                                  settings=settings)
             for images in drawn:
                 yield torch.from_numpy(to_uint8(images)).permute(0, 3, 1, 2).contiguous()
             return

@@ -139,9 +139,11 @@ class TrainingWatch(TrainHook):
             self.noise_fid = self.evaluator.score(noise, ("fid",), self.seed)[0]["fid"]
             session.history["evaluation"] = {**self.evaluator.provenance(), "n": self.eval_n, "seed": self.seed,
                                              "metrics": list(WATCH_METRICS), "every": self.eval_every,
-                                             "fid_uniform_noise": self.noise_fid}
+                                             "fid_uniform_noise": self.noise_fid,
+                                             "sampling": session.sample_settings}
         with session.sampling() as model:
-            drawn = sample_chunks(model, self.eval_n, torch.Generator().manual_seed(self.seed))
+            drawn = sample_chunks(model, self.eval_n, torch.Generator().manual_seed(self.seed),
+                                  settings=session.sample_settings)
             chunks = (torch.from_numpy(to_uint8(images)).permute(0, 3, 1, 2).contiguous() for images in drawn)
             metrics, _ = self.evaluator.score(chunks, WATCH_METRICS, self.seed)
         record.update(fid=metrics["fid"], modes=metrics["modes"], class_kl=metrics["class_kl"])

@@ -20,10 +20,15 @@ from gentool.device import FP32, Amp
 from gentool.errors import UsageError, bad_value
 from gentool.train_options import GEOMETRY_FIELDS  # config fields the data set sets, never --param
 
-PRESETS = {(1, 28, 28): "mnist", (3, 32, 32): "cifar10"}
 MAX_LATENT = 4096  # the study's largest is 100; a larger code only asks for memory
 MAX_CLASSES = 1000
 MAX_INT = 10**9  # any other integer setting (critic steps, ...)
+
+
+# The command-line option that sets a config field, and what it sets, for error messages (other fields are set
+# with --param NAME=V).
+FIELD_ARGS = {"latent_dim": ("--latent-dim", "latent size"), "width": ("--width", "width multiplier"),
+              "lr": ("--lr", "learning rate"), "batch_size": ("--batch-size", "batch size")}
 
 
 def _coerce(key: str, value, default):
@@ -66,44 +71,53 @@ def scaled(channels: int, width: float) -> int:
 
 @dataclass
 class ModelConfig:
-    """Settings shared by every family: image geometry, latent size, width multiplier and optimizer settings."""
+    """Settings shared by every family: image geometry, width multiplier and optimizer settings. A family adds its
+    own fields (a latent size, a noise schedule, ...) in a subclass, refuses in `validate` a geometry its networks
+    cannot take (naming --data), and may set defaults per geometry (`geometry_defaults`)."""
 
     channels: int = 1
     image_height: int = 28
     image_width: int = 28
     num_classes: int = 0
-    latent_dim: int = 0
     width: float = 1.0
     lr: float = 1e-3
     batch_size: int = 64
 
-    default_latent: ClassVar[dict[str, int]] = {"mnist": 100, "cifar10": 100}
     default_batch_size: ClassVar[int] = 64
 
     @property
     def preset(self) -> str:
-        """The study's architecture preset this geometry selects ("mnist" or "cifar10")."""
-        shape = (self.channels, self.image_height, self.image_width)
-        if shape not in PRESETS:
-            accepted = " or ".join(f"{c}x{h}x{w}" for c, h, w in PRESETS)
-            raise UsageError(f"--data: image geometry {shape[0]}x{shape[1]}x{shape[2]} has no architecture; accepted: {accepted} (resize with --image-size)")
-        return PRESETS[shape]
+        """The name of the architecture this config builds (here its geometry, CxHxW; the study's families name
+        their two presets)."""
+        return f"{self.channels}x{self.image_height}x{self.image_width}"
+
+    @property
+    def latent_shape(self) -> tuple[int, ...]:
+        """The shape of one sample's latent code: what `sample_latent` draws, and what a latent walk moves through.
+        (0,) for a family without one (its samples come from the generator alone)."""
+        return (0,)
+
+    @classmethod
+    def geometry_defaults(cls, geometry) -> dict:
+        """Defaults that depend on the data geometry (e.g. the study's latent size per preset), applied before the
+        user's overrides; may refuse a geometry the family has no networks for."""
+        return {}
 
     @classmethod
     def create(cls, geometry, latent_dim: int | None = None, width: float | None = None, **overrides):
-        """Config for a data geometry, with the study's defaults for whatever is not overridden (None = default)."""
+        """Config for a data geometry, with the family's defaults for whatever is not overridden (None = default).
+        `latent_dim` is accepted only by families that have a latent size."""
         base = dict(channels=geometry.channels, image_height=geometry.height, image_width=geometry.width,
                     num_classes=geometry.num_classes, batch_size=cls.default_batch_size)
         config = cls(**base)
-        preset = config.preset
-        config.latent_dim = latent_dim if latent_dim is not None else cls.default_latent[preset]
-        if width is not None:
-            config.width = width
         settable = {f.name for f in fields(cls)} - GEOMETRY_FIELDS
-        for key, value in overrides.items():
+        given = {"latent_dim": latent_dim, "width": width, **overrides}
+        for key, value in [*cls.geometry_defaults(geometry).items(), *given.items()]:
             if value is None:
                 continue
             if key not in settable:
+                if key in FIELD_ARGS:
+                    raise UsageError(f"{FIELD_ARGS[key][0]}: this model has no {FIELD_ARGS[key][1]}; leave it out")
                 raise bad_value("--param", key, "one of " + ", ".join(sorted(settable)))
             setattr(config, key, _coerce(key, value, getattr(config, key)))
         config.validate()
@@ -111,8 +125,6 @@ class ModelConfig:
 
     def validate(self) -> None:
         """Reject values no network can be built from."""
-        if not isinstance(self.latent_dim, int) or not 1 <= self.latent_dim <= MAX_LATENT:
-            raise bad_value("--latent-dim", self.latent_dim, f"an integer between 1 and {MAX_LATENT}")
         if not isinstance(self.num_classes, int) or not 0 <= self.num_classes <= MAX_CLASSES:
             raise bad_value("--data", self.num_classes, f"a data set with at most {MAX_CLASSES} classes")
         if not (isinstance(self.width, (int, float)) and math.isfinite(self.width) and 0 < self.width <= 64):
@@ -167,20 +179,56 @@ def adam(config: AdamConfig, params) -> torch.optim.Optimizer:
     return fast_optimizer(torch.optim.Adam, params, lr=config.lr, betas=(config.beta1, config.beta2))
 
 
+@dataclass(frozen=True)
+class SampleOption:
+    """A sampling setting a family declares (e.g. the number of solver steps): `sample`, `evaluate` and `train`
+    (for its epoch grids and --eval-every) take it as --NAME. A str option takes one of `choices`; a number lies
+    in [low, high]."""
+
+    name: str
+    default: int | float | str
+    help: str
+    choices: tuple[str, ...] = ()
+    low: float = -math.inf
+    high: float = math.inf
+
+    def check(self, value, family: str):
+        """`value` converted to the option's type, or a UsageError naming --NAME and what it accepts."""
+        arg = f"--{self.name}"
+        if isinstance(self.default, str):
+            if value not in self.choices:
+                raise bad_value(arg, value, f"one of {', '.join(self.choices)} for {family}")
+            return value
+        kind = type(self.default)
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        if not ok or (kind is int and value != int(value)) or not self.low <= value <= self.high:
+            accepted = "an integer" if kind is int else "a number"
+            raise bad_value(arg, value, f"{accepted} between {self.low:g} and {self.high:g} for {family}")
+        return kind(value)
+
+
 class GenerativeModel(nn.Module):
     """Base class: subclasses set `config_class` and `pixel_range`, build networks in __init__, and implement
-    `build_optimizers`, `train_step`, `decode` and `summary_inputs`."""
+    `build_optimizers`, `train_step`, `summary_inputs` and either `decode` (a one-pass decoder from latent codes)
+    or `sample_batch` (any other sampler). What a family can do beyond that is declared below, never guessed."""
 
     name: ClassVar[str] = ""
     config_class: ClassVar[type[ModelConfig]] = ModelConfig
     # The range the networks see real images in; data are mapped from uint8 into it.
     pixel_range: ClassVar[tuple[float, float]] = (0.0, 1.0)
-    # The networks `decode` runs: what an exponential moving average (--ema) of the weights covers.
+    # The networks sampling runs: what an exponential moving average (--ema) of the weights covers.
     sampling_networks: ClassVar[tuple[str, ...]] = ()
-    # A class-conditional family takes the images' labels in training and a label per sample in `decode`.
+    # The --ema decay a new run uses when --ema is not given (None: no average unless asked for).
+    default_ema: ClassVar[float | None] = None
+    # A class-conditional family takes the images' labels in training and a label per sample when sampling.
     class_conditional: ClassVar[bool] = False
     # Networks differentiated twice (a gradient penalty): torch.compile cannot compile those.
     double_backward_networks: ClassVar[tuple[str, ...]] = ()
+    # The family implements `losses(x, labels)` returning per-image means of "reconstruction" and "kl", the terms
+    # of its negative ELBO: `evaluate --metrics vae` and held-out losses use them.
+    likelihood_terms: ClassVar[bool] = False
+    # Settings of the sampler (sample/evaluate/train --NAME); a family without any has none.
+    sample_options: ClassVar[tuple[SampleOption, ...]] = ()
 
     def __init__(self, config: ModelConfig):
         super().__init__()
@@ -194,6 +242,16 @@ class GenerativeModel(nn.Module):
     def conditional(self) -> bool:
         """Whether samples are drawn for given class labels."""
         return self.class_conditional
+
+    @property
+    def latent_shape(self) -> tuple[int, ...]:
+        """The shape of one sample's latent code ((0,) when the family has none)."""
+        return tuple(self.config.latent_shape)
+
+    @property
+    def has_latent(self) -> bool:
+        """Whether samples are a function of a latent code that can be given (a latent walk moves through it)."""
+        return math.prod(self.latent_shape) > 0
 
     def networks(self) -> dict[str, nn.Module]:
         """The named networks (generator, discriminator, critic, encoder, decoder, ...)."""
@@ -221,11 +279,12 @@ class GenerativeModel(nn.Module):
             scaler.step(optimizer)
             scaler.update()
 
-    def sample_latent(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
-        """Latent codes for `n` samples, drawn on the CPU (so a seed gives the same codes on any device)."""
-        return torch.randn(n, self.config.latent_dim, generator=generator)
+    def sample_latent(self, n: int, generator: torch.Generator) -> torch.Tensor:
+        """Latent codes for `n` samples (N × latent_shape, standard normal), drawn on the CPU so a seed gives the
+        same codes on any device."""
+        return torch.randn(n, *self.latent_shape, generator=generator)
 
-    def sample_labels(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor | None:
+    def sample_labels(self, n: int, generator: torch.Generator) -> torch.Tensor | None:
         """Uniformly drawn class labels for `n` samples of a conditional model (on the CPU); None otherwise."""
         if not self.conditional:
             return None
@@ -235,9 +294,32 @@ class GenerativeModel(nn.Module):
         """Labels 0, 1, …, K−1, 0, 1, … for `n` samples of a conditional model (every class shown); None otherwise."""
         return torch.arange(n) % self.config.num_classes if self.conditional else None
 
+    def sample_settings(self, given: dict | None = None) -> dict:
+        """The sampler's settings: the family's defaults with `given` ({name: value}) checked and applied. A
+        setting the family does not declare is a UsageError naming --NAME."""
+        declared = {o.name: o for o in self.sample_options}
+        settings = {name: o.default for name, o in declared.items()}
+        for name, value in (given or {}).items():
+            if value is None:
+                continue
+            if name not in declared:
+                has = f"its sampling settings are {', '.join(f'--{k}' for k in declared)}" if declared else \
+                    "it has no sampling settings"
+                raise UsageError(f"--{name}: not a setting of {self.name}'s sampler; {has}")
+            settings[name] = declared[name].check(value, self.name)
+        return settings
+
     def decode(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-        """Images in [0, 1] (N×C×H×W) for latent codes `z` (and, for a conditional model, class `labels`)."""
+        """Images in [0, 1] (N×C×H×W) for latent codes `z` (and, for a conditional model, class `labels`): the
+        sampler of a one-pass decoder (GAN generator, VAE decoder)."""
         raise NotImplementedError
+
+    def sample_batch(self, z: torch.Tensor, labels: torch.Tensor | None, settings: dict,
+                     generator: torch.Generator) -> torch.Tensor:
+        """Images in [0, 1] for one batch of latent codes `z` (on the model's device), with the sampler's
+        `settings`. Any randomness beyond `z` (an ancestral sampler's noise) is drawn from `generator`, on the
+        CPU. The default runs `decode`."""
+        return self.decode(z, labels)
 
     def summary_inputs(self) -> dict[str, torch.Tensor | tuple[torch.Tensor, ...]]:
         """One example input (batch of 1) per network, for the layer tables; a tuple for a network that takes
@@ -254,29 +336,32 @@ class GenerativeModel(nn.Module):
         return images.float().mul_((hi - lo) / 255.0).add_(lo)
 
     @torch.no_grad()
-    def generate(self, n: int, generator: torch.Generator | None = None, batch_size: int = 500,
-                 labels: torch.Tensor | None = None) -> torch.Tensor:
-        """`n` images in [0, 1] on the CPU, drawn in eval mode; a seeded generator makes them repeatable. A
-        conditional model draws them for `labels` (uniformly drawn classes when None)."""
+    def generate(self, n: int, generator: torch.Generator, labels: torch.Tensor | None = None, *,
+                 latents: torch.Tensor | None = None, settings: dict | None = None,
+                 batch_size: int = 500) -> torch.Tensor:
+        """The one sampling entry point: `n` images in [0, 1] on the CPU, drawn in eval mode under the model's
+        precision. Everything random comes from `generator` (the latent codes, then the labels of a conditional
+        model, then whatever the sampler draws), so a seed repeats the images exactly. `labels` asks a conditional
+        model for classes, `latents` gives the codes (a latent walk), `settings` the sampler's settings (see
+        `sample_settings`)."""
         if labels is not None and not self.conditional:
             raise UsageError(f"--class: {self.name} is not class-conditional; its samples cannot be asked for by class")
-        z = self.sample_latent(n, generator)
+        settings = self.sample_settings(settings)
+        if latents is not None and tuple(latents.shape) != (n, *self.latent_shape):
+            raise ValueError(f"latents of shape {tuple(latents.shape)} for {n} samples of {self.name}, whose latent "
+                             f"shape is {self.latent_shape}")
+        z = self.sample_latent(n, generator) if latents is None else latents
         if labels is None:
             labels = self.sample_labels(n, generator)
-        return self.decode_batches(z, labels, batch_size)
-
-    @torch.no_grad()
-    def decode_batches(self, z: torch.Tensor, labels: torch.Tensor | None, batch_size: int = 500) -> torch.Tensor:
-        """`decode` in eval mode over chunks of `z` (and `labels`); images in [0, 1] on the CPU."""
         was_training = self.training
         self.eval()
         try:
             out = []
-            for start in range(0, len(z), batch_size):
+            for start in range(0, n, batch_size):
                 chunk = z[start:start + batch_size].to(self.device)
                 y = None if labels is None else labels[start:start + batch_size].to(self.device)
                 with self.amp.autocast():
-                    out.append(self.decode(chunk, y).float().cpu())
+                    out.append(self.sample_batch(chunk, y, settings, generator).float().cpu())
             return torch.cat(out)
         finally:
             self.train(was_training)

@@ -12,13 +12,14 @@ import torch.nn.functional as F
 from gentool.errors import bad_value
 from gentool.models import adversarial as adv
 from gentool.models.base import AdamConfig
+from gentool.models.study import StudyConfig
 from gentool.registry import register_model
 
 LOG2 = math.log(2.0)
 
 
 @dataclass
-class GANConfig(AdamConfig):
+class GANConfig(StudyConfig, AdamConfig):
     """GAN settings (study defaults)."""
 
     lr: float = 2e-4

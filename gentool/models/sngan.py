@@ -15,14 +15,15 @@ from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
 from gentool.models import adversarial as adv
-from gentool.models.base import AdamConfig, ModelConfig
+from gentool.models.base import AdamConfig
+from gentool.models.study import StudyConfig
 from gentool.models.gan import GAN
 from gentool.models.wgan import cifar_dcgan_generator
 from gentool.registry import register_model
 
 
 @dataclass
-class SNGANConfig(AdamConfig):
+class SNGANConfig(StudyConfig, AdamConfig):
     """SNGAN settings: Adam 2e-4, β 0.5/0.999, one discriminator step per generator step."""
 
     lr: float = 2e-4
@@ -40,7 +41,7 @@ def spectrally_normalized(net: nn.Module) -> nn.Module:
     return net
 
 
-def discriminator_body(c: ModelConfig) -> nn.Sequential:
+def discriminator_body(c: StudyConfig) -> nn.Sequential:
     """The study's discriminator for the geometry, without dropout or BatchNorm and with spectral normalization."""
     if c.preset == "mnist":
         net = adv.mnist_discriminator(c.channels, c.width, batchnorm=False)
@@ -50,7 +51,7 @@ def discriminator_body(c: ModelConfig) -> nn.Sequential:
     return spectrally_normalized(net)
 
 
-def generator_for(c: ModelConfig, extra_inputs: int = 0) -> nn.Sequential:
+def generator_for(c: StudyConfig, extra_inputs: int = 0) -> nn.Sequential:
     """The study's generator for the geometry with BatchNorm (MNIST: the WGAN's; CIFAR10: the DCGAN one), taking
     `extra_inputs` more values after the latent code."""
     if c.preset == "mnist":

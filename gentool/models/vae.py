@@ -12,6 +12,7 @@ from torch import nn
 
 from gentool.errors import bad_value
 from gentool.models.base import AdamConfig, GenerativeModel, adam, scaled
+from gentool.models.study import StudyConfig
 from gentool.registry import register_model
 
 INITS = ("kaiming", "torch")
@@ -19,7 +20,7 @@ MIN_BATCH = 16
 
 
 @dataclass
-class VAEConfig(AdamConfig):
+class VAEConfig(StudyConfig, AdamConfig):
     """VAE settings; the loss is reconstruction BCE (summed over pixels) plus KL, averaged over the batch."""
 
     lr: float = 1e-3
@@ -134,6 +135,7 @@ class VAE(GenerativeModel):
     config_class = VAEConfig
     pixel_range = (0.0, 1.0)
     sampling_networks = ("decoder",)
+    likelihood_terms = True
 
     def __init__(self, config: VAEConfig):
         super().__init__(config)

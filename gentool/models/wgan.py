@@ -10,12 +10,13 @@ from torch import nn
 
 from gentool.errors import bad_value
 from gentool.models import adversarial as adv
-from gentool.models.base import ModelConfig, scaled
+from gentool.models.base import scaled
+from gentool.models.study import StudyConfig
 from gentool.registry import register_model
 
 
 @dataclass
-class WGANConfig(ModelConfig):
+class WGANConfig(StudyConfig):
     """WGAN settings (study defaults)."""
 
     lr: float = 5e-5

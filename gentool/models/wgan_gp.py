@@ -13,12 +13,13 @@ from torch import nn
 from gentool.errors import bad_value
 from gentool.models import adversarial as adv
 from gentool.models.base import AdamConfig
+from gentool.models.study import StudyConfig
 from gentool.models.wgan import WGAN
 from gentool.registry import register_model
 
 
 @dataclass
-class WGANGPConfig(AdamConfig):
+class WGANGPConfig(StudyConfig, AdamConfig):
     """WGAN-GP settings: penalty weight 10 and five critic steps as in the paper; Adam 3e-4 with β 0.0/0.9, which on
     MNIST reached FID 17.5 in 20 minutes where the paper's 1e-4 with β 0.5/0.9 reached 37.0 (README)."""
 

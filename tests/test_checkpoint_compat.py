@@ -1,0 +1,33 @@
+"""Checkpoints written by earlier gentool versions keep loading (tests/data, written by make_v1_checkpoints.py with
+the code of the version named there)."""
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from gentool.checkpoint import load_checkpoint
+from gentool.checkpoint_meta import optimizer_meta
+from gentool.images import to_uint8
+from gentool.train import TrainOptions, train
+
+DATA = Path(__file__).parent / "data"
+
+
+@pytest.mark.parametrize("name", ["v1_vae", "v1_wgan-gp"])
+def test_checkpoints_of_format_1_still_load_and_sample_as_before(name, mnist_root, tmp_path):
+    """Files written by gentool before the model interface changed (tests/data/make_v1_checkpoints.py) load, sample
+    the same images as the old code did, and (with optimizer state) resume."""
+    path = DATA / f"{name}.safetensors"
+    ckpt = load_checkpoint(path)
+    assert ckpt.weights == "ema" and ckpt.meta["format_version"] == 1
+    expected = np.load(DATA / "v1_samples.npz")[name[3:].replace("-", "_")]
+    assert np.array_equal(to_uint8(ckpt.model.generate(4, torch.Generator().manual_seed(0))), expected)
+    if optimizer_meta(ckpt.meta, path, "CKPT"):  # a run saved by the old code with its optimizer state continues
+        run = tmp_path / "run"
+        (run / "samples").mkdir(parents=True)  # what train made beside the checkpoint
+        shutil.copyfile(path, run / "last.safetensors")
+        result = train(TrainOptions(model=ckpt.meta["model"], resume=str(run), epochs=2, data_dir=str(mnist_root)))
+        assert result["epochs"] == 2 and result["step"] > 5
