@@ -11,9 +11,8 @@ from pathlib import Path
 
 from gentool.errors import UsageError, bad_value
 from gentool.fileio import prepare_output
-from gentool.sample_options import (device_option, overwrite_option, precision_option, seed_option,
-                                    weights_option)
-from gentool.train_options import FIELDS, copy_option, option, sampler_settings
+from gentool.sample_options import DrawOptions
+from gentool.train_options import FIELDS, option
 
 METRICS = ("fid", "kid", "is", "pr", "modes", "jsd", "emd", "vae")
 ALIASES = {"precision": "pr", "recall": "pr", "precision_recall": "pr", "inception": "is", "swd": "emd",
@@ -41,8 +40,9 @@ def parse_metrics(spec: str, known: tuple[str, ...] = METRICS) -> list[str]:
 
 
 @dataclass(kw_only=True)
-class EvalOptions:
-    """What `gentool evaluate` was asked for."""
+class EvalOptions(DrawOptions):
+    """What `gentool evaluate` was asked for (--precision: of a checkpoint's sampling; the extractor always runs in
+    fp32)."""
 
     source: str = option("A checkpoint (samples are drawn from it), an .npz of images (key 'images', uint8 "
                          "N×H×W×C) or a folder of PNGs.", metavar="SOURCE", argument=True, required=True)
@@ -61,19 +61,7 @@ class EvalOptions:
     extractor_weights: str | None = option(
         "inception-v3: the FID Inception weights file (torch-fidelity's weights-inception-2015-12-05-6726825d.pth); "
         "nothing is downloaded.", metavar="FILE")
-    seed: int = seed_option()
-    device: str = device_option()
     out: str | None = option("Also write the JSON result to this file.", metavar="FILE")
-    overwrite: bool = overwrite_option()
-    weights: str = weights_option()
-    precision: str = precision_option()  # of the checkpoint's sampling; the extractor always runs in fp32
-    steps: int | None = copy_option("steps")
-    solver: str | None = copy_option("solver")
-    guidance: float | None = copy_option("guidance")
-
-    @property
-    def sample_options(self) -> dict:
-        return sampler_settings(self)
 
     def validate(self) -> list[str]:
         """Check the options before any work (filling in the split); returns the metric names asked for."""

@@ -17,31 +17,30 @@ MAX_SAMPLES = 1_000_000
 MAX_FRAMES = 500
 
 
-# Options of both sample and evaluate.
-def seed_option():
-    return option("Random seed; the same seed gives the same result on the CPU.", default=0, metavar="S")
+@dataclass(kw_only=True)
+class DrawOptions:
+    """The options of both sample and evaluate: how a checkpoint's samples are drawn, and whether to replace an
+    existing output."""
 
+    seed: int = option("Random seed; the same seed gives the same result on the CPU.", default=0, metavar="S")
+    device: str = option("auto (cuda, then mps, then cpu), cpu, cuda or mps.", default="auto",
+                         metavar="auto|cpu|cuda|mps")
+    weights: str = option("auto (the EMA weights when the run kept them, else raw), ema or raw.", default="auto",
+                          metavar="auto|ema|raw")
+    precision: str = option("fp32 (safe everywhere), bf16 (autocast; CPUs with AVX512-BF16/AMX, recent GPUs) or "
+                            "fp16 (CUDA/MPS).", default="fp32", metavar="fp32|bf16|fp16")
+    steps: int | None = copy_option("steps")
+    solver: str | None = copy_option("solver")
+    guidance: float | None = copy_option("guidance")
+    overwrite: bool = option("Replace existing output instead of refusing.", default=False)
 
-def device_option():
-    return option("auto (cuda, then mps, then cpu), cpu, cuda or mps.", default="auto", metavar="auto|cpu|cuda|mps")
-
-
-def overwrite_option():
-    return option("Replace existing output instead of refusing.", default=False)
-
-
-def weights_option():
-    return option("auto (the EMA weights when the run kept them, else raw), ema or raw.", default="auto",
-                  metavar="auto|ema|raw")
-
-
-def precision_option():
-    return option("fp32 (safe everywhere), bf16 (autocast; CPUs with AVX512-BF16/AMX, recent GPUs) or fp16 "
-                  "(CUDA/MPS).", default="fp32", metavar="fp32|bf16|fp16")
+    @property
+    def sample_options(self) -> dict:
+        return sampler_settings(self)
 
 
 @dataclass(kw_only=True)
-class SampleOptions:
+class SampleOptions(DrawOptions):
     """What `gentool sample` was asked for; `grid` and `n` are mutually exclusive."""
 
     checkpoint: str = option("A .safetensors checkpoint written by gentool train.", metavar="CHECKPOINT",
@@ -50,24 +49,13 @@ class SampleOptions:
     n: int | None = option("Number of samples for an .npz file or a folder of PNGs.", metavar="N", flags=("--n",))
     out: str | None = option("Output: .png for a grid; .npz (key 'images', uint8 N×H×W×C) or DIR/ for --n.",
                              metavar="PATH")
-    seed: int = seed_option()
-    device: str = device_option()
-    overwrite: bool = overwrite_option()
     interpolate: bool = option("Write a GIF (--out walk.gif): one walk through random latent points per grid cell.",
                                default=False)
     frames: int = option("Frames between two latent points of an --interpolate walk.", default=16, metavar="N")
     label: str | None = option("Draw every sample of this class (index or class name) from a class-conditional "
                                "model.", metavar="K", flags=("--class",))
     by_class: bool = option("Grid with row r drawn from class r (class-conditional models).", default=False)
-    weights: str = weights_option()
-    precision: str = precision_option()
-    steps: int | None = copy_option("steps")
-    solver: str | None = copy_option("solver")
-    guidance: float | None = copy_option("guidance")
 
-    @property
-    def sample_options(self) -> dict:
-        return sampler_settings(self)
     def resolve(self) -> tuple[str, int, tuple[int, int] | None, Path]:
         """Validate and work out (kind, count, grid shape, output path); kind is grid, gif, npz or folder."""
         if self.grid is not None and self.n is not None:

@@ -60,16 +60,18 @@ _GIVEN = ("COMMANDLINE",)
 def options_command(cls):
     """Decorator: the command's options are the fields of the keyword-only dataclass `cls`, where each is declared
     once, followed by --config/--print-config (when `cls` names its `command`) and the function's own parameters;
-    the function receives a `cls` instance as its first argument. Values come from the file given by --config,
+    the function receives a `cls` instance as its first argument (--help lists the fields `cls` declares itself
+    before those it inherits). Values come from the file given by --config,
     overridden by those given on the command line (or by an environment variable)."""
     hints = typing.get_type_hints(cls)
     files = hasattr(cls, "command")
 
     def decorate(func):
         own = list(inspect.signature(func, eval_str=True).parameters.values())[1:]
+        own_first = sorted(dataclasses.fields(cls), key=lambda f: f.name not in vars(cls).get("__annotations__", {}))
         declared = [inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY,
                                       default=inspect.Parameter.empty if f.default is dataclasses.MISSING else f.default,
-                                      annotation=field_option(f, hints[f.name])) for f in dataclasses.fields(cls)]
+                                      annotation=field_option(f, hints[f.name])) for f in own_first]
         if files:
             declared += [inspect.Parameter("config", inspect.Parameter.KEYWORD_ONLY, default=None,
                                            annotation=ConfigOpt),

@@ -71,9 +71,12 @@ def read_weights(path: str) -> tuple[dict, str]:
         raise UsageError(f"{ARG}: {path} has {size:,} bytes; the FID Inception-v3 weights have about 96 MB")
     try:
         state = torch.load(p, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises many kinds for a file that is not a tensor-only checkpoint
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UsageError(f"{ARG}: {path} is not a PyTorch weights file holding tensors only ({first[:160]})") from None
+    except Exception:  # torch raises many kinds for a file that is not a tensor-only checkpoint
+        with p.open("rb") as f:
+            head = f.read(4)
+        why = ("it holds Python objects other than tensors, which gentool does not unpickle"
+               if head.startswith((b"PK\x03\x04", b"\x80")) else "not a file torch.save wrote")
+        raise UsageError(f"{ARG}: {path} is not a PyTorch weights file holding tensors only ({why})") from None
     if not (isinstance(state, dict) and state and all(isinstance(k, str) and torch.is_tensor(v)
                                                       for k, v in state.items())):
         raise UsageError(f"{ARG}: {path} holds no state dict (names → tensors); expected the FID Inception-v3 weights")
