@@ -12,7 +12,7 @@ from pathlib import Path
 from gentool.errors import UsageError, bad_value
 from gentool.fileio import prepare_output
 from gentool.sample_options import DrawOptions
-from gentool.train_options import FIELDS, option
+from gentool.train_options import copy_option, option
 
 METRICS = ("fid", "kid", "is", "pr", "modes", "jsd", "emd", "vae")
 ALIASES = {"precision": "pr", "recall": "pr", "precision_recall": "pr", "inception": "is", "swd": "emd",
@@ -48,7 +48,7 @@ class EvalOptions(DrawOptions):
                          "N×H×W×C) or a folder of PNGs.", metavar="SOURCE", argument=True, required=True)
     data: str | None = option("Real data to compare with: mnist, cifar10, mnist-sample or a folder with class "
                               "subfolders (default: a checkpoint's own).", metavar="NAME|DIR")
-    data_dir: str | None = option(FIELDS["data_dir"].metadata["help"], metavar="DIR")
+    data_dir: str | None = copy_option("data_dir")
     n: int = option("Number of generated images to score.", default=10_000, metavar="N", flags=("--n",))
     metrics: str = option("all, or a comma-separated list of fid, kid, is, pr (precision/recall), modes, jsd, emd, "
                           "vae (inception-v3: fid, kid, is).", default="all", metavar="LIST")

@@ -14,9 +14,7 @@ from typing import Annotated, Optional
 import typer
 
 from gentool.errors import GentoolError
-from gentool.train_options import FIELDS, TrainOptions
 
-_HINTS = typing.get_type_hints(TrainOptions)
 
 DEBUG_ENV = "GENTOOL_DEBUG"
 
@@ -39,11 +37,6 @@ def field_option(f: dataclasses.Field, hint):
     return Annotated[kind, typer.Option(*decls, metavar=meta["metavar"], help=help, show_default=False, **extra)]
 
 
-def train_option(name: str):
-    """A train option as TrainOptions declares it, for commands that pass it on to training (sweep)."""
-    return field_option(FIELDS[name], _HINTS[name])
-
-
 ConfigOpt = Annotated[Optional[str], typer.Option(
     "--config", metavar="FILE", show_default=False,
     help="Read the options from this TOML file (keys: the options' names with _, e.g. data_dir; a table [params] "
@@ -61,8 +54,8 @@ def options_command(cls):
     """Decorator: the command's options are the fields of the keyword-only dataclass `cls`, where each is declared
     once, followed by --config/--print-config (when `cls` names its `command`) and the function's own parameters;
     the function receives a `cls` instance as its first argument (--help lists the fields `cls` declares itself
-    before those it inherits). Values come from the file given by --config,
-    overridden by those given on the command line (or by an environment variable)."""
+    before those it inherits). Values come from the file given by --config, overridden by those typed on the command
+    line."""
     hints = typing.get_type_hints(cls)
     files = hasattr(cls, "command")
 
@@ -116,19 +109,12 @@ def print_settings(opts) -> None:
     sys.stdout.flush()
 
 
-# The data folder, as train declares it:
-DataDirOpt = train_option("data_dir")
 # Options of several commands:
-DeviceOpt = Annotated[str, typer.Option("--device", metavar="auto|cpu|cuda|mps", help="auto (cuda, then mps, then cpu), cpu, cuda or mps. [default: auto]", show_default=False)]
-SeedOpt = Annotated[int, typer.Option("--seed", metavar="S", help="Random seed; the same seed gives the same result on the CPU. [default: 0]", show_default=False)]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout instead of tables.")]
 LatentOpt = Annotated[Optional[int], typer.Option("--latent-dim", metavar="D", help="Latent size (default: the study's, per model and data).")]
 WidthOpt = Annotated[Optional[float], typer.Option("--width", metavar="W", help="Multiplier for every hidden width/channel count (1 = the study's network).")]
 OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace existing output instead of refusing.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")]
-WeightsOpt = Annotated[str, typer.Option("--weights", metavar="auto|ema|raw", help="auto (the EMA weights when the run kept them, else raw), ema or raw. [default: auto]", show_default=False)]
-PrecisionOpt = Annotated[str, typer.Option("--precision", metavar="fp32|bf16|fp16", help="fp32 (safe everywhere), bf16 (autocast; CPUs with AVX512-BF16/AMX, recent GPUs) or fp16 (CUDA/MPS). [default: fp32]", show_default=False)]
-ClassOpt = Annotated[Optional[str], typer.Option("--class", metavar="K", help="Draw every sample of this class (index or class name) from a class-conditional model.")]
 
 
 UNWRAPPED = 100_000  # the width of a console that is not a terminal: its lines are never wrapped
