@@ -43,9 +43,16 @@ def command_name() -> str:
     return "python -m gentool" if Path(sys.argv[0]).name == "__main__.py" else "gentool"
 
 
-def resume_command(run_dir: Path, epochs: int) -> str:
-    """The command that continues a run, quoted so that it runs as printed."""
-    return f"{command_name()} train --resume {shlex.quote(str(run_dir))} --epochs {epochs}"
+def resume_command(run_dir: Path, epochs: int, opts: TrainOptions | None = None) -> str:
+    """The command that continues a run, quoted so that it runs as printed. The machine options this invocation was
+    given (--threads, --device) come along: a resume never takes them from the run, and a user who limited the
+    threads on a shared machine would not want the printed line to take every core."""
+    machine = ""
+    if opts is not None and opts.threads:
+        machine += f" --threads {opts.threads}"
+    if opts is not None and opts.device not in (None, "auto"):
+        machine += f" --device {shlex.quote(str(opts.device))}"
+    return f"{command_name()} train --resume {shlex.quote(str(run_dir))} --epochs {epochs}{machine}"
 
 
 def plan(opts: TrainOptions) -> Start:

@@ -83,7 +83,7 @@ def outputs(tmp_path_factory, mnist_root):
         ckpt = tmp / "run" / "last.safetensors"
         found = {"train": run("train", "vae", *small, "--epochs", "1", "--out", tmp / "run")}
         found["sample"] = run("sample", ckpt, "--grid", "2x2", "--out", tmp / "grid.png")
-        found["sample --interpolate"] = run("sample", ckpt, "--interpolate", "--grid", "1x1", "--steps", "2",
+        found["sample --interpolate"] = run("sample", ckpt, "--interpolate", "--grid", "1x1", "--frames", "2",
                                             "--out", tmp / "walk.gif")
         found["evaluate"] = run("evaluate", ckpt, "--data-dir", mnist_root, "--n", "20", "--metrics", "fid")
         sweep = [*small, "--latent-dim", "2", "--epochs", "1", "--out", tmp / "sweep"]

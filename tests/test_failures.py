@@ -43,7 +43,7 @@ IMPOSSIBLE = ["/proc/gentool-test/{name}", "/proc/self/{name}", "{file}/{name}"]
 
 @pytest.mark.parametrize("place", IMPOSSIBLE)
 @pytest.mark.parametrize("name, extra", [("g.png", []), ("s.npz", ["--n", "20"]), ("pngs/", ["--n", "5"]),
-                                         ("w.gif", ["--interpolate", "--steps", "2", "--grid", "2x2"])])
+                                         ("w.gif", ["--interpolate", "--frames", "2", "--grid", "2x2"])])
 def test_sample_into_impossible_places(ckpt, tmp_path, invoke, place, name, extra):
     a_file = tmp_path / "a-file"
     a_file.write_text("mine")

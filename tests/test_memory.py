@@ -89,8 +89,8 @@ def test_an_unfinished_npz_leaves_no_file_and_keeps_the_old_one(tmp_path):
 
 
 def test_a_walk_gif_too_large_to_hold_is_refused_before_drawing(ckpt, tmp_path, invoke):
-    result = invoke("sample", ckpt, "--interpolate", "--grid", "64x64", "--steps", "500", "--out", tmp_path / "w.gif")
-    assert result.exit_code == 2 and "--steps: got 500" in result.stderr and "GiB" in result.stderr
+    result = invoke("sample", ckpt, "--interpolate", "--grid", "64x64", "--frames", "500", "--out", tmp_path / "w.gif")
+    assert result.exit_code == 2 and "--frames: got 500" in result.stderr and "GiB" in result.stderr
     assert not (tmp_path / "w.gif").exists()
-    assert invoke("sample", ckpt, "--interpolate", "--grid", "2x3", "--steps", "3", "--out", tmp_path / "w.gif").exit_code == 0
+    assert invoke("sample", ckpt, "--interpolate", "--grid", "2x3", "--frames", "3", "--out", tmp_path / "w.gif").exit_code == 0
     assert Image.open(tmp_path / "w.gif").n_frames == 12

@@ -170,7 +170,9 @@ def cli_errors(func):
             if debugging():
                 raise
             code = exc.exit_code if isinstance(exc, GentoolError) else 1
-            err_console().print(f"[bold red]error:[/] {_message(exc)}", highlight=False, soft_wrap=True)
+            # A run stopped by a signal after saving (130: SIGINT, 143: SIGTERM/SIGUSR1) is not a failure.
+            label = "[bold yellow]stopped:[/]" if code in (130, 143) else "[bold red]error:[/]"
+            err_console().print(f"{label} {_message(exc)}", highlight=False, soft_wrap=True)
             raise typer.Exit(code) from None
         except KeyboardInterrupt:  # Ctrl-C before anything needed saving (Typer alone would exit 130 silently)
             err_console().print("[bold red]interrupted[/]", highlight=False)
