@@ -32,7 +32,8 @@ from pathlib import Path
 import numpy as np
 
 HERE = Path(__file__).resolve().parents[1]
-BASELINE = ["--version"]  # the CLI with everything it imports at start (torch included), doing nothing
+# torch and gentool's sampling code imported, nothing done (`gentool --version` no longer imports torch)
+BASELINE = ["-c", "import torch, gentool.sampling"]
 
 
 def available_gib() -> float:
@@ -73,7 +74,8 @@ def _watch(proc: subprocess.Popen, cap_gib: float, capped: threading.Event) -> N
 
 
 def make_checkpoints(work: Path, checkout: Path, width: float) -> dict[str, Path]:
-    """A VAE checkpoint per geometry (trained by this checkout; both checkouts read the format)."""
+    """A VAE checkpoint per geometry, trained by `checkout` (a checkout reads its own checkpoints: an older one
+    refuses config fields added since)."""
     from PIL import Image
 
     folder = work / "colour" / "train"
@@ -114,14 +116,14 @@ def cell(r: dict | None) -> str:
 def sample_rows(args, versions, ckpts, work: Path) -> list[dict]:
     rows = []
     for geometry in args.geometry.split(","):
-        ckpt = ckpts[geometry]
+        ckpt = ckpts["after"][geometry]
         image_bytes = 784 if geometry == "mnist" else 3072
         for n in map(int, args.sizes.split(",")):
             row = {"geometry": geometry, "n": n, "result_mib": n * image_bytes / 2**20, "model_mib": model_mib(ckpt)}
             for label, checkout in versions:
                 cap = min(args.cap_gib, max(1.0, available_gib() - 2))
                 out = work / f"{label}-{geometry}-{n}.npz"
-                result = measure(checkout, ["sample", str(ckpt), "--n", str(n), "--out", str(out), "--overwrite",
+                result = measure(checkout, ["sample", str(ckpts[label][geometry]), "--n", str(n), "--out", str(out), "--overwrite",
                                             "--device", "cpu"], cap, work)
                 result["cap_gib"] = cap
                 row[label] = result
@@ -133,7 +135,7 @@ def sample_rows(args, versions, ckpts, work: Path) -> list[dict]:
 
 def print_table(rows: list[dict], labels: list[str], baseline: dict) -> None:
     base = {label: baseline[label]["peak_mib"] for label in labels}
-    print(f"\n`gentool --version` (torch imported, nothing done): " +
+    print(f"\n`python -c 'import torch, gentool.sampling'` (bare): " +
           ", ".join(f"{label} {base[label]:,.0f} MiB" for label in labels))
     head = "| data | n | result | " + " | ".join(f"{label}: peak RSS, wall" for label in labels) + \
            " | after: (peak − bare) ÷ (result + model) |"
@@ -152,7 +154,7 @@ def hostile_rows(args, versions, ckpts, work: Path) -> None:
     from safetensors import safe_open
     from safetensors.torch import save_file
 
-    valid = ckpts["mnist"]
+    valid = ckpts["after"]["mnist"]
     with safe_open(str(valid), "pt") as f:
         meta, tensors = dict(f.metadata()), {k: f.get_tensor(k) for k in f.keys()}
     config = json.loads(meta["config"])
@@ -192,7 +194,7 @@ def evaluate_rows(args, versions, ckpts, work: Path) -> None:
             block = bytes(1 << 24)
             for left in range(4_000_000 * 784, 0, -len(block)):
                 member.write(block[:min(left, len(block))])
-    cases = {f"checkpoint --n 100000": [str(ckpts["mnist"]), "--n", "100000"],
+    cases = {f"checkpoint --n 100000": [str(ckpts["after"]["mnist"]), "--n", "100000"],
              f"{bomb.stat().st_size / 2**20:.1f} MiB .npz claiming 4,000,000 images, --n 100": [str(bomb), "--n", "100"]}
     commands = {name: ["evaluate", *extra, "--data", "mnist", "--data-dir", args.data_dir, "--metrics", "fid,kid,jsd",
                        "--device", "cpu"] for name, extra in cases.items()}
@@ -215,7 +217,10 @@ def main() -> None:
     versions = [("after", HERE)] + ([("before", args.before.resolve())] if args.before else [])
     work = args.work or Path(tempfile.mkdtemp(prefix="gentool-memory-"))
     work.mkdir(parents=True, exist_ok=True)
-    ckpts = make_checkpoints(work, HERE, args.width)
+    ckpts = {}
+    for label, checkout in versions:
+        (work / label).mkdir(exist_ok=True)
+        ckpts[label] = make_checkpoints(work / label, checkout, args.width)
     baseline = {label: measure(checkout, BASELINE, args.cap_gib, work) for label, checkout in versions}
     print(f"machine: {os.cpu_count()} CPUs, {available_gib():.1f} GiB available at the start; wall times are "
           f"under whatever else runs (one process at a time here)", file=sys.stderr)

@@ -30,7 +30,8 @@ DATA = s.Obj({"geometry": GEOMETRY},
               "class_names": s.Opt(s.List(s.Str(200), MAX_CLASSES))})
 RUN_OPTIONS = s.Obj({}, {"data": s.Opt(s.Str()), "limit": s.Opt(s.Int(1, MAX_COUNT)),
                          "image_size": s.Opt(s.Int(1, MAX_SIDE)), "seed": SEED,
-                         "checkpoint_every": s.Int(0, MAX_COUNT), "sample_every": s.Int(0, MAX_COUNT)})
+                         "checkpoint_every": s.Int(0, MAX_COUNT), "sample_every": s.Int(0, MAX_COUNT),
+                         "checkpoint_minutes": s.Num(0, 10**7)})
 PARTIAL_EPOCH = s.Obj({}, {"sums": s.Map(s.Num(), max_len=1000), "counts": s.Map(s.Int(0, MAX_COUNT), max_len=1000),
                            "seen": s.Int(0, MAX_STEP), "seconds": s.Num(0)})
 STATE = s.Obj({"epoch": s.Int(0, MAX_COUNT), "step": s.Int(0, MAX_STEP)},

@@ -28,6 +28,7 @@ REFRESH_EVERY = 10  # epochs between loss.png refreshes during a run (the final 
 MAX_FRAMES = 120  # progress.gif keeps at most this many epochs, evenly spread, always the last one
 STRIP = 8  # samples per trial in the sweep's sample matrix
 PANELS_PER_ROW = 3
+HELDOUT = "heldout_"  # a held-out metric's prefix: drawn beside its training curve
 
 
 def _pyplot():
@@ -62,7 +63,7 @@ def panel_of(key: str) -> str:
     """Which panel a metric is drawn in: losses share one, accuracies one, distance estimates (JSD, EMD) one, FID
     and mode counts one each; any other metric (a loss term such as the VAE's KL, whose scale differs) its own. A
     held-out metric (heldout_<name>) goes beside its training curve."""
-    base = key.removeprefix("heldout_")
+    base = key.removeprefix(HELDOUT)
     k = base.lower()
     groups = (("loss", "losses"), ("acc", "accuracy"), ("jsd", "distance estimate"), ("emd", "distance estimate"),
               ("fid", "FID"), ("mode", "modes"))
@@ -76,13 +77,14 @@ def primary_loss(keys) -> str | None:
 
 
 def plot_losses(history: dict, path: Path, title: str = "") -> Path | None:
-    """Draw the run's curves (one panel per metric group) with its events as vertical lines; None without records."""
+    """Draw the run's curves (one panel per metric group) with its events as vertical lines; None without records.
+    A held-out curve (heldout_<name>) is dashed, in the colour of its training curve."""
     records = history.get("epochs", [])
     keys = metric_keys(records)
     if not keys:
         return None
     panels: dict[str, list[str]] = {}
-    for key in keys:
+    for key in sorted(keys, key=lambda k: k.startswith(HELDOUT)):  # training curves first: they pick the colours
         panels.setdefault(panel_of(key), []).append(key)
     plt = _pyplot()
     cols = min(len(panels), PANELS_PER_ROW)
@@ -92,8 +94,11 @@ def plot_losses(history: dict, path: Path, title: str = "") -> Path | None:
     for ax in axes.flat[len(panels):]:
         ax.set_visible(False)
     for ax, (name, names) in zip(axes.flat, panels.items()):
+        colours: dict[str, str] = {}
         for key in names:
-            _plot_metric(ax, key, records)
+            base = key.removeprefix(HELDOUT)
+            colours[key] = _plot_metric(ax, key, records, colours.get(base), "--" if key != base else "-")
+        focus_ylim(ax, [[r[k] for r in records if not r.get("partial") and _number(r.get(k))] for k in names])
         _mark_events(ax, history.get("events", []))
         _style(ax, name)
         ax.legend(fontsize=8)
@@ -101,21 +106,44 @@ def plot_losses(history: dict, path: Path, title: str = "") -> Path | None:
     return _save(fig, path)
 
 
-def _plot_metric(ax, key: str, records: list[dict]) -> None:
+def _number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def focus_ylim(ax, curves: list[list[float]]) -> bool:
+    """Scale the y-axis to the curves from their second epoch on when their first epochs lie beyond that range by
+    more than its width (a VAE's first-epoch loss flattens every later difference, the study's overfitting among
+    them); the first points are then off the axis, which the axis label says. Returns whether it did."""
+    later = [v for values in curves for v in values[1:]]
+    first = [values[0] for values in curves if len(values) > 1]
+    if len(later) < 2 or not first:
+        return False
+    lo, hi = min(later), max(later)
+    width = hi - lo
+    if width <= 0 or (max(first) <= hi + width and min(first) >= lo - width):
+        return False
+    ax.set_ylim(lo - 0.08 * width, hi + 0.08 * width)
+    ax.set_ylabel("epoch 1 off scale", fontsize=7, color="grey")
+    return True
+
+
+def _plot_metric(ax, key: str, records: list[dict], color=None, linestyle: str = "-") -> str | None:
     """One metric's curve over the finished epochs, and a partial epoch's means (a run stopped inside an epoch) as a
-    hollow diamond at the fraction of the epoch done, joined to the curve by a dotted line."""
+    hollow diamond at the fraction of the epoch done, joined to the curve by a dotted line. Returns its colour."""
     points = [(r["epoch"], r[key]) for r in records if not r.get("partial") and isinstance(r.get(key), (int, float))]
-    color = None
     if points:
-        (line,) = ax.plot(*zip(*points), marker="o" if len(points) < 30 else None, markersize=3, label=key)
+        (line,) = ax.plot(*zip(*points), marker="o" if len(points) < 30 else None, markersize=3, label=key,
+                          color=color, linestyle=linestyle)
         color = line.get_color()
     for r in (r for r in records if r.get("partial") and isinstance(r.get(key), (int, float))):
         x = r["epoch"] - 1 + r.get("epoch_fraction", 1.0)
         label = f"{key}, epoch {r['epoch']} so far ({r.get('epoch_fraction', 1.0):.0%})"
         (mark,) = ax.plot([x], [r[key]], marker="D", markersize=6, fillstyle="none", linestyle="none",
                           color=color, label=label)
+        color = mark.get_color()
         if points:
-            ax.plot([points[-1][0], x], [points[-1][1], r[key]], linestyle=":", color=mark.get_color())
+            ax.plot([points[-1][0], x], [points[-1][1], r[key]], linestyle=":", color=color)
+    return color
 
 
 def _style(ax, title: str) -> None:
@@ -245,31 +273,56 @@ def plot_sample_matrix(grid: dict, trials: list[dict], path: Path, seed: int = 0
     return _save(fig, path)
 
 
+def curve_terms(records: list[dict]) -> list[str]:
+    """What a sweep's curves show for a trial: its training loss, then every other term with a held-out curve
+    (the VAE's reconstruction and KL)."""
+    keys = metric_keys(records)
+    main = primary_loss(k for k in keys if not k.startswith(HELDOUT))
+    others = [k for k in keys if not k.startswith(HELDOUT) and k != main and HELDOUT + k in keys]
+    return ([main] if main else []) + others
+
+
 def plot_sweep_curves(grid: dict, trials: list[dict], path: Path) -> Path | None:
-    """Each trial's training loss over epochs: one panel per row of the layout, one line per column value, all
-    panels on shared axes. None when no trial has records."""
+    """Each trial's curves over epochs: one column of panels per row of the layout (the complexity), one row per
+    term (training loss, then the terms recorded on held-out data too), one colour per column value (the latent
+    size); training solid, held-out dashed. Panels of a term share their y-axis, scaled so that a first epoch far
+    above the rest does not flatten them. None when no trial has records."""
     col_axis, row_axes, rows, cols = sweep_layout(grid)
-    plt = _pyplot()
-    fig, axes = plt.subplots(1, len(rows), figsize=(4.2 * len(rows), 3.4), squeeze=False, sharex=True, sharey=True,
-                             layout="constrained")
-    drawn = set()
+    found = []
     for r, c, trial in sorted(_cells(grid, trials), key=lambda cell: cell[:2]):
         metrics = Path(trial["path"]) / rundir.METRICS
-        records = rundir.read_metrics(metrics).get("epochs", []) if metrics.exists() else []
-        key = primary_loss(metric_keys(records))
-        if key:
-            points = [(rec["epoch"], rec[key]) for rec in records if key in rec]
-            axes[0][r].plot(*zip(*points), marker="o" if len(points) < 30 else None, markersize=3,
-                            label=_label([col_axis], (cols[c],)))
-            axes[0][r].set_ylabel(key)
-            drawn.add(r)
-    if not drawn:
-        plt.close(fig)
+        records = [x for x in (rundir.read_metrics(metrics).get("epochs", []) if metrics.exists() else []) if not x.get("partial")]
+        if records:
+            found.append((r, c, records))
+    terms = list(dict.fromkeys(t for _, _, records in found for t in curve_terms(records)))
+    if not terms:
         return None
+    plt = _pyplot()
+    fig, axes = plt.subplots(len(terms), len(rows), figsize=(4.2 * len(rows), 3.0 * len(terms) + 0.4), squeeze=False,
+                             sharex=True, sharey="row", layout="constrained")
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    heldout = False
+    for t, term in enumerate(terms):
+        curves = []
+        for r, c, records in found:
+            for key, style in ((term, "-"), (HELDOUT + term, "--")):
+                points = [(x["epoch"], x[key]) for x in records if _number(x.get(key))]
+                if points:
+                    axes[t][r].plot(*zip(*points), linestyle=style, color=colours[c % len(colours)],
+                                    marker="o" if len(points) < 30 and style == "-" else None, markersize=3,
+                                    label=_label([col_axis], (cols[c],)) if style == "-" else None)
+                    curves.append([v for _, v in points])
+                    heldout |= style == "--"
+        cut = focus_ylim(axes[t][0], curves)
+        axes[t][0].set_ylabel(term + (" (epoch 1 off scale)" if cut else ""))
     for r, values in enumerate(rows):
-        _style(axes[0][r], _label(row_axes, values))
-        if r in drawn:
-            axes[0][r].legend(fontsize=8)
+        for t in range(len(terms)):
+            _style(axes[t][r], _label(row_axes, values) if t == 0 else "")
+        if axes[0][r].get_lines():
+            if heldout:
+                axes[0][r].plot([], [], color="grey", linestyle="-", label="training")
+                axes[0][r].plot([], [], color="grey", linestyle="--", label="held-out")
+            axes[0][r].legend(fontsize=7)
     return _save(fig, path)
 
 

@@ -7,7 +7,7 @@ import sys
 import time
 
 LOG_EVERY = 30.0  # seconds between progress lines within an epoch in a batch log
-BOOKKEEPING = {"epoch", "step", "seconds", "images_per_second"}
+BOOKKEEPING = {"epoch", "step", "seconds", "images_per_second", "heldout_seconds"}  # not shown in progress lines
 
 
 def format_metrics(metrics: dict, keys=None) -> str:

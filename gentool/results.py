@@ -17,7 +17,8 @@ ALWAYS_SHOWN = ("latent_dim", "width")  # the study's two axes of model size
 GEOMETRY = {"channels", "image_height", "image_width", "num_classes"}
 # Fields of an epoch's record that describe the epoch rather than measure the model (`epoch_fraction` and
 # `images_seen`: a partial epoch's, one a run stopped inside).
-BOOKKEEPING = {"epoch", "step", "seconds", "images_per_second", "epoch_fraction", "images_seen"}
+# `heldout_seconds`: what the epoch's held-out losses took, beside its training `seconds`.
+BOOKKEEPING = {"epoch", "step", "seconds", "images_per_second", "epoch_fraction", "images_seen", "heldout_seconds"}
 
 
 def final_metrics(records: list[dict]) -> dict:

@@ -28,6 +28,11 @@ LOCK = ".gentool.lock"  # held by the process writing the run
 LOCK_FILES = (LOCK, LOCK + ".owner")
 
 
+def step_checkpoint(run_dir: Path, step: int) -> Path:
+    """The checkpoint --checkpoint-minutes keeps at `step` (steps count on across resumes: names never repeat)."""
+    return run_dir / f"step_{step:08d}.safetensors"
+
+
 def epoch_checkpoint(run_dir: Path, epoch: int) -> Path:
     return run_dir / f"epoch_{epoch:04d}.safetensors"
 
@@ -235,7 +240,8 @@ def restore_periodic(ckpt_path: Path, state: dict) -> Path | None:
 RECORD = s.Obj({"epoch": s.Int(0, 10**9)}, extra=s.SCALAR, max_len=1000)
 EVENT = s.Obj({}, {"epoch": s.Int(0, 10**9)}, extra=s.SCALAR, max_len=100)
 HISTORY = s.Obj({}, {"epochs": s.List(RECORD, 10**7), "events": s.List(EVENT, 10**6),
-                     "best": s.Obj({}, extra=s.SCALAR, max_len=100)})
+                     "best": s.Obj({}, extra=s.SCALAR, max_len=100),
+                     "heldout": s.Obj({}, extra=s.SCALAR, max_len=100)})
 RUN_CONFIG = s.Obj({}, {"model": s.Opt(s.Str(200)), "config": s.Map(s.SCALAR, max_len=200),
                         "data": s.Opt(s.Obj({}, {"name": s.Opt(s.Str(200))}))})
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 
 from gentool.checkpoint import load_checkpoint
-from gentool.device import Amp, pick_device, pick_precision, prepare
+from gentool.device import choose_precision, pick_device, prepare
 from gentool.errors import UsageError, bad_value
 from gentool.fileio import prepare_output
 from gentool.images import NpzWriter, make_grid, to_uint8, write_gif, write_grid, write_png_folder
@@ -38,15 +38,15 @@ def sample(req: SampleOptions) -> dict:
     kind, n, grid, out = req.resolve()
     _check_target(kind, out, req.overwrite)
     device = pick_device(req.device)
-    amp = Amp(device, pick_precision(req.precision, device))
+    precision = choose_precision(req.precision, device)
     ckpt = load_checkpoint(req.checkpoint, device, weights=req.weights)
-    prepare(ckpt.model, device, req.precision)
+    prepare(ckpt.model, device, precision.used)
     labels, label = requested_labels(req, ckpt, n, grid)
     settings = checked_settings(req, ckpt.model)
     c = ckpt.model.config
     shape = [c.channels, c.image_height, c.image_width]
     info = {"checkpoint": str(req.checkpoint), "model": ckpt.model.name, "weights": ckpt.weights,
-            "precision": amp.name, "kind": kind, "sampling": settings,
+            "precision": precision.used, "precision_reason": precision.reason, "kind": kind, "sampling": settings,
             "n": n, "seed": req.seed, "out": str(out), "shape": shape}
     if label is not None:
         info["class"] = label

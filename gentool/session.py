@@ -21,7 +21,7 @@ from gentool.checkpoint import (
     save_checkpoint,
 )
 from gentool.data import ImageData, load_dataset
-from gentool.device import prepare, seed_everything
+from gentool.device import choose_precision, prepare, seed_everything
 from gentool.distributed import (
     SINGLE,
     World,
@@ -31,7 +31,7 @@ from gentool.distributed import (
 )
 from gentool.ema import EMA
 from gentool.errors import UsageError, bad_value
-from gentool.fileio import atomic_write_json
+from gentool.fileio import atomic_copy, atomic_write_json
 from gentool.guards import GuardState, StopSignals
 from gentool.models.base import GenerativeModel
 from gentool.registry import get_entry
@@ -60,6 +60,7 @@ class Session:
     ema: EMA | None = None
     world: World = SINGLE
     deadline: float | None = None  # time.monotonic() at which --max-minutes ends the run
+    next_save: float | None = None  # time.monotonic() of the next --checkpoint-minutes save
     sample_settings: dict = field(default_factory=dict)  # the sampler's, for epoch grids and --eval-every
 
     def out_of_time(self) -> bool:
@@ -73,6 +74,17 @@ class Session:
     def save(self, path: Path) -> None:
         """Write a checkpoint of the current state (weights, optimizers, EMA, RNG, counters) to `path`, atomically."""
         save_checkpoint(path, self.model, self.optimizers, self.run_state(), self.data_meta(), self.source, self.ema)
+
+    def save_timed(self) -> None:
+        """The --checkpoint-minutes save that is due: last.safetensors (the state inside the epoch, as a stop
+        leaves it) and its kept copy step_NNNNNNNN.safetensors. Every rank moves its schedule; rank 0 writes."""
+        interval = 60 * self.opts.checkpoint_minutes
+        missed = (time.monotonic() - self.next_save) // interval  # marks passed during a long step are skipped
+        self.next_save += (missed + 1) * interval
+        if self.world.main:
+            last = self.run_dir / rundir.LAST
+            self.save(last)
+            atomic_copy(last, rundir.step_checkpoint(self.run_dir, self.step))
 
     def sampling(self):
         """A context in which the model samples as `gentool sample` would: with the EMA weights when kept."""
@@ -136,7 +148,8 @@ def new_session(opts: TrainOptions, device: torch.device, world: World = SINGLE)
         session.ema = EMA(model, opts.ema) if opts.ema else None
         if world.main:
             config_json = {"gentool_version": gentool.__version__, "model": entry.name, "model_source": entry.source,
-                           "config": config.to_dict(), "options": asdict(opts), "data": session.data_meta()}
+                           "config": config.to_dict(), "options": asdict(opts), "data": session.data_meta(),
+                           "precision": choose_precision(opts.precision, device).to_dict()}
             atomic_write_json(run_dir / rundir.CONFIG, config_json)
             write_metrics(session)
     except BaseException:

@@ -55,7 +55,7 @@ class SweepSpec:
     # image_size, seed
     options: dict = field(default_factory=dict)
     # may change from one invocation to the next: epochs, data_dir, device, checkpoint_every, sample_every, eval, eval_n,
-    # skip_nonfinite, eval_every, stop_on_divergence
+    # skip_nonfinite, eval_every, stop_on_divergence, heldout
     runtime: dict = field(default_factory=dict)
 
     def trials(self) -> list[dict]:
@@ -197,6 +197,8 @@ def trial_options(manifest: dict, trial: dict, sweep_dir: Path, runtime: dict) -
     # train's own safety and evaluation options, passed on only when asked for
     common.update({k: runtime[k] for k in ("skip_nonfinite", "eval_every", "stop_on_divergence", "deterministic")
                    if runtime.get(k)})
+    if runtime.get("heldout") is not None:
+        common["heldout"] = runtime["heldout"]
     if runtime.get("eval_every"):
         common["eval_n"] = runtime.get("eval_n") or EVAL_N
     if (run_dir / rundir.LAST).exists():

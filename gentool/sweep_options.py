@@ -21,7 +21,7 @@ from gentool.train_options import EVAL_N, complete_model, copy_option, option
 # that may change from one invocation to the next.
 SHARED = ("batch_size", "lr", "limit", "image_size", "seed")
 RUNTIME = ("epochs", "data_dir", "device", "checkpoint_every", "sample_every", "evaluate", "eval_n",
-           "skip_nonfinite", "eval_every", "stop_on_divergence", "deterministic", "extractor", "extractor_weights")
+           "skip_nonfinite", "eval_every", "stop_on_divergence", "deterministic", "extractor", "extractor_weights", "heldout")
 SWEEPS_ENV = "GENTOOL_SWEEPS"  # the folder default sweep directories go in (else sweeps/)
 
 
@@ -74,6 +74,7 @@ class SweepOptions:
     sample_every: int = copy_option("sample_every", default=1)
     skip_nonfinite: bool = copy_option("skip_nonfinite", default=False)
     eval_every: int = copy_option("eval_every", default=0)
+    heldout: int | None = copy_option("heldout")
     stop_on_divergence: bool = copy_option("stop_on_divergence", default=False)
     deterministic: bool = copy_option("deterministic", default=False)
     workers: int = option("Trials run at once, each in its own process with a share of the CPU threads.",

@@ -9,7 +9,7 @@ import torch
 
 from gentool import rundir
 from gentool.data import batches
-from gentool.device import default_threads, pick_device, pick_precision, use_deterministic
+from gentool.device import check_precision, choose_precision, default_threads, pick_device, use_deterministic
 from gentool.distributed import (
     World,
     average_buffers,
@@ -79,10 +79,15 @@ def run_epoch(session: Session, epoch: int, images: torch.Tensor, labels: torch.
         elapsed = before + time.perf_counter() - start
         reporter.step(i + 1, lambda: _means(sums, counts), seen / max(elapsed, 1e-9))
         stop = stop_code(session, time_up=i + 1 < len(index_batches))
-        if stop:
-            session.batch = i + 1
+        # --checkpoint-minutes: a save inside the epoch (at its end the epoch's own save comes a moment later)
+        due = session.next_save is not None and i + 1 < len(index_batches) and time.monotonic() >= session.next_save
+        if stop or due:
+            session.batch = i + 1  # what a checkpoint taken here resumes from
             session.partial = {"sums": {k: float(v) for k, v in sums.items()}, "counts": counts,
                                "seen": seen, "seconds": elapsed}
+        if due and not stop:
+            session.save_timed()
+        if stop:
             keep_record(session, _partial_record(session, epoch, sums, counts, i + 1, len(index_batches)))
             if stop == SIGNALLED:
                 raise Interrupted(f"interrupted in epoch {epoch} at step {session.step}", session.signum())
@@ -162,9 +167,11 @@ def check_watch_options(opts: TrainOptions) -> None:
 def build_hooks(opts: TrainOptions) -> list[TrainHook]:
     """The hooks a run uses, in order."""
     from gentool.figures import FigureHook  # figures imports this module (TrainHook)
+    from gentool.heldout import HeldoutHook  # likewise
     from gentool.metrics.watch import TrainingWatch  # likewise
 
-    return [TrainingWatch(opts), FigureHook()]
+    # Held-out losses first: the watch judges them and the figures draw them.
+    return [HeldoutHook(opts.heldout), TrainingWatch(opts), FigureHook()]
 
 
 def write_epoch_files(session: Session, record: dict) -> None:
@@ -188,7 +195,7 @@ def train(opts: TrainOptions, reporter: Reporter | None = None) -> dict:
     opts = start.opts
     check_watch_options(opts)
     device = pick_device(opts.device)
-    pick_precision(opts.precision, device)  # refuse an unsupported precision before any data is loaded
+    check_precision(opts.precision, device)  # refuse an unsupported precision before any data is loaded
     world, device = join(device)
     reporter = (reporter or Reporter()) if world.main else Reporter()
     threads = opts.threads or (max(1, default_threads() // world.local_size) if world.enabled else None)
@@ -196,6 +203,7 @@ def train(opts: TrainOptions, reporter: Reporter | None = None) -> dict:
         torch.set_num_threads(threads)
     if opts.deterministic:
         use_deterministic(device)
+    choose_precision(opts.precision, device)  # auto's probe, timed on the thread count just set
     for note in start.notes:
         reporter.message(note)
     try:
@@ -211,11 +219,16 @@ def _train(opts: TrainOptions, device: torch.device, world: World, reporter: Rep
     verb = ("starting" if not opts.resume else f"resuming in epoch {session.epoch + 1} at step {session.step}"
             if session.batch else f"resuming after epoch {session.epoch}, step {session.step}")
     reporter.message(f"run directory: {session.run_dir} ({session.model.name}, {verb})")
+    precision = choose_precision(opts.precision, device)
+    if precision.requested == "auto":
+        reporter.message(f"precision: {precision.used} (auto: {precision.reason})")
     if session.epoch >= opts.epochs:
         reporter.message(f"nothing to do: {session.run_dir} already has {session.epoch} of {opts.epochs} epochs")
     reporter.start(opts.epochs, session.epoch + 1)
     if opts.max_minutes:
         session.deadline = time.monotonic() + 60 * opts.max_minutes
+    if opts.checkpoint_minutes:
+        session.next_save = time.monotonic() + 60 * opts.checkpoint_minutes
     hooks = build_hooks(opts) if world.main else []
     try:
         with StopSignals() as session.signals:
@@ -298,11 +311,13 @@ def result(session: Session) -> dict:
     """What `train --json` prints: where things are and the last epoch's metrics."""
     run_dir = session.run_dir
     checkpoints = {"last": str(run_dir / rundir.LAST)}
-    checkpoints.update({p.stem: str(p) for p in sorted(run_dir.glob("epoch_*.safetensors"))})
+    for pattern in ("epoch_*.safetensors", "step_*.safetensors"):
+        checkpoints.update({p.stem: str(p) for p in sorted(run_dir.glob(pattern))})
     final = session.history["epochs"][-1] if session.history["epochs"] else {}
     if (run_dir / rundir.BEST).exists():
         checkpoints["best"] = str(run_dir / rundir.BEST)
     return {"run_dir": str(run_dir), "model": session.model.name, "epochs": session.epoch, "step": session.step,
             "checkpoints": checkpoints, "metrics_file": str(run_dir / rundir.METRICS), "final_metrics": final,
             "events": session.history.get("events", []), "stopped": session.stop_reason,
-            "world_size": session.world.size, "rank": session.world.rank}
+            "world_size": session.world.size, "rank": session.world.rank,
+            "precision": choose_precision(session.opts.precision, session.model.device).to_dict()}

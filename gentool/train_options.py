@@ -101,6 +101,10 @@ class TrainOptions:
                              default=False)
     checkpoint_every: int | None = option("Also keep epoch_NNNN.safetensors every K epochs (0: never).",
                                           fallback=10, metavar="K", resume=KEPT)
+    checkpoint_minutes: float | None = option(
+        "Also save the run every M minutes of training (wall clock; mid-epoch if need be): last.safetensors, which "
+        "--resume continues, and a kept copy step_NNNNNNNN.safetensors (0: never). Bounds what a killed batch job "
+        "loses; gives checkpoints to score against time.", fallback=0, metavar="M", resume=KEPT)
     sample_every: int | None = option("Write samples/epoch_NNNN.png every K epochs (0: never).", fallback=1,
                                       metavar="K", resume=KEPT)
     ema: float | None = option(
@@ -111,8 +115,10 @@ class TrainOptions:
         "Stop after this much training time (wall clock), saving a checkpoint that --resume continues.",
         metavar="M")
     precision: str | None = option(
-        "fp32 (safe everywhere), bf16 (autocast; CPUs with AVX512-BF16/AMX, recent GPUs) or fp16 (CUDA/MPS, with "
-        "gradient scaling).", fallback="fp32", metavar="fp32|bf16|fp16", resume=KEPT)
+        "auto (bf16 where this machine runs it measurably faster, by a short probe cached per CPU; else fp32), fp32 "
+        "(safe everywhere), bf16 (autocast; CPUs with AVX512-BF16/AMX, recent GPUs) or fp16 (CUDA/MPS, with "
+        "gradient scaling). The choice and why are in config.json.", fallback="auto", metavar="auto|fp32|bf16|fp16",
+        resume=KEPT)
     channels_last: bool | None = option(
         "Channels-last memory format (default: on for convolutional networks, off on MPS).",
         flags=("--channels-last/--no-channels-last",))
@@ -131,6 +137,10 @@ class TrainOptions:
         "Use only deterministic algorithms (torch.use_deterministic_algorithms; on CUDA also cuDNN's deterministic "
         "kernels and no autotuning, and cuBLAS's fixed workspace): slower on GPUs, same weights for the same seed "
         "and machine. Recorded in config.json.", fallback=False, flags=("--deterministic/--no-deterministic",),
+        resume=KEPT)
+    heldout: int | None = option(
+        "Held-out images on which a family with likelihood terms (vae, cvae) records its loss terms after each "
+        "epoch, as heldout_<term> (default: min(2000, a tenth of the training images); 0: none).", metavar="N",
         resume=KEPT)
     stop_on_divergence: bool | None = option(
         "End the run cleanly on a divergence (a loss far outside its recent range, FID doubling from its best or "
@@ -204,7 +214,7 @@ class TrainOptions:
         for name in ("epochs", "limit", "image_size"):
             if getattr(self, name) is not None:
                 _positive(flag(name), getattr(self, name))
-        for name in ("checkpoint_every", "sample_every"):
+        for name in ("checkpoint_every", "sample_every", "heldout"):
             value = getattr(self, name)
             if value is not None and (not _is_int(value) or not 0 <= value <= MAX_COUNT):
                 raise bad_value(flag(name), value, "an integer ≥ 0 (0 turns it off)")
@@ -220,6 +230,10 @@ class TrainOptions:
             check_decay(self.ema)
         if self.threads is not None and not (_is_int(self.threads) and 1 <= self.threads <= 4096):
             raise bad_value("--threads", self.threads, "a positive number of threads")
+        if self.checkpoint_minutes is not None and not (
+                isinstance(self.checkpoint_minutes, (int, float)) and not isinstance(self.checkpoint_minutes, bool)
+                and math.isfinite(self.checkpoint_minutes) and 0 <= self.checkpoint_minutes <= 10**7):
+            raise bad_value("--checkpoint-minutes", self.checkpoint_minutes, "a number of minutes ≥ 0 (0 turns it off)")
         if self.max_minutes is not None and not (math.isfinite(self.max_minutes) and 0 < self.max_minutes <= 10**7):
             raise bad_value("--max-minutes", self.max_minutes, "a positive number of minutes")
 

@@ -25,6 +25,8 @@ def gentool(*args, cwd=None):
     (["train", "vae", "--data", "mnist-sample", "--lr", "nan"], "--lr"),
     (["train", "vae", "--data", "mnist-sample", "--width", "-1"], "--width"),
     (["train", "vae", "--data", "mnist-sample", "--device", "tpu"], "--device"),
+    (["train", "vae", "--data", "mnist-sample", "--precision", "fp8"], "--precision"),
+    (["train", "vae", "--data", "mnist-sample", "--checkpoint-minutes", "-1"], "--checkpoint-minutes"),
     (["train", "vae", "--data", "imagenet"], "--data"),
     (["train", "vae"], "--data"),
     (["train", "wgan", "--data", "mnist-sample", "--param", "clip"], "--param"),

@@ -200,7 +200,7 @@ def test_a_run_with_the_familys_defaults_stops_and_resumes_bit_exactly(name, mni
     def opts(out, **kw):
         return TrainOptions(model=name, data="mnist", data_dir=str(mnist_root), epochs=1, limit=32, batch_size=16,
                             width=0.25, seed=3, out=str(tmp_path / out), checkpoint_every=0,
-                            sample_options=cheap(cls), **kw)
+                            **cheap(cls), **kw)
 
     straight = train(opts("a"))
     cut = train(opts("b", max_minutes=1e-9))

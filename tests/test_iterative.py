@@ -125,13 +125,13 @@ def small_run(mnist_root, out, model="flow", epochs=2, **kw):
 def test_ema_is_on_by_default_and_resume_is_bit_exact(mnist_root, tmp_path):
     """flow keeps a weight average unless --ema 0; an interrupted run resumed to the end equals a straight one,
     the average and the sampler settings it was given included."""
-    straight = train(small_run(mnist_root, tmp_path / "a", sample_options={"steps": 2}))
-    train(small_run(mnist_root, tmp_path / "b", epochs=1, sample_options={"steps": 2}))
+    straight = train(small_run(mnist_root, tmp_path / "a", steps=2))
+    train(small_run(mnist_root, tmp_path / "b", epochs=1, steps=2))
     resumed = train(TrainOptions(model="flow", resume=str(tmp_path / "b"), epochs=2, data_dir=str(mnist_root)))
     assert resumed["step"] == straight["step"] == 6
     a, b = load_file(str(tmp_path / "a/last.safetensors")), load_file(str(tmp_path / "b/last.safetensors"))
     assert any(k.startswith("ema.unet.") for k in a) and all(torch.equal(a[k], b[k]) for k in a)
-    assert load_checkpoint(tmp_path / "b/last.safetensors").state["options"]["sample_options"] == {"steps": 2}
+    assert load_checkpoint(tmp_path / "b/last.safetensors").state["options"]["steps"] == 2
     config = json.loads((tmp_path / "a/config.json").read_text())
     assert config["options"]["ema"] == Flow.default_ema
     off = train(small_run(mnist_root, tmp_path / "c", epochs=1, ema=0))

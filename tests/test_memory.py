@@ -30,16 +30,21 @@ def test_chunk_sizes_cover_n_with_no_short_tail(n, chunk):
 
 @pytest.mark.parametrize("model", [e.name for e in list_models()])
 def test_chunked_samples_are_the_samples_of_one_draw(model):
+    # The same latent codes and labels in both; the pixels agree to float rounding, not bit for bit, since a
+    # matmul's rounding may depend on how many rows it is given (the CPU kernel is picked by shape).
+    def same(a, b):
+        return torch.allclose(a, b, rtol=0, atol=1e-6)
+
     net = small(model)
     for n, chunk in ((37, 16), (130, 32), (5, 16)):
         one = net.generate(n, torch.Generator().manual_seed(4))
         chunked = torch.cat(list(sample_chunks(net, n, torch.Generator().manual_seed(4), chunk=chunk)))
-        assert torch.equal(one, chunked), (model, n, chunk)
+        assert same(one, chunked), (model, n, chunk)
     if net.conditional:
         labels = torch.arange(70) % 10
         one = net.generate(70, torch.Generator().manual_seed(5), labels=labels)
         chunked = torch.cat(list(sample_chunks(net, 70, torch.Generator().manual_seed(5), labels, chunk=16)))
-        assert torch.equal(one, chunked)
+        assert same(one, chunked)
 
 
 @pytest.fixture(scope="module")

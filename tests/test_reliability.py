@@ -63,6 +63,20 @@ def test_interrupted_and_resumed_run_is_bit_identical(mnist_root, tmp_path, mode
     assert epochs == [1, 2, 3]
 
 
+def test_checkpoint_minutes_keeps_resumable_copies_inside_epochs(mnist_root, tmp_path):
+    straight = train(options(mnist_root, tmp_path / "straight", epochs=2))
+    timed = train(options(mnist_root, tmp_path / "timed", epochs=2, checkpoint_minutes=1e-9))  # after every step
+    run = tmp_path / "timed"
+    # 6 steps an epoch; none at an epoch's last step, where the epoch's own save follows at once
+    assert sorted(timed["checkpoints"]) == ["last", *(f"step_{s:08d}" for s in (1, 2, 3, 4, 5, 7, 8, 9, 10, 11))]
+    a = weights(tmp_path / "straight/last.safetensors")
+    assert all(torch.equal(a[k], v) for k, v in weights(run / "last.safetensors").items())  # no randomness used
+    state = load_checkpoint(run / "step_00000009.safetensors").state
+    assert (state["epoch"], state["batch"], state["options"]["checkpoint_minutes"]) == (1, 3, 1e-9)
+    resumed = train(TrainOptions(resume=str(run / "step_00000009.safetensors"), epochs=2, checkpoint_minutes=0))
+    assert resumed["step"] == 12 and all(torch.equal(a[k], v) for k, v in weights(run / "last.safetensors").items())
+
+
 class SignalAndKeepMeans(SignalAt):
     """SignalAt that also keeps the running means the loop reports at the signalled step."""
 

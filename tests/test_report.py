@@ -275,8 +275,24 @@ def test_sweep_report(sweep_dir):
     assert {"#trial-000", "#trial-001"} <= set(trial_links)  # from the contents and from the results table
     alts = [img["alt"] for img in page.all("img")]
     assert any(a.startswith("Sample matrix") for a in alts) and any(a.startswith("Heat map") for a in alts)
-    assert any(a.startswith("Training loss per epoch of every trial") for a in alts)
+    assert any(a.startswith("Curves per epoch of every trial") for a in alts)
     assert "latent_dim=2, width=0.25" in page.words
+
+
+def test_folder_report_shows_its_runs_and_its_sweeps(runs, sweep_dir, tmp_path):
+    folder = tmp_path / "study"
+    shutil.copytree(runs / "gan", folder / "runs" / "gan")
+    shutil.copytree(sweep_dir, folder / "sweeps" / "vae")
+    (folder / "sweeps" / "vae" / "report.html").unlink(missing_ok=True)
+    result, page = report(folder, "--no-animations")
+    assert result["kind"] == "folder" and result["runs"] == 3  # the run and the sweep's two trials
+    check_page(page)
+    comparison = next(t for t in page.tables if t["col_headers"] > 5)
+    assert comparison["rows"] == 2  # header + gan: the sweep's trials are in the sweep's section, not compared
+    assert {"runs-gan", "sweep-sweeps-vae", "sweep-sweeps-vae-figures", "sweep-sweeps-vae-results", "trial-000",
+            "trial-001-curves"} <= page.ids
+    assert "Sweep sweeps/vae" in page.words and "1 run(s), 1 sweep(s)" in page.words
+    assert any(img["alt"].startswith("Heat map") for img in page.all("img"))
 
 
 def test_sweep_report_shows_eval_scores(sweep_dir, tmp_path):

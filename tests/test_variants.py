@@ -180,13 +180,14 @@ def test_max_minutes_stops_cleanly_and_resume_matches_an_uninterrupted_run(mnist
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
-def test_gan_draws_with_sigmoid_on_mnist_and_tanh_on_cifar_by_default(tmp_path):
-    from gentool.checkpoint import save_checkpoint
+def test_gan_draws_with_sigmoid_on_mnist_and_cifar_by_default():
     from gentool.models.gan import GAN
 
     mnist, cifar = build(GAN), build(GAN, CIFAR)
     assert isinstance(mnist.generator[-1], torch.nn.Sigmoid) and mnist.pixel_range == (0.0, 1.0)
-    assert isinstance(cifar.generator[-1], torch.nn.Tanh) and cifar.pixel_range == (-1.0, 1.0)
+    assert isinstance(cifar.generator[-1], torch.nn.Sigmoid) and cifar.pixel_range == (0.0, 1.0)
+    assert cifar.config.output == "sigmoid" and mnist.config.output == "sigmoid"  # stored resolved, not "auto"
+    assert summarize(cifar)["trainable_params"] == summarize(build(GAN, CIFAR, output="tanh"))["trainable_params"]
     assert mnist.normalize(torch.tensor([0, 255], dtype=torch.uint8)).tolist() == [0.0, 1.0]
     z = torch.randn(3, 100)
     assert torch.equal(mnist.decode(z), mnist.generator(z))  # sigmoid pixels are already in [0, 1]
@@ -196,16 +197,54 @@ def test_gan_draws_with_sigmoid_on_mnist_and_tanh_on_cifar_by_default(tmp_path):
     assert summarize(tanh)["trainable_params"] == summarize(mnist)["trainable_params"] == 1_234_114
     with pytest.raises(UsageError, match="--param output: got 'relu'; expected auto, tanh or sigmoid"):
         build(GAN, output="relu")
-    # A checkpoint written before the field existed (no "output" in its config) holds a tanh generator.
+
+
+def reload_as_written_before(path, model, geometry, edit):
+    """Save `model` to `path`, rewrite the stored config with `edit` (as an older gentool wrote it), load it back."""
     from safetensors import safe_open
     from safetensors.torch import save_file
 
-    path = tmp_path / "old.safetensors"
-    save_checkpoint(path, tanh, tanh.build_optimizers(), {"epoch": 1, "step": 1}, {"geometry": MNIST.to_dict()}, "t")
+    from gentool.checkpoint import save_checkpoint
+
+    save_checkpoint(path, model, model.build_optimizers(), {"epoch": 1, "step": 1}, {"geometry": geometry.to_dict()},
+                    "t")
     with safe_open(str(path), "pt") as f:
         meta, tensors = f.metadata(), {k: f.get_tensor(k) for k in f.keys()}
     config = json.loads(meta["config"])
-    del config["output"]
+    assert config["output"] == "tanh"
+    edit(config)
     save_file(tensors, str(path), metadata={**meta, "config": json.dumps(config)})
-    old = load_checkpoint(path).model
+    return load_checkpoint(path).model
+
+
+def test_older_gan_checkpoints_load_with_the_tanh_they_were_trained_with(tmp_path):
+    from gentool.models.gan import GAN
+
+    z = torch.randn(3, 100)
+    # Written before the field existed (no "output" in its config).
+    tanh = build(GAN, output="tanh")
+    old = reload_as_written_before(tmp_path / "a.safetensors", tanh, MNIST, lambda c: c.pop("output"))
     assert old.config.output == "tanh" and torch.equal(old.decode(z), tanh.decode(z))
+    # Written while "auto" was stored and meant tanh on CIFAR-10.
+    tanh = build(GAN, CIFAR, output="tanh")
+    old = reload_as_written_before(tmp_path / "b.safetensors", tanh, CIFAR, lambda c: c.update(output="auto"))
+    assert old.config.output == "tanh" and torch.equal(old.decode(z), tanh.decode(z))
+
+
+@pytest.mark.parametrize("geometry", [MNIST, CIFAR], ids=["mnist", "cifar10"])
+def test_gan_generator_keeps_a_gradient_where_training_drives_its_output(geometry):
+    """Issue 18: within its first epoch the study's GAN drives the generator's last pre-activations to about ±12
+    (MNIST: black; CIFAR-10: white). A tanh there returns exactly ±1 in float32, its gradient is exactly zero and no
+    step brings the samples back; the default output must still pass a gradient to the generator."""
+    from gentool.models.gan import GAN
+
+    def bias_gradient(model, bias):
+        last = model.generator[-2]
+        with torch.no_grad():
+            last.bias.fill_(bias)
+        loss = model.generator_loss(model.score(model.fake(8)))
+        return torch.autograd.grad(loss, last.bias)[0]
+
+    for bias in (-12.0, 12.0):
+        assert (bias_gradient(build(GAN, geometry), bias) != 0).all(), bias
+        assert (bias_gradient(build(GAN, geometry, output="tanh"), bias) == 0).all(), bias  # the failure it guards

@@ -10,12 +10,13 @@ import torch
 
 import gentool
 from gentool.data import ImageData, peek_geometry
-from gentool.device import Amp, pick_device, pick_precision, prepare
+from gentool.device import check_precision, choose_precision, pick_device, prepare
 from gentool.errors import UsageError, bad_value
 from gentool.evaluate_options import INCEPTION, MAX_N, MIN_N, EvalOptions  # noqa: F401 (MAX_N: the watch's)
 from gentool.fileio import atomic_write_json
 from gentool.metrics.distances import histogram_jsd, sliced_wasserstein
 from gentool.metrics.extractor import get_extractor, seeded_rng
+from gentool.metrics.likelihood import BATCH, fixed_subset, loss_terms
 from gentool.metrics.fid_kid import frechet_distance, gaussian_stats, inception_score, kernel_distance
 from gentool.metrics.manifold import mode_coverage, precision_recall
 from gentool.metrics.reference import Reference, resolve_reference
@@ -89,25 +90,13 @@ def class_agreement(probs: np.ndarray, labels: torch.Tensor) -> dict:
             "class_agreement_by_class": per_class}
 
 
-@torch.no_grad()
-def vae_scores(model, data: ImageData, n: int, seed: int, batch_size: int = 500) -> dict:
+def vae_scores(model, data: ImageData, n: int, seed: int, batch_size: int = BATCH) -> dict:
     """Reconstruction error (BCE summed over pixels), KL and ELBO per image (nats) on up to `n` real images, in eval
     mode with the reparameterisation noise seeded (and the caller's RNG streams left as they were)."""
-    pick = np.sort(np.random.default_rng(seed).choice(len(data), min(n, len(data)), replace=False))
-    images, labels = data.images[torch.from_numpy(pick)], data.labels[torch.from_numpy(pick)]
-    was_training = model.training
-    model.eval()
-    rec = kl = 0.0
-    try:
-        with seeded_rng(seed, model.device):
-            for chunk, y in zip(images.split(batch_size), labels.split(batch_size)):
-                out = model.losses(model.normalize(chunk.to(model.device)), y.to(model.device))
-                rec += float(out["reconstruction"]) * len(chunk)
-                kl += float(out["kl"]) * len(chunk)
-    finally:
-        model.train(was_training)
-    count = len(images)
-    return {"vae_reconstruction": rec / count, "vae_kl": kl / count, "elbo": -(rec + kl) / count, "vae_n": count}
+    images, labels = fixed_subset(data, min(n, len(data)), seed)
+    terms = loss_terms(model, images, labels, seed, batch_size)
+    rec, kl = terms["reconstruction"], terms["kl"]
+    return {"vae_reconstruction": rec, "vae_kl": kl, "elbo": -(rec + kl), "vae_n": len(images)}
 
 
 def _metric_plan(wanted: list[str], source: Source, explicit: bool) -> list[str]:
@@ -125,10 +114,12 @@ def evaluate(req: EvalOptions, reporter: Reporter | None = None) -> dict:
     started = time.perf_counter()
     wanted = req.validate()
     device = pick_device(req.device)
-    amp = Amp(device, pick_precision(req.precision, device))
+    check_precision(req.precision, device)
     source = open_source(req.source, device, req.weights)
+    precision = None  # samples from a file were drawn elsewhere: no precision applies
     if source.checkpoint is not None:
-        prepare(source.checkpoint.model, device, req.precision)
+        precision = choose_precision(req.precision, device)
+        prepare(source.checkpoint.model, device, precision.used)
     wanted = _metric_plan(wanted, source, explicit=req.metrics.strip().lower() != "all")
     settings = _sample_settings(source, req.sample_options)
     data = req.data or source.data_spec
@@ -152,7 +143,8 @@ def evaluate(req: EvalOptions, reporter: Reporter | None = None) -> dict:
     if "vae" in wanted:
         metrics.update(vae_scores(source.checkpoint.model, reference.load(req.split), req.n, req.seed))
     result = {"source": str(source.path), "kind": source.kind, **_checkpoint_info(source),
-              "n": count, "seed": req.seed, "sampling_precision": amp.name,
+              "n": count, "seed": req.seed, "sampling_precision": precision and precision.used,
+              **({"sampling_precision_reason": precision.reason} if precision else {}),
               **({"sampling": settings} if source.checkpoint is not None else {}),
               **evaluator.provenance(), "metrics": metrics, "notes": notes,
               "seconds": round(time.perf_counter() - started, 1)}

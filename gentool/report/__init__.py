@@ -52,8 +52,12 @@ def build_report(opts: ReportOptions) -> dict:
         view = views.sweep_view(collect.collect_sweep(path, taken, opts.animations))
         runs = sum(t["run"] is not None for t in view["trials"])
     else:
-        found = collect.collect_runs(path, taken, opts.animations)
-        view, runs = views.folder_view(path, found), sum("error" not in r for r in found)
+        folders = collect.find_sweeps(path)
+        found = collect.collect_runs(path, taken, opts.animations, skip=folders)
+        sweeps = collect.collect_sweeps(path, folders, taken, opts.animations)
+        view = views.folder_view(path, found, sweeps)
+        runs = sum("error" not in r for r in found) + sum(t["run"] is not None for s in view["sweeps"]
+                                                          if "error" not in s for t in s["trials"])
     html = render.render_page(kind, view).encode("utf-8")
     render.write_page(out, html)
     if len(html) > LARGE_MB * 2**20:

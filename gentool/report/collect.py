@@ -197,7 +197,7 @@ def _read_history(run_dir: Path, notes: list[str]) -> dict:
     history = _object(read_json_file(where), str(where))
     history["epochs"] = clean_records(history.get("epochs", []), str(where))
     history["events"] = clean_events(history.get("events", []), str(where))
-    for key in ("evaluation", "best"):
+    for key in ("evaluation", "best", "heldout"):
         if not isinstance(history.get(key) or {}, dict):
             raise GentoolError(f"{where}: \"{key}\" must be a JSON object")
     return history
@@ -317,11 +317,18 @@ def slug(text: str, taken: set[str]) -> str:
     return anchor
 
 
-def collect_runs(root: Path, taken: set[str], animations: bool = True) -> list[dict]:
-    """Every run directory below `root`, each read on its own: one that cannot be read keeps its place with the
-    reason instead of failing the report."""
+def find_sweeps(root: Path) -> list[Path]:
+    """Sweep directories (holding sweep.json) below `root`, sorted."""
+    return sorted({p.parent for p in Path(root).rglob(sw.MANIFEST) if p.is_file()})
+
+
+def collect_runs(root: Path, taken: set[str], animations: bool = True, skip: list[Path] = ()) -> list[dict]:
+    """Every run directory below `root` (except those inside the folders in `skip`: a sweep's trials), each read
+    on its own: one that cannot be read keeps its place with the reason instead of failing the report."""
     runs = []
     for run_dir in find_runs(root):
+        if any(run_dir.is_relative_to(folder) for folder in skip):
+            continue
         name = str(run_dir.relative_to(root)) if run_dir != root else run_dir.name
         anchor = slug(name, taken)
         try:
@@ -353,6 +360,20 @@ def _check_trial(trial, i: int, grid: dict, sweep_dir: Path, where: str) -> dict
     if not isinstance(trial.get("status"), str):
         raise GentoolError(f"{where}: trials[{i}].status must be text")
     return {**trial, "index": i, "path": sweep_dir / name}
+
+
+def collect_sweeps(root: Path, folders: list[Path], taken: set[str], animations: bool = True) -> list[dict]:
+    """The sweeps in a folder's page, each named by its place in `root`; one that cannot be read keeps its place
+    with the reason."""
+    sweeps = []
+    for folder in folders:
+        name = str(folder.relative_to(root))
+        anchor = slug(f"sweep-{name}", taken)
+        try:
+            sweeps.append({**collect_sweep(folder, taken, animations), "name": name, "anchor": anchor})
+        except (GentoolError, OSError) as exc:
+            sweeps.append({"name": name, "anchor": anchor, "path": str(folder), "error": str(exc)})
+    return sweeps
 
 
 def collect_sweep(sweep_dir: Path, taken: set[str], animations: bool = True) -> dict:

@@ -22,7 +22,7 @@ RUN_SECTIONS = (("overview", "Overview"), ("curves", "Training curves"), ("sampl
                 ("metrics", "Metrics"), ("evaluation", "Evaluation"), ("events", "Events"),
                 ("checkpoints", "Checkpoints"), ("architecture", "Architecture"), ("config", "Configuration"),
                 ("provenance", "How the numbers were made"))
-HISTORY_KEYS = {"epochs", "events", "model", "run_dir", "evaluation", "best"}  # what metrics.json holds by default
+HISTORY_KEYS = {"epochs", "events", "model", "run_dir", "evaluation", "best", "heldout"}  # what metrics.json holds by default
 WATCHED = ("fid", "modes", "class_kl")  # what --eval-every adds to an epoch's record
 HELDOUT = "heldout_"
 
@@ -208,8 +208,12 @@ def provenance(run: dict) -> list[str]:
             f"wall-clock training time."]
     heldout = [k for k in keys if k.startswith(HELDOUT)]
     if heldout:
-        said.append(f"Held-out metrics ({', '.join(heldout)}): the same terms on the held-out split, as the run "
-                    f"recorded them each epoch (in eval mode, with seeded noise).")
+        made = run["history"].get("heldout") or {}
+        how = (f" ({fmt(made.get('n'))} of the {fmt(made.get('of'))} images of the {fmt(made.get('split'))}, the same "
+               f"images every epoch, noise seed {fmt(made.get('seed'))}, {fmt(made.get('weights'))} weights, since epoch "
+               f"{fmt(made.get('since_epoch'))})") if made else ""
+        said.append(f"Held-out metrics ({', '.join(heldout)}): the same terms on the held-out split{how}, as the "
+                    f"run recorded them after each epoch (in eval mode, with seeded noise).")
     made = run["history"].get("evaluation") or {}
     if made:
         ex = made.get("extractor") if isinstance(made.get("extractor"), dict) else {}
@@ -263,8 +267,10 @@ def sweep_view(sweep: dict) -> dict:
     col_axis, row_axes, _, _ = figures.sweep_layout(grid)
     figs = [sweep["matrix"],
             drawn(lambda buf: figures.plot_sweep_curves(grid, fig_trials, buf),
-                  f"Training loss per epoch of every trial: one panel per {', '.join(row_axes) or 'grid'} value, one "
-                  f"line per {col_axis}", "Each trial's training loss over the epochs (the study's Figure 11).",
+                  f"Curves per epoch of every trial: the training loss (and the loss terms recorded on held-out "
+                  f"data too), training solid and held-out dashed; one column of panels per "
+                  f"{', '.join(row_axes) or 'grid'} value, one colour per {col_axis}",
+                  "Each trial's losses over the epochs, training and held-out (the study's Figure 11).",
                   notes, "curves")]
     if metric:
         figs.append(drawn(lambda buf: figures.plot_heatmap(grid, fig_trials, metric, buf),
@@ -285,15 +291,17 @@ def sweep_view(sweep: dict) -> dict:
              ("epochs asked for", manifest.get("epochs")),
              ("trials", ", ".join(f"{n} {s}" for s, n in status.items())),
              ("gentool version", manifest.get("gentool_version")), ("sweep directory", sweep["path"])]
-    return {**sweep, "overview": key_values("Sweep at a glance", pairs), "figures": [f for f in figs if f],
+    return {"anchor": "sweep", **sweep, "overview": key_values("Sweep at a glance", pairs),
+            "figures": [f for f in figs if f],
             "results": table("Results: one row per trial (final training metrics and, with --eval, its scores)",
                              columns, body),
             "trials": [{**t, "run": run_view(t["run"], t.get("metrics")) if t.get("run") else None,
                         "label": ", ".join(f"{a}={fmt(t['values'][a])}" for a in grid)} for t in trials]}
 
 
-def folder_view(root: Path, runs: list[dict]) -> dict:
-    """A comparison table (as `gentool summary DIR` prints it) with each run linked, and the runs' sections."""
+def folder_view(root: Path, runs: list[dict], sweeps: list[dict] = ()) -> dict:
+    """A comparison table (as `gentool summary DIR` prints it) with each run linked, and the runs' sections; then
+    each sweep found in the folder, as its own page would show it (its trials are not among the runs)."""
     readable = [r for r in runs if "error" not in r]
     rows = compare_runs(root, [Path(r["path"]) for r in readable])
     links = {r["name"]: r["anchor"] for r in readable}
@@ -302,4 +310,5 @@ def folder_view(root: Path, runs: list[dict]) -> dict:
     return {"name": root.name or str(root), "path": str(root),
             "comparison": table(f"{len(rows)} run(s) compared: the values that set them apart, epochs and final "
                                 f"metrics", columns, body),
-            "runs": [run_view(r) for r in runs]}
+            "runs": [run_view(r) for r in runs],
+            "sweeps": [s if "error" in s else sweep_view(s) for s in sweeps]}

@@ -1,0 +1,152 @@
+"""--precision auto (gentool.device): the probe's decision, its cache (which may be hostile) and what a run records."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+from gentool import device as d
+from gentool.train import TrainOptions, train
+
+CPU = torch.device("cpu")
+
+
+class FakeClock:
+    """A clock that only the fake workloads move."""
+
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self):
+        return self.now
+
+    def work(self, *durations):
+        """A workload whose calls take these seconds in turn (the first is the warm-up)."""
+        times = iter(durations)
+
+        def run():
+            self.now += next(times)
+        return run
+
+
+def test_bf16_only_when_clearly_faster():
+    assert d.decide_precision({"fp32": 0.030, "bf16": 0.015}).used == "bf16"  # a Zen 4: 2x
+    slower = d.decide_precision({"fp32": 0.0273, "bf16": 0.0414})  # this project's Xeon without AMX
+    assert slower.used == "fp32" and "0.66x" in slower.reason and slower.requested == "auto"
+    assert d.decide_precision({"fp32": 0.030, "bf16": 0.028}).used == "fp32"  # within noise: fp32 stays
+
+
+def test_probe_takes_the_best_of_alternating_rounds_and_keeps_to_its_budget():
+    clock = FakeClock()
+    work = {"fp32": clock.work(9, 4, 2, 3), "bf16": clock.work(9, 5, 6, 1)}
+    assert d.time_workloads(work, clock, reps=3, budget=100) == {"fp32": 2, "bf16": 1}  # warm-ups left out
+    slow = FakeClock()
+    work = {"fp32": slow.work(1, 1, 1, 1, 1), "bf16": slow.work(1, 2, 2, 2, 2)}
+    assert d.time_workloads(work, slow, reps=4, budget=0.5) == {"fp32": 1, "bf16": 2}  # two rounds, then stop
+    assert slow.now == 1 + 1 + 2 * (1 + 2)
+
+
+@pytest.fixture()
+def probe(tmp_path, monkeypatch):
+    """A CPU that has bf16, a cache under tmp_path and a probe that counts its runs (fp32 twice as fast)."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.setattr(d, "_bf16_supported", lambda device: True)
+    monkeypatch.setattr(d, "_CHOSEN", {})
+    runs = []
+
+    def fake(work, *args, **kw):
+        assert set(work) == {"fp32", "bf16"}
+        runs.append(1)
+        return {"fp32": 0.01, "bf16": 0.02}
+    monkeypatch.setattr(d, "time_workloads", fake)
+    return tmp_path / "gentool" / d.CACHE_FILE, runs
+
+
+def test_the_probe_runs_once_per_machine_and_thread_count(probe, monkeypatch):
+    cache, runs = probe
+    first = d.choose_precision("auto", CPU)
+    assert first.used == "fp32" and "0.50x" in first.reason and len(runs) == 1
+    assert d.choose_precision("AUTO", CPU) == first and len(runs) == 1  # this process remembers
+    monkeypatch.setattr(d, "_CHOSEN", {})
+    again = d.choose_precision("auto", CPU)  # a new process: the cache answers
+    assert again.used == "fp32" and "(cached)" in again.reason and len(runs) == 1
+    (entry,) = json.loads(cache.read_text())["entries"].values()
+    assert entry["threads"] == torch.get_num_threads() and entry["torch"] == torch.__version__
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(threads + 1)  # another thread count is another measurement
+        d.choose_precision("auto", CPU)
+    finally:
+        torch.set_num_threads(threads)
+    assert len(runs) == 2 and len(json.loads(cache.read_text())["entries"]) == 2
+
+
+@pytest.mark.parametrize("content", [
+    b"not json", b"\xff\xfe", b"[" * 100_000, b'{"format": 1, "entries": []}', b'{"format": 2, "entries": {}}',
+    b" " * (65 << 10) + b"{}",
+    json.dumps({"format": 1, "entries": {"0" * 24: {"fp32": -1, "bf16": 0.01, "measured": 1}}}).encode(),
+    json.dumps({"format": 1, "entries": {"0" * 24: {"fp32": "NaN", "bf16": 0.01, "measured": 1}}}).encode(),
+    json.dumps({"format": 1, "entries": {"../x": {"fp32": 1, "bf16": 0.01, "measured": 1}}}).encode(),
+    json.dumps({"format": 1, "entries": {"0" * 24: {"fp32": 1, "bf16": 1, "measured": 1, "x": 1}}}).encode(),
+    json.dumps({"format": 1, "entries": {f"{i:024x}": {"fp32": 1, "bf16": 1, "measured": 1}
+                                         for i in range(d.CACHE_ENTRIES + 1)}}).encode(),
+])
+def test_a_hostile_cache_is_ignored_and_replaced(probe, content):
+    cache, runs = probe
+    cache.parent.mkdir(parents=True)
+    cache.write_bytes(content)
+    assert d.choose_precision("auto", CPU).used == "fp32" and len(runs) == 1  # probed, not read
+    assert len(json.loads(cache.read_text())["entries"]) == 1
+
+
+def test_a_cache_entry_cannot_claim_bf16_without_its_timings(probe, monkeypatch):
+    """The cache holds measurements, not decisions: a doctored entry still has to show bf16 faster."""
+    cache, runs = probe
+    d.choose_precision("auto", CPU)
+    data = json.loads(cache.read_text())
+    (key,) = data["entries"]
+    data["entries"][key].update(fp32=0.04, bf16=0.01)
+    cache.write_text(json.dumps(data))
+    monkeypatch.setattr(d, "_CHOSEN", {})
+    assert d.choose_precision("auto", CPU).used == "bf16" and len(runs) == 1
+
+
+def test_a_cache_symlink_is_replaced_not_followed(probe, tmp_path):
+    cache, runs = probe
+    target = tmp_path / "elsewhere.txt"
+    target.write_text("keep me")
+    cache.parent.mkdir(parents=True)
+    cache.symlink_to(target)
+    d.choose_precision("auto", CPU)
+    assert target.read_text() == "keep me" and not cache.is_symlink()
+
+
+def test_no_probe_where_the_rule_decides(probe, monkeypatch):
+    cache, runs = probe
+    monkeypatch.setattr(d, "_bf16_supported", lambda device: False)
+    assert "no native bf16" in d.choose_precision("auto", CPU).reason
+    assert d.choose_precision("auto", torch.device("mps")).used == "fp32"
+    for native in (True, False):
+        monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: native)
+        assert d.auto_precision(torch.device("cuda")).used == ("bf16" if native else "fp32")
+    assert not runs and not cache.exists()
+    assert d.choose_precision("fp32", CPU).reason == "given"
+    with pytest.raises(Exception, match="--precision: .*fp8.*one of auto, fp32, bf16, fp16"):
+        d.check_precision("fp8", CPU)
+
+
+def test_a_run_records_the_choice_and_an_old_fp32_run_keeps_fp32(tmp_path, mnist_root, probe):
+    options = dict(model="vae", data="mnist", data_dir=str(mnist_root), limit=32, batch_size=16, sample_every=0,
+                   checkpoint_every=0)
+    new = train(TrainOptions(**options, epochs=1, out=str(tmp_path / "new")))
+    config = json.loads((tmp_path / "new" / "config.json").read_text())
+    assert config["options"]["precision"] == "auto"  # what a resume re-decides on the machine it runs on
+    assert config["precision"] == new["precision"] == {"requested": "auto", "used": "fp32",
+                                                       "reason": d.choose_precision("auto", CPU).reason}
+    train(TrainOptions(**options, epochs=1, out=str(tmp_path / "old"), precision="fp32"))  # as runs before auto
+    resumed = train(TrainOptions(resume=str(tmp_path / "old"), epochs=2))
+    assert resumed["precision"] == {"requested": "fp32", "used": "fp32", "reason": "given"}
+    assert not math.isnan(resumed["final_metrics"]["loss"])
