@@ -22,7 +22,7 @@ from scipy.ndimage import gaussian_filter
 
 from gentool.data import load_dataset
 from gentool.images import write_npz
-from gentool.metrics.evaluate import EvalRequest, evaluate
+from gentool.metrics.evaluate import EvalOptions, evaluate
 from gentool.progress import PlainReporter
 
 BLUR_SIGMA = 1.5
@@ -55,8 +55,8 @@ def main() -> int:
     for name, images in make_sets(args.data_dir, args.n, args.seed).items():
         path = out / f"{name}.npz"
         write_npz(path, images.float() / 255)
-        req = EvalRequest(str(path), "mnist", args.data_dir, n=args.n, split="train", seed=args.seed, device="cpu",
-                          out=str(out / f"{name}.json"), overwrite=True)
+        req = EvalOptions(source=str(path), data="mnist", data_dir=args.data_dir, n=args.n, split="train",
+                          seed=args.seed, device="cpu", out=str(out / f"{name}.json"), overwrite=True)
         results[name] = evaluate(req, PlainReporter())
         print(f"python3 -m gentool evaluate {path} --data mnist --data-dir {args.data_dir} --split train "
               f"--n {args.n} --seed {args.seed} --json", file=sys.stderr)

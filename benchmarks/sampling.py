@@ -45,7 +45,7 @@ def sampling_rate(name: str, n: int, precision: str, prepared: bool) -> float:
 
 def evaluate_seconds(name: str, n: int, data_dir: str) -> tuple[float, float]:
     """(seconds for a warm evaluate of n samples, seconds of a first call that may train the extractor)."""
-    from gentool.metrics.evaluate import EvalRequest, evaluate
+    from gentool.metrics.evaluate import EvalOptions, evaluate
 
     cls = get_entry(name).cls
     model = cls(cls.config_class.create(MNIST))
@@ -56,7 +56,7 @@ def evaluate_seconds(name: str, n: int, data_dir: str) -> tuple[float, float]:
         times = []
         for _ in range(2):
             start = time.perf_counter()
-            evaluate(EvalRequest(str(ckpt), data="mnist", data_dir=data_dir, n=n, metrics="all"))
+            evaluate(EvalOptions(source=str(ckpt), data="mnist", data_dir=data_dir, n=n, metrics="all"))
             times.append(time.perf_counter() - start)
     return times[1], times[0]
 

@@ -44,6 +44,21 @@ def pick_device(name: str = "auto") -> torch.device:
     return torch.device(name)
 
 
+CUBLAS_ENV, CUBLAS_WORKSPACE = "CUBLAS_WORKSPACE_CONFIG", ":4096:8"
+
+
+def use_deterministic(device: torch.device) -> None:
+    """--deterministic: torch raises on any operation that has no deterministic implementation rather than run a
+    nondeterministic one. On CUDA, cuBLAS needs a fixed workspace (set here when the environment does not set it;
+    it must be set before the first cuBLAS call, which has not happened yet) and cuDNN its deterministic kernels
+    without benchmark autotuning, which may pick different kernels from one run to the next."""
+    if device.type == "cuda":
+        os.environ.setdefault(CUBLAS_ENV, CUBLAS_WORKSPACE)
+        torch.backends.cudnn.deterministic = True
+        torch.backends.cudnn.benchmark = False
+    torch.use_deterministic_algorithms(True)
+
+
 def seed_everything(seed: int) -> None:
     """Seed Python and torch (all devices) so CPU runs repeat exactly."""
     random.seed(seed)

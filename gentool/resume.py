@@ -18,12 +18,12 @@ from pathlib import Path
 
 from gentool import rundir
 from gentool.errors import GentoolError, UsageError
-from gentool.train_options import AUTO, FIELDS, FIXED, FREE, RESTORED, RESUME_RULES, TrainOptions, flag
+from gentool.train_options import (AUTO, FIELDS, FIXED, FREE, MODEL_SETTINGS, RESTORED, RESUME_RULES, TrainOptions,
+                                   flag)
 
 BUILTIN_DATA = ("mnist", "cifar10", "mnist-sample")
 # Recorded in every checkpoint (state.options): the options a resume takes from the run. The model's own settings
-# (latent size, width, lr, batch size, --param, --ema) live in the checkpoint's config and EMA metadata instead.
-MODEL_SETTINGS = ("latent_dim", "width", "lr", "batch_size")
+# (MODEL_SETTINGS, --param, --ema) live in the checkpoint's config and EMA metadata instead.
 RUN_OPTIONS = tuple(name for name, rule in RESUME_RULES.items()
                     if rule != FREE and name not in ("model", "params", "ema", *MODEL_SETTINGS))
 

@@ -16,6 +16,7 @@ from gentool import schema as s
 from gentool.errors import GentoolError, UsageError
 from gentool.fileio import atomic_copy, atomic_write_json, read_json
 
+RUNS_ENV = "GENTOOL_RUNS"  # the folder default run directories go in (else runs/)
 CONFIG = "config.json"
 METRICS = "metrics.json"
 LAST = "last.safetensors"
@@ -38,10 +39,10 @@ def epoch_checkpoint(run_dir: Path, epoch: int) -> Path:
     return run_dir / f"epoch_{epoch:04d}.safetensors"
 
 
-def default_run_dir(model: str, data_name: str, root: str = "runs") -> Path:
-    """runs/<model>-<data>-<timestamp>, with a suffix if that name is taken."""
+def default_run_dir(model: str, data_name: str, root: str | None = None) -> Path:
+    """$GENTOOL_RUNS (else runs)/<model>-<data>-<timestamp>, with a suffix if that name is taken."""
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    base = Path(root) / f"{model}-{data_name}-{stamp}"
+    base = Path(root or os.environ.get(RUNS_ENV) or "runs").expanduser() / f"{model}-{data_name}-{stamp}"
     path, k = base, 1
     while path.exists():
         path, k = base.with_name(f"{base.name}-{k}"), k + 1

@@ -5,7 +5,6 @@ images, not all of them, and a seed gives the same images however they are chunk
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -15,75 +14,12 @@ from gentool.device import choose_precision, pick_device, prepare
 from gentool.errors import UsageError, bad_value
 from gentool.fileio import prepare_output
 from gentool.images import NpzWriter, make_grid, to_uint8, write_gif, write_grid, write_png_folder
-from gentool.parsing import parse_grid
+from gentool.sample_options import SampleOptions
 
-MAX_SAMPLES = 1_000_000
-MAX_FRAMES = 500
 WALK_POINTS = 4  # random latent points each --interpolate walk passes through before returning to its start
 FRAME_MS = 80
 CHUNK = 4096  # samples drawn and written at a time (a multiple of 16: see chunk_sizes)
 MAX_GIF_BYTES = 512 << 20  # uncompressed frames of one --interpolate GIF
-
-
-@dataclass
-class SampleRequest:
-    """What `gentool sample` was asked for; `grid` and `n` are mutually exclusive."""
-
-    checkpoint: str
-    grid: str | None = None
-    n: int | None = None
-    out: str | None = None
-    seed: int = 0
-    device: str = "auto"
-    overwrite: bool = False
-    interpolate: bool = False
-    frames: int = 16
-    label: str | None = None  # --class: an index or a class name
-    by_class: bool = False
-    weights: str = "auto"
-    precision: str = "auto"
-    sample_options: dict = field(default_factory=dict)  # the sampler's settings (--steps, --solver, --guidance)
-
-    def resolve(self) -> tuple[str, int, tuple[int, int] | None, Path]:
-        """Validate and work out (kind, count, grid shape, output path); kind is grid, gif, npz or folder."""
-        if self.grid is not None and self.n is not None:
-            raise UsageError("--n: not allowed with --grid (a grid's size sets the number of samples)")
-        if self.by_class and (self.n is not None or self.label is not None):
-            raise UsageError(f"--by-class: not allowed with {'--n' if self.n is not None else '--class'} "
-                             f"(it draws a grid with one row per class)")
-        if self.interpolate:
-            return self._resolve_walk()
-        if self.n is not None and not 1 <= self.n <= MAX_SAMPLES:
-            raise bad_value("--n", self.n, f"an integer between 1 and {MAX_SAMPLES:,}")
-        ckpt = Path(self.checkpoint)
-        if self.n is None:
-            rows, cols, out = self._grid_out("grid", ".png", "a .png path for a grid")
-            return "grid", rows * cols, (rows, cols), out
-        tag = f"_class{self.label}" if self.label is not None else ""
-        out = Path(self.out) if self.out else ckpt.parent / f"{ckpt.stem}{tag}_n{self.n}_seed{self.seed}.npz"
-        if str(self.out or "").endswith(("/", "\\")) or out.is_dir():
-            return "folder", self.n, None, out
-        if out.suffix.lower() != ".npz":
-            raise bad_value("--out", str(out), "a .npz file or a folder (ending in /) when --n is given")
-        return "npz", self.n, None, out
-
-    def _resolve_walk(self) -> tuple[str, int, tuple[int, int], Path]:
-        if self.n is not None:
-            raise UsageError("--n: not allowed with --interpolate (the --grid sets the number of walks)")
-        if not 2 <= self.frames <= MAX_FRAMES:
-            raise bad_value("--frames", self.frames, f"an integer between 2 and {MAX_FRAMES}")
-        rows, cols, out = self._grid_out("walk", ".gif", "a .gif path with --interpolate")
-        return "gif", rows * cols, (rows, cols), out
-
-    def _grid_out(self, name: str, suffix: str, accepted: str) -> tuple[int, int, Path]:
-        """The --grid shape and the output path (by default beside the checkpoint, named by shape and seed)."""
-        rows, cols = parse_grid(self.grid or "8x8")
-        ckpt = Path(self.checkpoint)
-        tag = "_byclass" if self.by_class else f"_class{self.label}" if self.label is not None else ""
-        out = Path(self.out) if self.out else ckpt.parent / f"{ckpt.stem}{tag}_{name}{rows}x{cols}_seed{self.seed}{suffix}"
-        if out.suffix.lower() != suffix:
-            raise bad_value("--out", str(out), accepted)
-        return rows, cols, out
 
 
 def _check_target(kind: str, out: Path, overwrite: bool) -> None:
@@ -97,7 +33,7 @@ def _check_target(kind: str, out: Path, overwrite: bool) -> None:
     prepare_output(out, "--out", folder=kind == "folder")
 
 
-def sample(req: SampleRequest) -> dict:
+def sample(req: SampleOptions) -> dict:
     """Draw samples as requested and write them; returns what was written."""
     kind, n, grid, out = req.resolve()
     _check_target(kind, out, req.overwrite)
@@ -106,7 +42,7 @@ def sample(req: SampleRequest) -> dict:
     ckpt = load_checkpoint(req.checkpoint, device, weights=req.weights)
     prepare(ckpt.model, device, precision.used)
     labels, label = requested_labels(req, ckpt, n, grid)
-    settings = sampler_settings(req, ckpt.model)
+    settings = checked_settings(req, ckpt.model)
     c = ckpt.model.config
     shape = [c.channels, c.image_height, c.image_width]
     info = {"checkpoint": str(req.checkpoint), "model": ckpt.model.name, "weights": ckpt.weights,
@@ -134,7 +70,7 @@ def sample(req: SampleRequest) -> dict:
     return info
 
 
-def sampler_settings(req: SampleRequest, model) -> dict:
+def checked_settings(req: SampleOptions, model) -> dict:
     """The family's sampler settings from --steps/--solver/--guidance, checked (one line naming the option)."""
     try:
         return model.sample_settings(req.sample_options)
@@ -191,7 +127,7 @@ def _check_gif_size(walks: int, frames: int, grid: tuple[int, int], shape: list[
                                           f"than the {MAX_GIF_BYTES >> 20} MiB a GIF may take")
 
 
-def requested_labels(req: SampleRequest, ckpt, n: int, grid) -> tuple[torch.Tensor | None, dict | None]:
+def requested_labels(req: SampleOptions, ckpt, n: int, grid) -> tuple[torch.Tensor | None, dict | None]:
     """The class of every sample for --class or --by-class (None: the model's own choice), and the class asked for."""
     model = ckpt.model
     if req.label is None and not req.by_class:

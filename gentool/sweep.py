@@ -27,11 +27,12 @@ import gentool
 from gentool import rundir
 from gentool import schema as s
 from gentool.errors import GentoolError, UsageError
-from gentool.fileio import atomic_write_json, read_json
+from gentool.fileio import atomic_write_json
 from gentool.guards import STOP_SIGNALS, Interrupted
 from gentool.progress import PlainReporter, Reporter
 from gentool.results import final_metrics, write_results
 from gentool.api import train
+from gentool.evaluate_options import INCEPTION
 from gentool.train_options import EVAL_N, TrainOptions  # EVAL_N: generated images evaluate scores per trial
 
 MANIFEST, LOCK, TRIAL_LOCKS, EVAL_LOCK, LOGS = "sweep.json", ".sweep.lock", ".locks", ".eval.lock", "logs"
@@ -195,7 +196,8 @@ def trial_options(manifest: dict, trial: dict, sweep_dir: Path, runtime: dict) -
     common = {"model": manifest["model"], "data": manifest["data"], "data_dir": runtime.get("data_dir"),
               "epochs": runtime["epochs"], "device": runtime.get("device") or "auto"}
     # train's own safety and evaluation options, passed on only when asked for
-    common.update({k: runtime[k] for k in ("skip_nonfinite", "eval_every", "stop_on_divergence", "tensorboard")
+    common.update({k: runtime[k] for k in ("skip_nonfinite", "eval_every", "stop_on_divergence", "tensorboard",
+                                          "deterministic")
                    if runtime.get(k)})
     if runtime.get("heldout") is not None:
         common["heldout"] = runtime["heldout"]
@@ -244,10 +246,11 @@ def run_trial(sweep_dir: Path, index: int, runtime: dict, reporter: Reporter | N
 
 def evaluate_run(run_dir: Path, runtime: dict) -> dict:
     """`gentool evaluate`'s metrics for a run's last checkpoint against its own data set's test split."""
-    from gentool.metrics.evaluate import EvalRequest, evaluate
+    from gentool.metrics.evaluate import EvalOptions, evaluate
 
-    req = EvalRequest(str(Path(run_dir) / rundir.LAST), data_dir=runtime.get("data_dir"),
-                      n=runtime.get("eval_n") or EVAL_N, device=runtime.get("device") or "auto")
+    req = EvalOptions(source=str(Path(run_dir) / rundir.LAST), data_dir=runtime.get("data_dir"),
+                      n=runtime.get("eval_n") or EVAL_N, device=runtime.get("device") or "auto",
+                      extractor=runtime.get("extractor") or "gentool", extractor_weights=runtime.get("extractor_weights"))
     return evaluate(req)["metrics"]
 
 
@@ -260,9 +263,15 @@ def prepare_evaluation(spec: SweepSpec, reporter: Reporter) -> None:
         from gentool.metrics.reference import resolve_reference
     except ImportError as exc:
         raise GentoolError(f"--eval: evaluation is unavailable in this gentool ({exc})") from None
+    reference = resolve_reference(spec.data, spec.runtime.get("data_dir"))
+    device = pick_device(spec.runtime.get("device") or "auto")
     with locked(spec.out / EVAL_LOCK):
-        get_extractor(resolve_reference(spec.data, spec.runtime.get("data_dir")),
-                      pick_device(spec.runtime.get("device") or "auto"), reporter)
+        if spec.runtime.get("extractor") == INCEPTION:  # checks the weights file, caches the real features
+            from gentool.metrics.inception import InceptionEvaluator
+
+            InceptionEvaluator(reference, "train", device, spec.runtime["extractor_weights"], reporter)
+        else:
+            get_extractor(reference, device, reporter)
 
 
 def trial_metrics(trial: dict) -> dict:

@@ -10,7 +10,7 @@ import torch
 
 from gentool import rundir
 from gentool.data import batches
-from gentool.device import check_precision, choose_precision, default_threads, pick_device
+from gentool.device import check_precision, choose_precision, default_threads, pick_device, use_deterministic
 from gentool.distributed import (
     World,
     average_buffers,
@@ -187,6 +187,8 @@ def train(opts: TrainOptions, reporter: Reporter | None = None, hooks: Sequence[
     threads = opts.threads or (max(1, default_threads() // world.local_size) if world.enabled else None)
     if threads and device.type == "cpu":
         torch.set_num_threads(threads)
+    if opts.deterministic:
+        use_deterministic(device)
     choose_precision(opts.precision, device)  # auto's probe, timed on the thread count just set
     for note in start.notes:
         reporter.message(note)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass, fields
+from typing import ClassVar
 
 from gentool.errors import UsageError, bad_value
 
@@ -22,17 +23,34 @@ FREE = "free"  # about this invocation only (machine, time budget, output): neve
 MAX_COUNT = 10**9  # no epoch count, image count or pixel size is sensibly larger
 AUTO = "auto"  # --resume auto
 EVAL_N = 2000  # generated images scored by --eval-every (and by sweep --eval)
+# Model config fields the data set decides (gentool.models.base uses this set; it lives here, away from torch).
+GEOMETRY_FIELDS = frozenset({"channels", "image_height", "image_width", "num_classes"})
+# Model config fields that have an option of their own; every other one is a --param.
+MODEL_SETTINGS = ("latent_dim", "width", "lr", "batch_size")
+# What a run's config.json does not pass on when it is used as --config: where and how that run was started.
+NOT_RERUN = ("out", "resume", "overwrite")
 
 
 def option(help: str, *, default=None, fallback=None, resume: str = FREE, metavar: str | None = None,
-           flags: tuple[str, ...] = (), argument: bool = False, cli_type=None, convert=None, bare=None):
+           flags: tuple[str, ...] = (), argument: bool = False, cli_type=None, convert=None, complete=None,
+           required: bool = False, bare=None):
     """A dataclass field for an option. `default` is the field's value when the option is not given (None for
     options a resume restores, so that "not given" is visible); `fallback` is what a new run uses then.
-    `flags`, `metavar`, `argument`, `cli_type` and `convert` (CLI value → field value) shape the command line;
+    `flags`, `metavar`, `argument`, `cli_type`, `convert` (CLI value → field value) and `complete` (the shell
+    completion's candidates for a partial value) shape the command line; a `required` field has no default;
     `bare` is the value of an option whose value may be left out (`--tensorboard` alone)."""
     meta = {"help": help, "fallback": fallback, "resume": resume, "metavar": metavar, "flags": flags,
-            "argument": argument, "cli_type": cli_type, "convert": convert, "bare": bare}
+            "argument": argument, "cli_type": cli_type, "convert": convert, "complete": complete, "bare": bare}
+    if required:
+        return dataclasses.field(metadata=meta)
     return dataclasses.field(default=default, metadata=meta)
+
+
+def complete_model(incomplete: str) -> list[tuple[str, str]]:
+    """Shell completion of MODEL: the model names with their descriptions, read from source (nothing imported)."""
+    from gentool.registry import describe_models
+
+    return [(m.name, m.description) for m in describe_models() if m.name.startswith(incomplete.lower())]
 
 
 def _params(items) -> dict:
@@ -48,7 +66,7 @@ class TrainOptions:
 
     model: str | None = option(
         "Model name (see `gentool models`). Required for a new run; with --resume it may be left out (the run "
-        "knows its model).", metavar="MODEL", argument=True, resume=FIXED)
+        "knows its model).", metavar="MODEL", argument=True, resume=FIXED, complete=complete_model)
     data: str | None = option(
         "mnist, cifar10, mnist-sample, or a folder of PNG/JPEG images (class subfolders give labels). Required for "
         "a new run.", metavar="NAME|DIR", resume=FIXED)
@@ -74,7 +92,7 @@ class TrainOptions:
     device: str = option("auto (cuda, then mps, then cpu), cpu, cuda or mps.", default="auto",
                          metavar="auto|cpu|cuda|mps")
     out: str | None = option(
-        "Run directory (default: runs/<model>-<data>-<time>). With --resume auto: the run to continue, or to "
+        "Run directory (default: $GENTOOL_RUNS/<model>-<data>-<time>, with $GENTOOL_RUNS unset: runs/). With --resume auto: the run to continue, or to "
         "start when it has no checkpoint yet.", metavar="DIR")
     resume: str | None = option(
         "Continue the run in RUN (its directory or a checkpoint) up to --epochs in total, with its own model and "
@@ -123,6 +141,11 @@ class TrainOptions:
         "compares runs (give MODEL "
         "first: a word right after --tensorboard is its DIR). A resumed run keeps logging where it did.",
         metavar="[DIR]", bare="auto", resume=KEPT)
+    deterministic: bool | None = option(
+        "Use only deterministic algorithms (torch.use_deterministic_algorithms; on CUDA also cuDNN's deterministic "
+        "kernels and no autotuning, and cuBLAS's fixed workspace): slower on GPUs, same weights for the same seed "
+        "and machine. Recorded in config.json.", fallback=False, flags=("--deterministic/--no-deterministic",),
+        resume=KEPT)
     heldout: int | None = option(
         "Held-out images on which a family with likelihood terms (vae, cvae) records its loss terms after each "
         "epoch, as heldout_TERM (default: min(2000, a tenth of the training images); 0: none).", metavar="N",
@@ -131,6 +154,8 @@ class TrainOptions:
         "End the run cleanly on a divergence (a loss far outside its recent range, FID doubling from its best or "
         "stuck worse than noise's).", fallback=False, flags=("--stop-on-divergence/--no-stop-on-divergence",),
         resume=KEPT)
+
+    command: ClassVar[str] = "train"
 
     # The sampler's settings, for families that declare them (flow, ddpm; `gentool models` lists each family's),
     # used for the epoch grids and --eval-every; the family checks them and fills in its defaults.
@@ -146,13 +171,34 @@ class TrainOptions:
 
     @property
     def sample_options(self) -> dict:
-        """The sampler settings given (steps, solver, guidance), by name."""
-        given = {"steps": self.steps, "solver": self.solver, "guidance": self.guidance}
-        return {k: v for k, v in given.items() if v is not None}
+        return sampler_settings(self)
 
     def __post_init__(self):
         if self.params is None:
             self.params = {}
+
+    @classmethod
+    def from_run_record(cls, record: dict, where: str) -> dict:
+        """The settings that re-run the run a config.json describes (`--config RUN/config.json`): the options it
+        recorded (not its --out, --resume or --overwrite) and its model's config, pinned field by field, so that
+        the same networks are built even by a gentool whose defaults have changed since."""
+        options, config = record.get("options"), record.get("config")
+        if not (isinstance(options, dict) and isinstance(config, dict) and isinstance(record.get("model"), str)):
+            raise UsageError(f"{where}: not a run's config.json (expected its model, options and config)")
+        values = {k: v for k, v in options.items() if k not in NOT_RERUN and v is not None}
+        params = values.get("params") if isinstance(values.get("params"), dict) else {}
+        for key, value in config.items():
+            if key in MODEL_SETTINGS:
+                values[key] = value
+            elif key not in GEOMETRY_FIELDS:
+                params[key] = value
+        return {**values, "model": record["model"], "params": params}
+
+    def printable(self) -> dict:
+        """The settings `--print-config` writes: for a new run every value it will use; for a resume the values
+        given (the run supplies the rest)."""
+        self.validate()
+        return dataclasses.asdict(self if self.resume is not None else self.with_fallbacks())
 
     def given(self) -> dict:
         """The options set (not None, not empty), by field name."""
@@ -209,6 +255,22 @@ def _positive(name: str, value) -> None:
         raise bad_value(name, value, f"a positive integer up to {MAX_COUNT:,}")
 
 
+def sampler_settings(opts) -> dict:
+    """The sampler settings (steps, solver, guidance) an options object was given, by name; the model's family checks
+    them and fills in its defaults."""
+    given = {name: getattr(opts, name) for name in SAMPLER_SETTINGS}
+    return {k: v for k, v in given.items() if v is not None}
+
+
+def copy_option(name: str, default=None, declared: dict | None = None):
+    """TrainOptions' field `name` (or another command's, from `declared`, its fields by name) for another command
+    that takes the same option: same help, flags and checks, `default` when not given. (Fields cannot be shared
+    between dataclasses.)"""
+    meta = (declared or FIELDS)[name].metadata
+    return option(meta["help"], default=default, metavar=meta["metavar"], flags=meta["flags"],
+                  cli_type=meta["cli_type"], convert=meta["convert"], complete=meta["complete"])
+
+
 def flag(name: str) -> str:
     """The command-line name of a TrainOptions field ("data_dir" → "--data-dir", "model" → "MODEL")."""
     meta = FIELDS[name].metadata
@@ -218,5 +280,6 @@ def flag(name: str) -> str:
 
 
 FIELDS = {f.name: f for f in fields(TrainOptions)}
+SAMPLER_SETTINGS = ("steps", "solver", "guidance")  # declared in TrainOptions, shared by sample and evaluate
 # The one list of what a resume may change, by rule (see FIXED, RESTORED, KEPT, FREE above).
 RESUME_RULES = {name: f.metadata["resume"] for name, f in FIELDS.items()}

@@ -15,7 +15,8 @@ from conftest import colour_images
 from gentool.errors import GentoolError, UsageError
 from gentool.metrics import extractor as ex
 from gentool.metrics.distances import histogram_jsd, pixel_histogram, project, projection_directions, sliced_wasserstein
-from gentool.metrics.evaluate import Evaluator, parse_metrics
+from gentool.evaluate_options import parse_metrics
+from gentool.metrics.evaluate import Evaluator
 from gentool.metrics.fid_kid import frechet_distance, gaussian_stats, inception_score, kernel_distance, polynomial_mmd2
 from gentool.metrics.manifold import mode_coverage, precision_recall
 from gentool.metrics.reference import resolve_reference

@@ -70,7 +70,7 @@ app = typer.Typer(
     name="gentool",
     help=DESCRIPTION,
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,  # --install-completion / --show-completion SHELL (bash, zsh, fish, PowerShell)
     pretty_exceptions_enable=False,
     rich_markup_mode=None,  # click's plain help: reads well at 80 columns, on a terminal or not
 )

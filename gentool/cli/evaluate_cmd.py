@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Optional
-
-import typer
 from rich.console import Console
 from rich.table import Table
 
 from gentool.cli import options as o
+from gentool.evaluate_options import EvalOptions
 from gentool.progress import make_reporter
 
 # key → (label, meaning); the table shows the keys present in the result, in this order.
@@ -52,39 +50,23 @@ def render(result: dict, console: Console) -> None:
             table.add_row(label, _value(key, result["metrics"]), meaning)
     console.print(table)
     ex = result["extractor"]
-    console.print(f"extractor {ex['id']} (test accuracy {ex['test_accuracy']:.2%}); real images: "
-                  f"{result['real_source']} ({result['n_real']:,}); gentool {result['gentool_version']}",
-                  highlight=False, soft_wrap=True)
+    made = (f"weights {ex['weights']}, sha256 {ex['weights_sha256'][:16]}…, torch-fidelity "
+            f"{ex['torch_fidelity_version']}" if "weights_sha256" in ex else f"test accuracy {ex['test_accuracy']:.2%}")
+    console.print(f"extractor {ex['id']} ({made}); real images: {result['real_source']} ({result['n_real']:,}); "
+                  f"gentool {result['gentool_version']}", highlight=False, soft_wrap=True)
     for note in result["notes"]:
         console.print(f"[yellow]note:[/] {note}", highlight=False, soft_wrap=True)
 
 
 @o.cli_errors
-def evaluate(
-    source: Annotated[str, typer.Argument(help="A checkpoint (samples are drawn from it), an .npz of images (key 'images', uint8 N×H×W×C) or a folder of PNGs.")],
-    data: Annotated[Optional[str], typer.Option("--data", help="Real data to compare with: mnist, cifar10, mnist-sample or a folder with class subfolders (default: a checkpoint's own).")] = None,
-    data_dir: o.DataDirOpt = None,
-    n: Annotated[int, typer.Option("--n", help="Number of generated images to score.")] = 10_000,
-    metrics: Annotated[str, typer.Option("--metrics", help="all, or a comma-separated list of fid, kid, is, pr (precision/recall), modes, jsd, emd, vae.")] = "all",
-    split: Annotated[str, typer.Option("--split", help="Real split to compare with: test or train.")] = "test",
-    seed: o.SeedOpt = 0,
-    device: o.DeviceOpt = "auto",
-    json_out: o.JsonOpt = False,
-    out: Annotated[Optional[str], typer.Option("--out", help="Also write the JSON result to this file.")] = None,
-    overwrite: o.OverwriteOpt = False,
-    weights: o.WeightsOpt = "auto",
-    precision: o.PrecisionOpt = "auto",
-    steps: o.StepsOpt = None,
-    solver: o.SolverOpt = None,
-    guidance: o.GuidanceOpt = None,
-):
-    """Score generated images against real data with a reference classifier gentool trains (once) per data set."""
-    from gentool.metrics.evaluate import EvalRequest, evaluate as run_evaluation
+@o.options_command(EvalOptions)
+def evaluate(opts: EvalOptions, quiet: o.QuietOpt = False, json_out: o.JsonOpt = False):
+    """Score generated images against real data: with a reference classifier gentool trains (once) per data set, or
+    with the standard Inception-v3 network when you have its weights (--extractor inception-v3)."""
+    from gentool.metrics.evaluate import evaluate as run_evaluation
 
-    req = EvalRequest(source, data, data_dir, n, metrics, split, seed, device, out, overwrite, weights, precision,
-                      o.sampler_settings(steps, solver, guidance))
-    result = run_evaluation(req, make_reporter(quiet=False))
+    result = run_evaluation(opts, make_reporter(quiet))
     if json_out:
         o.print_json(result)
-    else:
+    else:  # --quiet silences the progress, not the result
         render(result, o.out_console())

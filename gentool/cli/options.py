@@ -15,9 +15,8 @@ from typing import Annotated, Optional
 import typer
 
 from gentool.errors import GentoolError
-from gentool.train_options import FIELDS, TrainOptions, flag
+from gentool.train_options import FIELDS, flag
 
-_HINTS = typing.get_type_hints(TrainOptions)
 
 DEBUG_ENV = "GENTOOL_DEBUG"
 
@@ -28,39 +27,72 @@ def field_option(f: dataclasses.Field, hint):
     flags or argument, metavar, help text and the default a new run uses."""
     meta = f.metadata
     kind = meta["cli_type"] or hint
+    required = f.default is dataclasses.MISSING
     if f.default is None and type(None) not in typing.get_args(kind):
         kind = Optional[kind]
-    shown = meta["fallback"] if meta["fallback"] is not None else f.default
+    shown = meta["fallback"] if meta["fallback"] is not None else None if required else f.default
     help = meta["help"] + ("" if shown is None or shown is False else f" [default: {shown}]")
+    extra = {"autocompletion": meta["complete"]} if meta.get("complete") else {}
     if meta["argument"]:
-        return Annotated[kind, typer.Argument(metavar=meta["metavar"], help=help, show_default=False)]
+        return Annotated[kind, typer.Argument(metavar=meta["metavar"], help=help, show_default=False, **extra)]
     decls = meta["flags"] or ("--" + f.name.replace("_", "-"),)
-    return Annotated[kind, typer.Option(*decls, metavar=meta["metavar"], help=help, show_default=False)]
+    return Annotated[kind, typer.Option(*decls, metavar=meta["metavar"], help=help, show_default=False, **extra)]
 
 
-def train_option(name: str):
-    """A train option as TrainOptions declares it, for commands that pass it on to training (sweep)."""
-    return field_option(FIELDS[name], _HINTS[name])
+ConfigOpt = Annotated[Optional[str], typer.Option(
+    "--config", metavar="FILE", show_default=False,
+    help="Read the options from this TOML file (keys: the options' names with _, e.g. data_dir; a table [params] "
+         "for --param), or from a run's config.json (re-runs that run: give a new --out). Options given on the "
+         "command line override the file's.")]
+PrintConfigOpt = Annotated[bool, typer.Option(
+    "--print-config", help="Print the settings this command would use, as TOML for --config, and exit.")]
+# Values typed on the command line override a --config file; defaults do not. (No option reads an environment
+# variable through click: GENTOOL_DATA, GENTOOL_RUNS and GENTOOL_SWEEPS are fallbacks for what neither the command
+# line, a file nor a resumed run set, applied where the value is used.)
+_GIVEN = ("COMMANDLINE",)
 
 
 def options_command(cls):
     """Decorator: the command's options are the fields of the keyword-only dataclass `cls`, where each is declared
-    once, followed by the function's own parameters; the function receives a `cls` instance as its first argument."""
+    once, followed by --config/--print-config (when `cls` names its `command`) and the function's own parameters;
+    the function receives a `cls` instance as its first argument (--help lists the fields `cls` declares itself
+    before those it inherits). Values come from the file given by --config, overridden by those typed on the command
+    line."""
     hints = typing.get_type_hints(cls)
+    files = hasattr(cls, "command")
 
     def decorate(func):
         own = list(inspect.signature(func, eval_str=True).parameters.values())[1:]
-        declared = [inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=f.default,
-                                      annotation=field_option(f, hints[f.name])) for f in dataclasses.fields(cls)]
-        params = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in declared + own]
+        own_first = sorted(dataclasses.fields(cls), key=lambda f: f.name not in vars(cls).get("__annotations__", {}))
+        declared = [inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY,
+                                      default=inspect.Parameter.empty if f.default is dataclasses.MISSING else f.default,
+                                      annotation=field_option(f, hints[f.name])) for f in own_first]
+        if files:
+            declared += [inspect.Parameter("config", inspect.Parameter.KEYWORD_ONLY, default=None,
+                                           annotation=ConfigOpt),
+                         inspect.Parameter("print_config", inspect.Parameter.KEYWORD_ONLY, default=False,
+                                           annotation=PrintConfigOpt)]
+        context = inspect.Parameter("ctx", inspect.Parameter.KEYWORD_ONLY, annotation=typer.Context)
+        params = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in [context, *declared, *own]]
 
         @functools.wraps(func)
-        def command(**kwargs):
-            values = {}
+        def command(ctx, **kwargs):
+            config, print_config = (kwargs.pop("config"), kwargs.pop("print_config")) if files else (None, False)
+            values, given = {}, {}
             for f in dataclasses.fields(cls):
                 value = kwargs.pop(f.name)
                 values[f.name] = f.metadata["convert"](value) if f.metadata["convert"] else value
-            return func(cls(**values), **kwargs)
+                source = ctx.get_parameter_source(f.name)
+                if source is not None and source.name in _GIVEN:
+                    given[f.name] = values[f.name]
+            if config is not None:
+                from gentool import config_file
+
+                values.update(config_file.merge(config_file.read(config, cls), given))
+            opts = cls(**values)
+            if print_config:
+                return print_settings(opts)
+            return func(opts, **kwargs)
 
         command.__signature__ = inspect.Signature(params)
         command.__annotations__ = {p.name: p.annotation for p in params}
@@ -86,40 +118,22 @@ def fill_bare_values(args: list[str], bare: dict[str, str]) -> list[str]:
     return out
 
 
-# Options shared with training (sweep passes them on to each trial's train), declared in TrainOptions:
-DataOpt = train_option("data")
-DataDirOpt = train_option("data_dir")
-BatchSizeOpt = train_option("batch_size")
-LrOpt = train_option("lr")
-LimitOpt = train_option("limit")
-ImageSizeOpt = train_option("image_size")
-CheckpointEveryOpt = train_option("checkpoint_every")
-SampleEveryOpt = train_option("sample_every")
-SkipNonfiniteOpt = train_option("skip_nonfinite")
-EvalEveryOpt = train_option("eval_every")
-StopOnDivergenceOpt = train_option("stop_on_divergence")
+def print_settings(opts) -> None:
+    """--print-config: the settings as TOML on stdout."""
+    from gentool import __version__, config_file
+
+    header = (f"gentool {opts.command} settings (gentool {__version__}); use: gentool {opts.command} --config FILE\n"
+              f"options given on the command line override these")
+    sys.stdout.write(config_file.to_toml(opts.printable(), header))
+    sys.stdout.flush()
+
+
 # Options of several commands:
-DeviceOpt = Annotated[str, typer.Option("--device", metavar="auto|cpu|cuda|mps", help="auto (cuda, then mps, then cpu), cpu, cuda or mps. [default: auto]", show_default=False)]
-SeedOpt = Annotated[int, typer.Option("--seed", metavar="S", help="Random seed; the same seed gives the same result on the CPU. [default: 0]", show_default=False)]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout instead of tables.")]
 LatentOpt = Annotated[Optional[int], typer.Option("--latent-dim", metavar="D", help="Latent size (default: the study's, per model and data).")]
 WidthOpt = Annotated[Optional[float], typer.Option("--width", metavar="W", help="Multiplier for every hidden width/channel count (1 = the study's network).")]
 OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace existing output instead of refusing.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")]
-WeightsOpt = Annotated[str, typer.Option("--weights", metavar="auto|ema|raw", help="auto (the EMA weights when the run kept them, else raw), ema or raw. [default: auto]", show_default=False)]
-PrecisionOpt = Annotated[str, typer.Option("--precision", metavar="auto|fp32|bf16|fp16", help="auto (bf16 where this machine runs it measurably faster, else fp32), fp32 (safe everywhere), bf16 (autocast; CPUs with AVX512-BF16/AMX, recent GPUs) or fp16 (CUDA/MPS). [default: auto]", show_default=False)]
-ClassOpt = Annotated[Optional[str], typer.Option("--class", metavar="K", help="Draw every sample of this class (index or class name) from a class-conditional model.")]
-# The sampler's settings, for families that declare them (flow, ddpm; `gentool models --check` lists each family's),
-# declared once with train's options.
-StepsOpt = train_option("steps")
-SolverOpt = train_option("solver")
-GuidanceOpt = train_option("guidance")
-
-
-def sampler_settings(steps: int | None, solver: str | None, guidance: float | None) -> dict:
-    """The sampler settings given on the command line (the family checks them and fills in its defaults)."""
-    given = {"steps": steps, "solver": solver, "guidance": guidance}
-    return {k: v for k, v in given.items() if v is not None}
 
 
 UNWRAPPED = 100_000  # the width of a console that is not a terminal: its lines are never wrapped

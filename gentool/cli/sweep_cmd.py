@@ -2,51 +2,30 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 from collections import Counter
 from pathlib import Path
-from typing import Annotated, List, Optional
-
-import typer
 
 from gentool import results, rundir
 from gentool.cli import options as o
 from gentool.errors import GentoolError, UsageError, bad_value
-from gentool.parsing import parse_list, parse_param
 from gentool.progress import PlainReporter, Reporter, make_reporter
-from gentool.train_options import EVAL_N
+from gentool.sweep_options import SWEEPS_ENV, SweepOptions
 
 # gentool.sweep (which imports torch) and gentool.guards are imported in the functions that use them, so that
 # `gentool --help` never loads torch.
 
 # in results.csv/json but not in the terminal's table
 DETAIL_COLUMNS = ("run_dir", "kid_std", "kid_subset_size", "is_std", "classes", "vae_n")
-LatentsOpt = Annotated[Optional[str], typer.Option("--latent-dim", help="Latent sizes to sweep, comma-separated, e.g. 2,5,10,20.")]
-WidthsOpt = Annotated[Optional[str], typer.Option("--width", help="Width multipliers to sweep, comma-separated, e.g. 0.5,1,2.")]
-
-
-def sweep_axes(latent_dim: str | None, width: str | None, params: list[str]) -> dict[str, list]:
-    """The grid's axes in order: --latent-dim, --width, then each --param NAME=V1,V2."""
-    axes = {}
-    if latent_dim is not None:
-        axes["latent_dim"] = parse_list(latent_dim, "--latent-dim", int)
-    if width is not None:
-        axes["width"] = parse_list(width, "--width", float)
-    for spec in params:
-        name, _ = parse_param(spec)
-        if name in axes or name in ("latent_dim", "width"):
-            raise bad_value("--param", spec, "a field not swept already (use --latent-dim/--width for those)")
-        axes[name] = parse_list(spec.partition("=")[2], f"--param {name}")
-    if not axes:
-        raise UsageError("--latent-dim/--width/--param: nothing to sweep; give at least one list of values")
-    return axes
 
 
 def default_out(model: str, data: str) -> Path:
-    """sweeps/<model>-<data>: the same command finds the same folder again, so re-running it resumes."""
+    """$GENTOOL_SWEEPS (else sweeps)/<model>-<data>: the same command finds the same folder again, so re-running it
+    resumes."""
     name = Path(data).name if Path(data).expanduser().is_dir() else data.lower()
-    return Path("sweeps") / f"{model}-{name}"
+    return Path(os.environ.get(SWEEPS_ENV) or "sweeps").expanduser() / f"{model}-{name}"
 
 
 def show_trials(spec: sw.SweepSpec, json_out: bool) -> None:
@@ -158,76 +137,37 @@ def show_report(report: dict, json_out: bool) -> None:
 
 
 @o.cli_errors
-def sweep(
-    model: Annotated[str, typer.Argument(help="Model name (see `gentool models`).")],
-    data: o.DataOpt = None,
-    data_dir: o.DataDirOpt = None,
-    latent_dim: LatentsOpt = None,
-    width: WidthsOpt = None,
-    param: Annotated[Optional[List[str]], typer.Option("--param", help="Another config field to sweep, NAME=V1,V2 (repeatable; one value fixes it).")] = None,
-    epochs: Annotated[int, typer.Option(help="Epochs per trial (re-running with more continues finished trials).")] = 10,
-    batch_size: o.BatchSizeOpt = None,
-    lr: o.LrOpt = None,
-    limit: o.LimitOpt = None,
-    image_size: o.ImageSizeOpt = None,
-    seed: o.SeedOpt = 0,
-    device: o.DeviceOpt = "auto",
-    checkpoint_every: o.CheckpointEveryOpt = 10,
-    sample_every: o.SampleEveryOpt = 1,
-    skip_nonfinite: o.SkipNonfiniteOpt = False,
-    eval_every: o.EvalEveryOpt = 0,
-    heldout: Annotated[Optional[int], typer.Option(metavar="N", show_default=False, help="Held-out images each trial of a vae/cvae scores its loss terms on after each epoch (default: min(2000, a tenth of the training images); 0: none).")] = None,
-    stop_on_divergence: o.StopOnDivergenceOpt = False,
-    tensorboard: Annotated[Optional[str], typer.Option(
-        "--tensorboard", metavar="[DIR]", show_default=False,
-        help="Log every trial to TensorBoard under one root, one folder per trial, so that `tensorboard --logdir "
-             "ROOT` compares them (needs pip install 'gentool[tensorboard]'). Alone: ROOT is SWEEP_DIR/tensorboard; "
-             "--tensorboard DIR: ROOT is DIR (give MODEL first: a word right after --tensorboard is its DIR).")] = None,
-    workers: Annotated[int, typer.Option(help="Trials run at once, each in its own process with a share of the CPU threads.")] = 1,
-    trial: Annotated[Optional[int], typer.Option(help="Run only trial K (0-based), e.g. --trial $SLURM_ARRAY_TASK_ID.")] = None,
-    list_trials: Annotated[bool, typer.Option("--list", help="Print the trials and their values, then exit.")] = False,
-    evaluate: Annotated[bool, typer.Option("--eval", help="Also score each trial with `gentool evaluate` (FID, KID, IS, precision/recall, modes...).")] = False,
-    eval_n: Annotated[int, typer.Option(help="Generated images --eval (and --eval-every) scores per trial.")] = EVAL_N,
-    metric: Annotated[Optional[str], typer.Option(help="Metric for heatmap.png (default: fid when present, else the training loss).")] = None,
-    out: Annotated[Optional[str], typer.Option(help="Sweep directory (default sweeps/<model>-<data>); re-running resumes it.")] = None,
-    quiet: o.QuietOpt = False,
-    json_out: o.JsonOpt = False,
-):
+@o.options_command(SweepOptions)
+def sweep(opts: SweepOptions, quiet: o.QuietOpt = False, json_out: o.JsonOpt = False):
     """Train MODEL over a grid of latent sizes, widths and other settings; each trial is a run directory under the
     sweep directory, recorded in its sweep.json. Re-running the same command resumes it."""
     from gentool import sweep as sw
     from gentool.guards import Interrupted
 
-    if not data:
-        raise UsageError("--data: missing; expected mnist, cifar10, mnist-sample or a folder of images")
-    if workers < 1:
-        raise bad_value("--workers", workers, "a positive integer")
-    options = {"batch_size": batch_size, "lr": lr, "limit": limit, "image_size": image_size, "seed": seed}
-    runtime = {"epochs": epochs, "data_dir": data_dir, "device": device, "checkpoint_every": checkpoint_every,
-               "sample_every": sample_every, "eval": evaluate, "eval_n": eval_n, "skip_nonfinite": skip_nonfinite,
-               "eval_every": eval_every, "stop_on_divergence": stop_on_divergence, "heldout": heldout}
-    spec = sw.SweepSpec(model, data, sweep_axes(latent_dim, width, param or []),
-                        Path(out) if out else default_out(model, data), options, runtime)
-    if tensorboard:
+    opts.validate()
+    spec = sw.SweepSpec(opts.model, opts.data, opts.axes(),
+                        Path(opts.out) if opts.out else default_out(opts.model, opts.data), opts.shared(),
+                        opts.runtime())
+    if opts.tensorboard:
         from gentool.loggers.tensorboard import AUTO, DIR_NAME, check_target
 
-        check_target(tensorboard)
-        runtime["tensorboard"] = str(spec.out / DIR_NAME) if tensorboard == AUTO else tensorboard
-    if list_trials:
+        check_target(opts.tensorboard)
+        spec.runtime["tensorboard"] = str(spec.out / DIR_NAME) if opts.tensorboard == AUTO else opts.tensorboard
+    if opts.list_trials:
         return show_trials(spec, json_out)
-    if epochs < 1:
-        raise bad_value("--epochs", epochs, "a positive integer")
+    if opts.epochs < 1:
+        raise bad_value("--epochs", opts.epochs, "a positive integer")
     sw.check_spec(spec)
     manifest = sw.open_sweep(spec)
-    if evaluate:
+    if opts.evaluate:
         sw.prepare_evaluation(spec, Reporter() if quiet else PlainReporter())
-    if trial is not None:
-        return run_one(spec, manifest, trial, quiet, json_out, metric)
+    if opts.trial is not None:
+        return run_one(spec, manifest, opts.trial, quiet, json_out, opts.metric)
     try:
-        run_all(spec, manifest, workers, quiet)
+        run_all(spec, manifest, opts.workers, quiet)
     except (KeyboardInterrupt, Interrupted) as exc:
         raise interrupted(spec.out, exc) from None
-    report = sw.report(spec.out, metric)
+    report = sw.report(spec.out, opts.metric)
     show_report(report, json_out)
     if not report["ok"]:
         raise unfinished(spec.out, report["trials"])

@@ -4,8 +4,6 @@ and record how every number was made (extractor, its accuracy, split, N, seed, g
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -14,72 +12,19 @@ import gentool
 from gentool.data import ImageData, peek_geometry
 from gentool.device import check_precision, choose_precision, pick_device, prepare
 from gentool.errors import UsageError, bad_value
-from gentool.fileio import atomic_write_json, prepare_output
+from gentool.evaluate_options import INCEPTION, MAX_N, MIN_N, EvalOptions  # noqa: F401 (MAX_N: the watch's)
+from gentool.fileio import atomic_write_json
 from gentool.metrics.distances import histogram_jsd, sliced_wasserstein
 from gentool.metrics.extractor import get_extractor, seeded_rng
 from gentool.metrics.likelihood import BATCH, fixed_subset, loss_terms
 from gentool.metrics.fid_kid import frechet_distance, gaussian_stats, inception_score, kernel_distance
 from gentool.metrics.manifold import mode_coverage, precision_recall
-from gentool.metrics.reference import SPLITS, Reference, resolve_reference
+from gentool.metrics.reference import Reference, resolve_reference
 from gentool.metrics.sources import Source, check_geometry, open_source
 from gentool.metrics.stats import real_stats, stream_stats
 from gentool.progress import Reporter
 
-METRICS = ("fid", "kid", "is", "pr", "modes", "jsd", "emd", "vae")
-ALIASES = {"precision": "pr", "recall": "pr", "precision_recall": "pr", "inception": "is", "swd": "emd",
-           "elbo": "vae", "reconstruction": "vae", "coverage": "modes"}
-MIN_N, MAX_N = 10, 100_000
 KID_SUBSETS, KID_SUBSET_SIZE, PR_K = 100, 1000, 3
-
-
-def parse_metrics(spec: str) -> list[str]:
-    """'all' or a comma-separated list (names or aliases such as precision, recall, swd, elbo) → metric names."""
-    names = [s.strip().lower() for s in (spec or "").split(",") if s.strip()]
-    if names == ["all"]:
-        return list(METRICS)
-    wanted = []
-    for name in names:
-        key = ALIASES.get(name, name)
-        if key not in METRICS:
-            raise bad_value("--metrics", spec, "all or a comma-separated list of " + ", ".join(METRICS))
-        wanted += [key] if key not in wanted else []
-    if not wanted:
-        raise bad_value("--metrics", spec, "all or a comma-separated list of " + ", ".join(METRICS))
-    return wanted
-
-
-@dataclass
-class EvalRequest:
-    """What `gentool evaluate` was asked for."""
-
-    source: str
-    data: str | None = None
-    data_dir: str | None = None
-    n: int = 10_000
-    metrics: str = "all"
-    split: str = "test"
-    seed: int = 0
-    device: str = "auto"
-    out: str | None = None
-    overwrite: bool = False
-    weights: str = "auto"
-    precision: str = "auto"  # of the checkpoint's sampling; the extractor always runs in fp32
-    sample_options: dict = field(default_factory=dict)  # the sampler's settings (--steps, ...), checkpoints only
-
-    def validate(self) -> list[str]:
-        """Check the options before any work; returns the metric names asked for."""
-        if not isinstance(self.n, int) or not MIN_N <= self.n <= MAX_N:
-            raise bad_value("--n", self.n, f"an integer between {MIN_N} and {MAX_N:,}")
-        if self.split not in SPLITS:
-            raise bad_value("--split", self.split, " or ".join(SPLITS))
-        if self.out:
-            out = Path(self.out)
-            if out.is_dir():
-                raise bad_value("--out", self.out, "a file path for the JSON result, not a folder")
-            if out.exists() and not self.overwrite:
-                raise UsageError(f"--out: {out} already exists; pass --overwrite to replace it")
-            prepare_output(out, "--out")  # now, not after minutes of scoring
-        return parse_metrics(self.metrics)
 
 
 class Evaluator:
@@ -164,7 +109,7 @@ def _metric_plan(wanted: list[str], source: Source, explicit: bool) -> list[str]
     return wanted
 
 
-def evaluate(req: EvalRequest, reporter: Reporter | None = None) -> dict:
+def evaluate(req: EvalOptions, reporter: Reporter | None = None) -> dict:
     """Score req.source against the reference data's split; returns the result (also written to req.out)."""
     started = time.perf_counter()
     wanted = req.validate()
@@ -186,10 +131,10 @@ def evaluate(req: EvalRequest, reporter: Reporter | None = None) -> dict:
     count = source.count(req.n)
     if count < MIN_N:
         raise UsageError(f"SOURCE: {source.path} holds {count} images; evaluation needs at least {MIN_N}")
-    evaluator = Evaluator(reference, req.split, device, reporter)
+    evaluator = _evaluator(req, reference, device, reporter)
     labels = source.labels(count)
     metrics, notes = evaluator.score(source.chunks(req.n, req.seed, settings), wanted, req.seed, labels)
-    if labels is not None:
+    if "class_agreement_by_class" in metrics:
         names = source.checkpoint.data.get("class_names") or []
         metrics["class_agreement_by_class"] = {names[int(k)] if int(k) < len(names) else k: v
                                                for k, v in metrics["class_agreement_by_class"].items()}
@@ -208,6 +153,15 @@ def evaluate(req: EvalRequest, reporter: Reporter | None = None) -> dict:
     return result
 
 
+def _evaluator(req: EvalOptions, reference: Reference, device: torch.device, reporter: Reporter | None):
+    """gentool's own extractor, or Inception-v3 with the user's weights (--extractor inception-v3)."""
+    if req.extractor == INCEPTION:
+        from gentool.metrics.inception import InceptionEvaluator  # needs the optional torch-fidelity
+
+        return InceptionEvaluator(reference, req.split, device, req.extractor_weights, reporter)
+    return Evaluator(reference, req.split, device, reporter)
+
+
 def _sample_settings(source: Source, given: dict) -> dict:
     """The checkpoint's sampler settings with `given` applied; settings for stored images are refused."""
     if source.checkpoint is not None:
@@ -218,7 +172,7 @@ def _sample_settings(source: Source, given: dict) -> dict:
     return {}
 
 
-def _reference(data: str, req: EvalRequest) -> Reference:
+def _reference(data: str, req: EvalOptions) -> Reference:
     try:
         return resolve_reference(data, req.data_dir)
     except UsageError:

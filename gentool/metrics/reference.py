@@ -12,8 +12,7 @@ from pathlib import Path
 
 from gentool.data import IMAGE_SUFFIXES, MNIST_FILES, ImageData, load_dataset, mnist_folder, resolve_data_dir
 from gentool.errors import UsageError, bad_value
-
-SPLITS = ("test", "train")
+from gentool.evaluate_options import SPLITS
 BUILTIN = ("mnist", "cifar10", "mnist-sample")
 HOLDOUT_EVERY = 10  # a folder with no test/ sibling holds out every 10th image of each class
 _TORCHVISION_DIRS = {"mnist": "MNIST/raw", "cifar10": "cifar-10-batches-py"}

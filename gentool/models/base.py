@@ -18,13 +18,13 @@ from torch import nn
 
 from gentool.device import FP32, Amp
 from gentool.errors import UsageError, bad_value
+from gentool.train_options import GEOMETRY_FIELDS  # config fields the data set sets, never --param
 
 MAX_LATENT = 4096  # the study's largest is 100; a larger code only asks for memory
 MAX_CLASSES = 1000
 MAX_INT = 10**9  # any other integer setting (critic steps, ...)
 
 
-GEOMETRY_FIELDS = {"channels", "image_height", "image_width", "num_classes"}
 # The command-line option that sets a config field, and what it sets, for error messages (other fields are set
 # with --param NAME=V).
 FIELD_ARGS = {"latent_dim": ("--latent-dim", "latent size"), "width": ("--width", "width multiplier"),

@@ -1,0 +1,168 @@
+"""`--config FILE` and `--print-config`: a command's options dataclass filled from a TOML file (or, for `train`, a
+run's own config.json) and written back as TOML. Every key is checked against the dataclass's fields and their
+types before anything is used: the file may come from anywhere.
+
+Reading uses the standard library's tomllib. Writing uses tomli-w (tomllib's writing counterpart, by the same
+author), which quotes and escapes strings and keys correctly; the only thing added here is the header comment.
+
+Imports nothing heavy: `--help` and `--print-config` stay fast.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+import math
+import re
+import tomllib
+import types
+import typing
+from pathlib import Path
+
+from gentool.errors import UsageError
+
+MAX_BYTES = 1 << 20  # a settings file is a few hundred bytes; refuse to parse anything near this
+ARG = "--config"
+NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def read(path: str, cls) -> dict:
+    """The field values set by the file at `path` (TOML, or a run's config.json when `cls` can read one), checked
+    against `cls`'s fields and types; a one-line UsageError naming the file and key otherwise."""
+    where = f"{ARG} {path}"
+    text = _read_text(Path(path).expanduser(), where)
+    if Path(path).suffix.lower() == ".json":
+        reader = getattr(cls, "from_run_record", None)
+        if reader is None:
+            raise UsageError(f"{where}: a .json file is accepted only by `gentool train` (a run's config.json); "
+                             f"expected a .toml file")
+        try:
+            record = json.loads(text)
+        except ValueError as exc:
+            raise UsageError(f"{where}: not valid JSON ({exc})") from None
+        if not isinstance(record, dict):
+            raise UsageError(f"{where}: expected a run's config.json (a JSON object)")
+        values = reader(record, where)
+    else:
+        try:
+            values = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            raise UsageError(f"{where}: not valid TOML ({exc})") from None
+    return check(values, cls, where)
+
+
+def _read_text(path: Path, where: str) -> str:
+    if not path.is_file():
+        raise UsageError(f"{where}: no such file" if not path.exists() else f"{where}: not a file")
+    if path.stat().st_size > MAX_BYTES:
+        raise UsageError(f"{where}: {path.stat().st_size:,} bytes; a settings file is at most {MAX_BYTES:,}")
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise UsageError(f"{where}: not UTF-8 text; expected a TOML file") from None
+    except OSError as exc:
+        raise UsageError(f"{where}: cannot be read ({exc.strerror})") from None
+
+
+def check(values: dict, cls, where: str) -> dict:
+    """`values` with every key a settable field of `cls` and every value of its field's type."""
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    hints = typing.get_type_hints(cls)
+    for key, value in values.items():
+        if key not in fields:
+            close = difflib.get_close_matches(key.replace("-", "_"), fields, n=1)
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            raise UsageError(f"{where}: unknown key {key!r}{hint}; valid keys: {', '.join(fields)}")
+        if not accepts(value, hints[key]):
+            raise UsageError(f"{where}: {key} = {_show(value)}; expected {describe(hints[key])}")
+        if isinstance(value, dict):
+            bad = next((k for k in value if not NAME.fullmatch(k)), None)
+            if bad is not None:
+                raise UsageError(f"{where}: {key}.{bad}: not a setting name; expected letters, digits and _")
+    return dict(values)
+
+
+def _show(value) -> str:
+    text = json.dumps(value, default=str) if not isinstance(value, str) else repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _parts(hint) -> tuple:
+    """The types a (possibly optional) hint allows, None excluded."""
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return tuple(a for a in typing.get_args(hint) if a is not type(None))
+    return (hint,)
+
+
+def _scalar(value, kind) -> bool:
+    if kind is bool:
+        return isinstance(value, bool)
+    if isinstance(value, bool):
+        return False
+    if kind is int:
+        return isinstance(value, int)
+    if kind is float:
+        return isinstance(value, (int, float)) and math.isfinite(value)
+    if kind is str:
+        return isinstance(value, str)
+    return False
+
+
+SCALARS = (int, float, bool, str)
+
+
+def accepts(value, hint) -> bool:
+    """Whether `value` (as TOML or JSON gives it) is of the field type `hint`."""
+    for kind in _parts(hint):
+        origin, args = typing.get_origin(kind) or kind, typing.get_args(kind)
+        if origin is list:
+            if isinstance(value, list) and value and all(accepts(v, args[0] if args else typing.Any) for v in value):
+                return True
+        elif origin is dict:
+            if isinstance(value, dict) and all(accepts(v, args[1] if args else typing.Any) for v in value.values()):
+                return True
+        elif kind is typing.Any:
+            if any(_scalar(value, scalar) for scalar in SCALARS):
+                return True
+        elif _scalar(value, kind):
+            return True
+    return False
+
+
+def describe(hint, plural: bool = False) -> str:
+    """What a field of type `hint` accepts, in words."""
+    words = {int: ("an integer", "integers"), float: ("a number", "numbers"), bool: ("true or false", "true/false"),
+             str: ("a string", "strings"), typing.Any: ("a number, string or true/false", "values")}
+    out = []
+    for kind in _parts(hint):
+        origin, args = typing.get_origin(kind) or kind, typing.get_args(kind)
+        if origin is list:
+            out.append(f"a non-empty list of {describe(args[0] if args else typing.Any, plural=True)}")
+        elif origin is dict:
+            out.append(f"a table of NAME = {describe(args[1] if args else typing.Any)}")
+        else:
+            out.append(words.get(kind, (str(kind), str(kind)))[plural])
+    return " or ".join(out)
+
+
+def merge(from_file: dict, given: dict) -> dict:
+    """File values overridden by the command line's; tables (--param) are merged name by name."""
+    merged = dict(from_file)
+    for key, value in given.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = {**merged[key], **value}
+        else:
+            merged[key] = value
+    return merged
+
+
+def to_toml(values: dict, header: str) -> str:
+    """`values` as TOML (keys with None or an empty table left out: not given) under a comment header."""
+    import tomli_w
+
+    kept = {k: v for k, v in values.items() if v is not None and v != {}}
+    scalars = {k: v for k, v in kept.items() if not isinstance(v, dict)}
+    tables = {k: v for k, v in kept.items() if isinstance(v, dict)}  # after the plain keys, as TOML requires
+    comment = "".join(f"# {line}\n" for line in header.splitlines())
+    return comment + tomli_w.dumps({**scalars, **tables})
