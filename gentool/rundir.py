@@ -116,7 +116,7 @@ def prepare_new(path: Path, overwrite: bool) -> bool:
 
 def _undo_created(path: Path, created: bool) -> None:
     """Remove a run folder this start created and holds nothing but gentool's lock."""
-    if not created:
+    if not created or not path.is_dir():
         return
     for name in LOCK_FILES:
         (path / name).unlink(missing_ok=True)

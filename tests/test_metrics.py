@@ -313,7 +313,8 @@ def test_watch_stops_on_divergence_and_keeps_the_last_healthy_state(tmp_path):
     opts = SimpleNamespace(eval_every=0, eval_n=100, stop_on_divergence=True, seed=0, epochs=10)
     session = SimpleNamespace(opts=opts, history={"epochs": [], "events": []}, run_dir=tmp_path, stop_reason=None,
                               save=lambda path: (saved.append(path), path.write_bytes(b"x")))
-    watch = TrainingWatch(opts)
+    watch = TrainingWatch()
+    watch.setup(opts)
     for epoch, loss in enumerate([1.0, 1.1, 0.9, 1.0, 1e4], start=1):
         record = {"epoch": epoch, "step": epoch, "loss": loss}
         session.history["epochs"].append(record)
@@ -326,7 +327,8 @@ def test_watch_stops_on_divergence_and_keeps_the_last_healthy_state(tmp_path):
 
 
 def test_fid_doubling_or_stuck_above_noise_is_a_divergence():
-    watch = TrainingWatch(SimpleNamespace(eval_every=1, eval_n=100, stop_on_divergence=False, seed=0))
+    watch = TrainingWatch()
+    watch.eval_every, watch.eval_n, watch.stop, watch.seed = 1, 100, False, 0  # what setup takes from the options
     watch.noise_fid = 500.0
     history = [{"epoch": 1, "step": 9, "fid": 150.0}, {"epoch": 2, "step": 18, "fid": 70.0}]
     (event,) = watch._judge_samples(history, {"epoch": 3, "step": 27, "fid": 190.0, "modes": 8}, 10)
