@@ -16,6 +16,7 @@ import pytest
 from gentool import figures
 from gentool.metrics.extractor import RECIPE_ENV
 from gentool.report.views import RUN_SECTIONS
+from test_cli_evaluate import cache_home, tiny_extractor  # noqa: F401 (fixtures: a tiny extractor in a module cache)
 from test_metrics import TINY_RECIPE, one_thread  # noqa: F401 (an autouse fixture)
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -80,17 +81,6 @@ def check_page(page: Page) -> None:
     assert all(b <= a + 1 for a, b in zip(page.headings, page.headings[1:])), page.headings  # no level skipped
     assert page.tables and all(t["caption"] and t["col_headers"] and t["rows"] > 1 for t in page.tables)
     assert page.all("nav") and page.all("main")
-
-
-@pytest.fixture(scope="module")
-def cache_home(tmp_path_factory):
-    return tmp_path_factory.mktemp("cache")
-
-
-@pytest.fixture(autouse=True)
-def tiny_extractor(monkeypatch, cache_home):
-    monkeypatch.setenv("XDG_CACHE_HOME", str(cache_home))
-    monkeypatch.setenv(RECIPE_ENV, TINY_RECIPE)
 
 
 def gentool(*args, cwd=None, env=None) -> subprocess.CompletedProcess:
