@@ -85,6 +85,8 @@ class SweepOptions:
         metavar="[DIR]", bare="auto")
     workers: int = option("Trials run at once, each in its own process with a share of the CPU threads.",
                           default=1, metavar="W")
+    threads: int | None = option("CPU threads for the whole sweep, shared evenly among its --workers (default: "
+                                 "torch's, one per core).", metavar="N")
     trial: int | None = option("Run only trial K (0-based), e.g. --trial $SLURM_ARRAY_TASK_ID.", metavar="K")
     list_trials: bool = option("Print the trials and their values, then exit.", default=False, flags=("--list",))
     evaluate: bool = option("Also score each trial with `gentool evaluate` (FID, KID, IS, precision/recall, "
@@ -121,6 +123,8 @@ class SweepOptions:
             raise UsageError("--data: missing; expected mnist, cifar10, mnist-sample or a folder of images")
         if self.workers < 1:
             raise bad_value("--workers", self.workers, "a positive integer")
+        if self.threads is not None and not (isinstance(self.threads, int) and 1 <= self.threads <= 4096):
+            raise bad_value("--threads", self.threads, "a positive number of threads")
         if self.extractor != GENTOOL or self.extractor_weights:
             if not self.evaluate:
                 raise UsageError("--extractor: only with --eval (it says how --eval scores each trial)")

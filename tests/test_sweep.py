@@ -6,6 +6,7 @@ import threading
 from pathlib import Path
 
 import pytest
+import torch
 
 from gentool import sweep as sw
 from gentool.errors import UsageError
@@ -137,6 +138,8 @@ def test_bad_values_fail_before_training(invoke, mnist_root, tmp_path):
     assert result.exit_code == 2 and "use --latent-dim/--width" in result.output
     result = invoke("sweep", "vae", "--data", "mnist", "--out", out)
     assert result.exit_code == 2 and "nothing to sweep" in result.output
+    result = invoke(*sweep_args(mnist_root, out, "--latent-dim", "2", "--threads", "0"))
+    assert result.exit_code == 2 and "--threads: got 0" in result.output and not out.exists()
 
 
 def test_concurrent_manifest_updates_are_not_lost(tmp_path):
@@ -166,10 +169,18 @@ def test_a_dead_worker_is_recorded(tmp_path):
     assert trials[1]["status"] == "interrupted"
 
 
-def test_two_workers(invoke, mnist_root, tmp_path):
+def test_two_workers(invoke, mnist_root, tmp_path, monkeypatch):
+    launched, launch = [], sw._launch
+    monkeypatch.setattr(sw, "_launch", lambda d, i, threads, r: launched.append(threads) or launch(d, i, threads, r))
+    threads = torch.get_num_threads()
     out = tmp_path / "w"
-    result = invoke(*sweep_args(mnist_root, out, "--latent-dim", "2,3", "--workers", "2", "--json"))
+    try:  # --threads is the whole sweep's: each of the 2 workers gets half
+        result = invoke(*sweep_args(mnist_root, out, "--latent-dim", "2,3", "--workers", "2", "--threads", "4",
+                                    "--json"))
+    finally:
+        torch.set_num_threads(threads)
     assert result.exit_code == 0, result.output
+    assert launched == [2, 2]
     trials = manifest(out)["trials"]
     assert [t["status"] for t in trials] == ["done", "done"]
     assert {t["pid"] for t in trials}.isdisjoint({os.getpid()})  # trained in worker processes

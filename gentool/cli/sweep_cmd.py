@@ -145,6 +145,10 @@ def sweep(opts: SweepOptions, quiet: o.QuietOpt = False, json_out: o.JsonOpt = F
     from gentool.guards import Interrupted
 
     opts.validate()
+    if opts.threads:  # worker processes get an even share of this (run_workers)
+        import torch
+
+        torch.set_num_threads(opts.threads)
     spec = sw.SweepSpec(opts.model, opts.data, opts.axes(),
                         Path(opts.out) if opts.out else default_out(opts.model, opts.data), opts.shared(),
                         opts.runtime())
