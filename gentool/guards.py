@@ -129,8 +129,15 @@ class OutputWatch:
 
     def __init__(self, model):
         self.model, self.seen = model, []
-        for name, net in model.networks().items():
-            net.register_forward_hook(self._hook(name))
+        self.handles = [net.register_forward_hook(self._hook(name)) for name, net in model.networks().items()]
+
+    def __enter__(self) -> OutputWatch:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        """Used as a context manager, the watch removes its hooks at the end of the block."""
+        for handle in self.handles:
+            handle.remove()
 
     def _hook(self, name: str):
         def note(module, inputs, output):

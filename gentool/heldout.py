@@ -14,6 +14,7 @@ import torch
 
 from gentool.data import ImageData, load_dataset
 from gentool.errors import GentoolError
+from gentool.guards import OutputWatch
 from gentool.metrics.likelihood import fixed_subset, loss_terms
 from gentool.progress import Reporter
 from gentool.hooks import TrainHook
@@ -66,15 +67,16 @@ class HeldoutHook(TrainHook):
         if self.subset is None and not self._prepare(session, reporter):
             return
         start = time.perf_counter()
-        try:
-            with session.model.amp.autocast():
-                terms = loss_terms(session.model, *self.subset, session.opts.seed)
-        except RuntimeError as exc:
-            # binary_cross_entropy refuses NaN input instead of returning NaN: a network gone non-finite (a run
-            # kept going by --skip-nonfinite) has no held-out losses that epoch (JSON has no NaN).
-            if "between 0 and 1" not in str(exc):
-                raise
-            return
+        with OutputWatch(session.model) as watch:
+            try:
+                with session.model.amp.autocast():
+                    terms = loss_terms(session.model, *self.subset, session.opts.seed)
+            except RuntimeError:
+                # binary_cross_entropy refuses NaN input instead of returning NaN: a network gone non-finite (a
+                # run kept going by --skip-nonfinite) has no held-out losses that epoch (JSON has no NaN).
+                if watch.culprit() is None:
+                    raise
+                return
         record.update({PREFIX + k: v for k, v in terms.items()})
         record[PREFIX + "seconds"] = round(time.perf_counter() - start, 3)
 
