@@ -1,0 +1,59 @@
+"""FID against wall-clock minutes from a `benchmarks/time_to_quality.py` run: one curve per configuration.
+
+    python3 benchmarks/plot_time_to_quality.py bench-ttq/results.json [--out bench-ttq/curve.png] [--title TEXT]
+
+Each point is a scored snapshot at the minute (since launch) it was written; the y axis is logarithmic, since FIDs
+fall over orders of magnitude. The label says the classes covered at the last point.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib import ticker  # noqa: E402
+
+
+def curves(results: dict) -> dict[str, list[tuple[float, float, str]]]:
+    """{configuration: [(minute, fid, "modes/classes"), ...] in time order}."""
+    return {name: sorted((s["minute"], s["fid"], f"{s['modes']}/{s['classes']}") for s in marks.values())
+            for name, marks in results.items() if marks}
+
+
+def plot(results: dict, out: Path, title: str) -> None:
+    fig, ax = plt.subplots(figsize=(7, 4.2), dpi=120)
+    for name, points in curves(results).items():
+        xs, ys, covered = zip(*points)
+        ax.plot(xs, ys, marker="o", label=f"{name.replace('`', '')} ({covered[-1]} classes at the end)")
+        ax.annotate(f"{ys[-1]:.1f}", (xs[-1], ys[-1]), textcoords="offset points", xytext=(4, 4), fontsize=8)
+    ax.set_yscale("log")
+    ax.yaxis.set_major_formatter(ticker.FuncFormatter(lambda y, _: f"{y:g}"))  # 20, 50, 100, not 2×10¹
+    ax.yaxis.set_minor_formatter(ticker.FuncFormatter(lambda y, _: f"{y:g}" if str(y)[0] in "25" else ""))
+    ax.set_xlabel("wall-clock minutes since launch (start-up, data loading and checkpoints included)")
+    ax.set_ylabel("FID (gentool evaluate, lower is better)")
+    ax.set_title(title, fontsize=10)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out)
+    plt.close(fig)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("results", type=Path, help="results.json written by time_to_quality.py")
+    parser.add_argument("--out", type=Path, help="PNG to write (default: curve.png beside results.json)")
+    parser.add_argument("--title", default="Sample quality against the minutes a user waits (real MNIST)")
+    args = parser.parse_args()
+    out = args.out or args.results.with_name("curve.png")
+    plot(json.loads(args.results.read_text()), out, args.title)
+    print(out)
+
+
+if __name__ == "__main__":
+    main()
