@@ -135,7 +135,7 @@ def test_no_module_imports_fcntl(tmp_path, mnist_root):
     script = f"""
 import sys
 sys.modules["fcntl"] = None  # any `import fcntl` now fails
-import gentool.cli.app, gentool.sweep, gentool.rundir
+import gentool.cli.app, gentool.sweep, gentool.sweep_workers, gentool.rundir
 sys.argv = ["gentool", "sweep", "vae", "--data", "mnist", "--data-dir", {str(mnist_root)!r}, "--latent-dim", "2",
             "--epochs", "1", "--limit", "32", "--out", {str(tmp_path / 'sw')!r}, "-q"]
 gentool.cli.app.main()

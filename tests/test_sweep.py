@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from gentool import sweep as sw
+from gentool import sweep_workers as sww
 from gentool.errors import UsageError
 from gentool.parsing import parse_list
 
@@ -163,15 +164,15 @@ def test_a_dead_worker_is_recorded(tmp_path):
     sw.open_sweep(spec)
     for index, code in ((0, -9), (1, 130)):
         sw.update_trial(spec.out, index, status="running")
-        sw._settle(spec.out, index, code)
+        sww._settle(spec.out, index, code)
     trials = manifest(spec.out)["trials"]
     assert trials[0]["status"] == "failed" and "exited with code -9" in trials[0]["error"]
     assert trials[1]["status"] == "interrupted"
 
 
 def test_two_workers(invoke, mnist_root, tmp_path, monkeypatch):
-    launched, launch = [], sw._launch
-    monkeypatch.setattr(sw, "_launch", lambda d, i, threads, r: launched.append(threads) or launch(d, i, threads, r))
+    launched, launch = [], sww._launch
+    monkeypatch.setattr(sww, "_launch", lambda d, i, threads, r: launched.append(threads) or launch(d, i, threads, r))
     threads = torch.get_num_threads()
     out = tmp_path / "w"
     try:  # --threads is the whole sweep's: each of the 2 workers gets half

@@ -96,6 +96,7 @@ def run_all(spec: sw.SweepSpec, manifest: dict, workers: int, quiet: bool) -> No
     import torch
 
     from gentool import sweep as sw
+    from gentool import sweep_workers as sww
 
     todo = [t["index"] for t in manifest["trials"] if not sw.is_finished(t, spec.runtime)]
     if workers == 1:
@@ -108,7 +109,7 @@ def run_all(spec: sw.SweepSpec, manifest: dict, workers: int, quiet: bool) -> No
         return
     bar = TrialsBar(spec.out, len(manifest["trials"]), spec.runtime["epochs"], quiet)
     try:
-        sw.run_workers(spec.out, todo, spec.runtime, workers, max(1, torch.get_num_threads() // workers), bar)
+        sww.run_workers(spec.out, todo, spec.runtime, workers, max(1, torch.get_num_threads() // workers), bar)
     finally:
         bar.close()
 
