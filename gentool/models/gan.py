@@ -16,6 +16,7 @@ from gentool.models.study import StudyConfig
 from gentool.registry import register_model
 
 LOG2 = math.log(2.0)
+INITS = ("torch", "keras")
 
 
 @dataclass
@@ -30,6 +31,9 @@ class GANConfig(StudyConfig, AdamConfig):
     # sets: the Keras recipe the study's MNIST networks follow, and on CIFAR-10 (whose recipe ends in tanh) the only
     # one of the two that did not saturate for good in the first epoch (README, "The study's GAN").
     output: str = "auto"
+    # The networks' starting weights: "torch" (PyTorch's default layer init, gentool's until now) or "keras"
+    # (Glorot-uniform, zero biases: the Keras default the study's networks were written for; see glorot_init).
+    init: str = "torch"
 
     default_latent: ClassVar[dict[str, int]] = {"mnist": 100, "cifar10": 100}
     auto_output: ClassVar[dict[str, str]] = {"mnist": "sigmoid", "cifar10": "sigmoid"}
@@ -38,6 +42,8 @@ class GANConfig(StudyConfig, AdamConfig):
         super().validate()
         if not 0 <= self.dropout < 1:
             raise bad_value("--param dropout", self.dropout, "a number in [0, 1)")
+        if self.init not in INITS:
+            raise bad_value("--param init", self.init, " or ".join(INITS))
         if self.output not in ("auto", *adv.OUTPUTS):
             raise bad_value("--param output", self.output, "auto, " + " or ".join(adv.OUTPUTS))
 
@@ -79,6 +85,8 @@ class GAN(adv.AdversarialModel):
         else:
             self.generator = adv.cifar_generator(c.latent_dim, c.channels, c.width, output=output)
             self.discriminator = adv.cifar_discriminator(c.channels, c.width, c.dropout)
+        if c.init == "keras":
+            adv.glorot_init(self)
 
     def build_optimizers(self):
         return adv.adam_per_network(self)
