@@ -19,6 +19,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib import ticker  # noqa: E402
 
 
+TICKS = (1, 2, 3, 5, 7, 10, 15, 20, 30, 50, 70, 100, 150, 200, 300, 500)
+
+
 def curves(results: dict) -> dict[str, list[tuple[float, float, str]]]:
     """{configuration: [(minute, fid, "modes/classes"), ...] in time order}."""
     return {name: sorted((s["minute"], s["fid"], f"{s['modes']}/{s['classes']}") for s in marks.values())
@@ -32,8 +35,10 @@ def plot(results: dict, out: Path, title: str) -> None:
         ax.plot(xs, ys, marker="o", label=f"{name.replace('`', '')} ({covered[-1]} classes at the end)")
         ax.annotate(f"{ys[-1]:.1f}", (xs[-1], ys[-1]), textcoords="offset points", xytext=(4, 4), fontsize=8)
     ax.set_yscale("log")
-    ax.yaxis.set_major_formatter(ticker.FuncFormatter(lambda y, _: f"{y:g}"))  # 20, 50, 100, not 2×10¹
-    ax.yaxis.set_minor_formatter(ticker.FuncFormatter(lambda y, _: f"{y:g}" if str(y)[0] in "25" else ""))
+    fids = [fid for points in curves(results).values() for _, fid, _ in points]
+    ax.set_yticks([t for t in TICKS if min(fids) / 1.2 <= t <= max(fids) * 1.2])  # plain numbers, not 2×10¹
+    ax.yaxis.set_major_formatter(ticker.FuncFormatter(lambda y, _: f"{y:g}"))
+    ax.yaxis.set_minor_formatter(ticker.NullFormatter())
     ax.set_xlabel("wall-clock minutes since launch (start-up, data loading and checkpoints included)")
     ax.set_ylabel("FID (gentool evaluate, lower is better)")
     ax.set_title(title, fontsize=10)

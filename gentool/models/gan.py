@@ -31,19 +31,22 @@ class GANConfig(StudyConfig, AdamConfig):
     # sets: the Keras recipe the study's MNIST networks follow, and on CIFAR-10 (whose recipe ends in tanh) the only
     # one of the two that did not saturate for good in the first epoch (README, "The study's GAN").
     output: str = "auto"
-    # The networks' starting weights: "torch" (PyTorch's default layer init, gentool's until now) or "keras"
-    # (Glorot-uniform, zero biases: the Keras default the study's networks were written for; see glorot_init).
-    init: str = "torch"
+    # The networks' starting weights: "torch" (PyTorch's default layer init) or "keras" (Glorot-uniform, zero
+    # biases: the Keras default the study's networks were written for; see glorot_init). "auto" is keras on
+    # CIFAR-10, where torch's init drew one image for every code (README, "The study's GAN"), and torch on MNIST,
+    # where it reproduces the study's collapse to one digit.
+    init: str = "auto"
 
     default_latent: ClassVar[dict[str, int]] = {"mnist": 100, "cifar10": 100}
     auto_output: ClassVar[dict[str, str]] = {"mnist": "sigmoid", "cifar10": "sigmoid"}
+    auto_init: ClassVar[dict[str, str]] = {"mnist": "torch", "cifar10": "keras"}
 
     def validate(self) -> None:
         super().validate()
         if not 0 <= self.dropout < 1:
             raise bad_value("--param dropout", self.dropout, "a number in [0, 1)")
-        if self.init not in INITS:
-            raise bad_value("--param init", self.init, " or ".join(INITS))
+        if self.init not in ("auto", *INITS):
+            raise bad_value("--param init", self.init, "auto, " + " or ".join(INITS))
         if self.output not in ("auto", *adv.OUTPUTS):
             raise bad_value("--param output", self.output, "auto, " + " or ".join(adv.OUTPUTS))
 
@@ -51,13 +54,16 @@ class GANConfig(StudyConfig, AdamConfig):
     def create(cls, geometry, latent_dim=None, width=None, **overrides):
         config = super().create(geometry, latent_dim, width, **overrides)
         config.output = config.output_activation  # stored resolved: what "auto" picks may change, a checkpoint not
+        if config.init == "auto":
+            config.init = config.auto_init[config.preset]
         return config
 
     @classmethod
     def from_dict(cls, data: dict):
         # A checkpoint written before `output` existed has a generator that ends in tanh; one that stored "auto"
         # was written while auto meant tanh on CIFAR-10 (and sigmoid on MNIST, as now).
-        config = super().from_dict({"output": "tanh", **data})
+        # (Its `init` does not matter: the weights are the checkpoint's. Older ones have none: torch's was used.)
+        config = super().from_dict({"output": "tanh", "init": "torch", **data})
         if config.output == "auto":
             config.output = {"mnist": "sigmoid", "cifar10": "tanh"}[config.preset]
         return config
@@ -85,7 +91,7 @@ class GAN(adv.AdversarialModel):
         else:
             self.generator = adv.cifar_generator(c.latent_dim, c.channels, c.width, output=output)
             self.discriminator = adv.cifar_discriminator(c.channels, c.width, c.dropout)
-        if c.init == "keras":
+        if c.init == "keras" or (c.init == "auto" and c.auto_init[c.preset] == "keras"):
             adv.glorot_init(self)
 
     def build_optimizers(self):
