@@ -1,6 +1,7 @@
 """FID against wall-clock minutes from a `benchmarks/time_to_quality.py` run: one curve per configuration.
 
-    python3 benchmarks/plot_time_to_quality.py bench-ttq/results.json [--out bench-ttq/curve.png] [--title TEXT]
+    python3 benchmarks/plot_time_to_quality.py bench-ttq/results.json [--out bench-ttq/curve.png] [--floor FID]
+        [--title TEXT]
 
 Each point is a scored snapshot at the minute (since launch) it was written; the y axis is logarithmic, since FIDs
 fall over orders of magnitude. The label says the classes covered at the last point.
@@ -28,14 +29,16 @@ def curves(results: dict) -> dict[str, list[tuple[float, float, str]]]:
             for name, marks in results.items() if marks}
 
 
-def plot(results: dict, out: Path, title: str) -> None:
+def plot(results: dict, out: Path, title: str, floor: float | None = None) -> None:
     fig, ax = plt.subplots(figsize=(7, 4.2), dpi=120)
+    if floor is not None:
+        ax.axhline(floor, color="grey", linestyle="--", linewidth=1, label=f"real images scored the same way ({floor:g})")
     for name, points in curves(results).items():
         xs, ys, covered = zip(*points)
         ax.plot(xs, ys, marker="o", label=f"{name.replace('`', '')} ({covered[-1]} classes at the end)")
         ax.annotate(f"{ys[-1]:.1f}", (xs[-1], ys[-1]), textcoords="offset points", xytext=(4, 4), fontsize=8)
     ax.set_yscale("log")
-    fids = [fid for points in curves(results).values() for _, fid, _ in points]
+    fids = [fid for points in curves(results).values() for _, fid, _ in points] + ([floor] if floor else [])
     ax.set_yticks([t for t in TICKS if min(fids) / 1.2 <= t <= max(fids) * 1.2])  # plain numbers, not 2×10¹
     ax.yaxis.set_major_formatter(ticker.FuncFormatter(lambda y, _: f"{y:g}"))
     ax.yaxis.set_minor_formatter(ticker.NullFormatter())
@@ -53,10 +56,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("results", type=Path, help="results.json written by time_to_quality.py")
     parser.add_argument("--out", type=Path, help="PNG to write (default: curve.png beside results.json)")
+    parser.add_argument("--floor", type=float, help="FID of real images scored the same way (a dashed line)")
     parser.add_argument("--title", default="Sample quality against the minutes a user waits (real MNIST)")
     args = parser.parse_args()
     out = args.out or args.results.with_name("curve.png")
-    plot(json.loads(args.results.read_text()), out, args.title)
+    plot(json.loads(args.results.read_text()), out, args.title, args.floor)
     print(out)
 
 

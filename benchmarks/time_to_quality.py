@@ -120,7 +120,8 @@ def table(runs: dict[str, dict], args) -> str:
     head = "| configuration | img/s | " + " | ".join(f"{m:g} min" for m in args.marks) + " |"
     lines = [head, "|" + "---|" * (len(args.marks) + 2)]
     for name, marks in runs.items():
-        rate = next((s["images_per_second"] for s in marks.values()), "–")
+        # the last snapshot's: the peer's rate so far (its first minutes are slower), gentool's mean of its epochs
+        rate = marks[max(marks)]["images_per_second"] if marks else "–"
         lines.append(f"| {name} | {rate} | " + " | ".join(cell(marks.get(m)) for m in args.marks) + " |")
     precisions = {s.get("precision", {}).get("used") for m in runs.values() for s in m.values()} - {None}
     return "\n".join([
