@@ -33,6 +33,7 @@ class Reporter:
     clock = staticmethod(time.monotonic)
     total = epoch = steps = done = done_here = 0  # epochs in the run; the epoch, its steps, those done; steps here
     t0 = 0.0
+    deadline: float | None = None  # when --max-minutes ends the run (on `clock`), if it does
 
     def start(self, total_epochs: int, first_epoch: int) -> None:
         self.total, self.t0, self.done_here = total_epochs, self.clock(), 0
@@ -55,7 +56,9 @@ class Reporter:
         if not self.done_here:
             return None
         left = (self.steps - self.done) + self.steps * (self.total - self.epoch)
-        return left * (self.clock() - self.t0) / self.done_here
+        now = self.clock()
+        eta = left * (now - self.t0) / self.done_here
+        return eta if self.deadline is None else max(0.0, min(eta, self.deadline - now))
 
 
 class PlainReporter(Reporter):

@@ -224,6 +224,7 @@ def _run(session: Session, device: torch.device, reporter: Reporter, hooks: list
     reporter.start(opts.epochs, session.epoch + 1)
     if opts.max_minutes:
         session.deadline = time.monotonic() + 60 * opts.max_minutes
+        reporter.deadline = reporter.clock() + 60 * opts.max_minutes  # the run's ETA is at most the time left
     if opts.checkpoint_minutes:
         session.next_save = time.monotonic() + 60 * opts.checkpoint_minutes
     for hook in hooks:

@@ -69,3 +69,19 @@ def test_plain_lines_at_a_steady_interval_with_the_run_eta(monkeypatch):
     assert [l.split(" img/s")[0] for l in lines[:3]] == [f"epoch 1/2 step {k}/100 64" for k in (30, 60, 90)]
     assert lines[0].endswith("loss=2 | run eta 0:02:50")  # 170 steps left at a step a second
     assert lines[3].startswith("epoch 1/2 step 100 100.0s") and lines[3].endswith("run eta 0:01:40")
+
+
+def test_the_run_eta_is_at_most_the_time_budget_left(monkeypatch):
+    from gentool.progress import PlainReporter
+
+    clock = FakeClock()
+    monkeypatch.setattr(PlainReporter, "clock", staticmethod(clock))
+    stream = StringIO()
+    reporter = PlainReporter(stream, every=30)
+    reporter.start(total_epochs=10, first_epoch=1)
+    reporter.deadline = clock.now + 120  # --max-minutes 2 ends the run long before its 10 epochs
+    reporter.epoch_start(1, steps=100)
+    for done in range(1, 32):
+        clock.now += 1.0
+        reporter.step(done, lambda: {"loss": 2.0}, 64.0)
+    assert stream.getvalue().splitlines()[0].endswith("run eta 0:01:30")  # not the 969 s the epochs would take
