@@ -9,10 +9,7 @@ type-checked, a sweep's trial folders must lie inside the sweep, and nothing is 
 
 from __future__ import annotations
 
-import io
-import json
 import re
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -22,28 +19,14 @@ from gentool import sweep as sw
 from gentool.errors import GentoolError, UsageError
 from gentool.figures import MATRIX_PNG, PROGRESS_GIF
 from gentool.registry import get_entry
+from gentool.report.readers import (Picture, as_object, clean_events, clean_records, is_number, is_scalar,
+                                    read_json_file, read_picture)
 from gentool.results import find_runs
 from gentool.summary import summarize
 
-MAX_JSON_BYTES = 64 * 2**20  # metrics.json of a 10,000-epoch run is a few MB
-MAX_IMAGE_BYTES = 25 * 2**20  # a common e-mail attachment limit: one image above it makes no sense to embed
-MAX_PIXELS = 50_000_000  # a sweep's sample matrix of 100 trials is ~3,000 × 5,000
 MAX_EVAL_FILES = 50
-MAGIC = {b"\x89PNG\r\n\x1a\n": "image/png", b"GIF87a": "image/gif", b"GIF89a": "image/gif"}
 GRID_NAME = re.compile(r"epoch_(\d{1,9})\.png")
 ACCEPTED = "a run directory (holding config.json), a sweep directory (holding sweep.json) or a folder of run directories"
-
-
-@dataclass
-class Picture:
-    """An image file's bytes for embedding, with what a reader without the image is told (alt) and shown (caption)."""
-
-    data: bytes
-    mime: str
-    width: int
-    height: int
-    alt: str
-    caption: str
 
 
 def kind_of(path: Path) -> str:
@@ -59,92 +42,6 @@ def kind_of(path: Path) -> str:
     if find_runs(path):
         return "folder"
     raise UsageError(f"PATH: {path} holds no config.json, no sweep.json and no run directories; expected {ACCEPTED}")
-
-
-def read_limited(path: Path, limit: int) -> bytes:
-    """A regular file's bytes, at most `limit` of them (a one-line error above that): reading stops there even when
-    the size on disk lies (a file still growing, a special file behind a link)."""
-    if not path.is_file():
-        raise GentoolError(f"{path}: not a regular file")
-    with open(path, "rb") as f:
-        data = f.read(limit + 1)
-    if len(data) > limit:
-        raise GentoolError(f"{path}: larger than the {limit / 2**20:.0f} MiB a report reads")
-    return data
-
-
-def read_json_file(path: Path, limit: int = MAX_JSON_BYTES):
-    """Parse a JSON file of at most `limit` bytes; a one-line error naming the file otherwise."""
-    data = read_limited(path, limit)
-    try:
-        return json.loads(data)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise GentoolError(f"{path}: not valid JSON ({exc})") from None
-
-
-def _object(value, where: str) -> dict:
-    if not isinstance(value, dict):
-        raise GentoolError(f"{where}: expected a JSON object, got {type(value).__name__}")
-    return value
-
-
-def is_number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def _scalar(value) -> bool:
-    return value is None or isinstance(value, (str, int, float, bool))
-
-
-def clean_records(records, where: str) -> list[dict]:
-    """metrics.json's epoch records: each an object with an integer epoch ≥ 0; values that are not scalars (lists,
-    objects) are dropped, since no table cell or curve can show them."""
-    if not isinstance(records, list):
-        raise GentoolError(f"{where}: \"epochs\" must be a list of records")
-    clean = []
-    for i, record in enumerate(records):
-        record = _object(record, f"{where}: epochs[{i}]")
-        epoch = record.get("epoch")
-        if not (isinstance(epoch, int) and not isinstance(epoch, bool) and epoch >= 0):
-            raise GentoolError(f"{where}: epochs[{i}].epoch must be an integer ≥ 0, got {epoch!r}")
-        clean.append({k: v for k, v in record.items() if isinstance(k, str) and _scalar(v)})
-    return clean
-
-
-def clean_events(events, where: str) -> list[dict]:
-    """metrics.json's events: objects with an integer epoch and text kind and message (other fields kept if scalar)."""
-    if not isinstance(events, list):
-        raise GentoolError(f"{where}: \"events\" must be a list")
-    clean = []
-    for i, event in enumerate(events):
-        event = _object(event, f"{where}: events[{i}]")
-        if not (is_number(event.get("epoch")) and isinstance(event.get("kind", ""), str)
-                and isinstance(event.get("message", ""), str)):
-            raise GentoolError(f"{where}: events[{i}] needs a numeric epoch and text kind and message")
-        clean.append({k: v for k, v in event.items() if _scalar(v)})
-    return clean
-
-
-def picture(data: bytes, alt: str, caption: str, where: str = "image") -> Picture:
-    """Bytes checked to be a PNG or GIF (by signature and by decoding the header) with their size in pixels."""
-    from PIL import Image, UnidentifiedImageError
-
-    mime = next((m for magic, m in MAGIC.items() if data.startswith(magic)), None)
-    if mime is None:
-        raise GentoolError(f"{where}: not a PNG or GIF file")
-    try:
-        with Image.open(io.BytesIO(data)) as image:
-            width, height = image.size
-    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
-        raise GentoolError(f"{where}: unreadable image ({exc})") from None
-    if width * height > MAX_PIXELS:  # a small file can claim a huge canvas that the reader's browser would decode
-        raise GentoolError(f"{where}: {width}×{height} pixels is too large to embed")
-    return Picture(data, mime, width, height, alt, caption)
-
-
-def read_picture(path: Path, alt: str, caption: str) -> Picture:
-    """An image file, size-checked as it is read."""
-    return picture(read_limited(path, MAX_IMAGE_BYTES), alt, caption, str(path))
 
 
 def epoch_grids(run_dir: Path) -> dict[int, Path]:
@@ -180,7 +77,7 @@ def evaluation_files(run_dir: Path, notes: list[str]) -> list[dict]:
 
 def _read_config(run_dir: Path) -> dict:
     where = run_dir / rundir.CONFIG
-    config = _object(read_json_file(where), str(where))
+    config = as_object(read_json_file(where), str(where))
     if not isinstance(config.get("model"), str):
         raise GentoolError(f"{where}: \"model\" must be the model's name")
     for key in ("config", "options", "data"):
@@ -194,7 +91,7 @@ def _read_history(run_dir: Path, notes: list[str]) -> dict:
     if not where.is_file():
         notes.append(f"no {rundir.METRICS}: the run recorded no epoch yet")
         return {"epochs": [], "events": []}
-    history = _object(read_json_file(where), str(where))
+    history = as_object(read_json_file(where), str(where))
     history["epochs"] = clean_records(history.get("epochs", []), str(where))
     history["events"] = clean_events(history.get("events", []), str(where))
     for key in ("evaluation", "best", "heldout"):
@@ -339,14 +236,14 @@ def collect_runs(root: Path, taken: set[str], animations: bool = True, skip: lis
 
 
 def _check_grid(grid, where: str) -> dict[str, list]:
-    if not (isinstance(grid, dict) and grid and all(isinstance(v, list) and v and all(_scalar(x) for x in v)
+    if not (isinstance(grid, dict) and grid and all(isinstance(v, list) and v and all(is_scalar(x) for x in v)
                                                     for v in grid.values())):
         raise GentoolError(f"{where}: \"grid\" must map each axis to a non-empty list of values")
     return grid
 
 
 def _check_trial(trial, i: int, grid: dict, sweep_dir: Path, where: str) -> dict:
-    trial = _object(trial, f"{where}: trials[{i}]")
+    trial = as_object(trial, f"{where}: trials[{i}]")
     values, name = trial.get("values"), trial.get("run_dir")
     if not (isinstance(values, dict) and values.keys() == grid.keys()
             and all(values[a] in grid[a] for a in grid)):
@@ -379,7 +276,7 @@ def collect_sweeps(root: Path, folders: list[Path], taken: set[str], animations:
 def collect_sweep(sweep_dir: Path, taken: set[str], animations: bool = True) -> dict:
     """The sweep's manifest (checked), each trial's run section, and its recorded sample matrix."""
     where = sweep_dir / sw.MANIFEST
-    manifest = _object(read_json_file(where), str(where))
+    manifest = as_object(read_json_file(where), str(where))
     version = manifest.get("format_version")
     if manifest.get("format") != sw.FORMAT or not (is_number(version) and version <= sw.FORMAT_VERSION):
         raise GentoolError(f"{where}: not a sweep manifest this gentool reads (format {manifest.get('format')!r}, "

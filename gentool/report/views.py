@@ -12,7 +12,7 @@ from pathlib import Path
 
 from gentool import figures
 from gentool import sweep as sw
-from gentool.report.collect import Picture, is_number, picture
+from gentool.report.readers import Picture, is_number, picture
 from gentool.results import compare_runs, final_metrics
 from gentool.summary import shape_text
 
