@@ -1,6 +1,6 @@
 """`gentool report PATH`: one self-contained HTML page for a run, a sweep or a folder of runs: a view over the files
-they recorded (collect.py reads them, through readers.py's bounded readers; views.py arranges them and draws the figures in memory, render.py fills the
-templates)."""
+they recorded (collect.py reads them through readers.py's bounded readers, views.py arranges them and draws the
+figures in memory, render.py fills the templates)."""
 
 from __future__ import annotations
 
