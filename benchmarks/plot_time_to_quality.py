@@ -60,7 +60,8 @@ def main() -> None:
     parser.add_argument("--title", default="Sample quality against the minutes a user waits (real MNIST)")
     args = parser.parse_args()
     out = args.out or args.results.with_name("curve.png")
-    plot(json.loads(args.results.read_text()), out, args.title, args.floor)
+    data = json.loads(args.results.read_text())
+    plot(data.get("runs", data), out, args.title, args.floor)  # (early results.json files held the runs alone)
     print(out)
 
 

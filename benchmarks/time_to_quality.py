@@ -164,9 +164,12 @@ def main() -> None:
             score(snap, mark, args, out / folder, log)
     text = table(runs, args)
     (out / "results.md").write_text(text + "\n")
-    (out / "results.json").write_text(json.dumps(
-        {name: {f"{m:g}": {k: (str(v) if isinstance(v, Path) else v) for k, v in s.items()} for m, s in marks.items()}
-         for name, marks in runs.items()}, indent=2) + "\n")
+    made = {"command": "gentool evaluate --metrics fid,modes", "extractor": "gentool (the data set's default)",
+            "data": "mnist", "split": "test", "n": args.n, "seed": args.seed, "threads": args.threads,
+            "minutes": args.minutes, "host": host()}
+    (out / "results.json").write_text(json.dumps({"evaluation": made, "runs": {
+        name: {f"{m:g}": {k: (str(v) if isinstance(v, Path) else v) for k, v in s.items()} for m, s in marks.items()}
+        for name, marks in runs.items()}}, indent=2) + "\n")
     print(text)
 
 
