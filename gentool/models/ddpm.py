@@ -50,8 +50,8 @@ class DDPM(UNetModel):
     sample_options = (
         SampleOption("steps", 20, "denoising steps, evenly spaced over the T training times (one network "
                                   "evaluation each)", low=1, high=100_000),
-        # Ancestral by default: on MNIST it scored FID 8.9 at 20 steps against DDIM's 19.4 (13.2 against 25.4 at
-        # 10), at the same speed (benchmarks/RESULTS.md, "FID against sampler steps").
+        # Ancestral by default: on MNIST it scored FID 6.1 at 20 steps against DDIM's 11.3 (10.3 against 16.6 at
+        # 10) at the same speed, after 15 minutes of training (benchmarks/RESULTS.md, "FID against sampler steps").
         SampleOption("solver", "ddpm", "sampler: ddpm (ancestral, fresh noise each step) or ddim (deterministic)",
                      choices=("ddpm", "ddim")),
     )
