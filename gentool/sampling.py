@@ -102,7 +102,7 @@ def sample_chunks(model, n: int, generator: torch.Generator, labels: torch.Tenso
     chunk by chunk through the model's own `generate`. A conditional model drawing its own classes draws them after
     all n latent codes, as one call would: they are found by running a copy of the generator past the codes. (A
     sampler that draws noise of its own, such as DDPM's ancestral one, draws it per chunk: the images are then
-    fixed by the seed and the chunk size, and equal one draw's up to CHUNK samples.)"""
+    fixed by the seed and the chunk size, and equal one draw's up to CHUNK samples given their labels.)"""
     sizes = chunk_sizes(n, chunk or CHUNK)
     if labels is None and model.conditional:
         ahead = torch.Generator().set_state(generator.get_state())
