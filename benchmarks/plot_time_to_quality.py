@@ -32,13 +32,15 @@ def curves(results: dict) -> dict[str, list[tuple[float, float, str]]]:
 def plot(results: dict, out: Path, title: str, floor: float | None = None) -> None:
     fig, ax = plt.subplots(figsize=(7, 4.2), dpi=120)
     if floor is not None:
-        ax.axhline(floor, color="grey", linestyle="--", linewidth=1, label=f"real images scored the same way ({floor:g})")
-    for name, points in curves(results).items():
+        ax.axhline(floor, color="grey", linestyle="--", linewidth=1,
+                   label=f"real images scored the same way ({floor:g})")
+    lines = curves(results)
+    for name, points in lines.items():
         xs, ys, covered = zip(*points)
         ax.plot(xs, ys, marker="o", label=f"{name.replace('`', '')} ({covered[-1]} classes at the end)")
         ax.annotate(f"{ys[-1]:.1f}", (xs[-1], ys[-1]), textcoords="offset points", xytext=(4, 4), fontsize=8)
     ax.set_yscale("log")
-    fids = [fid for points in curves(results).values() for _, fid, _ in points] + ([floor] if floor else [])
+    fids = [fid for points in lines.values() for _, fid, _ in points] + ([floor] if floor else [])
     ax.set_yticks([t for t in TICKS if min(fids) / 1.2 <= t <= max(fids) * 1.2])  # plain numbers, not 2×10¹
     ax.yaxis.set_major_formatter(ticker.FuncFormatter(lambda y, _: f"{y:g}"))
     ax.yaxis.set_minor_formatter(ticker.NullFormatter())

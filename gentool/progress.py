@@ -33,10 +33,12 @@ class Reporter:
     clock = staticmethod(time.monotonic)
     total = epoch = steps = done = done_here = 0  # epochs in the run; the epoch, its steps, those done; steps here
     t0 = 0.0
-    deadline: float | None = None  # when --max-minutes ends the run (on `clock`), if it does
+    deadline: float | None = None  # when a time budget (--max-minutes) ends the run, on `clock`
 
-    def start(self, total_epochs: int, first_epoch: int) -> None:
+    def start(self, total_epochs: int, first_epoch: int, budget: float | None = None) -> None:
+        """A run of `total_epochs` starts at `first_epoch`; `budget`: the seconds it may train, if limited."""
         self.total, self.t0, self.done_here = total_epochs, self.clock(), 0
+        self.deadline = None if budget is None else self.t0 + budget
 
     def epoch_start(self, epoch: int, steps: int) -> None:
         self.epoch, self.steps, self.done = epoch, steps, 0
@@ -116,8 +118,8 @@ class RichReporter(PlainReporter):
         self.task = None
         self._drawn = 0.0
 
-    def start(self, total_epochs, first_epoch):
-        super().start(total_epochs, first_epoch)
+    def start(self, total_epochs, first_epoch, budget=None):
+        super().start(total_epochs, first_epoch, budget)
         self.progress.start()
 
     def epoch_start(self, epoch, steps):

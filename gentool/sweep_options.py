@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 from gentool.errors import UsageError, bad_value
 from gentool.evaluate_options import GENTOOL, EvalOptions
 from gentool.parsing import parse_list, parse_param
-from gentool.train_options import EVAL_N, complete_model, copy_option, option
+from gentool.train_options import EVAL_N, check_threads, complete_model, copy_option, option
 
 # The options every trial shares and that make the sweep what it is (another value is another sweep), and those
 # that may change from one invocation to the next.
@@ -123,8 +123,7 @@ class SweepOptions:
             raise UsageError("--data: missing; expected mnist, cifar10, mnist-sample or a folder of images")
         if self.workers < 1:
             raise bad_value("--workers", self.workers, "a positive integer")
-        if self.threads is not None and not (isinstance(self.threads, int) and 1 <= self.threads <= 4096):
-            raise bad_value("--threads", self.threads, "a positive number of threads")
+        check_threads(self.threads)
         if self.extractor != GENTOOL or self.extractor_weights:
             if not self.evaluate:
                 raise UsageError("--extractor: only with --eval (it says how --eval scores each trial)")

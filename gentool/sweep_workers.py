@@ -33,8 +33,8 @@ def _launch(sweep_dir: Path, index: int, threads: int, runtime: dict) -> subproc
            "PYTHONPATH": os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))}
     with open(sweep_dir / LOGS / f"{index:03d}.log", "ab") as log:
         return subprocess.Popen([sys.executable, "-m", "gentool.sweep_workers", str(sweep_dir), str(index),
-                                 str(threads), json.dumps(runtime)], stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                env=env, start_new_session=True)
+                                 str(threads), json.dumps(runtime)], stdout=log, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, env=env, start_new_session=True)
 
 
 def _settle(sweep_dir: Path, index: int, code: int) -> None:

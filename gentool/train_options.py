@@ -236,8 +236,7 @@ class TrainOptions:
             from gentool.ema import check_decay
 
             check_decay(self.ema)
-        if self.threads is not None and not (_is_int(self.threads) and 1 <= self.threads <= 4096):
-            raise bad_value("--threads", self.threads, "a positive number of threads")
+        check_threads(self.threads)
         if self.checkpoint_minutes is not None and not (
                 isinstance(self.checkpoint_minutes, (int, float)) and not isinstance(self.checkpoint_minutes, bool)
                 and math.isfinite(self.checkpoint_minutes) and 0 <= self.checkpoint_minutes <= 10**7):
@@ -248,6 +247,12 @@ class TrainOptions:
 
 def _is_int(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
+
+
+def check_threads(threads) -> None:
+    """--threads (train's and sweep's): unset, or a positive number of threads."""
+    if threads is not None and not (_is_int(threads) and 1 <= threads <= 4096):
+        raise bad_value("--threads", threads, "a positive number of threads")
 
 
 def _positive(name: str, value) -> None:

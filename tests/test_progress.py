@@ -52,13 +52,18 @@ class FakeClock:
         return self.now
 
 
-def test_plain_lines_at_a_steady_interval_with_the_run_eta(monkeypatch):
+def plain_reporter(monkeypatch):
+    """A PlainReporter printing a line every 30 s of a fake clock, with that clock and its stream."""
     from gentool.progress import PlainReporter
 
     clock = FakeClock()
     monkeypatch.setattr(PlainReporter, "clock", staticmethod(clock))
     stream = StringIO()
-    reporter = PlainReporter(stream, every=30)
+    return PlainReporter(stream, every=30), clock, stream
+
+
+def test_plain_lines_at_a_steady_interval_with_the_run_eta(monkeypatch):
+    reporter, clock, stream = plain_reporter(monkeypatch)
     reporter.start(total_epochs=2, first_epoch=1)
     reporter.epoch_start(1, steps=100)
     for done in range(1, 101):  # one step a second: lines at 30, 60 and 90 s, then the epoch's line
@@ -72,14 +77,8 @@ def test_plain_lines_at_a_steady_interval_with_the_run_eta(monkeypatch):
 
 
 def test_the_run_eta_is_at_most_the_time_budget_left(monkeypatch):
-    from gentool.progress import PlainReporter
-
-    clock = FakeClock()
-    monkeypatch.setattr(PlainReporter, "clock", staticmethod(clock))
-    stream = StringIO()
-    reporter = PlainReporter(stream, every=30)
-    reporter.start(total_epochs=10, first_epoch=1)
-    reporter.deadline = clock.now + 120  # --max-minutes 2 ends the run long before its 10 epochs
+    reporter, clock, stream = plain_reporter(monkeypatch)
+    reporter.start(total_epochs=10, first_epoch=1, budget=120)  # --max-minutes 2 ends it long before 10 epochs
     reporter.epoch_start(1, steps=100)
     for done in range(1, 32):
         clock.now += 1.0

@@ -44,7 +44,7 @@ def cosine_alpha_bars(timesteps: int, offset: float) -> torch.Tensor:
 
 @register_model("ddpm")
 class DDPM(UNetModel):
-    """Denoising diffusion (ε-prediction, cosine schedule) on a small U-Net; ancestral (default) or DDIM sampling in --steps."""
+    """Denoising diffusion (ε-prediction, cosine schedule) on a small U-Net; ancestral or DDIM sampling in --steps."""
 
     config_class = DDPMConfig
     sample_options = (

@@ -53,9 +53,8 @@ class GANConfig(StudyConfig, AdamConfig):
     @classmethod
     def create(cls, geometry, latent_dim=None, width=None, **overrides):
         config = super().create(geometry, latent_dim, width, **overrides)
-        config.output = config.output_activation  # stored resolved: what "auto" picks may change, a checkpoint not
-        if config.init == "auto":
-            config.init = config.auto_init[config.preset]
+        # stored resolved: what "auto" picks may change, a checkpoint not
+        config.output, config.init = config.output_activation, config.init_scheme
         return config
 
     @classmethod
@@ -72,6 +71,11 @@ class GANConfig(StudyConfig, AdamConfig):
     def output_activation(self) -> str:
         """The generator's last activation ("auto" resolved for the geometry)."""
         return self.auto_output[self.preset] if self.output == "auto" else self.output
+
+    @property
+    def init_scheme(self) -> str:
+        """The networks' starting weights ("auto" resolved for the geometry)."""
+        return self.auto_init[self.preset] if self.init == "auto" else self.init
 
 
 @register_model("gan")
@@ -91,7 +95,7 @@ class GAN(adv.AdversarialModel):
         else:
             self.generator = adv.cifar_generator(c.latent_dim, c.channels, c.width, output=output)
             self.discriminator = adv.cifar_discriminator(c.channels, c.width, c.dropout)
-        if c.init == "keras" or (c.init == "auto" and c.auto_init[c.preset] == "keras"):
+        if c.init_scheme == "keras":
             adv.glorot_init(self)
 
     def build_optimizers(self):
