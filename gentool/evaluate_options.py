@@ -14,9 +14,10 @@ from gentool.fileio import prepare_output
 from gentool.sample_options import DrawOptions
 from gentool.train_options import copy_option, option
 
-METRICS = ("fid", "kid", "is", "pr", "modes", "jsd", "emd", "vae")
+METRICS = ("fid", "kid", "is", "pr", "modes", "jsd", "emd", "pixels", "vae")
 ALIASES = {"precision": "pr", "recall": "pr", "precision_recall": "pr", "inception": "is", "swd": "emd",
-           "elbo": "vae", "reconstruction": "vae", "coverage": "modes"}
+           "elbo": "vae", "reconstruction": "vae", "coverage": "modes", "pixel": "pixels",
+           "saturation": "pixels"}
 MIN_N, MAX_N = 10, 100_000
 SPLITS = ("test", "train")
 GENTOOL, INCEPTION = "gentool", "inception-v3"  # --extractor
@@ -51,7 +52,8 @@ class EvalOptions(DrawOptions):
     data_dir: str | None = copy_option("data_dir")
     n: int = option("Number of generated images to score.", default=10_000, metavar="N", flags=("--n",))
     metrics: str = option("all, or a comma-separated list of fid, kid, is, pr (precision/recall), modes, jsd, emd, "
-                          "vae (inception-v3: fid, kid, is).", default="all", metavar="LIST")
+                          "pixels (mean, spread and saturated share of pixel values, beside the real data's), vae "
+                          "(inception-v3: fid, kid, is).", default="all", metavar="LIST")
     split: str | None = option("Real split to compare with: test or train.", fallback="test for gentool's "
                                "extractor, train for inception-v3", metavar="test|train")
     extractor: str = option(

@@ -62,14 +62,16 @@ def test_evaluate_a_checkpoint(invoke, vae_run, mnist_root):
     assert {"split", "seed", "gentool_version", "n_real"} <= out.keys()
     assert {"id", "test_accuracy", "recipe_hash"} <= out["extractor"].keys()
     expected = {"fid", "kid_mean", "kid_std", "is_mean", "precision", "recall", "modes", "class_kl", "jsd", "emd",
-                "vae_reconstruction", "vae_kl", "elbo"}
+                "pixel_mean", "real_pixel_mean", "pixel_spread", "real_pixel_saturated", "vae_reconstruction", "vae_kl",
+                "elbo"}
     assert expected <= out["metrics"].keys()
     assert out["metrics"]["elbo"] == pytest.approx(-(out["metrics"]["vae_reconstruction"] + out["metrics"]["vae_kl"]))
     again = json.loads(invoke("evaluate", run / "best.safetensors", "--data-dir", mnist_root, "--n", "30",
                               "--json").stdout)
     assert again["metrics"] == out["metrics"]  # seeded: the same samples, subsets and VAE noise
-    table = invoke("evaluate", run / "last.safetensors", "--data-dir", mnist_root, "--n", "30", "--metrics", "fid,vae")
+    table = invoke("evaluate", run / "last.safetensors", "--data-dir", mnist_root, "--n", "30", "--metrics", "fid,vae,pixels")
     assert table.exit_code == 0 and "FID" in table.stdout and "ELBO" in table.stdout and "KID" not in table.stdout
+    assert "pixel spread" in table.stdout
 
 
 def test_npz_and_png_folder_score_alike(invoke, vae_run, mnist_root, tmp_path):

@@ -14,7 +14,8 @@ from scipy.linalg import sqrtm
 from conftest import colour_images
 from gentool.errors import GentoolError, UsageError
 from gentool.metrics import extractor as ex
-from gentool.metrics.distances import histogram_jsd, pixel_histogram, project, projection_directions, sliced_wasserstein
+from gentool.metrics.distances import (histogram_jsd, pixel_histogram, pixel_moments, pixel_summary, project,
+                                       projection_directions, sliced_wasserstein)
 from gentool.evaluate_options import parse_metrics
 from gentool.metrics.evaluate import Evaluator
 from gentool.metrics.fid_kid import frechet_distance, gaussian_stats, inception_score, kernel_distance, polynomial_mmd2
@@ -144,6 +145,19 @@ def test_pixel_distances():
     assert 0 < swd(black, grey) < swd(black, white)
 
 
+def test_pixel_summary_mean_spread_and_saturation():
+    summary = lambda x: pixel_summary(pixel_histogram(x), pixel_moments(x, chunk=7))  # noqa: E731
+    black = torch.zeros(20, 1, 8, 8, dtype=torch.uint8)
+    halves = torch.cat((black[:10], black[:10] + 255))  # half the images black, half white
+    one_image = torch.randint(0, 256, (1, 1, 8, 8), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
+    assert summary(halves) == pytest.approx({"pixel_mean": 0.5, "pixel_std": 0.5, "pixel_spread": 0.5,
+                                             "pixel_saturated": 1.0})
+    copies = summary(one_image.repeat(20, 1, 1, 1))  # varied pixels, every image the same: no spread
+    assert copies["pixel_std"] > 0.2 and copies["pixel_spread"] == pytest.approx(0, abs=1e-6)
+    grey = summary(black + 128)
+    assert grey["pixel_mean"] == pytest.approx(128 / 255) and grey["pixel_saturated"] == 0
+
+
 # --- the extractor, its cache and the reference splits ------------------------------------------------------------
 
 def test_recipe_hash_changes_with_the_recipe(monkeypatch):
@@ -184,7 +198,7 @@ def test_metrics_rank_real_above_noise_and_see_a_single_class(colour_evaluator):
     noise = torch.randint(0, 256, real.shape, generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
     images, labels = colour_images(400, seed=6)
     single = nchw(images[labels == 3])
-    every = ("fid", "kid", "is", "pr", "modes", "jsd", "emd")
+    every = ("fid", "kid", "is", "pr", "modes", "jsd", "emd", "pixels")
     r, _ = colour_evaluator.score(real, every, seed=0)
     n, _ = colour_evaluator.score(noise, every, seed=0)
     s, _ = colour_evaluator.score(single, every, seed=0)
@@ -193,12 +207,14 @@ def test_metrics_rank_real_above_noise_and_see_a_single_class(colour_evaluator):
     assert r["precision"] > n["precision"] and r["recall"] > n["recall"]
     assert r["modes"] == 10 and s["modes"] == 1 and s["class_kl"] > r["class_kl"]
     assert r["is_mean"] > s["is_mean"]
+    assert abs(r["pixel_mean"] - r["real_pixel_mean"]) < abs(n["pixel_mean"] - n["real_pixel_mean"])
+    assert r["pixel_spread"] == pytest.approx(r["real_pixel_spread"], rel=0.2)
 
 
 def test_scores_of_chunks_equal_scores_of_the_whole(colour_evaluator):
     """The evaluator holds per-image results, not images: handing them over in chunks changes no number."""
     images = nchw(colour_images(150, seed=8)[0])
-    every = ("fid", "kid", "is", "pr", "modes", "jsd", "emd")
+    every = ("fid", "kid", "is", "pr", "modes", "jsd", "emd", "pixels")
     whole, _ = colour_evaluator.score(images, every, seed=0)
     for sizes in ([150], [64, 64, 22], [1] * 10 + [140]):
         parts, start = [], 0

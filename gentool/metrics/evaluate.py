@@ -14,7 +14,7 @@ from gentool.device import check_precision, choose_precision, pick_device, prepa
 from gentool.errors import UsageError, bad_value
 from gentool.evaluate_options import INCEPTION, MAX_N, MIN_N, EvalOptions  # noqa: F401 (MAX_N: the watch's)
 from gentool.fileio import atomic_write_json
-from gentool.metrics.distances import histogram_jsd, sliced_wasserstein
+from gentool.metrics.distances import histogram_jsd, pixel_summary, sliced_wasserstein
 from gentool.metrics.extractor import get_extractor, seeded_rng
 from gentool.metrics.likelihood import BATCH, fixed_subset, loss_terms
 from gentool.metrics.fid_kid import frechet_distance, gaussian_stats, inception_score, kernel_distance
@@ -73,6 +73,10 @@ class Evaluator:
             metrics["jsd"] = histogram_jsd(self.real.pixel_hist, gen.pixel_hist)
         if "emd" in wanted:
             metrics["emd"] = sliced_wasserstein(self.real.projections, gen.projections)
+        if "pixels" in wanted:
+            real = pixel_summary(self.real.pixel_hist, self.real.pixel_moments)
+            metrics.update(pixel_summary(gen.pixel_hist, gen.pixel_moments))
+            metrics.update({f"real_{k}": v for k, v in real.items()})
         if labels is not None:
             metrics.update(class_agreement(gen.probs, labels))
         if n < 1000 and {"kid", "pr"} & set(wanted):

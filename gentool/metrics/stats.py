@@ -1,6 +1,6 @@
-"""What the metrics need from a set of images — extractor features and class probabilities, the pixel histogram and
-the random projections — and the cache of these for real data (one `.npz` plus a JSON sidecar per extractor and
-split; read with allow_pickle=False)."""
+"""What the metrics need from a set of images — extractor features and class probabilities, the pixel histogram, the
+per-position pixel moments and the random projections — and the cache of these for real data (one `.npz` plus a
+JSON sidecar per extractor and split; read with allow_pickle=False)."""
 
 from __future__ import annotations
 
@@ -13,25 +13,27 @@ import torch
 
 import gentool
 from gentool.fileio import atomic_write_bytes, atomic_write_json, read_json
-from gentool.metrics.distances import SWD_PROJECTIONS, SWD_SEED, pixel_histogram, project, projection_directions
+from gentool.metrics.distances import (SWD_PROJECTIONS, SWD_SEED, pixel_histogram, pixel_moments, project,
+                                       projection_directions)
 from gentool.metrics.extractor import Extractor, extractors_dir
 from gentool.metrics.reference import Reference
 from gentool.progress import Reporter
 
-STATS_VERSION = 1
+STATS_VERSION = 2  # 2: per-position pixel moments (the pixels metric)
 REAL_PROJECTION_CAP = 10_000  # real images whose projections are kept for the sliced Wasserstein distance
-ARRAYS = ("features", "probs", "pixel_hist", "projections")
+ARRAYS = ("features", "probs", "pixel_hist", "projections", "pixel_moments")
 
 
 @dataclass
 class ImageStats:
-    """Per-image features (N×D) and class probabilities (N×K), the pixel histogram (256) and the projections
-    (directions × M) of a set of images."""
+    """Per-image features (N×D) and class probabilities (N×K), the pixel histogram (256), the projections
+    (directions × M) and the per-position pixel sums and sums of squares (2 × C·H·W) of a set of images."""
 
     features: np.ndarray
     probs: np.ndarray
     pixel_hist: np.ndarray
     projections: np.ndarray
+    pixel_moments: np.ndarray
 
     def __len__(self) -> int:
         return len(self.features)
@@ -46,18 +48,19 @@ def image_stats(extractor: Extractor, images: torch.Tensor, projection_cap: int 
         keep = np.sort(np.random.default_rng(SWD_SEED).choice(len(images), projection_cap, replace=False))
         subset = images[torch.from_numpy(keep)]
     directions = projection_directions(int(np.prod(images.shape[1:])), SWD_PROJECTIONS)
-    return ImageStats(features, probs, pixel_histogram(images), project(subset, directions))
+    return ImageStats(features, probs, pixel_histogram(images), project(subset, directions), pixel_moments(images))
 
 
 def stream_stats(extractor: Extractor, chunks, projections: bool) -> ImageStats:
     """Stats of uint8 N×C×H×W images handed over in chunks (an iterable), holding only the per-image results, never
     the images; with `projections` every image's projections, else none."""
-    feats, probs, projected, hist, directions = [], [], [], np.zeros(256), None
+    feats, probs, projected, hist, moments, directions = [], [], [], np.zeros(256), 0, None
     for chunk in chunks:
         f, p = extractor.run(chunk)
         feats.append(f)
         probs.append(p)
         hist += pixel_histogram(chunk)
+        moments = moments + pixel_moments(chunk)
         if projections:
             if directions is None:
                 directions = projection_directions(int(np.prod(chunk.shape[1:])), SWD_PROJECTIONS)
@@ -65,7 +68,7 @@ def stream_stats(extractor: Extractor, chunks, projections: bool) -> ImageStats:
     if not feats:
         raise ValueError("no images to score")
     proj = np.concatenate(projected, axis=1) if projected else np.zeros((SWD_PROJECTIONS, 0), np.float32)
-    return ImageStats(np.concatenate(feats), np.concatenate(probs), hist, proj)
+    return ImageStats(np.concatenate(feats), np.concatenate(probs), hist, proj, moments)
 
 
 def _paths(extractor: Extractor, split: str):
