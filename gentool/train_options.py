@@ -113,7 +113,8 @@ class TrainOptions:
         "this DECAY, e.g. 0.999; sample and evaluate use it by default. Default: none, except for families that "
         "keep one (flow, ddpm); 0 turns it off.", metavar="DECAY", resume=FIXED)
     max_minutes: float | None = option(
-        "Stop after this much training time (wall clock), saving a checkpoint that --resume continues.",
+        "Stop after this much training time (wall clock) or at --epochs (default 10), whichever comes first, saving "
+        "a checkpoint that --resume continues.",
         metavar="M")
     precision: str | None = option(
         "auto (bf16 where this machine runs it measurably faster, by a short probe cached per CPU; else fp32), fp32 "
