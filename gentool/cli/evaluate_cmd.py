@@ -20,10 +20,10 @@ ROWS = {
     "class_kl": ("class KL", "KL(generated ‖ real) of predicted-class histograms (lower is better)"),
     "jsd": ("pixel JSD", "Jensen–Shannon distance of pixel-intensity histograms (0 to 1, lower is better)"),
     "emd": ("sliced EMD", "sliced Wasserstein distance between images in [0, 1] (lower is better)"),
-    "pixel_mean": ("pixel mean", "mean pixel value in [0, 1] (real data's in brackets)"),
-    "pixel_std": ("pixel std", "standard deviation of all pixel values (real data's in brackets)"),
+    "pixel_mean": ("pixel mean", "mean pixel value in [0, 1]"),
+    "pixel_std": ("pixel std", "standard deviation of all pixel values"),
     "pixel_spread": ("pixel spread", "each pixel's standard deviation across images, averaged (0: all images alike)"),
-    "pixel_saturated": ("saturated", "share of pixel values below 0.01 or above 0.99 (real data's in brackets)"),
+    "pixel_saturated": ("saturated", "share of pixel values below 0.01 or above 0.99"),
     "class_agreement": ("class agreement", "conditional model: share of samples the classifier assigns to the class asked for"),
     "class_agreement_min": ("worst class", "conditional model: the lowest per-class agreement"),
     "vae_reconstruction": ("reconstruction", "VAE: BCE summed over pixels, per real image (lower is better)"),
@@ -41,7 +41,7 @@ def _value(key: str, metrics: dict) -> str:
         return f"{metrics[key]:.1%}"
     if key.startswith("pixel_"):
         value, real = metrics[key], metrics[f"real_{key}"]
-        return f"{value:.1%} ({real:.1%})" if key == "pixel_saturated" else f"{value:.3f} ({real:.3f})"
+        return f"{value:.1%} (real {real:.1%})" if key == "pixel_saturated" else f"{value:.3f} (real {real:.3f})"
     if key == "modes":
         return f"{metrics['modes']} of {metrics['classes']}"
     return f"{metrics[key]:.4g}"
