@@ -33,7 +33,7 @@ def parse_metrics(spec: str, known: tuple[str, ...] = METRICS) -> list[str]:
     for name in names:
         key = ALIASES.get(name, name)
         if key not in known:
-            raise bad_value("--metrics", spec, "all or a comma-separated list of " + ", ".join(known))
+            raise bad_value("--metrics", name, "all or a comma-separated list of " + ", ".join(known))
         wanted += [key] if key not in wanted else []
     if not wanted:
         raise bad_value("--metrics", spec, "all or a comma-separated list of " + ", ".join(known))

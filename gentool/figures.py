@@ -102,8 +102,18 @@ def plot_losses(history: dict, path: Path, title: str = "") -> Path | None:
         _mark_events(ax, history.get("events", []))
         _style(ax, name)
         ax.legend(fontsize=8)
+    whole_epoch_axis(axes.flat[0], records)
     fig.suptitle(title)
     return _save(fig, path)
+
+
+def whole_epoch_axis(ax, records: list[dict]) -> None:
+    """Records less than an epoch apart (a run stopped inside its first epoch) get an axis from 0 past the next
+    whole epoch: over a tiny range matplotlib ticks fractions of an epoch (0.3750, 0.3800, …) that overlap."""
+    xs = [r["epoch"] - 1 + r.get("epoch_fraction", 1.0) if r.get("partial") else r["epoch"] for r in records
+          if _number(r.get("epoch")) and _number(r.get("epoch_fraction", 1.0))]
+    if xs and max(xs) - min(xs) < 1:
+        ax.set_xlim(0, math.ceil(max(xs)) + 0.25)
 
 
 def _number(value) -> bool:

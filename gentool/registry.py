@@ -64,7 +64,10 @@ def register_model(name: str):
             warnings.warn(f"gentool: model {key!r} from {_current_source} ignored: already provided by {existing.source}")
             return cls
         cls.name = key
-        _registry[key] = ModelEntry(key, cls, _current_source)
+        # A built-in module may first be imported by a plugin's import (a hooks entry point importing its package,
+        # which subclasses GAN): it is still built-in, not the plugin's.
+        source = "built-in" if cls.__module__ in BUILTIN_MODULES else _current_source
+        _registry[key] = ModelEntry(key, cls, source)
         return cls
 
     return decorator

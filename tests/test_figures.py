@@ -43,6 +43,8 @@ def test_loss_png_marks_a_partial_epoch_apart(tmp_path):
     figures._plot_metric(ax, "d_loss", [{**partial, "epoch": 1}])  # stopped inside the first epoch: the mark alone
     [mark] = ax.get_lines()
     assert list(mark.get_xdata()) == [0.25] and mark.get_marker() == "D"
+    figures.whole_epoch_axis(ax, [{**partial, "epoch": 1}])
+    assert ax.get_xlim() == (0, 1.25)  # whole-epoch ticks, not 0.2450, 0.2475, … crowding each other
     plt.close("all")
     history = {"model": "gan", "epochs": [partial]}
     assert iio.imread(figures.plot_losses(history, tmp_path / "loss.png")).std() > 0

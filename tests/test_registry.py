@@ -51,6 +51,17 @@ def test_entry_point_may_name_a_class(monkeypatch):
     cls.name = "vae"
 
 
+def test_a_builtin_first_imported_by_a_plugin_stays_built_in(monkeypatch):
+    monkeypatch.setattr(registry, "_registry", {})
+    monkeypatch.setattr(registry, "_current_source", "some-plugin")
+    builtin = type("Builtin", (), {"__module__": "gentool.models.gan"})
+    plugin = type("Plugin", (), {"__module__": "some_plugin"})
+    registry.register_model("builtin-x")(builtin)
+    registry.register_model("plugin-x")(plugin)
+    assert registry._registry["builtin-x"].source == "built-in"
+    assert registry._registry["plugin-x"].source == "some-plugin"
+
+
 @pytest.fixture(scope="module")
 def plugin_site(tmp_path_factory):
     """The example plugin, pip-installed into a private folder (no network: no build isolation, no deps)."""
@@ -77,6 +88,11 @@ def test_installed_plugin_is_discovered_and_trains(plugin_site, tmp_path, mnist_
     assert json.loads(trained.stdout)["model"] == "lsgan"
     sampled = run_gentool(["sample", "run/last.safetensors", "--grid", "2x2", "--out", "g.png"], plugin_site, tmp_path)
     assert sampled.returncode == 0 and (tmp_path / "g.png").exists()
+    # the plugin's hooks entry point imports its package, which imports the built-in GAN before the built-ins load
+    built_in = run_gentool(["train", "gan", "--data", "mnist", "--data-dir", mnist_root, "--epochs", "1", "--limit",
+                            "64", "--out", "gan", "-q"], plugin_site, tmp_path)
+    assert built_in.returncode == 0, built_in.stderr
+    assert json.loads((tmp_path / "gan" / "config.json").read_text())["model_source"] == "built-in"
 
 
 def test_models_are_described_from_source_as_loading_them_would():
