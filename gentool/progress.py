@@ -83,7 +83,8 @@ class PlainReporter(Reporter):
     def epoch_end(self, record):
         self.last = self.clock()
         rest = format_metrics({k: v for k, v in record.items() if k not in BOOKKEEPING})
-        self._print(f"epoch {record['epoch']}/{self.total} step {record['step']} {record['seconds']:.1f}s "
+        # "done at step N": N counts the whole run's steps, unlike the within-epoch "step k/K" lines before it
+        self._print(f"epoch {record['epoch']}/{self.total} done at step {record['step']} in {record['seconds']:.1f}s "
                     f"{record['images_per_second']:.0f} img/s {rest} | run eta {format_duration(self._left())}")
 
     def _left(self) -> float | None:

@@ -202,7 +202,7 @@ def test_batch_log_has_progress_lines_within_an_epoch(tmp_path, mnist_root):
     within = [l for l in lines if re.match(r"epoch 1/2 step \d+/128 ", l)]
     assert len(within) >= 2, result.stderr
     assert all("img/s" in l and "loss=" in l and "run eta " in l for l in within)
-    ends = [l for l in lines if re.match(r"epoch \d/2 step \d+ ", l)]
+    ends = [l for l in lines if re.match(r"epoch \d/2 done at step \d+ in ", l)]
     assert len(ends) == 2 and ends[-1].endswith("run eta 0:00:00")
     assert result.stdout.splitlines() == [f"run directory: {out}  checkpoint: {out / 'last.safetensors'}"]
 

@@ -73,7 +73,7 @@ def test_plain_lines_at_a_steady_interval_with_the_run_eta(monkeypatch):
     lines = stream.getvalue().splitlines()
     assert [l.split(" img/s")[0] for l in lines[:3]] == [f"epoch 1/2 step {k}/100 64" for k in (30, 60, 90)]
     assert lines[0].endswith("loss=2 | run eta 0:02:50")  # 170 steps left at a step a second
-    assert lines[3].startswith("epoch 1/2 step 100 100.0s") and lines[3].endswith("run eta 0:01:40")
+    assert lines[3].startswith("epoch 1/2 done at step 100 in 100.0s") and lines[3].endswith("run eta 0:01:40")
 
 
 def test_the_run_eta_is_at_most_the_time_budget_left(monkeypatch):
