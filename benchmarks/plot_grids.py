@@ -51,6 +51,9 @@ def main() -> None:
     parser.add_argument("items", nargs="+", help="GRID.png CAPTION [EVAL.json], repeated")
     parser.add_argument("--out", required=True)
     parser.add_argument("--title", default="")
+    parser.add_argument("--dpi", type=int, default=90, help="90 draws a 274-pixel grid at about its own size")
+    parser.add_argument("--colours", type=int, default=256,
+                        help="a palette of this many colours (0: full colour); 256 keeps a committed figure ~3× smaller")
     args = parser.parse_args()
     shown = panels(args.items)
     fig, axes = plt.subplots(1, len(shown), figsize=(3.2 * len(shown), 4.2), squeeze=False)
@@ -61,7 +64,13 @@ def main() -> None:
     if args.title:
         fig.suptitle(args.title, fontsize=10)
     fig.tight_layout()
-    fig.savefig(args.out, dpi=120)
+    fig.savefig(args.out, dpi=args.dpi)
+    if args.colours:  # sample grids are noisy photographs: full-colour PNG holds them at about 1 MB
+        from PIL import Image
+
+        full = Image.open(args.out).convert("RGB")
+        full.quantize(args.colours, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE).save(args.out,
+                                                                                                   optimize=True)
     print(args.out)
 
 
