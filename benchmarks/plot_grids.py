@@ -53,7 +53,8 @@ def main() -> None:
     parser.add_argument("--title", default="")
     parser.add_argument("--dpi", type=int, default=90, help="90 draws a 274-pixel grid at about its own size")
     parser.add_argument("--colours", type=int, default=256,
-                        help="a palette of this many colours (0: full colour); 256 keeps a committed figure ~3× smaller")
+                        help="a palette of this many colours (0: full colour); 256 keeps a committed figure "
+                             "~3× smaller")
     args = parser.parse_args()
     shown = panels(args.items)
     fig, axes = plt.subplots(1, len(shown), figsize=(3.2 * len(shown), 4.2), squeeze=False)

@@ -69,7 +69,8 @@ def test_evaluate_a_checkpoint(invoke, vae_run, mnist_root):
     again = json.loads(invoke("evaluate", run / "best.safetensors", "--data-dir", mnist_root, "--n", "30",
                               "--json").stdout)
     assert again["metrics"] == out["metrics"]  # seeded: the same samples, subsets and VAE noise
-    table = invoke("evaluate", run / "last.safetensors", "--data-dir", mnist_root, "--n", "30", "--metrics", "fid,vae,pixels")
+    table = invoke("evaluate", run / "last.safetensors", "--data-dir", mnist_root, "--n", "30", "--metrics",
+                   "fid,vae,pixels")
     assert table.exit_code == 0 and "FID" in table.stdout and "ELBO" in table.stdout and "KID" not in table.stdout
     assert "pixel spread" in table.stdout
 
