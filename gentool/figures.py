@@ -110,10 +110,14 @@ def plot_losses(history: dict, path: Path, title: str = "") -> Path | None:
 def whole_epoch_axis(ax, records: list[dict]) -> None:
     """Records less than an epoch apart (a run stopped inside its first epoch) get an axis from 0 past the next
     whole epoch: over a tiny range matplotlib ticks fractions of an epoch (0.3750, 0.3800, …) that overlap."""
-    xs = [r["epoch"] - 1 + r.get("epoch_fraction", 1.0) if r.get("partial") else r["epoch"] for r in records
-          if _number(r.get("epoch")) and _number(r.get("epoch_fraction", 1.0))]
+    xs = [epoch_position(r) for r in records if _number(r.get("epoch")) and _number(r.get("epoch_fraction", 1.0))]
     if xs and max(xs) - min(xs) < 1:
         ax.set_xlim(0, math.ceil(max(xs)) + 0.25)
+
+
+def epoch_position(record: dict) -> float:
+    """Where a record sits on the epoch axis: a finished epoch at its number, a partial one at the share done."""
+    return record["epoch"] - 1 + record.get("epoch_fraction", 1.0) if record.get("partial") else record["epoch"]
 
 
 def _number(value) -> bool:
@@ -146,7 +150,7 @@ def _plot_metric(ax, key: str, records: list[dict], color=None, linestyle: str =
                           color=color, linestyle=linestyle)
         color = line.get_color()
     for r in (r for r in records if r.get("partial") and isinstance(r.get(key), (int, float))):
-        x = r["epoch"] - 1 + r.get("epoch_fraction", 1.0)
+        x = epoch_position(r)
         label = f"{key}, epoch {r['epoch']} so far ({r.get('epoch_fraction', 1.0):.0%})"
         (mark,) = ax.plot([x], [r[key]], marker="D", markersize=6, fillstyle="none", linestyle="none",
                           color=color, label=label)

@@ -221,9 +221,10 @@ def _run(session: Session, device: torch.device, reporter: Reporter, hooks: list
         reporter.message(f"precision: {precision.used} (auto: {precision.reason})")
     if session.epoch >= opts.epochs:
         reporter.message(f"nothing to do: {session.run_dir} already has {session.epoch} of {opts.epochs} epochs")
-    reporter.start(opts.epochs, session.epoch + 1, 60 * opts.max_minutes if opts.max_minutes else None)
-    if opts.max_minutes:
-        session.deadline = time.monotonic() + 60 * opts.max_minutes
+    budget = 60 * opts.max_minutes if opts.max_minutes else None  # seconds of training --max-minutes allows
+    reporter.start(opts.epochs, session.epoch + 1, budget)
+    if budget:
+        session.deadline = time.monotonic() + budget
     if opts.checkpoint_minutes:
         session.next_save = time.monotonic() + 60 * opts.checkpoint_minutes
     for hook in hooks:
