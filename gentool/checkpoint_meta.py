@@ -36,7 +36,8 @@ PARTIAL_EPOCH = s.Obj({}, {"sums": s.Map(s.Num(), max_len=1000), "counts": s.Map
                            "seen": s.Int(0, MAX_STEP), "seconds": s.Num(0)})
 STATE = s.Obj({"epoch": s.Int(0, MAX_COUNT), "step": s.Int(0, MAX_STEP)},
               {"seed": SEED, "options": RUN_OPTIONS, "stopped": s.Opt(s.Str()), "batch": s.Int(0, MAX_COUNT),
-               "partial": PARTIAL_EPOCH})
+               "partial": PARTIAL_EPOCH,
+               "precision": s.Obj({"used": s.Str(4, r"fp32|bf16|fp16")}, {"host": s.Str(24, r"[0-9a-f]{24}")})})
 EMA = s.Obj({"decay": s.Num(0, 1, open_lo=True, open_hi=True), "updates": s.Int(0, MAX_STEP)})
 NAME = s.Str(200, r"[A-Za-z0-9_.:+\-]+")
 # Per optimizer: its parameter groups (hyperparameters and parameter indices) and non-tensor per-parameter state.

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from gentool.errors import GentoolError, UsageError, bad_value
+from gentool.versions import require_torchvision
 
 DATA_ENV = "GENTOOL_DATA"
 BUILTIN_DATASETS = ("mnist", "cifar10", "mnist-sample")
@@ -152,6 +153,7 @@ def _load_torchvision(kind: str, data_dir, train: bool) -> ImageData:
 
 
 def _mnist_classes() -> list[str]:
+    require_torchvision()
     import torchvision.datasets as tvd
 
     return list(tvd.MNIST.classes)
@@ -159,6 +161,7 @@ def _mnist_classes() -> list[str]:
 
 def _read_mnist(root: Path, origin: str | None, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """MNIST's images (N×1×28×28 uint8) and labels from whichever layout holds them, downloading when none does."""
+    require_torchvision()
     from torchvision.datasets.mnist import read_image_file, read_label_file
 
     folder = mnist_folder(root)
@@ -180,6 +183,7 @@ def _read_mnist(root: Path, origin: str | None, train: bool) -> tuple[torch.Tens
 def _torchvision_dataset(kind: str, root: Path, origin: str | None, train: bool):
     """torchvision's reader for a data set, downloading it into `root` when missing. A failed download is one line
     naming the folders searched, the layout expected and the download's real error; folders made for it go again."""
+    require_torchvision()
     import torchvision.datasets as tvd
 
     cls = getattr(tvd, kind)

@@ -1,22 +1,25 @@
-"""The one place that picks the device, the precision (autocast dtype and gradient scaler), seeds the random
-number generators and prepares a model for its device."""
+"""The one place that picks the device and the precision (autocast dtype and gradient scaler; the decision itself
+is `gentool.precision`'s), seeds the random number generators and prepares a model for its device."""
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import math
 import os
-import platform
 import random
-import time
-from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 
 from gentool.errors import bad_value
 from gentool.kernels import use_fast_kernels
+from gentool.precision import (  # noqa: F401 (the names commands and benchmarks import from here)
+    PRECISIONS,
+    PrecisionChoice,
+    _bf16_supported,
+    auto_precision,
+    check_precision,
+    choose_precision,
+    pick_precision,
+)
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
 
@@ -63,204 +66,6 @@ def seed_everything(seed: int) -> None:
     """Seed Python and torch (all devices) so CPU runs repeat exactly."""
     random.seed(seed)
     torch.manual_seed(seed)
-
-
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
-_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
-
-
-@dataclass(frozen=True)
-class PrecisionChoice:
-    """The precision a command runs in (`used`: fp32, bf16 or fp16), what was asked for and why this one."""
-
-    requested: str
-    used: str
-    reason: str
-
-    @property
-    def dtype(self) -> torch.dtype | None:
-        return _DTYPES.get(self.used)
-
-    def to_dict(self) -> dict:
-        return {"requested": self.requested, "used": self.used, "reason": self.reason}
-
-
-def _bf16_supported(device: torch.device) -> bool:
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    if device.type == "cpu":
-        # oneDNN's own check: AVX512-BF16 or AMX (without them bf16 is emulated and slower than fp32)
-        try:
-            return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-        except (AttributeError, RuntimeError):
-            return False
-    return device.type == "mps"
-
-
-def check_precision(name: str, device: torch.device) -> str:
-    """--precision, lower-cased, when `device` can run it (auto always can); refuses anything else. Cheap: auto is
-    checked here without being probed."""
-    name = (name or "auto").lower()
-    if name not in PRECISIONS:
-        raise bad_value("--precision", name, "one of " + ", ".join(PRECISIONS))
-    if name == "bf16" and not _bf16_supported(device):
-        raise bad_value("--precision", name, f"a precision this {device.type} supports (it lacks fast bf16; use fp32)")
-    if name == "fp16" and device.type not in ("cuda", "mps"):
-        raise bad_value("--precision", name, "fp32 or bf16 on a CPU (fp16 needs a CUDA or MPS device)")
-    return name
-
-
-def choose_precision(name: str, device: torch.device) -> PrecisionChoice:
-    """The precision for --precision on `device`: an explicit one is checked (refused when the device lacks it);
-    auto is fp32 unless bf16 is known to be faster here (see `auto_precision`)."""
-    name = check_precision(name, device)
-    return auto_precision(device) if name == "auto" else PrecisionChoice(name, name, "given")
-
-
-def pick_precision(name: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype for --precision on `device` (None: fp32 throughout); refuses what the device lacks."""
-    return choose_precision(name, device).dtype
-
-
-# --precision auto. bf16 autocast halves memory traffic, but on a CPU it pays only where the matrix units run bf16
-# faster than fp32: 2.2x on an AMD Zen 4, yet half the fp32 speed on an Intel Xeon with AVX512-BF16 and no AMX. The
-# CPU's feature flags cannot tell these apart, so a short probe times the same small matmul and convolution in
-# both and the answer is cached per CPU model and flags, torch version and thread count.
-BF16_GAIN = 1.15  # bf16 only when at least this much faster than fp32: clearly beyond timing noise
-PROBE_REPS = 5
-PROBE_SECONDS = 0.5  # timing budget of the probe, on top of one warm-up call per precision
-CACHE_FILE = "precision.json"
-CACHE_ENTRIES = 32  # a few machines × thread counts × torch versions; the oldest are dropped beyond this
-_CHOSEN: dict[tuple, PrecisionChoice] = {}  # this process's decisions (one probe per device and thread count)
-
-
-def auto_precision(device: torch.device) -> PrecisionChoice:
-    """--precision auto: bf16 on a CUDA device with native bf16 (compute capability 8.0 and later), fp32 on MPS,
-    and on a CPU bf16 only where the (cached) probe measured it clearly faster than fp32."""
-    if device.type == "cuda":
-        native = torch.cuda.is_bf16_supported(including_emulation=False)
-        return PrecisionChoice("auto", "bf16" if native else "fp32", "CUDA device with native bf16" if native
-                               else "this CUDA device has no native bf16 (compute capability below 8.0)")
-    if device.type != "cpu":
-        return PrecisionChoice("auto", "fp32", f"{device.type}: fp32 (bf16 autocast is not reliably faster there)")
-    if not _bf16_supported(device):
-        return PrecisionChoice("auto", "fp32", "this CPU has no native bf16 (AVX512-BF16 or AMX); emulated bf16 is "
-                                               "slower than fp32")
-    key = ("cpu", torch.get_num_threads())
-    if key not in _CHOSEN:
-        _CHOSEN[key] = _probed_choice(torch.get_num_threads())
-    return _CHOSEN[key]
-
-
-def decide_precision(seconds: dict[str, float], cached: bool = False) -> PrecisionChoice:
-    """The choice from the probe's best times per precision ({"fp32": s, "bf16": s})."""
-    gain = seconds["fp32"] / seconds["bf16"]
-    how = (f"probe{' (cached)' if cached else ''}: fp32 {seconds['fp32'] * 1e3:.1f} ms, bf16 "
-           f"{seconds['bf16'] * 1e3:.1f} ms")
-    if gain >= BF16_GAIN:
-        return PrecisionChoice("auto", "bf16", f"bf16 ran {gain:.2f}x as fast as fp32 on this CPU ({how})")
-    return PrecisionChoice("auto", "fp32", f"bf16 ran {gain:.2f}x as fast as fp32 on this CPU, below the "
-                                           f"{BF16_GAIN}x that bf16 needs ({how})")
-
-
-def time_workloads(work: dict, clock=time.perf_counter, reps: int = PROBE_REPS,
-                   budget: float = PROBE_SECONDS) -> dict[str, float]:
-    """The best of up to `reps` timings of each workload (name → function), after one warm-up call each; rounds
-    stop early once `budget` seconds are spent (after two). The workloads run in turn, so a burst of load from
-    other processes slows both and the minimum filters it out."""
-    for run in work.values():
-        run()
-    best, spent = {name: math.inf for name in work}, 0.0
-    for done in range(reps):
-        if done >= 2 and spent >= budget:
-            break
-        for name, run in work.items():
-            start = clock()
-            run()
-            took = clock() - start
-            best[name], spent = min(best[name], took), spent + took
-    return best
-
-
-def _probe_work() -> dict:
-    """A small matmul and convolution, the two operations gentool's networks spend their time in (about 0.3 s)."""
-    a, w = torch.randn(256, 1024), torch.randn(1024, 1024)
-    x, k = torch.randn(32, 64, 14, 14), torch.randn(64, 64, 3, 3)
-
-    def run():
-        a @ w
-        torch.nn.functional.conv2d(x, k, padding=1)
-
-    def run_bf16():
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            run()
-
-    return {"fp32": run, "bf16": run_bf16}
-
-
-def _probed_choice(threads: int) -> PrecisionChoice:
-    path, key = _cache_path(), _cache_key(threads)
-    entries = _read_cache(path)
-    if key in entries:
-        return decide_precision(entries[key], cached=True)
-    with torch.no_grad():
-        seconds = time_workloads(_probe_work())
-    entries[key] = {**seconds, "cpu": _cpu_name()[:200], "torch": torch.__version__[:64], "threads": threads,
-                    "measured": time.time()}
-    _write_cache(path, dict(sorted(entries.items(), key=lambda e: e[1]["measured"])[-CACHE_ENTRIES:]))
-    return decide_precision(seconds)
-
-
-def _cpu_name() -> str:
-    return _cpuinfo().get("model name") or platform.processor() or platform.machine()
-
-
-def _cpuinfo() -> dict:
-    """The first processor's fields of /proc/cpuinfo ({} where there is none)."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
-            text = f.read(1 << 20).split("\n\n")[0]
-    except OSError:
-        return {}
-    return {k.strip(): v.strip() for k, _, v in (line.partition(":") for line in text.splitlines())}
-
-
-def _cache_key(threads: int) -> str:
-    info = _cpuinfo()
-    what = "|".join([_cpu_name(), info.get("flags", ""), platform.machine(), torch.__version__, str(threads)])
-    return hashlib.sha256(what.encode()).hexdigest()[:24]
-
-
-def _cache_path() -> Path:
-    from gentool.data import cache_dir
-
-    return cache_dir() / CACHE_FILE
-
-
-def _read_cache(path: Path) -> dict:
-    """The cache's entries; a missing, unreadable or malformed cache (the file may be hostile) counts as empty and
-    is replaced by the next write."""
-    from gentool import schema as s
-
-    seconds = s.Num(0, 3600, open_lo=True)
-    entry = s.Obj({"fp32": seconds, "bf16": seconds, "measured": s.Num(0)},
-                  {"cpu": s.Str(200), "torch": s.Str(64), "threads": s.Int(1, 4096)}, extra=False)
-    spec = s.Obj({"format": s.Int(1, 1), "entries": s.Map(entry, key=r"[0-9a-f]{24}", max_len=CACHE_ENTRIES)})
-    try:
-        return s.read(path, spec, CACHE_FILE, max_bytes=64 << 10)["entries"]
-    except (OSError, s.Invalid):
-        return {}
-
-
-def _write_cache(path: Path, entries: dict) -> None:
-    from gentool.errors import GentoolError
-    from gentool.fileio import atomic_write_json
-
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(path, {"format": 1, "entries": entries})
-    except (OSError, GentoolError):
-        pass  # an unwritable cache only means probing again next time
 
 
 class Amp:
@@ -316,12 +121,13 @@ def compiler_problem(device: torch.device) -> str | None:
     return None
 
 
-def prepare(model, device: torch.device, precision: str = "auto", channels_last: bool | None = None,
-            compile: bool = False, fast_kernels: bool = True) -> None:
+def prepare(model, device: torch.device, precision: str | PrecisionChoice = "auto",
+            channels_last: bool | None = None, compile: bool = False, fast_kernels: bool = True) -> None:
     """Put `model` on `device` with its precision, memory format (None: channels-last when it has convolutions and
     the device is not MPS), faster formulations of badly shaped layers (`gentool.kernels`) and, optionally,
     compiled networks; in place."""
-    amp = Amp(device, pick_precision(precision, device))
+    choice = precision if isinstance(precision, PrecisionChoice) else choose_precision(precision, device)
+    amp = Amp(device, choice.dtype)
     if compile:
         problem = compiler_problem(device)
         if problem:

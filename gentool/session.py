@@ -21,7 +21,9 @@ from gentool.checkpoint import (
     save_checkpoint,
 )
 from gentool.data import ImageData, load_dataset
-from gentool.device import choose_precision, prepare, seed_everything
+from gentool.device import PrecisionChoice, check_precision, choose_precision, prepare, seed_everything
+from gentool.precision import host_id
+from gentool.precision_check import check_run
 from gentool.distributed import (
     SINGLE,
     World,
@@ -62,6 +64,7 @@ class Session:
     deadline: float | None = None  # time.monotonic() at which --max-minutes ends the run
     next_save: float | None = None  # time.monotonic() of the next --checkpoint-minutes save
     sample_settings: dict = field(default_factory=dict)  # the sampler's, for epoch grids and --eval-every
+    precision: PrecisionChoice = PrecisionChoice("fp32", "fp32", "given")  # resolved once, as the run started
 
     def out_of_time(self) -> bool:
         return self.deadline is not None and time.monotonic() >= self.deadline
@@ -98,7 +101,8 @@ class Session:
         o = self.opts
         options = {name: getattr(o, name) for name in RUN_OPTIONS}  # what a resume takes from the run
         return {"epoch": self.epoch, "step": self.step, "seed": o.seed, "options": options,
-                "stopped": self.stop_reason, "batch": self.batch, "partial": self.partial}
+                "stopped": self.stop_reason, "batch": self.batch, "partial": self.partial,
+                "precision": {"used": self.precision.used, "host": host_id()}}
 
 
 # Why the loop stops, in order of precedence (every rank takes the highest any rank has).
@@ -130,7 +134,8 @@ def new_session(opts: TrainOptions, device: torch.device, world: World = SINGLE)
     seed_everything(opts.seed)
     model = entry.cls(config)
     settings = model.sample_settings(opts.sample_options)  # a bad --steps fails before the run directory exists
-    prepare_model(model, opts, device)
+    precision = choose_precision(opts.precision, device)
+    prepare_model(model, opts, device, precision)
     run_dir = Path(opts.out) if opts.out else rundir.default_run_dir(entry.name, data.name)
     run_dir = Path(broadcast_text(str(run_dir), world, device))  # default names hold a timestamp: take rank 0's
     sync_state(model, world)
@@ -142,14 +147,15 @@ def new_session(opts: TrainOptions, device: torch.device, world: World = SINGLE)
         if world.main:
             rundir.check_writable(run_dir, 4 * checkpoint_size_hint(model))
         session = Session(opts, model, optimizers, data, run_dir, entry.source, world=world,
-                          sample_settings=settings)
+                          sample_settings=settings, precision=precision)
         if opts.ema is None:  # recorded in config.json as the decay used
             opts.ema = model.default_ema
         session.ema = EMA(model, opts.ema) if opts.ema else None
+        check_run(session)  # --precision auto: this model's own steps may switch it, before config.json says which
         if world.main:
             config_json = {"gentool_version": gentool.__version__, "model": entry.name, "model_source": entry.source,
                            "config": config.to_dict(), "options": asdict(opts), "data": session.data_meta(),
-                           "precision": choose_precision(opts.precision, device).to_dict()}
+                           "precision": session.precision.to_dict()}
             atomic_write_json(run_dir / rundir.CONFIG, config_json)
             write_metrics(session)
     except BaseException:
@@ -173,7 +179,8 @@ def resume_session(opts: TrainOptions, device: torch.device, world: World = SING
     if world.main and ckpt_path.parent.is_dir():
         rundir.lock_run(ckpt_path.parent, "--resume")  # one writer per run: refused while another process writes it
     ckpt = load_checkpoint(ckpt_path, device, arg="--resume", weights="raw")
-    prepare_model(ckpt.model, opts, device)
+    precision = resumed_precision(opts.precision, ckpt.state.get("precision"), device)
+    prepare_model(ckpt.model, opts, device, precision)
     if world.main:
         rundir.remove_stale_temporaries(ckpt_path.parent)
         rundir.restore_periodic(ckpt_path, ckpt.state)  # lost if a kill fell between last and epoch_NNNN
@@ -186,7 +193,7 @@ def resume_session(opts: TrainOptions, device: torch.device, world: World = SING
     session = Session(opts, ckpt.model, optimizers, data, ckpt_path.parent, ckpt.meta.get("model_source", "built-in"),
                       epoch=int(ckpt.state["epoch"]), step=int(ckpt.state["step"]),
                       batch=int(ckpt.state.get("batch", 0)), partial=ckpt.state.get("partial") or {}, world=world,
-                      sample_settings=ckpt.model.sample_settings(opts.sample_options))
+                      sample_settings=ckpt.model.sample_settings(opts.sample_options), precision=precision)
     _seed_rank(opts.seed, world, session.step)
     session.ema = _resumed_ema(ckpt, opts.ema)
     # metrics.json, checked field by field, cut back to the checkpoint
@@ -196,9 +203,25 @@ def resume_session(opts: TrainOptions, device: torch.device, world: World = SING
     return session
 
 
-def prepare_model(model: GenerativeModel, opts: TrainOptions, device: torch.device) -> None:
+def prepare_model(model: GenerativeModel, opts: TrainOptions, device: torch.device,
+                  precision: PrecisionChoice) -> None:
     """Device, precision, memory format and compilation for training (runtime settings, not saved with the run)."""
-    prepare(model, device, opts.precision, opts.channels_last, opts.compile)
+    prepare(model, device, precision, opts.channels_last, opts.compile)
+
+
+def resumed_precision(requested: str | None, saved: dict | None, device: torch.device) -> PrecisionChoice:
+    """A resumed run's precision. `auto` keeps the one the run trained in on the same kind of machine (CPU model
+    and flags, torch version): deciding again could pick the other precision and end the run's bit-exact
+    continuation. On another kind of machine, or for a checkpoint that predates the record, auto decides anew."""
+    choice = choose_precision(requested, device)
+    if choice.requested != "auto" or not saved or saved.get("host") != host_id() or saved["used"] == choice.used:
+        return choice
+    try:
+        check_precision(saved["used"], device)
+    except UsageError:  # the device cannot run it (a run moved to another device)
+        return choice
+    return PrecisionChoice("auto", saved["used"], f"the run's own since its start on this kind of machine "
+                                                  f"(auto now: {choice.used}, {choice.reason})")
 
 
 def _resumed_ema(ckpt, decay: float | None) -> EMA | None:

@@ -216,9 +216,8 @@ def _run(session: Session, device: torch.device, reporter: Reporter, hooks: list
     verb = ("starting" if not opts.resume else f"resuming in epoch {session.epoch + 1} at step {session.step}"
             if session.batch else f"resuming after epoch {session.epoch}, step {session.step}")
     reporter.message(f"run directory: {session.run_dir} ({session.model.name}, {verb})")
-    precision = choose_precision(opts.precision, device)
-    if precision.requested == "auto":
-        reporter.message(f"precision: {precision.used} (auto: {precision.reason})")
+    if session.precision.requested == "auto":
+        reporter.message(f"precision: {session.precision.used} (auto: {session.precision.reason})")
     if session.epoch >= opts.epochs:
         reporter.message(f"nothing to do: {session.run_dir} already has {session.epoch} of {opts.epochs} epochs")
     budget = 60 * opts.max_minutes if opts.max_minutes else None  # seconds of training --max-minutes allows
@@ -319,4 +318,4 @@ def result(session: Session) -> dict:
             "checkpoints": checkpoints, "metrics_file": str(run_dir / rundir.METRICS), "final_metrics": final,
             "events": session.history.get("events", []), "stopped": session.stop_reason,
             "world_size": session.world.size, "rank": session.world.rank,
-            "precision": choose_precision(session.opts.precision, session.model.device).to_dict()}
+            "precision": session.precision.to_dict()}

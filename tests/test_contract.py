@@ -194,12 +194,15 @@ class TestContract:
 @pytest.mark.parametrize("name", MODELS)
 def test_a_run_with_the_familys_defaults_stops_and_resumes_bit_exactly(name, mnist_root, tmp_path):
     """What every family gets from the loop: its default EMA, epoch grids and figures, checkpoints, and a run stopped
-    after its first step (--max-minutes) that resumes to the same weights as a straight one."""
+    after its first step (--max-minutes) that resumes to the same weights as a straight one — in bf16 wherever this
+    CPU has it (the precision `auto` picks on AMX and Zen 4 hosts), whatever auto would pick here; fp32 elsewhere
+    (other tests resume in fp32 on every host)."""
     cls = next(e.cls for e in list_models() if e.name == name)
+    precision = "bf16" if _bf16_supported(torch.device("cpu")) else "fp32"
 
     def opts(out, **kw):
         return TrainOptions(model=name, data="mnist", data_dir=str(mnist_root), epochs=1, limit=32, batch_size=16,
-                            width=0.25, seed=3, out=str(tmp_path / out), checkpoint_every=0,
+                            width=0.25, seed=3, out=str(tmp_path / out), checkpoint_every=0, precision=precision,
                             **cheap(cls), **kw)
 
     straight = train(opts("a"))
@@ -207,6 +210,7 @@ def test_a_run_with_the_familys_defaults_stops_and_resumes_bit_exactly(name, mni
     assert cut["step"] == 1 and "time budget" in cut["stopped"]
     resumed = train(TrainOptions(model=name, resume=str(tmp_path / "b"), epochs=1, data_dir=str(mnist_root)))
     assert resumed["step"] == straight["step"] == 2
+    assert resumed["precision"]["used"] == straight["precision"]["used"] == precision
     a, b = load_file(str(tmp_path / "a/last.safetensors")), load_file(str(tmp_path / "b/last.safetensors"))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert any(k.startswith("ema.") for k in a) == bool(cls.default_ema)

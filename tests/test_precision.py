@@ -1,4 +1,5 @@
-"""--precision auto (gentool.device): the probe's decision, its cache (which may be hostile) and what a run records."""
+"""--precision auto (gentool.precision): the feature rule, the probe that confirms it, its cache (which may be hostile
+and expires), the run's own check and what a run records."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import math
 import pytest
 import torch
 
-from gentool import device as d
+from gentool import precision as d
 from gentool.train import TrainOptions, train
 
 CPU = torch.device("cpu")
@@ -45,8 +46,8 @@ def test_probe_takes_the_best_of_alternating_rounds_and_keeps_to_its_budget():
     assert d.time_workloads(work, clock, reps=3, budget=100) == {"fp32": 2, "bf16": 1}  # warm-ups left out
     slow = FakeClock()
     work = {"fp32": slow.work(1, 1, 1, 1, 1), "bf16": slow.work(1, 2, 2, 2, 2)}
-    assert d.time_workloads(work, slow, reps=4, budget=0.5) == {"fp32": 1, "bf16": 2}  # two rounds, then stop
-    assert slow.now == 1 + 1 + 2 * (1 + 2)
+    assert d.time_workloads(work, slow, reps=5, budget=0.5) == {"fp32": 1, "bf16": 2}  # three rounds, then stop
+    assert slow.now == 1 + 1 + 3 * (1 + 2)
 
 
 @pytest.fixture()
@@ -55,6 +56,8 @@ def probe(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     monkeypatch.setattr(d, "_bf16_supported", lambda device: True)
     monkeypatch.setattr(d, "_CHOSEN", {})
+    monkeypatch.setattr(d, "feature_rule", lambda: (None, "a CPU gentool has no rule for"))
+    monkeypatch.setattr(d, "BUSY_SHARE", 1.0)  # these tests judge the decision, not the machine's load
     runs = []
 
     def fake(work, *args, **kw):
@@ -150,3 +153,91 @@ def test_a_run_records_the_choice_and_an_old_fp32_run_keeps_fp32(tmp_path, mnist
     resumed = train(TrainOptions(resume=str(tmp_path / "old"), epochs=2))
     assert resumed["precision"] == {"requested": "fp32", "used": "fp32", "reason": "given"}
     assert not math.isnan(resumed["final_metrics"]["loss"])
+
+
+INTEL_AMX = {"vendor_id": "GenuineIntel", "flags": "avx512f avx512_bf16 amx_bf16 amx_tile"}
+ZEN4 = {"vendor_id": "AuthenticAMD", "flags": "avx512f avx512_bf16"}
+INTEL_NO_AMX = {"vendor_id": "GenuineIntel", "flags": "avx512f avx512_bf16"}
+
+
+@pytest.mark.parametrize("info, expected", [(INTEL_AMX, "bf16"), (ZEN4, "bf16"), (INTEL_NO_AMX, "fp32"),
+                                            ({"vendor_id": "GenuineIntel", "flags": "avx2"}, None), ({}, None)])
+def test_the_feature_rule_knows_the_cpus_measured_here(info, expected):
+    assert d.feature_rule(info)[0] == expected
+
+
+def test_a_busy_probe_cannot_overrule_the_rule_and_a_quiet_clear_one_can():
+    busy_slow = {"fp32": 0.0100, "bf16": 0.0130}  # the Zen 4 probe taken under load: bf16 at 0.77x
+    assert d.decide_precision(busy_slow, expected="bf16", busy=True, why="w").used == "bf16"
+    assert "does not overrule" in d.decide_precision(busy_slow, expected="bf16", busy=True, why="w").reason
+    assert d.decide_precision({"fp32": 0.01, "bf16": 0.0105}, expected="bf16", why="w").used == "bf16"  # noise
+    assert d.decide_precision({"fp32": 0.01, "bf16": 0.02}, expected="bf16", why="w").used == "fp32"  # quiet, clear
+    assert d.decide_precision({"fp32": 0.02, "bf16": 0.01}, expected="fp32", busy=True, why="w").used == "fp32"
+    assert d.decide_precision({"fp32": 0.02, "bf16": 0.01}, expected="fp32", why="w").used == "bf16"
+
+
+def test_busy_measurements_are_not_cached_and_old_ones_expire(probe, monkeypatch):
+    cache, runs = probe
+    monkeypatch.setattr(d, "BUSY_SHARE", -1.0)  # every probe now counts as taken on a busy machine
+    d.choose_precision("auto", CPU)
+    assert len(runs) == 1 and not cache.exists()
+    monkeypatch.setattr(d, "BUSY_SHARE", 1.0)
+    monkeypatch.setattr(d, "_CHOSEN", {})
+    d.choose_precision("auto", CPU)
+    (entry,) = json.loads(cache.read_text())["entries"].values()
+    assert len(d.read_cache(cache)) == 1
+    assert d.read_cache(cache, now=entry["measured"] + (d.CACHE_DAYS + 1) * 86400) == {}  # expired: probed again
+
+
+def test_the_decision_holds_beside_a_busy_process(tmp_path):
+    """A process spinning on the probe's own core(s) must not flip `auto` to the slower precision: the decision
+    under load is the quiet one (the rule, which a busy probe cannot overrule)."""
+    import subprocess
+    import sys
+
+    if not d._bf16_supported(CPU) or d.feature_rule()[0] is None:
+        pytest.skip("this CPU has no native bf16 or no feature rule: auto has nothing to flip between here")
+    code = ("import torch, os; torch.set_num_threads(1); os.sched_setaffinity(0, {0}); "
+            "from gentool.precision import auto_precision; print(auto_precision(torch.device('cpu')).used)")
+    env = {**__import__("os").environ, "XDG_CACHE_HOME": str(tmp_path)}
+    spin = subprocess.Popen([sys.executable, "-c", "import os; os.sched_setaffinity(0, {0})\nwhile True: pass"])
+    try:
+        loaded = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    finally:
+        spin.kill()
+    assert loaded.returncode == 0, loaded.stderr
+    assert loaded.stdout.strip() == d.feature_rule()[0]
+    assert not (tmp_path / "gentool" / d.CACHE_FILE).exists()  # nothing measured under that load was kept
+
+
+def test_a_long_run_checks_its_precision_on_its_own_steps_and_switches_once(tmp_path, mnist_root, probe,
+                                                                             monkeypatch):
+    import gentool.precision_check as check
+
+    monkeypatch.setattr(check, "MIN_STEPS", 1)
+    monkeypatch.setattr(check, "BUSY_SHARE", 1.0)
+    monkeypatch.setattr(check, "_bf16_supported", lambda device: True)
+    monkeypatch.setattr(check, "time_workloads", lambda work, **kw: {"fp32": 0.040, "bf16": 0.010})
+    options = dict(model="vae", data="mnist", data_dir=str(mnist_root), limit=32, batch_size=16, sample_every=0,
+                   checkpoint_every=0, epochs=1, out=str(tmp_path / "run"))
+    result = train(TrainOptions(**options))  # the probe chose fp32 (see `probe`); this model runs 4x in bf16
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config["precision"]["used"] == result["precision"]["used"] == "bf16"
+    assert "switched from fp32" in config["precision"]["reason"]
+    (event,) = [e for e in result["events"] if e["kind"] == "precision"]
+    assert event["switched"] is True and event["fp32_ms"] == 40.0 and event["step"] == 0
+    monkeypatch.setattr(check, "time_workloads", lambda work, **kw: {"fp32": 0.010, "bf16": 0.011})
+    kept = train(TrainOptions(**{**options, "out": str(tmp_path / "kept")}))
+    assert kept["precision"]["used"] == "fp32" and "kept after" in kept["precision"]["reason"]
+
+
+def test_a_resume_keeps_the_precision_its_run_trained_in(tmp_path, mnist_root, probe, monkeypatch):
+    """`auto` is decided when a run starts: resumed on the same kind of machine, it keeps that choice even when
+    auto would now decide otherwise (another answer would end the bit-exact continuation)."""
+    options = dict(model="vae", data="mnist", data_dir=str(mnist_root), limit=32, batch_size=16, sample_every=0,
+                   checkpoint_every=0)
+    first = train(TrainOptions(**options, epochs=1, out=str(tmp_path / "r")))
+    assert first["precision"]["used"] == "fp32"
+    monkeypatch.setattr(d, "_CHOSEN", {("cpu", torch.get_num_threads()): d.PrecisionChoice("auto", "bf16", "now")})
+    resumed = train(TrainOptions(resume=str(tmp_path / "r"), epochs=2))
+    assert resumed["precision"]["used"] == "fp32" and "the run's own" in resumed["precision"]["reason"]

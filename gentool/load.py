@@ -1,0 +1,65 @@
+"""How busy the machine is with other work: what makes a timing (the precision probe, img/s, an ETA) say more
+about the other jobs than about this one. Linux reads /proc/stat; elsewhere the load average stands in."""
+
+from __future__ import annotations
+
+import os
+import time
+
+_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def _cpu_seconds() -> tuple[float, float] | None:
+    """(busy, total) CPU seconds of the whole machine since boot, or None where /proc/stat is not there."""
+    try:
+        with open("/proc/stat", encoding="ascii", errors="replace") as f:
+            fields = f.readline().split()
+    except OSError:
+        return None
+    if len(fields) < 5 or fields[0] != "cpu":
+        return None
+    ticks = [int(v) for v in fields[1:9] if v.isdigit()]
+    idle = ticks[3] + (ticks[4] if len(ticks) > 4 else 0)  # idle + iowait
+    return (sum(ticks) - idle) / _TICKS, sum(ticks) / _TICKS
+
+
+def _own_seconds() -> float:
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
+
+
+def cores() -> int:
+    return os.cpu_count() or 1
+
+
+class LoadMeter:
+    """Measures, over a block, the share of the machine's cores that other processes kept busy."""
+
+    def __enter__(self):
+        self._start, self._own, self._wall = _cpu_seconds(), _own_seconds(), time.monotonic()
+        return self
+
+    def __exit__(self, *exc):
+        self._end, self._own_end, self._wall_end = _cpu_seconds(), _own_seconds(), time.monotonic()
+        return False
+
+    def other_share(self) -> float:
+        """0 (nothing else ran) to 1 (every core busy with other work) during the block."""
+        if self._start is None or self._end is None:
+            return max(0.0, min(1.0, (os.getloadavg()[0] - 1) / cores())) if hasattr(os, "getloadavg") else 0.0
+        busy = self._end[0] - self._start[0] - (self._own_end - self._own)
+        total = self._end[1] - self._start[1]
+        return max(0.0, min(1.0, busy / total)) if total > 0 else 0.0
+
+
+def load_warning(threads: int, own: float = 0.0) -> str | None:
+    """A warning when other work needs more than the cores this process left free (the 1-minute load average,
+    less `own`: what this process itself adds to it, about `threads` once it has run a minute), else None. Speeds
+    and ETAs measured then are not what the machine does when quiet."""
+    if not hasattr(os, "getloadavg"):
+        return None
+    load = os.getloadavg()[0]
+    if load - own <= max(cores() - threads, 0) + 1.0:
+        return None
+    return (f"the machine is busy (load average {load:.1f} on {cores()} cores, {threads} of them for this "
+            f"process): img/s, ETAs and timings now are not what it does when quiet")
