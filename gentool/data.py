@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from gentool.errors import GentoolError, UsageError, bad_value
+from gentool.errors import GentoolError, UsageError, bad_value, did_you_mean
 from gentool.versions import require_torchvision
 
 DATA_ENV = "GENTOOL_DATA"
@@ -98,7 +98,9 @@ def load_dataset(data: str, data_dir=None, train: bool = True, image_size: int |
         result = load_image_folder(Path(data).expanduser(), limit, image_size)
         image_size = None
     else:
-        raise bad_value("--data", data, "mnist, cifar10, mnist-sample or an existing folder of PNG/JPEG images")
+        hint = did_you_mean(data, BUILTIN_DATASETS) if "/" not in str(data) else ""
+        raise UsageError(f"--data: got {data!r}{hint}; expected mnist, cifar10, mnist-sample or an existing folder of "
+                         f"PNG/JPEG images")
     result = result.limit(limit)
     if image_size is not None:
         result = _resize(result, image_size)

@@ -19,3 +19,11 @@ def bad_value(name: str, value, accepted: str) -> UsageError:
     exc = UsageError(f"{name}: got {value!r}; expected {accepted}")
     exc.arg, exc.value, exc.accepted = name, value, accepted
     return exc
+
+
+def did_you_mean(value, choices) -> str:
+    """" (did you mean X?)" for a mistyped name close to one of `choices`, else ""."""
+    import difflib
+
+    close = difflib.get_close_matches(str(value).lower(), [str(c) for c in choices], n=1, cutoff=0.6)
+    return f" (did you mean {close[0]}?)" if close else ""

@@ -63,3 +63,4 @@ def load_warning(threads: int, own: float = 0.0) -> str | None:
         return None
     return (f"the machine is busy (load average {load:.1f} on {cores()} cores, {threads} of them for this "
             f"process): img/s, ETAs and timings now are not what it does when quiet")
+

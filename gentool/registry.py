@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from importlib.metadata import entry_points
 from pathlib import Path
 
-from gentool.errors import UsageError
+from gentool.errors import UsageError, did_you_mean
 
 ENTRY_POINT_GROUP = "gentool.models"
 # Each module registers its family with the decorator, exactly as a plugin package does.
@@ -123,7 +123,8 @@ def get_entry(name: str) -> ModelEntry:
     if key not in _registry:
         _load_plugins()
     if key not in _registry:
-        raise UsageError(f"MODEL: unknown model {name!r}; registered models: {', '.join(sorted(_registry))}")
+        raise UsageError(f"MODEL: unknown model {name!r}{did_you_mean(name, _registry)}; registered models: "
+                         f"{', '.join(sorted(_registry))}")
     return _registry[key]
 
 

@@ -21,6 +21,7 @@ from gentool.distributed import (
     leave,
 )
 from gentool.hooks import TrainHook
+from gentool.load import load_warning
 from gentool.guards import (
     GuardState,
     Interrupted,
@@ -218,6 +219,9 @@ def _run(session: Session, device: torch.device, reporter: Reporter, hooks: list
     reporter.message(f"run directory: {session.run_dir} ({session.model.name}, {verb})")
     if session.precision.requested == "auto":
         reporter.message(f"precision: {session.precision.used} (auto: {session.precision.reason})")
+    busy = load_warning(torch.get_num_threads()) if device.type == "cpu" else None
+    if busy:
+        reporter.message(f"note: {busy}")
     if session.epoch >= opts.epochs:
         reporter.message(f"nothing to do: {session.run_dir} already has {session.epoch} of {opts.epochs} epochs")
     budget = 60 * opts.max_minutes if opts.max_minutes else None  # seconds of training --max-minutes allows

@@ -14,6 +14,7 @@ from gentool.device import check_precision, choose_precision, pick_device, prepa
 from gentool.errors import UsageError, bad_value
 from gentool.evaluate_options import INCEPTION, MAX_N, MIN_N, EvalOptions  # noqa: F401 (MAX_N: the watch's)
 from gentool.fileio import atomic_write_json
+from gentool.load import load_warning
 from gentool.metrics.distances import histogram_jsd, pixel_summary, sliced_wasserstein
 from gentool.metrics.extractor import get_extractor, seeded_rng
 from gentool.metrics.likelihood import BATCH, fixed_subset, loss_terms
@@ -144,6 +145,9 @@ def evaluate(req: EvalOptions, reporter: Reporter | None = None) -> dict:
                                                for k, v in metrics["class_agreement_by_class"].items()}
     if count < req.n:
         notes.append(f"SOURCE holds {count} images, fewer than --n {req.n}; all of them were scored")
+    busy = load_warning(torch.get_num_threads()) if device.type == "cpu" else None
+    if busy:  # the scores stand; the seconds this evaluate reports do not describe the machine
+        notes.append(busy)
     if "vae" in wanted:
         metrics.update(vae_scores(source.checkpoint.model, reference.load(req.split), req.n, req.seed))
     result = {"source": str(source.path), "kind": source.kind, **_checkpoint_info(source),
