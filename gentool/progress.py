@@ -7,6 +7,8 @@ import sys
 import time
 
 LOG_EVERY = 30.0  # seconds between progress lines within an epoch in a batch log
+WARMUP = 3  # steps before the run's ETA is shown
+WIDE = 100  # terminal columns from which the progress bar also draws a bar and img/s
 BOOKKEEPING = {"epoch", "step", "seconds", "images_per_second", "heldout_seconds"}  # not shown in progress lines
 
 
@@ -17,13 +19,21 @@ def format_metrics(metrics: dict, keys=None) -> str:
 
 
 def format_duration(seconds: float | None) -> str:
-    """'1:02:03', or '3d 01:02:03' beyond a day; '?' while unknown."""
+    """'1:02:03', or '3d 01h' beyond a day (a run's ETA that far out moves by hours: seconds would be noise); '?'
+    while unknown."""
     if seconds is None:
         return "?"
     seconds = int(round(seconds))
     days, rest = divmod(seconds, 86400)
-    clock = f"{rest // 60 % 60:02d}:{rest % 60:02d}"
-    return f"{days}d {rest // 3600:02d}:{clock}" if days else f"{rest // 3600}:{clock}"
+    if days:
+        return f"{days}d {rest // 3600:02d}h"
+    return f"{rest // 3600}:{rest // 60 % 60:02d}:{rest % 60:02d}"
+
+
+def compact_metrics(metrics: dict) -> str:
+    """`format_metrics` for a progress bar that shares 80 columns: 3 significant digits and `_loss` dropped from
+    the names (critic_loss=0.512 becomes critic=0.512), so every value fits where names alone were cut off."""
+    return " ".join(f"{k.removesuffix('_loss')}={v:.3g}" for k, v in metrics.items() if isinstance(v, (int, float)))
 
 
 class Reporter:
@@ -32,7 +42,7 @@ class Reporter:
 
     clock = staticmethod(time.monotonic)
     total = epoch = steps = done = done_here = 0  # epochs in the run; the epoch, its steps, those done; steps here
-    t0 = 0.0
+    t0 = t1 = 0.0  # when the run started here, and when its first step ended
     deadline: float | None = None  # when a time budget (--max-minutes) ends the run, on `clock`
 
     def start(self, total_epochs: int, first_epoch: int, budget: float | None = None) -> None:
@@ -48,18 +58,22 @@ class Reporter:
         only when they are shown)."""
         self.done = done
         self.done_here += 1
+        if self.done_here == 1:
+            self.t1 = self.clock()
 
     def epoch_end(self, record: dict) -> None: ...
     def message(self, text: str) -> None: ...
     def close(self) -> None: ...
 
     def run_eta(self) -> float | None:
-        """Seconds left in the run at this process's pace so far (epoch-end work included), None before a step."""
-        if not self.done_here:
+        """Seconds left in the run at this process's pace so far (epoch-end work included), None until WARMUP
+        steps are done: the first steps (allocation, kernel choice, a cold cache) are slow, and an ETA taken from
+        them swung by days in a long run's first minutes. The pace is counted from the end of the first step."""
+        if self.done_here <= WARMUP:
             return None
         left = (self.steps - self.done) + self.steps * (self.total - self.epoch)
         now = self.clock()
-        eta = left * (now - self.t0) / self.done_here
+        eta = left * (now - self.t1) / (self.done_here - 1)
         return eta if self.deadline is None else max(0.0, min(eta, self.deadline - now))
 
 
@@ -99,7 +113,7 @@ class PlainReporter(Reporter):
 
 class RichReporter(PlainReporter):
     """A rich progress bar per epoch and the epoch line kept above it. The bar keeps, at 80 columns, the epoch,
-    the step count, the epoch's time left and the run's; img/s and the running means take the room left over."""
+    the step count, the epoch's time left and the run's and the running means; wider, a bar and img/s too."""
 
     def __init__(self, console=None):
         from rich.console import Console
@@ -108,9 +122,11 @@ class RichReporter(PlainReporter):
 
         super().__init__(every=0)
         self.console = console or Console(stderr=True)
+        # Below WIDE columns the bar and img/s (both in the epoch's line anyway) give their room to the losses.
+        self.wide = self.console.width >= WIDE
         self.progress = Progress(
             TextColumn("[bold]epoch {task.fields[epoch]}/{task.fields[total_epochs]}"),
-            BarColumn(bar_width=12),
+            *([BarColumn(bar_width=12)] if self.wide else []),
             TextColumn("{task.completed}/{task.total}"),
             TextColumn("{task.fields[eta]}"),
             TextColumn("{task.fields[rest]}", table_column=Column(no_wrap=True, overflow="ellipsis", ratio=1)),
@@ -138,7 +154,7 @@ class RichReporter(PlainReporter):
         task = self.progress.tasks[-1]
         eta = f"eta {format_duration(task.time_remaining)} run {format_duration(self.run_eta())}"
         self.progress.update(self.task, completed=done, eta=eta,
-                             rest=f"{images_per_second:.0f} img/s {format_metrics(running())}")
+                             rest=f"{images_per_second:.0f} img/s " * self.wide + compact_metrics(running()))
 
     def epoch_end(self, record):
         rest = format_metrics({k: v for k, v in record.items() if k not in BOOKKEEPING})

@@ -42,6 +42,7 @@ def test_bar_keeps_step_count_and_etas_at_80_columns():
     line = plain.file.getvalue().rstrip("\n")
     assert len(line) <= 80 and "\n" not in line
     assert "epoch 3/400" in line and "500/938" in line and "eta " in line and " run " in line
+    assert "critic=-0.0123" in line and "emd=0.0123" in line and "g=0.00457" in line, line  # every value shows
 
 
 class FakeClock:
@@ -84,3 +85,20 @@ def test_the_run_eta_is_at_most_the_time_budget_left(monkeypatch):
         clock.now += 1.0
         reporter.step(done, lambda: {"loss": 2.0}, 64.0)
     assert stream.getvalue().splitlines()[0].endswith("run eta 0:01:30")  # not the 969 s the epochs would take
+
+
+def test_the_run_eta_leaves_out_the_slow_first_step_and_rounds_days_to_hours(monkeypatch):
+    """A long run's first step (allocation, kernel choice) took a minute and the rest a second each: the ETA after
+    a few steps is the steady pace's, not one swollen by the first step; beyond a day it is shown in hours."""
+    reporter, clock, stream = plain_reporter(monkeypatch)
+    reporter.start(total_epochs=2, first_epoch=1)
+    reporter.epoch_start(1, steps=100)
+    clock.now += 60.0
+    reporter.step(1, lambda: {"loss": 2.0}, 1.0)
+    assert reporter.run_eta() is None  # no pace yet
+    for done in range(2, 6):
+        clock.now += 1.0
+        reporter.step(done, lambda: {"loss": 2.0}, 64.0)
+    assert reporter.run_eta() == 195.0  # 195 steps left at a step a second (the first step's minute left out)
+    from gentool.progress import format_duration
+    assert format_duration(5 * 86400 + 12 * 3600 + 59) == "5d 12h" and format_duration(3723) == "1:02:03"
