@@ -241,3 +241,27 @@ def test_a_resume_keeps_the_precision_its_run_trained_in(tmp_path, mnist_root, p
     monkeypatch.setattr(d, "_CHOSEN", {("cpu", torch.get_num_threads()): d.PrecisionChoice("auto", "bf16", "now")})
     resumed = train(TrainOptions(resume=str(tmp_path / "r"), epochs=2))
     assert resumed["precision"]["used"] == "fp32" and "the run's own" in resumed["precision"]["reason"]
+
+
+@pytest.mark.parametrize("torch_v, vision_v, bad", [("2.14.1", "0.29.1", False), ("2.14.1+cu130", "0.29.1+cu130", False),
+                                                     ("2.13.0", "0.29.1", True), ("2.4.1", "0.19.1", False),
+                                                     ("2.14.1", "0.28.0", True)])
+def test_a_torchvision_built_for_another_torch_is_one_line_naming_the_fix(torch_v, vision_v, bad):
+    from gentool.versions import FIX, torchvision_problem
+
+    problem = torchvision_problem(torch_v, vision_v)
+    assert (problem is not None) == bad
+    if bad:
+        assert f"torchvision {vision_v} does not match torch {torch_v}" in problem and FIX in problem
+
+
+def test_doctor_shows_and_clears_the_cached_decision(probe, invoke):
+    cache, runs = probe
+    result = invoke("doctor", "--json")
+    assert result.exit_code == 0, result.output
+    found = json.loads(result.stdout)
+    assert found["precision"]["used"] == "fp32" and found["torchvision_problem"] is None
+    (entry,) = found["precision_cache_entries"]
+    assert entry["fp32_ms"] == 10.0 and entry["expires_in_days"] <= d.CACHE_DAYS and cache.exists()
+    result = invoke("doctor", "--clear-precision")
+    assert result.exit_code == 0 and "precision cache cleared" in result.stdout and len(runs) == 2
