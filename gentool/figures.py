@@ -213,19 +213,23 @@ def draw_run_figures(run_dir: Path, history: dict | None = None, gif: bool = Tru
 
 
 class FigureHook(TrainHook):
-    """Draws loss.png every REFRESH_EVERY epochs and at the end of a run, and progress.gif at the end. A figure that
-    cannot be drawn is a warning: it never costs the run."""
+    """Draws loss.png every REFRESH_EVERY epochs, every few minutes inside a long epoch (with the epoch in progress),
+    when a signal stops the run and at its end, and progress.gif at the end. A figure that cannot be drawn is a
+    warning: it never costs the run."""
 
     def on_epoch_end(self, session, record: dict, reporter) -> None:
         if record["epoch"] % REFRESH_EVERY == 0:
             self._draw(session, reporter, gif=False)
 
+    def on_progress(self, session, history: dict, reporter) -> None:
+        self._draw(session, reporter, gif=False, history=history)
+
     def on_train_end(self, session, reporter) -> None:
         self._draw(session, reporter, gif=True)
 
     @staticmethod
-    def _draw(session, reporter, gif: bool) -> None:
-        history = {**session.history, "model": session.model.name}
+    def _draw(session, reporter, gif: bool, history: dict | None = None) -> None:
+        history = {**(history or session.history), "model": session.model.name}
         try:
             draw_run_figures(session.run_dir, history, gif)
         except Exception as exc:  # a plotting problem must not fail hours of training

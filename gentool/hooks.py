@@ -56,6 +56,11 @@ class TrainHook:
         `record` (the training watch adds EVALUATION_KEYS with --eval-every) or `session.history["events"]`, save
         extra checkpoints with `session.save`, or end the run by setting `session.stop_reason`."""
 
+    def on_progress(self, session: Session, history: dict, reporter: Reporter) -> None:
+        """Every few minutes inside a long epoch, and when a signal stops the run: `history` is the run's history
+        with the epoch in progress as a partial record (`"partial": true`), and samples/latest.png holds the
+        fixed-noise grid as the weights draw it now. For figures that should not wait for the epoch's end."""
+
     def on_train_end(self, session: Session, reporter: Reporter) -> None:
         """The loop is over: all epochs done, --max-minutes used up, or a hook ended the run (not after a signal
         or an error: see `teardown`)."""
@@ -134,6 +139,9 @@ class Guarded(TrainHook):
 
     def on_epoch_end(self, session, record, reporter):
         self._call("on_epoch_end", session, record, reporter)
+
+    def on_progress(self, session, history, reporter):
+        self._call("on_progress", session, history, reporter)
 
     def on_train_end(self, session, reporter):
         self._call("on_train_end", session, reporter)

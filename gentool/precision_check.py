@@ -13,7 +13,7 @@ import torch
 
 from gentool.device import Amp, PrecisionChoice, _bf16_supported
 from gentool.guards import preserved_rng
-from gentool.load import LoadMeter
+from gentool.load import LoadMeter, load_warning
 from gentool.precision import BUSY_SHARE, time_workloads
 
 MIN_STEPS = 500  # runs shorter than this many steps skip the check: its cost (about 8 steps) would not pay back
@@ -75,6 +75,11 @@ def check_run(session, reporter=None) -> None:
     data, batch = session.data, session.model.config.batch_size
     planned = session.opts.epochs * -(-len(data) // batch)
     if not wants_check(session, planned):
+        return
+    if load_warning(torch.get_num_threads()):  # a busy machine's timings could not switch it: save the time
+        session.history.setdefault("events", []).append(
+            {"epoch": 0, "step": 0, "kind": "precision", "switched": False,
+             "message": f"precision {session.precision.used} kept without checking this model: the machine is busy"})
         return
     if reporter is not None:
         reporter.message("precision: checking fp32 against bf16 on a few steps of this model")

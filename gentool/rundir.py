@@ -22,6 +22,7 @@ METRICS = "metrics.json"
 LAST = "last.safetensors"
 BEST = "best.safetensors"
 SAMPLES = "samples"
+LATEST_GRID = "latest.png"  # samples/latest.png: the fixed-noise grid as the weights drew it last (inside an epoch)
 TENSORBOARD = "tensorboard"  # train --tensorboard without DIR writes its event files here
 EVENTS = "events.out.tfevents.*"
 WRITE_PROBE = ".gentool-write-test"

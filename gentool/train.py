@@ -49,6 +49,7 @@ from gentool.session import (
 __all__ = ["Session", "TrainHook", "TrainOptions", "run_epoch", "train"]
 
 GRID = 8  # fixed-noise sample grids are GRID × GRID
+PROGRESS_SECONDS = 120.0  # inside an epoch, samples/latest.png and the figures are redrawn this often
 
 
 def run_epoch(session: Session, epoch: int, images: torch.Tensor, labels: torch.Tensor, reporter: Reporter,
@@ -93,8 +94,14 @@ def run_epoch(session: Session, epoch: int, images: torch.Tensor, labels: torch.
                                "seen": seen, "seconds": elapsed}
         if due and not stop:
             session.save_timed()
+        if not stop and session.next_figures is not None and time.monotonic() >= session.next_figures:
+            session.next_figures = time.monotonic() + PROGRESS_SECONDS
+            if world.main and i + 1 < len(index_batches):
+                draw_progress(session, hooks, reporter, _partial_record(session, epoch, sums, counts, i + 1,
+                                                                        len(index_batches), seen, elapsed))
         if stop:
-            keep_record(session, _partial_record(session, epoch, sums, counts, i + 1, len(index_batches)))
+            keep_record(session, _partial_record(session, epoch, sums, counts, i + 1, len(index_batches),
+                                                 seen, elapsed))
             if stop == SIGNALLED:
                 raise Interrupted(f"interrupted in epoch {epoch} at step {session.step}", session.signum())
             raise OutOfTime(f"in epoch {epoch} at step {session.step}")
@@ -120,16 +127,35 @@ def _record(session: Session, epoch: int, sums: dict, counts: dict, seen: int, s
     return record
 
 
-def _partial_record(session: Session, epoch: int, sums: dict, counts: dict, done: int, total: int) -> dict:
-    """The record of an epoch stopped after `done` of its `total` steps, marked `"partial": true`, so that a run
-    stopped inside its first epoch still shows its means. The epoch's full record replaces it once a resumed run
-    finishes the epoch."""
-    part = session.partial
-    record = _record(session, epoch, sums, counts, part["seen"], part["seconds"])
-    # A non-finite mean is left out rather than written: the run is stopping, and JSON has no NaN.
+def _partial_record(session: Session, epoch: int, sums: dict, counts: dict, done: int, total: int,
+                    seen: int, seconds: float) -> dict:
+    """The record of an epoch after `done` of its `total` steps, marked `"partial": true`, so that a run stopped
+    inside its first epoch still shows its means (and figures drawn inside a long epoch show it). The epoch's full
+    record replaces it once a resumed run finishes the epoch."""
+    record = _record(session, epoch, sums, counts, seen, seconds)
+    # A non-finite mean is left out rather than written: JSON has no NaN.
     record = {k: v for k, v in record.items() if not (isinstance(v, float) and not math.isfinite(v))}
-    return {**record, "partial": True, "images_seen": part["seen"] * session.world.size,
+    return {**record, "partial": True, "images_seen": seen * session.world.size,
             "epoch_fraction": round(done / total, 4)}
+
+
+def draw_progress(session: Session, hooks: Sequence[TrainHook], reporter: Reporter,
+                  running: dict | None = None) -> None:
+    """samples/latest.png (the fixed-noise grid as the weights draw it now) and the hooks' figures of the history,
+    with `running` (the epoch in progress) in place of any older record of its epoch. Between epochs nothing
+    showed a long first epoch's progress: a run stopped at 4 minutes left no grid and no loss.png."""
+    opts = session.opts
+    history = dict(session.history)
+    if running is not None:
+        history["epochs"] = [r for r in history["epochs"] if r["epoch"] < running["epoch"]] + [running]
+    with preserved_rng():
+        if opts.sample_every:
+            with session.sampling() as model:
+                images = model.generate(GRID * GRID, torch.Generator().manual_seed(opts.seed),
+                                        model.spread_labels(GRID * GRID), settings=session.sample_settings)
+            write_png(session.run_dir / rundir.SAMPLES / rundir.LATEST_GRID, make_grid(to_uint8(images), GRID, GRID))
+        for hook in hooks:
+            hook.on_progress(session, history, reporter)
 
 
 def keep_record(session: Session, record: dict) -> None:
@@ -230,6 +256,7 @@ def _run(session: Session, device: torch.device, reporter: Reporter, hooks: list
         session.deadline = time.monotonic() + budget
     if opts.checkpoint_minutes:
         session.next_save = time.monotonic() + 60 * opts.checkpoint_minutes
+    session.next_figures = time.monotonic() + PROGRESS_SECONDS
     for hook in hooks:
         hook.on_train_start(session, reporter)
     try:
@@ -242,6 +269,7 @@ def _run(session: Session, device: torch.device, reporter: Reporter, hooks: list
         if world.main:
             session.save(session.run_dir / rundir.LAST)
             write_metrics(session)
+            draw_progress(session, hooks, reporter)
         barrier(world)  # torchrun ends every rank once one exits: let rank 0 finish writing first
         exc.args = (f"{exc}; saved {session.run_dir / rundir.LAST}. Resume with: "
                     f"{resume_command(session.run_dir, opts.epochs, opts)}",)

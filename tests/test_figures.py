@@ -112,3 +112,23 @@ def test_summary_compares_the_runs_in_a_folder(invoke, mnist_root, tmp_path):
     assert invoke("summary", tmp_path / "runs" / "a" / "last.safetensors", "--json").exit_code == 0
     empty = invoke("summary", tmp_path / "runs" / "a" / "samples")
     assert empty.exit_code == 2 and "no run directories" in empty.output
+
+
+def test_a_long_epoch_redraws_its_grid_and_curves_on_a_time_interval(mnist_root, tmp_path, monkeypatch):
+    """Inside an epoch, every PROGRESS_SECONDS: samples/latest.png and loss.png with the epoch in progress."""
+    import gentool.train as t
+    from gentool.figures import FigureHook
+    from gentool.hooks import TrainHook
+
+    seen = []
+
+    class Look(TrainHook):
+        def on_progress(self, session, history, reporter):
+            run = session.run_dir
+            seen.append((history["epochs"][-1], (run / "loss.png").is_file(), (run / "samples/latest.png").is_file()))
+
+    monkeypatch.setattr(t, "PROGRESS_SECONDS", 0.0)
+    t.train(t.TrainOptions(model="vae", data="mnist", data_dir=str(mnist_root), limit=64, batch_size=16, epochs=1,
+                           width=0.25, out=str(tmp_path / "r"), checkpoint_every=0), hooks=[FigureHook(), Look()])
+    assert [r["epoch_fraction"] for r, _, _ in seen] == [0.25, 0.5, 0.75]  # not after the last step: the epoch's own
+    assert all(r["partial"] and loss and grid for r, loss, grid in seen)

@@ -6,6 +6,7 @@ import math
 
 import imageio.v3 as iio
 import pytest
+import torch
 
 from gentool import figures
 from gentool.checkpoint import load_checkpoint
@@ -39,10 +40,15 @@ def test_records_the_training_terms_on_a_fixed_test_subset(invoke, mnist_root, t
                                   "mode": "eval", "terms": history["heldout"]["terms"], "since_epoch": 1}
     last = history["epochs"][-1]
     assert {"heldout_loss", "heldout_reconstruction", "heldout_kl", "heldout_seconds"} <= set(last)
-    # what the record says: the checkpoint's terms on those 16 test digits with the run's seed
+    # what the record says: the checkpoint's terms on those 16 test digits with the run's seed, in the precision the
+    # run computed them in (auto picks bf16 on AMX and Zen 4 hosts)
+    from gentool.device import prepare
+
     model = load_checkpoint(run / "last.safetensors").model
+    prepare(model, torch.device("cpu"), json.loads((run / "config.json").read_text())["precision"]["used"])
     images, labels = fixed_subset(load_dataset("mnist", mnist_root, train=False), 16, 0)
-    again = loss_terms(model, images, labels, 0)
+    with model.amp.autocast():
+        again = loss_terms(model, images, labels, 0)
     assert all(math.isclose(last["heldout_" + k], again[k], rel_tol=1e-5) for k in ("loss", "reconstruction", "kl"))
     assert math.isclose(last["heldout_loss"], last["heldout_reconstruction"] + last["heldout_kl"], rel_tol=1e-5)
     # --heldout 0: none, and the training itself is the same (the held-out pass leaves the RNG streams alone)

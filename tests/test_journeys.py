@@ -94,6 +94,7 @@ def test_ctrl_c_prints_a_resume_command_that_runs_verbatim(tmp_path, mnist_root)
     wait_until(lambda: (run / "last.safetensors").exists(), proc)
     _, err = stop(proc, signal.SIGINT)
     assert proc.returncode == 130 and "Traceback" not in err, err
+    assert (run / "loss.png").is_file()  # drawn as the signal stopped the run, not only every 10 epochs
     command = printed_command(err, "Resume with:")
     assert command.startswith("gentool train --resume ") and "--data-dir" not in command
     done = len(epochs_of(run))
