@@ -149,14 +149,19 @@ def _plot_metric(ax, key: str, records: list[dict], color=None, linestyle: str =
         (line,) = ax.plot(*zip(*points), marker="o" if len(points) < 30 else None, markersize=3, label=key,
                           color=color, linestyle=linestyle)
         color = line.get_color()
-    for r in (r for r in records if r.get("partial") and isinstance(r.get(key), (int, float))):
-        x = epoch_position(r)
-        label = f"{key}, epoch {r['epoch']} so far ({r.get('epoch_fraction', 1.0):.0%})"
-        (mark,) = ax.plot([x], [r[key]], marker="D", markersize=6, fillstyle="none", linestyle="none",
-                          color=color, label=label)
+    # The epoch in progress: one record when a run stopped inside it, or its running means every few minutes while
+    # a long epoch is drawn (gentool.train.draw_progress); joined by a dotted line, the latest one labelled.
+    partial = sorted(((epoch_position(r), r[key], r) for r in records
+                      if r.get("partial") and isinstance(r.get(key), (int, float))), key=lambda p: p[0])
+    if partial:
+        x, y, last = partial[-1]
+        label = f"{key}, epoch {last['epoch']} so far ({last.get('epoch_fraction', 1.0):.0%})"
+        (mark,) = ax.plot([x], [y], marker="D", markersize=6, fillstyle="none", linestyle="none", color=color,
+                          label=label)
         color = mark.get_color()
-        if points:
-            ax.plot([points[-1][0], x], [points[-1][1], r[key]], linestyle=":", color=color)
+        trail = points[-1:] + [(px, py) for px, py, _ in partial]
+        if len(trail) > 1:
+            ax.plot(*zip(*trail), linestyle=":", marker=".", markersize=3, color=color)
     return color
 
 
@@ -169,7 +174,9 @@ def _style(ax, title: str) -> None:
 
 
 def _mark_events(ax, events: list[dict]) -> None:
-    for event in (e for e in events if isinstance(e.get("epoch"), (int, float))):
+    # a precision check that kept the choice changed nothing worth a line
+    for event in (e for e in events if isinstance(e.get("epoch"), (int, float))
+                  and not (e.get("kind") == "precision" and not e.get("switched"))):
         ax.axvline(event["epoch"], color="grey", linestyle="--", linewidth=0.8)
         ax.annotate(str(event.get("kind", "")), (event["epoch"], 1), xycoords=("data", "axes fraction"),
                     rotation=90, fontsize=7, color="grey", va="top", ha="right")

@@ -64,6 +64,7 @@ class Session:
     deadline: float | None = None  # time.monotonic() at which --max-minutes ends the run
     next_save: float | None = None  # time.monotonic() of the next --checkpoint-minutes save
     next_figures: float | None = None  # time.monotonic() at which samples/latest.png and the figures are redrawn
+    progress: list = field(default_factory=list)  # the epoch in progress's running records, as figures drew them
     sample_settings: dict = field(default_factory=dict)  # the sampler's, for epoch grids and --eval-every
     precision: PrecisionChoice = PrecisionChoice("fp32", "fp32", "given")  # resolved once, as the run started
 

@@ -146,8 +146,10 @@ def draw_progress(session: Session, hooks: Sequence[TrainHook], reporter: Report
     showed a long first epoch's progress: a run stopped at 4 minutes left no grid and no loss.png."""
     opts = session.opts
     history = dict(session.history)
-    if running is not None:
-        history["epochs"] = [r for r in history["epochs"] if r["epoch"] < running["epoch"]] + [running]
+    if running is not None:  # its earlier snapshots too: a curve through a long first epoch, not one point
+        trail = [r for r in session.progress if r["epoch"] == running["epoch"]] + [running]
+        session.progress = trail
+        history["epochs"] = [r for r in history["epochs"] if r["epoch"] < running["epoch"]] + trail
     with preserved_rng():
         if opts.sample_every:
             with session.sampling() as model:
