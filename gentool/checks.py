@@ -85,7 +85,8 @@ def check_text(name: str, value: str) -> None:
 
 
 def check_value(name: str, value, check=None) -> None:
-    """`value` of the option `name`: its type's checks, then `check(name, value)` (each item of a list)."""
+    """`value` of the option `name` (each item of a list): its own `check(name, value)` and its type's checks (text's
+    first, a number's own range first: it says more)."""
     if value is None:
         return
     if isinstance(value, list):
@@ -99,12 +100,12 @@ def check_value(name: str, value, check=None) -> None:
         return
     if isinstance(value, str):
         check_text(name, value)
-    elif isinstance(value, float) and not math.isfinite(value):
-        raise bad_value(name, value, "a finite number")
-    elif _is_int(value) and abs(value) > MAX_INT:
-        raise bad_value(name, value, f"an integer of at most {MAX_INT:,}")
     if check is not None:
         check(name, value)
+    if isinstance(value, float) and not math.isfinite(value):
+        raise bad_value(name, value, "a finite number")
+    if _is_int(value) and abs(value) > MAX_INT:
+        raise bad_value(name, value, f"an integer of at most {MAX_INT:,}")
 
 
 def check_options(opts, flag) -> None:

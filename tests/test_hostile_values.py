@@ -103,3 +103,66 @@ def test_every_command_and_kind_is_covered():
     assert commands == set(STOPS) - {"models"}
     kinds = {_kind(case.values[1]) for case in CASES}
     assert {"integer", "float", "text"} <= kinds
+
+
+# The instances the issue named, and more of the same class, each refused in one line with exit code 2.
+
+def _one_line(code: int, lines: list[str], *words: str) -> None:
+    assert code == 2 and len(lines) == 1 and all(w in lines[0] for w in words), (code, lines)
+
+
+@pytest.mark.parametrize("name, text", [
+    ("deep.toml", "x = " + "[" * 50_000 + "]" * 50_000 + "\n"),
+    ("inline.toml", "x = " + "{a=" * 50_000 + "1" + "}" * 50_000 + "\n"),
+    ("deep.json", '{"model": "vae", "options": ' + "[" * 50_000 + "]" * 50_000 + ', "config": {}}'),
+    ("nul.toml", 'model = "vae"\ndata = "mnist-sample"\ndata_dir = "a\\u0000b"\n'),
+    ("seed.toml", 'model = "vae"\ndata = "mnist-sample"\nseed = -1\n'),
+    ("device.toml", 'model = "vae"\ndata = "mnist-sample"\ndevice = "cpu:abc"\n'),
+], ids=lambda v: v if len(v) < 20 else "")
+def test_a_hostile_config_file_is_one_line(tmp_path, name, text):
+    (tmp_path / name).write_text(text)
+    _one_line(*run(["train", "--config", str(tmp_path / name), "--print-config"]), "--config", name)
+
+
+def test_a_run_whose_config_json_is_nested_too_deeply_is_refused_on_resume(tmp_path):
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "config.json").write_text('{"options": ' + "[" * 50_000 + "]" * 50_000 + "}")
+    _one_line(*run(["train", "--resume", str(tmp_path / "run"), "--epochs", "2"]))
+
+
+@pytest.mark.parametrize("env, word", [
+    ({"WORLD_SIZE": "2"}, "RANK"),  # RANK missing
+    ({"WORLD_SIZE": "2", "RANK": "2"}, "RANK"),
+    ({"WORLD_SIZE": "two", "RANK": "0"}, "WORLD_SIZE"),
+    ({"WORLD_SIZE": "2", "RANK": "1", "LOCAL_RANK": "-1"}, "LOCAL_RANK"),
+])
+def test_torchrun_variables_are_checked_before_any_work(tmp_path, monkeypatch, env, word):
+    for key in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "LOCAL_WORLD_SIZE"):
+        monkeypatch.delenv(key, raising=False)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    _one_line(*run(["train", "vae", "--data", "mnist-sample", "--out", str(tmp_path / "run")]), word)
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("args, word", [
+    (["mlp-wgan-gp", "--batch-size", "1"], "--batch-size"),
+    (["mlp-wgan-gp", "--limit", "1"], "--limit"),
+])
+def test_a_batch_batchnorm_cannot_take_is_refused_before_the_run_starts(tmp_path, args, word):
+    _one_line(*run(["train", *args, "--data", "mnist-sample", "--epochs", "1", "--out", str(tmp_path / "run")]), word)
+    assert not (tmp_path / "run").exists()
+
+
+def test_devices_and_class_labels_no_check_looked_at():
+    from gentool.device import pick_device
+    from gentool.errors import UsageError
+    from gentool.sampling import parse_class
+
+    for device in ("mps:0", "cpu:abc", "cuda:x", "mps:1"):
+        with pytest.raises(UsageError, match="--device"):
+            pick_device(device)
+    for label in ("³", "٣", "9" * 5000, "-1", "10"):
+        with pytest.raises(UsageError, match="--class"):
+            parse_class(label, 10, [])
+    assert parse_class("7", 10, []) == 7
