@@ -53,6 +53,7 @@ _registry: dict[str, ModelEntry] = {}
 _builtins_loaded = False
 _plugins_loaded = False
 _current_source = "built-in"
+_failed: dict[str, str] = {}  # entry point name → the distribution whose plugin failed to load
 
 
 def register_model(name: str):
@@ -115,6 +116,7 @@ def load_entry_points(group: str, use) -> None:
                 use(ep.name, dist, ep.load())
         except (Exception, SystemExit) as exc:  # a broken plugin must not break gentool
             what = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            _failed[ep.name.lower()] = dist
             warnings.warn(f"gentool: plugin {dist!r} (entry point {ep.name!r}) failed to load: {what}")
         finally:
             _current_source = "built-in"
@@ -126,6 +128,9 @@ def get_entry(name: str) -> ModelEntry:
     key = name.lower()
     if key not in _registry:
         _load_plugins()
+    if key not in _registry and key in _failed:
+        raise UsageError(f"MODEL: {name!r} comes from the plugin {_failed[key]!r}, which failed to load (see the "
+                         f"warning above)")
     if key not in _registry:
         raise UsageError(f"MODEL: unknown model {name!r}; registered models: {', '.join(sorted(_registry))}")
     return _registry[key]

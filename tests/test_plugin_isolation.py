@@ -37,6 +37,7 @@ def plugin(tmp_path, monkeypatch):
         monkeypatch.setattr(registry, "entry_points", lambda group: [ep] if group == registry.ENTRY_POINT_GROUP else [])
         monkeypatch.setattr(registry, "_plugins_loaded", False)
         monkeypatch.setattr(registry, "_registry", dict(registry._registry))
+        monkeypatch.setattr(registry, "_failed", {})
     yield make
     for name in [m for m in sys.modules if m.startswith(PACKAGE)]:
         del sys.modules[name]
@@ -69,7 +70,7 @@ def test_what_a_plugin_prints_while_it_loads_goes_to_stderr(plugin, invoke):
     ("raise RuntimeError('the package refuses to be imported')\n", "RuntimeError: the package refuses"),
     ("import sys\nsys.exit(3)\n", "SystemExit: 3"),
 ])
-def test_a_plugin_that_fails_to_load_is_one_line_naming_it(plugin, invoke, init, why):
+def test_a_plugin_that_fails_to_load_is_one_line_naming_it(plugin, invoke, tmp_path, init, why):
     plugin(init)
     with pytest.warns(UserWarning) as caught:  # gentool prints each warning as one line (gentool.cli.app)
         result = invoke("models", "--check", "--json")
@@ -77,5 +78,6 @@ def test_a_plugin_that_fails_to_load_is_one_line_naming_it(plugin, invoke, init,
     assert "noisy-vae" not in {m["name"] for m in json.loads(result.stdout)}
     messages = [str(w.message) for w in caught]
     assert len(messages) == 1 and PACKAGE in messages[0] and why in messages[0] and "\n" not in messages[0]
-    failed = invoke("train", "noisy-vae", "--data", "mnist-sample", "--print-config")
-    assert failed.exit_code == 0  # --print-config names the model without loading it
+    failed = invoke("train", "noisy-vae", "--data", "mnist-sample", "--out", tmp_path / "run")  # loaded once: no warning
+    assert failed.exit_code == 2 and f"plugin '{PACKAGE}" in failed.stderr and "failed to load" in failed.stderr
+    assert not (tmp_path / "run").exists()
