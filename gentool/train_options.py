@@ -32,6 +32,7 @@ NOT_RERUN = ("out", "resume", "overwrite")
 
 # What the options accept (besides the checks of their type, see gentool.checks).
 MAX_BATCH, MAX_LATENT, MAX_WIDTH, MAX_MINUTES = 1 << 16, 4096, 64.0, 1e7  # model configs check the same
+MAX_SIDE = 4096  # pixels along an image side: what a checkpoint may record, so --image-size may not exceed it
 MIN_EVAL_N, MAX_EVAL_N = 10, 100_000  # generated images a score is made from (evaluate's --n, --eval-n)
 POSITIVE = Ints(1, MAX_COUNT)
 EVERY = Ints(0, MAX_COUNT, "an integer ≥ 0 (0 turns it off)")
@@ -102,7 +103,7 @@ class TrainOptions:
     limit: int | None = option("Train on the first N training images only.", metavar="N", resume=RESTORED,
                                check=POSITIVE)
     image_size: int | None = option("Resize image-folder data to S×S pixels.", metavar="S", resume=FIXED,
-                                    check=POSITIVE)
+                                    check=Ints(1, MAX_SIDE))
     seed: int | None = option("Random seed; the same seed repeats a CPU run exactly.", fallback=0, metavar="S",
                               resume=RESTORED, check=SEED)
     device: str = option("auto (cuda, then mps, then cpu), cpu, cuda or mps.", default="auto",

@@ -118,6 +118,7 @@ def _one_line(code: int, lines: list[str], *words: str) -> None:
     ("nul.toml", 'model = "vae"\ndata = "mnist-sample"\ndata_dir = "a\\u0000b"\n'),
     ("seed.toml", 'model = "vae"\ndata = "mnist-sample"\nseed = -1\n'),
     ("device.toml", 'model = "vae"\ndata = "mnist-sample"\ndevice = "cpu:abc"\n'),
+    ("size.toml", 'model = "vae"\ndata = "mnist-sample"\nimage_size = 5000\n'),  # beyond what a checkpoint records
 ], ids=lambda v: v if len(v) < 20 else "")
 def test_a_hostile_config_file_is_one_line(tmp_path, name, text):
     (tmp_path / name).write_text(text)

@@ -27,15 +27,14 @@ def test_summary_refuses_a_huge_model_without_allocating_it(invoke, args):
     assert _peak_mib() - before < 1024  # the weights were never allocated
 
 
-@pytest.mark.parametrize("model", ["gan", "mlp-wgan-gp"])
-def test_train_refuses_a_huge_model_before_its_run_directory_exists(invoke, tmp_path, model):
+def test_train_refuses_a_huge_model_before_its_run_directory_exists(invoke, tmp_path):
     before = _peak_mib()
-    result = invoke("train", model, "--data", "mnist-sample", "--width", "64", "--out", tmp_path / "run")
+    result = invoke("train", "gan", "--data", "mnist-sample", "--width", "64", "--out", tmp_path / "run")
     assert result.exit_code == 2 and "parameters" in result.stderr, result.stderr
     assert not (tmp_path / "run").exists() and _peak_mib() - before < 1024
 
 
-@pytest.mark.parametrize("model", ["vae", "wgan", "flow", "cvae"])
+@pytest.mark.parametrize("model", ["vae", "flow"])
 def test_the_meta_count_is_the_real_count(model):
     cls = get_entry(model).cls
     config = cls.config_class.create(peek_geometry("mnist"), None, 0.25)
