@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from importlib.metadata import entry_points
 from pathlib import Path
 
-from gentool.errors import UsageError
+from gentool.errors import GentoolError, UsageError
 
 ENTRY_POINT_GROUP = "gentool.models"
 # Each module registers its family with the decorator, exactly as a plugin package does.
@@ -134,6 +134,21 @@ def get_entry(name: str) -> ModelEntry:
     if key not in _registry:
         raise UsageError(f"MODEL: unknown model {name!r}; registered models: {', '.join(sorted(_registry))}")
     return _registry[key]
+
+
+def plugin_source(name: str | None) -> str | None:
+    """The plugin distribution that provides the loaded model `name` (None: a built-in, or not loaded)."""
+    entry = _registry.get((name or "").lower())
+    return entry.source if entry is not None and entry.source != "built-in" else None
+
+
+def plugin_failure(exc: BaseException, source: str | None, model: str | None) -> BaseException:
+    """An exception raised while a plugin's model ran, as one GentoolError naming the plugin; gentool's own errors,
+    OS errors and anything raised with a built-in model stay as they are."""
+    if not source or source == "built-in" or isinstance(exc, (GentoolError, OSError)):
+        return exc
+    what = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    return GentoolError(f"model {model!r} from the plugin {source!r} failed: {what} (GENTOOL_DEBUG=1 shows where)")
 
 
 def get_model(name: str) -> type:

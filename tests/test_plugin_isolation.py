@@ -1,5 +1,6 @@
-"""Issue 26, class 6: listing plugins runs none of their code; where their code must run (loading them), what they
-print cannot corrupt `--json` output, and whatever they raise (even SystemExit) is one line naming the plugin."""
+"""Issue 26, class 6: listing plugins runs none of their code; where their code must run (loading them, training
+with one), what they print cannot corrupt `--json` output, and whatever they raise (even SystemExit) is one line
+naming the plugin."""
 
 import json
 import sys
@@ -36,6 +37,7 @@ def plugin(tmp_path, monkeypatch):
         ep = EntryPoint(name="noisy-vae", value=value, group=registry.ENTRY_POINT_GROUP)
         monkeypatch.setattr(registry, "entry_points", lambda group: [ep] if group == registry.ENTRY_POINT_GROUP else [])
         monkeypatch.setattr(registry, "_plugins_loaded", False)
+        registry._load_builtins()  # before the registry is copied: they stay loaded after the test
         monkeypatch.setattr(registry, "_registry", dict(registry._registry))
         monkeypatch.setattr(registry, "_failed", {})
     yield make
@@ -83,3 +85,14 @@ def test_a_plugin_that_fails_to_load_is_one_line_naming_it(plugin, invoke, tmp_p
     failed = invoke("train", "noisy-vae", "--data", "mnist-sample", "--out", tmp_path / "run")  # loaded once: no warning
     assert failed.exit_code == 2 and f"plugin '{PACKAGE}" in failed.stderr and "failed to load" in failed.stderr
     assert not (tmp_path / "run").exists()
+
+
+def test_a_plugin_model_that_fails_while_training_is_one_line_naming_it(plugin, invoke, tmp_path):
+    plugin("")
+    models = tmp_path / PACKAGE / "models.py"
+    models.write_text(models.read_text() + "\n    def train_step(self, *args):\n        raise ValueError('bad step')\n")
+    result = invoke("train", "noisy-vae", "--data", "mnist-sample", "--limit", "16", "--batch-size", "8",
+                    "--width", "0.25", "--epochs", "1", "--out", tmp_path / "run", "--json")
+    assert result.exit_code == 1 and result.stdout == ""
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert f"plugin '{PACKAGE}" in lines[-1] and "ValueError: bad step" in lines[-1] and "Traceback" not in result.stderr
