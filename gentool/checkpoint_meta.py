@@ -13,6 +13,7 @@ import gentool
 from gentool import schema as s
 from gentool.errors import GentoolError
 from gentool.fileio import check_input_file
+from gentool.train_options import MAX_SIDE  # pixels along an image side (--image-size is held to it)
 
 FORMAT = "gentool-checkpoint"
 FORMAT_VERSION = 1
@@ -20,7 +21,6 @@ REQUIRED_KEYS = ("format", "format_version", "gentool_version", "model", "config
 MAX_COUNT = 10**9  # epochs, batches, images: as train's options allow
 MAX_STEP = 10**15
 MAX_CLASSES = 1000
-MAX_SIDE = 4096  # pixels along an image side
 SEED = s.Int(-(2**63), 2**64 - 1)  # what torch.manual_seed accepts
 
 GEOMETRY = s.Obj({"channels": s.Int(1, 4), "height": s.Int(1, MAX_SIDE), "width": s.Int(1, MAX_SIDE)},

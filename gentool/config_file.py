@@ -20,6 +20,7 @@ import types
 import typing
 from pathlib import Path
 
+from gentool.checks import check_value
 from gentool.errors import UsageError
 
 MAX_BYTES = 1 << 20  # a settings file is a few hundred bytes; refuse to parse anything near this
@@ -41,6 +42,8 @@ def read(path: str, cls) -> dict:
             record = json.loads(text)
         except ValueError as exc:
             raise UsageError(f"{where}: not valid JSON ({exc})") from None
+        except RecursionError:  # the parser recurses once per level
+            raise UsageError(f"{where}: nested too deeply; expected a run's config.json") from None
         if not isinstance(record, dict):
             raise UsageError(f"{where}: expected a run's config.json (a JSON object)")
         values = reader(record, where)
@@ -49,6 +52,9 @@ def read(path: str, cls) -> dict:
             values = tomllib.loads(text)
         except tomllib.TOMLDecodeError as exc:
             raise UsageError(f"{where}: not valid TOML ({exc})") from None
+        except RecursionError:  # the parser recurses once per level of nested arrays or inline tables
+            raise UsageError(f"{where}: nested too deeply; a settings file holds values and one [params] "
+                             f"table") from None
     return check(values, cls, where)
 
 
@@ -76,6 +82,10 @@ def check(values: dict, cls, where: str) -> dict:
             raise UsageError(f"{where}: unknown key {key!r}{hint}; valid keys: {', '.join(fields)}")
         if not accepts(value, hints[key]):
             raise UsageError(f"{where}: {key} = {_show(value)}; expected {describe(hints[key])}")
+        try:  # what the option itself accepts (a NUL in a path, a negative seed...)
+            check_value(key, value, fields[key].metadata.get("check"))
+        except UsageError as exc:
+            raise UsageError(f"{where}: {exc.arg} = {_show(exc.value)}; expected {exc.accepted}") from None
         if isinstance(value, dict):
             bad = next((k for k in value if not NAME.fullmatch(k)), None)
             if bad is not None:

@@ -21,9 +21,6 @@ from gentool.precision import (  # noqa: F401 (the names commands and benchmarks
     pick_precision,
 )
 
-DEVICES = ("auto", "cpu", "cuda", "mps")
-
-
 def _mps_available() -> bool:
     backend = getattr(torch.backends, "mps", None)
     return bool(backend and backend.is_available())
@@ -31,18 +28,22 @@ def _mps_available() -> bool:
 
 def pick_device(name: str = "auto") -> torch.device:
     """Return the device for `name`: auto tries cuda, then mps, then cpu; an absent device is an error."""
+    from gentool.train_options import DEVICE
+
     name = (name or "auto").lower()
-    if name.split(":")[0] not in DEVICES:
-        raise bad_value("--device", name, "one of " + ", ".join(DEVICES))
+    DEVICE("--device", name)  # the option's check, for callers that did not go through the command line
     if name == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
         if _mps_available():
             return torch.device("mps")
         return torch.device("cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
+    kind, _, index = name.partition(":")
+    if kind == "cuda" and not torch.cuda.is_available():
         raise bad_value("--device", name, "a device present on this machine (cuda is not available; try cpu)")
-    if name == "mps" and not _mps_available():
+    if kind == "cuda" and index and int(index) >= torch.cuda.device_count():
+        raise bad_value("--device", name, f"a CUDA device index below {torch.cuda.device_count()} (this machine's)")
+    if kind == "mps" and not _mps_available():
         raise bad_value("--device", name, "a device present on this machine (mps is not available; try cpu)")
     return torch.device(name)
 

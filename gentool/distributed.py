@@ -10,13 +10,14 @@ differentiates the critic twice, two patterns the DDP wrapper does not support. 
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from datetime import timedelta
 
 import torch
 import torch.distributed as dist
 
-from gentool.errors import GentoolError
+from gentool.errors import GentoolError, bad_value
 
 
 @dataclass(frozen=True)
@@ -44,11 +45,9 @@ SINGLE = World()
 def join(device: torch.device) -> tuple[World, torch.device]:
     """Join the process group torchrun set up (RANK, WORLD_SIZE, LOCAL_RANK in the environment) and return this
     rank's place and device; without torchrun, the single-process world and `device` unchanged."""
-    size = int(os.environ.get("WORLD_SIZE", "1"))
-    if size <= 1:
+    world = world_from_env(os.environ)
+    if not world.enabled:
         return SINGLE, device
-    world = World(int(os.environ["RANK"]), size, int(os.environ.get("LOCAL_RANK", "0")),
-                  int(os.environ.get("LOCAL_WORLD_SIZE", str(size))))
     if device.type == "cuda":
         torch.cuda.set_device(world.local_rank)
         device = torch.device("cuda", world.local_rank)
@@ -57,6 +56,30 @@ def join(device: torch.device) -> tuple[World, torch.device]:
         # take long), while the others wait in the next collective: give them time.
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo", timeout=timedelta(hours=3))
     return world, device
+
+
+MAX_RANKS = 1 << 16
+
+
+def world_from_env(environ) -> World:
+    """This process's place as torchrun's variables give it (WORLD_SIZE, RANK, LOCAL_RANK, LOCAL_WORLD_SIZE), each
+    checked: a WORLD_SIZE above 1 needs a RANK below it (a launcher that set one and not the other is refused
+    before any work, not in the middle of joining)."""
+    def number(name: str, default: int | None, high: int) -> int:
+        text = environ.get(name)
+        if text is None and default is not None:
+            return default
+        if text is None or not re.fullmatch(r"[0-9]{1,6}", text.strip()) or int(text) > high:
+            what = "set (torchrun sets it with WORLD_SIZE)" if text is None else f"an integer from 0 to {high}"
+            raise bad_value(name, text, f"{what}; WORLD_SIZE={environ.get('WORLD_SIZE')!r}")
+        return int(text)
+
+    size = number("WORLD_SIZE", 1, MAX_RANKS)
+    if size <= 1:
+        return SINGLE
+    rank = number("RANK", None, size - 1)
+    local_size = number("LOCAL_WORLD_SIZE", size, size)
+    return World(rank, size, number("LOCAL_RANK", 0, max(local_size - 1, 0)), local_size)
 
 
 def leave(world: World) -> None:

@@ -12,13 +12,14 @@ from pathlib import Path
 from gentool.errors import UsageError, bad_value
 from gentool.fileio import prepare_output
 from gentool.sample_options import DrawOptions
-from gentool.train_options import copy_option, option
+from gentool.checks import Ints, choice
+from gentool.train_options import MAX_EVAL_N, MIN_EVAL_N, copy_option, option
 
 METRICS = ("fid", "kid", "is", "pr", "modes", "jsd", "emd", "pixels", "vae")
 ALIASES = {"precision": "pr", "recall": "pr", "precision_recall": "pr", "inception": "is", "swd": "emd",
            "elbo": "vae", "reconstruction": "vae", "coverage": "modes", "pixel": "pixels",
            "saturation": "pixels"}
-MIN_N, MAX_N = 10, 100_000
+MIN_N, MAX_N = MIN_EVAL_N, MAX_EVAL_N
 SPLITS = ("test", "train")
 GENTOOL, INCEPTION = "gentool", "inception-v3"  # --extractor
 INCEPTION_METRICS = ("fid", "kid", "is")
@@ -50,16 +51,19 @@ class EvalOptions(DrawOptions):
     data: str | None = option("Real data to compare with: mnist, cifar10, mnist-sample or a folder with class "
                               "subfolders (default: a checkpoint's own).", metavar="NAME|DIR")
     data_dir: str | None = copy_option("data_dir")
-    n: int = option("Number of generated images to score.", default=10_000, metavar="N", flags=("--n",))
+    n: int = option("Number of generated images to score.", default=10_000, metavar="N", flags=("--n",),
+                    check=Ints(MIN_N, MAX_N))
     metrics: str = option("all, or a comma-separated list of fid, kid, is, pr (precision/recall), modes, jsd, emd, "
                           "pixels (mean, spread and saturated share of pixel values, beside the real data's), vae "
                           "(inception-v3: fid, kid, is).", default="all", metavar="LIST")
     split: str | None = option("Real split to compare with: test or train.", fallback="test for gentool's "
-                               "extractor, train for inception-v3", metavar="test|train")
+                               "extractor, train for inception-v3", metavar="test|train",
+                               check=choice(*SPLITS))
     extractor: str = option(
         "gentool (a small classifier gentool trains once per data set; its FID is not comparable with published "
         "numbers) or inception-v3 (the standard FID network, computed as torch-fidelity does; needs "
-        "--extractor-weights).", default=GENTOOL, metavar="gentool|inception-v3")
+        "--extractor-weights).", default=GENTOOL, metavar="gentool|inception-v3",
+        check=choice(GENTOOL, INCEPTION))
     extractor_weights: str | None = option(
         "inception-v3: the FID Inception weights file (torch-fidelity's weights-inception-2015-12-05-6726825d.pth); "
         "nothing is downloaded.", metavar="FILE")

@@ -74,9 +74,12 @@ def atomic_write_json(path: str | os.PathLike, obj) -> None:
 
 
 def read_json(path: str | os.PathLike):
-    """Parse a JSON file."""
+    """Parse a JSON file; a document nested too deeply for the parser is a ValueError like any invalid one."""
     with open(path, encoding="utf-8") as f:
-        return json.load(f)
+        try:
+            return json.load(f)
+        except RecursionError:  # the parser recurses once per level
+            raise ValueError(f"{path}: nested too deeply") from None
 
 
 def check_input_file(path: Path, arg: str, expected: str) -> Path:

@@ -68,17 +68,28 @@ class GuardedOptimizer:
 
     def __init__(self, name: str, optimizer: torch.optim.Optimizer, state: "GuardState"):
         self.name, self.optimizer, self.state = name, optimizer, state
+        self.averaged = False  # whether this step's gradients are averaged over the ranks already
 
     @property
     def param_groups(self):
         return self.optimizer.param_groups
 
     def zero_grad(self, set_to_none: bool = True) -> None:
+        self.averaged = False
         self.optimizer.zero_grad(set_to_none=set_to_none)
+
+    def average_gradients(self) -> None:
+        """Average this step's gradients over the ranks, once. A gradient scaler calls this before it looks for
+        infs and decides whether to step: a rank whose scaled gradients overflowed would otherwise skip `step` and
+        with it the collective the other ranks wait in; averaged first, an inf reaches every rank and all skip."""
+        if not self.averaged:
+            average_gradients([p for g in self.optimizer.param_groups for p in g["params"]], self.state.world)
+            self.averaged = True
 
     def step(self, closure=None):
         params = [p for g in self.optimizer.param_groups for p in g["params"]]
-        average_gradients(params, self.state.world)
+        self.average_gradients()
+        self.averaged = False
         grads = [p.grad for p in params if p.grad is not None]
         # One fused norm per gradient and a single host synchronisation per step.
         if grads and not bool(torch.isfinite(torch.stack(torch._foreach_norm(grads))).all()):

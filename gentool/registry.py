@@ -10,14 +10,15 @@ the `@register_model("name")` classes and their docstrings from the modules' sou
 from __future__ import annotations
 
 import ast
+import contextlib
 import importlib
-import importlib.util
+import sys
 import warnings
 from dataclasses import dataclass
 from importlib.metadata import entry_points
 from pathlib import Path
 
-from gentool.errors import UsageError, did_you_mean
+from gentool.errors import GentoolError, UsageError, did_you_mean
 
 ENTRY_POINT_GROUP = "gentool.models"
 # Each module registers its family with the decorator, exactly as a plugin package does.
@@ -52,6 +53,7 @@ _registry: dict[str, ModelEntry] = {}
 _builtins_loaded = False
 _plugins_loaded = False
 _current_source = "built-in"
+_failed: dict[str, str] = {}  # entry point name → the distribution whose plugin failed to load
 
 
 def register_model(name: str):
@@ -102,16 +104,20 @@ def _dist_name(ep) -> str:
 def load_entry_points(group: str, use) -> None:
     """Load each entry point of `group` and pass its name, its distribution's name and the loaded object to
     `use(name, dist, obj)`. One that fails to load (or to be used) is a one-line warning naming its distribution
-    and is skipped: a broken plugin never takes gentool down. Models (`gentool.models`) and hooks
+    and is skipped: a broken plugin never takes gentool down (not even one that calls sys.exit). What a plugin
+    prints while it loads goes to stderr: stdout carries `--json` results. Models (`gentool.models`) and hooks
     (`gentool.hooks`) load through here."""
     global _current_source
     for ep in entry_points(group=group):
         dist = _dist_name(ep)
         _current_source = dist  # what @register_model records for the models the import registers
         try:
-            use(ep.name, dist, ep.load())
-        except Exception as exc:  # a broken plugin must not break gentool
-            warnings.warn(f"gentool: plugin {dist!r} (entry point {ep.name!r}) failed to load: {exc}")
+            with contextlib.redirect_stdout(sys.stderr):
+                use(ep.name, dist, ep.load())
+        except (Exception, SystemExit) as exc:  # a broken plugin must not break gentool
+            what = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            _failed[ep.name.lower()] = dist
+            warnings.warn(f"gentool: plugin {dist!r} (entry point {ep.name!r}) failed to load: {what}")
         finally:
             _current_source = "built-in"
 
@@ -122,10 +128,28 @@ def get_entry(name: str) -> ModelEntry:
     key = name.lower()
     if key not in _registry:
         _load_plugins()
+    if key not in _registry and key in _failed:
+        raise UsageError(f"MODEL: {name!r} comes from the plugin {_failed[key]!r}, which failed to load (see the "
+                         f"warning above)")
     if key not in _registry:
         raise UsageError(f"MODEL: unknown model {name!r}{did_you_mean(name, _registry)}; registered models: "
                          f"{', '.join(sorted(_registry))}")
     return _registry[key]
+
+
+def plugin_source(name: str | None) -> str | None:
+    """The plugin distribution that provides the loaded model `name` (None: a built-in, or not loaded)."""
+    entry = _registry.get((name or "").lower())
+    return entry.source if entry is not None and entry.source != "built-in" else None
+
+
+def plugin_failure(exc: BaseException, source: str | None, model: str | None) -> BaseException:
+    """An exception raised while a plugin's model ran, as one GentoolError naming the plugin; gentool's own errors,
+    OS errors and anything raised with a built-in model stay as they are."""
+    if not source or source == "built-in" or isinstance(exc, (GentoolError, OSError)):
+        return exc
+    what = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    return GentoolError(f"model {model!r} from the plugin {source!r} failed: {what} (GENTOOL_DEBUG=1 shows where)")
 
 
 def get_model(name: str) -> type:
@@ -164,7 +188,7 @@ def describe_models(load: bool = False) -> list[ModelInfo]:
         module, _, attr = ep.value.partition(":")
         try:
             declared = _declared(module.strip(), dist, attr.strip() or None, ep.name.lower())
-        except (ImportError, OSError, SyntaxError, ValueError) as exc:
+        except (ImportError, OSError, SyntaxError, ValueError, RecursionError) as exc:
             warnings.warn(f"gentool: plugin {dist!r} (entry point {ep.name!r}) cannot be read: {exc}")
             continue
         if not declared:  # registered in a way only running it shows: name it, described by its package
@@ -175,13 +199,36 @@ def describe_models(load: bool = False) -> list[ModelInfo]:
     return [found[k] for k in sorted(found)]
 
 
+def _find_spec(name: str, path):
+    for finder in sys.meta_path:
+        try:
+            spec = finder.find_spec(name, path)
+        except (AttributeError, ImportError, TypeError, ValueError):
+            continue
+        if spec is not None:
+            return spec
+    return None
+
+
+def source_file(module: str) -> Path:
+    """The source file of `module`, found as the import system would, without running any of it: unlike
+    importlib.util.find_spec, which imports the packages above a dotted name (running their __init__)."""
+    path, spec, parts = None, None, module.split(".")
+    for depth in range(1, len(parts) + 1):
+        spec = _find_spec(".".join(parts[:depth]), path)
+        path = spec.submodule_search_locations if spec is not None else None
+        if spec is None or (depth < len(parts) and path is None):
+            raise ImportError(f"no module named {'.'.join(parts[:depth])!r}")
+    if not spec.origin or not spec.origin.endswith(".py"):
+        raise ImportError(f"no Python source for module {module!r}")
+    return Path(spec.origin)
+
+
 def _declared(module: str, source: str, class_name: str | None = None, ep_name: str | None = None) -> dict:
     """The models a module's source declares: classes decorated with @register_model("name"), and the class an
     entry point names (module:Class) under the entry point's name."""
-    spec = importlib.util.find_spec(module)
-    if spec is None or not spec.origin or not spec.origin.endswith(".py"):
-        raise ImportError(f"no module named {module!r}")
-    tree = ast.parse(Path(spec.origin).read_text(encoding="utf-8"), filename=spec.origin)
+    origin = source_file(module)
+    tree = ast.parse(origin.read_text(encoding="utf-8"), filename=str(origin))
     found = {}
     for node in ast.walk(tree):
         if not isinstance(node, ast.ClassDef):

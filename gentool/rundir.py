@@ -62,7 +62,7 @@ def unstarted(path: Path) -> bool:
     try:
         if "gentool_version" not in json.loads((path / CONFIG).read_text()):
             return False
-    except (OSError, ValueError, TypeError):
+    except (OSError, ValueError, TypeError, RecursionError):
         return False
     for f in entries:
         if f.name == SAMPLES and f.is_dir():

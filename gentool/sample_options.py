@@ -11,7 +11,8 @@ from pathlib import Path
 
 from gentool.errors import UsageError, bad_value
 from gentool.parsing import parse_grid
-from gentool.train_options import copy_option, option, sampler_settings
+from gentool.checks import Ints, choice
+from gentool.train_options import DEVICE, PRECISION, SEED, copy_option, option, sampler_settings
 
 MAX_SAMPLES = 1_000_000
 MAX_FRAMES = 500
@@ -22,14 +23,15 @@ class DrawOptions:
     """The options of both sample and evaluate: how a checkpoint's samples are drawn, and whether to replace an
     existing output."""
 
-    seed: int = option("Random seed; the same seed gives the same result on the CPU.", default=0, metavar="S")
+    seed: int = option("Random seed; the same seed gives the same result on the CPU.", default=0, metavar="S",
+                       check=SEED)
     device: str = option("auto (cuda, then mps, then cpu), cpu, cuda or mps.", default="auto",
-                         metavar="auto|cpu|cuda|mps")
+                         metavar="auto|cpu|cuda|mps", check=DEVICE)
     weights: str = option("auto (the EMA weights when the run kept them, else raw), ema or raw.", default="auto",
-                          metavar="auto|ema|raw")
+                          metavar="auto|ema|raw", check=choice("auto", "ema", "raw"))
     precision: str = option("auto (bf16 where this machine runs it measurably faster, else fp32), fp32 (safe "
                             "everywhere), bf16 (autocast; CPUs with AVX512-BF16/AMX, recent GPUs) or fp16 (CUDA/MPS).",
-                            default="auto", metavar="auto|fp32|bf16|fp16")
+                            default="auto", metavar="auto|fp32|bf16|fp16", check=PRECISION)
     steps: int | None = copy_option("steps")
     solver: str | None = copy_option("solver")
     guidance: float | None = copy_option("guidance")
@@ -47,12 +49,14 @@ class SampleOptions(DrawOptions):
     checkpoint: str = option("A .safetensors checkpoint written by gentool train.", metavar="CHECKPOINT",
                              argument=True, required=True)
     grid: str | None = option("Write a ROWSxCOLS PNG grid (default 8x8 when --n is not given).", metavar="RxC")
-    n: int | None = option("Number of samples for an .npz file or a folder of PNGs.", metavar="N", flags=("--n",))
+    n: int | None = option("Number of samples for an .npz file or a folder of PNGs.", metavar="N", flags=("--n",),
+                           check=Ints(1, MAX_SAMPLES))
     out: str | None = option("Output: .png for a grid; .npz (key 'images', uint8 N×H×W×C) or DIR/ for --n.",
                              metavar="PATH")
     interpolate: bool = option("Write a GIF (--out walk.gif): one walk through random latent points per grid cell.",
                                default=False)
-    frames: int = option("Frames between two latent points of an --interpolate walk.", default=16, metavar="N")
+    frames: int = option("Frames between two latent points of an --interpolate walk.", default=16, metavar="N",
+                         check=Ints(2, MAX_FRAMES))
     label: str | None = option("Draw every sample of this class (index or class name) from a class-conditional "
                                "model.", metavar="K", flags=("--class",))
     by_class: bool = option("Grid with row r drawn from class r (class-conditional models).", default=False)

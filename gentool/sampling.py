@@ -4,6 +4,7 @@ images, not all of them, and a seed gives the same images however they are chunk
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -151,7 +152,8 @@ def parse_class(spec: str, num_classes: int, names: list[str]) -> int:
     text = str(spec).strip()
     if text in names:
         return names.index(text)
-    if text.lstrip("-").isdigit() and 0 <= int(text) < num_classes:
+    # ASCII digits only: str.isdigit() takes '³', which int() refuses; and an index has at most a few digits
+    if re.fullmatch(r"[0-9]{1,9}", text) and int(text) < num_classes:
         return int(text)
     shown = ", ".join(names[:12]) + (", …" if len(names) > 12 else "") if names else ""
     accepted = f"a class index 0–{num_classes - 1}" + (f" or a class name ({shown})" if shown else "")

@@ -38,6 +38,7 @@ from gentool.guards import GuardState, StopSignals
 from gentool.models.base import GenerativeModel
 from gentool.registry import get_entry
 from gentool.resume import RUN_OPTIONS
+from gentool.summary import check_size
 from gentool.train_options import TrainOptions
 
 
@@ -124,6 +125,19 @@ def _load_data(opts: TrainOptions) -> ImageData:
     return load_dataset(opts.data, opts.data_dir, train=True, image_size=opts.image_size, limit=opts.limit)
 
 
+def check_batch(model: GenerativeModel, batch_size: int, n_images: int) -> None:
+    """A network with BatchNorm needs at least two images in a batch (one has no spread to normalise by): refuse a
+    --batch-size or --limit that would give it one, before the run starts."""
+    if not any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules()):
+        return
+    if batch_size < 2:
+        raise bad_value("--batch-size", batch_size, f"at least 2 for {model.name} (its BatchNorm layers need two "
+                                                    f"images per batch)")
+    if n_images < 2:
+        raise bad_value("--limit", n_images, f"at least 2 images per process for {model.name} (its BatchNorm layers "
+                                             f"need two images per batch)")
+
+
 def new_session(opts: TrainOptions, device: torch.device, world: World = SINGLE) -> Session:
     """Build data, model, optimizers and an empty run directory for a fresh run (rank 0 alone writes). A start
     that fails before the run's files are written removes what it created: no dead-end run directory is left."""
@@ -133,8 +147,10 @@ def new_session(opts: TrainOptions, device: torch.device, world: World = SINGLE)
     config = entry.cls.config_class.create(data.geometry, opts.latent_dim, opts.width, **overrides)
     if overrides["batch_size"] is None:  # each rank trains on its share of the images
         config.batch_size = config.batch_size_for(len(data) // world.size)
+    check_size(entry.cls, config)  # before a single weight is allocated
     seed_everything(opts.seed)
     model = entry.cls(config)
+    check_batch(model, config.batch_size, len(data) // world.size)
     settings = model.sample_settings(opts.sample_options)  # a bad --steps fails before the run directory exists
     precision = choose_precision(opts.precision, device)
     prepare_model(model, opts, device, precision)

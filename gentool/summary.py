@@ -10,7 +10,12 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
+from gentool.errors import UsageError
 from gentool.models.base import GenerativeModel
+
+# Beyond this a model is refused before its weights are allocated: 2 GB of fp32 weights, and training needs about
+# four times that (gradients and the optimizer's two moments). The study's networks have at most a few million.
+MAX_PARAMETERS = 500_000_000
 
 
 def _counts(module: nn.Module, recurse: bool) -> tuple[int, int]:
@@ -68,6 +73,24 @@ def network_table(net: nn.Module, example: torch.Tensor | tuple[torch.Tensor, ..
     size = sum(t.numel() * t.element_size() for t in [*net.parameters(), *net.buffers()])
     return {"layers": rows, "trainable_params": trainable, "non_trainable_params": non_trainable,
             "total_params": trainable + non_trainable, "size_mb": round(size / 2**20, 3)}
+
+
+def count_parameters(cls: type, config) -> int:
+    """The parameters and floating-point buffers of `cls(config)`, counted on the meta device: nothing is allocated."""
+    with torch.device("meta"):
+        model = cls(config)
+    return sum(t.numel() for t in [*model.parameters(), *model.buffers()] if t.is_floating_point())
+
+
+def check_size(cls: type, config) -> int:
+    """Refuse, before any weight is allocated, a model whose settings make it larger than MAX_PARAMETERS; returns
+    its parameter count."""
+    count = count_parameters(cls, config)
+    if count > MAX_PARAMETERS:
+        raise UsageError(f"--width/--latent-dim/--param: {cls.name} with these settings has {count:,} parameters "
+                         f"({count * 4 / 2**30:.1f} GiB of fp32 weights); expected settings giving at most "
+                         f"{MAX_PARAMETERS:,}")
+    return count
 
 
 def summarize(model: GenerativeModel) -> dict:

@@ -15,7 +15,8 @@ from typing import Any, ClassVar
 from gentool.errors import UsageError, bad_value
 from gentool.evaluate_options import GENTOOL, EvalOptions
 from gentool.parsing import parse_list, parse_param
-from gentool.train_options import EVAL_N, check_threads, complete_model, copy_option, option
+from gentool.checks import Ints
+from gentool.train_options import EVAL_N, FIELDS, POSITIVE, THREADS, check_threads, complete_model, copy_option, option
 
 # The options every trial shares and that make the sweep what it is (another value is another sweep), and those
 # that may change from one invocation to the next.
@@ -57,14 +58,16 @@ class SweepOptions:
     data: str | None = copy_option("data")
     data_dir: str | None = copy_option("data_dir")
     latent_dim: list[int] | None = option("Latent sizes to sweep, comma-separated, e.g. 2,5,10,20.", metavar="D,D",
-                                          cli_type=str, convert=_axis(int, "--latent-dim"))
+                                          cli_type=str, convert=_axis(int, "--latent-dim"),
+                                          check=FIELDS["latent_dim"].metadata["check"])
     width: list[float] | None = option("Width multipliers to sweep, comma-separated, e.g. 0.5,1,2.", metavar="W,W",
-                                       cli_type=str, convert=_axis(float, "--width"))
+                                       cli_type=str, convert=_axis(float, "--width"),
+                                       check=FIELDS["width"].metadata["check"])
     params: dict[str, list[Any]] = option(
         "Another config field to sweep, NAME=V1,V2 (repeatable; one value fixes it).", default=None,
         metavar="NAME=V,V", flags=("--param",), cli_type=list[str], convert=_param_axes)
     epochs: int = option("Epochs per trial (re-running with more continues finished trials).", default=10,
-                         metavar="N")
+                         metavar="N", check=POSITIVE)
     batch_size: int | None = copy_option("batch_size")
     lr: float | None = copy_option("lr")
     limit: int | None = copy_option("limit")
@@ -84,15 +87,16 @@ class SweepOptions:
         "--tensorboard DIR: ROOT is DIR (give MODEL first: a word right after --tensorboard is its DIR).",
         metavar="[DIR]", bare="auto")
     workers: int = option("Trials run at once, each in its own process with a share of the CPU threads.",
-                          default=1, metavar="W")
+                          default=1, metavar="W", check=Ints(1, 1024))
     threads: int | None = option("CPU threads for the whole sweep, shared evenly among its --workers (default: "
-                                 "torch's, one per core).", metavar="N")
-    trial: int | None = option("Run only trial K (0-based), e.g. --trial $SLURM_ARRAY_TASK_ID.", metavar="K")
+                                 "torch's, one per core).", metavar="N", check=THREADS)
+    trial: int | None = option("Run only trial K (0-based), e.g. --trial $SLURM_ARRAY_TASK_ID.", metavar="K",
+                               check=Ints(0, 10**6))
     list_trials: bool = option("Print the trials and their values, then exit.", default=False, flags=("--list",))
     evaluate: bool = option("Also score each trial with `gentool evaluate` (FID, KID, IS, precision/recall, "
                             "modes...).", default=False, flags=("--eval",))
     eval_n: int = option("Generated images --eval (and --eval-every) scores per trial.", default=EVAL_N,
-                         metavar="N")
+                         metavar="N", check=FIELDS["eval_n"].metadata["check"])
     extractor: str = copy_option("extractor", GENTOOL, EVAL_FIELDS)
     extractor_weights: str | None = copy_option("extractor_weights", None, EVAL_FIELDS)
     metric: str | None = option("Metric for heatmap.png (default: fid when present, else the training loss).",

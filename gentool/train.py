@@ -33,6 +33,7 @@ from gentool.guards import (
 )
 from gentool.images import make_grid, to_uint8, write_png
 from gentool.progress import Reporter
+from gentool.registry import plugin_failure, plugin_source
 from gentool.resume import plan, resume_command
 from gentool.session import (
     HOOK_STOP,
@@ -234,6 +235,12 @@ def _train(opts: TrainOptions, device: torch.device, world: World, reporter: Rep
     try:
         session = resume_session(opts, device, world) if opts.resume else new_session(opts, device, world)
         return _run(session, device, reporter, hooks)
+    except Exception as exc:  # a plugin model's own failure is one line naming the plugin (GENTOOL_DEBUG: traceback)
+        failure = plugin_failure(exc, session.source if session else plugin_source(opts.model),
+                                 session.model.name if session else opts.model)
+        if failure is exc:
+            raise
+        raise failure from exc
     finally:
         for hook in hooks:
             hook.teardown(session)

@@ -8,11 +8,11 @@ Imports nothing heavy: `gentool train --help` reads this module without loading 
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass, fields
 from typing import ClassVar
 
-from gentool.errors import UsageError, bad_value
+from gentool.checks import MAX_COUNT, MAX_SEED, Ints, Numbers, Words, check_options, choice
+from gentool.errors import UsageError
 
 # What a resumed run does with an option (the `resume` entry of each field's metadata):
 FIXED = "fixed"  # part of what the run is; a resume may not change it (a different value is a usage error)
@@ -20,7 +20,6 @@ RESTORED = "restored"  # a data option: the run's recorded value unless given ag
 KEPT = "kept"  # how the run trains on: the recorded value unless given again (changing it is normal)
 FREE = "free"  # about this invocation only (machine, time budget, output): never taken from the run
 
-MAX_COUNT = 10**9  # no epoch count, image count or pixel size is sensibly larger
 AUTO = "auto"  # --resume auto
 EVAL_N = 2000  # generated images scored by --eval-every (and by sweep --eval)
 # Model config fields the data set decides (gentool.models.base uses this set; it lives here, away from torch).
@@ -31,16 +30,30 @@ MODEL_SETTINGS = ("latent_dim", "width", "lr", "batch_size")
 NOT_RERUN = ("out", "resume", "overwrite")
 
 
+# What the options accept (besides the checks of their type, see gentool.checks).
+MAX_BATCH, MAX_LATENT, MAX_WIDTH, MAX_MINUTES = 1 << 16, 4096, 64.0, 1e7  # model configs check the same
+MAX_SIDE = 4096  # pixels along an image side: what a checkpoint may record, so --image-size may not exceed it
+MIN_EVAL_N, MAX_EVAL_N = 10, 100_000  # generated images a score is made from (evaluate's --n, --eval-n)
+POSITIVE = Ints(1, MAX_COUNT)
+EVERY = Ints(0, MAX_COUNT, "an integer ≥ 0 (0 turns it off)")
+SEED = Ints(0, MAX_SEED)
+THREADS = Ints(1, 4096, "a positive number of threads")
+DEVICE = Words(r"auto|cpu|cuda(:[0-9]{1,3})?|mps(:0)?", "auto, cpu, cuda, cuda:N or mps")
+PRECISION = choice("auto", "fp32", "bf16", "fp16")
+
+
 def option(help: str, *, default=None, fallback=None, resume: str = FREE, metavar: str | None = None,
            flags: tuple[str, ...] = (), argument: bool = False, cli_type=None, convert=None, complete=None,
-           required: bool = False, bare=None):
+           required: bool = False, bare=None, check=None):
     """A dataclass field for an option. `default` is the field's value when the option is not given (None for
     options a resume restores, so that "not given" is visible); `fallback` is what a new run uses then.
     `flags`, `metavar`, `argument`, `cli_type`, `convert` (CLI value → field value) and `complete` (the shell
     completion's candidates for a partial value) shape the command line; a `required` field has no default;
-    `bare` is the value of an option whose value may be left out (`--tensorboard` alone)."""
+    `bare` is the value of an option whose value may be left out (`--tensorboard` alone); `check(name, value)`
+    refuses a value the option cannot take (see gentool.checks), before any work."""
     meta = {"help": help, "fallback": fallback, "resume": resume, "metavar": metavar, "flags": flags,
-            "argument": argument, "cli_type": cli_type, "convert": convert, "complete": complete, "bare": bare}
+            "argument": argument, "cli_type": cli_type, "convert": convert, "complete": complete, "bare": bare,
+            "check": check}
     if required:
         return dataclasses.field(metadata=meta)
     return dataclasses.field(default=default, metadata=meta)
@@ -75,22 +88,26 @@ class TrainOptions:
         "(cifar-10-batches-py/). Default: $GENTOOL_DATA, else ~/.cache/gentool/data, where a missing data set is "
         "downloaded.", metavar="DIR", resume=RESTORED)
     epochs: int | None = option("Total epochs (with --resume: the total, not more).", fallback=10, metavar="N",
-                                resume=KEPT)
-    batch_size: int | None = option("Batch size (default: the model's).", metavar="B", resume=FIXED)
-    lr: float | None = option("Learning rate (default: the study's for the model).", metavar="LR", resume=FIXED)
+                                resume=KEPT, check=POSITIVE)
+    batch_size: int | None = option("Batch size (default: the model's).", metavar="B", resume=FIXED,
+                                    check=Ints(1, MAX_BATCH))
+    lr: float | None = option("Learning rate (default: the study's for the model).", metavar="LR", resume=FIXED,
+                              check=Numbers(0, 1e6, open_low=True))
     latent_dim: int | None = option("Latent size (default: the study's, per model and data).", metavar="D",
-                                    resume=FIXED)
+                                    resume=FIXED, check=Ints(1, MAX_LATENT))
     width: float | None = option("Multiplier for every hidden width/channel count (1 = the study's network).",
-                                 metavar="W", resume=FIXED)
+                                 metavar="W", resume=FIXED, check=Numbers(0, MAX_WIDTH, open_low=True))
     params: dict = option("Any other config field (repeatable), e.g. --param clip=0.02.", default=None,
                           metavar="NAME=VALUE", flags=("--param",), resume=FIXED, cli_type=list[str],
                           convert=_params)
-    limit: int | None = option("Train on the first N training images only.", metavar="N", resume=RESTORED)
-    image_size: int | None = option("Resize image-folder data to S×S pixels.", metavar="S", resume=FIXED)
+    limit: int | None = option("Train on the first N training images only.", metavar="N", resume=RESTORED,
+                               check=POSITIVE)
+    image_size: int | None = option("Resize image-folder data to S×S pixels.", metavar="S", resume=FIXED,
+                                    check=Ints(1, MAX_SIDE))
     seed: int | None = option("Random seed; the same seed repeats a CPU run exactly.", fallback=0, metavar="S",
-                              resume=RESTORED)
+                              resume=RESTORED, check=SEED)
     device: str = option("auto (cuda, then mps, then cpu), cpu, cuda or mps.", default="auto",
-                         metavar="auto|cpu|cuda|mps")
+                         metavar="auto|cpu|cuda|mps", check=DEVICE)
     out: str | None = option(
         "Run directory (default: $GENTOOL_RUNS/<model>-<data>-<time>, with $GENTOOL_RUNS unset: runs/). With --resume auto: the run to continue, or to "
         "start when it has no checkpoint yet.", metavar="DIR")
@@ -101,40 +118,44 @@ class TrainOptions:
     overwrite: bool = option("Replace the run in --out (only gentool's own files in it are removed).",
                              default=False)
     checkpoint_every: int | None = option("Also keep epoch_NNNN.safetensors every K epochs (0: never).",
-                                          fallback=10, metavar="K", resume=KEPT)
+                                          fallback=10, metavar="K", resume=KEPT, check=EVERY)
     checkpoint_minutes: float | None = option(
         "Also save the run every M minutes of training (wall clock; mid-epoch if need be): last.safetensors, which "
         "--resume continues, and a kept copy step_NNNNNNNN.safetensors (0: never). Bounds what a killed batch job "
-        "loses; gives checkpoints to score against time.", fallback=0, metavar="M", resume=KEPT)
+        "loses; gives checkpoints to score against time.", fallback=0, metavar="M", resume=KEPT,
+        check=Numbers(0, MAX_MINUTES, what="a number of minutes ≥ 0 (0 turns it off)"))
     sample_every: int | None = option("Write samples/epoch_NNNN.png every K epochs (0: never).", fallback=1,
-                                      metavar="K", resume=KEPT)
+                                      metavar="K", resume=KEPT, check=EVERY)
     ema: float | None = option(
         "Keep an exponential moving average of the sampling network's weights (generator, decoder, denoiser) with "
         "this DECAY, e.g. 0.999; sample and evaluate use it by default. Default: none, except for families that "
-        "keep one (flow, ddpm); 0 turns it off.", metavar="DECAY", resume=FIXED)
+        "keep one (flow, ddpm); 0 turns it off.", metavar="DECAY", resume=FIXED,
+        check=Numbers(0, 1, what="0 (off) or a number in (0, 1) such as 0.999"))
     max_minutes: float | None = option(
         "Stop after this much training time (wall clock) or at --epochs (default 10), whichever comes first, saving "
         "a checkpoint that --resume continues.",
-        metavar="M")
+        metavar="M", check=Numbers(0, MAX_MINUTES, open_low=True, what="a positive number of minutes"))
     precision: str | None = option(
         "auto (bf16 where this machine runs it measurably faster, by a short probe cached per CPU; else fp32), fp32 "
         "(safe everywhere), bf16 (autocast; CPUs with AVX512-BF16/AMX, recent GPUs) or fp16 (CUDA/MPS, with "
         "gradient scaling). The choice and why are in config.json.", fallback="auto", metavar="auto|fp32|bf16|fp16",
-        resume=KEPT)
+        resume=KEPT, check=PRECISION)
     channels_last: bool | None = option(
         "Channels-last memory format (default: on for convolutional networks, off on MPS).",
         flags=("--channels-last/--no-channels-last",))
     compile: bool = option(
         "Compile the networks with torch.compile (slow first steps; needs a C++ compiler on CPU, triton on CUDA).",
         default=False)
-    threads: int | None = option("CPU threads for this process (default: torch's, one per core).", metavar="N")
+    threads: int | None = option("CPU threads for this process (default: torch's, one per core).", metavar="N",
+                                 check=THREADS)
     skip_nonfinite: bool | None = option(
         "Drop optimizer steps whose gradients are NaN/Inf instead of stopping the run.", fallback=False,
         flags=("--skip-nonfinite/--no-skip-nonfinite",), resume=KEPT)
     eval_every: int | None = option(
         "Every K epochs score samples (FID, modes) into metrics.json and keep best.safetensors (0: never).",
-        fallback=0, metavar="K", resume=KEPT)
-    eval_n: int | None = option("Samples scored by --eval-every.", fallback=EVAL_N, metavar="N", resume=KEPT)
+        fallback=0, metavar="K", resume=KEPT, check=EVERY)
+    eval_n: int | None = option("Samples scored by --eval-every.", fallback=EVAL_N, metavar="N", resume=KEPT,
+                                check=Ints(MIN_EVAL_N, MAX_EVAL_N))
     tensorboard: str | None = option(
         "Log to TensorBoard (needs pip install 'gentool[tensorboard]'): epoch records, losses every few steps, the "
         "sample grids, --eval-every's metrics, the config as hyperparameters. Alone: into RUN_DIR/tensorboard; "
@@ -150,7 +171,7 @@ class TrainOptions:
     heldout: int | None = option(
         "Held-out images on which a family with likelihood terms (vae, cvae) records its loss terms after each "
         "epoch, as heldout_TERM (default: min(2000, a tenth of the training images); 0: none).", metavar="N",
-        resume=KEPT)
+        resume=KEPT, check=EVERY)
     stop_on_divergence: bool | None = option(
         "End the run cleanly on a divergence (a loss far outside its recent range, FID doubling from its best or "
         "stuck worse than noise's).", fallback=False, flags=("--stop-on-divergence/--no-stop-on-divergence",),
@@ -162,13 +183,13 @@ class TrainOptions:
     # used for the epoch grids and --eval-every; the family checks them and fills in its defaults.
     steps: int | None = option(
         "Sampler steps of an iterative family (flow, ddpm): fewer is faster, more is closer to the exact sampler "
-        "(default: the family's).", metavar="N", resume=KEPT)
+        "(default: the family's).", metavar="N", resume=KEPT, check=Ints(1, 100_000))  # each family narrows these
     solver: str | None = option(
         "Sampler of an iterative family: flow euler|heun, ddpm ddim|ddpm (default: the family's).", metavar="NAME",
         resume=KEPT)
     guidance: float | None = option(
         "Classifier-free guidance weight of a class-conditional iterative family (cflow, cddpm): 1 = plain "
-        "conditional, larger follows the class more closely.", metavar="W", resume=KEPT)
+        "conditional, larger follows the class more closely.", metavar="W", resume=KEPT, check=Numbers(0, 1000))
 
     @property
     def sample_options(self) -> dict:
@@ -219,14 +240,10 @@ class TrainOptions:
             raise UsageError("--data: missing; expected mnist, cifar10, mnist-sample or a folder of images")
 
     def validate(self) -> None:
-        """Reject option values before any work starts (options not given are skipped)."""
-        for name in ("epochs", "limit", "image_size"):
-            if getattr(self, name) is not None:
-                _positive(flag(name), getattr(self, name))
-        for name in ("checkpoint_every", "sample_every", "heldout"):
-            value = getattr(self, name)
-            if value is not None and (not _is_int(value) or not 0 <= value <= MAX_COUNT):
-                raise bad_value(flag(name), value, "an integer ≥ 0 (0 turns it off)")
+        """Reject option values before any work starts (options not given are skipped): each its declared check
+        (which the command line applied already; a resume's restored values and the library's callers' not), then
+        how they go together."""
+        check_options(self, field_flag)
         if self.resume is None:
             self.check_new_run()
         if self.resume is not None and self.overwrite:
@@ -237,28 +254,12 @@ class TrainOptions:
             from gentool.ema import check_decay
 
             check_decay(self.ema)
-        check_threads(self.threads)
-        if self.checkpoint_minutes is not None and not (
-                isinstance(self.checkpoint_minutes, (int, float)) and not isinstance(self.checkpoint_minutes, bool)
-                and math.isfinite(self.checkpoint_minutes) and 0 <= self.checkpoint_minutes <= 10**7):
-            raise bad_value("--checkpoint-minutes", self.checkpoint_minutes, "a number of minutes ≥ 0 (0 turns it off)")
-        if self.max_minutes is not None and not (math.isfinite(self.max_minutes) and 0 < self.max_minutes <= 10**7):
-            raise bad_value("--max-minutes", self.max_minutes, "a positive number of minutes")
-
-
-def _is_int(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def check_threads(threads) -> None:
     """--threads (train's and sweep's): unset, or a positive number of threads."""
-    if threads is not None and not (_is_int(threads) and 1 <= threads <= 4096):
-        raise bad_value("--threads", threads, "a positive number of threads")
-
-
-def _positive(name: str, value) -> None:
-    if not _is_int(value) or not 1 <= value <= MAX_COUNT:
-        raise bad_value(name, value, f"a positive integer up to {MAX_COUNT:,}")
+    if threads is not None:
+        THREADS("--threads", threads)
 
 
 def sampler_settings(opts) -> dict:
@@ -274,15 +275,21 @@ def copy_option(name: str, default=None, declared: dict | None = None):
     between dataclasses.)"""
     meta = (declared or FIELDS)[name].metadata
     return option(meta["help"], default=default, metavar=meta["metavar"], flags=meta["flags"],
-                  cli_type=meta["cli_type"], convert=meta["convert"], complete=meta["complete"])
+                  cli_type=meta["cli_type"], convert=meta["convert"], complete=meta["complete"],
+                  check=meta["check"])
 
 
 def flag(name: str) -> str:
     """The command-line name of a TrainOptions field ("data_dir" → "--data-dir", "model" → "MODEL")."""
-    meta = FIELDS[name].metadata
+    return field_flag(FIELDS[name])
+
+
+def field_flag(f: dataclasses.Field) -> str:
+    """The command-line name of an options dataclass's field."""
+    meta = f.metadata
     if meta["argument"]:
         return meta["metavar"]
-    return meta["flags"][0].split("/")[0] if meta["flags"] else "--" + name.replace("_", "-")
+    return meta["flags"][0].split("/")[0] if meta["flags"] else "--" + f.name.replace("_", "-")
 
 
 FIELDS = {f.name: f for f in fields(TrainOptions)}

@@ -33,10 +33,11 @@ def test_broken_plugin_warns_and_does_not_crash(monkeypatch):
     broken = EntryPoint(name="broken", value="gentool_no_such_module_xyz", group=registry.ENTRY_POINT_GROUP)
     monkeypatch.setattr(registry, "entry_points", lambda group: [broken])
     monkeypatch.setattr(registry, "_plugins_loaded", False)
+    monkeypatch.setattr(registry, "_failed", {})
     with pytest.warns(UserWarning, match="gentool_no_such_module_xyz"):
         names = [e.name for e in registry.list_models()]
     assert "vae" in names
-    with pytest.raises(UsageError, match="registered models"):
+    with pytest.raises(UsageError, match="plugin 'gentool_no_such_module_xyz', which failed to load"):
         registry.get_model("broken")
 
 

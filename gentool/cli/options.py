@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import inspect
@@ -14,8 +15,9 @@ from typing import Annotated, Optional
 
 import typer
 
-from gentool.errors import GentoolError
-from gentool.train_options import FIELDS, flag
+from gentool.checks import check_options, check_value
+from gentool.errors import GentoolError, UsageError
+from gentool.train_options import FIELDS, field_flag, flag
 
 
 DEBUG_ENV = "GENTOOL_DEBUG"
@@ -39,8 +41,21 @@ def field_option(f: dataclasses.Field, hint):
     return Annotated[kind, typer.Option(*decls, metavar=meta["metavar"], help=help, show_default=False, **extra)]
 
 
+def checked(check=None):
+    """The click callback that applies gentool.checks to an option declared outside an options dataclass (its type's
+    checks, then `check`), while the command line is parsed: before any work."""
+    def callback(ctx, param, value):
+        try:
+            check_value(param.opts[0] if param.opts else param.name, value, check)
+        except UsageError as exc:
+            hint = None if param.opts and param.param_type_name == "option" else param.name.upper()
+            raise typer.BadParameter(f"expected {exc.accepted}", param_hint=hint) from None
+        return value
+    return callback
+
+
 ConfigOpt = Annotated[Optional[str], typer.Option(
-    "--config", metavar="FILE", show_default=False,
+    "--config", metavar="FILE", show_default=False, callback=checked(),
     help="Read the options from this TOML file (keys: the options' names with _, e.g. data_dir; a table [params] "
          "for --param), or from a run's config.json (re-runs that run: give a new --out). Options given on the "
          "command line override the file's.")]
@@ -90,6 +105,7 @@ def options_command(cls):
 
                 values.update(config_file.merge(config_file.read(config, cls), given))
             opts = cls(**values)
+            check_options(opts, field_flag)  # every value, typed or read from the file, before any work
             if print_config:
                 return print_settings(opts)
             return func(opts, **kwargs)
@@ -130,8 +146,12 @@ def print_settings(opts) -> None:
 
 # Options of several commands:
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout instead of tables.")]
-LatentOpt = Annotated[Optional[int], typer.Option("--latent-dim", metavar="D", help="Latent size (default: the study's, per model and data).")]
-WidthOpt = Annotated[Optional[float], typer.Option("--width", metavar="W", help="Multiplier for every hidden width/channel count (1 = the study's network).")]
+LatentOpt = Annotated[Optional[int], typer.Option(
+    "--latent-dim", metavar="D", help="Latent size (default: the study's, per model and data).",
+    callback=checked(FIELDS["latent_dim"].metadata["check"]))]
+WidthOpt = Annotated[Optional[float], typer.Option(
+    "--width", metavar="W", help="Multiplier for every hidden width/channel count (1 = the study's network).",
+    callback=checked(FIELDS["width"].metadata["check"]))]
 OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace existing output instead of refusing.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")]
 
@@ -157,10 +177,30 @@ def err_console():
     return _console(stderr=True)
 
 
+_results = None  # where --json writes its result while the command's own stdout goes to stderr (see cli_errors)
+
+
 def print_json(obj) -> None:
     """One JSON object on stdout (plain, so scripts can parse it)."""
-    sys.stdout.write(json.dumps(obj, indent=2) + "\n")
-    sys.stdout.flush()
+    out = _results or sys.stdout
+    out.write(json.dumps(obj, indent=2) + "\n")
+    out.flush()
+
+
+@contextlib.contextmanager
+def json_stdout(json_out: bool):
+    """With --json, stdout carries the one JSON result alone: anything else written to it while the command runs
+    (a plugin's or a hook's print) goes to stderr instead."""
+    global _results
+    if not json_out:
+        yield
+        return
+    _results = sys.stdout
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            yield
+    finally:
+        _results = None
 
 
 TRUE_WORDS, FALSE_WORDS = ("1", "true", "yes", "on"), ("", "0", "false", "no", "off")
@@ -194,7 +234,8 @@ def cli_errors(func):
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
         try:
-            return func(*args, **kwargs)
+            with json_stdout(kwargs.get("json_out", False)):
+                return func(*args, **kwargs)
         except (GentoolError, OSError) as exc:
             if debugging():
                 raise

@@ -11,8 +11,9 @@ from gentool.cli import options as o
 
 @o.cli_errors
 def report(
-    path: Annotated[str, typer.Argument(help="A run directory, a sweep directory or a folder of run directories.")],
-    out: Annotated[Optional[str], typer.Option("--out", help="The HTML file to write (default: PATH/report.html).")] = None,
+    path: Annotated[str, typer.Argument(help="A run directory, a sweep directory or a folder of run directories.",
+                                        callback=o.checked())],
+    out: Annotated[Optional[str], typer.Option("--out", callback=o.checked(), help="The HTML file to write (default: PATH/report.html).")] = None,
     overwrite: o.OverwriteOpt = False,
     animations: Annotated[bool, typer.Option("--animations/--no-animations", help="Embed each run's progress.gif (the largest part of a report of many runs).")] = True,
     json_out: o.JsonOpt = False,

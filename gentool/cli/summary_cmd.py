@@ -23,8 +23,12 @@ def build_model(target: str, data: str | None, latent_dim, width):
 
     if target.endswith(".safetensors") or Path(target).is_file():
         return load_checkpoint(target).model
+    from gentool.summary import check_size
+
     cls = get_entry(target).cls
-    return cls(cls.config_class.create(peek_geometry(data or "mnist"), latent_dim, width))
+    config = cls.config_class.create(peek_geometry(data or "mnist"), latent_dim, width)
+    check_size(cls, config)  # counted without allocating: a huge --width is refused before it takes the memory
+    return cls(config)
 
 
 def render(summary: dict, console: Console) -> None:
@@ -59,8 +63,9 @@ def show_runs(folder: Path, json_out: bool) -> None:
 
 @o.cli_errors
 def summary(
-    target: Annotated[str, typer.Argument(help="A model name, a checkpoint file, or a run or sweep directory.")],
-    data: Annotated[Optional[str], typer.Option("--data", metavar="NAME|DIR", help="For a model name: the data set whose image geometry it is built for (mnist, cifar10 or a folder). [default: mnist]")] = None,
+    target: Annotated[str, typer.Argument(help="A model name, a checkpoint file, or a run or sweep directory.",
+                                          callback=o.checked())],
+    data: Annotated[Optional[str], typer.Option("--data", metavar="NAME|DIR", callback=o.checked(), help="For a model name: the data set whose image geometry it is built for (mnist, cifar10 or a folder). [default: mnist]")] = None,
     latent_dim: o.LatentOpt = None,
     width: o.WidthOpt = None,
     json_out: o.JsonOpt = False,

@@ -7,12 +7,13 @@ from typing import Annotated
 import typer
 
 from gentool.cli import options as o
+from gentool.checks import Numbers
 from gentool.train_options import TrainOptions
 
 LogEveryOpt = Annotated[float, typer.Option(
     "--log-every", metavar="SECONDS", show_default=False,
     help="Without a terminal (batch logs): a progress line every SECONDS within an epoch, besides the line at each "
-         "epoch's end (0: those only). [default: 30]")]
+         "epoch's end (0: those only). [default: 30]", callback=o.checked(Numbers(0, 1e6)))]
 
 
 @o.cli_errors

@@ -18,9 +18,9 @@ from torch import nn
 
 from gentool.device import FP32, Amp
 from gentool.errors import UsageError, bad_value
-from gentool.train_options import GEOMETRY_FIELDS  # config fields the data set sets, never --param
-
-MAX_LATENT = 4096  # the study's largest is 100; a larger code only asks for memory
+# GEOMETRY_FIELDS: config fields the data set sets, never --param; MAX_LATENT: the study's largest is 100, a larger
+# code only asks for memory
+from gentool.train_options import GEOMETRY_FIELDS, MAX_LATENT
 MAX_CLASSES = 1000
 MAX_INT = 10**9  # any other integer setting (critic steps, ...)
 
@@ -276,6 +276,9 @@ class GenerativeModel(nn.Module):
                 optimizer.step()
                 return
             scaler.scale(loss).backward()
+            average = getattr(optimizer, "average_gradients", None)  # a GuardedOptimizer's, in data-parallel runs
+            if average is not None:
+                average()  # on every rank, before the scaler's skip decision (see GuardedOptimizer.average_gradients)
             scaler.step(optimizer)
             scaler.update()
 
