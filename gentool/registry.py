@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from importlib.metadata import entry_points
 from pathlib import Path
 
+from gentool import declared
 from gentool.errors import UsageError
 
 ENTRY_POINT_GROUP = "gentool.models"
@@ -150,19 +151,20 @@ class ModelInfo:
     sampler_settings: tuple | None = None
 
 
-def describe_models(load: bool = False) -> list[ModelInfo]:
-    """Every model, built-ins and plugins, sorted by name, read from source without importing it; `load` imports
-    them instead (a plugin that fails to import then warns, as when it is used)."""
+def describe_models(load: bool = False, settings: bool = False) -> list[ModelInfo]:
+    """Every model, built-ins and plugins, sorted by name, read from source without importing it (with `settings`,
+    also the sampler settings each declares, where its source says: gentool.declared); `load` imports them instead
+    (a plugin that fails to import then warns, as when it is used)."""
     if load:
         return [ModelInfo(e.name, e.source, e.description, tuple(e.sampler_settings())) for e in list_models()]
     found: dict[str, ModelInfo] = {}
     for module in BUILTIN_MODULES:
-        found.update(_declared(module, "built-in"))
+        found.update(_declared(module, "built-in", settings=settings))
     for ep in entry_points(group=ENTRY_POINT_GROUP):
         dist = _dist_name(ep)
         module, _, attr = ep.value.partition(":")
         try:
-            declared = _declared(module.strip(), dist, attr.strip() or None, ep.name.lower())
+            declared = _declared(module.strip(), dist, attr.strip() or None, ep.name.lower(), settings)
         except (ImportError, OSError, SyntaxError, ValueError) as exc:
             warnings.warn(f"gentool: plugin {dist!r} (entry point {ep.name!r}) cannot be read: {exc}")
             continue
@@ -174,7 +176,8 @@ def describe_models(load: bool = False) -> list[ModelInfo]:
     return [found[k] for k in sorted(found)]
 
 
-def _declared(module: str, source: str, class_name: str | None = None, ep_name: str | None = None) -> dict:
+def _declared(module: str, source: str, class_name: str | None = None, ep_name: str | None = None,
+              settings: bool = False) -> dict:
     """The models a module's source declares: classes decorated with @register_model("name"), and the class an
     entry point names (module:Class) under the entry point's name."""
     spec = importlib.util.find_spec(module)
@@ -192,6 +195,7 @@ def _declared(module: str, source: str, class_name: str | None = None, ep_name: 
                  and isinstance(d.args[0], ast.Constant) and isinstance(d.args[0].value, str)]
         if class_name and node.name == class_name and ep_name:
             names.append(ep_name)
+        listed = declared.sampler_settings(module, node.name) if settings and names else None
         for name in names:
-            found[name.lower()] = ModelInfo(name.lower(), source, description)
+            found[name.lower()] = ModelInfo(name.lower(), source, description, None if listed is None else tuple(listed))
     return found

@@ -195,7 +195,7 @@ def test_gan_draws_with_sigmoid_on_mnist_and_cifar_by_default():
     assert isinstance(tanh.generator[-1], torch.nn.Tanh) and tanh.pixel_range == (-1.0, 1.0)
     assert torch.allclose(tanh.decode(z), (tanh.generator(z) + 1) / 2)
     assert summarize(tanh)["trainable_params"] == summarize(mnist)["trainable_params"] == 1_234_114
-    with pytest.raises(UsageError, match="--param output: got 'relu'; expected auto, tanh or sigmoid"):
+    with pytest.raises(UsageError, match="output: got 'relu'; expected auto, tanh or sigmoid"):
         build(GAN, output="relu")
 
 

@@ -15,7 +15,7 @@ from typing import Annotated, Optional
 import typer
 
 from gentool.errors import GentoolError
-from gentool.train_options import FIELDS, flag
+from gentool.train_options import FIELDS, cli_message, flag
 
 
 DEBUG_ENV = "GENTOOL_DEBUG"
@@ -212,6 +212,6 @@ def cli_errors(func):
 
 def _message(exc: BaseException) -> str:
     if isinstance(exc, GentoolError):
-        return str(exc)
+        return cli_message(exc)  # a model names its field; the command line names the option that sets it
     where = " → ".join(str(f) for f in (exc.filename, exc.filename2) if f)
     return f"{where + ': ' if where else ''}{exc.strerror or exc}"
