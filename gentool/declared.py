@@ -66,7 +66,8 @@ def _class_settings(module: str, node: ast.ClassDef) -> list[dict] | None:
     """The class's own declaration, else the first one found among its bases, depth first (Python's attribute
     lookup for the single inheritance families use); None when none declares any."""
     for item in node.body:
-        targets = item.targets if isinstance(item, ast.Assign) else [item.target] if isinstance(item, ast.AnnAssign) else []
+        targets = (item.targets if isinstance(item, ast.Assign)
+                   else [item.target] if isinstance(item, ast.AnnAssign) else [])
         if any(isinstance(t, ast.Name) and t.id == FIELD for t in targets) and item.value is not None:
             return _settings(module, item.value)
     for base in node.bases:

@@ -197,5 +197,6 @@ def _declared(module: str, source: str, class_name: str | None = None, ep_name: 
             names.append(ep_name)
         listed = declared.sampler_settings(module, node.name) if settings and names else None
         for name in names:
-            found[name.lower()] = ModelInfo(name.lower(), source, description, None if listed is None else tuple(listed))
+            found[name.lower()] = ModelInfo(name.lower(), source, description,
+                                            None if listed is None else tuple(listed))
     return found

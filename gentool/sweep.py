@@ -29,7 +29,7 @@ from gentool.progress import Reporter
 from gentool.results import final_metrics, write_results
 from gentool.api import train
 from gentool.evaluate_options import INCEPTION
-from gentool.train_options import EVAL_N, TrainOptions, cli_message  # EVAL_N: generated images evaluate scores per trial
+from gentool.train_options import EVAL_N, TrainOptions, cli_message  # EVAL_N: images evaluate scores per trial
 
 MANIFEST, LOCK, TRIAL_LOCKS, EVAL_LOCK, LOGS = "sweep.json", ".sweep.lock", ".locks", ".eval.lock", "logs"
 FORMAT, FORMAT_VERSION = "gentool-sweep", 1

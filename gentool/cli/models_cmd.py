@@ -11,7 +11,9 @@ from gentool.cli import options as o
 
 @o.cli_errors
 def models(
-    check: Annotated[bool, typer.Option("--check", help="Also import every model, plugins included, to check that each loads, and list the sampler settings each one declares as loaded (imports torch: slower).")] = False,
+    check: Annotated[bool, typer.Option("--check", help="Also import every model, plugins included, to check that each "
+                                        "loads, and list the sampler settings each one declares as loaded (imports "
+                                        "torch: slower).")] = False,
     json_out: o.JsonOpt = False,
 ):
     """List the models (built-ins and installed plugins), where each comes from, what it is, and the sampler
