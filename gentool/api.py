@@ -1,20 +1,36 @@
-"""Training from Python with the hooks `gentool train` uses, and your own:
+"""gentool as a library: train, sample and evaluate from Python, with the command line's options as keyword
+arguments and errors raised as exceptions (never an exit code):
 
-    from gentool.api import TrainHook, TrainOptions, train
+    from gentool import api
 
-    class PrintLoss(TrainHook):
+    run = api.train("flow", data="mnist", epochs=1, out="runs/f")
+    images = api.sample(run.last, n=16)                    # uint8 numpy array, N×H×W×C
+    scores = api.evaluate(run.last, n=1000, metrics="fid")  # what `gentool evaluate --json` prints
+
+The keyword arguments are the fields of each command's options dataclass (TrainOptions, SampleOptions, EvalOptions):
+the command line's option names with _ for -, e.g. batch_size=64, params={"clip": 0.02}, sampler={"steps": 8}.
+Errors are gentool.errors types: a UsageError for bad input (its message names the command-line option), and a
+ConfigError when a model refuses one of its settings (its message and `field` name the config field or sampler
+setting, e.g. "lr: got -1.0; expected a positive finite number"). Nothing is printed unless a `reporter` is given.
+
+Training hooks join the command line's own:
+
+    class PrintLoss(api.TrainHook):
         def on_epoch_end(self, session, record, reporter):
             print(record["epoch"], record.get("loss"))
 
-    train(TrainOptions(model="vae", data="mnist", epochs=2), hooks=[PrintLoss()])
+    api.train("vae", data="mnist", epochs=2, hooks=[PrintLoss()])
 
 `gentool.train.train(opts, reporter, hooks)` is the loop itself: it runs exactly the hooks it is given.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
+from pathlib import Path
 
+from gentool.errors import UsageError
 from gentool.figures import FigureHook
 from gentool.heldout import HeldoutHook
 from gentool.hooks import TrainHook, plugin_hooks
@@ -24,7 +40,7 @@ from gentool.progress import Reporter
 from gentool.train import train as train_loop
 from gentool.train_options import TrainOptions
 
-__all__ = ["TrainHook", "TrainOptions", "default_hooks", "train"]
+__all__ = ["Run", "TrainHook", "TrainOptions", "default_hooks", "evaluate", "sample", "train"]
 
 
 def default_hooks() -> list[TrainHook]:
@@ -38,7 +54,67 @@ def default_hooks() -> list[TrainHook]:
     return [HeldoutHook(), TrainingWatch(), FigureHook(), TensorBoardHook(), *plugin_hooks()]
 
 
-def train(opts: TrainOptions, reporter: Reporter | None = None, hooks: Sequence[TrainHook] = ()) -> dict:
-    """Train (or resume) a run as `gentool train` does: `default_hooks()` followed by `hooks`; returns what
-    `train --json` prints."""
-    return train_loop(opts, reporter, [*default_hooks(), *hooks])
+class Run(dict):
+    """What `train` returns: the run's summary (the dict `gentool train --json` prints), with its paths as
+    attributes."""
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self["run_dir"])
+
+    @property
+    def last(self) -> Path:
+        """The run's last checkpoint (what `sample`, `evaluate` and a resume take)."""
+        return Path(self["checkpoints"]["last"])
+
+    @property
+    def best(self) -> Path | None:
+        """The checkpoint with the best FID so far (--eval-every), if any."""
+        best = self["checkpoints"].get("best")
+        return Path(best) if best else None
+
+
+def _options(cls, command: str, values: dict, allowed: list[str] | None = None, **fixed):
+    """`cls(**fixed, **values)`, refusing a keyword that is not one of its fields (or not in `allowed`) with a
+    UsageError that lists the accepted ones."""
+    names = allowed if allowed is not None else [f.name for f in dataclasses.fields(cls) if f.name not in fixed]
+    unknown = [k for k in values if k not in names]
+    if unknown:
+        raise UsageError(f"{unknown[0]}: not an option of gentool.api.{command}; expected one of {', '.join(names)}")
+    return cls(**fixed, **values)
+
+
+def train(model: str | TrainOptions | None = None, reporter: Reporter | None = None,
+          hooks: Sequence[TrainHook] = (), **values) -> Run:
+    """Train (or, with resume=RUN, continue) a run as `gentool train MODEL ...` does, with `default_hooks()`
+    followed by `hooks`, reporting progress to `reporter` (default: nothing); returns its summary. `model` may also
+    be a whole TrainOptions (what the command line and sweeps pass)."""
+    if isinstance(model, TrainOptions):
+        if values:
+            raise UsageError(f"{next(iter(values))}: give options either in the TrainOptions or as keywords")
+        opts = model
+    else:
+        opts = _options(TrainOptions, "train", values, model=model)
+    return Run(train_loop(opts, reporter, [*default_hooks(), *hooks]))
+
+
+def sample(checkpoint: str | Path, n: int, **values):
+    """`n` images drawn from a checkpoint, exactly those `gentool sample CHECKPOINT --n N` writes to an .npz for the
+    same options: a uint8 numpy array N×H×W×C. Keywords: seed, device, weights, precision, the sampler's settings
+    (steps, solver, guidance, sampler={NAME: VALUE}) and label (a class, as --class)."""
+    from gentool.sample_options import DrawOptions, SampleOptions
+    from gentool.sampling import sample_array
+
+    allowed = [f.name for f in dataclasses.fields(DrawOptions) if f.name != "overwrite"] + ["label"]
+    if values.get("label") is not None:
+        values["label"] = str(values["label"])  # a class index or name, as --class takes it
+    return sample_array(_options(SampleOptions, "sample", values, allowed, checkpoint=str(checkpoint), n=n))
+
+
+def evaluate(source: str | Path, reporter: Reporter | None = None, **values) -> dict:
+    """Score a checkpoint, an .npz of images or a folder of PNGs against real data, as `gentool evaluate SOURCE
+    --json` does; returns that result (metrics, and how they were made)."""
+    from gentool.evaluate_options import EvalOptions
+    from gentool.metrics.evaluate import evaluate as score
+
+    return score(_options(EvalOptions, "evaluate", values, source=str(source)), reporter)

@@ -29,7 +29,7 @@ from gentool.checkpoint_meta import (
 )
 from gentool.ema import EMA
 from gentool.ema import PREFIX as EMA_PREFIX
-from gentool.errors import GentoolError, UsageError
+from gentool.errors import ConfigError, GentoolError, UsageError
 from gentool.fileio import atomic_write_bytes
 from gentool.models.base import GenerativeModel
 from gentool.registry import get_entry
@@ -38,9 +38,6 @@ IMPLEMENTATION_KEYS = ("fused", "foreach", "capturable")  # optimizer settings t
 DTYPES = {torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16", torch.float64: "F64",
           torch.int64: "I64", torch.int32: "I32", torch.int16: "I16", torch.int8: "I8", torch.uint8: "U8",
           torch.bool: "BOOL"}
-# The command-line names config checks use, and the config fields they stand for.
-CONFIG_FIELDS = {"--latent-dim": "latent_dim", "--width": "width", "--lr": "lr", "--batch-size": "batch_size",
-                 "--data": "num_classes"}
 _STATE_NAME = re.compile(r"(\d{1,7})\.([A-Za-z_][A-Za-z0-9_]{0,63})")
 
 
@@ -204,10 +201,12 @@ def _rebuild(path: Path, meta: dict, arg: str) -> GenerativeModel:
         config.validate()
         with torch.device("meta"):
             model = entry.cls(config)
+    except ConfigError as exc:
+        if exc.accepted is not None and exc.field in meta["config"]:  # a value the model refuses, named by its field
+            raise refuse(arg, path, f"metadata field config.{exc.field} is {exc.value!r}; expected {exc.accepted}") \
+                from None
+        raise GentoolError(f"{arg}: {path} has a config that cannot rebuild {meta['model']!r}: {exc}") from None
     except UsageError as exc:
-        if getattr(exc, "arg", None) in CONFIG_FIELDS or str(getattr(exc, "arg", "")).startswith("--param "):
-            name = CONFIG_FIELDS.get(exc.arg) or exc.arg.split(" ", 1)[1]
-            raise refuse(arg, path, f"metadata field config.{name} is {exc.value!r}; expected {exc.accepted}") from None
         raise GentoolError(f"{arg}: {path} has a config that cannot rebuild {meta['model']!r}: {exc}") from None
     except (TypeError, ValueError, RuntimeError, GentoolError) as exc:
         raise GentoolError(f"{arg}: {path} has a config that cannot rebuild {meta['model']!r}: {exc}") from None

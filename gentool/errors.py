@@ -1,5 +1,7 @@
 """Domain errors. The CLI turns these into one red line and an exit code; library code only raises."""
 
+from __future__ import annotations
+
 
 class GentoolError(Exception):
     """A failure the user can act on; `exit_code` 1 means a runtime failure."""
@@ -27,3 +29,36 @@ def did_you_mean(value, choices) -> str:
 
     close = difflib.get_close_matches(str(value).lower(), [str(c) for c in choices], n=1, cutoff=0.6)
     return f" (did you mean {close[0]}?)" if close else ""
+
+
+# What a name in a ConfigError belongs to: the model's config, its sampler, or the training options (TrainOptions'
+# fields, such as image_size: what a message may advise).
+CONFIG, SAMPLER, OPTION = "config", "sampler", "option"
+GEOMETRY = "geometry"  # the config's image geometry (channels, image_height, image_width, num_classes) as a whole
+
+
+class ConfigError(UsageError):
+    """A model refused one of its settings: `field` names it as the model knows it (a config field such as `lr`, a
+    sampler setting such as `steps`, or GEOMETRY, the data's image geometry), in `section` CONFIG or SAMPLER. The
+    message begins with that name, so a Python user reads `lr: got -1.0; expected a positive finite number`. The
+    command line names the option that sets it instead (`message(name_of)`, from gentool.cli.options), and a
+    checkpoint reader the file's field. `listed` are more names the message ends with (the settings there are),
+    each a name in `section` or a (section, name) pair."""
+
+    def __init__(self, field: str, detail: str, *, section: str = CONFIG, listed: tuple = (), value=None,
+                 accepted: str | None = None):
+        self.field, self.detail, self.section = field, detail, section
+        self.listed = tuple(n if isinstance(n, tuple) else (section, n) for n in listed)
+        self.value, self.accepted = value, accepted
+        super().__init__(self.message())
+
+    def message(self, name_of=None) -> str:
+        """The one-line message with every name written by `name_of(section, name)` (default: the name itself)."""
+        name = name_of or (lambda section, field: field)
+        listed = ", ".join(name(*n) for n in self.listed)
+        return f"{name(self.section, self.field)}: {self.detail}{listed}"
+
+
+def bad_setting(field: str, value, accepted: str, section: str = CONFIG) -> ConfigError:
+    """A model setting's value refused: `FIELD: got VALUE; expected ACCEPTED`, named by the field."""
+    return ConfigError(field, f"got {value!r}; expected {accepted}", section=section, value=value, accepted=accepted)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import math
-import os
 import platform
 import time
 from dataclasses import dataclass

@@ -16,8 +16,9 @@ import sys
 import warnings
 from dataclasses import dataclass
 from importlib.metadata import entry_points
-from pathlib import Path
 
+from gentool import declared
+from gentool.declared import source_file
 from gentool.errors import GentoolError, UsageError, did_you_mean
 
 ENTRY_POINT_GROUP = "gentool.models"
@@ -175,56 +176,33 @@ class ModelInfo:
     sampler_settings: tuple | None = None
 
 
-def describe_models(load: bool = False) -> list[ModelInfo]:
-    """Every model, built-ins and plugins, sorted by name, read from source without importing it; `load` imports
-    them instead (a plugin that fails to import then warns, as when it is used)."""
+def describe_models(load: bool = False, settings: bool = False) -> list[ModelInfo]:
+    """Every model, built-ins and plugins, sorted by name, read from source without importing it (with `settings`,
+    also the sampler settings each declares, where its source says: gentool.declared); `load` imports them instead
+    (a plugin that fails to import then warns, as when it is used)."""
     if load:
         return [ModelInfo(e.name, e.source, e.description, tuple(e.sampler_settings())) for e in list_models()]
     found: dict[str, ModelInfo] = {}
     for module in BUILTIN_MODULES:
-        found.update(_declared(module, "built-in"))
+        found.update(_declared(module, "built-in", settings=settings))
     for ep in entry_points(group=ENTRY_POINT_GROUP):
         dist = _dist_name(ep)
         module, _, attr = ep.value.partition(":")
         try:
-            declared = _declared(module.strip(), dist, attr.strip() or None, ep.name.lower())
+            here = _declared(module.strip(), dist, attr.strip() or None, ep.name.lower(), settings)
         except (ImportError, OSError, SyntaxError, ValueError, RecursionError) as exc:
             warnings.warn(f"gentool: plugin {dist!r} (entry point {ep.name!r}) cannot be read: {exc}")
             continue
-        if not declared:  # registered in a way only running it shows: name it, described by its package
+        if not here:  # registered in a way only running it shows: name it, described by its package
             summary = (ep.dist.metadata.get("Summary") or "") if ep.dist is not None else ""
-            declared = {ep.name.lower(): ModelInfo(ep.name.lower(), dist, summary)}
-        for name, info in declared.items():
+            here = {ep.name.lower(): ModelInfo(ep.name.lower(), dist, summary)}
+        for name, info in here.items():
             found.setdefault(name, info)  # as register_model does: the first provider of a name keeps it
     return [found[k] for k in sorted(found)]
 
 
-def _find_spec(name: str, path):
-    for finder in sys.meta_path:
-        try:
-            spec = finder.find_spec(name, path)
-        except (AttributeError, ImportError, TypeError, ValueError):
-            continue
-        if spec is not None:
-            return spec
-    return None
-
-
-def source_file(module: str) -> Path:
-    """The source file of `module`, found as the import system would, without running any of it: unlike
-    importlib.util.find_spec, which imports the packages above a dotted name (running their __init__)."""
-    path, spec, parts = None, None, module.split(".")
-    for depth in range(1, len(parts) + 1):
-        spec = _find_spec(".".join(parts[:depth]), path)
-        path = spec.submodule_search_locations if spec is not None else None
-        if spec is None or (depth < len(parts) and path is None):
-            raise ImportError(f"no module named {'.'.join(parts[:depth])!r}")
-    if not spec.origin or not spec.origin.endswith(".py"):
-        raise ImportError(f"no Python source for module {module!r}")
-    return Path(spec.origin)
-
-
-def _declared(module: str, source: str, class_name: str | None = None, ep_name: str | None = None) -> dict:
+def _declared(module: str, source: str, class_name: str | None = None, ep_name: str | None = None,
+              settings: bool = False) -> dict:
     """The models a module's source declares: classes decorated with @register_model("name"), and the class an
     entry point names (module:Class) under the entry point's name."""
     origin = source_file(module)
@@ -240,6 +218,8 @@ def _declared(module: str, source: str, class_name: str | None = None, ep_name: 
                  and isinstance(d.args[0], ast.Constant) and isinstance(d.args[0].value, str)]
         if class_name and node.name == class_name and ep_name:
             names.append(ep_name)
+        listed = declared.sampler_settings(module, node.name) if settings and names else None
         for name in names:
-            found[name.lower()] = ModelInfo(name.lower(), source, description)
+            found[name.lower()] = ModelInfo(name.lower(), source, description,
+                                            None if listed is None else tuple(listed))
     return found

@@ -12,7 +12,7 @@ from pathlib import Path
 from gentool.errors import UsageError, bad_value
 from gentool.parsing import parse_grid
 from gentool.checks import Ints, choice
-from gentool.train_options import DEVICE, PRECISION, SEED, copy_option, option, sampler_settings
+from gentool.train_options import DEVICE, PRECISION, SEED, copy_option, fold_sampler, option, sampler_settings
 
 MAX_SAMPLES = 1_000_000
 MAX_FRAMES = 500
@@ -35,7 +35,11 @@ class DrawOptions:
     steps: int | None = copy_option("steps")
     solver: str | None = copy_option("solver")
     guidance: float | None = copy_option("guidance")
+    sampler: dict = copy_option("sampler")
     overwrite: bool = option("Replace existing output instead of refusing.", default=False)
+
+    def __post_init__(self):
+        fold_sampler(self)
 
     @property
     def sample_options(self) -> dict:

@@ -8,14 +8,15 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from gentool.checkpoint import load_checkpoint
 from gentool.device import choose_precision, pick_device, prepare
-from gentool.errors import UsageError, bad_value
+from gentool.errors import ConfigError, UsageError, bad_value
 from gentool.fileio import prepare_output
 from gentool.images import NpzWriter, make_grid, to_uint8, write_gif, write_grid, write_png_folder
-from gentool.sample_options import SampleOptions
+from gentool.sample_options import MAX_SAMPLES, SampleOptions
 
 WALK_POINTS = 4  # random latent points each --interpolate walk passes through before returning to its start
 FRAME_MS = 80
@@ -38,12 +39,7 @@ def sample(req: SampleOptions) -> dict:
     """Draw samples as requested and write them; returns what was written."""
     kind, n, grid, out = req.resolve()
     _check_target(kind, out, req.overwrite)
-    device = pick_device(req.device)
-    precision = choose_precision(req.precision, device)
-    ckpt = load_checkpoint(req.checkpoint, device, weights=req.weights)
-    prepare(ckpt.model, device, precision.used)
-    labels, label = requested_labels(req, ckpt, n, grid)
-    settings = checked_settings(req, ckpt.model)
+    ckpt, precision, labels, label, settings = _open(req, n, grid)
     c = ckpt.model.config
     shape = [c.channels, c.image_height, c.image_width]
     info = {"checkpoint": str(req.checkpoint), "model": ckpt.model.name, "weights": ckpt.weights,
@@ -71,13 +67,39 @@ def sample(req: SampleOptions) -> dict:
     return info
 
 
+def sample_array(req: SampleOptions) -> np.ndarray:
+    """The req.n images `sample` writes to an .npz for the same options (the same seed gives the same images), as one
+    uint8 array N×H×W×C in memory (gentool.api.sample)."""
+    if not isinstance(req.n, int) or isinstance(req.n, bool) or not 1 <= req.n <= MAX_SAMPLES:
+        raise bad_value("n", req.n, f"an integer between 1 and {MAX_SAMPLES:,}")
+    ckpt, _, labels, _, settings = _open(req, req.n, None)
+    c = ckpt.model.config
+    out = np.empty((req.n, c.image_height, c.image_width, c.channels), dtype=np.uint8)  # filled chunk by chunk
+    start, generator = 0, torch.Generator().manual_seed(req.seed)
+    for images in sample_chunks(ckpt.model, req.n, generator, labels, settings=settings):
+        out[start:start + len(images)] = to_uint8(images)
+        start += len(images)
+    return out
+
+
+def _open(req: SampleOptions, n: int, grid):
+    """The checkpoint ready to sample (device, precision), the labels asked for and the sampler's settings."""
+    device = pick_device(req.device)
+    precision = choose_precision(req.precision, device)
+    ckpt = load_checkpoint(req.checkpoint, device, weights=req.weights)
+    prepare(ckpt.model, device, precision.used)
+    labels, label = requested_labels(req, ckpt, n, grid)
+    return ckpt, precision, labels, label, checked_settings(req, ckpt.model)
+
+
 def checked_settings(req: SampleOptions, model) -> dict:
-    """The family's sampler settings from --steps/--solver/--guidance, checked (one line naming the option)."""
+    """The family's sampler settings from --steps/--solver/--guidance and --sampler, checked."""
     try:
         return model.sample_settings(req.sample_options)
-    except UsageError as exc:
-        if req.interpolate and "steps" in req.sample_options:  # --steps used to set the frames of a walk
-            raise UsageError(f"{exc} (the frames per leg of a walk are --frames)") from None
+    except ConfigError as exc:
+        if req.interpolate and exc.field == "steps" and not exc.listed:  # --steps used to set a walk's frames
+            raise ConfigError(exc.field, f"{exc.detail} (the frames per leg of a walk are --frames)",
+                              section=exc.section, value=exc.value, accepted=exc.accepted) from None
         raise
 
 

@@ -29,7 +29,7 @@ from gentool.progress import Reporter
 from gentool.results import final_metrics, write_results
 from gentool.api import train
 from gentool.evaluate_options import INCEPTION
-from gentool.train_options import EVAL_N, TrainOptions  # EVAL_N: generated images evaluate scores per trial
+from gentool.train_options import EVAL_N, TrainOptions, cli_message  # EVAL_N: images evaluate scores per trial
 
 MANIFEST, LOCK, TRIAL_LOCKS, EVAL_LOCK, LOGS = "sweep.json", ".sweep.lock", ".locks", ".eval.lock", "logs"
 FORMAT, FORMAT_VERSION = "gentool-sweep", 1
@@ -209,8 +209,9 @@ def trial_options(manifest: dict, trial: dict, sweep_dir: Path, runtime: dict) -
 
 
 def describe(exc: BaseException) -> str:
-    """An error as one line: gentool's own message, else the exception's type and text."""
-    return str(exc) if isinstance(exc, GentoolError) else f"{type(exc).__name__}: {exc}"
+    """An error as one line: gentool's own message (a model's naming the option that sets the field), else the
+    exception's type and text."""
+    return cli_message(exc) if isinstance(exc, GentoolError) else f"{type(exc).__name__}: {exc}"
 
 
 def run_trial(sweep_dir: Path, index: int, runtime: dict, reporter: Reporter | None = None) -> dict:

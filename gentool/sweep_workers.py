@@ -18,6 +18,7 @@ from gentool import rundir
 from gentool.errors import GentoolError
 from gentool.guards import STOP_SIGNALS, Interrupted
 from gentool.progress import PlainReporter
+from gentool.train_options import cli_message
 from gentool.sweep import (DONE, FAILED, INTERRUPTED, LOGS, RUNNING, locked, read_manifest, run_trial, trial_busy,
                            trial_lock, update_trial)
 
@@ -105,7 +106,7 @@ def worker_main(argv: list[str]) -> int:
     except (KeyboardInterrupt, Interrupted):
         return 130
     except GentoolError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {cli_message(exc)}", file=sys.stderr)
         return 1
     if trial.get("error"):
         print(f"error: {trial['error']}", file=sys.stderr)

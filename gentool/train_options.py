@@ -12,7 +12,8 @@ from dataclasses import dataclass, fields
 from typing import ClassVar
 
 from gentool.checks import MAX_COUNT, MAX_SEED, Ints, Numbers, Words, check_options, choice
-from gentool.errors import UsageError
+from gentool.errors import GEOMETRY, OPTION, SAMPLER, ConfigError, GentoolError, UsageError
+from gentool.models.fields import GEOMETRY_FIELDS, MAX_LATENT
 
 # What a resumed run does with an option (the `resume` entry of each field's metadata):
 FIXED = "fixed"  # part of what the run is; a resume may not change it (a different value is a usage error)
@@ -22,8 +23,6 @@ FREE = "free"  # about this invocation only (machine, time budget, output): neve
 
 AUTO = "auto"  # --resume auto
 EVAL_N = 2000  # generated images scored by --eval-every (and by sweep --eval)
-# Model config fields the data set decides (gentool.models.base uses this set; it lives here, away from torch).
-GEOMETRY_FIELDS = frozenset({"channels", "image_height", "image_width", "num_classes"})
 # Model config fields that have an option of their own; every other one is a --param.
 MODEL_SETTINGS = ("latent_dim", "width", "lr", "batch_size")
 # What a run's config.json does not pass on when it is used as --config: where and how that run was started.
@@ -31,7 +30,7 @@ NOT_RERUN = ("out", "resume", "overwrite")
 
 
 # What the options accept (besides the checks of their type, see gentool.checks).
-MAX_BATCH, MAX_LATENT, MAX_WIDTH, MAX_MINUTES = 1 << 16, 4096, 64.0, 1e7  # model configs check the same
+MAX_BATCH, MAX_WIDTH, MAX_MINUTES = 1 << 16, 64.0, 1e7  # model configs check the same
 MAX_SIDE = 4096  # pixels along an image side: what a checkpoint may record, so --image-size may not exceed it
 MIN_EVAL_N, MAX_EVAL_N = 10, 100_000  # generated images a score is made from (evaluate's --n, --eval-n)
 POSITIVE = Ints(1, MAX_COUNT)
@@ -70,6 +69,12 @@ def _params(items) -> dict:
     from gentool.parsing import parse_param
 
     return dict(parse_param(p) for p in items or [])
+
+
+def _sampler(items) -> dict:
+    from gentool.parsing import parse_param
+
+    return dict(parse_param(p, "--sampler") for p in items or [])
 
 
 @dataclass(kw_only=True)
@@ -179,8 +184,9 @@ class TrainOptions:
 
     command: ClassVar[str] = "train"
 
-    # The sampler's settings, for families that declare them (flow, ddpm; `gentool models` lists each family's),
-    # used for the epoch grids and --eval-every; the family checks them and fills in its defaults.
+    # The sampler's settings, for families that declare them (`gentool models --check` lists each family's), used
+    # for the epoch grids and --eval-every; the family checks them and fills in its defaults. Any declared setting
+    # is --sampler NAME=VALUE; the built-in families' three also have a flag of their own.
     steps: int | None = option(
         "Sampler steps of an iterative family (flow, ddpm): fewer is faster, more is closer to the exact sampler "
         "(default: the family's).", metavar="N", resume=KEPT, check=Ints(1, 100_000))  # each family narrows these
@@ -190,6 +196,10 @@ class TrainOptions:
     guidance: float | None = option(
         "Classifier-free guidance weight of a class-conditional iterative family (cflow, cddpm): 1 = plain "
         "conditional, larger follows the class more closely.", metavar="W", resume=KEPT, check=Numbers(0, 1000))
+    sampler: dict = option(
+        "Any sampler setting the model declares (repeatable), e.g. --sampler steps=8 (each model's: below, and in "
+        "`gentool models`).", default=None, metavar="NAME=VALUE", flags=("--sampler",), resume=KEPT, cli_type=list[str],
+        convert=_sampler)
 
     @property
     def sample_options(self) -> dict:
@@ -198,6 +208,7 @@ class TrainOptions:
     def __post_init__(self):
         if self.params is None:
             self.params = {}
+        fold_sampler(self)
 
     @classmethod
     def from_run_record(cls, record: dict, where: str) -> dict:
@@ -263,10 +274,41 @@ def check_threads(threads) -> None:
 
 
 def sampler_settings(opts) -> dict:
-    """The sampler settings (steps, solver, guidance) an options object was given, by name; the model's family checks
-    them and fills in its defaults."""
+    """The sampler settings an options object was given (--steps, --solver, --guidance and each --sampler), by name;
+    the model's family checks them and fills in its defaults."""
     given = {name: getattr(opts, name) for name in SAMPLER_SETTINGS}
-    return {k: v for k, v in given.items() if v is not None}
+    return {**opts.sampler, **{k: v for k, v in given.items() if v is not None}}
+
+
+def fold_sampler(opts) -> None:
+    """Move a --sampler setting that has a flag of its own (--sampler steps=8) to that field, so that a setting has
+    one place (and a resume that restores one and is given the other sees one value); given both ways, the two must
+    agree."""
+    opts.sampler = dict(opts.sampler or {})
+    for name in SAMPLER_SETTINGS:
+        if name in opts.sampler:
+            value, own = opts.sampler.pop(name), getattr(opts, name)
+            if own is not None and own != value:
+                raise UsageError(f"--sampler {name}: got {value!r}, and {flag(name)} {own!r}; give it once")
+            setattr(opts, name, value)
+
+
+def cli_message(exc: GentoolError) -> str:
+    """An error's line as the command line says it: a model's ConfigError names the option that sets the field."""
+    return exc.message(option_name) if isinstance(exc, ConfigError) else str(exc)
+
+
+def option_name(section: str, name: str) -> str:
+    """The command-line option that sets what a model's ConfigError names (the command line's translation of a
+    field into a flag): --data for the image geometry, a config field's own option (--lr, --latent-dim) or
+    --param NAME; a sampler setting's own flag (--steps) or --sampler NAME; a training option's flag."""
+    if section == SAMPLER:
+        return "--class" if name == "labels" else flag(name) if name in SAMPLER_SETTINGS else f"--sampler {name}"
+    if section == OPTION:
+        return flag(name)
+    if name == GEOMETRY or name in GEOMETRY_FIELDS:
+        return "--data"
+    return flag(name) if name in MODEL_SETTINGS else f"--param {name}"
 
 
 def copy_option(name: str, default=None, declared: dict | None = None):

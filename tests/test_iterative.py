@@ -10,12 +10,13 @@ from safetensors.torch import load_file
 
 from gentool.checkpoint import load_checkpoint
 from gentool.data import Geometry
-from gentool.errors import UsageError
+from gentool.errors import ConfigError, UsageError
 from gentool.models.ddpm import DDPM, cosine_alpha_bars
 from gentool.models.flow import ClassFlow, Flow
 from gentool.models.unet import UNet
 from gentool.registry import get_entry
 from gentool.train import TrainOptions, train
+from gentool.train_options import cli_message
 
 MNIST = Geometry(1, 28, 28, 10)
 
@@ -94,26 +95,32 @@ def test_unet_sizes_and_geometries():
         model = build(Flow, geometry)
         x = torch.zeros(2, *geometry.shape)
         assert model.unet(x, torch.rand(2)).shape == x.shape
-    with pytest.raises(UsageError, match="--data: image geometry 1x30x30 has no U-Net"):
+    # the model names its own fields; the command line names the options that set them
+    with pytest.raises(ConfigError, match="geometry: image geometry 1x30x30 has no U-Net") as err:
         build(Flow, Geometry(1, 30, 30, 0))
-    with pytest.raises(UsageError, match="--latent-dim: this model has no latent size; leave it out"):
+    assert cli_message(err.value).startswith("--data: image geometry 1x30x30 has no U-Net")
+    assert cli_message(err.value).endswith("resize the images with --image-size")
+    with pytest.raises(ConfigError, match="latent_dim: this model has no latent size; leave it out") as err:
         Flow.config_class.create(MNIST, latent_dim=5)
+    assert cli_message(err.value) == "--latent-dim: this model has no latent size; leave it out"
     counts = [sum(p.numel() for p in UNet(1, build(Flow, width=w).config.channel_counts()).parameters())
               for w in (0.5, 1, 2)]
     assert counts[0] < counts[1] < counts[2]
 
 
-@pytest.mark.parametrize("given, message", [
-    ({"steps": 0}, "--steps: got 0; expected an integer between 1 and 1000 for flow"),
-    ({"steps": 2.5}, "--steps: got 2.5; expected an integer"),
-    ({"solver": "rk4"}, "--solver: got 'rk4'; expected one of euler, heun for flow"),
-    ({"guidance": 2.0}, "--guidance: not a setting of flow's sampler; its sampling settings are --steps, --solver"),
+@pytest.mark.parametrize("given, message, flags", [
+    ({"steps": 0}, "steps: got 0; expected an integer between 1 and 1000 for flow", "--steps: got 0"),
+    ({"steps": 2.5}, "steps: got 2.5; expected an integer", "--steps: got 2.5"),
+    ({"solver": "rk4"}, "solver: got 'rk4'; expected one of euler, heun for flow", "--solver: got 'rk4'"),
+    ({"guidance": 2.0}, "guidance: not a setting of flow's sampler; its sampling settings are steps, solver",
+     "--guidance: not a setting of flow's sampler; its sampling settings are --steps, --solver"),
+    ({"eta": 0.5}, "eta: not a setting of flow's sampler", "--sampler eta: not a setting of flow's sampler"),
 ])
-def test_sampler_settings_are_checked(given, message):
-    with pytest.raises(UsageError) as err:
+def test_sampler_settings_are_checked(given, message, flags):
+    with pytest.raises(ConfigError) as err:
         build(Flow).sample_settings(given)
-    assert message in str(err.value)
-    with pytest.raises(UsageError, match="--steps: not a setting of gan's sampler; it has no sampling settings"):
+    assert message in str(err.value) and cli_message(err.value).startswith(flags)
+    with pytest.raises(ConfigError, match="steps: not a setting of gan's sampler; it has no sampling settings"):
         build(get_entry("gan").cls).sample_settings({"steps": 4})
 
 

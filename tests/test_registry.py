@@ -22,6 +22,16 @@ def test_builtins_are_registered(invoke):
     assert entries["vae"]["source"] == "built-in" and entries["wgan"]["description"]
 
 
+def test_models_and_help_list_each_familys_declared_sampler_settings(invoke):
+    """As the command line gives them, from each family's own declaration (none for a family without any)."""
+    assert "flow   --steps 16 (1–1000), --solver euler (euler|heun)\n" in invoke("sample", "--help").stdout
+    table = invoke("models", "--check").stdout
+    assert "--steps 16 (1–1000), --solver euler (euler|heun)" in table
+    assert "--steps 16 (1–1000), --solver euler (euler|heun), --guidance 1.0 (0–20)" in table
+    listed = {e["name"]: e["sampler_settings"] for e in json.loads(invoke("models", "--check", "--json").stdout)}
+    assert [s["name"] for s in listed["ddpm"]] == ["steps", "solver"] and listed["gan"] == []
+
+
 def test_unknown_model_lists_the_registered_ones(invoke, tmp_path):
     result = invoke("train", "diffusion", "--data", "mnist-sample", "--out", tmp_path / "r")
     assert result.exit_code == 2
@@ -87,8 +97,11 @@ def test_installed_plugin_is_discovered_and_trains(plugin_site, tmp_path, mnist_
                            "--limit", "64", "--out", "run", "-q", "--json"], plugin_site, tmp_path)
     assert trained.returncode == 0, trained.stderr
     assert json.loads(trained.stdout)["model"] == "lsgan"
-    sampled = run_gentool(["sample", "run/last.safetensors", "--grid", "2x2", "--out", "g.png"], plugin_site, tmp_path)
-    assert sampled.returncode == 0 and (tmp_path / "g.png").exists()
+    # the plugin's own sampler setting (declared in its sample_options) is accepted and recorded like a built-in's
+    sampled = run_gentool(["sample", "run/last.safetensors", "--grid", "2x2", "--out", "g.png", "--sampler",
+                           "temperature=0.5", "--json"], plugin_site, tmp_path)
+    assert sampled.returncode == 0 and (tmp_path / "g.png").exists(), sampled.stderr
+    assert json.loads(sampled.stdout)["sampling"] == {"temperature": 0.5}
     # the plugin's hooks entry point imports its package, which imports the built-in GAN before the built-ins load
     built_in = run_gentool(["train", "gan", "--data", "mnist", "--data-dir", mnist_root, "--epochs", "1", "--limit",
                             "64", "--out", "gan", "-q"], plugin_site, tmp_path)
@@ -101,6 +114,10 @@ def test_models_are_described_from_source_as_loading_them_would():
     described = {(m.name, m.source, m.description) for m in registry.describe_models()}
     loaded = {(m.name, m.source, m.description) for m in registry.describe_models(load=True)}
     assert described == loaded and {"vae", "gan", "wgan"} <= {name for name, _, _ in described}
+    # and the sampler settings each declares (what `--help` and `gentool models` show without importing torch)
+    settings = {m.name: m.sampler_settings for m in registry.describe_models(settings=True)}
+    assert settings == {m.name: m.sampler_settings for m in registry.describe_models(load=True)}
+    assert [s["name"] for s in settings["cflow"]] == ["steps", "solver", "guidance"] and settings["gan"] == ()
 
 
 def test_a_broken_plugin_warns_in_the_listing(monkeypatch, tmp_path):

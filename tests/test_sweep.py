@@ -134,7 +134,7 @@ def test_failing_and_interrupted_trials(invoke, mnist_root, tmp_path, monkeypatc
 def test_bad_values_fail_before_training(invoke, mnist_root, tmp_path):
     out = tmp_path / "bad"
     result = invoke(*sweep_args(mnist_root, out, "--latent-dim", "2", "--param", "nonsense=1,2"))
-    assert result.exit_code == 2 and "--param: got 'nonsense'" in result.output and not out.exists()
+    assert result.exit_code == 2 and "--param nonsense: not a setting" in result.output and not out.exists()
     result = invoke(*sweep_args(mnist_root, out, "--param", "width=1,2"))
     assert result.exit_code == 2 and "use --latent-dim/--width" in result.output
     result = invoke("sweep", "vae", "--data", "mnist", "--out", out)

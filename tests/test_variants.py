@@ -9,7 +9,8 @@ from safetensors.torch import load_file
 from gentool.checkpoint import load_checkpoint
 from gentool.data import Geometry
 from gentool.ema import EMA
-from gentool.errors import UsageError
+from gentool.errors import ConfigError, UsageError
+from gentool.train_options import cli_message
 from gentool.models.cgan import CGAN
 from gentool.models.sngan import SNGAN
 from gentool.models.wgan_gp import WGANGP, gradient_penalty
@@ -106,8 +107,9 @@ def test_conditional_models_draw_the_class_asked_for(name):
 
 
 def test_unconditional_model_refuses_labels():
-    with pytest.raises(UsageError, match="--class: gan is not class-conditional"):
+    with pytest.raises(ConfigError, match="labels: gan is not class-conditional") as err:
         build(get_entry("gan").cls).generate(2, torch.Generator(), labels=torch.tensor([1, 2]))
+    assert cli_message(err.value).startswith("--class: gan is not class-conditional")
 
 
 def test_ema_update_is_a_warmed_up_moving_average():
@@ -195,7 +197,7 @@ def test_gan_draws_with_sigmoid_on_mnist_and_cifar_by_default():
     assert isinstance(tanh.generator[-1], torch.nn.Tanh) and tanh.pixel_range == (-1.0, 1.0)
     assert torch.allclose(tanh.decode(z), (tanh.generator(z) + 1) / 2)
     assert summarize(tanh)["trainable_params"] == summarize(mnist)["trainable_params"] == 1_234_114
-    with pytest.raises(UsageError, match="--param output: got 'relu'; expected auto, tanh or sigmoid"):
+    with pytest.raises(UsageError, match="output: got 'relu'; expected auto, tanh or sigmoid"):
         build(GAN, output="relu")
 
 

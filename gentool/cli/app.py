@@ -25,6 +25,9 @@ run; `sample` draws images from a checkpoint; `evaluate` scores images against r
 of a run, a sweep or a folder of runs; `models` lists the models; `doctor` checks the machine."""
 
 
+SAMPLER_COMMANDS = ("train", "sample", "evaluate")  # whose --help lists each model's sampler settings
+
+
 class Command(TyperCommand):
     """Click's plain help with types as words: an option's value is named by its metavar or its type in capitals
     (INTEGER, NUMBER, TEXT; Typer writes `<int>`), and an argument by its name in capitals alone."""
@@ -48,6 +51,19 @@ class Command(TyperCommand):
             if rows:
                 with formatter.section(title):
                     formatter.write_dl(rows)
+
+    def format_epilog(self, ctx, formatter) -> None:
+        super().format_epilog(ctx, formatter)
+        if self.name not in SAMPLER_COMMANDS:
+            return
+        from gentool.cli.models_cmd import sampler_line
+        from gentool.registry import describe_models
+
+        # read from the models' source when help is asked for: `--help` imports no model (no torch)
+        rows = [(m.name, sampler_line(m.sampler_settings)) for m in describe_models(settings=True)
+                if m.sampler_settings != ()]
+        with formatter.section("Sampler settings, per model (--sampler NAME=VALUE; the others have none)"):
+            formatter.write_dl(rows)
 
     def collect_usage_pieces(self, ctx) -> list[str]:
         pieces = [self.options_metavar] if self.options_metavar else []

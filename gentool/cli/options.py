@@ -17,7 +17,7 @@ import typer
 
 from gentool.checks import check_options, check_value
 from gentool.errors import GentoolError, UsageError
-from gentool.train_options import FIELDS, field_flag, flag
+from gentool.train_options import FIELDS, cli_message, field_flag, flag
 
 
 DEBUG_ENV = "GENTOOL_DEBUG"
@@ -253,6 +253,6 @@ def cli_errors(func):
 
 def _message(exc: BaseException) -> str:
     if isinstance(exc, GentoolError):
-        return str(exc)
+        return cli_message(exc)  # a model names its field; the command line names the option that sets it
     where = " → ".join(str(f) for f in (exc.filename, exc.filename2) if f)
     return f"{where + ': ' if where else ''}{exc.strerror or exc}"

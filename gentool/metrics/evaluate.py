@@ -11,7 +11,7 @@ import torch
 import gentool
 from gentool.data import ImageData, peek_geometry
 from gentool.device import check_precision, choose_precision, pick_device, prepare
-from gentool.errors import UsageError, bad_value
+from gentool.errors import SAMPLER, ConfigError, UsageError, bad_value
 from gentool.evaluate_options import INCEPTION, MAX_N, MIN_N, EvalOptions  # noqa: F401 (MAX_N: the watch's)
 from gentool.fileio import atomic_write_json
 from gentool.load import load_warning
@@ -174,9 +174,10 @@ def _sample_settings(source: Source, given: dict) -> dict:
     """The checkpoint's sampler settings with `given` applied; settings for stored images are refused."""
     if source.checkpoint is not None:
         return source.checkpoint.model.sample_settings(given)
-    named = [f"--{k}" for k, v in given.items() if v is not None]
+    named = [k for k, v in given.items() if v is not None]
     if named:
-        raise UsageError(f"{named[0]}: a sampler setting, but SOURCE {source.path} holds images, not a checkpoint")
+        raise ConfigError(named[0], f"a sampler setting, but SOURCE {source.path} holds images, not a checkpoint",
+                          section=SAMPLER)
     return {}
 
 

@@ -91,6 +91,15 @@ class AdversarialModel(GenerativeModel):
     critic_name = "discriminator"
     sampling_networks = ("generator",)
 
+    def __init__(self, config):
+        super().__init__(config)
+        self.build_networks(config)
+
+    def build_networks(self, config) -> None:
+        """Create `self.generator` and the scoring network for `config`: what a family changes to have other
+        networks (its subclasses then construct through it, whatever networks their parent builds)."""
+        raise NotImplementedError
+
     def decode(self, z, labels=None):
         lo, hi = self.pixel_range
         return self.generate_images(z, labels).sub(lo).div(hi - lo).clamp(0, 1)

@@ -17,18 +17,11 @@ import torch
 from torch import nn
 
 from gentool.device import FP32, Amp
-from gentool.errors import UsageError, bad_value
-# GEOMETRY_FIELDS: config fields the data set sets, never --param; MAX_LATENT: the study's largest is 100, a larger
-# code only asks for memory
-from gentool.train_options import GEOMETRY_FIELDS, MAX_LATENT
+from gentool.errors import SAMPLER, ConfigError, UsageError, bad_setting
+from gentool.models.fields import GEOMETRY_FIELDS, MAX_LATENT  # noqa: F401 (MAX_LATENT: the families check it)
 MAX_CLASSES = 1000
 MAX_INT = 10**9  # any other integer setting (critic steps, ...)
 
-
-# The command-line option that sets a config field, and what it sets, for error messages (other fields are set
-# with --param NAME=V).
-FIELD_ARGS = {"latent_dim": ("--latent-dim", "latent size"), "width": ("--width", "width multiplier"),
-              "lr": ("--lr", "learning rate"), "batch_size": ("--batch-size", "batch size")}
 
 
 def _coerce(key: str, value, default):
@@ -42,7 +35,7 @@ def _coerce(key: str, value, default):
         return float(value)
     if kind is str and isinstance(value, str):
         return value
-    raise bad_value(f"--param {key}", value, f"a value of type {kind.__name__}")
+    raise bad_setting(key, value, f"a value of type {kind.__name__}")
 
 
 FUSED_DEVICES = ("cpu", "cuda")  # fused Adam/AdamW/SGD kernels in every torch ≥ 2.4 (MPS: not relied on)
@@ -72,8 +65,9 @@ def scaled(channels: int, width: float) -> int:
 @dataclass
 class ModelConfig:
     """Settings shared by every family: image geometry, width multiplier and optimizer settings. A family adds its
-    own fields (a latent size, a noise schedule, ...) in a subclass, refuses in `validate` a geometry its networks
-    cannot take (naming --data), and may set defaults per geometry (`geometry_defaults`)."""
+    own fields (a latent size, a noise schedule, ...) in a subclass, refuses in `validate` a value or a geometry
+    its networks cannot take (a ConfigError naming the field, or errors.GEOMETRY), and may set defaults per geometry
+    (`geometry_defaults`)."""
 
     channels: int = 1
     image_height: int = 28
@@ -115,30 +109,31 @@ class ModelConfig:
         for key, value in [*cls.geometry_defaults(geometry).items(), *given.items()]:
             if value is None:
                 continue
+            if key == "latent_dim" and key not in settable:
+                raise ConfigError(key, "this model has no latent size; leave it out")
             if key not in settable:
-                if key in FIELD_ARGS:
-                    raise UsageError(f"{FIELD_ARGS[key][0]}: this model has no {FIELD_ARGS[key][1]}; leave it out")
-                raise bad_value("--param", key, "one of " + ", ".join(sorted(settable)))
+                raise ConfigError(key, f"not a setting of {cls.__name__}; expected one of "
+                                       + ", ".join(sorted(settable)))
             setattr(config, key, _coerce(key, value, getattr(config, key)))
         config.validate()
         return config
 
     def validate(self) -> None:
-        """Reject values no network can be built from."""
+        """Reject values no network can be built from (a ConfigError naming the field)."""
         if not isinstance(self.num_classes, int) or not 0 <= self.num_classes <= MAX_CLASSES:
-            raise bad_value("--data", self.num_classes, f"a data set with at most {MAX_CLASSES} classes")
+            raise bad_setting("num_classes", self.num_classes, f"a data set with at most {MAX_CLASSES} classes")
         if not (isinstance(self.width, (int, float)) and math.isfinite(self.width) and 0 < self.width <= 64):
-            raise bad_value("--width", self.width, "a number in (0, 64]")
+            raise bad_setting("width", self.width, "a number in (0, 64]")
         if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
-            raise bad_value("--lr", self.lr, "a positive finite number")
+            raise bad_setting("lr", self.lr, "a positive finite number")
         if not isinstance(self.batch_size, int) or not 1 <= self.batch_size <= 65536:
-            raise bad_value("--batch-size", self.batch_size, "an integer between 1 and 65536")
+            raise bad_setting("batch_size", self.batch_size, "an integer between 1 and 65536")
         for f in fields(self):
             value = getattr(self, f.name)
             if isinstance(value, float) and not math.isfinite(value):
-                raise bad_value(f"--param {f.name}", value, "a finite number")
+                raise bad_setting(f.name, value, "a finite number")
             if isinstance(value, int) and not isinstance(value, bool) and not -MAX_INT <= value <= MAX_INT:
-                raise bad_value(f"--param {f.name}", value, f"an integer between {-MAX_INT:,} and {MAX_INT:,}")
+                raise bad_setting(f.name, value, f"an integer between {-MAX_INT:,} and {MAX_INT:,}")
 
     def batch_size_for(self, n_images: int) -> int:
         """The batch size for training on `n_images` images when none is given: the study's, whatever the size."""
@@ -171,7 +166,7 @@ class AdamConfig(ModelConfig):
         for name in ("beta1", "beta2"):
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and 0 <= value < 1):
-                raise bad_value(f"--param {name}", value, "a number in [0, 1)")
+                raise bad_setting(name, value, "a number in [0, 1)")
 
 
 def adam(config: AdamConfig, params) -> torch.optim.Optimizer:
@@ -181,9 +176,10 @@ def adam(config: AdamConfig, params) -> torch.optim.Optimizer:
 
 @dataclass(frozen=True)
 class SampleOption:
-    """A sampling setting a family declares (e.g. the number of solver steps): `sample`, `evaluate` and `train`
-    (for its epoch grids and --eval-every) take it as --NAME. A str option takes one of `choices`; a number lies
-    in [low, high]."""
+    """A sampler setting a family declares (e.g. the number of solver steps), its type given by its default: `sample`,
+    `evaluate`, `train` (for its epoch grids and --eval-every) and sweeps take it as --sampler NAME=VALUE (the
+    built-in ones also as --steps, --solver, --guidance), and `gentool models --check` lists it. A str setting
+    takes one of `choices`; a number lies in [low, high]."""
 
     name: str
     default: int | float | str
@@ -193,17 +189,17 @@ class SampleOption:
     high: float = math.inf
 
     def check(self, value, family: str):
-        """`value` converted to the option's type, or a UsageError naming --NAME and what it accepts."""
-        arg = f"--{self.name}"
+        """`value` converted to the setting's type, or a ConfigError naming the setting and what it accepts."""
         if isinstance(self.default, str):
             if value not in self.choices:
-                raise bad_value(arg, value, f"one of {', '.join(self.choices)} for {family}")
+                raise bad_setting(self.name, value, f"one of {', '.join(self.choices)} for {family}", SAMPLER)
             return value
         kind = type(self.default)
         ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
         if not ok or (kind is int and value != int(value)) or not self.low <= value <= self.high:
             accepted = "an integer" if kind is int else "a number"
-            raise bad_value(arg, value, f"{accepted} between {self.low:g} and {self.high:g} for {family}")
+            raise bad_setting(self.name, value, f"{accepted} between {self.low:g} and {self.high:g} for {family}",
+                              SAMPLER)
         return kind(value)
 
 
@@ -227,14 +223,16 @@ class GenerativeModel(nn.Module):
     # The family implements `losses(x, labels)` returning per-image means of "reconstruction" and "kl", the terms
     # of its negative ELBO: `evaluate --metrics vae` and held-out losses use them.
     likelihood_terms: ClassVar[bool] = False
-    # Settings of the sampler (sample/evaluate/train --NAME); a family without any has none.
+    # The sampler's settings, each declared with its type, default, help and accepted values (see SampleOption);
+    # a family without any has none.
     sample_options: ClassVar[tuple[SampleOption, ...]] = ()
 
     def __init__(self, config: ModelConfig):
         super().__init__()
         if self.class_conditional and config.num_classes < 2:
-            raise UsageError(f"--data: {self.name} is class-conditional and needs labelled data (images in one "
-                             f"subfolder per class, or mnist/cifar10); this data set has {config.num_classes} classes")
+            raise ConfigError("num_classes", f"{self.name} is class-conditional and needs labelled data (images in "
+                              f"one subfolder per class, or mnist/cifar10); this data set has {config.num_classes} "
+                              f"classes")
         self.config = config
         self.amp: Amp = FP32  # set by whoever runs the model (--precision); not part of the saved state
 
@@ -299,16 +297,16 @@ class GenerativeModel(nn.Module):
 
     def sample_settings(self, given: dict | None = None) -> dict:
         """The sampler's settings: the family's defaults with `given` ({name: value}) checked and applied. A
-        setting the family does not declare is a UsageError naming --NAME."""
+        setting the family does not declare is a ConfigError naming it."""
         declared = {o.name: o for o in self.sample_options}
         settings = {name: o.default for name, o in declared.items()}
         for name, value in (given or {}).items():
             if value is None:
                 continue
             if name not in declared:
-                has = f"its sampling settings are {', '.join(f'--{k}' for k in declared)}" if declared else \
-                    "it has no sampling settings"
-                raise UsageError(f"--{name}: not a setting of {self.name}'s sampler; {has}")
+                has = "its sampling settings are " if declared else "it has no sampling settings"
+                raise ConfigError(name, f"not a setting of {self.name}'s sampler; {has}", section=SAMPLER,
+                                  listed=tuple(declared))
             settings[name] = declared[name].check(value, self.name)
         return settings
 
@@ -348,7 +346,8 @@ class GenerativeModel(nn.Module):
         model for classes, `latents` gives the codes (a latent walk), `settings` the sampler's settings (see
         `sample_settings`)."""
         if labels is not None and not self.conditional:
-            raise UsageError(f"--class: {self.name} is not class-conditional; its samples cannot be asked for by class")
+            raise ConfigError("labels", f"{self.name} is not class-conditional; its samples cannot be asked for by "
+                                        f"class", section=SAMPLER)
         settings = self.sample_settings(settings)
         if latents is not None and tuple(latents.shape) != (n, *self.latent_shape):
             raise ValueError(f"latents of shape {tuple(latents.shape)} for {n} samples of {self.name}, whose latent "

@@ -12,8 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gentool.errors import bad_value
-from gentool.models import adversarial as adv
+from gentool.errors import bad_setting
 from gentool.models.sngan import (
     SNGAN,
     SNGANConfig,
@@ -62,7 +61,7 @@ class CGANConfig(SNGANConfig):
     def validate(self) -> None:
         super().validate()
         if self.class_weight < 0:
-            raise bad_value("--param class_weight", self.class_weight, "a number ≥ 0")
+            raise bad_setting("class_weight", self.class_weight, "a number ≥ 0")
 
 
 @register_model("cgan")
@@ -72,8 +71,7 @@ class CGAN(SNGAN):
     config_class = CGANConfig
     class_conditional = True
 
-    def __init__(self, config: CGANConfig):
-        adv.AdversarialModel.__init__(self, config)
+    def build_networks(self, config: CGANConfig) -> None:
         k = config.num_classes
         self.generator = OneHotConditioned(generator_for(config, extra_inputs=k), k)
         self.discriminator = ProjectionDiscriminator(discriminator_body(config), k)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from gentool.errors import bad_value
+from gentool.errors import bad_setting
 from gentool.models.base import SampleOption
 from gentool.models.unet import GUIDANCE, UNetConfig, UNetModel
 from gentool.registry import register_model
@@ -28,9 +28,9 @@ class DDPMConfig(UNetConfig):
     def validate(self) -> None:
         super().validate()
         if not isinstance(self.timesteps, int) or not 2 <= self.timesteps <= 100_000:
-            raise bad_value("--param timesteps", self.timesteps, "an integer between 2 and 100,000")
+            raise bad_setting("timesteps", self.timesteps, "an integer between 2 and 100,000")
         if not 0 < self.schedule_offset <= 1:
-            raise bad_value("--param schedule_offset", self.schedule_offset, "a number in (0, 1]")
+            raise bad_setting("schedule_offset", self.schedule_offset, "a number in (0, 1]")
 
 
 def cosine_alpha_bars(timesteps: int, offset: float) -> torch.Tensor:

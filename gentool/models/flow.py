@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from gentool.errors import bad_value
+from gentool.errors import bad_setting
 from gentool.models.base import SampleOption
 from gentool.models.unet import GUIDANCE, UNetConfig, UNetModel
 from gentool.registry import register_model
@@ -30,9 +30,9 @@ class FlowConfig(UNetConfig):
     def validate(self) -> None:
         super().validate()
         if self.time_sampling not in TIME_SAMPLING:
-            raise bad_value("--param time_sampling", self.time_sampling, " or ".join(TIME_SAMPLING))
+            raise bad_setting("time_sampling", self.time_sampling, " or ".join(TIME_SAMPLING))
         if not 0 < self.time_std <= 10:
-            raise bad_value("--param time_std", self.time_std, "a number in (0, 10]")
+            raise bad_setting("time_std", self.time_std, "a number in (0, 10]")
 
 
 @register_model("flow")

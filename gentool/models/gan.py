@@ -9,7 +9,7 @@ from typing import ClassVar
 import torch
 import torch.nn.functional as F
 
-from gentool.errors import bad_value
+from gentool.errors import bad_setting
 from gentool.models import adversarial as adv
 from gentool.models.base import AdamConfig
 from gentool.models.study import StudyConfig
@@ -44,11 +44,11 @@ class GANConfig(StudyConfig, AdamConfig):
     def validate(self) -> None:
         super().validate()
         if not 0 <= self.dropout < 1:
-            raise bad_value("--param dropout", self.dropout, "a number in [0, 1)")
+            raise bad_setting("dropout", self.dropout, "a number in [0, 1)")
         if self.init not in ("auto", *INITS):
-            raise bad_value("--param init", self.init, "auto, " + " or ".join(INITS))
+            raise bad_setting("init", self.init, "auto, " + " or ".join(INITS))
         if self.output not in ("auto", *adv.OUTPUTS):
-            raise bad_value("--param output", self.output, "auto, " + " or ".join(adv.OUTPUTS))
+            raise bad_setting("output", self.output, "auto, " + " or ".join(adv.OUTPUTS))
 
     @classmethod
     def create(cls, geometry, latent_dim=None, width=None, **overrides):
@@ -84,8 +84,7 @@ class GAN(adv.AdversarialModel):
 
     config_class = GANConfig
 
-    def __init__(self, config: GANConfig):
-        super().__init__(config)
+    def build_networks(self, config: GANConfig) -> None:
         c = config
         output = c.output_activation
         self.pixel_range = adv.OUTPUTS[output][1]

@@ -10,15 +10,16 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from gentool.errors import bad_value
+from gentool.errors import bad_setting
 from gentool.models import adversarial as adv
 from gentool.models.base import MAX_LATENT, AdamConfig, scaled
+from gentool.models.wgan import CriticSteps
 from gentool.models.wgan_gp import WGANGP
 from gentool.registry import register_model
 
 
 @dataclass
-class MLPWGANGPConfig(AdamConfig):
+class MLPWGANGPConfig(CriticSteps, AdamConfig):
     """The script's settings: latent 100, Adam 2e-4 β (0.5, 0.999), penalty weight 10, five critic steps per
     generator step, batch 64, BatchNorm eps 0.8 in the generator (its `BatchNorm1d(n, 0.8)`); --width scales every
     hidden layer."""
@@ -38,13 +39,11 @@ class MLPWGANGPConfig(AdamConfig):
     def validate(self) -> None:
         super().validate()
         if not isinstance(self.latent_dim, int) or not 1 <= self.latent_dim <= MAX_LATENT:
-            raise bad_value("--latent-dim", self.latent_dim, f"an integer between 1 and {MAX_LATENT}")
+            raise bad_setting("latent_dim", self.latent_dim, f"an integer between 1 and {MAX_LATENT}")
         if self.gp_weight < 0:
-            raise bad_value("--param gp_weight", self.gp_weight, "a number ≥ 0")
-        if self.n_critic < 1:
-            raise bad_value("--param n_critic", self.n_critic, "a positive integer")
+            raise bad_setting("gp_weight", self.gp_weight, "a number ≥ 0")
         if not (math.isfinite(self.batchnorm_eps) and self.batchnorm_eps > 0):
-            raise bad_value("--param batchnorm_eps", self.batchnorm_eps, "a positive number")
+            raise bad_setting("batchnorm_eps", self.batchnorm_eps, "a positive number")
 
 
 def mlp_generator(c: MLPWGANGPConfig) -> nn.Sequential:
@@ -70,8 +69,7 @@ class MLPWGANGP(WGANGP):
 
     config_class = MLPWGANGPConfig
 
-    def __init__(self, config: MLPWGANGPConfig):
-        # WGAN.__init__ builds the study's conv networks for its presets; these networks take any geometry.
-        adv.AdversarialModel.__init__(self, config)
+    def build_networks(self, config: MLPWGANGPConfig) -> None:
+        # Not the study's conv networks of WGAN's presets: these take any geometry.
         self.generator = mlp_generator(config)
         self.critic = mlp_critic(config)

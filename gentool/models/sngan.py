@@ -65,8 +65,7 @@ class SNGAN(GAN):
 
     config_class = SNGANConfig
 
-    def __init__(self, config: SNGANConfig):
-        adv.AdversarialModel.__init__(self, config)
+    def build_networks(self, config: SNGANConfig) -> None:
         self.generator = generator_for(config)
         self.discriminator = discriminator_body(config)
 

@@ -7,19 +7,19 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from gentool.errors import UsageError, bad_value
+from gentool.errors import GEOMETRY, OPTION, ConfigError, bad_setting
 from gentool.models.base import MAX_LATENT, ModelConfig
 
 PRESETS = {(1, 28, 28): "mnist", (3, 32, 32): "cifar10"}
 
 
 def preset_for(channels: int, height: int, width: int) -> str:
-    """The study's preset for a geometry, or a UsageError naming --data and the accepted geometries."""
+    """The study's preset for a geometry, or a ConfigError about the geometry naming the accepted ones."""
     shape = (channels, height, width)
     if shape not in PRESETS:
         accepted = " or ".join(f"{c}x{h}x{w}" for c, h, w in PRESETS)
-        raise UsageError(f"--data: image geometry {shape[0]}x{shape[1]}x{shape[2]} has no architecture; accepted: "
-                         f"{accepted} (resize with --image-size)")
+        raise ConfigError(GEOMETRY, f"image geometry {shape[0]}x{shape[1]}x{shape[2]} has no architecture; accepted: "
+                                    f"{accepted}; resize the images with ", listed=[(OPTION, "image_size")])
     return PRESETS[shape]
 
 
@@ -48,4 +48,4 @@ class StudyConfig(ModelConfig):
         super().validate()
         self.preset  # noqa: B018 (refuses a geometry the study has no networks for)
         if not isinstance(self.latent_dim, int) or not 1 <= self.latent_dim <= MAX_LATENT:
-            raise bad_value("--latent-dim", self.latent_dim, f"an integer between 1 and {MAX_LATENT}")
+            raise bad_setting("latent_dim", self.latent_dim, f"an integer between 1 and {MAX_LATENT}")

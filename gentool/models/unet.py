@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gentool.errors import UsageError, bad_value
+from gentool.errors import GEOMETRY, OPTION, ConfigError, bad_setting
 from gentool.models.base import AdamConfig, GenerativeModel, SampleOption, adam
 
 GROUPS = 8
@@ -52,10 +52,11 @@ class UNetConfig(AdamConfig):
         super().validate()
         c, h, w = self.channels, self.image_height, self.image_width
         if not (1 <= c <= 4 and all(isinstance(s, int) and 8 <= s <= MAX_SIDE and s % 4 == 0 for s in (h, w))):
-            raise UsageError(f"--data: image geometry {c}x{h}x{w} has no U-Net; accepted: 1 to 4 channels and sides "
-                             f"that are multiples of 4 from 8 to {MAX_SIDE} (resize with --image-size)")
+            raise ConfigError(GEOMETRY, f"image geometry {c}x{h}x{w} has no U-Net; accepted: 1 to 4 channels and "
+                                        f"sides that are multiples of 4 from 8 to {MAX_SIDE}; resize the images with ",
+                              listed=[(OPTION, "image_size")])
         if not 0 <= self.class_dropout < 1:
-            raise bad_value("--param class_dropout", self.class_dropout, "a number in [0, 1)")
+            raise bad_setting("class_dropout", self.class_dropout, "a number in [0, 1)")
 
     def channel_counts(self) -> list[int]:
         """Channels at each resolution: base·width·multiplier, rounded to a multiple of the group count."""

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gentool.errors import bad_value
+from gentool.errors import bad_setting
 from gentool.models.base import AdamConfig, GenerativeModel, adam, scaled
 from gentool.models.study import StudyConfig
 from gentool.registry import register_model
@@ -38,9 +38,9 @@ class VAEConfig(StudyConfig, AdamConfig):
     def validate(self) -> None:
         super().validate()
         if self.init not in INITS:
-            raise bad_value("--param init", self.init, " or ".join(INITS))
+            raise bad_setting("init", self.init, " or ".join(INITS))
         if not isinstance(self.min_epoch_steps, int) or self.min_epoch_steps < 0:
-            raise bad_value("--param min_epoch_steps", self.min_epoch_steps, "an integer ≥ 0 (0 keeps the batch size)")
+            raise bad_setting("min_epoch_steps", self.min_epoch_steps, "an integer ≥ 0 (0 keeps the batch size)")
 
     def batch_size_for(self, n_images: int) -> int:
         """The study's batch of 128, halved (down to 16) while an epoch of `n_images` would have fewer than

@@ -8,15 +8,27 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from gentool.errors import bad_value
+from gentool.errors import bad_setting
 from gentool.models import adversarial as adv
 from gentool.models.base import scaled
 from gentool.models.study import StudyConfig
 from gentool.registry import register_model
 
 
+class CriticSteps:
+    """A config whose critic takes `n_critic` steps per generator step (WGAN and its variants): the check, once.
+    (A mixin without fields: each config declares `n_critic` where its fields are in order.)"""
+
+    n_critic: int
+
+    def validate(self) -> None:
+        super().validate()
+        if self.n_critic < 1:
+            raise bad_setting("n_critic", self.n_critic, "a positive integer")
+
+
 @dataclass
-class WGANConfig(StudyConfig):
+class WGANConfig(CriticSteps, StudyConfig):
     """WGAN settings (study defaults)."""
 
     lr: float = 5e-5
@@ -28,9 +40,7 @@ class WGANConfig(StudyConfig):
     def validate(self) -> None:
         super().validate()
         if self.clip <= 0:
-            raise bad_value("--param clip", self.clip, "a positive number")
-        if self.n_critic < 1:
-            raise bad_value("--param n_critic", self.n_critic, "a positive integer")
+            raise bad_setting("clip", self.clip, "a positive number")
 
 
 def cifar_critic(channels: int, width: float, batchnorm: bool = True) -> nn.Sequential:
@@ -65,8 +75,7 @@ class WGAN(adv.AdversarialModel):
     critic_name = "critic"
     critic_batchnorm: ClassVar[bool] = True
 
-    def __init__(self, config: WGANConfig):
-        super().__init__(config)
+    def build_networks(self, config: WGANConfig) -> None:
         c = config
         if c.preset == "mnist":
             self.generator = adv.mnist_generator(c.latent_dim, c.channels, c.width, batchnorm=True)

@@ -10,16 +10,16 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from gentool.errors import bad_value
+from gentool.errors import bad_setting
 from gentool.models import adversarial as adv
 from gentool.models.base import AdamConfig
 from gentool.models.study import StudyConfig
-from gentool.models.wgan import WGAN
+from gentool.models.wgan import WGAN, CriticSteps
 from gentool.registry import register_model
 
 
 @dataclass
-class WGANGPConfig(StudyConfig, AdamConfig):
+class WGANGPConfig(CriticSteps, StudyConfig, AdamConfig):
     """WGAN-GP settings: penalty weight 10 and five critic steps as in the paper; Adam 3e-4 with β 0.0/0.9, which on
     MNIST reached FID 17.5 in 20 minutes where the paper's 1e-4 with β 0.5/0.9 reached 37.0 (README)."""
 
@@ -34,9 +34,7 @@ class WGANGPConfig(StudyConfig, AdamConfig):
     def validate(self) -> None:
         super().validate()
         if self.gp_weight < 0:
-            raise bad_value("--param gp_weight", self.gp_weight, "a number ≥ 0")
-        if self.n_critic < 1:
-            raise bad_value("--param n_critic", self.n_critic, "a positive integer")
+            raise bad_setting("gp_weight", self.gp_weight, "a number ≥ 0")
 
 
 def gradient_penalty(critic: nn.Module, real: torch.Tensor, fake: torch.Tensor,
