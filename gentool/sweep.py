@@ -314,8 +314,8 @@ def check_spec(spec: SweepSpec) -> None:
         opts.validate()
         if opts.image_size not in geometry:
             geometry[opts.image_size] = peek_geometry(spec.data, opts.image_size)
-        config_class.create(geometry[opts.image_size], opts.latent_dim, opts.width, lr=opts.lr, batch_size=opts.batch_size,
-                            **opts.params)
+        config_class.create(geometry[opts.image_size], opts.latent_dim, opts.width, lr=opts.lr,
+                            batch_size=opts.batch_size, **opts.params)
 
 
 def run_in_process(sweep_dir: Path, indices: list[int], runtime: dict, make_reporter, announce) -> None:

@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
+from gentool import seed_stats
 from gentool.errors import UsageError, bad_value
 from gentool.evaluate_options import GENTOOL, EvalOptions
-from gentool import seed_stats
 from gentool.parsing import parse_list, parse_param
 from gentool.train_options import (EVAL_N, FIELDS, FIXED, RESTORED, RESUME_RULES, TrainOptions, check_threads,
                                    complete_model, copy_option, flag, option)

@@ -145,8 +145,9 @@ def config_table(rows: list[dict], metric: str | None):
 
     means = [k[:-len("_std")] for k in results.columns(rows) if k.endswith("_std")]
     spread = {f"{m}{s}" for m in means for s in ("_std", "_min", "_max")} | {f"{metric}_vs_best", *means}
-    shown = [{**{k: v for k, v in r.items() if k not in spread}, **{m: seed_stats.shown(r, m) for m in means},
-              **({f"vs best ({metric})": r.get(f"{metric}_vs_best")} if metric else {})} for r in rows]
+    shown = [{**{k: v for k, v in r.items() if k not in spread},
+              **({f"vs best ({metric})": r.get(f"{metric}_vs_best")} if metric else {}),
+              **{m: seed_stats.shown(r, m) for m in means}} for r in rows]
     return results.table(shown, f"by configuration: {seed_stats.SPREAD}; {seed_stats.RULE}")
 
 

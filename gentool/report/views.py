@@ -275,7 +275,8 @@ def sweep_view(sweep: dict) -> dict:
                   notes, "curves")]
     if metric:
         spread = (f", each cell the {seed_stats.SPREAD} of its {len(grid[seed_stats.SEED])} seeds; ★ marks the best "
-                  f"and ≈ those within noise of it ({seed_stats.RULE})") if seeded else ", each cell annotated with its value"
+                  f"and ≈ those within noise of it ({seed_stats.RULE})") if seeded else \
+            ", each cell annotated with its value"
         figs.append(drawn(lambda buf: figures.plot_heatmap(grid, fig_trials, metric, buf),
                           f"Heat map of the final {metric} over the grid: rows by {', '.join(row_axes) or 'grid'}, "
                           f"columns by {col_axis or 'configuration'}{spread}",
@@ -311,12 +312,12 @@ def config_view(grid: dict, trials: list[dict], metric: str | None) -> dict:
     axes = [a for a in grid if a != seed_stats.SEED]
     means = [k[:-len("_std")] for k in dict.fromkeys(k for r in rows for k in r) if k.endswith("_std")]
     standing = f"{metric}_vs_best"
-    body = [[cell(", ".join(f"{a}={fmt(r[a])}" for a in axes) or "all"), cell(r["seeds"]),
-             *(cell(f"{seed_stats.shown(r, m)} ({fmt(r.get(m + '_min'))}–{fmt(r.get(m + '_max'))})") for m in means),
-             cell(r.get(standing) or "")] for r in rows]
-    return table(f"Results by configuration: {seed_stats.SPREAD}, with the minimum–maximum in brackets; the last "
+    body = [[cell(", ".join(f"{a}={fmt(r[a])}" for a in axes) or "all"), cell(r["seeds"]), cell(r.get(standing) or ""),
+             *(cell(f"{seed_stats.shown(r, m)} ({fmt(r.get(m + '_min'))}–{fmt(r.get(m + '_max'))})") for m in means)]
+            for r in rows]
+    return table(f"Results by configuration: {seed_stats.SPREAD}, with the minimum–maximum in brackets; the third "
                  f"column compares {metric} ({seed_stats.direction(metric)}). {seed_stats.RULE[0].upper()}"
-                 f"{seed_stats.RULE[1:]}.", ["configuration", "seeds", *means, f"vs best ({metric})"], body,
+                 f"{seed_stats.RULE[1:]}.", ["configuration", "seeds", f"vs best ({metric})", *means], body,
                  classes=["best" if r.get(standing) == seed_stats.BEST else "tied" if r.get(standing) else ""
                           for r in rows])
 
