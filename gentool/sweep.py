@@ -335,19 +335,19 @@ def result_rows(manifest: dict) -> list[dict]:
 def report(sweep_dir: Path, metric: str | None = None) -> dict:
     """Write results.csv, results.json and the sweep's figures for the trials as they stand, and with several seeds
     results_by_config.csv/.json (each metric's mean, std, min and max over a configuration's seeds, and its standing
-    on the heat map's metric: best, within noise or neither); returns the rows, the configuration rows, the files
-    written and whether every trial is done."""
+    on the heat map's metric: best, within noise or neither); returns the rows, the files written, whether every
+    trial is done and, with several seeds, the configuration rows and the metric they are compared on."""
     from gentool.figures import draw_sweep_figures, pick_metric
 
     manifest = read_manifest(sweep_dir)
     rows = result_rows(manifest)
     files = write_results(sweep_dir, rows)
     trials = [{**t, "final": trial_metrics(t), "path": Path(sweep_dir) / t["run_dir"]} for t in manifest["trials"]]
-    by_config = None
+    seeds = {}
     if seed_stats.seeded(manifest["grid"]):
-        by_config = seed_stats.config_rows(manifest["grid"], trials, pick_metric(trials, metric))
-        files += write_results(sweep_dir, by_config, BY_CONFIG)
+        seeds = {"metric": pick_metric(trials, metric)}
+        seeds["by_config"] = seed_stats.config_rows(manifest["grid"], trials, seeds["metric"])
+        files += write_results(sweep_dir, seeds["by_config"], BY_CONFIG)
     figures = draw_sweep_figures(sweep_dir, manifest["grid"], trials, metric)
     return {"sweep_dir": str(sweep_dir), "ok": all(t["status"] == DONE for t in manifest["trials"]),
-            "trials": rows, "by_config": by_config, "metric": pick_metric(trials, metric),
-            "files": [str(f) for f in files + figures]}
+            "trials": rows, **seeds, "files": [str(f) for f in files + figures]}

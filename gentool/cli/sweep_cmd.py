@@ -135,7 +135,7 @@ def show_report(report: dict, json_out: bool) -> None:
     hide = DETAIL_COLUMNS + (() if any(r.get("error") for r in rows) else ("error",))
     results.print_table(results.table(rows, f"sweep {report['sweep_dir']}", hide=hide))
     if report.get("by_config"):
-        results.print_table(config_table(report["by_config"], report["metric"]))
+        results.print_table(config_table(report["by_config"], report.get("metric")))
     print("written: " + ", ".join(report["files"]))
 
 
