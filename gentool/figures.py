@@ -10,13 +10,14 @@ from __future__ import annotations
 import io
 import itertools
 import math
+import textwrap
 from pathlib import Path
 
 import imageio.v3 as iio
 import numpy as np
 import torch
 
-from gentool import rundir
+from gentool import rundir, seed_stats
 from gentool.fileio import atomic_write_bytes
 from gentool.images import make_grid, to_uint8, write_gif
 from gentool.results import BOOKKEEPING
@@ -246,26 +247,28 @@ class FigureHook(TrainHook):
 # --- sweeps ----------------------------------------------------------------------------------------------------
 
 
-def sweep_layout(grid: dict[str, list]) -> tuple[str, list[str], list[tuple], list]:
+def sweep_layout(grid: dict[str, list]) -> tuple[str | None, list[str], list[tuple], list]:
     """Rows × columns for a sweep's figures: columns are the latent sizes (else the last axis), rows every
-    combination of the other axes (the complexity: width, params). Returns (column axis, row axes, row value
-    tuples, column values)."""
-    col_axis = "latent_dim" if "latent_dim" in grid else list(grid)[-1]
-    row_axes = [a for a in grid if a != col_axis]
+    combination of the other axes (the complexity: width, params); the seeds of a configuration share its cell.
+    Returns (column axis, row axes, row value tuples, column values); no column axis when only seeds vary."""
+    axes = [a for a in grid if a != seed_stats.SEED]
+    col_axis = "latent_dim" if "latent_dim" in axes else axes[-1] if axes else None
+    row_axes = [a for a in axes if a != col_axis]
     rows = list(itertools.product(*(grid[a] for a in row_axes)))
-    return col_axis, row_axes, rows, list(grid[col_axis])
+    return col_axis, row_axes, rows, list(grid[col_axis]) if col_axis else [None]
 
 
-def _label(axes: list[str], values: tuple) -> str:
-    return ", ".join(f"{a}={v:g}" if isinstance(v, float) else f"{a}={v}" for a, v in zip(axes, values)) or "all"
+def _label(axes: list[str | None], values: tuple) -> str:
+    return ", ".join(f"{a}={v:g}" if isinstance(v, float) else f"{a}={v}" for a, v in zip(axes, values)
+                     if a is not None) or "all"
 
 
 def _cells(grid: dict, trials: list[dict]):
-    """(row index, column index, trial) for every trial, placed by its values."""
+    """(row index, column index, trial) for every trial, placed by its values (a configuration's seeds alike)."""
     col_axis, row_axes, rows, cols = sweep_layout(grid)
     for t in trials:
         v = t["values"]
-        yield rows.index(tuple(v[a] for a in row_axes)), cols.index(v[col_axis]), t
+        yield rows.index(tuple(v[a] for a in row_axes)), cols.index(v[col_axis]) if col_axis else 0, t
 
 
 def _strip(run_dir: Path, seed: int) -> np.ndarray | None:
@@ -287,8 +290,10 @@ def plot_sample_matrix(grid: dict, trials: list[dict], path: Path, seed: int = 0
                              squeeze=False, layout="constrained")
     for ax in axes.flat:
         ax.set_xticks([]), ax.set_yticks([])
+    first = (grid.get(seed_stats.SEED) or [None])[0]  # one strip per cell: the first seed's
     for r, c, trial in _cells(grid, trials):
-        strip = _strip(trial["path"], seed) if trial.get("status") == "done" else None
+        mine = trial.get("status") == "done" and trial["values"].get(seed_stats.SEED) == first
+        strip = _strip(trial["path"], seed) if mine else None
         if strip is not None:
             axes[r][c].imshow(strip[..., 0] if strip.shape[2] == 1 else strip, cmap="gray", vmin=0, vmax=255)
     for c, value in enumerate(cols):
@@ -328,14 +333,16 @@ def plot_sweep_curves(grid: dict, trials: list[dict], path: Path) -> Path | None
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     heldout = False
     for t, term in enumerate(terms):
-        curves = []
+        curves, labelled = [], set()
         for r, c, records in found:
             for key, style in ((term, "-"), (HELDOUT + term, "--")):
                 points = [(x["epoch"], x[key]) for x in records if _number(x.get(key))]
-                if points:
+                if points:  # a configuration's seeds: one colour, one legend entry
+                    label = _label([col_axis], (cols[c],)) if style == "-" and (r, c) not in labelled else None
+                    labelled.add((r, c))
                     axes[t][r].plot(*zip(*points), linestyle=style, color=colours[c % len(colours)],
                                     marker="o" if len(points) < 30 and style == "-" else None, markersize=3,
-                                    label=_label([col_axis], (cols[c],)) if style == "-" else None)
+                                    label=label)
                     curves.append([v for _, v in points])
                     heldout |= style == "--"
         cut = focus_ylim(axes[t][0], curves)
@@ -352,25 +359,44 @@ def plot_sweep_curves(grid: dict, trials: list[dict], path: Path) -> Path | None
 
 
 def plot_heatmap(grid: dict, trials: list[dict], metric: str, path: Path) -> Path:
-    """The trials' final `metric` over the grid (rows × columns), each cell annotated; missing values are blank."""
+    """The trials' final `metric` over the grid (rows × columns), each cell annotated; missing values are blank.
+    With several seeds a cell is the mean over its seeds, annotated mean ± std, and the best cell and those within
+    noise of it are marked (the rule in seed_stats, stated under the map)."""
     col_axis, row_axes, rows, cols = sweep_layout(grid)
-    values = np.full((len(rows), len(cols)), np.nan)
+    cells: dict[tuple, list] = {}
     for r, c, trial in _cells(grid, trials):
-        v = (trial.get("final") or {}).get(metric)
-        values[r, c] = v if isinstance(v, (int, float)) and math.isfinite(v) else np.nan
+        cells.setdefault((r, c), []).append((trial.get("final") or {}).get(metric))
+    places, values = list(cells), np.full((len(rows), len(cols)), np.nan)
+    stats = [seed_stats.spread(cells[p]) for p in places]
+    marks = dict(zip(places, seed_stats.marks(stats, metric))) if seed_stats.seeded(grid) else {}
+    for (r, c), s in zip(places, stats):
+        values[r, c] = s["mean"] if s else np.nan
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(1.3 * len(cols) + 2.6, 0.7 * len(rows) + 1.6), layout="constrained")
+    width = max(1.5 * len(cols) + 2.8, 6.4 if marks else 0)  # room for the rule under the map
+    fig, ax = plt.subplots(figsize=(width, 0.8 * len(rows) + (2.4 if marks else 1.8)), layout="constrained")
     image = ax.imshow(np.ma.masked_invalid(values), cmap="viridis", aspect="auto")
     fig.colorbar(image, ax=ax, label=metric)
     ax.set_xticks(range(len(cols)), [_label([col_axis], (v,)) for v in cols], fontsize=8)
     ax.set_yticks(range(len(rows)), [_label(row_axes, v) for v in rows], fontsize=8)
     finite = values[np.isfinite(values)]
     middle = (finite.min() + finite.max()) / 2 if finite.size else 0
-    for (r, c), v in np.ndenumerate(values):
-        text, colour = ("–", "grey") if math.isnan(v) else (f"{v:.4g}", "black" if v > middle else "white")
-        ax.text(c, r, text, ha="center", va="center", fontsize=8, color=colour)
-    ax.set_title(f"final {metric}")
+    symbol = {seed_stats.BEST: "★ ", seed_stats.TIED: "≈ "}
+    for (r, c), s in zip(places, stats):
+        text = "–" if s is None else seed_stats.as_text(s["mean"], s["std"]).replace(" ± ", "\n± ")
+        ax.text(c, r, symbol.get(marks.get((r, c)), "") + text, ha="center", va="center", fontsize=8,
+                color="grey" if s is None else "black" if s["mean"] > middle else "white")
+    ax.set_title(f"final {metric} ({seed_stats.direction(metric)})" + (f", {seed_stats.SPREAD}" if marks else ""),
+                 fontsize=8)
+    if marks:  # the rule under the map, where the marks are read
+        rule = f"{len(grid[seed_stats.SEED])} seeds per cell. ★ " + seed_stats.RULE.replace("; within", "; ≈ within")
+        ax.set_xlabel(textwrap.fill(rule, int(width * 15)), fontsize=7)
     return _save(fig, path)
+
+
+def pick_metric(trials: list[dict], metric: str | None = None) -> str | None:
+    """The heat map's metric: `metric`, else FID when the trials were evaluated, else their training loss."""
+    keys = metric_keys([t.get("final") or {} for t in trials])
+    return metric or ("fid" if "fid" in keys else primary_loss(keys))
 
 
 def draw_sweep_figures(sweep_dir: Path, grid: dict, trials: list[dict], metric: str | None) -> list[Path]:
@@ -378,8 +404,7 @@ def draw_sweep_figures(sweep_dir: Path, grid: dict, trials: list[dict], metric: 
     in `sweep_dir`; each trial dict holds `values`, `status`, `final` and `path` (its run directory)."""
     sweep_dir = Path(sweep_dir)
     drawn = [plot_sample_matrix(grid, trials, sweep_dir / MATRIX_PNG), plot_sweep_curves(grid, trials, sweep_dir / CURVES_PNG)]
-    keys = metric_keys([t.get("final") or {} for t in trials])
-    metric = metric or ("fid" if "fid" in keys else primary_loss(keys))
+    metric = pick_metric(trials, metric)
     if metric:
         drawn.append(plot_heatmap(grid, trials, metric, sweep_dir / HEATMAP_PNG))
     return [p for p in drawn if p is not None]

@@ -110,9 +110,9 @@ def write_csv(path: Path, rows: list[dict]) -> None:
     atomic_write_bytes(path, buf.getvalue().encode())
 
 
-def write_results(folder: Path, rows: list[dict]) -> list[Path]:
-    """results.csv and results.json in `folder`; returns their paths."""
-    csv_path, json_path = Path(folder) / "results.csv", Path(folder) / "results.json"
+def write_results(folder: Path, rows: list[dict], name: str = "results") -> list[Path]:
+    """NAME.csv and NAME.json in `folder`; returns their paths."""
+    csv_path, json_path = Path(folder) / f"{name}.csv", Path(folder) / f"{name}.json"
     write_csv(csv_path, rows)
     atomic_write_json(json_path, rows)
     return [csv_path, json_path]

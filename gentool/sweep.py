@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import gentool
-from gentool import rundir
+from gentool import rundir, seed_stats
 from gentool import schema as s
 from gentool.errors import GentoolError, UsageError
 from gentool.fileio import atomic_write_json
@@ -29,9 +29,11 @@ from gentool.progress import Reporter
 from gentool.results import final_metrics, write_results
 from gentool.api import train
 from gentool.evaluate_options import INCEPTION
-from gentool.train_options import EVAL_N, TrainOptions, cli_message  # EVAL_N: images evaluate scores per trial
+from gentool.sweep_options import MAX_TRIALS
+from gentool.train_options import EVAL_N, FIELDS, FIXED, RESTORED, RESUME_RULES, TrainOptions, cli_message
 
 MANIFEST, LOCK, TRIAL_LOCKS, EVAL_LOCK, LOGS = "sweep.json", ".sweep.lock", ".locks", ".eval.lock", "logs"
+BY_CONFIG = "results_by_config"  # with several seeds: one row per configuration
 FORMAT, FORMAT_VERSION = "gentool-sweep", 1
 DONE, FAILED, INTERRUPTED, RUNNING, PENDING = "done", "failed", "interrupted", "running", "pending"
 BUSY = "busy"  # not a manifest status: what run_trial reports when another process holds the trial
@@ -46,12 +48,11 @@ class SweepSpec:
     data: str
     axes: dict[str, list]
     out: Path
-    # shared by every trial, part of what the sweep is (changing one is another sweep): batch_size, lr, limit,
-    # image_size, seed
+    # train options shared by every trial, part of what the sweep is (changing one is another sweep): those given one
+    # value whose resume rule is fixed or restored (SweepOptions.options)
     options: dict = field(default_factory=dict)
-    # may change from one invocation to the next: epochs, data_dir, device, checkpoint_every, sample_every, eval, eval_n,
-    # skip_nonfinite, eval_every, stop_on_divergence, heldout, tensorboard (the root folder of the trials' event
-    # folders)
+    # may change from one invocation to the next: the other train options given one value, epochs, data_dir,
+    # eval_n, tensorboard (the root folder of the trials' event folders) and --eval's settings (SweepOptions.runtime)
     runtime: dict = field(default_factory=dict)
 
     def trials(self) -> list[dict]:
@@ -93,13 +94,15 @@ def locked(path: Path, wait: bool = True, record: bool = False):
 
 
 NAME_KEY = r"[A-Za-z_][A-Za-z0-9_]{0,63}"
-TRIAL = s.Obj({"index": s.Int(0, 10**6), "values": s.Map(s.SCALAR, key=NAME_KEY, max_len=100),
+TRIAL = s.Obj({"index": s.Int(0, MAX_TRIALS), "values": s.Map(s.SCALAR, key=NAME_KEY, max_len=100),
                # a folder name inside the sweep directory, never a path out of it
                "run_dir": s.Str(255, r"[A-Za-z0-9_][A-Za-z0-9_.+-]*"), "status": s.Str(20)},
               {"epochs": s.Int(0, 10**9), "final": s.Opt(s.Map(s.SCALAR, max_len=1000)),
                "metrics": s.Opt(s.Map(s.Any(), max_len=1000)), "error": s.Opt(s.Str(10_000))})
-MANIFEST_SPEC = s.Obj({"model": s.Str(200), "data": s.Str(), "grid": s.Map(s.List(s.SCALAR, 10_000), key=NAME_KEY),
-                       "options": s.Map(s.SCALAR, key=NAME_KEY), "trials": s.List(TRIAL, 10**6)},
+# the bound on trials is the one `gentool sweep` checks before it writes anything: a sweep can read its own file
+MANIFEST_SPEC = s.Obj({"model": s.Str(200), "data": s.Str(),
+                       "grid": s.Map(s.List(s.SCALAR, MAX_TRIALS), key=NAME_KEY),
+                       "options": s.Map(s.SCALAR, key=NAME_KEY), "trials": s.List(TRIAL, MAX_TRIALS)},
                       {"epochs": s.Opt(s.Int(1, 10**9)), "gentool_version": s.Str(100)})
 
 
@@ -123,11 +126,17 @@ def read_manifest(sweep_dir: Path) -> dict:
 
 
 def differences(manifest: dict, spec: SweepSpec) -> list[str]:
-    """What the sweep in `manifest` and `spec` disagree on (model, data, grid, shared options), one phrase each."""
+    """What the sweep in `manifest` and `spec` disagree on (model, data, grid, shared options), one phrase each. An
+    option missing on either side is its fallback (a manifest lists options not given as null, or not at all)."""
     saved = {"model": manifest["model"], "data": manifest["data"], **manifest["options"]}
     wanted = {"model": spec.model, "data": spec.data, **spec.options}
-    diffs = [f"{k} {saved.get(k)!r} (now {wanted.get(k)!r})" for k in dict.fromkeys([*saved, *wanted])
-             if saved.get(k) != wanted.get(k)]
+
+    def value(values: dict, key: str):
+        found = values.get(key)
+        return FIELDS[key].metadata["fallback"] if found is None and key in FIELDS and key not in spec.axes else found
+
+    diffs = [f"{k} {value(saved, k)!r} (now {value(wanted, k)!r})" for k in dict.fromkeys([*saved, *wanted])
+             if value(saved, k) != value(wanted, k)]
     grid, axes = manifest["grid"], spec.axes
     for name in dict.fromkeys([*grid, *axes]):
         if grid.get(name) != axes.get(name):
@@ -186,26 +195,21 @@ def trial_lock(sweep_dir: Path, index: int) -> Path:
 
 
 def trial_options(manifest: dict, trial: dict, sweep_dir: Path, runtime: dict) -> TrainOptions:
-    """TrainOptions for a trial: resume its run when it has a checkpoint, else start it in its own folder."""
+    """TrainOptions for a trial: resume its run when it has a checkpoint, else start it in its own folder. The
+    trial's values and the sweep's options are routed by name: a train option's is that option, any other a
+    --param. A resume is given only what a resumed run may change (the rest is the run's own)."""
     run_dir = Path(sweep_dir) / trial["run_dir"]
-    common = {"model": manifest["model"], "data": manifest["data"], "data_dir": runtime.get("data_dir"),
-              "epochs": runtime["epochs"], "device": runtime.get("device") or "auto"}
-    # train's own safety and evaluation options, passed on only when asked for
-    common.update({k: runtime[k] for k in ("skip_nonfinite", "eval_every", "stop_on_divergence", "tensorboard",
-                                          "deterministic")
-                   if runtime.get(k)})
-    if runtime.get("heldout") is not None:
-        common["heldout"] = runtime["heldout"]
-    if runtime.get("eval_every"):
-        common["eval_n"] = runtime.get("eval_n") or EVAL_N
+    common = {"model": manifest["model"], "data": manifest["data"],
+              **{k: v for k, v in runtime.items() if k in FIELDS and v is not None}}
+    values = trial["values"]
+    swept = {k: v for k, v in values.items() if k in FIELDS}
     if (run_dir / rundir.LAST).exists():
-        return TrainOptions(**common, resume=str(run_dir))
-    values, opts = dict(trial["values"]), manifest["options"]
-    every = {k: runtime[k] for k in ("checkpoint_every", "sample_every") if runtime.get(k) is not None}
+        changeable = {k: v for k, v in swept.items() if RESUME_RULES[k] not in (FIXED, RESTORED)}
+        return TrainOptions(**common, **changeable, resume=str(run_dir))
+    shared = {k: v for k, v in manifest["options"].items() if k in FIELDS and v is not None}
     # overwrite: a trial interrupted before its first checkpoint left only gentool's own files in its folder
-    return TrainOptions(**common, **every, latent_dim=values.pop("latent_dim", None), width=values.pop("width", None),
-                        params=values, batch_size=opts.get("batch_size"), lr=opts.get("lr"), limit=opts.get("limit"),
-                        image_size=opts.get("image_size"), seed=opts.get("seed", 0), out=str(run_dir), overwrite=True)
+    return TrainOptions(**{**common, **shared, **swept}, params={k: v for k, v in values.items() if k not in FIELDS},
+                        out=str(run_dir), overwrite=True)
 
 
 def describe(exc: BaseException) -> str:
@@ -299,16 +303,20 @@ def busy_trials(sweep_dir: Path) -> dict[int, str]:
 
 
 def check_spec(spec: SweepSpec) -> None:
-    """Build every trial's model config (not its networks) so that a bad value fails before any training starts."""
+    """Check every trial's train options and build its model config (not its networks), so that a bad value fails
+    before any training starts."""
     from gentool.data import peek_geometry
     from gentool.registry import get_entry
 
     config_class = get_entry(spec.model).cls.config_class
-    geometry = peek_geometry(spec.data, spec.options.get("image_size"))
-    for trial in spec.trials():
-        values = dict(trial["values"])
-        config_class.create(geometry, values.pop("latent_dim", None), values.pop("width", None),
-                            lr=spec.options.get("lr"), batch_size=spec.options.get("batch_size"), **values)
+    manifest, geometry = spec.manifest(), {}
+    for trial in manifest["trials"]:
+        opts = trial_options(manifest, trial, spec.out / "-", spec.runtime)
+        opts.validate()
+        if opts.image_size not in geometry:
+            geometry[opts.image_size] = peek_geometry(spec.data, opts.image_size)
+        config_class.create(geometry[opts.image_size], opts.latent_dim, opts.width, lr=opts.lr,
+                            batch_size=opts.batch_size, **opts.params)
 
 
 def run_in_process(sweep_dir: Path, indices: list[int], runtime: dict, make_reporter, announce) -> None:
@@ -326,14 +334,21 @@ def result_rows(manifest: dict) -> list[dict]:
 
 
 def report(sweep_dir: Path, metric: str | None = None) -> dict:
-    """Write results.csv, results.json and the sweep's figures for the trials as they stand; returns the rows, the
-    files written and whether every trial is done."""
-    from gentool.figures import draw_sweep_figures
+    """Write results.csv, results.json and the sweep's figures for the trials as they stand, and with several seeds
+    results_by_config.csv/.json (each metric's mean, std, min and max over a configuration's seeds, and its standing
+    on the heat map's metric: best, within noise or neither); returns the rows, the files written, whether every
+    trial is done and, with several seeds, the configuration rows and the metric they are compared on."""
+    from gentool.figures import draw_sweep_figures, pick_metric
 
     manifest = read_manifest(sweep_dir)
     rows = result_rows(manifest)
     files = write_results(sweep_dir, rows)
     trials = [{**t, "final": trial_metrics(t), "path": Path(sweep_dir) / t["run_dir"]} for t in manifest["trials"]]
+    seeds = {}
+    if seed_stats.seeded(manifest["grid"]):
+        seeds = {"metric": pick_metric(trials, metric)}
+        seeds["by_config"] = seed_stats.config_rows(manifest["grid"], trials, seeds["metric"])
+        files += write_results(sweep_dir, seeds["by_config"], BY_CONFIG)
     figures = draw_sweep_figures(sweep_dir, manifest["grid"], trials, metric)
     return {"sweep_dir": str(sweep_dir), "ok": all(t["status"] == DONE for t in manifest["trials"]),
-            "trials": rows, "files": [str(f) for f in files + figures]}
+            "trials": rows, **seeds, "files": [str(f) for f in files + figures]}

@@ -136,7 +136,7 @@ def test_bad_values_fail_before_training(invoke, mnist_root, tmp_path):
     result = invoke(*sweep_args(mnist_root, out, "--latent-dim", "2", "--param", "nonsense=1,2"))
     assert result.exit_code == 2 and "--param nonsense: not a setting" in result.output and not out.exists()
     result = invoke(*sweep_args(mnist_root, out, "--param", "width=1,2"))
-    assert result.exit_code == 2 and "use --latent-dim/--width" in result.output
+    assert result.exit_code == 2 and "width is swept with --width" in result.output
     result = invoke("sweep", "vae", "--data", "mnist", "--out", out)
     assert result.exit_code == 2 and "nothing to sweep" in result.output
     result = invoke(*sweep_args(mnist_root, out, "--latent-dim", "2", "--threads", "0"))

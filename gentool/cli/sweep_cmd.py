@@ -134,7 +134,21 @@ def show_report(report: dict, json_out: bool) -> None:
     rows = report["trials"]
     hide = DETAIL_COLUMNS + (() if any(r.get("error") for r in rows) else ("error",))
     results.print_table(results.table(rows, f"sweep {report['sweep_dir']}", hide=hide))
+    if report.get("by_config"):
+        results.print_table(config_table(report["by_config"], report.get("metric")))
     print("written: " + ", ".join(report["files"]))
+
+
+def config_table(rows: list[dict], metric: str | None):
+    """By configuration: each metric as mean ± std over the seeds, and the standing on the heat map's metric."""
+    from gentool import seed_stats
+
+    means = [k[:-len("_std")] for k in results.columns(rows) if k.endswith("_std")]
+    spread = {f"{m}{s}" for m in means for s in ("_std", "_min", "_max")} | {f"{metric}_vs_best", *means}
+    shown = [{**{k: v for k, v in r.items() if k not in spread},
+              **({f"vs best ({metric})": r.get(f"{metric}_vs_best")} if metric else {}),
+              **{m: seed_stats.shown(r, m) for m in means}} for r in rows]
+    return results.table(shown, f"by configuration: {seed_stats.SPREAD}; {seed_stats.RULE}")
 
 
 @o.cli_errors
@@ -151,7 +165,7 @@ def sweep(opts: SweepOptions, quiet: o.QuietOpt = False, json_out: o.JsonOpt = F
 
         torch.set_num_threads(opts.threads)
     spec = sw.SweepSpec(opts.model, opts.data, opts.axes(),
-                        Path(opts.out) if opts.out else default_out(opts.model, opts.data), opts.shared(),
+                        Path(opts.out) if opts.out else default_out(opts.model, opts.data), opts.options(),
                         opts.runtime())
     if opts.tensorboard:
         from gentool.loggers.tensorboard import AUTO, DIR_NAME, check_target

@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 from gentool import rundir
+from gentool import seed_stats
 from gentool import sweep as sw
 from gentool.errors import GentoolError, UsageError
 from gentool.figures import MATRIX_PNG, PROGRESS_GIF
@@ -297,9 +298,10 @@ def collect_sweep(sweep_dir: Path, taken: set[str], animations: bool = True) -> 
             trial["run"], trial["error_reading"] = None, str(exc)
     matrix = None
     if (sweep_dir / MATRIX_PNG).is_file():
-        matrix = _picture(sweep_dir / MATRIX_PNG, notes, "Sample matrix: a strip of 8 samples from each trial's "
+        which = "each configuration's first seed" if seed_stats.seeded(grid) else "each trial"
+        matrix = _picture(sweep_dir / MATRIX_PNG, notes, f"Sample matrix: a strip of 8 samples from {which}'s "
                           "last checkpoint, rows by the other axes, columns by latent size",
-                          f"{MATRIX_PNG} as the sweep drew it from each trial's last checkpoint.")
+                          f"{MATRIX_PNG} as the sweep drew it from {which}'s last checkpoint.")
     else:
         notes.append(f"no {MATRIX_PNG}: the sweep draws it when its last trial finishes")
     return {"name": sweep_dir.name, "path": str(sweep_dir), "manifest": manifest, "grid": grid, "trials": trials,

@@ -11,6 +11,7 @@ import math
 from pathlib import Path
 
 from gentool import figures
+from gentool import seed_stats
 from gentool import sweep as sw
 from gentool.report.readers import Picture, is_number, picture
 from gentool.results import compare_runs, final_metrics
@@ -262,8 +263,8 @@ def sweep_view(sweep: dict) -> dict:
     grid, trials, notes = sweep["grid"], sweep["trials"], sweep["notes"]
     manifest = sweep["manifest"]
     fig_trials = [{**t, "final": sw.trial_metrics(t)} for t in trials]
-    keys = figures.metric_keys([t["final"] for t in fig_trials])
-    metric = "fid" if "fid" in keys else figures.primary_loss(keys)  # as the sweep picks its heat map's metric
+    metric = figures.pick_metric(fig_trials)  # as the sweep picks its heat map's metric
+    seeded = seed_stats.seeded(grid)
     col_axis, row_axes, _, _ = figures.sweep_layout(grid)
     figs = [sweep["matrix"],
             drawn(lambda buf: figures.plot_sweep_curves(grid, fig_trials, buf),
@@ -273,10 +274,14 @@ def sweep_view(sweep: dict) -> dict:
                   "Each trial's losses over the epochs, training and held-out (the study's Figure 11).",
                   notes, "curves")]
     if metric:
+        spread = (f", each cell the {seed_stats.SPREAD} of its {len(grid[seed_stats.SEED])} seeds; ★ marks the best "
+                  f"and ≈ those within noise of it ({seed_stats.RULE})") if seeded else \
+            ", each cell annotated with its value"
         figs.append(drawn(lambda buf: figures.plot_heatmap(grid, fig_trials, metric, buf),
                           f"Heat map of the final {metric} over the grid: rows by {', '.join(row_axes) or 'grid'}, "
-                          f"columns by {col_axis}, each cell annotated with its value",
-                          f"Final {metric} over the grid.", notes, "heat map"))
+                          f"columns by {col_axis or 'configuration'}{spread}",
+                          f"Final {metric} over the grid ({seed_stats.direction(metric)}){spread}.", notes,
+                          "heat map"))
     rows = sw.result_rows({"trials": trials})
     columns = [c for c in dict.fromkeys(k for r in rows for k in r)  # the link replaces run_dir; no empty columns
                if c != "run_dir" and any(r.get(c) is not None for r in rows)]
@@ -292,11 +297,29 @@ def sweep_view(sweep: dict) -> dict:
              ("trials", ", ".join(f"{n} {s}" for s, n in status.items())),
              ("gentool version", manifest.get("gentool_version")), ("sweep directory", sweep["path"])]
     return {"anchor": "sweep", **sweep, "overview": key_values("Sweep at a glance", pairs),
+            "by_config": config_view(grid, fig_trials, metric) if seeded else None,
             "figures": [f for f in figs if f],
             "results": table("Results: one row per trial (final training metrics and, with --eval, its scores)",
                              columns, body),
             "trials": [{**t, "run": run_view(t["run"], t.get("metrics")) if t.get("run") else None,
                         "label": ", ".join(f"{a}={fmt(t['values'][a])}" for a in grid)} for t in trials]}
+
+
+def config_view(grid: dict, trials: list[dict], metric: str | None) -> dict:
+    """The results by configuration over the seeds: each metric as mean ± std (min–max), the seeds done, and the
+    standing on the heat map's metric; rows within noise of the best are marked."""
+    rows = seed_stats.config_rows(grid, trials, metric)
+    axes = [a for a in grid if a != seed_stats.SEED]
+    means = [k[:-len("_std")] for k in dict.fromkeys(k for r in rows for k in r) if k.endswith("_std")]
+    standing = f"{metric}_vs_best"
+    body = [[cell(", ".join(f"{a}={fmt(r[a])}" for a in axes) or "all"), cell(r["seeds"]), cell(r.get(standing) or ""),
+             *(cell(f"{seed_stats.shown(r, m)} ({fmt(r.get(m + '_min'))}–{fmt(r.get(m + '_max'))})") for m in means)]
+            for r in rows]
+    return table(f"Results by configuration: {seed_stats.SPREAD}, with the minimum–maximum in brackets; the third "
+                 f"column compares {metric} ({seed_stats.direction(metric)}). {seed_stats.RULE[0].upper()}"
+                 f"{seed_stats.RULE[1:]}.", ["configuration", "seeds", f"vs best ({metric})", *means], body,
+                 classes=["best" if r.get(standing) == seed_stats.BEST else "tied" if r.get(standing) else ""
+                          for r in rows])
 
 
 def folder_view(root: Path, runs: list[dict], sweeps: list[dict] = ()) -> dict:
