@@ -7,16 +7,18 @@ Imports nothing heavy: `gentool export --help` reads this module without loading
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 from gentool.errors import UsageError, bad_value
 from gentool.fileio import prepare_output
+from gentool.sample_options import DrawOptions
 from gentool.train_options import copy_option, option, sampler_settings
 
 # format: (file suffix, what the file is, the packages its parity check needs)
 FORMATS = {"onnx": (".onnx", "an ONNX model", ("onnx", "onnxruntime")),
            "torchscript": (".pt", "a TorchScript module (torch.jit.load)", ())}
+DRAW_FIELDS = {f.name: f for f in fields(DrawOptions)}  # sample's and evaluate's options, for the one export shares
 DEFAULT_TOLERANCE = 2e-3  # about half a grey level of an 8-bit image (1/510): the PNGs agree up to rounding
 
 
@@ -30,8 +32,7 @@ class ExportOptions:
                          "(torch.jit.load).", default="onnx", metavar="onnx|torchscript")
     out: str | None = option("The file to write (default: beside the checkpoint, .onnx or .pt); a JSON of its "
                              "inputs, outputs and origin is written beside it (its name + .json).", metavar="PATH")
-    weights: str = option("auto (the EMA weights when the run kept them, else raw), ema or raw.", default="auto",
-                          metavar="auto|ema|raw")
+    weights: str = copy_option("weights", "auto", declared=DRAW_FIELDS)
     steps: int | None = copy_option("steps")
     solver: str | None = copy_option("solver")
     guidance: float | None = copy_option("guidance")
