@@ -10,8 +10,11 @@ target and renamed only when both are complete, so no failure leaves a partial f
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -42,15 +45,33 @@ def export(req: ExportOptions) -> dict:
     module = Sampler(model, settings)
     example = tuple(a for a in _codes(model, TRACE_N, PARITY_SEED + 1) if a is not None)
     write, run = WRITERS[req.format]
-    with staged(out) as tmp, staged(meta_path) as tmp_meta:
-        made = _write(write, module, example, tmp, model.name, req.format)
-        images = run(tmp, tuple(a for a in (z, labels) if a is not None))
+    with _terminable(), staged(out) as tmp, staged(meta_path) as tmp_meta:
+        made = _guarded(f"cannot be exported to {req.format}", model.name, write, module, example, tmp)
+        images = _guarded(f"was exported, but the file fails in {runtime_version(req.format)}", model.name, run, tmp,
+                          tuple(a for a in (z, labels) if a is not None))
         parity = _parity(images, reference.numpy(), req)
         info = _describe(req, ckpt, settings, out, tmp, {**made, "parity": parity})
         tmp_meta.write_text(json.dumps(info, indent=2, allow_nan=False) + "\n", encoding="utf-8")
         os.replace(tmp, out)
         os.replace(tmp_meta, meta_path)
     return {**info, "out": str(out), "json": str(meta_path)}
+
+
+@contextlib.contextmanager
+def _terminable():
+    """SIGTERM (`kill`, a batch system) while the temporaries exist raises KeyboardInterrupt, as Ctrl-C does, so
+    they are removed on the way out; Python's default would end the process on the spot and leave them."""
+    def stop(signum, frame):
+        raise KeyboardInterrupt
+
+    if threading.current_thread() is not threading.main_thread():  # only the main thread may set handlers
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _load(req: ExportOptions):
@@ -96,14 +117,17 @@ def _draw(model, z: torch.Tensor, labels, settings: dict, seed: int) -> torch.Te
                           settings=settings)
 
 
-def _write(write, module, example: tuple, tmp: Path, name: str, fmt: str) -> dict:
+def _guarded(what: str, name: str, step, *args):
+    """`step(*args)`, a failure of the tracer or the runtime on a family's sampler being one line (exit 2): the
+    sampler is what cannot be exported (e.g. it fixes the batch size, so the file fails on another), not gentool."""
     try:
-        return write(module, example, tmp)
+        return step(*args)
     except OSError as exc:
-        raise GentoolError(f"--out: cannot write {tmp.parent}: {exc.strerror or exc}; nothing was written") from None
-    except Exception as exc:  # noqa: BLE001 - a family's sampler the tracer cannot take: its error, in one line
+        raise GentoolError(f"--out: the exported file cannot be written or read: {exc.strerror or exc}; nothing "
+                           f"was written") from None
+    except Exception as exc:  # noqa: BLE001 - whatever the tracer or runtime raised, in one line
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise UsageError(f"CHECKPOINT: {name}'s sampler cannot be exported to {fmt}: {first[:300]}") from None
+        raise UsageError(f"CHECKPOINT: {name}'s sampler {what}: {first[:300]}; nothing was written") from None
 
 
 def _parity(images: np.ndarray, reference: np.ndarray, req: ExportOptions) -> dict:
