@@ -6,6 +6,7 @@ checked before use, and a path that cannot be read or written is one line naming
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import shutil
@@ -56,6 +57,24 @@ def atomic_open(path: str | os.PathLike):
         raise
 
 
+@contextlib.contextmanager
+def staged(path: str | os.PathLike):
+    """The path of an empty temporary sibling of `path` (same folder, so renaming it onto `path` is atomic), for a
+    writer that takes a file name rather than a file: the caller renames it when complete; otherwise it is removed
+    on the way out, whatever happened."""
+    path = Path(path)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
+        os.chmod(tmp, _FILE_MODE)
+    except OSError as exc:
+        raise GentoolError(f"cannot write {path}: {_cause(exc)}") from None
+    try:
+        yield Path(tmp)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     """Replace `path` with `data` atomically (same folder, fsync, rename)."""
     with atomic_open(path) as f:
@@ -71,6 +90,15 @@ def atomic_copy(src: str | os.PathLike, dst: str | os.PathLike) -> None:
 def atomic_write_json(path: str | os.PathLike, obj) -> None:
     """Write `obj` as indented JSON, atomically."""
     atomic_write_bytes(path, (json.dumps(obj, indent=2, allow_nan=False) + "\n").encode())
+
+
+def sha256(path: str | os.PathLike) -> str:
+    """The file's SHA-256 in hex, read in blocks (never the whole file in memory)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def read_json(path: str | os.PathLike):

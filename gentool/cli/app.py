@@ -14,15 +14,16 @@ import typer
 from typer.core import TyperCommand
 
 from gentool import __version__
-from gentool.cli import (_leave, doctor_cmd, evaluate_cmd, models_cmd, on_sigint, report_cmd, sample_cmd, summary_cmd,
-                         sweep_cmd, train_cmd)
+from gentool.cli import (_leave, doctor_cmd, evaluate_cmd, export_cmd, models_cmd, on_sigint, report_cmd, sample_cmd,
+                         summary_cmd, sweep_cmd, train_cmd)
 from gentool.cli.options import BARE_VALUES, err_console, escape, fill_bare_values
 
 DESCRIPTION = """Train image generative models (VAE, GAN, WGAN, their variants and plugins) on MNIST, CIFAR-10 or a
 folder of images, then draw, score and compare what they learned. `gentool train` trains a model or continues a
 run; `sample` draws images from a checkpoint; `evaluate` scores images against real data (FID, KID, modes...);
 `sweep` trains a grid of runs; `summary` shows a model's networks or compares runs; `report` writes one HTML page
-of a run, a sweep or a folder of runs; `models` lists the models; `doctor` checks the machine."""
+of a run, a sweep or a folder of runs; `export` writes a checkpoint's sampler as an ONNX or TorchScript file;
+`models` lists the models; `doctor` checks the machine."""
 
 
 SAMPLER_COMMANDS = ("train", "sample", "evaluate")  # whose --help lists each model's sampler settings
@@ -111,6 +112,7 @@ COMMANDS = {  # name: (function, the line `gentool --help` shows)
     "summary": (summary_cmd.summary, "Show a model's networks, or compare the runs in a folder."),
     "models": (models_cmd.models, "List the models (built-ins and plugins) and what each is."),
     "report": (report_cmd.report, "Write one HTML page showing a run, a sweep or a folder of runs."),
+    "export": (export_cmd.export, "Write a checkpoint's sampler as an ONNX or TorchScript file, parity-checked."),
     "doctor": (doctor_cmd.doctor, "Check this machine: versions, device, --precision auto's choice, load."),
 }
 for _name, (_command, _short) in COMMANDS.items():

@@ -14,7 +14,6 @@ published ones). Two things are done here instead:
 
 from __future__ import annotations
 
-import hashlib
 import io
 import warnings
 from pathlib import Path
@@ -24,7 +23,7 @@ import torch
 
 import gentool
 from gentool.errors import GentoolError, UsageError
-from gentool.fileio import atomic_write_bytes, atomic_write_json, read_json
+from gentool.fileio import atomic_write_bytes, atomic_write_json, read_json, sha256
 from gentool.metrics.extractor import extractors_dir
 from gentool.metrics.reference import Reference
 from gentool.progress import Reporter
@@ -50,14 +49,6 @@ def _fidelity():
         raise GentoolError("--extractor inception-v3: needs torch-fidelity; install it with "
                            "pip install 'gentool[inception]'") from None
     return torch_fidelity, FeatureExtractorInceptionV3
-
-
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def read_weights(path: str) -> tuple[dict, str]:

@@ -62,6 +62,9 @@ class DDPM(UNetModel):
         # the model is built on the meta device (a checkpoint's model is, until its weights are read).
         with torch.device("cpu"):
             self.alpha_bars = cosine_alpha_bars(config.timesteps, config.schedule_offset)
+        # The samplers' copy, as Python floats: constants to an export's tracer (`gentool export`), which turns
+        # values read from a tensor into symbols.
+        self.alpha_bar_values = self.alpha_bars.tolist()
 
     def train_step(self, real, labels, optimizers, step):
         T = self.config.timesteps
@@ -75,10 +78,15 @@ class DDPM(UNetModel):
         return {"loss": loss.detach()}
 
     def sampling_times(self, steps: int) -> list[int]:
-        """`steps` training times from T−1 down to 0, evenly spaced (fewer when T has fewer distinct ones)."""
-        T = self.config.timesteps
-        times = torch.linspace(T - 1, 0, min(steps, T), dtype=torch.float64).round().long().tolist()
-        return sorted(set(times), reverse=True)
+        """`steps` training times from T−1 down to 0, evenly spaced (fewer when T has fewer distinct ones): the
+        points of torch.linspace(T − 1, 0, n) in float64, rounded half to even, computed in Python as its CPU kernel
+        does (from both ends towards the middle), so an export's tracer sees constants."""
+        T, n = self.config.timesteps, min(steps, self.config.timesteps)
+        if n == 1:
+            return [T - 1]
+        step = -(T - 1) / (n - 1)
+        points = [T - 1 + step * i if i < n // 2 else -step * (n - 1 - i) for i in range(n)]
+        return sorted({round(p) for p in points}, reverse=True)
 
     def sample_batch(self, z, labels, settings, generator):
         """From the noise z at time T−1 down to an image: at each time, the network's ε gives an estimate of the
@@ -86,10 +94,10 @@ class DDPM(UNetModel):
         draws from the posterior q(x_prev | x_t, x̂0) of the respaced schedule."""
         x, ancestral = z.float(), settings["solver"] == "ddpm"
         times = self.sampling_times(settings["steps"])
-        bars = self.alpha_bars.tolist()
+        bars = self.alpha_bar_values
         for i, t in enumerate(times):
             a, a_prev = bars[t], bars[times[i + 1]] if i + 1 < len(times) else 1.0
-            tt = torch.full((len(x),), t / self.config.timesteps, device=x.device)
+            tt = torch.full((x.shape[0],), t / self.config.timesteps, device=x.device)
             eps = self.predict(x, tt, labels, settings)
             x0 = ((x - math.sqrt(1 - a) * eps) / math.sqrt(a)).clamp(-1, 1)
             if not ancestral:

@@ -185,12 +185,14 @@ class UNetModel(GenerativeModel):
     def predict(self, x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor | None, settings: dict) -> torch.Tensor:
         """The network's output in fp32 for a sampler; with classes and guidance w ≠ 1, the guided combination
         uncond + w·(cond − uncond), both from one batch of twice the size."""
-        t = t.expand(len(x)) if t.dim() == 0 else t
+        t = t.expand(x.shape[0]) if t.dim() == 0 else t  # a symbolic size: an export keeps the batch free
         w = settings.get("guidance", 1.0)
         if labels is None or w == 1.0:
             return self.unet(x, t, labels).float()
         null = torch.full_like(labels, self.config.num_classes)
-        cond, uncond = self.unet(torch.cat([x, x]), torch.cat([t, t]), torch.cat([labels, null])).float().chunk(2)
+        both = self.unet(torch.cat([x, x]), torch.cat([t, t]), torch.cat([labels, null])).float()
+        n = x.shape[0]  # sliced, not chunk(2): an export cannot prove chunk's count for every batch size
+        cond, uncond = both[:n], both[n:]
         return uncond + w * (cond - uncond)
 
     @staticmethod
