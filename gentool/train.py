@@ -203,7 +203,8 @@ def _train(opts: TrainOptions, device: torch.device, world: World, reporter: Rep
            hooks: list[TrainHook]) -> dict:
     session = None
     try:
-        session = resume_session(opts, device, world) if opts.resume else new_session(opts, device, world)
+        start = resume_session if opts.resume else new_session
+        session = start(opts, device, world, reporter)
         return _run(session, device, reporter, hooks)
     finally:
         for hook in hooks:
