@@ -61,13 +61,13 @@ def load_folder(root: Path, image_size: int | None = None, limit: int | None = N
     """The images of a folder (of `part` of it, see `split_part`; the first `limit`), decoded to image_size² when
     given, labelled by class subfolder; from the cache when the folder is unchanged since it was decoded."""
     reporter = reporter or Reporter()
-    listing = split_part(list_folder(root), part, limit)
-    key = cache_key(listing, image_size, part)
+    listing = split_part(list_folder(root), part)
+    key = cache_key(listing, image_size, part, limit)
     entry = cache_folder() / f"{_slug(root.name)}-{key[:20]}"
     cached = open_entry(entry, key, reporter)
     if cached is not None:
         return cached
-    listing, headers = read_headers(listing, Progress(reporter, "reading image headers", len(listing.files)))
+    listing, headers = read_headers(listing, Progress(reporter, "reading image headers", len(listing.files)), limit)
     geometry = plan_geometry(listing, headers, image_size)
     found = found_lines(listing, headers, geometry, image_size)
     for line in found:
@@ -97,10 +97,10 @@ def load_folder(root: Path, image_size: int | None = None, limit: int | None = N
         lock.release()
 
 
-def cache_key(listing: Listing, image_size: int | None, part: str | None) -> str:
+def cache_key(listing: Listing, image_size: int | None, part: str | None, limit: int | None) -> str:
     """A hash of everything the decoded array depends on: each file's relative name, label, size and modification
-    time, the classes, the image size, the part and this decoder's version."""
-    digest = hashlib.sha256(json.dumps([CACHE_FORMAT, CACHE_VERSION, str(listing.root), image_size, part,
+    time, the classes, the image size, the part, the limit and this decoder's version."""
+    digest = hashlib.sha256(json.dumps([CACHE_FORMAT, CACHE_VERSION, str(listing.root), image_size, part, limit,
                                         listing.classes]).encode())
     for path, label, (size, mtime) in zip(listing.files, listing.labels, listing.stamps):
         digest.update(f"{listing.rel(path)}\0{label}\0{size}\0{mtime}\n".encode())

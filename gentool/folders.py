@@ -117,9 +117,9 @@ def _walk(folder: Path) -> tuple[list[Path], list[Path]]:
     return sorted(images), sorted(others)
 
 
-def split_part(listing: Listing, part: str | None, limit: int | None) -> Listing:
+def split_part(listing: Listing, part: str | None) -> Listing:
     """The images of `part`: "test" every HOLDOUT_EVERY-th image of each class (of the whole folder when
-    unlabelled), "train" the others, None all; then the first `limit`."""
+    unlabelled), "train" the others, None all."""
     keep = list(range(len(listing.files)))
     if part is not None:
         seen: Counter = Counter()
@@ -132,16 +132,19 @@ def split_part(listing: Listing, part: str | None, limit: int | None) -> Listing
         who = "each class" if listing.classes else "the folder"
         note = (f"every {HOLDOUT_EVERY}th image of {who} ({held:,}) is held out for `evaluate --split test` and "
                 f"held-out losses" if part == "train" else f"the held-out every {HOLDOUT_EVERY}th image of {who}")
-    selected = listing.select(keep[:limit] if limit is not None else keep)
+    selected = listing.select(keep)
     if part is not None:
         selected.note = note
     return selected
 
 
-def read_headers(listing: Listing, progress=None) -> tuple[Listing, list[Header]]:
-    """Each image's header, read without decoding pixels; unreadable and too large images are set aside."""
+def read_headers(listing: Listing, progress=None, limit: int | None = None) -> tuple[Listing, list[Header]]:
+    """Each image's header, read without decoding pixels, up to the first `limit` usable ones; unreadable and
+    too large images are set aside."""
     keep, headers = [], []
     for i, path in enumerate(listing.files):
+        if limit is not None and len(keep) >= limit:
+            break
         try:
             with read_image(path) as img:
                 headers.append(Header(img.size[0], img.size[1], is_grey(img), img.format or "?"))
@@ -223,10 +226,11 @@ def found_lines(listing: Listing, headers: list[Header], geometry: Geometry, ima
         formats = ", ".join(f"{k:,} {f}" for f, k in Counter(h.format for h in headers).most_common())
         sizes = f"sizes {small.width}x{small.height} to {big.width}x{big.height} ({formats})"
         if image_size:
-            crop = sum(h.width != h.height for h in headers)
-            up = sum(min(h.width, h.height) < image_size for h in headers)
-            sizes += (f"; each decoded to {image_size}x{image_size}: {crop:,} not square (centre-cropped), "
-                      f"{up:,} smaller (enlarged)")
+            counts = {"not square (centre-cropped)": sum(h.width != h.height for h in headers),
+                      "smaller (enlarged)": sum(min(h.width, h.height) < image_size for h in headers)}
+            sizes += f"; each decoded to {image_size}x{image_size}" + "".join(
+                f"{': ' if i == 0 else ', '}{k:,} {what}" for i, (what, k) in enumerate(
+                    (what, k) for what, k in counts.items() if k))
         grey = sum(h.grey for h in headers)
         if 0 < grey < n:
             turned = (f"{n - grey:,} colour images made grey (most are grey)" if geometry.channels == 1 else
