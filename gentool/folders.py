@@ -182,8 +182,8 @@ def plan_geometry(listing: Listing, headers: list[Header], image_size: int | Non
     need, bound = len(headers) * channels * height * width, memory_bound()
     if need > bound:
         raise UsageError(f"--data: {len(headers):,} images of {channels}x{height}x{width} pixels decode to "
-                         f"{gib(need)}; at most {gib(bound)} ({MEMORY_SHARE:.0%} of this machine's memory) are "
-                         f"decoded; pass a smaller --image-size or --limit N")
+                         f"{need / 2**30:.2f} GiB; at most {bound / 2**30:.2f} GiB ({MEMORY_SHARE:.0%} of this "
+                         f"machine's memory) are decoded; pass a smaller --image-size or --limit N")
     return Geometry(channels, height, width, len(listing.classes))
 
 
@@ -224,7 +224,10 @@ def found_lines(listing: Listing, headers: list[Header], geometry: Geometry, ima
     if headers:
         small, big = min(headers, key=lambda h: h.width * h.height), max(headers, key=lambda h: h.width * h.height)
         formats = ", ".join(f"{k:,} {f}" for f, k in Counter(h.format for h in headers).most_common())
-        sizes = f"sizes {small.width}x{small.height} to {big.width}x{big.height} ({formats})"
+        one = (small.width, small.height) == (big.width, big.height)
+        sizes = f"all {small.width}x{small.height}" if one else (f"sizes {small.width}x{small.height} to "
+                                                                 f"{big.width}x{big.height}")
+        sizes += f" ({formats})"
         if image_size:
             counts = {"not square (centre-cropped)": sum(h.width != h.height for h in headers),
                       "smaller (enlarged)": sum(min(h.width, h.height) < image_size for h in headers)}

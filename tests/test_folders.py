@@ -116,7 +116,7 @@ def test_decoded_bytes_beyond_the_bound_are_refused_from_the_headers(tmp_path, m
     finally:
         tracemalloc.stop()
     assert result.exit_code == 2 and peak < 64 << 20, (result.output, peak)
-    assert "--data: 6 images of 3x8192x8192 pixels decode to 1.1 GiB; at most 1.0 GiB" in result.stderr
+    assert "--data: 6 images of 3x8192x8192 pixels decode to 1.12 GiB; at most 1.00 GiB" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1 and not (tmp_path / "run").exists()
 
 
