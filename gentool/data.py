@@ -82,9 +82,10 @@ def data_root(data_dir: str | os.PathLike | None) -> tuple[Path, str | None]:
 
 
 def load_dataset(data: str, data_dir=None, train: bool = True, image_size: int | None = None,
-                 limit: int | None = None) -> ImageData:
+                 limit: int | None = None, part: str | None = None, reporter=None) -> ImageData:
     """Load a data set by name (mnist, cifar10, mnist-sample) or an image folder path, as one uint8 tensor;
-    `limit` keeps the first N images."""
+    `limit` keeps the first N images. An image folder's `part` ("train", "test": see `gentool.folders.split_part`)
+    picks its held-out split or the rest, and `reporter` is told what the folder holds and how decoding goes."""
     if image_size is not None and (not isinstance(image_size, int) or not 1 <= image_size <= 1024):
         raise bad_value("--image-size", image_size, "a number of pixels from 1 to 1024")
     key = data.lower()
@@ -95,7 +96,7 @@ def load_dataset(data: str, data_dir=None, train: bool = True, image_size: int |
     elif key == "mnist-sample":
         result = load_mnist_sample(train)
     elif Path(data).expanduser().is_dir():
-        result = load_image_folder(Path(data).expanduser(), limit, image_size)
+        result = load_image_folder(Path(data).expanduser(), limit, image_size, part, reporter)
         image_size = None
     else:
         hint = did_you_mean(data, BUILTIN_DATASETS) if "/" not in str(data) else ""
@@ -108,18 +109,16 @@ def load_dataset(data: str, data_dir=None, train: bool = True, image_size: int |
 
 
 def peek_geometry(data: str, image_size: int | None = None) -> Geometry:
-    """The geometry of a data set without loading it (an image folder: its first image and class folders)."""
+    """The geometry of a data set without loading it (an image folder: from its images' headers and class folders)."""
     key = data.lower()
     if key in ("mnist", "mnist-sample"):
         geometry = Geometry(1, 28, 28, 10)
     elif key == "cifar10":
         geometry = Geometry(3, 32, 32, 10)
-    elif Path(data).expanduser().is_dir():
-        files, _, classes = _image_files(Path(data).expanduser())
-        if not files:
-            raise bad_value("--data", data, "a folder holding PNG or JPEG images (directly or in class subfolders)")
-        first = _decode(files[0])
-        geometry = Geometry(first.shape[2], first.shape[0], first.shape[1], len(classes))
+    elif Path(data).expanduser().is_dir():  # from every image's header: the geometry the folder decodes to
+        from gentool.folders import folder_geometry
+
+        return folder_geometry(Path(data).expanduser(), image_size)
     else:
         raise bad_value("--data", data, "mnist, cifar10, mnist-sample or an existing folder of PNG/JPEG images")
     if image_size:
@@ -234,59 +233,13 @@ def load_mnist_sample(train: bool = True) -> ImageData:
     return ImageData("mnist-sample", images, labels, Geometry(1, 28, 28, 10), [str(i) for i in range(10)])
 
 
-def _image_files(root: Path) -> tuple[list[Path], list[int], list[str]]:
-    subdirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
-    per_class = [sorted(f for f in d.rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES) for d in subdirs]
-    if subdirs and any(per_class):
-        # Interleave the classes (1st of each class, then 2nd, ...) so that the first N images are balanced.
-        order = sorted((k, label) for label, group in enumerate(per_class) for k in range(len(group)))
-        files = [per_class[label][k] for k, label in order]
-        labels = [label for _, label in order]
-        return files, labels, [d.name for d in subdirs]
-    files = sorted(f for f in root.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
-    return files, [-1] * len(files), []
+def load_image_folder(root: Path, limit: int | None = None, image_size: int | None = None, part: str | None = None,
+                      reporter=None) -> ImageData:
+    """Decode the PNG/JPEG images under `root` (the first `limit`, classes interleaved, each decoded to
+    image_size×image_size if given; see `gentool.folder_cache`); class subfolders, when present, give the labels."""
+    from gentool.folder_cache import load_folder
 
-
-def _decode(path: Path, mode: str | None = None, size: int | None = None) -> np.ndarray:
-    """Decode one PNG/JPEG as uint8 H×W×C (mode "L" or "RGB"; None keeps grey as grey, all else RGB), resized to
-    size×size when `size` is given. Every PIL mode is read or refused (`gentool.images.image_pixels`), and an
-    image too large to decode is refused from its header."""
-    from PIL import Image
-
-    from gentool.images import ImageError, image_pixels, open_image
-
-    try:
-        with open_image(path) as img:
-            array = image_pixels(img, None if mode is None else mode == "L")
-    except ImageError as exc:
-        raise GentoolError(f"--data: image {path} {exc}") from None
-    if size and array.shape[:2] != (size, size):
-        resized = Image.fromarray(array[:, :, 0] if array.shape[2] == 1 else array).resize((size, size), Image.BILINEAR)
-        array = np.asarray(resized)
-    return array[:, :, None] if array.ndim == 2 else array
-
-
-def load_image_folder(root: Path, limit: int | None = None, image_size: int | None = None) -> ImageData:
-    """Decode the PNG/JPEG images under `root` (the first `limit`, classes interleaved, each resized to
-    image_size×image_size if given); class subfolders, when present, give the labels."""
-    files, labels, classes = _image_files(root)
-    files, labels = files[:limit], labels[:limit]
-    if not files:
-        raise bad_value("--data", str(root), "a folder holding PNG or JPEG images (directly or in class subfolders)")
-    first = _decode(files[0], size=image_size)
-    mode = "L" if first.shape[2] == 1 else "RGB"
-    images = np.empty((len(files), *first.shape), dtype=np.uint8)
-    for i, f in enumerate(files):
-        img = _decode(f, mode, image_size)
-        if img.shape != first.shape:
-            raise UsageError(
-                f"--data: images differ in size ({f} is {img.shape[1]}x{img.shape[0]}, "
-                f"{files[0].name} is {first.shape[1]}x{first.shape[0]}); pass --image-size to resize them all"
-            )
-        images[i] = img
-    tensor = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()
-    geometry = Geometry(*tensor.shape[1:], num_classes=len(classes))
-    return ImageData(root.name, tensor, torch.tensor(labels, dtype=torch.long), geometry, classes)
+    return load_folder(root, image_size, limit, part, reporter)
 
 
 def _resize(data: ImageData, size: int) -> ImageData:

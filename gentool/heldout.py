@@ -36,15 +36,19 @@ def heldout_size(requested: int | None, n_train: int, n_test: int) -> int:
 
 
 def heldout_split(data: str, data_dir: str | None, image_size: int | None) -> tuple[ImageData, str]:
-    """The held-out split of the training data and what it is: a data set's test split, or the test/ folder beside
-    (or inside) an image folder. An image folder without one has none (its every-10th-image split, which evaluate
-    uses, is part of the training images): GentoolError."""
-    from gentool.metrics.reference import resolve_reference
+    """The held-out split of the training data and what it is: a data set's test split, the test/ folder beside
+    (or inside) an image folder, or the every-10th image of each class that training on a folder without one
+    leaves out (`training_folder`). A test/ folder given as the training data has none: GentoolError."""
+    from gentool.metrics.reference import resolve_reference, training_folder
 
     ref = resolve_reference(data, data_dir)
     if ref.train_folder is None:
         return load_dataset(ref.spec, data_dir, train=False), f"{ref.name} test split"
-    if ref.test_folder is None or Path(data).expanduser().resolve() != ref.train_folder:
+    folder, part = training_folder(data)
+    if part == "train":
+        held = load_dataset(folder, image_size=image_size, part="test")
+        return held, ref.describe_split("test")
+    if Path(folder).expanduser().resolve() != ref.train_folder:
         raise GentoolError(f"{data} has no held-out split beside its training images (a sibling test/ folder)")
     return load_dataset(str(ref.test_folder), image_size=image_size), str(ref.test_folder)
 

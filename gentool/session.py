@@ -35,7 +35,9 @@ from gentool.ema import EMA
 from gentool.errors import UsageError, bad_value
 from gentool.fileio import atomic_copy, atomic_write_json
 from gentool.guards import GuardState, StopSignals
+from gentool.metrics.reference import BUILTIN, training_folder
 from gentool.models.base import GenerativeModel
+from gentool.progress import Reporter
 from gentool.registry import get_entry
 from gentool.resume import RUN_OPTIONS
 from gentool.summary import check_size
@@ -121,8 +123,13 @@ def stop_code(session: Session, time_up: bool = True, hook_stop: bool = False) -
     return max_over_ranks(code, session.world, session.model.device)
 
 
-def _load_data(opts: TrainOptions) -> ImageData:
-    return load_dataset(opts.data, opts.data_dir, train=True, image_size=opts.image_size, limit=opts.limit)
+def _load_data(opts: TrainOptions, reporter: Reporter | None) -> ImageData:
+    """The training images: a data set's training split, or an image folder's training part (`training_folder`)."""
+    data, part = opts.data, None
+    if data.lower() not in BUILTIN:
+        data, part = training_folder(data)
+    return load_dataset(data, opts.data_dir, train=True, image_size=opts.image_size, limit=opts.limit, part=part,
+                        reporter=reporter)
 
 
 def check_batch(model: GenerativeModel, batch_size: int, n_images: int) -> None:
@@ -138,11 +145,12 @@ def check_batch(model: GenerativeModel, batch_size: int, n_images: int) -> None:
                                              f"need two images per batch)")
 
 
-def new_session(opts: TrainOptions, device: torch.device, world: World = SINGLE) -> Session:
+def new_session(opts: TrainOptions, device: torch.device, world: World = SINGLE,
+                reporter: Reporter | None = None) -> Session:
     """Build data, model, optimizers and an empty run directory for a fresh run (rank 0 alone writes). A start
     that fails before the run's files are written removes what it created: no dead-end run directory is left."""
     entry = get_entry(opts.model)
-    data = _load_data(opts)
+    data = _load_data(opts, reporter)
     overrides = {"lr": opts.lr, "batch_size": opts.batch_size, **opts.params}
     config = entry.cls.config_class.create(data.geometry, opts.latent_dim, opts.width, **overrides)
     if overrides["batch_size"] is None:  # each rank trains on its share of the images
@@ -190,7 +198,8 @@ def _seed_rank(seed: int, world: World, step: int) -> None:
         torch.manual_seed(seed * 1_000_003 + world.rank * 7_919 + step)
 
 
-def resume_session(opts: TrainOptions, device: torch.device, world: World = SINGLE) -> Session:
+def resume_session(opts: TrainOptions, device: torch.device, world: World = SINGLE,
+                   reporter: Reporter | None = None) -> Session:
     """Reopen a run from its checkpoint (opts.resume, chosen by `gentool.resume.plan`, which also filled in the
     run's recorded options): weights, optimizers, RNG, counters."""
     ckpt_path = Path(opts.resume)
@@ -202,7 +211,7 @@ def resume_session(opts: TrainOptions, device: torch.device, world: World = SING
     if world.main:
         rundir.remove_stale_temporaries(ckpt_path.parent)
         rundir.restore_periodic(ckpt_path, ckpt.state)  # lost if a kill fell between last and epoch_NNNN
-    data = _load_data(opts)
+    data = _load_data(opts, reporter)
     if tuple(data.geometry.shape) != tuple(ckpt.data["geometry"][k] for k in ("channels", "height", "width")):
         raise UsageError(f"--resume: data geometry {data.geometry.shape} differs from the checkpoint's")
     optimizers = ckpt.model.build_optimizers()

@@ -233,7 +233,8 @@ def _train(opts: TrainOptions, device: torch.device, world: World, reporter: Rep
            hooks: list[TrainHook]) -> dict:
     session = None
     try:
-        session = resume_session(opts, device, world) if opts.resume else new_session(opts, device, world)
+        start = resume_session if opts.resume else new_session
+        session = start(opts, device, world, reporter)
         return _run(session, device, reporter, hooks)
     except Exception as exc:  # a plugin model's own failure is one line naming the plugin (GENTOOL_DEBUG: traceback)
         failure = plugin_failure(exc, session.source if session else plugin_source(opts.model),

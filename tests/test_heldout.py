@@ -70,7 +70,8 @@ def test_resume_keeps_the_setting_and_bad_values_are_refused(invoke, mnist_root,
     assert bad.exit_code == 2 and "--heldout" in bad.output and not (tmp_path / "bad").exists()
 
 
-def test_none_for_adversarial_models_or_a_folder_without_test_split(invoke, mnist_root, cifar_folder, tmp_path):
+def test_none_for_adversarial_models_and_a_folder_without_test_split_holds_out_every_10th(invoke, mnist_root,
+                                                                                          cifar_folder, tmp_path):
     gan = tmp_path / "gan"
     assert invoke("train", "gan", "--data", "mnist", "--data-dir", mnist_root, "--epochs", "1", "--out", gan,
                   *TINY).exit_code == 0
@@ -78,8 +79,10 @@ def test_none_for_adversarial_models_or_a_folder_without_test_split(invoke, mnis
     vae = tmp_path / "folder"
     result = invoke("train", "vae", "--data", cifar_folder, "--epochs", "1", "--out", vae, "--limit", "32",
                     "--batch-size", "32", "--width", "0.25")
-    assert result.exit_code == 0 and "no held-out losses" in result.output and "test/" in result.output
-    assert "heldout" not in records(vae)
+    assert result.exit_code == 0 and "32 images in 10 class folders" in result.output
+    assert "every 10th image of each class (20) is held out" in result.output
+    made = records(vae)["heldout"]  # the 20 images training left out (a tenth of 32 would be 4: all taken)
+    assert made["split"] == f"every 10th image of each class in {cifar_folder}" and made["of"] == 20
 
 
 def test_curves_scale_past_a_first_epoch_far_above_the_rest():

@@ -19,6 +19,7 @@ from PIL import Image
 from gentool.data import load_image_folder
 from gentool.errors import GentoolError, UsageError
 from gentool.metrics.sources import open_source
+from gentool.progress import PlainReporter
 
 DIGITS = np.random.default_rng(0).integers(0, 256, (12, 28, 28), dtype=np.uint8)
 
@@ -135,9 +136,10 @@ def test_unreadable_modes_are_refused(tmp_path, first, image, needle):
     folder = folder_of(tmp_path, [first, image])
     with pytest.raises(GentoolError, match=f"SOURCE: (image )?.*001.png {needle}"):
         pixels(open_source(str(folder)))
-    if "transparent" in needle:
-        with pytest.raises(GentoolError, match=f"--data: image .*001.png {needle}"):
-            load_image_folder(folder)
+    if "transparent" in needle:  # training data: the image is skipped, and the user told why
+        told = io.StringIO()
+        assert len(load_image_folder(folder, reporter=PlainReporter(told, every=0))) == 1
+        assert f"skipped 1 file (transparent): 001.png ({needle}" in told.getvalue()
 
 
 def test_floating_point_pixels_are_refused():

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 import gentool
-from gentool.data import ImageData, peek_geometry
+from gentool.data import ImageData
 from gentool.device import check_precision, choose_precision, pick_device, prepare
 from gentool.errors import SAMPLER, ConfigError, UsageError, bad_value
 from gentool.evaluate_options import INCEPTION, MAX_N, MIN_N, EvalOptions  # noqa: F401 (MAX_N: the watch's)
@@ -20,7 +20,7 @@ from gentool.metrics.extractor import get_extractor, seeded_rng
 from gentool.metrics.likelihood import BATCH, fixed_subset, loss_terms
 from gentool.metrics.fid_kid import frechet_distance, gaussian_stats, inception_score, kernel_distance
 from gentool.metrics.manifold import mode_coverage, precision_recall
-from gentool.metrics.reference import Reference, resolve_reference
+from gentool.metrics.reference import Reference, reference_geometry, resolve_reference
 from gentool.metrics.sources import Source, check_geometry, open_source
 from gentool.metrics.stats import real_stats, stream_stats
 from gentool.progress import Reporter
@@ -131,8 +131,8 @@ def evaluate(req: EvalOptions, reporter: Reporter | None = None) -> dict:
     if not data:
         raise UsageError("--data: missing; say which data set SOURCE imitates: mnist, cifar10, mnist-sample or a "
                          "folder of labelled images")
-    reference = _reference(data, req)
-    check_geometry(source, peek_geometry(str(reference.train_folder or reference.spec)).shape, reference.name)
+    reference = _reference(data, req).sized_for(source.shape)  # a folder: at the size the model was trained at
+    check_geometry(source, reference_geometry(reference).shape, reference.name)
     count = source.count(req.n)
     if count < MIN_N:
         raise UsageError(f"SOURCE: {source.path} holds {count} images; evaluation needs at least {MIN_N}")

@@ -27,10 +27,10 @@ from safetensors.torch import save as st_save
 from torch import nn
 
 import gentool
-from gentool.data import Geometry, ImageData, batches, cache_dir, peek_geometry
+from gentool.data import Geometry, ImageData, batches, cache_dir
 from gentool.errors import UsageError
 from gentool.fileio import atomic_write_bytes
-from gentool.metrics.reference import Reference
+from gentool.metrics.reference import Reference, reference_geometry
 from gentool.progress import Reporter
 
 FORMAT = "gentool-extractor"
@@ -155,7 +155,7 @@ def extractor_id(reference: Reference, recipe: Recipe) -> str:
 def get_extractor(reference: Reference, device: torch.device, reporter: Reporter | None = None) -> Extractor:
     """The reference's extractor: loaded from the cache, or trained now (with progress) and cached."""
     reporter = reporter or Reporter()
-    recipe = default_recipe(peek_geometry(str(reference.train_folder or reference.spec)))
+    recipe = default_recipe(reference_geometry(reference))
     ident = extractor_id(reference, recipe)
     path = extractors_dir() / f"{ident}.safetensors"
     if path.exists():
@@ -165,7 +165,8 @@ def get_extractor(reference: Reference, device: torch.device, reporter: Reporter
             warnings.warn(f"cached extractor {path} is unreadable ({exc}); training it again")
     reporter.message(f"training the reference extractor for {reference.describe_split('train')} "
                      f"(first use; recipe {recipe.hash}, seed {recipe.seed})")
-    extractor = train_extractor(reference.load("train"), reference.load("test"), recipe, device, reporter)
+    extractor = train_extractor(reference.load("train", reporter), reference.load("test", reporter), recipe, device,
+                                reporter)
     extractor.meta.update(id=ident, data=reference.name, data_spec=reference.spec,
                           held_out=reference.describe_split("test"))
     save_extractor(path, extractor)

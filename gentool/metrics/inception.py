@@ -140,7 +140,7 @@ def real_features(net: Inception, reference: Reference, split: str, reporter: Re
     """The real split's pool features, from the cache (per weights file, data and split) or computed now."""
     npz_path, json_path = _cache_paths(net, reference, split)
     expected = {"cache_version": CACHE_VERSION, "weights_sha256": net.sha256, "split": split,
-                "source": reference.describe_split(split)}
+                "source": reference.describe_split(split), "content": reference.content_fingerprint()}
     if npz_path.exists() and json_path.exists():
         try:
             if all(read_json(json_path).get(k) == v for k, v in expected.items()):
@@ -148,7 +148,7 @@ def real_features(net: Inception, reference: Reference, split: str, reporter: Re
                     return z["features"]
         except (OSError, ValueError, KeyError, RecursionError) as exc:
             warnings.warn(f"cached features {npz_path} are unreadable ({exc}); computing them again")
-    data = reference.load(split)
+    data = reference.load(split, reporter)
     reporter.message(f"computing inception-v3 features of {reference.describe_split(split)} ({len(data):,} images)")
     features, _ = net.run([data.images], reporter, len(data))
     buf = io.BytesIO()

@@ -6,27 +6,31 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib import resources
 from pathlib import Path
 
-from gentool.data import IMAGE_SUFFIXES, MNIST_FILES, ImageData, load_dataset, mnist_folder, resolve_data_dir
+from gentool.data import (IMAGE_SUFFIXES, MNIST_FILES, ImageData, load_dataset, mnist_folder, peek_geometry,
+                          resolve_data_dir)
 from gentool.errors import UsageError, bad_value
 from gentool.evaluate_options import SPLITS
+from gentool.folders import HOLDOUT_EVERY
+
 BUILTIN = ("mnist", "cifar10", "mnist-sample")
-HOLDOUT_EVERY = 10  # a folder with no test/ sibling holds out every 10th image of each class
 _TORCHVISION_DIRS = {"mnist": "MNIST/raw", "cifar10": "cifar-10-batches-py"}
 
 
 @dataclass(frozen=True)
 class Reference:
-    """A labelled data set: `name` (for file names), how to load its splits, and what `--data` said."""
+    """A labelled data set: `name` (for file names), how to load its splits, and what `--data` said; an image
+    folder's images are decoded to image_size² when that is set (the size a model was trained at)."""
 
     name: str
     spec: str
     data_dir: str | None = None
     train_folder: Path | None = None
     test_folder: Path | None = None
+    image_size: int | None = None
 
     @property
     def holdout(self) -> bool:
@@ -37,28 +41,51 @@ class Reference:
         """Where a split comes from, for messages and results."""
         if self.train_folder is None:
             return f"{self.name} {split} split"
+        size = f" at {self.image_size}x{self.image_size}" if self.image_size else ""
         if self.holdout:
             part = "every" if split == "test" else "all but every"
-            return f"{part} {HOLDOUT_EVERY}th image of each class in {self.train_folder}"
-        return str(self.test_folder if split == "test" else self.train_folder)
+            return f"{part} {HOLDOUT_EVERY}th image of each class in {self.train_folder}{size}"
+        return f"{self.test_folder if split == 'test' else self.train_folder}{size}"
 
-    def load(self, split: str) -> ImageData:
+    def load(self, split: str, reporter=None) -> ImageData:
         """The split's images and labels; labels are required (the extractor is a classifier)."""
         if self.train_folder is None:
             data = load_dataset(self.spec, self.data_dir, train=split == "train")
-        elif self.holdout:
-            data = _every_nth(load_dataset(str(self.train_folder)), split == "test")
         else:
-            data = load_dataset(str(self.test_folder if split == "test" else self.train_folder))
+            folder = self.test_folder if split == "test" and not self.holdout else self.train_folder
+            data = load_dataset(str(folder), image_size=self.image_size, part=split if self.holdout else None,
+                                reporter=reporter)
         if len(data) == 0 or bool((data.labels < 0).any()):
             raise bad_value("--data", self.spec, "labelled images (an image folder needs one subfolder per class)")
         return data
 
+    def sized_for(self, shape: tuple[int, int, int]) -> "Reference":
+        """This reference with a folder's images decoded to the side of square images of C×H×W `shape` (what a
+        model trained with --image-size draws) when they do not have that geometry as they are."""
+        if self.train_folder is None or shape[1] != shape[2]:
+            return self
+        try:
+            native = peek_geometry(str(self.train_folder)).shape
+        except UsageError:  # images of several sizes: only a size given makes them one geometry
+            native = None
+        return self if native == tuple(shape) else replace(self, image_size=shape[1])
+
     def fingerprint(self) -> str:
-        """A short hash of the data files' relative names and sizes: cheap, and different for different data."""
+        """A short hash of the data files' relative names and sizes (and the image size they are decoded to):
+        cheap, and different for different data."""
+        return self._digest(times=False)
+
+    def content_fingerprint(self) -> str:
+        """`fingerprint` with every file's modification time: a folder changed in place (same names and sizes)
+        gets a new one, so statistics of its images are never served stale."""
+        return self._digest(times=True)
+
+    def _digest(self, times: bool) -> str:
         digest = hashlib.sha256(self.spec.encode() if self.train_folder is None else b"folder")
         for root in self._roots():
-            _digest_tree(digest, root, root.name, images_only=self.train_folder is not None)
+            _digest_tree(digest, root, root.name, images_only=self.train_folder is not None, times=times)
+        if self.image_size:
+            digest.update(f"size:{self.image_size}".encode())
         return digest.hexdigest()[:8]
 
     def _roots(self) -> list[Path]:
@@ -77,27 +104,26 @@ class Reference:
         return [root] if root.exists() else []
 
 
-def _digest_tree(digest, path: Path, name: str, images_only: bool) -> None:
-    """Feed `name:size;` of `path` (a file) or of every file below it (by relative name, sorted) into `digest`."""
+def reference_geometry(reference: Reference):
+    """The geometry of the reference's images as it is loaded (a folder: at its image size, when set)."""
+    return peek_geometry(str(reference.train_folder or reference.spec), reference.image_size)
+
+
+def _digest_tree(digest, path: Path, name: str, images_only: bool, times: bool = False) -> None:
+    """Feed `name:size;` (with `times`, `name:size:mtime_ns;`) of `path` (a file) or of every file below it (by
+    relative name, sorted) into `digest`."""
+    def stamp(info) -> str:
+        return f"{info.st_size}:{info.st_mtime_ns}" if times else f"{info.st_size}"
+
     if not path.is_dir():
-        digest.update(f"{name}:{path.stat().st_size};".encode())
+        digest.update(f"{name}:{stamp(path.stat())};".encode())
         return
     with os.scandir(path) as entries:  # scandir: a 50,000-image folder takes a second, not several
         for entry in sorted(entries, key=lambda e: e.name):
             if entry.is_dir():
-                _digest_tree(digest, Path(entry.path), f"{name}/{entry.name}", images_only)
+                _digest_tree(digest, Path(entry.path), f"{name}/{entry.name}", images_only, times)
             elif not images_only or Path(entry.name).suffix.lower() in IMAGE_SUFFIXES:
-                digest.update(f"{name}/{entry.name}:{entry.stat().st_size};".encode())
-
-
-def _every_nth(data: ImageData, held_out: bool) -> ImageData:
-    seen: dict[int, int] = {}
-    keep = []
-    for i, label in enumerate(data.labels.tolist()):
-        rank = seen[label] = seen.get(label, -1) + 1
-        if (rank % HOLDOUT_EVERY == HOLDOUT_EVERY - 1) == held_out:
-            keep.append(i)
-    return ImageData(data.name, data.images[keep], data.labels[keep], data.geometry, data.class_names)
+                digest.update(f"{name}/{entry.name}:{stamp(entry.stat())};".encode())
 
 
 def _slug(text: str) -> str:
@@ -124,6 +150,19 @@ def resolve_reference(data: str | None, data_dir: str | None = None) -> Referenc
     else:
         train, test, name = path, None, path.name
     return Reference(_slug(name), str(path), None, train, test)
+
+
+def training_folder(data: str) -> tuple[str, str | None]:
+    """The folder `train --data FOLDER` trains on and the part of it: a folder holding train/ and test/ trains on
+    train/; a folder with no test/ beside it trains on all but the every-10th image of each class that evaluate
+    and the held-out losses score (part "train"); any other folder, all of it."""
+    path = Path(data).expanduser()
+    if not path.is_dir():
+        return data, None  # load_dataset says what is wrong with it
+    ref = resolve_reference(data)
+    if ref.holdout:
+        return data, "train"
+    return (str(ref.train_folder), None) if ref.train_folder == path.resolve() / "train" else (data, None)
 
 
 def _other(split: str) -> str:

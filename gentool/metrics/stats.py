@@ -79,7 +79,7 @@ def _paths(extractor: Extractor, split: str):
 def _expected_meta(extractor: Extractor, reference: Reference, split: str) -> dict:
     return {"stats_version": STATS_VERSION, "extractor": extractor.id, "split": split,
             "source": reference.describe_split(split), "swd_projections": SWD_PROJECTIONS, "swd_seed": SWD_SEED,
-            "projection_cap": REAL_PROJECTION_CAP}
+            "projection_cap": REAL_PROJECTION_CAP, "content": reference.content_fingerprint()}
 
 
 def real_stats(extractor: Extractor, reference: Reference, split: str, reporter: Reporter | None = None) -> ImageStats:
@@ -90,7 +90,7 @@ def real_stats(extractor: Extractor, reference: Reference, split: str, reporter:
     cached = _load_cached(npz_path, json_path, expected)
     if cached is not None:
         return cached
-    data = reference.load(split)
+    data = reference.load(split, reporter)
     reporter.message(f"computing real-data statistics of {reference.describe_split(split)} ({len(data):,} images)")
     stats = image_stats(extractor, data.images, REAL_PROJECTION_CAP)
     buf = io.BytesIO()

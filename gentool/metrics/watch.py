@@ -140,9 +140,10 @@ class TrainingWatch(TrainHook):
     def _evaluate(self, session: Session, record: dict, reporter: Reporter) -> int:
         """Score the model's samples into the record (fid, modes, class_kl); returns the number of classes."""
         if self.evaluator is None:
-            reference = resolve_reference(session.opts.data, session.opts.data_dir)
-            self.evaluator = Evaluator(reference, "test", session.model.device, _Relay(reporter))
             c = session.model.config
+            reference = resolve_reference(session.opts.data, session.opts.data_dir).sized_for(
+                (c.channels, c.image_height, c.image_width))
+            self.evaluator = Evaluator(reference, "test", session.model.device, _Relay(reporter))
             noise = torch.randint(0, 256, (self.eval_n, c.channels, c.image_height, c.image_width),
                                   generator=torch.Generator().manual_seed(self.seed), dtype=torch.uint8)
             self.noise_fid = self.evaluator.score(noise, ("fid",), self.seed)[0]["fid"]
@@ -215,8 +216,10 @@ def check_watch_options(opts: TrainOptions) -> None:
         raise bad_value("--eval-n", opts.eval_n, f"an integer between {MIN_N} and {MAX_N:,}")
     if not opts.eval_every:
         return
-    if opts.image_size is not None:
-        raise UsageError("--eval-every: not available with --image-size (the real data keep their own size)")
-    if opts.data and peek_geometry(opts.data).num_classes < 2:
+    builtin = not opts.data or opts.data.lower() in ("mnist", "cifar10", "mnist-sample")
+    if opts.image_size is not None and builtin:
+        raise UsageError("--eval-every: not available with --image-size on a built-in data set (its real images "
+                         "keep their own size); an image folder is scored at the size given")
+    if opts.data and peek_geometry(opts.data, opts.image_size).num_classes < 2:
         raise UsageError("--eval-every: needs labelled data (mnist, cifar10, mnist-sample or a folder with class "
                          "subfolders) to train its reference classifier")

@@ -1,0 +1,253 @@
+"""Decoding a data folder's images once. They are decoded one at a time (never more than one full-size image in
+memory; a JPEG at no more than the size needed) into a uint8 N×C×H×W array, with progress and an ETA. A folder
+worth it (CACHE_MIN_BYTES decoded or more) is decoded into an `.npy` under the cache folder that later runs map
+into memory: its key holds every file's name, size and modification time, the image size and the part of the
+folder, so later runs start at once and a changed folder is decoded again, never served stale."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import re
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from gentool.data import Geometry, ImageData, cache_dir
+from gentool.errors import GentoolError
+from gentool.fileio import atomic_write_json, read_json
+from gentool.folders import (Header, Listing, found_lines, gib, list_folder, plan_geometry, read_headers,
+                             nothing_usable, read_image, reason, skipped_lines, split_part)
+from gentool.images import ImageError, image_pixels
+from gentool.progress import Reporter, format_duration
+
+CACHE_FORMAT, CACHE_VERSION = "gentool-folder-cache", 1
+# Below this many decoded bytes (a few hundred small images) decoding takes well under a second: an entry per such
+# folder would only litter the cache.
+CACHE_MIN_BYTES = 1 << 20
+PROGRESS_EVERY = 5.0  # seconds between progress lines
+IMAGES, META = "images.npy", "meta.json"
+
+
+class Progress:
+    """A line every PROGRESS_EVERY seconds while a pass over `total` images runs: done, rate and ETA."""
+
+    def __init__(self, reporter: Reporter, what: str, total: int):
+        self.reporter, self.what, self.total = reporter, what, total
+        self.start = self.last = time.monotonic()
+
+    def tick(self, done: int) -> None:
+        now = time.monotonic()
+        if now - self.last < PROGRESS_EVERY or done >= self.total:
+            return
+        self.last, rate = now, done / max(now - self.start, 1e-9)
+        self.reporter.message(f"{self.what}: {done:,}/{self.total:,} ({done / self.total:.0%}), {rate:,.0f} img/s, "
+                              f"eta {format_duration((self.total - done) / rate)}")
+
+
+def cache_folder() -> Path:
+    """Where decoded folders are cached ($XDG_CACHE_HOME/gentool/folders)."""
+    return cache_dir() / "folders"
+
+
+def load_folder(root: Path, image_size: int | None = None, limit: int | None = None, part: str | None = None,
+                reporter: Reporter | None = None) -> ImageData:
+    """The images of a folder (of `part` of it, see `split_part`; the first `limit`), decoded to image_size² when
+    given, labelled by class subfolder; from the cache when the folder is unchanged since it was decoded."""
+    reporter = reporter or Reporter()
+    listing = split_part(list_folder(root), part)
+    key = cache_key(listing, image_size, part, limit)
+    entry = cache_folder() / f"{_slug(root.name)}-{key[:20]}"
+    cached = open_entry(entry, key, reporter)
+    if cached is not None:
+        return cached
+    listing, headers = read_headers(listing, Progress(reporter, "reading image headers", len(listing.files)), limit)
+    geometry = plan_geometry(listing, headers, image_size)
+    found = found_lines(listing, headers, geometry, image_size)
+    for line in found:
+        reporter.message(line)
+    skipped_before = len(listing.skipped)
+    shape = (len(headers), *geometry.shape)
+    if int(np.prod(shape)) < CACHE_MIN_BYTES:
+        kept, images = decode_all(listing, headers, geometry, image_size, np.empty(shape, np.uint8), reporter)
+        _report_decode_skips(kept, skipped_before, reporter)
+        return _image_data(root, images[:len(kept.files)], kept.labels, kept.classes)
+    from filelock import FileLock  # imported here: the CLI's --help must not pay for it
+
+    try:
+        entry.parent.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(str(entry) + ".lock")
+        lock.acquire()
+    except OSError as exc:
+        reporter.message(f"note: decoded images are not cached ({cache_folder()}: {exc.strerror or exc})")
+        kept, images = decode_all(listing, headers, geometry, image_size, np.empty(shape, np.uint8), reporter)
+        _report_decode_skips(kept, skipped_before, reporter)
+        return _image_data(root, images[:len(kept.files)], kept.labels, kept.classes)
+    try:  # another process (a rank, a sweep worker) may have decoded it while this one waited
+        return open_entry(entry, key, Reporter()) or build_entry(
+            entry, key, listing, headers, geometry, {"image_size": image_size, "part": part, "limit": limit,
+                                                     "found": found, "skipped_before": skipped_before}, reporter)
+    finally:
+        lock.release()
+
+
+def cache_key(listing: Listing, image_size: int | None, part: str | None, limit: int | None) -> str:
+    """A hash of everything the decoded array depends on: each file's relative name, label, size and modification
+    time, the classes, the image size, the part, the limit and this decoder's version."""
+    digest = hashlib.sha256(json.dumps([CACHE_FORMAT, CACHE_VERSION, str(listing.root), image_size, part, limit,
+                                        listing.classes]).encode())
+    for path, label, (size, mtime) in zip(listing.files, listing.labels, listing.stamps):
+        digest.update(f"{listing.rel(path)}\0{label}\0{size}\0{mtime}\n".encode())
+    return digest.hexdigest()
+
+
+def decode(path: Path, grey: bool, size: int | None) -> np.ndarray:
+    """One image as uint8 H×W×C (C = 1 when `grey`, else 3), centre-cropped to square and resized to size×size
+    (bicubic, antialiased) when `size` is given."""
+    with read_image(path) as img:
+        if size and img.format == "JPEG":  # decoded by the JPEG's own 1/2, 1/4, 1/8 scaling, never below size
+            img.draft("L" if grey else "RGB", (size, size))
+        pixels = image_pixels(img, grey)
+    if size and pixels.shape[:2] != (size, size):
+        from PIL import Image, ImageOps
+
+        fitted = ImageOps.fit(Image.fromarray(pixels[:, :, 0] if grey else pixels), (size, size),
+                              Image.Resampling.BICUBIC)
+        pixels = np.asarray(fitted).reshape(size, size, -1)
+    return pixels
+
+
+def decode_all(listing: Listing, headers: list[Header], geometry: Geometry, image_size: int | None,
+               out: np.ndarray, reporter: Reporter) -> tuple[Listing, np.ndarray]:
+    """Decode the listed images into the rows of `out` (N×C×H×W, kept images first, in order); images that fail
+    are set aside with the reason. Returns the listing of the kept images and `out`."""
+    keep, start = [], time.perf_counter()
+    progress = Progress(reporter, f"decoding {len(headers):,} images", len(headers))
+    expected = (geometry.height, geometry.width, geometry.channels)
+    for i, path in enumerate(listing.files):
+        try:
+            pixels = decode(path, geometry.channels == 1, image_size)
+            if pixels.shape != expected:
+                raise ImageError(f"cannot be decoded (changed while read: now {pixels.shape[1]}x{pixels.shape[0]})")
+            out[len(keep)] = pixels.transpose(2, 0, 1)
+            keep.append(i)
+        except ImageError as exc:
+            listing.skipped.append((listing.rel(path), *reason(str(exc))))
+        progress.tick(i + 1)
+    seconds = time.perf_counter() - start
+    reporter.message(f"decoded {len(keep):,} images in {format_duration(seconds)} "
+                     f"({len(keep) / max(seconds, 1e-9):,.0f} img/s)")
+    kept = listing.select(keep)
+    if not kept.files:
+        raise nothing_usable(kept)
+    return kept, out
+
+
+def _report_decode_skips(kept: Listing, before: int, reporter: Reporter) -> None:
+    for line in skipped_lines(kept.skipped[before:]):
+        reporter.message(line)
+
+
+def build_entry(entry: Path, key: str, listing: Listing, headers: list[Header], geometry: Geometry, made: dict,
+                reporter: Reporter) -> ImageData:
+    """Decode into a new cache entry (built in a temporary folder, then renamed into place) and open it."""
+    tmp = Path(tempfile.mkdtemp(prefix=f".{entry.name}.", dir=entry.parent))
+    try:
+        whole = np.lib.format.open_memmap(tmp / "whole.npy", "w+", np.uint8, (len(headers), *geometry.shape))
+        kept, _ = decode_all(listing, headers, geometry, made["image_size"], whole, reporter)
+        n = len(kept.files)
+        if n < len(headers):  # some failed to decode: keep only the rows written
+            rows = np.lib.format.open_memmap(tmp / IMAGES, "w+", np.uint8, (n, *geometry.shape))
+            for a in range(0, n, 4096):
+                rows[a:a + 4096] = whole[a:a + 4096]
+            rows.flush()
+            del rows
+        whole.flush()
+        del whole
+        os.replace(tmp / "whole.npy", tmp / IMAGES) if n == len(headers) else os.unlink(tmp / "whole.npy")
+        _report_decode_skips(kept, made["skipped_before"], reporter)
+        found = made["found"] + skipped_lines(kept.skipped[made["skipped_before"]:])
+        meta = {"format": CACHE_FORMAT, "version": CACHE_VERSION, "key": key, "root": str(listing.root),
+                "image_size": made["image_size"], "part": made["part"], "limit": made["limit"],
+                "shape": [n, *geometry.shape], "labels": kept.labels, "class_names": kept.classes, "found": found,
+                "skipped": [list(s) for s in kept.skipped], "decoded": time.strftime("%Y-%m-%d %H:%M:%S")}
+        atomic_write_json(tmp / META, meta)
+        if entry.exists() or entry.is_symlink():
+            _move_aside(entry)
+        os.rename(tmp, entry)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    reporter.message(f"cached the decoded images ({gib(n * int(np.prod(geometry.shape)))}) in {entry}; later runs "
+                     f"read them from there while the folder's files are unchanged")
+    _prune(entry, meta)
+    return open_entry(entry, key, Reporter())
+
+
+def open_entry(entry: Path, key: str, reporter: Reporter) -> ImageData | None:
+    """The cached images of `entry`, memory-mapped (copy-on-write), after checking every field; None when there
+    is no entry. A damaged entry is reported in one line and moved aside (then decoded again)."""
+    if not entry.exists() and not entry.is_symlink():
+        return None
+    try:
+        meta = read_json(entry / META)
+        if meta.get("format") != CACHE_FORMAT or meta.get("version") != CACHE_VERSION or meta.get("key") != key:
+            raise ValueError("it was written for other files or by another gentool")
+        images = np.load(entry / IMAGES, mmap_mode="c", allow_pickle=False)
+        shape, labels, classes = meta["shape"], meta["labels"], meta["class_names"]
+        if images.dtype != np.uint8 or list(images.shape) != shape or images.ndim != 4:
+            raise ValueError(f"its images are {images.dtype} {images.shape}, but it says uint8 {shape}")
+        if not (isinstance(labels, list) and len(labels) == shape[0] and isinstance(classes, list)
+                and all(type(y) is int and -1 <= y < len(classes) for y in labels)):
+            raise ValueError("its labels do not match its images and classes")
+        found = [str(line) for line in meta["found"]]
+    except (OSError, ValueError, KeyError, TypeError, RecursionError, AttributeError) as exc:
+        try:
+            aside = f"moved aside as {_move_aside(entry).name}"
+        except OSError as cause:
+            raise GentoolError(f"the cached decoded images in {entry} are damaged ({exc}) and cannot be moved "
+                               f"aside ({cause.strerror or cause}); delete that folder") from None
+        reporter.message(f"note: the cached decoded images in {entry} are damaged ({exc}); {aside}, decoding again")
+        return None
+    for line in found:
+        reporter.message(line)
+    reporter.message(f"decoded images read from the cache {entry} (decoded {meta.get('decoded', '?')}; the folder's "
+                     f"files, sizes and times are unchanged since)")
+    return _image_data(Path(meta["root"]), images, labels, [str(c) for c in classes])
+
+
+def _image_data(root: Path, images: np.ndarray, labels: list[int], classes: list[str]) -> ImageData:
+    tensor = torch.from_numpy(images)
+    return ImageData(root.name, tensor, torch.tensor(labels, dtype=torch.long),
+                     Geometry(*tensor.shape[1:], num_classes=len(classes)), classes)
+
+
+def _move_aside(entry: Path) -> Path:
+    aside = entry.with_name(f".{entry.name}.damaged-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}")
+    os.rename(entry, aside)
+    return aside
+
+
+def _prune(entry: Path, meta: dict) -> None:
+    """Remove older entries of the same folder, image size, part and limit: the folder has changed since."""
+    same = ("root", "image_size", "part", "limit")
+    for other in entry.parent.glob(entry.name.rsplit("-", 1)[0] + "-*"):
+        if other == entry or not other.is_dir() or other.is_symlink():
+            continue
+        with contextlib.suppress(OSError, ValueError, RecursionError, AttributeError):
+            old = read_json(other / META)
+            if all(old.get(k) == meta[k] for k in same):
+                for name in (IMAGES, META):  # only the files gentool wrote there; unlink never follows a link
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(other / name)
+                other.rmdir()
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("._")[:40] or "folder"
