@@ -34,7 +34,7 @@ from gentool.errors import UsageError, bad_value
 from gentool.fileio import atomic_copy, atomic_write_json
 from gentool.guards import GuardState, StopSignals
 from gentool.models.base import GenerativeModel
-from gentool.registry import get_entry
+from gentool.registry import get_entry, list_models
 from gentool.resume import RUN_OPTIONS
 from gentool.train_options import TrainOptions
 
@@ -91,8 +91,11 @@ class Session:
         return self.ema.applied(self.model) if self.ema else nullcontext(self.model)
 
     def data_meta(self) -> dict:
-        return {"name": self.data.name, "source": self.opts.data, "geometry": self.data.geometry.to_dict(),
+        """What the checkpoint records of the data. Couplings name the data set their teacher imitates as the
+        source (what `evaluate` compares with), the teacher, and the couplings folder."""
+        meta = {"name": self.data.name, "source": self.opts.data, "geometry": self.data.geometry.to_dict(),
                 "pixel_range": list(self.model.pixel_range), "class_names": self.data.class_names}
+        return {**meta, **self.data.origin} if self.data.origin else meta
 
     def run_state(self) -> dict:
         o = self.opts
@@ -114,15 +117,20 @@ def stop_code(session: Session, time_up: bool = True, hook_stop: bool = False) -
     return max_over_ranks(code, session.world, session.model.device)
 
 
-def _load_data(opts: TrainOptions) -> ImageData:
-    return load_dataset(opts.data, opts.data_dir, train=True, image_size=opts.image_size, limit=opts.limit)
+def _load_data(opts: TrainOptions, model_class) -> ImageData:
+    data = load_dataset(opts.data, opts.data_dir, train=True, image_size=opts.image_size, limit=opts.limit)
+    if data.latents is not None and not model_class.takes_couplings:
+        takes = ", ".join(e.name for e in list_models() if getattr(e.cls, "takes_couplings", False))
+        raise UsageError(f"--data: {opts.data} holds couplings (a teacher's noise and samples), which "
+                         f"{model_class.name} cannot train on; families that can: {takes}")
+    return data
 
 
 def new_session(opts: TrainOptions, device: torch.device, world: World = SINGLE) -> Session:
     """Build data, model, optimizers and an empty run directory for a fresh run (rank 0 alone writes). A start
     that fails before the run's files are written removes what it created: no dead-end run directory is left."""
     entry = get_entry(opts.model)
-    data = _load_data(opts)
+    data = _load_data(opts, entry.cls)
     overrides = {"lr": opts.lr, "batch_size": opts.batch_size, **opts.params}
     config = entry.cls.config_class.create(data.geometry, opts.latent_dim, opts.width, **overrides)
     if overrides["batch_size"] is None:  # each rank trains on its share of the images
@@ -177,7 +185,7 @@ def resume_session(opts: TrainOptions, device: torch.device, world: World = SING
     if world.main:
         rundir.remove_stale_temporaries(ckpt_path.parent)
         rundir.restore_periodic(ckpt_path, ckpt.state)  # lost if a kill fell between last and epoch_NNNN
-    data = _load_data(opts)
+    data = _load_data(opts, type(ckpt.model))
     if tuple(data.geometry.shape) != tuple(ckpt.data["geometry"][k] for k in ("channels", "height", "width")):
         raise UsageError(f"--resume: data geometry {data.geometry.shape} differs from the checkpoint's")
     optimizers = ckpt.model.build_optimizers()
