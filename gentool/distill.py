@@ -136,7 +136,8 @@ class FromTeacher(TrainHook):
         session.model.unet.load_state_dict(self.teacher.model.unet.state_dict())
         if session.ema is not None:  # the average starts from the weights the student starts from
             session.ema = EMA(session.model, session.ema.decay)
-        session.history["events"].append({"event": "initialised", "step": 0, "from": str(self.teacher.path.absolute())})
+        session.history["events"].append({"epoch": 0, "step": 0, "kind": "initialised", "message": "the "
+                                          f"teacher's weights, {self.teacher.path.absolute()}"})
         n, seed = GRID * GRID, session.opts.seed
         images = self.teacher.model.generate(n, torch.Generator().manual_seed(seed), settings=self.settings)
         write_png(session.run_dir / rundir.SAMPLES / TEACHER_GRID, make_grid(to_uint8(images), GRID, GRID))

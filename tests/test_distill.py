@@ -57,7 +57,7 @@ def test_the_student_is_a_reflow_checkpoint_naming_its_teacher(teacher, student)
     assert data["source"] == "mnist" and data["couplings"] == result["couplings"]
     assert {p.name for p in (out / "samples").iterdir()} >= {"teacher.png", "epoch_0001.png", "epoch_0002.png"}
     history = json.loads((out / "metrics.json").read_text())
-    assert history["events"][0]["event"] == "initialised" and len(history["epochs"]) == 2
+    assert history["events"][0]["kind"] == "initialised" and len(history["epochs"]) == 2
 
 
 def test_the_student_starts_from_the_teacher_and_samples_in_its_own_steps(teacher, student):
@@ -84,12 +84,14 @@ def test_resume_is_bit_exact_and_reuses_the_couplings(teacher, student, tmp_path
     assert taken.exit_code == 2 and "--resume" in taken.stderr
 
 
-def test_sample_evaluate_and_summary_take_the_student(student, mnist_root, tmp_path, monkeypatch):
+def test_sample_evaluate_summary_and_report_take_the_student(student, mnist_root, tmp_path, monkeypatch):
     ckpt = student[0] / "last.safetensors"
     drawn = run("sample", ckpt, "--grid", "2x2", "--out", tmp_path / "g.png", "--json")
     assert drawn.exit_code == 0 and json.loads(drawn.stdout)["sampling"] == {"steps": 2, "solver": "euler"}
     summary = run("summary", ckpt, "--json")
     assert summary.exit_code == 0 and json.loads(summary.stdout)["model"] == "reflow"
+    page = run("report", student[0], "--out", tmp_path / "r.html")
+    assert page.exit_code == 0, page.output
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     monkeypatch.setenv(RECIPE_ENV, TINY_RECIPE)
     scored = run("evaluate", ckpt, "--data-dir", mnist_root, "--n", "20", "--metrics", "fid", "--json")
