@@ -83,7 +83,8 @@ def couplings_folder(ckpt: Checkpoint, settings: dict, seed: int) -> Path:
     """Where a teacher's couplings are kept: its run's couplings/ folder, one subfolder per checkpoint state,
     sampler and seed (a later student of the same teacher reuses and extends them)."""
     sampler = "-".join(f"{k}{v}" for k, v in sorted(settings.items()))
-    return ckpt.path.parent / "couplings" / f"{ckpt.path.stem}-step{ckpt.state['step']}-{ckpt.weights}-{sampler}-seed{seed}"
+    name = f"{ckpt.path.stem}-step{ckpt.state['step']}-{ckpt.weights}-{sampler}-seed{seed}"
+    return ckpt.path.parent / "couplings" / name
 
 
 def draw_couplings(ckpt: Checkpoint, settings: dict, opts: DistillOptions, reporter: Reporter,
@@ -159,7 +160,7 @@ def student_options(opts: DistillOptions, ckpt: Checkpoint, folder: Path, out: P
                         lr=opts.lr or STUDENT_LR, params={**params, "sample_steps": opts.steps}, seed=opts.seed,
                         device=opts.device, precision=opts.precision, threads=opts.threads,
                         overwrite=opts.overwrite, checkpoint_every=opts.checkpoint_every,
-                        max_minutes=None if budget is None else max(budget / 60, 1 / 60))
+                        max_minutes=None if budget is None else max(round(budget / 60, 2), 0.01))
 
 
 def _teacher_data_dir(path: Path) -> str | None:
