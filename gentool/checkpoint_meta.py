@@ -25,9 +25,13 @@ SEED = s.Int(-(2**63), 2**64 - 1)  # what torch.manual_seed accepts
 
 GEOMETRY = s.Obj({"channels": s.Int(1, 4), "height": s.Int(1, MAX_SIDE), "width": s.Int(1, MAX_SIDE)},
                  {"num_classes": s.Int(0, MAX_CLASSES)})
+NAME = s.Str(200, r"[A-Za-z0-9_.:+\-]+")
+# The teacher a distilled model learnt from (`gentool distill`), as its couplings and the student's data record it.
+TEACHER = s.Obj({"checkpoint": s.Str(), "model": NAME, "step": s.Int(0, MAX_STEP), "epoch": s.Int(0, MAX_COUNT),
+                 "weights": s.Str(20), "sampling": s.Map(s.SCALAR, max_len=20)})
 DATA = s.Obj({"geometry": GEOMETRY},
              {"name": s.Opt(s.Str(200)), "source": s.Opt(s.Str()), "pixel_range": s.List(s.Num(), length=2),
-              "class_names": s.Opt(s.List(s.Str(200), MAX_CLASSES))})
+              "class_names": s.Opt(s.List(s.Str(200), MAX_CLASSES)), "teacher": TEACHER, "couplings": s.Str()})
 RUN_OPTIONS = s.Obj({}, {"data": s.Opt(s.Str()), "limit": s.Opt(s.Int(1, MAX_COUNT)),
                          "image_size": s.Opt(s.Int(1, MAX_SIDE)), "seed": SEED,
                          "checkpoint_every": s.Int(0, MAX_COUNT), "sample_every": s.Int(0, MAX_COUNT),
@@ -39,7 +43,6 @@ STATE = s.Obj({"epoch": s.Int(0, MAX_COUNT), "step": s.Int(0, MAX_STEP)},
                "partial": PARTIAL_EPOCH,
                "precision": s.Obj({"used": s.Str(4, r"fp32|bf16|fp16")}, {"host": s.Str(24, r"[0-9a-f]{24}")})})
 EMA = s.Obj({"decay": s.Num(0, 1, open_lo=True, open_hi=True), "updates": s.Int(0, MAX_STEP)})
-NAME = s.Str(200, r"[A-Za-z0-9_.:+\-]+")
 # Per optimizer: its parameter groups (hyperparameters and parameter indices) and non-tensor per-parameter state.
 GROUP = s.Obj({"params": s.List(s.Int(0, 10**6), 10**6)})
 OPTIMIZER = s.Obj({"param_groups": s.List(GROUP, 1000)},

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from gentool.couplings import is_couplings, load_couplings, manifest_geometry
 from gentool.errors import GentoolError, UsageError, bad_value, did_you_mean
 from gentool.versions import require_torchvision
 
@@ -44,13 +45,17 @@ class Geometry:
 
 @dataclass
 class ImageData:
-    """A whole split in memory: `images` uint8 N×C×H×W, `labels` int64 N (-1 when unlabelled)."""
+    """A whole split in memory: `images` uint8 N×C×H×W, `labels` int64 N (-1 when unlabelled). Couplings (a
+    teacher's samples, `gentool.couplings`) also hold `latents`, the noise each image was drawn from, and `origin`:
+    the data set the teacher imitates (`source`), the teacher and the couplings folder."""
 
     name: str
     images: torch.Tensor
     labels: torch.Tensor
     geometry: Geometry
     class_names: list[str]
+    latents: torch.Tensor | None = None
+    origin: dict | None = None
 
     def __len__(self) -> int:
         return self.images.shape[0]
@@ -59,7 +64,9 @@ class ImageData:
         """The first `n` images (all when `n` is None)."""
         if n is None or n >= len(self):
             return self
-        return ImageData(self.name, self.images[:n], self.labels[:n], self.geometry, self.class_names)
+        latents = None if self.latents is None else self.latents[:n]
+        return ImageData(self.name, self.images[:n], self.labels[:n], self.geometry, self.class_names, latents,
+                         self.origin)
 
 
 def cache_dir() -> Path:
@@ -95,6 +102,10 @@ def load_dataset(data: str, data_dir=None, train: bool = True, image_size: int |
         result = _load_torchvision("CIFAR10", data_dir, train)
     elif key == "mnist-sample":
         result = load_mnist_sample(train)
+    elif is_couplings(data):
+        if image_size is not None:  # the latents have the teacher's size: images cannot be resized apart from them
+            raise UsageError("--image-size: not allowed with couplings (they keep the teacher's image size)")
+        result = load_couplings(Path(data).expanduser(), limit)
     elif Path(data).expanduser().is_dir():
         result = load_image_folder(Path(data).expanduser(), limit, image_size, part, reporter)
         image_size = None
@@ -115,6 +126,8 @@ def peek_geometry(data: str, image_size: int | None = None) -> Geometry:
         geometry = Geometry(1, 28, 28, 10)
     elif key == "cifar10":
         geometry = Geometry(3, 32, 32, 10)
+    elif is_couplings(data):
+        geometry = manifest_geometry(Path(data).expanduser())
     elif Path(data).expanduser().is_dir():  # from every image's header: the geometry the folder decodes to
         from gentool.folders import folder_geometry
 

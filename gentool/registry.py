@@ -25,7 +25,7 @@ ENTRY_POINT_GROUP = "gentool.models"
 # Each module registers its family with the decorator, exactly as a plugin package does.
 BUILTIN_MODULES = ("gentool.models.vae", "gentool.models.gan", "gentool.models.wgan", "gentool.models.wgan_gp",
                    "gentool.models.sngan", "gentool.models.cgan", "gentool.models.cvae", "gentool.models.flow",
-                   "gentool.models.ddpm", "gentool.models.mlp_gan")
+                   "gentool.models.ddpm", "gentool.models.mlp_gan", "gentool.models.reflow")
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ from gentool.checkpoint import (
     restore_rng,
     save_checkpoint,
 )
+from gentool.couplings import is_couplings
 from gentool.data import ImageData, load_dataset
 from gentool.device import PrecisionChoice, check_precision, choose_precision, prepare, seed_everything
 from gentool.precision import host_id
@@ -38,7 +39,7 @@ from gentool.guards import GuardState, StopSignals
 from gentool.metrics.reference import BUILTIN, training_folder
 from gentool.models.base import GenerativeModel
 from gentool.progress import Reporter
-from gentool.registry import get_entry
+from gentool.registry import get_entry, list_models
 from gentool.resume import RUN_OPTIONS
 from gentool.summary import check_size
 from gentool.train_options import TrainOptions
@@ -99,8 +100,11 @@ class Session:
         return self.ema.applied(self.model) if self.ema else nullcontext(self.model)
 
     def data_meta(self) -> dict:
-        return {"name": self.data.name, "source": self.opts.data, "geometry": self.data.geometry.to_dict(),
+        """What the checkpoint records of the data. Couplings name the data set their teacher imitates as the
+        source (what `evaluate` compares with), the teacher, and the couplings folder."""
+        meta = {"name": self.data.name, "source": self.opts.data, "geometry": self.data.geometry.to_dict(),
                 "pixel_range": list(self.model.pixel_range), "class_names": self.data.class_names}
+        return {**meta, **self.data.origin} if self.data.origin else meta
 
     def run_state(self) -> dict:
         o = self.opts
@@ -123,13 +127,19 @@ def stop_code(session: Session, time_up: bool = True, hook_stop: bool = False) -
     return max_over_ranks(code, session.world, session.model.device)
 
 
-def _load_data(opts: TrainOptions, reporter: Reporter | None) -> ImageData:
-    """The training images: a data set's training split, or an image folder's training part (`training_folder`)."""
+def _load_data(opts: TrainOptions, model_class, reporter: Reporter | None) -> ImageData:
+    """The training images: a data set's training split, an image folder's training part (`training_folder`), or
+    a teacher's couplings (`gentool distill`), which only families that take them train on."""
     data, part = opts.data, None
-    if data.lower() not in BUILTIN:
+    if data.lower() not in BUILTIN and not is_couplings(data):
         data, part = training_folder(data)
-    return load_dataset(data, opts.data_dir, train=True, image_size=opts.image_size, limit=opts.limit, part=part,
-                        reporter=reporter)
+    images = load_dataset(data, opts.data_dir, train=True, image_size=opts.image_size, limit=opts.limit, part=part,
+                          reporter=reporter)
+    if images.latents is not None and not model_class.takes_couplings:
+        takes = ", ".join(e.name for e in list_models() if getattr(e.cls, "takes_couplings", False))
+        raise UsageError(f"--data: {opts.data} holds couplings (a teacher's noise and samples), which "
+                         f"{model_class.name} cannot train on; families that can: {takes}")
+    return images
 
 
 def check_batch(model: GenerativeModel, batch_size: int, n_images: int) -> None:
@@ -150,7 +160,7 @@ def new_session(opts: TrainOptions, device: torch.device, world: World = SINGLE,
     """Build data, model, optimizers and an empty run directory for a fresh run (rank 0 alone writes). A start
     that fails before the run's files are written removes what it created: no dead-end run directory is left."""
     entry = get_entry(opts.model)
-    data = _load_data(opts, reporter)
+    data = _load_data(opts, entry.cls, reporter)
     overrides = {"lr": opts.lr, "batch_size": opts.batch_size, **opts.params}
     config = entry.cls.config_class.create(data.geometry, opts.latent_dim, opts.width, **overrides)
     if overrides["batch_size"] is None:  # each rank trains on its share of the images
@@ -211,7 +221,7 @@ def resume_session(opts: TrainOptions, device: torch.device, world: World = SING
     if world.main:
         rundir.remove_stale_temporaries(ckpt_path.parent)
         rundir.restore_periodic(ckpt_path, ckpt.state)  # lost if a kill fell between last and epoch_NNNN
-    data = _load_data(opts, reporter)
+    data = _load_data(opts, type(ckpt.model), reporter)
     if tuple(data.geometry.shape) != tuple(ckpt.data["geometry"][k] for k in ("channels", "height", "width")):
         raise UsageError(f"--resume: data geometry {data.geometry.shape} differs from the checkpoint's")
     optimizers = ckpt.model.build_optimizers()

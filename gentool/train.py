@@ -54,9 +54,10 @@ PROGRESS_SECONDS = 120.0  # inside an epoch, samples/latest.png and the figures 
 
 
 def run_epoch(session: Session, epoch: int, images: torch.Tensor, labels: torch.Tensor, reporter: Reporter,
-              hooks: Sequence[TrainHook] = ()) -> dict:
+              hooks: Sequence[TrainHook] = (), latents: torch.Tensor | None = None) -> dict:
     """Train one pass over the data (continuing a pass interrupted mid-epoch); returns the epoch's record (means of
-    each reported quantity). Stops after the current step when a signal arrived."""
+    each reported quantity). Stops after the current step when a signal arrived. `latents`: the noise each image
+    was drawn from, when the data are couplings (passed to the family's train_step beside the images)."""
     model, opts = session.model, session.opts
     world = session.world
     index_batches = batches(len(images), model.config.batch_size, opts.seed, epoch, images.device, world.rank, world.size)
@@ -70,9 +71,10 @@ def run_epoch(session: Session, epoch: int, images: torch.Tensor, labels: torch.
     for i in range(session.batch, len(index_batches)):
         idx = index_batches[i]
         session.guard.step, skipped = session.step, session.guard.skipped
+        coupled = {} if latents is None else {"latents": latents[idx]}
         with model.amp.autocast():
             out = session.guard.run_step(model, optimizers, lambda: model.train_step(
-                model.normalize(images[idx]), labels[idx], optimizers, session.step))
+                model.normalize(images[idx]), labels[idx], optimizers, session.step, **coupled))
         if session.ema:
             session.ema.update(model)
         session.step += 1
@@ -306,9 +308,10 @@ def _stop_for_time(session: Session, hooks: list[TrainHook], reporter: Reporter,
 def _loop(session: Session, hooks: list[TrainHook], reporter: Reporter) -> None:
     opts, device = session.opts, session.model.device
     images, labels = session.data.images.to(device), session.data.labels.to(device)
+    latents = None if session.data.latents is None else session.data.latents.to(device)
     session.model.train()
     for epoch in range(session.epoch + 1, opts.epochs + 1):
-        record = run_epoch(session, epoch, images, labels, reporter, hooks)
+        record = run_epoch(session, epoch, images, labels, reporter, hooks, latents)
         session.epoch = epoch
         keep_record(session, record)
         if session.world.main:

@@ -14,8 +14,8 @@ import typer
 from typer.core import TyperCommand
 
 from gentool import __version__
-from gentool.cli import (_leave, doctor_cmd, evaluate_cmd, export_cmd, models_cmd, on_sigint, report_cmd, sample_cmd,
-                         summary_cmd, sweep_cmd, train_cmd)
+from gentool.cli import (_leave, distill_cmd, doctor_cmd, evaluate_cmd, export_cmd, models_cmd, on_sigint, report_cmd,
+                         sample_cmd, summary_cmd, sweep_cmd, train_cmd)
 from gentool.cli.options import BARE_VALUES, err_console, escape, fill_bare_values
 
 DESCRIPTION = """Train image generative models (VAE, GAN, WGAN, their variants and plugins) on MNIST, CIFAR-10 or a
@@ -106,6 +106,7 @@ def root(version: Annotated[bool, typer.Option("--version", callback=_version, i
 
 COMMANDS = {  # name: (function, the line `gentool --help` shows)
     "train": (train_cmd.train, "Train a model on a data set, or continue a run (--resume)."),
+    "distill": (distill_cmd.distill, "Turn a trained flow or ddpm into a student drawing in 1-4 network evaluations."),
     "sample": (sample_cmd.sample, "Draw images from a checkpoint: a grid, an .npz, PNGs or a latent walk."),
     "evaluate": (evaluate_cmd.evaluate, "Score images (a checkpoint's, an .npz, PNGs) against real data."),
     "sweep": (sweep_cmd.sweep, "Train a grid of runs (latent sizes, widths, settings) and compare them."),

@@ -141,7 +141,9 @@ class TrainingWatch(TrainHook):
         """Score the model's samples into the record (fid, modes, class_kl); returns the number of classes."""
         if self.evaluator is None:
             c = session.model.config
-            reference = resolve_reference(session.opts.data, session.opts.data_dir).sized_for(
+            # couplings are scored against the data set their teacher imitates
+            real = (session.data.origin or {}).get("source") or session.opts.data
+            reference = resolve_reference(real, session.opts.data_dir).sized_for(
                 (c.channels, c.image_height, c.image_width))
             self.evaluator = Evaluator(reference, "test", session.model.device, _Relay(reporter))
             noise = torch.randint(0, 256, (self.eval_n, c.channels, c.image_height, c.image_width),

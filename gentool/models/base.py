@@ -223,6 +223,9 @@ class GenerativeModel(nn.Module):
     # The family implements `losses(x, labels)` returning per-image means of "reconstruction" and "kl", the terms
     # of its negative ELBO: `evaluate --metrics vae` and held-out losses use them.
     likelihood_terms: ClassVar[bool] = False
+    # The family's `train_step` takes `latents=` (N × latent_shape), the code each image of the batch was drawn
+    # from: it can train on couplings, the (noise, sample) pairs of a teacher (`gentool distill`).
+    takes_couplings: ClassVar[bool] = False
     # The sampler's settings, each declared with its type, default, help and accepted values (see SampleOption);
     # a family without any has none.
     sample_options: ClassVar[tuple[SampleOption, ...]] = ()
@@ -260,7 +263,8 @@ class GenerativeModel(nn.Module):
 
     def train_step(self, real: torch.Tensor, labels: torch.Tensor, optimizers: dict, step: int) -> dict[str, torch.Tensor]:
         """One optimisation step on a batch of real images (already in `pixel_range`); returns detached scalars.
-        The trainer runs it inside `self.amp.autocast()`; update weights through `optimize`."""
+        The trainer runs it inside `self.amp.autocast()`; update weights through `optimize`. A family that
+        `takes_couplings` also accepts `latents=`, given when the data are couplings."""
         raise NotImplementedError
 
     def optimize(self, loss: torch.Tensor, optimizer) -> None:

@@ -1,0 +1,147 @@
+"""Couplings: a teacher's own (noise, sample) pairs, the data `gentool distill` trains a student on.
+
+A couplings folder holds `couplings.json` (what drew them: the teacher's checkpoint, model, step, sampler settings,
+the data set it imitates, the seed) and parts `part_NNNNN.safetensors` of PART pairs each: `images` (uint8
+N×C×H×W, the teacher's samples as a data set stores images), `latents` (float16 N × latent shape, the noise each
+came from: half the size of float32, and its rounding, 5·10⁻⁴ of a value, is far below what the student resolves)
+and `labels` (int64 N; −1 for an unconditional teacher). Part k is drawn from its own seed, so parts can be drawn
+in any number of sessions and the first N pairs are always the same. `gentool train --data FOLDER` reads the folder
+like any data set (with its latents beside the images), so a student trains in the ordinary training loop.
+
+Files may be hostile: the manifest is checked field by field and every part's header (names, dtypes, shapes)
+before a tensor is read; nothing is unpickled.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from gentool import schema as s
+from gentool.checkpoint_meta import TEACHER
+from gentool.errors import GentoolError
+
+MANIFEST = "couplings.json"
+FORMAT = "gentool-couplings"
+PART = 500  # pairs per part file: a kill loses at most one part's drawing
+MAX_PARTS = 20_000  # 10⁷ pairs
+DATA_META = s.Obj({"geometry": s.Obj({"channels": s.Int(1, 4), "height": s.Int(1, 4096), "width": s.Int(1, 4096),
+                                      "num_classes": s.Int(0, 1000)})},
+                  {"name": s.Opt(s.Str(200)), "source": s.Opt(s.Str()), "class_names": s.Opt(s.List(s.Str(200), 1000))})
+SPEC = s.Obj({"format": s.Str(40, FORMAT), "version": s.Int(1, 1), "teacher": TEACHER, "data": DATA_META,
+              "seed": s.Int(-(2**63), 2**64 - 1), "part": s.Int(1, 10**6),
+              "latent_shape": s.List(s.Int(1, 4096), 8)})
+
+
+def is_couplings(path) -> bool:
+    """Whether `path` is a couplings folder (it holds couplings.json)."""
+    return Path(path).expanduser().is_dir() and (Path(path).expanduser() / MANIFEST).is_file()
+
+
+def read_manifest(folder: Path, arg: str = "--data") -> dict:
+    """The folder's couplings.json, checked field by field."""
+    try:
+        return s.read(folder / MANIFEST, SPEC, max_bytes=1 << 20)
+    except (s.Invalid, ValueError, OSError) as exc:
+        raise GentoolError(f"{arg}: {folder / MANIFEST} is not a couplings manifest gentool wrote ({exc})") from None
+
+
+def part_path(folder: Path, k: int) -> Path:
+    return folder / f"part_{k:05d}.safetensors"
+
+
+def parts_done(folder: Path) -> int:
+    """How many parts, from the first, are complete (each is written atomically: present means whole)."""
+    k = 0
+    while k < MAX_PARTS and part_path(folder, k).is_file():
+        k += 1
+    return k
+
+
+def write_part(folder: Path, k: int, images: torch.Tensor, latents: torch.Tensor, labels: torch.Tensor) -> None:
+    from safetensors.torch import save
+
+    from gentool.fileio import atomic_write_bytes
+
+    tensors = {"images": images.contiguous(), "latents": latents.to(torch.float16).contiguous(),
+               "labels": labels.long().contiguous()}
+    atomic_write_bytes(part_path(folder, k), save(tensors, metadata={"format": FORMAT, "part": str(k)}))
+
+
+def _expected(manifest: dict, n: int) -> dict:
+    g = manifest["data"]["geometry"]
+    return {"images": ("U8", (n, g["channels"], g["height"], g["width"])),
+            "latents": ("F16", (n, *manifest["latent_shape"])), "labels": ("I64", (n,))}
+
+
+def _read_part(path: Path, manifest: dict, arg: str) -> dict[str, torch.Tensor]:
+    """One part's tensors, after checking its header against the manifest."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            expected = _expected(manifest, manifest["part"])
+            if set(f.keys()) != set(expected):
+                raise GentoolError(f"{arg}: {path} holds tensors {sorted(f.keys())[:5]}; expected "
+                                   f"{sorted(expected)}")
+            for key, (dtype, shape) in expected.items():
+                sl = f.get_slice(key)
+                if sl.get_dtype() != dtype or tuple(sl.get_shape()) != shape:
+                    raise GentoolError(f"{arg}: {path}: tensor {key} is {sl.get_dtype()} {tuple(sl.get_shape())}; "
+                                       f"expected {dtype} {shape}")
+            tensors = {k: f.get_tensor(k) for k in expected}
+    except (SafetensorError, OSError) as exc:
+        raise GentoolError(f"{arg}: {path} is not a readable couplings part ({exc})") from None
+    if not torch.isfinite(tensors["latents"]).all():
+        raise GentoolError(f"{arg}: {path}: tensor latents holds NaN or infinite values")
+    return tensors
+
+
+def load_couplings(folder: Path, limit: int | None = None, arg: str = "--data"):
+    """The couplings in `folder` as a data set: the first `limit` pairs (all complete parts when None), with their
+    latents and where they came from (`origin`: the teacher and the data set it imitates)."""
+    from gentool.data import Geometry, ImageData
+
+    manifest = read_manifest(folder, arg)
+    done = parts_done(folder)
+    want = done if limit is None else min(done, -(-limit // manifest["part"]))
+    if want == 0 or (limit is not None and want * manifest["part"] < limit):
+        have = done * manifest["part"]
+        raise GentoolError(f"{arg}: {folder} holds {have:,} couplings; {limit or 1:,} needed (draw more with "
+                           f"gentool distill)")
+    parts = [_read_part(part_path(folder, k), manifest, arg) for k in range(want)]
+    joined = {k: torch.cat([p[k] for p in parts])[:limit] for k in parts[0]}
+    labels = joined["labels"]
+    g = manifest["data"]["geometry"]
+    if ((labels < -1) | (labels >= max(g["num_classes"], 1))).any():
+        raise GentoolError(f"{arg}: {folder}: labels lie outside -1 … {g['num_classes'] - 1}")
+    geometry = Geometry(g["channels"], g["height"], g["width"], g["num_classes"])
+    data = manifest["data"]
+    origin = {"source": data.get("source"), "teacher": manifest["teacher"], "couplings": str(folder.absolute())}
+    return ImageData(data.get("name") or "couplings", joined["images"], labels, geometry,
+                     list(data.get("class_names") or []), latents=joined["latents"], origin=origin)
+
+
+def manifest_geometry(folder: Path):
+    from gentool.data import Geometry
+
+    g = read_manifest(folder)["data"]["geometry"]
+    return Geometry(g["channels"], g["height"], g["width"], g["num_classes"])
+
+
+def new_manifest(folder: Path, teacher: dict, data: dict, seed: int, latent_shape) -> dict:
+    """Write (or check against) the folder's manifest: one folder holds the pairs of one teacher, sampler and seed."""
+    from gentool.fileio import atomic_write_json
+
+    manifest = {"format": FORMAT, "version": 1, "teacher": teacher, "data": data, "seed": seed, "part": PART,
+                "latent_shape": list(latent_shape)}
+    if (folder / MANIFEST).is_file():
+        old = read_manifest(folder, "--out")
+        if json.dumps(old, sort_keys=True) != json.dumps(manifest, sort_keys=True):
+            raise GentoolError(f"{folder}: holds couplings of another teacher or sampler ({MANIFEST} differs)")
+        return old
+    folder.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(folder / MANIFEST, manifest)
+    return manifest

@@ -1,0 +1,209 @@
+"""`gentool distill`: turn a trained flow or ddpm into a `reflow` student that draws in a few network evaluations.
+
+Reflow (Liu et al., 2023): the teacher's deterministic sampler turns noise into samples; those couplings
+(`gentool.couplings`) are a data set, and a flow trained on them — starting from the teacher's weights — learns
+paths from each noise to its own sample, nearly straight, which a few Euler steps follow. Chosen by measurement
+over a plain few-step sampler of the teacher (README, "distill"). The couplings are drawn once per teacher, sampler
+and seed, in parts a later run continues, and the student trains in the ordinary training loop (`gentool.train`):
+resumable, with progress, --max-minutes, grids and checkpoints like any run.
+"""
+
+from __future__ import annotations
+
+import math
+import shlex
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from gentool import couplings as cp
+from gentool import rundir
+from gentool.checkpoint import Checkpoint, load_checkpoint
+from gentool.distill_options import DistillOptions
+from gentool.errors import GentoolError, UsageError
+from gentool.guards import StopSignals
+from gentool.hooks import TrainHook
+from gentool.images import make_grid, to_uint8, write_png
+from gentool.progress import Reporter, format_duration
+from gentool.resume import command_name
+from gentool.train_options import TrainOptions
+
+STUDENT = "reflow"
+STUDENT_LR = 2e-4
+GRID = 8
+TEACHER_GRID = "teacher.png"  # beside the student's epoch grids: the teacher's samples from the same noise
+
+
+def teacher_checkpoint(teacher: str) -> Path:
+    path = Path(teacher).expanduser()
+    return path / rundir.LAST if path.is_dir() else path
+
+
+def load_teacher(path: Path, device: torch.device) -> Checkpoint:
+    """The teacher (EMA weights when kept), refused unless the student can learn from it."""
+    ckpt = load_checkpoint(path, device, arg="RUN")
+    model = ckpt.model
+    if model.conditional:
+        raise UsageError(f"RUN: {path} holds a class-conditional {model.name}; distill takes unconditional "
+                         f"teachers (flow, ddpm) for now")
+    if not model.has_latent or "steps" not in model.sample_settings():
+        raise UsageError(f"RUN: {path} holds a {model.name}, which draws in one pass already; distill takes a "
+                         f"family with a step-by-step sampler (flow, ddpm)")
+    return ckpt
+
+
+def deterministic(model, settings: dict) -> bool:
+    """Whether the sampler with `settings` is a function of the noise alone (two draws from the same latents with
+    different generators agree): only such a sampler gives couplings."""
+    z = model.sample_latent(2, torch.Generator().manual_seed(0))
+    a = model.generate(2, torch.Generator().manual_seed(1), latents=z, settings=settings)
+    b = model.generate(2, torch.Generator().manual_seed(2), latents=z, settings=settings)
+    return torch.equal(a, b)
+
+
+def teacher_settings(model, opts: DistillOptions) -> dict:
+    """The teacher's sampler for the couplings: as asked, else its own, else its first deterministic solver."""
+    given = {"steps": opts.teacher_steps, "solver": opts.teacher_solver}
+    settings = model.sample_settings(given)
+    if deterministic(model, settings):
+        return settings
+    if opts.teacher_solver is None:
+        solver = next((o for o in model.sample_options if o.name == "solver"), None)
+        for choice in solver.choices if solver else ():
+            candidate = model.sample_settings({**given, "solver": choice})
+            if deterministic(model, candidate):
+                return candidate
+    raise UsageError(f"--teacher-solver: {model.name}'s sampler {settings} draws fresh noise at each step, so its "
+                     f"samples are no function of their noise; couplings need a deterministic solver")
+
+
+def couplings_folder(ckpt: Checkpoint, settings: dict, seed: int) -> Path:
+    """Where a teacher's couplings are kept: its run's couplings/ folder, one subfolder per checkpoint state,
+    sampler and seed (a later student of the same teacher reuses and extends them)."""
+    sampler = "-".join(f"{k}{v}" for k, v in sorted(settings.items()))
+    name = f"{ckpt.path.stem}-step{ckpt.state['step']}-{ckpt.weights}-{sampler}-seed{seed}"
+    return ckpt.path.parent / "couplings" / name
+
+
+def draw_couplings(ckpt: Checkpoint, settings: dict, opts: DistillOptions, reporter: Reporter,
+                   deadline: float | None) -> tuple[Path, bool]:
+    """Draw the couplings the student needs (the parts not drawn yet), with progress and an ETA; returns their
+    folder and whether they are all there (False when --max-minutes or a signal stopped the drawing; the parts
+    drawn are kept)."""
+    model = ckpt.model
+    folder = couplings_folder(ckpt, settings, opts.seed)
+    teacher = {"checkpoint": str(ckpt.path.absolute()), "model": model.name, "step": int(ckpt.state["step"]),
+               "epoch": int(ckpt.state["epoch"]), "weights": ckpt.weights, "sampling": settings}
+    data = {k: ckpt.data[k] for k in ("name", "source", "class_names") if k in ckpt.data}
+    cp.new_manifest(folder, teacher, {**data, "geometry": ckpt.data["geometry"]}, opts.seed, model.latent_shape)
+    need, done = math.ceil(opts.pairs / cp.PART), cp.parts_done(folder)
+    if done >= need:
+        reporter.message(f"couplings: {opts.pairs:,} of the teacher's in {folder}")
+        return folder, True
+    reporter.message(f"couplings: drawing {opts.pairs - done * cp.PART:,} from {ckpt.path} ({model.name}, "
+                     f"{settings}) into {folder}")
+    start, drawn = time.monotonic(), 0
+    with StopSignals() as signals:
+        for k in range(done, need):
+            g = torch.Generator().manual_seed(opts.seed * 1_000_003 + k)  # part k is the same in any session
+            z = model.sample_latent(cp.PART, g)
+            images = model.generate(cp.PART, g, latents=z, settings=settings)
+            cp.write_part(folder, k, torch.from_numpy(to_uint8(images)).permute(0, 3, 1, 2), z,
+                          torch.full((cp.PART,), -1))
+            drawn += cp.PART
+            rate = drawn / (time.monotonic() - start)
+            left = (need - k - 1) * cp.PART / rate
+            reporter.message(f"couplings {(k + 1) * cp.PART:,}/{need * cp.PART:,} {rate:.0f}/s | eta "
+                             f"{format_duration(left)}")
+            if k + 1 < need and (signals.signum or (deadline and time.monotonic() >= deadline)):
+                return folder, False
+    return folder, True
+
+
+class FromTeacher(TrainHook):
+    """Starts a new student from the teacher's (averaged) weights, the network flow and ddpm share, and writes the
+    teacher's grid from the noise of the student's epoch grids, to compare them side by side."""
+
+    def __init__(self, teacher: Checkpoint, settings: dict):
+        self.teacher, self.settings = teacher, settings
+
+    def on_train_start(self, session, reporter):
+        if session.step or session.opts.resume:
+            return
+        from gentool.ema import EMA
+
+        session.model.unet.load_state_dict(self.teacher.model.unet.state_dict())
+        if session.ema is not None:  # the average starts from the weights the student starts from
+            session.ema = EMA(session.model, session.ema.decay)
+        session.history["events"].append({"epoch": 0, "step": 0, "kind": "initialised", "message": "the "
+                                          f"teacher's weights, {self.teacher.path.absolute()}"})
+        n, seed = GRID * GRID, session.opts.seed
+        images = self.teacher.model.generate(n, torch.Generator().manual_seed(seed), settings=self.settings)
+        write_png(session.run_dir / rundir.SAMPLES / TEACHER_GRID, make_grid(to_uint8(images), GRID, GRID))
+        reporter.message(f"student: {STUDENT}, from the teacher's weights; teacher's grid: "
+                         f"{session.run_dir / rundir.SAMPLES / TEACHER_GRID}")
+
+
+def student_options(opts: DistillOptions, ckpt: Checkpoint, folder: Path, out: Path, budget: float | None):
+    """The student's training run: a reflow with the teacher's network, on the couplings."""
+    from gentool.models.unet import UNetConfig
+
+    shared = {f for f in UNetConfig.__dataclass_fields__} - {"channels", "image_height", "image_width",
+                                                              "num_classes", "width", "lr", "batch_size"}
+    config = ckpt.model.config.to_dict()
+    params = {k: config[k] for k in shared if k in config}
+    return TrainOptions(model=STUDENT, data=str(folder), limit=opts.pairs, out=str(out), epochs=opts.epochs or 10,
+                        data_dir=_teacher_data_dir(ckpt.path),
+                        width=config["width"], batch_size=opts.batch_size or config["batch_size"],
+                        lr=opts.lr or STUDENT_LR, params={**params, "sample_steps": opts.steps}, seed=opts.seed,
+                        device=opts.device, precision=opts.precision, threads=opts.threads,
+                        overwrite=opts.overwrite, checkpoint_every=opts.checkpoint_every,
+                        max_minutes=None if budget is None else max(round(budget / 60, 2), 0.01))
+
+
+def _teacher_data_dir(path: Path) -> str | None:
+    """The teacher run's --data-dir, where --eval-every finds the real images the couplings imitate."""
+    config = path.parent / rundir.CONFIG
+    try:
+        options = rundir.read_run_config(config, "RUN").get("options") if config.is_file() else None
+    except GentoolError:
+        return None
+    value = options.get("data_dir") if isinstance(options, dict) else None
+    return value if isinstance(value, str) else None
+
+
+def distill(opts: DistillOptions, reporter: Reporter | None = None) -> dict:
+    """Distill the teacher into a few-step student (or continue a distillation); returns `train --json`'s result
+    plus the teacher and couplings, or {"stopped": ...} when the couplings could not all be drawn in time."""
+    from gentool.api import train
+    from gentool.device import choose_precision, pick_device, prepare
+
+    opts.validate()
+    reporter = reporter or Reporter()
+    if opts.resume:
+        return train(TrainOptions(resume=opts.resume, epochs=opts.epochs, max_minutes=opts.max_minutes,
+                                  device=opts.device, threads=opts.threads), reporter)
+    started = time.monotonic()
+    deadline = None if opts.max_minutes is None else started + 60 * opts.max_minutes
+    if opts.threads:
+        torch.set_num_threads(opts.threads)
+    path = teacher_checkpoint(opts.teacher)
+    out = Path(opts.out).expanduser() if opts.out else path.parent.with_name(f"{path.parent.name}-reflow{opts.steps}")
+    if out.exists() and not opts.overwrite and any(out.iterdir()) and not rundir.unstarted(out):
+        raise UsageError(f"--out: {out} already holds a run; continue it with gentool distill --resume "
+                         f"{shlex.quote(str(out))}, or pass --overwrite to replace it")
+    device = pick_device(opts.device)
+    ckpt = load_teacher(path, device)
+    prepare(ckpt.model, device, choose_precision(opts.precision or "auto", device).used)
+    settings = teacher_settings(ckpt.model, opts)
+    folder, complete = draw_couplings(ckpt, settings, opts, reporter, deadline)
+    if not complete:
+        again = f"{command_name()} {shlex.join(sys.argv[1:])}" if sys.argv[1:2] == ["distill"] else "the same command"
+        stop = f"stopped while drawing couplings (those drawn are kept); continue with: {again}"
+        reporter.message(stop)
+        return {"stopped": stop, "teacher": str(path), "couplings": str(folder)}
+    budget = None if deadline is None else deadline - time.monotonic()
+    result = train(student_options(opts, ckpt, folder, out, budget), reporter, [FromTeacher(ckpt, settings)])
+    return {**result, "teacher": str(path), "couplings": str(folder)}

@@ -1,0 +1,69 @@
+"""What `gentool distill` accepts: one keyword-only dataclass, each option declared once (with its help text),
+checked before any work. The training options it shares with `train` are train's own fields (`copy_option`).
+
+Imports nothing heavy: `gentool distill --help` reads this module without loading torch.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from gentool.errors import UsageError, bad_value
+from gentool.train_options import MAX_COUNT, check_threads, copy_option, option
+
+MAX_STUDENT_STEPS = 16  # a student drawing in more steps than this saves little over its teacher
+
+
+@dataclass(kw_only=True)
+class DistillOptions:
+    """Everything `gentool distill` accepts."""
+
+    teacher: str | None = option(
+        "The teacher: a flow or ddpm run directory (its last.safetensors) or checkpoint. Not with --resume.",
+        metavar="RUN|CKPT", argument=True)
+    out: str | None = option("The student's run directory (default: the teacher's run directory + "
+                             "'-reflow<K>').", metavar="DIR")
+    steps: int = option("Sampler steps (network evaluations per sample) the student is made for.", default=2,
+                        metavar="K")
+    pairs: int = option("Couplings (noise and the teacher's sample from it) drawn from the teacher and trained on; "
+                        "kept beside the teacher, in its run's couplings/ folder, for the next student.",
+                        default=20_000, metavar="N")
+    teacher_steps: int | None = option(
+        "The teacher's sampler steps for the couplings (default: its own, e.g. flow's 16).", metavar="N")
+    teacher_solver: str | None = option(
+        "The teacher's solver for the couplings (default: its own when deterministic, else its first deterministic "
+        "one, e.g. ddpm's ddim).", metavar="NAME")
+    resume: str | None = option("Continue the student's training in RUN (its run directory or checkpoint).",
+                                metavar="RUN|CKPT")
+    epochs: int | None = option("Total epochs over the couplings (with --resume: the total, not more).",
+                                default=None, metavar="N")
+    max_minutes: float | None = copy_option("max_minutes")
+    batch_size: int | None = option("Batch size (default: the teacher's).", metavar="B")
+    lr: float | None = option("Learning rate (default: 2e-4, a fifth of flow's: the student starts from the "
+                              "teacher's weights).", metavar="LR")
+    seed: int = option("Random seed of the couplings and the training.", default=0, metavar="S")
+    device: str = copy_option("device", default="auto")
+    precision: str | None = copy_option("precision")
+    threads: int | None = copy_option("threads")
+    checkpoint_every: int | None = copy_option("checkpoint_every")
+    overwrite: bool = option("Replace the student's run in --out (only gentool's own files in it are removed).",
+                             default=False)
+
+    def validate(self) -> None:
+        """Reject option values before any work starts."""
+        if (self.teacher is None) == (self.resume is None):
+            raise UsageError("RUN: give the teacher's run (or checkpoint) to distill, or --resume RUN to continue a "
+                             "distillation (not both)")
+        for name, value, low in (("--steps", self.steps, 1), ("--pairs", self.pairs, 2),
+                                 ("--teacher-steps", self.teacher_steps, 1), ("--epochs", self.epochs, 1)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or
+                                      not low <= value <= MAX_COUNT):
+                raise bad_value(name, value, f"an integer from {low} to {MAX_COUNT:,}")
+        if self.steps > MAX_STUDENT_STEPS:
+            raise bad_value("--steps", self.steps, f"an integer from 1 to {MAX_STUDENT_STEPS}")
+        if self.max_minutes is not None and not (math.isfinite(self.max_minutes) and 0 < self.max_minutes <= 10**7):
+            raise bad_value("--max-minutes", self.max_minutes, "a positive number of minutes")
+        if self.resume and self.overwrite:
+            raise UsageError("--overwrite: not allowed with --resume (a resumed run keeps its files)")
+        check_threads(self.threads)

@@ -1,0 +1,140 @@
+"""`gentool distill` end to end on a tiny teacher: couplings drawn once and reused, a student trained in the
+ordinary loop from the teacher's weights, resumed bit-exactly, taken by sample/evaluate/summary like any checkpoint,
+and couplings files refused field by field when they are not what gentool wrote."""
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+from typer.testing import CliRunner
+
+from gentool import couplings as cp
+from gentool.checkpoint_meta import read_metadata
+from gentool.cli.app import app
+from gentool.metrics.extractor import RECIPE_ENV
+from test_metrics import TINY_RECIPE, one_thread  # noqa: F401 (an autouse fixture)
+
+FAST = ("--teacher-steps", "1", "--pairs", "48", "--batch-size", "16", "--precision", "fp32", "-q")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def small_parts():
+    with pytest.MonkeyPatch.context() as mp:  # 500 teacher samples per part are a test's whole budget
+        mp.setattr(cp, "PART", 32)
+        yield
+
+
+def run(*args):
+    result = CliRunner().invoke(app, [str(a) for a in args], catch_exceptions=False)
+    return result
+
+
+@pytest.fixture(scope="module")
+def teacher(tmp_path_factory, mnist_root):
+    out = tmp_path_factory.mktemp("teacher") / "flow"
+    result = run("train", "flow", "--data", "mnist", "--data-dir", mnist_root, "--limit", "32", "--batch-size", "16",
+                 "--width", "0.25", "--epochs", "1", "--out", out, "-q")
+    assert result.exit_code == 0, result.output
+    return out
+
+
+@pytest.fixture(scope="module")
+def student(teacher, tmp_path_factory):
+    out = tmp_path_factory.mktemp("student") / "s"
+    result = run("distill", teacher, "--out", out, "--epochs", "2", "--steps", "2", *FAST, "--json")
+    assert result.exit_code == 0, result.output
+    return out, json.loads(result.stdout)
+
+
+def test_the_student_is_a_reflow_checkpoint_naming_its_teacher(teacher, student):
+    out, result = student
+    meta = read_metadata(out / "last.safetensors")
+    assert meta["model"] == "reflow" and meta["config"]["sample_steps"] == 2 and meta["config"]["width"] == 0.25
+    data = meta["data"]
+    assert data["teacher"]["checkpoint"] == str((teacher / "last.safetensors").absolute())
+    assert data["teacher"]["model"] == "flow" and data["teacher"]["sampling"] == {"steps": 1, "solver": "euler"}
+    assert data["source"] == "mnist" and data["couplings"] == result["couplings"]
+    assert {p.name for p in (out / "samples").iterdir()} >= {"teacher.png", "epoch_0001.png", "epoch_0002.png"}
+    history = json.loads((out / "metrics.json").read_text())
+    assert history["events"][0]["kind"] == "initialised" and len(history["epochs"]) == 2
+
+
+def test_the_student_starts_from_the_teacher_and_samples_in_its_own_steps(teacher, student):
+    from gentool.checkpoint import load_checkpoint
+
+    t = load_checkpoint(teacher / "last.safetensors").model
+    s = load_checkpoint(student[0] / "last.safetensors").model
+    assert s.sample_settings() == {"steps": 2, "solver": "euler"}
+    # a few small steps from the teacher's weights: close to them, not equal
+    diffs = [(a - b).abs().max().item() for a, b in zip(t.unet.parameters(), s.unet.parameters())]
+    assert 0 < max(diffs) < 0.05
+
+
+def test_resume_is_bit_exact_and_reuses_the_couplings(teacher, student, tmp_path):
+    out = tmp_path / "s"
+    first = run("distill", teacher, "--out", out, "--epochs", "1", "--steps", "2", *FAST)
+    assert first.exit_code == 0, first.output
+    assert "drawing" not in first.stderr  # the couplings the first student drew are reused
+    again = run("distill", "--resume", out, "--epochs", "2", "-q")
+    assert again.exit_code == 0, again.output
+    a, b = load_file(student[0] / "last.safetensors"), load_file(out / "last.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a if k.startswith(("model.", "ema.")))
+    taken = run("distill", teacher, "--out", out, *FAST)
+    assert taken.exit_code == 2 and "--resume" in taken.stderr
+
+
+def test_sample_evaluate_summary_and_report_take_the_student(student, mnist_root, tmp_path, monkeypatch):
+    ckpt = student[0] / "last.safetensors"
+    drawn = run("sample", ckpt, "--grid", "2x2", "--out", tmp_path / "g.png", "--json")
+    assert drawn.exit_code == 0 and json.loads(drawn.stdout)["sampling"] == {"steps": 2, "solver": "euler"}
+    summary = run("summary", ckpt, "--json")
+    assert summary.exit_code == 0 and json.loads(summary.stdout)["model"] == "reflow"
+    page = run("report", student[0], "--out", tmp_path / "r.html")
+    assert page.exit_code == 0, page.output
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setenv(RECIPE_ENV, TINY_RECIPE)
+    scored = run("evaluate", ckpt, "--data-dir", mnist_root, "--n", "20", "--metrics", "fid", "--json")
+    assert scored.exit_code == 0, scored.output
+    assert json.loads(scored.stdout)["sampling"] == {"steps": 2, "solver": "euler"}
+
+
+def test_couplings_are_a_data_set_only_for_families_that_take_them(student, mnist_root, tmp_path):
+    folder = student[1]["couplings"]
+    refused = run("train", "vae", "--data", folder, "--out", tmp_path / "v", "--epochs", "1")
+    assert refused.exit_code == 2 and "holds couplings" in refused.stderr and "flow" in refused.stderr
+    few = run("train", "reflow", "--data", folder, "--limit", "100000", "--out", tmp_path / "r")
+    assert few.exit_code != 0 and "couplings; 100,000 needed" in few.stderr
+
+
+def test_hostile_couplings_are_one_line(student, tmp_path):
+    import shutil
+
+    folder = tmp_path / "c"
+    shutil.copytree(student[1]["couplings"], folder)
+    manifest = json.loads((folder / cp.MANIFEST).read_text())
+    (folder / cp.MANIFEST).write_text(json.dumps({**manifest, "part": -3}))
+    bad = run("train", "reflow", "--data", folder, "--out", tmp_path / "r1")
+    assert bad.exit_code != 0 and "field part" in bad.stderr and "Traceback" not in bad.output
+    (folder / cp.MANIFEST).write_text(json.dumps(manifest))
+    tensors = load_file(cp.part_path(folder, 0))
+    save_file({**tensors, "latents": tensors["latents"].float()}, cp.part_path(folder, 0))
+    bad = run("train", "reflow", "--data", folder, "--out", tmp_path / "r2")
+    assert bad.exit_code != 0 and "tensor latents is F32" in bad.stderr
+
+
+def test_a_teacher_that_cannot_be_distilled_is_one_line(tmp_path):
+    from gentool.checkpoint import save_checkpoint
+    from gentool.data import Geometry
+    from gentool.registry import get_model
+
+    gan = tmp_path / "gan"
+    gan.mkdir()
+    cls = get_model("mlp-wgan-gp")
+    model = cls(cls.config_class.create(Geometry(1, 28, 28, 10), width=0.25))
+    save_checkpoint(gan / "last.safetensors", model, {}, {"epoch": 1, "step": 1},
+                    {"geometry": {"channels": 1, "height": 28, "width": 28}}, "built-in")
+    bad = run("distill", gan, *FAST)
+    assert bad.exit_code == 2 and "draws in one pass already" in bad.stderr
+    assert not (tmp_path / "gan-reflow2").exists()
+    assert run("distill").exit_code == 2
