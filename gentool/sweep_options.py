@@ -51,7 +51,7 @@ def _axis(kind, name: str):
 
 
 def value_kind(name: str):
-    """The scalar type of TrainOptions field `name` (int, float, str, bool; dict for --param)."""
+    """The scalar type of TrainOptions field `name` (int, float, str, bool; dict for --param and --sampler)."""
     hint = TRAIN_HINTS[name]
     return next(a for a in typing.get_args(hint) or (hint,) if a is not type(None))
 
@@ -83,8 +83,8 @@ def with_train_options(cls):
         if name in own or name in SET_BY_SWEEP:
             continue
         meta, kind = f.metadata, value_kind(name)
-        if kind is bool:
-            cls.__annotations__[name] = bool | None
+        if kind in (bool, dict):  # a switch, or NAME=VALUE settings (--sampler): fixed for every trial
+            cls.__annotations__[name] = kind | None
             setattr(cls, name, copy_option(name))
             continue
         cls.__annotations__[name] = list[kind] | kind | None  # a --config file may give one value or a list
@@ -156,9 +156,9 @@ class SweepOptions:
     @classmethod
     def train_options(cls) -> list[str]:
         """The train options this sweep takes as value lists (a value or an axis): every one it does not set itself
-        or declare as a single value, except the switches (true/false flags)."""
+        or declare as a single value, except the switches (true/false flags) and NAME=VALUE settings (--sampler)."""
         return [name for name in FIELDS if name not in SET_BY_SWEEP and name not in NOT_AXES
-                and name != "params" and value_kind(name) is not bool]
+                and name != "params" and value_kind(name) not in (bool, dict)]
 
     def _lists(self) -> dict[str, list]:
         """Every train option given as a value list, with --seeds turned into the seed axis."""
@@ -203,8 +203,8 @@ class SweepOptions:
     def fixed(self) -> dict:
         """The train options given one value for every trial: value lists of one (not an axis) and switches."""
         lists, axes = self._lists(), self.axes()
-        switches = {name: getattr(self, name) for name in FIELDS
-                    if name not in SET_BY_SWEEP and value_kind(name) is bool and getattr(self, name) is not None}
+        switches = {name: getattr(self, name) for name in FIELDS if name not in SET_BY_SWEEP and name != "params"
+                    and value_kind(name) in (bool, dict) and getattr(self, name) not in (None, {})}  # params: axes
         return {**{name: values[0] for name, values in lists.items() if name not in axes}, **switches}
 
     def options(self) -> dict:

@@ -15,7 +15,7 @@ from gentool.sweep_options import MAX_TRIALS, NOT_AXES, SET_BY_SWEEP, SweepOptio
 from gentool.train_options import TrainOptions
 
 DATA = Path(__file__).parent / "data"
-SAMPLES = {int: (3, 4), float: (0.5, 0.25), str: ("a", "b"), bool: (True, False)}
+SAMPLES = {int: (3, 4), float: (0.5, 0.25), str: ("a", "b"), bool: (True, False), dict: ({"temperature": 0.5}, None)}
 
 
 def trial_settings(tmp_path, index: int = 0, **given) -> TrainOptions:
@@ -38,7 +38,7 @@ def test_every_train_option_reaches_a_trial_fixed_and_as_an_axis(tmp_path):
         kind = value_kind(name)
         first, second = SAMPLES[kind]
         axis = {} if name in ("latent_dim", "width") else {"latent_dim": [2]}
-        if name in NOT_AXES or kind is bool:  # one value for every trial
+        if name in NOT_AXES or kind in (bool, dict):  # one value for every trial (settings: --sampler NAME=VALUE)
             assert getattr(trial_settings(tmp_path, **axis, **{name: first}), name) == first, name
         else:
             assert getattr(trial_settings(tmp_path, **{**axis, name: [first]}), name) == first, name
