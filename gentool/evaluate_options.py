@@ -15,7 +15,8 @@ from gentool.sample_options import DrawOptions
 from gentool.train_options import copy_option, option
 
 METRICS = ("fid", "fid-inf", "kid", "is", "pr", "modes", "jsd", "emd", "pixels", "vae")
-ALIASES = {"fid_inf": "fid-inf", "fidinf": "fid-inf", "precision": "pr", "recall": "pr", "precision_recall": "pr", "inception": "is", "swd": "emd",
+ALIASES = {"fid_inf": "fid-inf", "fidinf": "fid-inf",
+           "precision": "pr", "recall": "pr", "precision_recall": "pr", "inception": "is", "swd": "emd",
            "elbo": "vae", "reconstruction": "vae", "coverage": "modes", "pixel": "pixels",
            "saturation": "pixels"}
 MIN_N, MAX_N = 10, 100_000

@@ -45,7 +45,8 @@ class IntervalPlan:
     def describe(self) -> dict:
         """The result's "interval" entry."""
         return {"method": METHOD, "resamples": self.resamples, "level": self.level, "real_resampled": False,
-                "max_blocks": BLOCKS, "placement": "the bootstrap's spread around the value: [value - (median - low quantile), "
+                "max_blocks": BLOCKS,
+                "placement": "the bootstrap's spread around the value: [value - (median - low quantile), "
                              "value + (high quantile - median)]"}
 
 
