@@ -79,7 +79,7 @@ def test_evaluate_a_checkpoint(invoke, vae_run, mnist_root):
     table = invoke("evaluate", run / "last.safetensors", "--data-dir", mnist_root, "--n", "30", "--metrics",
                    "fid,vae,pixels")
     assert table.exit_code == 0 and "FID" in table.stdout and "ELBO" in table.stdout and "KID" not in table.stdout
-    assert "pixel spread" in table.stdout and "95% intervals" in table.stdout
+    assert "pixel spread" in table.stdout and "in brackets: 95% intervals" in table.stdout
     assert re.search(r"FID +│ [0-9.]+ \[[0-9.]+, [0-9.]+\]", table.stdout), table.stdout
 
 

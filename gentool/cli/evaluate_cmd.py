@@ -74,7 +74,7 @@ def render(result: dict, console: Console) -> None:
     console.print(table)
     if "interval" in result:
         i = result["interval"]
-        console.print(f"[brackets]: {i['level']:.0%} intervals, a {i['method']} ({i['resamples']} resamples); the "
+        console.print(f"in brackets: {i['level']:.0%} intervals, a {i['method']} ({i['resamples']} resamples); the "
                       f"real set is {'also' if i['real_resampled'] else 'not'} resampled", highlight=False,
                       soft_wrap=True)
     ex = result["extractor"]
