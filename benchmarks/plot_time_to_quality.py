@@ -4,7 +4,9 @@
         [--title TEXT]
 
 Each point is a scored snapshot at the minute (since launch) it was written; the y axis is logarithmic, since FIDs
-fall over orders of magnitude. The label says the classes covered at the last point.
+fall over orders of magnitude. Error bars are each FID's bootstrap interval (over that snapshot's samples, as
+`gentool evaluate` reports it; one training seed, so they do not show the spread between training runs). The label
+says the classes covered at the last point.
 """
 
 from __future__ import annotations
@@ -23,9 +25,12 @@ from matplotlib import ticker  # noqa: E402
 TICKS = (1, 2, 3, 5, 7, 10, 15, 20, 30, 50, 70, 100, 150, 200, 300, 500)
 
 
-def curves(results: dict) -> dict[str, list[tuple[float, float, str]]]:
-    """{configuration: [(minute, fid, "modes/classes"), ...] in time order}."""
-    return {name: sorted((s["minute"], s["fid"], f"{s['modes']}/{s['classes']}") for s in marks.values())
+def curves(results: dict) -> dict[str, list[tuple[float, float, str, tuple[float, float]]]]:
+    """{configuration: [(minute, fid, "modes/classes", (fid low, fid high)), ...] in time order}; a snapshot
+    scored without an interval (older results.json files) gets (fid, fid)."""
+    return {name: sorted((s["minute"], s["fid"], f"{s['modes']}/{s['classes']}", tuple(s.get("fid_ci") or
+                                                                                       (s["fid"], s["fid"])))
+                         for s in marks.values())
             for name, marks in results.items() if marks}
 
 
@@ -36,11 +41,13 @@ def plot(results: dict, out: Path, title: str, floor: float | None = None) -> No
                    label=f"real images scored the same way ({floor:g})")
     lines = curves(results)
     for name, points in lines.items():
-        xs, ys, covered = zip(*points)
-        ax.plot(xs, ys, marker="o", label=f"{name.replace('`', '')} ({covered[-1]} classes at the end)")
+        xs, ys, covered, cis = zip(*points)
+        bars = [[y - lo for y, (lo, _) in zip(ys, cis)], [hi - y for y, (_, hi) in zip(ys, cis)]]
+        ax.errorbar(xs, ys, yerr=bars, marker="o", capsize=3,
+                    label=f"{name.replace('`', '')} ({covered[-1]} classes at the end)")
         ax.annotate(f"{ys[-1]:.1f}", (xs[-1], ys[-1]), textcoords="offset points", xytext=(4, 4), fontsize=8)
     ax.set_yscale("log")
-    fids = [fid for points in lines.values() for _, fid, _ in points] + ([floor] if floor else [])
+    fids = [v for points in lines.values() for _, _, _, ci in points for v in ci] + ([floor] if floor else [])
     ax.set_yticks([t for t in TICKS if min(fids) / 1.2 <= t <= max(fids) * 1.2])  # plain numbers, not 2×10¹
     ax.yaxis.set_major_formatter(ticker.FuncFormatter(lambda y, _: f"{y:g}"))
     ax.yaxis.set_minor_formatter(ticker.NullFormatter())

@@ -1,6 +1,7 @@
 """Sample quality against the wall-clock minutes a user waits: gentool configurations and a plain-PyTorch peer (an
 MLP WGAN-GP, benchmarks/peer_wgan_gp.py) trained on real MNIST for the same minutes, in one invocation, each
-snapshot scored by `gentool evaluate` (FID and classes covered, N images, fixed seed).
+snapshot scored by `gentool evaluate` (FID with its bootstrap interval and classes covered, N images, fixed
+seed).
 
     python3 benchmarks/time_to_quality.py --data-dir DIR [--minutes 15] [--marks 2,5,7.5,10,15]
         [--configs 'wgan-gp --ema 0.999' 'flow --width 0.5'] [--threads 2] [--n 5000] [--seed 0]
@@ -91,8 +92,12 @@ def score(snap: dict, mark: float, args, out: Path, log: Path) -> None:
     cmd = ["gentool", "evaluate", str(source), "--data", "mnist", "--data-dir", args.data_dir, "--n", str(args.n),
            "--seed", str(args.seed), "--metrics", "fid,modes", "--json", "--out",
            str(out / f"eval_{mark:g}.json"), "--overwrite"]
-    metrics = json.loads(log_run(cmd, log, args.threads))["metrics"]
+    result = json.loads(log_run(cmd, log, args.threads))
+    metrics = result["metrics"]
     snap.update(fid=metrics["fid"], modes=metrics["modes"], classes=metrics["classes"])
+    # evaluate's bootstrap intervals (over this snapshot's samples; absent from an evaluate run with --intervals 0)
+    snap.update({k: metrics[k] for k in ("fid_ci", "modes_ci") if k in metrics})
+    snap["interval"] = result.get("interval")
     if source.suffix == ".safetensors":
         log_run(["gentool", "sample", str(source), "--grid", "8x8", "--seed", str(args.seed), "--overwrite",
                  "--out", str(out / f"grid_{mark:g}.png")], log, args.threads)
@@ -101,7 +106,8 @@ def score(snap: dict, mark: float, args, out: Path, log: Path) -> None:
 def cell(snap: dict | None) -> str:
     if not snap:
         return "–"
-    return f"**{snap['fid']:.1f}** · {snap['modes']}/{snap['classes']} · {snap['minute']:.1f}′"
+    ci = f" [{snap['fid_ci'][0]:.1f}, {snap['fid_ci'][1]:.1f}]" if snap.get("fid_ci") else ""
+    return f"**{snap['fid']:.1f}**{ci} · {snap['modes']}/{snap['classes']} · {snap['minute']:.1f}′"
 
 
 def host() -> str:
@@ -127,7 +133,9 @@ def table(runs: dict[str, dict], args) -> str:
     return "\n".join([
         f"Host: {host()}; {args.threads} thread(s) per run; {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.",
         f"gentool precision: {', '.join(sorted(precisions)) or 'n/a'} (--precision auto unless a configuration "
-        "sets it). Cells: **FID** (gentool evaluate, N = {n}, seed {seed}, MNIST test split) · classes covered · "
+        "sets it). Cells: **FID** [its 95 % interval: a bootstrap over the snapshot's N samples, the real set fixed; "
+        "one seed, so not the spread between training runs] (gentool evaluate, N = {n}, seed {seed}, MNIST test "
+        "split) · classes covered · "
         "wall-clock minute since launch of the snapshot scored. img/s: training images per second (gentool: the "
         "mean of its epoch records in metrics.json; the peer: over its loop, DataLoader included, snapshots left "
         "out).".format(n=args.n, seed=args.seed), "", *lines])
@@ -166,9 +174,11 @@ def main() -> None:
     (out / "results.md").write_text(text + "\n")
     made = {"command": "gentool evaluate --metrics fid,modes", "extractor": "gentool (the data set's default)",
             "data": "mnist", "split": "test", "n": args.n, "seed": args.seed, "threads": args.threads,
-            "minutes": args.minutes, "host": host()}
+            "minutes": args.minutes, "host": host(),
+            "interval": next((snap.get("interval") for marks in runs.values() for snap in marks.values()), None)}
     (out / "results.json").write_text(json.dumps({"evaluation": made, "runs": {
-        name: {f"{m:g}": {k: (str(v) if isinstance(v, Path) else v) for k, v in s.items()} for m, s in marks.items()}
+        name: {f"{m:g}": {k: (str(v) if isinstance(v, Path) else v) for k, v in s.items() if k != "interval"}
+               for m, s in marks.items()}
         for name, marks in runs.items()}}, indent=2) + "\n")
     print(text)
 

@@ -15,14 +15,17 @@ from gentool.sample_options import DrawOptions
 from gentool.checks import Ints, choice
 from gentool.train_options import MAX_EVAL_N, MIN_EVAL_N, copy_option, option
 
-METRICS = ("fid", "kid", "is", "pr", "modes", "jsd", "emd", "pixels", "vae")
-ALIASES = {"precision": "pr", "recall": "pr", "precision_recall": "pr", "inception": "is", "swd": "emd",
+METRICS = ("fid", "fid-inf", "kid", "is", "pr", "modes", "jsd", "emd", "pixels", "vae")
+ALIASES = {"fid_inf": "fid-inf", "fidinf": "fid-inf",
+           "precision": "pr", "recall": "pr", "precision_recall": "pr", "inception": "is", "swd": "emd",
            "elbo": "vae", "reconstruction": "vae", "coverage": "modes", "pixel": "pixels",
            "saturation": "pixels"}
 MIN_N, MAX_N = MIN_EVAL_N, MAX_EVAL_N
 SPLITS = ("test", "train")
 GENTOOL, INCEPTION = "gentool", "inception-v3"  # --extractor
 INCEPTION_METRICS = ("fid", "kid", "is")
+DEFAULT_RESAMPLES, DEFAULT_LEVEL = 200, 0.95  # --intervals, --level
+MAX_RESAMPLES = 10_000
 
 
 def parse_metrics(spec: str, known: tuple[str, ...] = METRICS) -> list[str]:
@@ -53,7 +56,8 @@ class EvalOptions(DrawOptions):
     data_dir: str | None = copy_option("data_dir")
     n: int = option("Number of generated images to score.", default=10_000, metavar="N", flags=("--n",),
                     check=Ints(MIN_N, MAX_N))
-    metrics: str = option("all, or a comma-separated list of fid, kid, is, pr (precision/recall), modes, jsd, emd, "
+    metrics: str = option("all, or a comma-separated list of fid, fid-inf (FID at five sample counts and its "
+                          "extrapolation to infinitely many), kid, is, pr (precision/recall), modes, jsd, emd, "
                           "pixels (mean, spread and saturated share of pixel values, beside the real data's), vae "
                           "(inception-v3: fid, kid, is).", default="all", metavar="LIST")
     split: str | None = option("Real split to compare with: test or train.", fallback="test for gentool's "
@@ -67,6 +71,11 @@ class EvalOptions(DrawOptions):
     extractor_weights: str | None = option(
         "inception-v3: the FID Inception weights file (torch-fidelity's weights-inception-2015-12-05-6726825d.pth); "
         "nothing is downloaded.", metavar="FILE")
+    intervals: int = option("Bootstrap resamples of the generated set for the intervals of fid, kid, precision, "
+                            "recall, modes and class KL (0: no intervals; the real set is never resampled).",
+                            default=DEFAULT_RESAMPLES, metavar="R")
+    level: float = option("Level of the intervals, e.g. 0.95 (between 0.5 and 0.999).", default=DEFAULT_LEVEL,
+                          metavar="P")
     out: str | None = option("Also write the JSON result to this file.", metavar="FILE")
 
     def validate(self) -> list[str]:
@@ -81,6 +90,10 @@ class EvalOptions(DrawOptions):
                              "(nothing is downloaded)")
         if not inception and self.extractor_weights:
             raise UsageError("--extractor-weights: only with --extractor inception-v3")
+        if not isinstance(self.intervals, int) or not 0 <= self.intervals <= MAX_RESAMPLES:
+            raise bad_value("--intervals", self.intervals, f"an integer between 0 (no intervals) and {MAX_RESAMPLES:,}")
+        if not isinstance(self.level, (int, float)) or not 0.5 <= self.level <= 0.999:
+            raise bad_value("--level", self.level, "a number between 0.5 and 0.999, e.g. 0.95")
         self.split = self.split or ("train" if inception else "test")
         if self.split not in SPLITS:
             raise bad_value("--split", self.split, " or ".join(SPLITS))

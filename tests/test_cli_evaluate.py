@@ -3,11 +3,13 @@ recipe (see TINY_RECIPE: the default recipe takes minutes; the override enters t
 mistaken for the default one)."""
 
 import json
+import re
 
 import numpy as np
 import pytest
 
 from gentool.metrics.extractor import RECIPE_ENV
+from gentool.metrics.watch import BEST_RULE
 from test_metrics import TINY_RECIPE, one_thread  # noqa: F401 (an autouse fixture)
 
 
@@ -45,8 +47,11 @@ def test_eval_every_records_fid_and_keeps_best(vae_run):
     run, summary = vae_run
     metrics = json.loads((run / "metrics.json").read_text())
     assert all({"fid", "modes", "class_kl"} <= r.keys() for r in metrics["epochs"])
-    best = min(metrics["epochs"], key=lambda r: r["fid"])
-    assert metrics["best"] == {"epoch": best["epoch"], "fid": best["fid"]}
+    best = metrics["best"]  # kept only when beyond the interval: a lower FID within it is an event instead
+    assert best["rule"] == BEST_RULE == metrics["evaluation"]["best_rule"]
+    assert best["fid_low"] <= best["fid"] <= best["fid_high"]
+    within = {e["epoch"] for e in metrics["events"] if e["kind"] == "best_within_noise"}
+    assert all(r["epoch"] in within for r in metrics["epochs"] if r["fid"] < best["fid"])
     assert (run / "best.safetensors").is_file() and summary["checkpoints"]["best"].endswith("best.safetensors")
     made = metrics["evaluation"]
     assert made["n"] == 40 and made["split"] == "test" and made["extractor"]["id"].startswith("mnist-r")
@@ -63,8 +68,10 @@ def test_evaluate_a_checkpoint(invoke, vae_run, mnist_root):
     assert {"id", "test_accuracy", "recipe_hash"} <= out["extractor"].keys()
     expected = {"fid", "kid_mean", "kid_std", "is_mean", "precision", "recall", "modes", "class_kl", "jsd", "emd",
                 "pixel_mean", "real_pixel_mean", "pixel_spread", "real_pixel_saturated", "vae_reconstruction", "vae_kl",
-                "elbo"}
+                "elbo", "fid_inf", "fid_by_n", "fid_ci", "kid_ci", "precision_ci", "recall_ci", "modes_ci"}
     assert expected <= out["metrics"].keys()
+    assert out["interval"]["resamples"] == 200 and out["interval"]["real_resampled"] is False
+    assert out["metrics"]["fid_ci"][0] <= out["metrics"]["fid"] <= out["metrics"]["fid_ci"][1]
     assert out["metrics"]["elbo"] == pytest.approx(-(out["metrics"]["vae_reconstruction"] + out["metrics"]["vae_kl"]))
     again = json.loads(invoke("evaluate", run / "best.safetensors", "--data-dir", mnist_root, "--n", "30",
                               "--json").stdout)
@@ -72,7 +79,8 @@ def test_evaluate_a_checkpoint(invoke, vae_run, mnist_root):
     table = invoke("evaluate", run / "last.safetensors", "--data-dir", mnist_root, "--n", "30", "--metrics",
                    "fid,vae,pixels")
     assert table.exit_code == 0 and "FID" in table.stdout and "ELBO" in table.stdout and "KID" not in table.stdout
-    assert "pixel spread" in table.stdout
+    assert "pixel spread" in table.stdout and "in brackets: 95% intervals" in table.stdout
+    assert re.search(r"FID +│ [0-9.]+ \[[0-9.]+, [0-9.]+\]", table.stdout), table.stdout
 
 
 def test_npz_and_png_folder_score_alike(invoke, vae_run, mnist_root, tmp_path):
@@ -99,6 +107,8 @@ def test_npz_and_png_folder_score_alike(invoke, vae_run, mnist_root, tmp_path):
     (["--metrics", "vae"], "--metrics"),
     (["--data", "cifar10"], "SOURCE: images are 1x28x28"),
     (["--data", "imagenet"], "--data"),
+    (["--intervals", "-1"], "--intervals"),
+    (["--level", "2"], "--level"),
 ])
 def test_bad_options_are_one_line(invoke, tmp_path, mnist_root, args, needle):
     np.savez(tmp_path / "x.npz", images=np.zeros((20, 28, 28, 1), np.uint8))

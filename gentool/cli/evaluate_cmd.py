@@ -12,6 +12,7 @@ from gentool.progress import make_reporter
 # key → (label, meaning); the table shows the keys present in the result, in this order.
 ROWS = {
     "fid": ("FID", "Fréchet distance of extractor features (lower is better)"),
+    "fid_inf": ("FID∞", "FID extrapolated to infinitely many samples: a line through FID at several N against 1/N"),
     "kid_mean": ("KID", "unbiased polynomial-kernel MMD² (lower is better; ≈ 0 for the same distribution)"),
     "is_mean": ("IS", "inception-style score from class probabilities (higher is better, 1 to classes)"),
     "precision": ("precision", "share of samples on the real feature manifold (k-NN, higher is better)"),
@@ -34,7 +35,20 @@ ROWS = {
 }
 
 
+CI_KEYS = {"kid_mean": "kid_ci"}  # the interval's key when it is not <key>_ci
+
+
 def _value(key: str, metrics: dict) -> str:
+    """The table's text for a metric, with its interval when there is one."""
+    ci = metrics.get(CI_KEYS.get(key, f"{key}_ci"))
+    text = _plain(key, metrics)
+    return f"{text} [{ci[0]:.4g}, {ci[1]:.4g}]" if ci else text
+
+
+def _plain(key: str, metrics: dict) -> str:
+    if key == "fid_inf":
+        points = ", ".join(f"{f:.4g} at {n:,}" for n, f in metrics["fid_by_n"])
+        return f"{metrics['fid_inf']:.4g} (FID {points})"
     if key == "kid_mean":
         return f"{metrics['kid_mean']:.5f} ± {metrics['kid_std']:.5f}"
     if key == "is_mean":
@@ -58,6 +72,11 @@ def render(result: dict, console: Console) -> None:
         if key in result["metrics"]:
             table.add_row(label, _value(key, result["metrics"]), meaning)
     console.print(table)
+    if "interval" in result:
+        i = result["interval"]
+        console.print(f"in brackets: {i['level']:.0%} intervals, a {i['method']} ({i['resamples']} resamples); the "
+                      f"real set is {'also' if i['real_resampled'] else 'not'} resampled", highlight=False,
+                      soft_wrap=True)
     ex = result["extractor"]
     made = (f"weights {ex['weights']}, sha256 {ex['weights_sha256'][:16]}…, torch-fidelity "
             f"{ex['torch_fidelity_version']}" if "weights_sha256" in ex else f"test accuracy {ex['test_accuracy']:.2%}")

@@ -18,21 +18,25 @@ from gentool.load import load_warning
 from gentool.metrics.distances import histogram_jsd, pixel_summary, sliced_wasserstein
 from gentool.metrics.extractor import get_extractor, seeded_rng
 from gentool.metrics.likelihood import BATCH, fixed_subset, loss_terms
-from gentool.metrics.fid_kid import frechet_distance, gaussian_stats, inception_score, kernel_distance
-from gentool.metrics.manifold import mode_coverage, precision_recall
+from gentool.metrics.fid_kid import (fid_by_sample_count, frechet_distance, gaussian_stats, inception_score,
+                                     kernel_distance)
+from gentool.metrics.intervals import Bootstrap, IntervalPlan
+from gentool.metrics.manifold import class_histogram, membership, mode_coverage
 from gentool.metrics.reference import Reference, reference_geometry, resolve_reference
 from gentool.metrics.sources import Source, check_geometry, open_source
-from gentool.metrics.stats import real_stats, stream_stats
+from gentool.metrics.stats import ImageStats, real_stats, stream_stats
 from gentool.progress import Reporter
 
 KID_SUBSETS, KID_SUBSET_SIZE, PR_K = 100, 1000, 3
 
 
 class Evaluator:
-    """A reference data set's extractor and one split's real statistics, ready to score sets of images."""
+    """A reference data set's extractor and one split's real statistics, ready to score sets of images (with
+    intervals as `plan` says; None: none)."""
 
-    def __init__(self, reference: Reference, split: str, device: torch.device, reporter: Reporter | None = None):
-        self.reference, self.split = reference, split
+    def __init__(self, reference: Reference, split: str, device: torch.device, reporter: Reporter | None = None,
+                 plan: IntervalPlan | None = None):
+        self.reference, self.split, self.plan = reference, split, plan
         self.extractor = get_extractor(reference, device, reporter)
         self.real = real_stats(self.extractor, reference, split, reporter)
         self._real_gaussian = gaussian_stats(self.real.features)
@@ -52,37 +56,69 @@ class Evaluator:
         drew them for, also how often the classifier agrees (class_agreement)."""
         chunks = [images] if torch.is_tensor(images) else images
         gen = stream_stats(self.extractor, chunks, projections="emd" in wanted)
-        metrics, notes = {}, []
-        n, dim = len(gen), gen.features.shape[1]
-        rng = np.random.default_rng(seed)
-        if "fid" in wanted:
-            metrics["fid"] = frechet_distance(*self._real_gaussian, *gaussian_stats(gen.features))
-            if n <= dim:
-                notes.append(f"fid: N={n} is not above the feature dimension {dim}, so the covariance is singular; "
-                             f"FID is then biased upward and not meaningful (use N ≥ {10 * dim})")
-        if "kid" in wanted:
-            mean, std, size = kernel_distance(self.real.features, gen.features, KID_SUBSETS, KID_SUBSET_SIZE, seed)
-            metrics.update(kid_mean=mean, kid_std=std, kid_subset_size=size)
-        if "is" in wanted:
-            metrics["is_mean"], metrics["is_std"] = inception_score(gen.probs)
-        if "pr" in wanted:
-            real = self.real.features[rng.choice(len(self.real), min(n, len(self.real)), replace=False)]
-            metrics["precision"], metrics["recall"] = precision_recall(real, gen.features, PR_K)
-        if "modes" in wanted:
-            metrics.update(mode_coverage(gen.probs, self.real.probs))
-        if "jsd" in wanted:
-            metrics["jsd"] = histogram_jsd(self.real.pixel_hist, gen.pixel_hist)
-        if "emd" in wanted:
-            metrics["emd"] = sliced_wasserstein(self.real.projections, gen.projections)
-        if "pixels" in wanted:
-            real = pixel_summary(self.real.pixel_hist, self.real.pixel_moments)
-            metrics.update(pixel_summary(gen.pixel_hist, gen.pixel_moments))
-            metrics.update({f"real_{k}": v for k, v in real.items()})
+        metrics, notes = score_stats(self.real, self._real_gaussian, gen, wanted, seed, self.plan)
         if labels is not None:
             metrics.update(class_agreement(gen.probs, labels))
-        if n < 1000 and {"kid", "pr"} & set(wanted):
-            notes.append(f"N={n} is small: KID and precision/recall vary a lot between seeds at this size")
         return metrics, notes
+
+
+def score_stats(real: ImageStats, real_gaussian: tuple, gen: ImageStats, wanted, seed: int,
+                plan: IntervalPlan | None = None) -> tuple[dict, list[str]]:
+    """The metrics in `wanted` of generated stats against real ones (whose Gaussian fit is `real_gaussian`), with
+    `<key>_ci` intervals when `plan` asks for resamples; and notes on their reliability."""
+    metrics, notes = {}, []
+    n, dim = len(gen), gen.features.shape[1]
+    rng = np.random.default_rng(seed)
+    boot = Bootstrap(plan, n, dim, seed) if plan and plan.resamples else None
+    if "fid" in wanted or "fid-inf" in wanted:
+        metrics["fid"] = frechet_distance(*real_gaussian, *gaussian_stats(gen.features))
+        if boot:
+            boot.fid(gen.features, *real_gaussian)
+        if n <= dim:
+            notes.append(f"fid: N={n} is not above the feature dimension {dim}, so the covariance is singular; "
+                         f"FID is then biased upward and not meaningful (use N ≥ {10 * dim})")
+    if "fid-inf" in wanted:
+        metrics.update(fid_by_sample_count(real_gaussian, gen.features, seed))
+        if metrics["fid_by_n"][0][0] <= dim:
+            notes.append(f"fid_inf: its smallest sample count {metrics['fid_by_n'][0][0]} is not above the feature "
+                         f"dimension {dim}; the extrapolation needs N ≥ {5 * dim}")
+    if "kid" in wanted:
+        mean, std, size = kernel_distance(real.features, gen.features, KID_SUBSETS, KID_SUBSET_SIZE, seed)
+        metrics.update(kid_mean=mean, kid_std=std, kid_subset_size=size)
+        if boot:
+            boot.kid(real.features, gen.features)
+    if "is" in wanted:
+        metrics["is_mean"], metrics["is_std"] = inception_score(gen.probs)
+    if "pr" in wanted:
+        subset = real.features[rng.choice(len(real), min(n, len(real)), replace=False)]
+        member = membership(subset, gen.features, PR_K, cover=boot is not None)
+        metrics["precision"], metrics["recall"] = member.precision, member.recall
+        if boot:
+            boot.share("precision", member.fake_inside)
+            boot.recall(member.real_cover)
+    if "modes" in wanted:
+        metrics.update(mode_coverage(gen.probs, real.probs))
+        if boot:
+            boot.classes(gen.probs, class_histogram(real.probs, real.probs.shape[1]))
+    metrics.update(pixel_scores(real, gen, wanted))
+    if boot:
+        metrics.update(boot.intervals(metrics))
+    if n < 1000 and {"kid", "pr"} & set(wanted):
+        notes.append(f"N={n} is small: KID and precision/recall vary a lot between seeds at this size")
+    return metrics, notes
+
+
+def pixel_scores(real: ImageStats, gen: ImageStats, wanted) -> dict:
+    """The pixel-space metrics in `wanted`: jsd, emd and the pixel summary (beside the real one)."""
+    metrics = {}
+    if "jsd" in wanted:
+        metrics["jsd"] = histogram_jsd(real.pixel_hist, gen.pixel_hist)
+    if "emd" in wanted:
+        metrics["emd"] = sliced_wasserstein(real.projections, gen.projections)
+    if "pixels" in wanted:
+        metrics.update(pixel_summary(gen.pixel_hist, gen.pixel_moments))
+        metrics.update({f"real_{k}": v for k, v in pixel_summary(real.pixel_hist, real.pixel_moments).items()})
+    return metrics
 
 
 def class_agreement(probs: np.ndarray, labels: torch.Tensor) -> dict:
@@ -136,13 +172,17 @@ def evaluate(req: EvalOptions, reporter: Reporter | None = None) -> dict:
     count = source.count(req.n)
     if count < MIN_N:
         raise UsageError(f"SOURCE: {source.path} holds {count} images; evaluation needs at least {MIN_N}")
-    evaluator = _evaluator(req, reference, device, reporter)
+    plan = IntervalPlan(req.intervals, float(req.level))
+    evaluator = _evaluator(req, reference, device, reporter, plan)
     labels = source.labels(count)
     metrics, notes = evaluator.score(source.chunks(req.n, req.seed, settings), wanted, req.seed, labels)
     if "class_agreement_by_class" in metrics:
         names = source.checkpoint.data.get("class_names") or []
         metrics["class_agreement_by_class"] = {names[int(k)] if int(k) < len(names) else k: v
                                                for k, v in metrics["class_agreement_by_class"].items()}
+    if req.extractor == INCEPTION and req.intervals:
+        notes.append("intervals: not computed with inception-v3 (a bootstrap of its 2,048-dimensional features "
+                     "costs more than the evaluation); gentool's extractor gives them")
     if count < req.n:
         notes.append(f"SOURCE holds {count} images, fewer than --n {req.n}; all of them were scored")
     busy = load_warning(torch.get_num_threads()) if device.type == "cpu" else None
@@ -155,19 +195,21 @@ def evaluate(req: EvalOptions, reporter: Reporter | None = None) -> dict:
               **({"sampling_precision_reason": precision.reason} if precision else {}),
               **({"sampling": settings} if source.checkpoint is not None else {}),
               **evaluator.provenance(), "metrics": metrics, "notes": notes,
+              **({"interval": plan.describe()} if any(k.endswith("_ci") for k in metrics) else {}),
               "seconds": round(time.perf_counter() - started, 1)}
     if req.out:
         atomic_write_json(req.out, result)
     return result
 
 
-def _evaluator(req: EvalOptions, reference: Reference, device: torch.device, reporter: Reporter | None):
+def _evaluator(req: EvalOptions, reference: Reference, device: torch.device, reporter: Reporter | None,
+               plan: IntervalPlan):
     """gentool's own extractor, or Inception-v3 with the user's weights (--extractor inception-v3)."""
     if req.extractor == INCEPTION:
         from gentool.metrics.inception import InceptionEvaluator  # needs the optional torch-fidelity
 
         return InceptionEvaluator(reference, req.split, device, req.extractor_weights, reporter)
-    return Evaluator(reference, req.split, device, reporter)
+    return Evaluator(reference, req.split, device, reporter, plan)
 
 
 def _sample_settings(source: Source, given: dict) -> dict:

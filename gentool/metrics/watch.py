@@ -3,7 +3,8 @@
 After each epoch: each loss and distance estimate in the epoch's record is compared with its recent range, and a
 jump far outside it (or a non-finite value, or steps dropped for non-finite gradients) is a divergence. Every K
 epochs the model's samples are scored (FID and mode coverage against the real test split), the lowest-FID state is
-kept as best.safetensors, an FID more than doubling from its best (or worse than uniform noise's and not improving)
+kept as best.safetensors (a new best only when its FID interval lies wholly below the best FID so far:
+BEST_RULE), an FID more than doubling from its best (or worse than uniform noise's and not improving)
 is a divergence too, and coverage of at most half the classes is a mode collapse. Each finding is printed as a
 warning and recorded in metrics.json under "events"; with --stop-on-divergence a divergence ends the run cleanly.
 """
@@ -20,6 +21,7 @@ from gentool.data import peek_geometry
 from gentool.errors import UsageError, bad_value
 from gentool.images import to_uint8
 from gentool.metrics.evaluate import MAX_N, MIN_N, Evaluator
+from gentool.metrics.intervals import IntervalPlan
 from gentool.metrics.reference import resolve_reference
 from gentool.progress import Reporter, format_metrics
 from gentool.sampling import sample_chunks
@@ -37,7 +39,10 @@ REL_FLOOR = 0.25  # ... where the width counts as at least this share of the rec
 # as the VAE's KL are left out: one rising from near zero as training starts to use the latents is no divergence.
 ESTIMATES = ("emd", "jsd")
 WATCH_METRICS = ("fid", "modes")
+BEST_RULE = ("a new best only when the upper end of its FID interval (bootstrap over the generated samples) is "
+             "below the best FID so far")
 FID_JUMP = 2.0  # an FID above this multiple of its best so far is a divergence
+NOT_WARNINGS = ("best_within_noise",)  # event kinds printed as notes
 NO_PROGRESS = 0.9  # ... and so is one worse than noise's that is above this share of the previous one
 
 
@@ -114,6 +119,7 @@ class TrainingWatch(TrainHook):
         self.eval_every, self.eval_n, self.stop, self.seed = 0, 0, False, 0
         self.evaluator = None
         self.noise_fid = math.inf  # FID of uniform noise: samples scoring worse than that have left the data
+        self.fid_ci = None  # the last evaluation's FID interval
 
     def setup(self, opts: TrainOptions) -> None:
         check_watch_options(opts)
@@ -128,9 +134,9 @@ class TrainingWatch(TrainHook):
             classes = self._evaluate(session, record, reporter)
             events += self._judge_samples(previous, record, classes)
         diverged = any(e["kind"] == "divergence" for e in events)
-        self._keep_best(session, record, diverged)
+        events += filter(None, [self._keep_best(session, record, diverged)])
         for event in events:
-            reporter.message(f"warning: {event['message']}")
+            reporter.message(f"{'note' if event['kind'] in NOT_WARNINGS else 'warning'}: {event['message']}")
             session.history.setdefault("events", []).append(event)
         if diverged and self.stop:
             best = session.run_dir / rundir.BEST
@@ -145,13 +151,14 @@ class TrainingWatch(TrainHook):
             real = (session.data.origin or {}).get("source") or session.opts.data
             reference = resolve_reference(real, session.opts.data_dir).sized_for(
                 (c.channels, c.image_height, c.image_width))
-            self.evaluator = Evaluator(reference, "test", session.model.device, _Relay(reporter))
+            self.evaluator = Evaluator(reference, "test", session.model.device, _Relay(reporter), IntervalPlan())
             noise = torch.randint(0, 256, (self.eval_n, c.channels, c.image_height, c.image_width),
                                   generator=torch.Generator().manual_seed(self.seed), dtype=torch.uint8)
             self.noise_fid = self.evaluator.score(noise, ("fid",), self.seed)[0]["fid"]
             session.history["evaluation"] = {**self.evaluator.provenance(), "n": self.eval_n, "seed": self.seed,
                                              "metrics": list(WATCH_METRICS), "every": self.eval_every,
-                                             "fid_uniform_noise": self.noise_fid,
+                                             "fid_uniform_noise": self.noise_fid, "best_rule": BEST_RULE,
+                                             "interval": IntervalPlan().describe(),
                                              "sampling": session.sample_settings}
         with session.sampling() as model:
             drawn = sample_chunks(model, self.eval_n, torch.Generator().manual_seed(self.seed),
@@ -159,6 +166,7 @@ class TrainingWatch(TrainHook):
             chunks = (torch.from_numpy(to_uint8(images)).permute(0, 3, 1, 2).contiguous() for images in drawn)
             metrics, _ = self.evaluator.score(chunks, WATCH_METRICS, self.seed)
         record.update({key: metrics[key] for key in EVALUATION_KEYS})
+        self.fid_ci = metrics.get("fid_ci")
         return metrics["classes"]
 
     def _fid_problem(self, fids: list[tuple[float, int]], fid: float, epoch: int) -> tuple[str, dict] | None:
@@ -190,24 +198,37 @@ class TrainingWatch(TrainHook):
             events.append(collapse)
         return events
 
-    def _keep_best(self, session: Session, record: dict, diverged: bool) -> None:
-        """best.safetensors: the lowest FID so far; without evaluation (but with --stop-on-divergence), the last
-        epoch before a divergence."""
+    def _keep_best(self, session: Session, record: dict, diverged: bool) -> dict | None:
+        """best.safetensors: the lowest FID so far, beyond the noise (BEST_RULE); without evaluation (but with
+        --stop-on-divergence), the last epoch before a divergence. Returns an event when a lower FID was within
+        its interval of the best, so not kept."""
         best = session.history.get("best") or {}
         if self.eval_every:
-            if "fid" not in record or (best.get("fid") is not None and record["fid"] >= best["fid"]):
-                return
-            session.history["best"] = {"epoch": record["epoch"], "fid": record["fid"]}
+            if "fid" not in record:
+                return None
+            ci = self.fid_ci or [record["fid"], record["fid"]]
+            if best.get("fid") is not None and ci[1] >= best["fid"]:
+                return self._within_noise(record, best, ci) if record["fid"] < best["fid"] else None
+            session.history["best"] = {"epoch": record["epoch"], "fid": record["fid"], "fid_low": ci[0],
+                                       "fid_high": ci[1], "rule": BEST_RULE}
         elif self.stop and not diverged:
             session.history["best"] = {"epoch": record["epoch"], "fid": None}
         else:
-            return
+            return None
         session.save(session.run_dir / rundir.BEST)
+        return None
+
+    @staticmethod
+    def _within_noise(record: dict, best: dict, ci: list[float]) -> dict:
+        return _event(record, "best_within_noise", f"fid = {record['fid']:.4g} [{ci[0]:.4g}, {ci[1]:.4g}] in epoch "
+                      f"{record['epoch']} is below the best so far ({best['fid']:.4g}, epoch {best['epoch']}) but "
+                      f"within its interval: best.safetensors keeps epoch {best['epoch']}", key="fid",
+                      value=record["fid"], fid_low=ci[0], fid_high=ci[1], best=best["fid"], rule=BEST_RULE)
 
     def on_train_end(self, session: Session, reporter: Reporter) -> None:
         best = session.history.get("best")
         if best and best.get("fid") is not None:
-            reporter.message(f"best.safetensors: epoch {best['epoch']}, FID {best['fid']:.4g}")
+            reporter.message(f"best.safetensors: epoch {best['epoch']}, FID {best['fid']:.4g} (kept as {BEST_RULE})")
 
 
 def check_watch_options(opts: TrainOptions) -> None:

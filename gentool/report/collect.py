@@ -138,6 +138,9 @@ def best_checkpoint(history: dict, run_dir: Path, notes: list[str]) -> str:
         every = evaluation.get("every")
         how = f"; --eval-every {every}" if is_number(every) else ""
         text = f"best.safetensors holds epoch {epoch}, whose samples scored the lowest FID of the run ({fid:.4g}{how})."
+        if isinstance(best.get("rule"), str) and is_number(best.get("fid_high")):
+            text = (f"best.safetensors holds epoch {epoch}, FID {fid:.4g} (interval up to {best['fid_high']:.4g}"
+                    f"{how}), kept as {best['rule']}.")
     else:
         text = (f"best.safetensors holds epoch {epoch}: the last epoch without a divergence (kept by "
                 f"--stop-on-divergence, without --eval-every).")
