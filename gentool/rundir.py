@@ -80,6 +80,13 @@ def unstarted(path: Path) -> bool:
     return True
 
 
+def refuse_links(path: Path, arg: str) -> None:
+    """Refuse, before any work, a run folder where a file or folder gentool writes is a symbolic link."""
+    link = next((f for f in path.iterdir() if f.is_symlink() and _gentool_name(f)), None)
+    if link is not None:
+        raise UsageError(f"{arg}: {fileio.LinkRefused(str(link))}")
+
+
 def _gentool_name(f: Path) -> bool:
     """Whether gentool writes, cleans or locks a file or folder of this name in a run directory."""
     return _temporary(f) or f.name in (SAMPLES, TENSORBOARD) or any(f.match(g) for g in OWNED_GLOBS if "/" not in g)
@@ -112,9 +119,8 @@ def prepare_new(path: Path, overwrite: bool) -> bool:
         _undo_created(path, created)
         raise
     if taken:
-        link = next((f for f in path.iterdir() if f.is_symlink() and _gentool_name(f)), None)
-        if link is not None and not overwrite:
-            raise UsageError(f"--out: {fileio.LinkRefused(str(link))}")
+        if not overwrite:
+            refuse_links(path, "--out")
         if not overwrite and not unstarted(path):
             quoted = shlex.quote(str(path))
             raise UsageError(f"--out: run directory {path} already holds a run; continue it with --resume {quoted} "

@@ -178,6 +178,7 @@ def resume_session(opts: TrainOptions, device: torch.device, world: World = SING
     ckpt = load_checkpoint(ckpt_path, device, arg="--resume", weights="raw")
     prepare_model(ckpt.model, opts, device)
     if world.main:
+        rundir.refuse_links(ckpt_path.parent, "--resume")
         rundir.remove_stale_temporaries(ckpt_path.parent)
         rundir.restore_periodic(ckpt_path, ckpt.state)  # lost if a kill fell between last and epoch_NNNN
     data = _load_data(opts)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import threading
 import time
 import warnings
@@ -23,7 +24,20 @@ from gentool import fileio, rundir
 from gentool.errors import UsageError
 from gentool.train import TrainOptions, train
 
-TINY = dict(model="vae", data="mnist-sample", limit=32, width=0.25, threads=1, batch_size=16)
+TINY = dict(model="vae", data="mnist-sample", limit=32, width=0.25, threads=1, batch_size=16, precision="fp32")
+CLI_TINY = ("--limit", "32", "--width", "0.25", "--threads", "1", "--precision", "fp32")  # fp32: no speed probe
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> Path:
+    """A finished one-epoch run (copied by the tests that change it)."""
+    run = tmp_path_factory.mktemp("trained") / "run"
+    train(TrainOptions(**TINY, epochs=1, out=str(run), sample_every=0, checkpoint_every=0))
+    return run
+
+
+def copy_of(run: Path, tmp_path: Path) -> Path:
+    return Path(shutil.copytree(run, tmp_path / "run", ignore=shutil.ignore_patterns(".gentool.lock*")))
 
 
 @pytest.fixture()
@@ -95,7 +109,7 @@ def test_a_link_where_a_run_writes_is_refused_untouched(tmp_path, invoke, name):
     run = tmp_path / "run"
     run.mkdir()
     (run / name).symlink_to(precious if name != "samples" else precious.parent)
-    result = invoke("train", "vae", "--data", "mnist-sample", "--limit", "32", "--epochs", "1", "--out", run)
+    result = invoke("train", "vae", "--data", "mnist-sample", *CLI_TINY, "--epochs", "1", "--out", run)
     one_line(result, 2, "--out", str(run / name), "symbolic link")
     assert precious.read_text() == "the user's own words" and os.path.islink(run / name)
 
@@ -109,7 +123,7 @@ def test_overwrite_refuses_a_run_folder_that_is_a_link(tmp_path, invoke, folder,
     run.mkdir()
     (run / "config.json").write_text("{}")
     (run / folder).symlink_to(photos)
-    result = invoke("train", "vae", "--data", "mnist-sample", "--limit", "32", "--epochs", "1", "--out", run,
+    result = invoke("train", "vae", "--data", "mnist-sample", *CLI_TINY, "--epochs", "1", "--out", run,
                     "--overwrite")
     one_line(result, 2, "--out", str(run / folder), "symbolic link")
     assert (photos / name).read_bytes() == b"not gentool's"
@@ -168,9 +182,18 @@ def test_atomic_writes_refuse_a_link_at_the_target_or_on_the_way(tmp_path):
     assert os.path.islink(owned / "grid.png") and sorted(p.name for p in precious.parent.iterdir()) == [precious.name]
 
 
-def test_sample_refuses_a_link_in_its_out_folder(tmp_path, invoke):
-    ckpt = tmp_path / "run" / "last.safetensors"
-    train(TrainOptions(**TINY, epochs=1, out=str(ckpt.parent), sample_every=0, checkpoint_every=0))
+def test_resume_refuses_a_link_in_the_run_before_training(trained, tmp_path, invoke):
+    run = copy_of(trained, tmp_path)
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    (run / "samples").rmdir()
+    (run / "samples").symlink_to(photos)
+    one_line(invoke("train", "--resume", run, "--epochs", "2"), 2, "--resume", str(run / "samples"), "symbolic link")
+    assert list(photos.iterdir()) == [] and json.loads((run / "metrics.json").read_text())["epochs"][-1]["epoch"] == 1
+
+
+def test_sample_refuses_a_link_in_its_out_folder(trained, tmp_path, invoke):
+    ckpt = trained / "last.safetensors"
     precious = user_file(tmp_path)
     out = tmp_path / "pngs"
     out.mkdir()
@@ -190,13 +213,12 @@ def test_named_pipe_image_in_a_training_folder(tmp_path, invoke, fifo):
     for i in range(3):
         iio.imwrite(folder / f"{i}.png", np.full((8, 8), 40 * i, np.uint8))
     fifo(folder / "9.png")
-    one_line(invoke("train", "vae", "--data", tmp_path / "digits", "--epochs", "1", "--out", tmp_path / "run"), 1,
-             "9.png", "named pipe")
+    result = invoke("train", "vae", "--data", tmp_path / "digits", *CLI_TINY, "--epochs", "1", "--out", tmp_path / "r")
+    one_line(result, 1, "9.png", "named pipe")
 
 
-def test_named_pipe_metrics_on_resume(tmp_path, invoke, fifo):
-    run = tmp_path / "run"
-    train(TrainOptions(**TINY, epochs=1, out=str(run), sample_every=0, checkpoint_every=0))
+def test_named_pipe_metrics_on_resume(trained, tmp_path, invoke, fifo):
+    run = copy_of(trained, tmp_path)
     (run / "metrics.json").unlink()
     fifo(run / "metrics.json")
     one_line(invoke("train", "--resume", run, "--epochs", "2"), 1, "metrics.json", "named pipe")
@@ -301,8 +323,8 @@ def long_dir(base: Path, length: int) -> Path:
 
 def test_a_run_path_too_long_for_its_sample_grids_is_refused_before_training(tmp_path, invoke):
     run = long_dir(tmp_path, 4060)  # the old probe name fits, samples/.epoch_0001.png.XXXXXXXX.tmp does not
-    line = one_line(invoke("train", "vae", "--data", "mnist-sample", "--limit", "32", "--width", "0.25",
-                           "--epochs", "1", "--out", run, "--overwrite"), 2, "not writable", "as long as the run's longest")
+    result = invoke("train", "vae", "--data", "mnist-sample", *CLI_TINY, "--epochs", "1", "--out", run, "--overwrite")
+    line = one_line(result, 2, "not writable", "as long as the run's longest")
     assert "epoch 1" not in line and not (run / "last.safetensors").exists()
 
 
@@ -316,9 +338,8 @@ def test_longest_path_follows_what_the_run_writes(tmp_path):
     assert rundir.longest_path(opts, 1).startswith(f"{rundir.TENSORBOARD}/events.out.tfevents.")
 
 
-def test_sample_out_too_long_for_its_temporary_is_refused_up_front(tmp_path, invoke):
-    ckpt = tmp_path / "run" / "last.safetensors"
-    train(TrainOptions(**TINY, epochs=1, out=str(ckpt.parent), sample_every=0, checkpoint_every=0))
+def test_sample_out_too_long_for_its_temporary_is_refused_up_front(trained, tmp_path, invoke):
+    ckpt = trained / "last.safetensors"
     name = "samples-of-the-vae-after-one-epoch.npz"  # its temporary is 14 characters longer than the old probe
     out = long_dir(tmp_path / "o", 4050) / name  # fits, and so does the old probe; its temporary does not
     one_line(invoke("sample", ckpt, "--n", "4", "--out", out), 2, "--out", "cannot be written")
