@@ -32,8 +32,10 @@ from gentool.errors import GentoolError, UsageError
 
 _KINDS = ((stat.S_ISDIR, "a directory"), (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
           (stat.S_ISFIFO, "a named pipe"), (stat.S_ISSOCK, "a socket"), (stat.S_ISLNK, "a symbolic link"))
+# POSIX flags (0 where the system has none: Windows has no named pipes in the file system to block on)
 _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
-_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
+_ALWAYS = getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)  # on every open (O_BINARY: Windows, as bytes)
+_NONBLOCK = getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0)
 _OWNED: set[str] = set()  # folders gentool owns in this process (absolute, not resolved: see `own`)
 
 
@@ -61,7 +63,7 @@ def open_regular(path: str | os.PathLike):
     """`path` opened for binary reading, when it is a regular file (links to one are fine); NotRegular (an OSError)
     otherwise. Opened with O_NONBLOCK, so a named pipe cannot block, and checked with fstat on the descriptor."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOCTTY", 0) | _CLOEXEC)
+        fd = os.open(path, os.O_RDONLY | _NONBLOCK | _ALWAYS)
     except OSError as exc:
         if exc.errno == errno.ENXIO:  # a socket (or a device with no driver) cannot be opened at all
             raise NotRegular(path, kind_of(os.stat(path).st_mode)) from None
@@ -70,11 +72,17 @@ def open_regular(path: str | os.PathLike):
         mode = os.fstat(fd).st_mode
         if not stat.S_ISREG(mode):
             raise NotRegular(path, kind_of(mode))
-        os.set_blocking(fd, True)
+        _block(fd)
         return os.fdopen(fd, "rb")
     except BaseException:
         os.close(fd)
         raise
+
+
+def _block(fd: int) -> None:
+    """Reads and writes on `fd` wait again (it was opened without blocking only so that opening cannot hang)."""
+    if _NONBLOCK:
+        os.set_blocking(fd, True)
 
 
 def read_regular(path: str | os.PathLike, limit: int | None = None) -> bytes:
@@ -181,7 +189,7 @@ def _open_checked(path, flags: int) -> int:
     """A descriptor for `path` opened with `flags` plus O_NOFOLLOW and O_NONBLOCK, when it is a regular file."""
     check_no_links(path)
     try:
-        fd = os.open(path, flags | os.O_NONBLOCK | _NOFOLLOW | _CLOEXEC, 0o666)
+        fd = os.open(path, flags | _NONBLOCK | _NOFOLLOW | _ALWAYS, 0o666)
     except OSError as exc:
         if exc.errno == errno.ELOOP:
             raise LinkRefused(os.path.abspath(path)) from None
@@ -192,7 +200,7 @@ def _open_checked(path, flags: int) -> int:
     if not stat.S_ISREG(mode):
         os.close(fd)
         raise NotRegular(path, kind_of(mode))
-    os.set_blocking(fd, True)
+    _block(fd)
     return fd
 
 
@@ -220,7 +228,7 @@ def _create_temporary(path: Path) -> tuple[str, int]:
     for _ in range(100):
         tmp = str(path.parent / temporary_name(path.name))
         try:
-            return tmp, os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW | _CLOEXEC, 0o666)
+            return tmp, os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW | _ALWAYS, 0o666)
         except FileExistsError:
             continue
     raise FileExistsError(errno.EEXIST, "no free temporary name", str(path))
@@ -273,7 +281,7 @@ def write_probe(folder: Path, length: int) -> None:
     The name is new (O_EXCL), so no file already there, nor a link, is ever written."""
     base = f".gentool-write-test.{secrets.token_hex(4)}."
     probe = folder / (base + "x" * max(0, length - len(base)))
-    fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW | _CLOEXEC, 0o600)
+    fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW | _ALWAYS, 0o600)
     try:
         os.write(fd, b"ok")
     finally:
