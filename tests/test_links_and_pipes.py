@@ -278,6 +278,19 @@ def test_a_cached_extractor_with_nan_weights_is_set_aside_and_trained_again(cach
     assert (cache / f"{first.id}.safetensors.bad").is_file() and path.is_file()
 
 
+def test_a_cache_folder_that_is_a_link_is_refused_before_any_training(cache, tmp_path):
+    from gentool.metrics.extractor import get_extractor
+    from gentool.metrics.reference import resolve_reference
+
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    cache.parent.mkdir(parents=True)
+    cache.symlink_to(shared)
+    with pytest.raises(fileio.LinkRefused, match="extractors"):
+        get_extractor(resolve_reference("mnist-sample"), torch.device("cpu"))
+    assert list(shared.iterdir()) == []
+
+
 def test_damaged_cached_statistics_are_set_aside_and_computed_again(cache):
     from gentool.metrics.extractor import get_extractor
     from gentool.metrics.reference import resolve_reference

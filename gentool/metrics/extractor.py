@@ -165,6 +165,7 @@ def get_extractor(reference: Reference, device: torch.device, reporter: Reporter
             return load_extractor(path, device, recipe, geometry)
         except (SafetensorError, OSError, ValueError, KeyError, TypeError, RuntimeError, RecursionError) as exc:
             fileio.set_aside(path, str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+    fileio.make_dirs(path.parent)  # a link there is refused now, not after minutes of training
     reporter.message(f"training the reference extractor for {reference.describe_split('train')} "
                      f"(first use; recipe {recipe.hash}, seed {recipe.seed})")
     extractor = train_extractor(reference.load("train"), reference.load("test"), recipe, device, reporter)

@@ -154,12 +154,12 @@ def real_features(net: Inception, reference: Reference, split: str, reporter: Re
     cached = read_cache_entry(npz_path, json_path, expected, lambda n: {"features": (n, 2048)})
     if cached is not None:
         return cached["features"]
+    fileio.make_dirs(npz_path.parent)  # a link there is refused now, not after the work
     data = reference.load(split)
     reporter.message(f"computing inception-v3 features of {reference.describe_split(split)} ({len(data):,} images)")
     features, _ = net.run([data.images], reporter, len(data))
     buf = io.BytesIO()
     np.savez(buf, features=features)
-    fileio.make_dirs(npz_path.parent)
     atomic_write_bytes(npz_path, buf.getvalue())
     atomic_write_json(json_path, {**expected, "n": len(data), "gentool_version": gentool.__version__})
     return features

@@ -95,12 +95,12 @@ def real_stats(extractor: Extractor, reference: Reference, split: str, reporter:
     cached = read_cache_entry(npz_path, json_path, expected, lambda n: _shapes(extractor, n))
     if cached is not None:
         return ImageStats(**cached)
+    fileio.make_dirs(npz_path.parent)  # a link there is refused now, not after the work
     data = reference.load(split)
     reporter.message(f"computing real-data statistics of {reference.describe_split(split)} ({len(data):,} images)")
     stats = image_stats(extractor, data.images, REAL_PROJECTION_CAP)
     buf = io.BytesIO()
     np.savez_compressed(buf, **{k: getattr(stats, k) for k in ARRAYS})
-    fileio.make_dirs(npz_path.parent)
     atomic_write_bytes(npz_path, buf.getvalue())
     atomic_write_json(json_path, {**expected, "n": len(data), "gentool_version": gentool.__version__})
     return stats
