@@ -12,7 +12,7 @@ import torch
 from gentool.checkpoint import load_checkpoint
 from gentool.device import choose_precision, pick_device, prepare
 from gentool.errors import UsageError, bad_value
-from gentool.fileio import prepare_output
+from gentool.fileio import LinkRefused, prepare_output
 from gentool.images import NpzWriter, make_grid, png_name, to_uint8, write_gif, write_grid, write_png_folder
 from gentool.sample_options import SampleOptions
 
@@ -31,6 +31,10 @@ def _check_target(kind: str, out: Path, overwrite: bool, n: int) -> None:
     elif out.exists() and not overwrite:
         raise UsageError(f"--out: {out} already exists; pass --overwrite to replace it")
     prepare_output(out, "--out", folder=kind == "folder", longest=png_name(n - 1) if kind == "folder" else None)
+    if kind == "folder":
+        link = next((p for p in out.glob("*.png") if p.is_symlink()), None)
+        if link is not None:  # --overwrite replaces the folder's PNGs: refuse a link among them before any work
+            raise UsageError(f"--out: {LinkRefused(str(link))}")
 
 
 def sample(req: SampleOptions) -> dict:
