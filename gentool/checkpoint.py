@@ -30,7 +30,7 @@ from gentool.checkpoint_meta import (
 from gentool.ema import EMA
 from gentool.ema import PREFIX as EMA_PREFIX
 from gentool.errors import ConfigError, GentoolError, UsageError
-from gentool.fileio import atomic_write_bytes
+from gentool.fileio import atomic_write_bytes, regular_path
 from gentool.models.base import GenerativeModel
 from gentool.registry import get_entry
 
@@ -64,7 +64,7 @@ class Checkpoint:
     def rng(self) -> dict:
         """The saved RNG states ("torch", "cuda"), checked to be states this torch can restore."""
         out = {}
-        with safe_open(str(self.path), framework="pt") as f:
+        with regular_path(self.path) as pinned, safe_open(pinned, framework="pt") as f:
             for name, ref in (("torch", torch.get_rng_state()),
                               ("cuda", torch.cuda.get_rng_state() if torch.cuda.is_available() else None)):
                 key = f"rng.{name}"
@@ -81,7 +81,7 @@ class Checkpoint:
         """Restore the saved per-parameter optimizer state into freshly built optimizers, after checking every
         name, index, shape and value. Hyperparameters come from the model's config (the optimizers as built)."""
         info = optimizer_meta(self.meta, self.path, self.arg)
-        with safe_open(str(self.path), framework="pt") as f:
+        with regular_path(self.path) as pinned, safe_open(pinned, framework="pt") as f:
             keys = [k for k in f.keys() if k.startswith("optim.")]
             stray = [k for k in keys if k.split(".")[1] not in optimizers]
             if stray:
@@ -261,7 +261,7 @@ def load_checkpoint(path, device: torch.device | str = "cpu", arg: str = "CKPT",
     meta = read_metadata(path, arg)
     model = _rebuild(path, meta, arg)
     expected = _expected_tensors(model, meta.get("ema") is not None)
-    with safe_open(str(path), framework="pt") as f:
+    with regular_path(path) as pinned, safe_open(pinned, framework="pt") as f:
         _check_header(f, expected, path, arg, meta["model"])
         tensors = {k: _finite(f.get_tensor(k), k, path, arg) for k in expected}
     model = _with_weights(model, {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")})

@@ -12,7 +12,7 @@ from pathlib import Path
 import gentool
 from gentool import schema as s
 from gentool.errors import GentoolError
-from gentool.fileio import check_input_file
+from gentool.fileio import check_input_file, regular_path
 from gentool.train_options import MAX_SIDE  # pixels along an image side (--image-size is held to it)
 
 FORMAT = "gentool-checkpoint"
@@ -65,7 +65,7 @@ def read_metadata(path, arg: str = "CKPT") -> dict:
 
     path = check_input_file(Path(path), arg, "a .safetensors checkpoint file")
     try:
-        with safe_open(str(path), framework="pt") as f:
+        with regular_path(path) as pinned, safe_open(pinned, framework="pt") as f:
             meta = f.metadata() or {}
     except (SafetensorError, OSError, ValueError) as exc:
         raise GentoolError(f"{arg}: {path} is not a readable safetensors checkpoint ({exc})") from None

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from gentool.checks import check_value
 from gentool.errors import UsageError
+from gentool.fileio import read_regular
 
 MAX_BYTES = 1 << 20  # a settings file is a few hundred bytes; refuse to parse anything near this
 ARG = "--config"
@@ -61,10 +62,11 @@ def read(path: str, cls) -> dict:
 def _read_text(path: Path, where: str) -> str:
     if not path.is_file():
         raise UsageError(f"{where}: no such file" if not path.exists() else f"{where}: not a file")
-    if path.stat().st_size > MAX_BYTES:
-        raise UsageError(f"{where}: {path.stat().st_size:,} bytes; a settings file is at most {MAX_BYTES:,}")
     try:
-        return path.read_text(encoding="utf-8")
+        data = read_regular(path, MAX_BYTES)
+        if len(data) > MAX_BYTES:
+            raise UsageError(f"{where}: more than {MAX_BYTES:,} bytes; a settings file is at most {MAX_BYTES:,}")
+        return data.decode("utf-8")
     except UnicodeDecodeError:
         raise UsageError(f"{where}: not UTF-8 text; expected a TOML file") from None
     except OSError as exc:

@@ -18,12 +18,15 @@ import torch
 
 from gentool.couplings import is_couplings, load_couplings, manifest_geometry
 from gentool.errors import GentoolError, UsageError, bad_value, did_you_mean
+from gentool.fileio import kind_of, regular_path
 from gentool.versions import require_torchvision
 
 DATA_ENV = "GENTOOL_DATA"
 BUILTIN_DATASETS = ("mnist", "cifar10", "mnist-sample")
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
 MNIST_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+CIFAR_FILES = tuple(f"cifar-10-batches-py/{n}" for n in ("data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4",
+                                                          "data_batch_5", "test_batch", "batches.meta"))
 
 
 @dataclass(frozen=True)
@@ -153,6 +156,7 @@ def _load_torchvision(kind: str, data_dir, train: bool) -> ImageData:
     if origin and not root.is_dir():  # never created: a mistyped folder must not become an empty data set
         layout = MNIST_LAYOUT if kind == "MNIST" else CIFAR_LAYOUT
         raise UsageError(f"{origin}: {root} does not exist; expected a folder holding {layout}")
+    _refuse_special_files(root, origin, kind)
     if kind == "MNIST":
         images, labels = _read_mnist(root, origin, train)
         classes = _mnist_classes()
@@ -164,6 +168,17 @@ def _load_torchvision(kind: str, data_dir, train: bool) -> ImageData:
         labels, classes = torch.as_tensor(ds.targets, dtype=torch.long), ds.classes
     geometry = Geometry(*images.shape[1:], num_classes=len(classes))
     return ImageData(kind.lower(), images, labels, geometry, [str(c) for c in classes])
+
+
+def _refuse_special_files(root: Path, origin: str | None, kind: str) -> None:
+    """torchvision reads (and checksums) the data set's files by name: a named pipe there would block it forever,
+    so every file it may open must be a regular one (or absent)."""
+    names = [*MNIST_FILES, *(f"MNIST/raw/{n}" for n in MNIST_FILES)] if kind == "MNIST" else [
+        *CIFAR_FILES, *(n.split("/", 1)[1] for n in CIFAR_FILES), "cifar-10-python.tar.gz"]
+    for path in (root / n for n in names):
+        if path.exists() and not path.is_file():
+            raise UsageError(f"{origin or '--data-dir'}: {path} is {kind_of(path.stat().st_mode)}, not a regular "
+                             f"file; expected the {kind} files")
 
 
 def _mnist_classes() -> list[str]:
@@ -185,7 +200,8 @@ def _read_mnist(root: Path, origin: str | None, train: bool) -> tuple[torch.Tens
     prefix = "train" if train else "t10k"
     paths = folder / f"{prefix}-images-idx3-ubyte", folder / f"{prefix}-labels-idx1-ubyte"
     try:
-        images, labels = read_image_file(str(paths[0])), read_label_file(str(paths[1]))
+        with regular_path(paths[0]) as images_path, regular_path(paths[1]) as labels_path:
+            images, labels = read_image_file(images_path), read_label_file(labels_path)
     except (OSError, RuntimeError, TypeError, ValueError, IndexError) as exc:
         raise GentoolError(f"--data: {folder} holds MNIST files that cannot be read ({exc})") from None
     if images.shape[1:] != (28, 28) or len(images) != len(labels):

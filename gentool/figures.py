@@ -18,12 +18,12 @@ import numpy as np
 import torch
 
 from gentool import rundir, seed_stats
-from gentool.fileio import atomic_write_bytes
+from gentool.fileio import atomic_write_bytes, open_regular
 from gentool.images import make_grid, to_uint8, write_gif
 from gentool.results import BOOKKEEPING
 from gentool.hooks import TrainHook
 
-LOSS_PNG, PROGRESS_GIF = "loss.png", "progress.gif"
+LOSS_PNG, PROGRESS_GIF = rundir.LOSS_PNG, rundir.PROGRESS_GIF
 MATRIX_PNG, CURVES_PNG, HEATMAP_PNG = "samples_matrix.png", "curves.png", "heatmap.png"
 REFRESH_EVERY = 10  # epochs between loss.png refreshes during a run (the final one is drawn at the end)
 MAX_FRAMES = 120  # progress.gif keeps at most this many epochs, evenly spread, always the last one
@@ -191,10 +191,15 @@ def write_progress_gif(run_dir: Path, path: Path | None = None) -> Path | None:
     if len(grids) > MAX_FRAMES:
         picks = np.linspace(0, len(grids) - 1, MAX_FRAMES).round().astype(int)
         grids = [grids[i] for i in sorted(set(picks))]
-    frames = [_captioned(iio.imread(g), f"epoch {int(g.stem.split('_')[1])}") for g in grids]
+    frames = [_captioned(_read_grid(g), f"epoch {int(g.stem.split('_')[1])}") for g in grids]
     path = path or Path(run_dir) / PROGRESS_GIF
     write_gif(path, frames, [200] * (len(frames) - 1) + [1500])
     return path
+
+
+def _read_grid(path: Path) -> np.ndarray:
+    with open_regular(path) as f:  # a named pipe there would block a read by name
+        return iio.imread(f, extension=".png")
 
 
 def _captioned(image: np.ndarray, text: str) -> np.ndarray:

@@ -14,7 +14,7 @@ import numpy as np
 import numpy.lib.format as npy
 import torch
 
-from gentool.fileio import atomic_open, atomic_write_bytes
+from gentool.fileio import NotRegular, atomic_open, atomic_write_bytes, make_dirs, open_regular
 
 
 def to_uint8(images: torch.Tensor) -> np.ndarray:
@@ -95,13 +95,17 @@ class NpzWriter:
         return self._stack.__exit__(kind, exc, tb)
 
 
+def png_name(i: int) -> str:
+    """The name of image `i` in a folder of PNGs gentool writes."""
+    return f"{i:06d}.png"
+
+
 def write_png_folder(folder: str | Path, images: torch.Tensor, start: int = 0) -> list[Path]:
     """Write each image as `NNNNNN.png` in `folder` (created if needed), numbered from `start`; returns the paths."""
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = make_dirs(folder)
     paths = []
     for i, img in enumerate(to_uint8(images), start):
-        path = folder / f"{i:06d}.png"
+        path = folder / png_name(i)
         write_png(path, img)
         paths.append(path)
     return paths
@@ -133,10 +137,18 @@ def open_image(path: str | Path):
     from PIL import Image, UnidentifiedImageError
 
     # Opening reads the header only; PIL's own bomb check (which names no size) is replaced by the one below.
+    try:
+        f = open_regular(path)  # a named pipe named like an image would block Image.open forever
+    except NotRegular as exc:
+        raise ImageError(f"is {exc.kind}, not a regular file") from None
+    except OSError as exc:
+        raise ImageError(f"cannot be read ({exc.strerror or exc})") from None
     limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
     try:
-        img = Image.open(path)
+        img = Image.open(f)
+        img._exclusive_fp = True  # PIL then closes `f` with the image, as when it opens the path itself
     except (OSError, UnidentifiedImageError, ValueError) as exc:
+        f.close()
         raise ImageError(f"cannot be decoded ({exc})") from None
     finally:
         Image.MAX_IMAGE_PIXELS = limit

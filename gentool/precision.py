@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import hashlib
 import math
+import os
 import platform
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -226,29 +228,36 @@ def cache_path() -> Path:
 
 
 def read_cache(path: Path, now: float | None = None) -> dict:
-    """The cache's unexpired entries; a missing, unreadable or malformed cache (the file may be hostile) counts as
-    empty and is replaced by the next write."""
+    """The cache's unexpired entries; a missing cache counts as empty, and so does an unreadable or malformed one (the
+    file may be hostile), which is moved aside with a warning and written again."""
+    from gentool import fileio
     from gentool import schema as s
 
     seconds = s.Num(0, 3600, open_lo=True)
     entry = s.Obj({"fp32": seconds, "bf16": seconds, "measured": s.Num(0)},
                   {"cpu": s.Str(200), "torch": s.Str(64), "threads": s.Int(1, 4096)}, extra=False)
     spec = s.Obj({"format": s.Int(1, 1), "entries": s.Map(entry, key=r"[0-9a-f]{24}", max_len=CACHE_ENTRIES)})
+    if not os.path.lexists(path):
+        return {}
     try:
         entries = s.read(path, spec, CACHE_FILE, max_bytes=64 << 10)["entries"]
-    except (OSError, s.Invalid):
+    except (OSError, s.Invalid) as exc:
+        fileio.set_aside(path, exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc))
         return {}
     oldest = (time.time() if now is None else now) - CACHE_DAYS * 86400
     return {k: e for k, e in entries.items() if e["measured"] >= oldest}
 
 
 def _write_cache(path: Path, entries: dict) -> None:
+    from gentool import fileio
     from gentool.errors import GentoolError
-    from gentool.fileio import atomic_write_json
 
     try:
+        fileio.own(path.parent)
         path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(path, {"format": 1, "entries": entries})
+        fileio.atomic_write_json(path, {"format": 1, "entries": entries})
+    except fileio.LinkRefused as exc:
+        warnings.warn(f"precision cache not written: {exc}")
     except (OSError, GentoolError):
         pass  # an unwritable cache only means probing again next time
 

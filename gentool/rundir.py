@@ -14,21 +14,24 @@ from pathlib import Path
 
 from gentool import schema as s
 from gentool.errors import GentoolError, UsageError
-from gentool.fileio import atomic_copy, atomic_write_json, read_json
+from gentool import fileio
+from gentool.fileio import atomic_copy, atomic_write_json, read_json, read_regular
 
 RUNS_ENV = "GENTOOL_RUNS"  # the folder default run directories go in (else runs/)
 CONFIG = "config.json"
 METRICS = "metrics.json"
 LAST = "last.safetensors"
 BEST = "best.safetensors"
+LOSS_PNG, PROGRESS_GIF = "loss.png", "progress.gif"  # the run's figures
 SAMPLES = "samples"
 LATEST_GRID = "latest.png"  # samples/latest.png: the fixed-noise grid as the weights drew it last (inside an epoch)
 TENSORBOARD = "tensorboard"  # train --tensorboard without DIR writes its event files here
+TENSORBOARD_AUTO = "auto"  # the --tensorboard value meaning that folder
 EVENTS = "events.out.tfevents.*"
-WRITE_PROBE = ".gentool-write-test"
 OWNED_GLOBS = (CONFIG, METRICS, "*.safetensors", f"{SAMPLES}/*.png", "*.png", "*.gif", f"{TENSORBOARD}/{EVENTS}")
 LOCK = ".gentool.lock"  # held by the process writing the run
 LOCK_FILES = (LOCK, LOCK + ".owner")
+TEMPORARY_GLOBS = (".*.tmp", f"{SAMPLES}/.*.tmp")
 
 
 def step_checkpoint(run_dir: Path, step: int) -> Path:
@@ -57,10 +60,12 @@ def unstarted(path: Path) -> bool:
     if not path.is_dir():
         return False
     entries = list(path.iterdir())
+    if any(f.is_symlink() for f in entries):  # gentool makes no links: a run folder holding one is not its own
+        return False
     if not (path / CONFIG).is_file():
         return all(_temporary(f) or (f.name == SAMPLES and f.is_dir() and not any(f.iterdir())) for f in entries)
     try:
-        if "gentool_version" not in json.loads((path / CONFIG).read_text()):
+        if "gentool_version" not in json.loads(read_regular(path / CONFIG, 1 << 20)):
             return False
     except (OSError, ValueError, TypeError, RecursionError):
         return False
@@ -71,9 +76,21 @@ def unstarted(path: Path) -> bool:
         elif f.name == TENSORBOARD and f.is_dir():
             if not all(g.match(EVENTS) for g in f.iterdir()):
                 return False
-        elif not (f.name in (CONFIG, METRICS, "loss.png", "progress.gif") or _temporary(f)):
+        elif not (f.name in (CONFIG, METRICS, LOSS_PNG, PROGRESS_GIF) or _temporary(f)):
             return False
     return True
+
+
+def refuse_links(path: Path, arg: str) -> None:
+    """Refuse, before any work, a run folder where a file or folder gentool writes is a symbolic link."""
+    link = next((f for f in path.iterdir() if f.is_symlink() and _gentool_name(f)), None)
+    if link is not None:
+        raise UsageError(f"{arg}: {fileio.LinkRefused(str(link))}")
+
+
+def _gentool_name(f: Path) -> bool:
+    """Whether gentool writes, cleans or locks a file or folder of this name in a run directory."""
+    return _temporary(f) or f.name in (SAMPLES, TENSORBOARD) or any(f.match(g) for g in OWNED_GLOBS if "/" not in g)
 
 
 def _temporary(f: Path) -> bool:
@@ -103,13 +120,18 @@ def prepare_new(path: Path, overwrite: bool) -> bool:
         _undo_created(path, created)
         raise
     if taken:
+        if not overwrite:
+            refuse_links(path, "--out")
         if not overwrite and not unstarted(path):
             quoted = shlex.quote(str(path))
             raise UsageError(f"--out: run directory {path} already holds a run; continue it with --resume {quoted} "
                              f"(or --resume auto), or pass --overwrite to replace it")
-        remove_own_files(path)
+        try:
+            remove_own_files(path)
+        except fileio.LinkRefused as exc:
+            raise UsageError(f"--out: {exc}") from None
     try:
-        (path / SAMPLES).mkdir(parents=True, exist_ok=True)
+        fileio.make_dirs(path / SAMPLES)
     except OSError as exc:
         raise UsageError(f"--out: cannot create run directory {path} ({exc.strerror})") from None
     return created
@@ -120,7 +142,7 @@ def _undo_created(path: Path, created: bool) -> None:
     if not created or not path.is_dir():
         return
     for name in LOCK_FILES:
-        (path / name).unlink(missing_ok=True)
+        fileio.remove_file(path / name)
     try:
         path.rmdir()
     except OSError:  # something else appeared in it: keep it
@@ -128,11 +150,9 @@ def _undo_created(path: Path, created: bool) -> None:
 
 
 def remove_own_files(path: Path) -> None:
-    """Delete gentool's own files in a run folder (anything else in it stays)."""
-    for pattern in OWNED_GLOBS:
-        for f in path.glob(pattern):
-            f.unlink()
-    remove_stale_temporaries(path)
+    """Delete gentool's own files in a run folder (anything else in it stays); refused, before anything is deleted,
+    when a folder in it is a link (its files are not the run's)."""
+    fileio.remove_matching(path, OWNED_GLOBS + TEMPORARY_GLOBS)
 
 
 def discard_unstarted(path: Path, created: bool) -> None:
@@ -142,8 +162,8 @@ def discard_unstarted(path: Path, created: bool) -> None:
         return
     remove_own_files(path)
     for f in path.iterdir():
-        if f.is_file() and _temporary(f):
-            f.unlink(missing_ok=True)
+        if _temporary(f) and (f.is_symlink() or f.is_file()):
+            fileio.remove_file(f)
     for folder in (path / SAMPLES, path / TENSORBOARD, path) if created else (path / SAMPLES, path / TENSORBOARD):
         try:
             folder.rmdir()
@@ -151,24 +171,46 @@ def discard_unstarted(path: Path, created: bool) -> None:
             pass
 
 
-def check_writable(path: Path, need_bytes: int = 0) -> None:
-    """Fail before training when the folder cannot be written or lacks the space for a few checkpoints."""
-    probe = path / WRITE_PROBE
+def check_writable(path: Path, need_bytes: int = 0, longest: str = CONFIG) -> None:
+    """Fail before training when the folder cannot be written, cannot hold the run's longest path (`longest`,
+    relative to it: see `longest_path`) or lacks the space for a few checkpoints."""
     try:
-        probe.write_bytes(b"ok")
-        probe.unlink()
+        fileio.write_probe(path, len(longest))
     except OSError as exc:
-        raise UsageError(f"--out: run directory {path} is not writable ({exc.strerror})") from None
+        raise UsageError(f"--out: run directory {path} is not writable ({exc.strerror}; tried a name as long as "
+                         f"the run's longest, {longest})") from None
     free = shutil.disk_usage(path).free
     if need_bytes and free < need_bytes:
         raise GentoolError(f"--out: only {free / 2**20:.0f} MiB free in {path}; training needs about "
                            f"{need_bytes / 2**20:.0f} MiB for its checkpoints")
 
 
+def sample_grid(run_dir: Path, epoch: int) -> Path:
+    """The sample grid a run draws after `epoch`."""
+    return run_dir / SAMPLES / f"epoch_{epoch:04d}.png"
+
+
+def longest_path(opts, steps: int) -> str:
+    """The longest path, relative to the run directory, that a run with these train options (epochs and what is
+    saved when) and up to `steps` steps writes: each file as the temporary it is written through, which is longer
+    than its name."""
+    here = Path()
+    names = [CONFIG, METRICS, LAST, BEST, LOSS_PNG, PROGRESS_GIF, LOCK + ".owner"]
+    names += [epoch_checkpoint(here, opts.epochs)] if opts.checkpoint_every else []
+    names += [step_checkpoint(here, steps)] if opts.checkpoint_minutes else []
+    names += [sample_grid(here, opts.epochs)] if opts.sample_every else []
+    written = [Path(n).parent / fileio.temporary_name(Path(n).name) for n in map(str, names)]
+    if opts.tensorboard == TENSORBOARD_AUTO:
+        # written directly, named as tensorboard's EventFileWriter names it: time, host, process, then a count of
+        # the writers this process opened (six digits are more than it opens)
+        written.append(Path(TENSORBOARD) / f"events.out.tfevents.{int(time.time()):010d}.{socket.gethostname()}."
+                                           f"{os.getpid()}.{10**5}")
+    return str(max(written, key=lambda p: len(str(p))))
+
+
 def remove_stale_temporaries(path: Path) -> None:
     """Delete half-written temporaries (.NAME.XXXX.tmp) that a killed run left behind."""
-    for f in list(path.glob(".*.tmp")) + list((path / SAMPLES).glob(".*.tmp")):
-        f.unlink(missing_ok=True)
+    fileio.remove_matching(path, TEMPORARY_GLOBS)
 
 
 class ProcessLock:
@@ -185,8 +227,11 @@ class ProcessLock:
 
     def acquire(self, wait: bool = True) -> bool:
         """Take the lock (waiting for it when `wait`); False when another process holds it and `wait` is off."""
-        from filelock import Timeout
+        from filelock import SoftFileLock, Timeout
 
+        fileio.check_no_links(self.path)
+        if not isinstance(self._lock, SoftFileLock):  # a soft lock (no fcntl) is the file's creation, with O_EXCL
+            fileio.create_lock_file(self.path)  # not through a link, whatever filelock's version does
         try:
             self._lock.acquire(timeout=-1 if wait else 0)
         except Timeout:
@@ -199,7 +244,7 @@ class ProcessLock:
     def release(self) -> None:
         if self._lock.is_locked:
             if self.record:
-                self.owner.unlink(missing_ok=True)
+                fileio.remove_file(self.owner)
             self._lock.release(force=True)
 
     def holder(self) -> str:
@@ -230,9 +275,15 @@ def lock_run(run_dir: Path, arg: str) -> None:
     key = Path(run_dir).resolve()
     if key in _HELD:
         return
+    try:
+        fileio.own(run_dir)
+    except fileio.LinkRefused as exc:
+        raise UsageError(f"{arg}: {exc}") from None
     lock = ProcessLock(key / LOCK)
     try:
         acquired = lock.acquire(wait=False)
+    except fileio.LinkRefused as exc:
+        raise UsageError(f"{arg}: {exc}") from None
     except OSError as exc:
         raise UsageError(f"{arg}: cannot lock run directory {run_dir} ({exc.strerror or exc})") from None
     if not acquired:

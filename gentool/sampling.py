@@ -14,8 +14,8 @@ import torch
 from gentool.checkpoint import load_checkpoint
 from gentool.device import choose_precision, pick_device, prepare
 from gentool.errors import ConfigError, UsageError, bad_value
-from gentool.fileio import prepare_output
-from gentool.images import NpzWriter, make_grid, to_uint8, write_gif, write_grid, write_png_folder
+from gentool.fileio import LinkRefused, prepare_output
+from gentool.images import NpzWriter, make_grid, png_name, to_uint8, write_gif, write_grid, write_png_folder
 from gentool.sample_options import MAX_SAMPLES, SampleOptions
 
 WALK_POINTS = 4  # random latent points each --interpolate walk passes through before returning to its start
@@ -24,7 +24,7 @@ CHUNK = 4096  # samples drawn and written at a time (a multiple of 16: see chunk
 MAX_GIF_BYTES = 512 << 20  # uncompressed frames of one --interpolate GIF
 
 
-def _check_target(kind: str, out: Path, overwrite: bool) -> None:
+def _check_target(kind: str, out: Path, overwrite: bool, n: int) -> None:
     """Refuse to replace what exists without --overwrite, and a place that cannot be written, before any work."""
     if kind == "folder":
         clash = out.is_dir() and any(out.glob("*.png"))
@@ -32,13 +32,17 @@ def _check_target(kind: str, out: Path, overwrite: bool) -> None:
             raise UsageError(f"--out: folder {out} already holds PNG files; pass --overwrite to replace them")
     elif out.exists() and not overwrite:
         raise UsageError(f"--out: {out} already exists; pass --overwrite to replace it")
-    prepare_output(out, "--out", folder=kind == "folder")
+    prepare_output(out, "--out", folder=kind == "folder", longest=png_name(n - 1) if kind == "folder" else None)
+    if kind == "folder":
+        link = next((p for p in out.glob("*.png") if p.is_symlink()), None)
+        if link is not None:  # --overwrite replaces the folder's PNGs: refuse a link among them before any work
+            raise UsageError(f"--out: {LinkRefused(str(link))}")
 
 
 def sample(req: SampleOptions) -> dict:
     """Draw samples as requested and write them; returns what was written."""
     kind, n, grid, out = req.resolve()
-    _check_target(kind, out, req.overwrite)
+    _check_target(kind, out, req.overwrite, n)
     ckpt, precision, labels, label, settings = _open(req, n, grid)
     c = ckpt.model.config
     shape = [c.channels, c.image_height, c.image_width]

@@ -222,8 +222,9 @@ SCALAR = OneOf(Opt(Num()), Str(), Bool())  # a number, string, boolean or null
 def read(path, spec: Spec, field: str = "", max_bytes: int = 256 << 20):
     """Parse the JSON file at `path` and check it against `spec`; `field` prefixes field names in messages.
     Raises Invalid (also for a file too large or not UTF-8) or OSError."""
-    with open(path, "rb") as f:
-        text = f.read(max_bytes + 1)
+    from gentool.fileio import read_regular  # a named pipe or device is refused, not read (it would block)
+
+    text = read_regular(path, max_bytes)
     if len(text) > max_bytes:
         raise Invalid(field, f"is larger than {max_bytes >> 20} MiB")
     try:

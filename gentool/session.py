@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import signal
 import time
+import warnings
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -34,7 +35,7 @@ from gentool.distributed import (
 )
 from gentool.ema import EMA
 from gentool.errors import UsageError, bad_value
-from gentool.fileio import atomic_copy, atomic_write_json
+from gentool.fileio import atomic_copy, atomic_write_json, null_nonfinite
 from gentool.guards import GuardState, StopSignals
 from gentool.metrics.reference import BUILTIN, training_folder
 from gentool.models.base import GenerativeModel
@@ -71,6 +72,7 @@ class Session:
     progress: list = field(default_factory=list)  # the epoch in progress's running records, as figures drew them
     sample_settings: dict = field(default_factory=dict)  # the sampler's, for epoch grids and --eval-every
     precision: PrecisionChoice = PrecisionChoice("fp32", "fp32", "given")  # resolved once, as the run started
+    nonfinite: set = field(default_factory=set)  # record keys already warned about holding NaN/Inf (written null)
 
     def out_of_time(self) -> bool:
         return self.deadline is not None and time.monotonic() >= self.deadline
@@ -181,7 +183,8 @@ def new_session(opts: TrainOptions, device: torch.device, world: World = SINGLE,
     created = rundir.prepare_new(run_dir, opts.overwrite) if world.main else False
     try:
         if world.main:
-            rundir.check_writable(run_dir, 4 * checkpoint_size_hint(model))
+            steps = opts.epochs * -(-len(data) // (config.batch_size * world.size))
+            rundir.check_writable(run_dir, 4 * checkpoint_size_hint(model), rundir.longest_path(opts, steps))
         session = Session(opts, model, optimizers, data, run_dir, entry.source, world=world,
                           sample_settings=settings, precision=precision)
         if opts.ema is None:  # recorded in config.json as the decay used
@@ -219,6 +222,7 @@ def resume_session(opts: TrainOptions, device: torch.device, world: World = SING
     precision = resumed_precision(opts.precision, ckpt.state.get("precision"), device)
     prepare_model(ckpt.model, opts, device, precision)
     if world.main:
+        rundir.refuse_links(ckpt_path.parent, "--resume")
         rundir.remove_stale_temporaries(ckpt_path.parent)
         rundir.restore_periodic(ckpt_path, ckpt.state)  # lost if a kill fell between last and epoch_NNNN
     data = _load_data(opts, type(ckpt.model), reporter)
@@ -272,7 +276,16 @@ def _resumed_ema(ckpt, decay: float | None) -> EMA | None:
 
 
 def write_metrics(session: Session) -> None:
-    """Rewrite metrics.json (atomically) from the session's history."""
+    """Rewrite metrics.json (atomically) from the session's history. A NaN or infinite value (a hook may add one
+    to a record) is kept as null, with a warning naming it once: JSON has no such numbers, and a value is no
+    reason to stop a run."""
     session.history.update({"model": session.model.name, "run_dir": str(session.run_dir)})
+    replaced = null_nonfinite(session.history)
+    new = sorted({field.rsplit(".", 1)[-1] for field in replaced} - session.nonfinite)
+    if new:
+        session.nonfinite.update(new)
+        warnings.warn(f"{rundir.METRICS}: {', '.join(new[:5])}{' ...' if len(new) > 5 else ''} "
+                      f"{'is' if len(new) == 1 else 'are'} not a finite number ({replaced[0]}); written as null, "
+                      f"here and in later records")
     atomic_write_json(session.run_dir / rundir.METRICS, session.history)
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import gentool
-from gentool import rundir, seed_stats
+from gentool import fileio, rundir, seed_stats
 from gentool import schema as s
 from gentool.errors import GentoolError, UsageError
 from gentool.fileio import atomic_write_json
@@ -154,6 +154,9 @@ def open_sweep(spec: SweepSpec) -> dict:
         raise UsageError(f"--out: {out} exists and is not a directory; expected a sweep directory")
     try:
         out.mkdir(parents=True, exist_ok=True)
+        fileio.own(out)
+    except fileio.LinkRefused as exc:
+        raise UsageError(f"--out: {exc}") from None
     except OSError as exc:
         raise UsageError(f"--out: cannot create sweep directory {out} ({exc.strerror})") from None
     with locked(out / LOCK):
@@ -169,7 +172,7 @@ def open_sweep(spec: SweepSpec) -> dict:
             manifest = spec.manifest()
         manifest["epochs"] = spec.runtime.get("epochs")
         atomic_write_json(out / MANIFEST, manifest)
-    (out / TRIAL_LOCKS).mkdir(exist_ok=True)
+    fileio.make_dirs(out / TRIAL_LOCKS)
     return manifest
 
 

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 import gentool
-from gentool import rundir
+from gentool import fileio, rundir
 from gentool.errors import GentoolError
 from gentool.guards import STOP_SIGNALS, Interrupted
 from gentool.progress import PlainReporter
@@ -28,11 +28,12 @@ POLL_SECONDS, STOP_GRACE_SECONDS = 0.5, 30
 def _launch(sweep_dir: Path, index: int, threads: int, runtime: dict) -> subprocess.Popen:
     """Start `python -m gentool.sweep_workers` for one trial, logging to logs/NNN.log, in its own session so that a
     Ctrl-C at the terminal reaches only the parent, which then stops the workers itself."""
-    (sweep_dir / LOGS).mkdir(exist_ok=True)
+    fileio.own(sweep_dir)
+    fileio.make_dirs(sweep_dir / LOGS)
     package_root = str(Path(gentool.__file__).resolve().parents[1])  # the worker imports this very gentool
     env = {**os.environ, "OMP_NUM_THREADS": str(threads),
            "PYTHONPATH": os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))}
-    with open(sweep_dir / LOGS / f"{index:03d}.log", "ab") as log:
+    with fileio.open_append(sweep_dir / LOGS / f"{index:03d}.log") as log:
         return subprocess.Popen([sys.executable, "-m", "gentool.sweep_workers", str(sweep_dir), str(index),
                                  str(threads), json.dumps(runtime)], stdout=log, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL, env=env, start_new_session=True)

@@ -196,7 +196,7 @@ def write_epoch_files(session: Session, record: dict, hooks: Sequence[TrainHook]
             images = model.generate(GRID * GRID, torch.Generator().manual_seed(opts.seed),
                                     model.spread_labels(GRID * GRID), settings=session.sample_settings)
         grid = make_grid(to_uint8(images), GRID, GRID)
-        write_png(run_dir / rundir.SAMPLES / f"epoch_{epoch:04d}.png", grid)
+        write_png(rundir.sample_grid(run_dir, epoch), grid)
         for hook in hooks:
             hook.on_sample_grid(session, epoch, grid)
 

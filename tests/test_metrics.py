@@ -243,8 +243,9 @@ def test_extractor_is_cached_as_safetensors_and_reloaded(colour_evaluator, cifar
     again = ex.get_extractor(resolve_reference(str(cifar_folder)), torch.device("cpu"))
     assert again.meta == colour_evaluator.extractor.meta
     path.write_bytes(b"garbage")
-    with pytest.warns(UserWarning, match="unreadable"):
+    with pytest.warns(UserWarning, match="damaged .*moved to"):
         retrained = ex.get_extractor(resolve_reference(str(cifar_folder)), torch.device("cpu"))
+    assert path.with_name(path.name + ".bad").read_bytes() == b"garbage"  # kept aside, not deleted
     assert retrained.meta["test_accuracy"] == colour_evaluator.extractor.meta["test_accuracy"]  # fixed seed
 
 

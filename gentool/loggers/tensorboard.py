@@ -21,12 +21,12 @@ import math
 import shlex
 from pathlib import Path
 
-from gentool import rundir
+from gentool import fileio, rundir
 from gentool.errors import GentoolError, UsageError
 from gentool.fileio import read_json
 from gentool.hooks import EVALUATION_KEYS, TrainHook
 
-AUTO = "auto"  # --tensorboard without DIR: the run's own folder
+AUTO = rundir.TENSORBOARD_AUTO  # --tensorboard without DIR: the run's own folder
 DIR_NAME = rundir.TENSORBOARD
 POINTS_PER_EPOCH = 10
 MAX_STEP_INTERVAL = 50  # Lightning's default log_every_n_steps
@@ -82,6 +82,9 @@ class TensorBoardHook(TrainHook):
         from torch.utils.tensorboard.summary import hparams
 
         path = log_dir(self.target, session.run_dir)
+        if self.target != AUTO:
+            fileio.own(path.parent)
+        fileio.make_dirs(path)  # the writer would follow a link there out of the folder gentool owns
         # purge_step: what an earlier process logged after the checkpoint this run resumes from (steps beyond
         # session.step, which this run logs again) is dropped by TensorBoard
         self.writer = SummaryWriter(str(path), purge_step=session.step + 1 if session.step else None)

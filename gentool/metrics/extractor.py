@@ -15,7 +15,6 @@ import json
 import math
 import os
 import time
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,6 +26,7 @@ from safetensors.torch import save as st_save
 from torch import nn
 
 import gentool
+from gentool import fileio, schema
 from gentool.data import Geometry, ImageData, batches, cache_dir
 from gentool.errors import UsageError
 from gentool.fileio import atomic_write_bytes
@@ -143,8 +143,9 @@ class Extractor:
 
 
 def extractors_dir() -> Path:
-    """Where extractors and real-data statistics are cached ($XDG_CACHE_HOME/gentool/extractors)."""
-    return cache_dir() / "extractors"
+    """Where extractors and real-data statistics are cached ($XDG_CACHE_HOME/gentool/extractors): a folder gentool
+    owns, so a link inside it is never written through."""
+    return fileio.own(cache_dir()) / "extractors"
 
 
 def extractor_id(reference: Reference, recipe: Recipe) -> str:
@@ -155,14 +156,16 @@ def extractor_id(reference: Reference, recipe: Recipe) -> str:
 def get_extractor(reference: Reference, device: torch.device, reporter: Reporter | None = None) -> Extractor:
     """The reference's extractor: loaded from the cache, or trained now (with progress) and cached."""
     reporter = reporter or Reporter()
-    recipe = default_recipe(reference_geometry(reference))
+    geometry = reference_geometry(reference)
+    recipe = default_recipe(geometry)
     ident = extractor_id(reference, recipe)
     path = extractors_dir() / f"{ident}.safetensors"
-    if path.exists():
+    if os.path.lexists(path):
         try:
-            return load_extractor(path, device)
+            return load_extractor(path, device, recipe, geometry)
         except (SafetensorError, OSError, ValueError, KeyError, TypeError, RuntimeError, RecursionError) as exc:
-            warnings.warn(f"cached extractor {path} is unreadable ({exc}); training it again")
+            fileio.set_aside(path, str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+    fileio.make_dirs(path.parent)  # a link there is refused now, not after minutes of training
     reporter.message(f"training the reference extractor for {reference.describe_split('train')} "
                      f"(first use; recipe {recipe.hash}, seed {recipe.seed})")
     extractor = train_extractor(reference.load("train", reporter), reference.load("test", reporter), recipe, device,
@@ -247,20 +250,42 @@ def augment(images: torch.Tensor, recipe: Recipe) -> torch.Tensor:
 
 def save_extractor(path: Path, extractor: Extractor) -> None:
     """Write weights and metadata (JSON under the key "meta") to one safetensors file, atomically."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    fileio.make_dirs(path.parent)
     tensors = {k: v.detach().cpu().contiguous() for k, v in extractor.net.state_dict().items()}
     atomic_write_bytes(path, st_save(tensors, metadata={"meta": json.dumps(extractor.meta)}))
 
 
-def load_extractor(path: Path, device: torch.device | str = "cpu") -> Extractor:
-    """Rebuild an extractor from its file: the metadata's recipe builds the network, then the weights load (strict)."""
-    with safe_open(str(path), framework="pt") as f:
-        meta = json.loads((f.metadata() or {})["meta"])
-        if meta.get("format") != FORMAT:
-            raise ValueError(f"not a {FORMAT} file")
-        weights = {k: f.get_tensor(k) for k in f.keys()}
-    fields = meta["recipe"]
-    recipe = Recipe(**{k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()})
-    net = FeatureNet(recipe, Geometry(**meta["geometry"]), meta["num_classes"])
+SIDE = schema.Int(1, 4096)
+EXTRACTOR_META = schema.Obj({
+    "format": schema.Str(100, FORMAT), "id": schema.Str(300), "recipe": schema.Obj({}),
+    "geometry": schema.Obj({"channels": SIDE, "height": SIDE, "width": SIDE}, {"num_classes": schema.Int(0, 10_000)},
+                           extra=False),
+    "num_classes": schema.Int(1, 10_000), "test_accuracy": schema.Num(0, 1), "train_seconds": schema.Num(0)})
+
+
+def load_extractor(path: Path, device: torch.device | str = "cpu", recipe: Recipe | None = None,
+                   geometry: Geometry | None = None) -> Extractor:
+    """Rebuild an extractor from its file (a cache entry, so it may be damaged: everything is checked): its recipe
+    and image geometry (which must be `recipe` and `geometry`, when given, before anything is built) build the
+    network, then the weights load (strict; every one finite). Raises ValueError (or OSError, SafetensorError)
+    naming what is wrong."""
+    with fileio.regular_path(path) as pinned, safe_open(pinned, framework="pt") as f:
+        meta = schema.check(schema.parse((f.metadata() or {}).get("meta"), "meta"), EXTRACTOR_META, "meta")
+        fields = {k: tuple(v) if isinstance(v, list) else v for k, v in meta["recipe"].items()}
+        if recipe is not None and fields != dataclasses.asdict(recipe):
+            raise ValueError(f"its recipe is not recipe {recipe.hash}")
+        saved = Geometry(**meta["geometry"])
+        if geometry is not None and saved.shape != geometry.shape:
+            raise ValueError(f"it is for {saved.shape} images, not {geometry.shape}")
+        net = FeatureNet(Recipe(**fields), saved, meta["num_classes"])
+        expected = net.state_dict()
+        odd = sorted(set(f.keys()) ^ set(expected))
+        if odd:
+            raise ValueError(f"tensor {odd[0]} is {'missing' if odd[0] in expected else 'not an extractor tensor'}")
+        weights = {}
+        for k in expected:
+            weights[k] = f.get_tensor(k)
+            if weights[k].is_floating_point() and not bool(torch.isfinite(weights[k]).all()):
+                raise ValueError(f"tensor {k} holds NaN or infinite values")
     net.load_state_dict(weights)
     return Extractor(net.to(device).eval(), meta)

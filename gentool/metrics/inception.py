@@ -15,7 +15,6 @@ published ones). Two things are done here instead:
 from __future__ import annotations
 
 import io
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -23,9 +22,11 @@ import torch
 
 import gentool
 from gentool.errors import GentoolError, UsageError
-from gentool.fileio import atomic_write_bytes, atomic_write_json, read_json, sha256
+from gentool import fileio
+from gentool.fileio import atomic_write_bytes, atomic_write_json, sha256
 from gentool.metrics.extractor import extractors_dir
 from gentool.metrics.reference import Reference
+from gentool.metrics.stats import read_cache_entry
 from gentool.progress import Reporter
 
 NAME = "inception-v3"
@@ -61,10 +62,10 @@ def read_weights(path: str) -> tuple[dict, str]:
     if size > MAX_BYTES:
         raise UsageError(f"{ARG}: {path} has {size:,} bytes; the FID Inception-v3 weights have about 96 MB")
     try:
-        state = torch.load(p, map_location="cpu", weights_only=True)
+        with fileio.open_regular(p) as f:
+            state = torch.load(f, map_location="cpu", weights_only=True)
     except Exception:  # torch raises many kinds for a file that is not a tensor-only checkpoint
-        with p.open("rb") as f:
-            head = f.read(4)
+        head = fileio.read_regular(p, 4)[:4]
         why = ("it holds Python objects other than tensors, which gentool does not unpickle"
                if head.startswith((b"PK\x03\x04", b"\x80")) else "not a file torch.save wrote")
         raise UsageError(f"{ARG}: {path} is not a PyTorch weights file holding tensors only ({why})") from None
@@ -141,19 +142,15 @@ def real_features(net: Inception, reference: Reference, split: str, reporter: Re
     npz_path, json_path = _cache_paths(net, reference, split)
     expected = {"cache_version": CACHE_VERSION, "weights_sha256": net.sha256, "split": split,
                 "source": reference.describe_split(split), "content": reference.content_fingerprint()}
-    if npz_path.exists() and json_path.exists():
-        try:
-            if all(read_json(json_path).get(k) == v for k, v in expected.items()):
-                with np.load(npz_path, allow_pickle=False) as z:
-                    return z["features"]
-        except (OSError, ValueError, KeyError, RecursionError) as exc:
-            warnings.warn(f"cached features {npz_path} are unreadable ({exc}); computing them again")
+    cached = read_cache_entry(npz_path, json_path, expected, lambda n: {"features": (n, 2048)})
+    if cached is not None:
+        return cached["features"]
+    fileio.make_dirs(npz_path.parent)  # a link there is refused now, not after the work
     data = reference.load(split, reporter)
     reporter.message(f"computing inception-v3 features of {reference.describe_split(split)} ({len(data):,} images)")
     features, _ = net.run([data.images], reporter, len(data))
     buf = io.BytesIO()
     np.savez(buf, features=features)
-    npz_path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(npz_path, buf.getvalue())
     atomic_write_json(json_path, {**expected, "n": len(data), "gentool_version": gentool.__version__})
     return features

@@ -18,7 +18,7 @@ import torch
 
 from gentool.checkpoint import Checkpoint, load_checkpoint
 from gentool.errors import GentoolError, UsageError
-from gentool.fileio import check_input_file
+from gentool.fileio import check_input_file, read_regular
 from gentool.images import ImageError, image_pixels, is_grey, open_image, to_uint8
 
 SOURCE_HELP = "a checkpoint (.safetensors), an .npz of images (key 'images', uint8 N×H×W×C) or a folder of PNGs"
@@ -119,8 +119,7 @@ def open_source(source: str, device: torch.device | str = "cpu", weights: str = 
 
 def _file_kind(path: Path) -> str:
     """What a file that is not a zip archive looks like, for messages."""
-    with open(path, "rb") as f:
-        head = f.read(512)
+    head = read_regular(path, 512)[:512]
     if head.startswith(b"\x93NUMPY"):
         return "a single .npy array, not an .npz archive (save it with numpy.savez)"
     if head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05"):

@@ -5,14 +5,19 @@ JSON sidecar per extractor and split; read with allow_pickle=False)."""
 from __future__ import annotations
 
 import io
-import warnings
+import os
+import zipfile
+import zlib
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
+import numpy.lib.format as npy
 import torch
 
 import gentool
-from gentool.fileio import atomic_write_bytes, atomic_write_json, read_json
+from gentool import fileio, schema
+from gentool.fileio import atomic_write_bytes, atomic_write_json
 from gentool.metrics.distances import (SWD_PROJECTIONS, SWD_SEED, pixel_histogram, pixel_moments, project,
                                        projection_directions)
 from gentool.metrics.extractor import Extractor, extractors_dir
@@ -87,29 +92,66 @@ def real_stats(extractor: Extractor, reference: Reference, split: str, reporter:
     reporter = reporter or Reporter()
     npz_path, json_path = _paths(extractor, split)
     expected = _expected_meta(extractor, reference, split)
-    cached = _load_cached(npz_path, json_path, expected)
+    cached = read_cache_entry(npz_path, json_path, expected, lambda n: _shapes(extractor, n))
     if cached is not None:
-        return cached
+        return ImageStats(**cached)
+    fileio.make_dirs(npz_path.parent)  # a link there is refused now, not after the work
     data = reference.load(split, reporter)
     reporter.message(f"computing real-data statistics of {reference.describe_split(split)} ({len(data):,} images)")
     stats = image_stats(extractor, data.images, REAL_PROJECTION_CAP)
     buf = io.BytesIO()
     np.savez_compressed(buf, **{k: getattr(stats, k) for k in ARRAYS})
-    npz_path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(npz_path, buf.getvalue())
     atomic_write_json(json_path, {**expected, "n": len(data), "gentool_version": gentool.__version__})
     return stats
 
 
-def _load_cached(npz_path, json_path, expected: dict) -> ImageStats | None:
-    if not (npz_path.exists() and json_path.exists()):
+CACHE_META = schema.Obj({"n": schema.Int(1, 10**8)})
+
+
+def read_cache_entry(npz_path: Path, json_path: Path, expected: dict, shapes) -> dict[str, np.ndarray] | None:
+    """The arrays of a cache entry (an .npz and its JSON sidecar) when both files are there and describe
+    `expected`; `shapes(n)` gives each array's shape for the entry's `n` images. A damaged entry (unreadable, other
+    shapes, values not finite) is moved aside with a warning and None returned, so that it is computed again; an
+    entry of another version is simply replaced."""
+    if not (os.path.lexists(npz_path) and os.path.lexists(json_path)):
         return None
     try:
-        meta = read_json(json_path)
-        if any(meta.get(k) != v for k, v in expected.items()):
-            return None
-        with np.load(npz_path, allow_pickle=False) as z:
-            return ImageStats(*(z[k] for k in ARRAYS))
-    except (OSError, ValueError, KeyError, RecursionError) as exc:
-        warnings.warn(f"cached statistics {npz_path} are unreadable ({exc}); computing them again")
+        meta = schema.read(json_path, CACHE_META)
+    except (OSError, ValueError) as exc:
+        fileio.set_aside(json_path, str(exc))
         return None
+    if any(meta.get(k) != v for k, v in expected.items()):
+        return None
+    try:
+        with fileio.open_regular(npz_path) as f, zipfile.ZipFile(f) as archive:
+            return {k: cached_array(archive, k, shape) for k, shape in shapes(meta["n"]).items()}
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, zlib.error) as exc:
+        fileio.set_aside(npz_path, str(exc) or type(exc).__name__)
+        return None
+
+
+def _shapes(extractor: Extractor, n: int) -> dict[str, tuple[int, ...]]:
+    """The shape of each cached array for `n` real images scored by `extractor`."""
+    g = extractor.meta["geometry"]
+    return {"features": (n, extractor.meta["recipe"]["feature_dim"]), "probs": (n, extractor.meta["num_classes"]),
+            "pixel_hist": (256,), "projections": (SWD_PROJECTIONS, min(n, REAL_PROJECTION_CAP)),
+            "pixel_moments": (2, g["channels"] * g["height"] * g["width"])}
+
+
+def cached_array(archive: zipfile.ZipFile, key: str, shape: tuple[int, ...]) -> np.ndarray:
+    """The float array `key` of an .npz, its header checked against `shape` before its data are read (never
+    unpickled), every value finite."""
+    with archive.open(f"{key}.npy") as member:
+        version = npy.read_magic(member)
+        stored, fortran, dtype = (npy.read_array_header_1_0 if version == (1, 0) else npy.read_array_header_2_0)(member)
+        if tuple(stored) != shape or fortran or dtype.kind != "f" or dtype.itemsize not in (4, 8):
+            raise ValueError(f"{key} is {dtype} {tuple(stored)}; expected float {shape}")
+        data = bytearray(int(np.prod(shape)) * dtype.itemsize)  # writable, like np.load's arrays
+        got = member.readinto(data)
+    if got != len(data):
+        raise ValueError(f"{key} ends early (the file is truncated)")
+    array = np.frombuffer(data, dtype).reshape(shape)
+    if not np.isfinite(array).all():
+        raise ValueError(f"{key} holds NaN or infinite values")
+    return array

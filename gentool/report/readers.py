@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gentool.errors import GentoolError
+from gentool.fileio import NotRegular, read_regular
 
 MAX_JSON_BYTES = 64 * 2**20  # metrics.json of a 10,000-epoch run is a few MB
 MAX_IMAGE_BYTES = 25 * 2**20  # a common e-mail attachment limit: one image above it makes no sense to embed
@@ -32,10 +33,12 @@ class Picture:
 def read_limited(path: Path, limit: int) -> bytes:
     """A regular file's bytes, at most `limit` of them (a one-line error above that): reading stops there even when
     the size on disk lies (a file still growing, a special file behind a link)."""
-    if not path.is_file():
-        raise GentoolError(f"{path}: not a regular file")
-    with open(path, "rb") as f:
-        data = f.read(limit + 1)
+    try:
+        data = read_regular(path, limit)
+    except NotRegular as exc:
+        raise GentoolError(f"{path}: not a regular file ({exc.kind})") from None
+    except OSError as exc:
+        raise GentoolError(f"{path}: cannot be read ({exc.strerror or exc})") from None
     if len(data) > limit:
         raise GentoolError(f"{path}: larger than the {limit / 2**20:.0f} MiB a report reads")
     return data
