@@ -228,10 +228,18 @@ class TrainOptions:
         return {**values, "model": record["model"], "params": params}
 
     def printable(self) -> dict:
-        """The settings `--print-config` writes: for a new run every value it will use; for a resume the values
+        """The settings `--print-config` writes: for a new run every value it will use, the model's own defaults
+        included (latent size, width, learning rate, batch size, EMA, sampler settings); for a resume the values
         given (the run supplies the rest)."""
         self.validate()
-        return dataclasses.asdict(self if self.resume is not None else self.with_fallbacks())
+        if self.resume is not None:
+            return dataclasses.asdict(self)
+        values = dataclasses.asdict(self.with_fallbacks())
+        if self.model and self.data:
+            defaults = model_defaults(self)
+            values["sampler"] = {**defaults.pop("sampler"), **values["sampler"]}
+            values.update({k: v for k, v in defaults.items() if values.get(k) is None})
+        return values
 
     def given(self) -> dict:
         """The options set (not None, not empty), by field name."""
@@ -338,3 +346,27 @@ FIELDS = {f.name: f for f in fields(TrainOptions)}
 SAMPLER_SETTINGS = ("steps", "solver", "guidance")  # declared in TrainOptions, shared by sample and evaluate
 # The one list of what a resume may change, by rule (see FIXED, RESTORED, KEPT, FREE above).
 RESUME_RULES = {name: f.metadata["resume"] for name, f in FIELDS.items()}
+
+
+KNOWN_SIZES = {"mnist": 60_000, "cifar10": 50_000, "mnist-sample": 2_000}  # training images of the built-in data
+
+
+def model_defaults(opts: TrainOptions) -> dict:
+    """What a new run of `opts.model` on `opts.data` takes where an option is not given: its family's config
+    (latent size, width, learning rate, batch size: before a small data set shrinks the batch), EMA decay and
+    sampler settings (those without a flag of their own under "sampler"). Imports the model (torch)."""
+    from gentool.data import peek_geometry
+    from gentool.registry import get_entry
+
+    cls = get_entry(opts.model).cls
+    config = cls.config_class.create(peek_geometry(opts.data, opts.image_size), opts.latent_dim, opts.width,
+                                     lr=opts.lr, batch_size=opts.batch_size, **opts.params)
+    found = {name: getattr(config, name) for name in MODEL_SETTINGS if hasattr(config, name)}
+    size = KNOWN_SIZES.get(opts.data.lower())
+    images = min(filter(None, (size, opts.limit)), default=None)  # a folder's size is known once it is read
+    if opts.batch_size is None:  # as a run picks it: some families shrink the batch for a small data set
+        found["batch_size"] = config.batch_size_for(images) if images else None
+    found["ema"] = cls.default_ema or 0.0
+    settings = {o.name: o.default for o in cls.sample_options}
+    found.update({name: settings.pop(name) for name in SAMPLER_SETTINGS if name in settings})
+    return {**found, "sampler": settings}

@@ -49,7 +49,10 @@ def test_train_print_config_round_trip(tmp_path):
     assert again.returncode == 0, again.stderr
     a, b = config_json(tmp_path / "runs/a"), config_json(tmp_path / "runs/b")
     assert b["options"]["out"] == "runs/b"
-    assert without(a, "out") == without(b, "out")
+    # the printed file gives the model's own settings explicitly (a's options left them to the model: None)
+    model_settings = ("out", "latent_dim", "width", "lr", "batch_size", "ema", "sampler")
+    assert without(a, *model_settings) == without(b, *model_settings) and a["config"] == b["config"]
+    assert settings["lr"] == a["config"]["lr"] and settings["batch_size"] == a["config"]["batch_size"] == 16  # 128 images
     assert same_weights(tmp_path / "runs/a", tmp_path / "runs/b")
 
     # a run's own config.json re-runs it: the same model config and data, the same weights
