@@ -14,6 +14,8 @@ import functools
 import sys
 from pathlib import Path
 
+from gentool.fileio import read_regular
+
 SETTING_CLASS = "SampleOption"
 FIELD = "sample_options"
 
@@ -53,7 +55,7 @@ def _tree(module: str) -> ast.Module:
         origin = source_file(module)  # runs none of the module's code, nor its parent packages'
     except ImportError:
         raise Unknown(module) from None
-    return ast.parse(origin.read_text(encoding="utf-8"), filename=str(origin))
+    return ast.parse(read_regular(origin).decode("utf-8"), filename=str(origin))  # a pipe there cannot block
 
 
 def _lookup(module: str, name: str) -> tuple[str, ast.AST]:

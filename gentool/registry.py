@@ -19,6 +19,7 @@ from importlib.metadata import entry_points
 
 from gentool import declared
 from gentool.declared import source_file
+from gentool.fileio import read_regular
 from gentool.errors import GentoolError, UsageError, did_you_mean
 
 ENTRY_POINT_GROUP = "gentool.models"
@@ -206,7 +207,7 @@ def _declared(module: str, source: str, class_name: str | None = None, ep_name: 
     """The models a module's source declares: classes decorated with @register_model("name"), and the class an
     entry point names (module:Class) under the entry point's name."""
     origin = source_file(module)
-    tree = ast.parse(origin.read_text(encoding="utf-8"), filename=str(origin))
+    tree = ast.parse(read_regular(origin).decode("utf-8"), filename=str(origin))  # a pipe there cannot block
     found = {}
     for node in ast.walk(tree):
         if not isinstance(node, ast.ClassDef):
