@@ -30,7 +30,8 @@ import dataclasses
 from collections.abc import Sequence
 from pathlib import Path
 
-from gentool.errors import UsageError
+from gentool.checks import check_options
+from gentool.errors import OPTION, ConfigError, UsageError
 from gentool.figures import FigureHook
 from gentool.heldout import HeldoutHook
 from gentool.hooks import TrainHook, plugin_hooks
@@ -81,7 +82,15 @@ def _options(cls, command: str, values: dict, allowed: list[str] | None = None, 
     unknown = [k for k in values if k not in names]
     if unknown:
         raise UsageError(f"{unknown[0]}: not an option of gentool.api.{command}; expected one of {', '.join(names)}")
-    return cls(**fixed, **values)
+    opts = cls(**fixed, **values)
+    try:  # each value's declared check, the error naming the keyword (the command line names its --option)
+        check_options(opts, lambda f: f.name)
+    except UsageError as exc:
+        if getattr(exc, "arg", None) is None:
+            raise
+        raise ConfigError(exc.arg, f"got {exc.value!r}; expected {exc.accepted}", section=OPTION, value=exc.value,
+                          accepted=exc.accepted) from None
+    return opts
 
 
 def train(model: str | TrainOptions | None = None, reporter: Reporter | None = None,

@@ -13,7 +13,7 @@ import gentool
 from gentool import schema as s
 from gentool.errors import GentoolError
 from gentool.fileio import check_input_file, regular_path
-from gentool.train_options import MAX_SIDE  # pixels along an image side (--image-size is held to it)
+from gentool.models.fields import MAX_SIDE  # pixels along an image side (--image-size is held to it)
 
 FORMAT = "gentool-checkpoint"
 FORMAT_VERSION = 1

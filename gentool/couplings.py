@@ -102,7 +102,7 @@ def _read_part(path: Path, manifest: dict, arg: str) -> dict[str, torch.Tensor]:
 def load_couplings(folder: Path, limit: int | None = None, arg: str = "--data"):
     """The couplings in `folder` as a data set: the first `limit` pairs (all complete parts when None), with their
     latents and where they came from (`origin`: the teacher and the data set it imitates)."""
-    from gentool.data import Geometry, ImageData
+    from gentool.datatypes import Geometry, ImageData
 
     manifest = read_manifest(folder, arg)
     done = parts_done(folder)
@@ -125,7 +125,7 @@ def load_couplings(folder: Path, limit: int | None = None, arg: str = "--data"):
 
 
 def manifest_geometry(folder: Path):
-    from gentool.data import Geometry
+    from gentool.datatypes import Geometry
 
     g = read_manifest(folder)["data"]["geometry"]
     return Geometry(g["channels"], g["height"], g["width"], g["num_classes"])

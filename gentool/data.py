@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
-from dataclasses import asdict, dataclass
 from importlib import resources
 from pathlib import Path
 
@@ -17,65 +16,16 @@ import numpy as np
 import torch
 
 from gentool.couplings import is_couplings, load_couplings, manifest_geometry
+from gentool.datatypes import IMAGE_SUFFIXES, Geometry, ImageData, cache_dir  # noqa: F401 (imported from here)
 from gentool.errors import GentoolError, UsageError, bad_value, did_you_mean
 from gentool.fileio import kind_of, regular_path
 from gentool.versions import require_torchvision
 
 DATA_ENV = "GENTOOL_DATA"
 BUILTIN_DATASETS = ("mnist", "cifar10", "mnist-sample")
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
 MNIST_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 CIFAR_FILES = tuple(f"cifar-10-batches-py/{n}" for n in ("data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4",
                                                           "data_batch_5", "test_batch", "batches.meta"))
-
-
-@dataclass(frozen=True)
-class Geometry:
-    """Image geometry (channels × height × width) and the number of classes labels may take."""
-
-    channels: int
-    height: int
-    width: int
-    num_classes: int = 0
-
-    @property
-    def shape(self) -> tuple[int, int, int]:
-        return (self.channels, self.height, self.width)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-
-@dataclass
-class ImageData:
-    """A whole split in memory: `images` uint8 N×C×H×W, `labels` int64 N (-1 when unlabelled). Couplings (a
-    teacher's samples, `gentool.couplings`) also hold `latents`, the noise each image was drawn from, and `origin`:
-    the data set the teacher imitates (`source`), the teacher and the couplings folder."""
-
-    name: str
-    images: torch.Tensor
-    labels: torch.Tensor
-    geometry: Geometry
-    class_names: list[str]
-    latents: torch.Tensor | None = None
-    origin: dict | None = None
-
-    def __len__(self) -> int:
-        return self.images.shape[0]
-
-    def limit(self, n: int | None) -> "ImageData":
-        """The first `n` images (all when `n` is None)."""
-        if n is None or n >= len(self):
-            return self
-        latents = None if self.latents is None else self.latents[:n]
-        return ImageData(self.name, self.images[:n], self.labels[:n], self.geometry, self.class_names, latents,
-                         self.origin)
-
-
-def cache_dir() -> Path:
-    """The per-user cache folder ($XDG_CACHE_HOME/gentool, else ~/.cache/gentool)."""
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "gentool"
 
 
 def resolve_data_dir(data_dir: str | os.PathLike | None) -> Path:

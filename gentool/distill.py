@@ -37,8 +37,14 @@ TEACHER_GRID = "teacher.png"  # beside the student's epoch grids: the teacher's 
 
 
 def teacher_checkpoint(teacher: str) -> Path:
-    path = Path(teacher).expanduser()
-    return path / rundir.LAST if path.is_dir() else path
+    """The teacher's checkpoint (a run directory's last.safetensors), as an absolute path: the student's default
+    folder is named after the teacher's; one that is not there is refused before anything else."""
+    path = Path(teacher).expanduser().absolute()
+    path = path / rundir.LAST if path.is_dir() else path
+    if not path.is_file():
+        raise UsageError(f"RUN: {teacher} has no checkpoint ({path} does not exist); expected a flow or ddpm run "
+                         f"directory or its .safetensors checkpoint")
+    return path
 
 
 def load_teacher(path: Path, device: torch.device) -> Checkpoint:

@@ -10,9 +10,14 @@ import math
 from dataclasses import dataclass
 
 from gentool.errors import UsageError, bad_value
-from gentool.train_options import MAX_COUNT, check_threads, copy_option, option
+from gentool.train_options import FIELDS, MAX_COUNT, check_threads, copy_option, option
 
 MAX_STUDENT_STEPS = 16  # a student drawing in more steps than this saves little over its teacher
+
+
+def _check(name: str):
+    """train's check of the option `name` (the same values are accepted where distill takes the same option)."""
+    return FIELDS[name].metadata["check"]
 
 
 @dataclass(kw_only=True)
@@ -39,10 +44,10 @@ class DistillOptions:
     epochs: int | None = option("Total epochs over the couplings (with --resume: the total, not more).",
                                 default=None, metavar="N")
     max_minutes: float | None = copy_option("max_minutes")
-    batch_size: int | None = option("Batch size (default: the teacher's).", metavar="B")
+    batch_size: int | None = option("Batch size (default: the teacher's).", metavar="B", check=_check("batch_size"))
     lr: float | None = option("Learning rate (default: 2e-4, a fifth of flow's: the student starts from the "
-                              "teacher's weights).", metavar="LR")
-    seed: int = option("Random seed of the couplings and the training.", default=0, metavar="S")
+                              "teacher's weights).", metavar="LR", check=_check("lr"))
+    seed: int = option("Random seed of the couplings and the training.", default=0, metavar="S", check=_check("seed"))
     device: str = copy_option("device", default="auto")
     precision: str | None = copy_option("precision")
     threads: int | None = copy_option("threads")

@@ -13,7 +13,7 @@ from pathlib import Path
 from gentool.errors import UsageError, bad_value
 from gentool.fileio import prepare_output
 from gentool.sample_options import DrawOptions
-from gentool.train_options import copy_option, option, sampler_settings
+from gentool.train_options import copy_option, fold_sampler, option, sampler_settings
 
 # format: (file suffix, what the file is, the packages its parity check needs)
 FORMATS = {"onnx": (".onnx", "an ONNX model", ("onnx", "onnxruntime")),
@@ -36,10 +36,14 @@ class ExportOptions:
     steps: int | None = copy_option("steps")
     solver: str | None = copy_option("solver")
     guidance: float | None = copy_option("guidance")
+    sampler: dict = copy_option("sampler")
     tolerance: float = option("Largest difference allowed between the exported file's images and gentool's own "
                               "(fp32, same latent codes; pixel values in [0, 1]); above it nothing is written.",
                               default=DEFAULT_TOLERANCE, metavar="T")
     overwrite: bool = option("Replace an existing file instead of refusing.", default=False)
+
+    def __post_init__(self):
+        fold_sampler(self)
 
     @property
     def sample_options(self) -> dict:

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from gentool.data import Geometry, ImageData, cache_dir
+from gentool.datatypes import Geometry, ImageData, cache_dir
 from gentool.errors import GentoolError
 from gentool.fileio import atomic_write_json, read_json
 from gentool.folders import (Header, Listing, found_lines, gib, list_folder, plan_geometry, read_headers,

@@ -14,7 +14,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from gentool.data import IMAGE_SUFFIXES, Geometry
+from gentool.datatypes import IMAGE_SUFFIXES, Geometry
 from gentool.errors import UsageError
 from gentool.images import ImageError, is_grey, open_image
 
@@ -56,18 +56,11 @@ class Header:
 
 @contextlib.contextmanager
 def read_image(path: Path):
-    """The one place an image file of a data folder is opened: without blocking (a named pipe must not hang the
-    run), checked to be a regular file, then handed to PIL, which reads the header only (`open_image` refuses more
-    than MAX_PIXELS pixels before any is decoded). Raises ImageError saying why not."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
-    except OSError as exc:
-        raise ImageError(f"cannot be opened ({exc.strerror or exc})") from None
-    with os.fdopen(fd, "rb") as f:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise ImageError("is not a regular file")
-        with open_image(f) as img:
-            yield img
+    """The one place an image file of a data folder is opened: `open_image` opens it without blocking (a named pipe
+    must not hang the run), checks it is a regular file, then hands it to PIL, which reads the header only and
+    refuses more than MAX_PIXELS pixels before any is decoded. Raises ImageError saying why not."""
+    with open_image(path) as img:
+        yield img
 
 
 def list_folder(root: Path) -> Listing:

@@ -13,7 +13,7 @@ from typing import ClassVar
 
 from gentool.checks import MAX_COUNT, MAX_SEED, Ints, Numbers, Words, check_options, choice
 from gentool.errors import GEOMETRY, OPTION, SAMPLER, ConfigError, GentoolError, UsageError
-from gentool.models.fields import GEOMETRY_FIELDS, MAX_LATENT
+from gentool.models.fields import GEOMETRY_FIELDS, MAX_LATENT, MAX_SIDE  # noqa: F401 (MAX_SIDE: imported from here)
 
 # What a resumed run does with an option (the `resume` entry of each field's metadata):
 FIXED = "fixed"  # part of what the run is; a resume may not change it (a different value is a usage error)
@@ -31,7 +31,6 @@ NOT_RERUN = ("out", "resume", "overwrite")
 
 # What the options accept (besides the checks of their type, see gentool.checks).
 MAX_BATCH, MAX_WIDTH, MAX_MINUTES = 1 << 16, 64.0, 1e7  # model configs check the same
-MAX_SIDE = 4096  # pixels along an image side: what a checkpoint may record, so --image-size may not exceed it
 MIN_EVAL_N, MAX_EVAL_N = 10, 100_000  # generated images a score is made from (evaluate's --n, --eval-n)
 POSITIVE = Ints(1, MAX_COUNT)
 EVERY = Ints(0, MAX_COUNT, "an integer ≥ 0 (0 turns it off)")

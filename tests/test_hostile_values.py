@@ -28,6 +28,9 @@ STOPS = {
     "summary": ([MISSING], (2, MISSING)),
     "report": (["no-such-folder"], (2, "no-such-folder")),
     "models": ([], (0, "")),
+    "export": ([MISSING], (2, MISSING)),
+    "distill": ([MISSING], (2, MISSING)),
+    "doctor": ([], (0, "")),  # its one option's hostile values are all refused: the doctor itself never runs
 }
 HOSTILE = {  # by the option's type: values no option of that type may take ...
     "integer": ["-1", "99999999999999999999999", "nan", "", "³", "1\0"],

@@ -1,0 +1,62 @@
+"""The data layer's plain types — an image geometry, a split in memory, the cache folder — in a module that imports
+no other of gentool's, so the loaders (folders, their cache, a teacher's couplings) and `gentool.data` can share
+them without importing each other."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """Image geometry (channels × height × width) and the number of classes labels may take."""
+
+    channels: int
+    height: int
+    width: int
+    num_classes: int = 0
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return (self.channels, self.height, self.width)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class ImageData:
+    """A whole split in memory: `images` uint8 N×C×H×W, `labels` int64 N (-1 when unlabelled). Couplings (a
+    teacher's samples, `gentool.couplings`) also hold `latents`, the noise each image was drawn from, and `origin`:
+    the data set the teacher imitates (`source`), the teacher and the couplings folder."""
+
+    name: str
+    images: torch.Tensor
+    labels: torch.Tensor
+    geometry: Geometry
+    class_names: list[str]
+    latents: torch.Tensor | None = None
+    origin: dict | None = None
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+    def limit(self, n: int | None) -> "ImageData":
+        """The first `n` images (all when `n` is None)."""
+        if n is None or n >= len(self):
+            return self
+        latents = None if self.latents is None else self.latents[:n]
+        return ImageData(self.name, self.images[:n], self.labels[:n], self.geometry, self.class_names, latents,
+                         self.origin)
+
+
+def cache_dir() -> Path:
+    """The per-user cache folder ($XDG_CACHE_HOME/gentool, else ~/.cache/gentool)."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "gentool"
