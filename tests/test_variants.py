@@ -156,7 +156,7 @@ def test_weights_ema_needs_a_run_with_ema(mnist_root, tmp_path, invoke):
     result = invoke("sample", run["checkpoints"]["last"], "--weights", "ema")
     assert result.exit_code == 2 and "trained without --ema" in result.stderr
     result = invoke("train", "vae", "--data", "mnist-sample", "--ema", "1.5")
-    assert result.exit_code == 2 and "--ema: got 1.5; expected a number in (0, 1)" in result.stderr
+    assert result.exit_code == 2 and "--ema: got 1.5; expected 0 (off) or a number in (0, 1)" in result.stderr
 
 
 def test_sample_by_class_and_class_errors(mnist_root, tmp_path, invoke):

@@ -11,7 +11,7 @@ from typing import ClassVar
 
 import torch
 
-from gentool.errors import bad_value
+from gentool.errors import bad_setting
 from gentool.models.base import SampleOption
 from gentool.models.flow import Flow, FlowConfig
 from gentool.registry import register_model
@@ -32,7 +32,7 @@ class ReflowConfig(FlowConfig):
     def validate(self) -> None:
         super().validate()
         if not isinstance(self.sample_steps, int) or not 1 <= self.sample_steps <= MAX_STEPS:
-            raise bad_value("--param sample_steps", self.sample_steps, f"an integer between 1 and {MAX_STEPS}")
+            raise bad_setting("sample_steps", self.sample_steps, f"an integer between 1 and {MAX_STEPS}")
 
 
 @register_model("reflow")
@@ -40,8 +40,12 @@ class Reflow(Flow):
     """Rectified flow distilled from a flow or ddpm (`gentool distill`): samples in the few steps it was made for."""
 
     config_class = ReflowConfig
-    sample_options = (SampleOption("steps", ReflowConfig.sample_steps, Flow.sample_options[0].help, low=1,
-                                   high=MAX_STEPS), Flow.sample_options[1])
+    # Written out (not derived from Flow's) so that `--help` and `gentool models` read them from this source.
+    sample_options = (
+        SampleOption("steps", 2, "solver steps from noise to image (network evaluations: steps with euler, "
+                                 "2·steps with heun)", low=1, high=1000),
+        SampleOption("solver", "euler", "fixed-step ODE solver", choices=("euler", "heun")),
+    )
 
     def __init__(self, config: ReflowConfig):
         super().__init__(config)
