@@ -43,6 +43,17 @@ class LoadMeter:
         self._end, self._own_end, self._wall_end = _cpu_seconds(), _own_seconds(), time.monotonic()
         return False
 
+    def own_share(self, threads: int) -> float:
+        """The share of its `threads` cores this process got during the block: well below 1 when another process
+        shared them (a busy core shows here even when the machine as a whole looks half idle)."""
+        wall = self._wall_end - self._wall
+        return (self._own_end - self._own) / (wall * threads) if wall > 0 else 1.0
+
+    def busy(self, threads: int, other: float, own: float) -> bool:
+        """Whether the block ran on a busy machine: other processes used more than `other` of all the cores, or
+        this process got less than `own` of its own."""
+        return self.other_share() > other or self.own_share(threads) < own
+
     def other_share(self) -> float:
         """0 (nothing else ran) to 1 (every core busy with other work) during the block."""
         if self._start is None or self._end is None:

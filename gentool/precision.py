@@ -83,6 +83,7 @@ BF16_GAIN = 1.15  # a measured gain beyond timing noise either way (bf16 >= 1.15
 PROBE_REPS = 7
 PROBE_SECONDS = 0.6  # timing budget of the probe, on top of one warm-up call per precision
 BUSY_SHARE = 0.25  # other processes using more than this share of the cores during the probe: a busy machine
+OWN_SHARE = 0.6  # ... or the probe getting less than this share of its own threads' cores (another job on them)
 CACHE_FILE = "precision.json"
 CACHE_ENTRIES = 32  # a few machines x thread counts x torch versions; the oldest are dropped beyond this
 CACHE_DAYS = 30  # a measurement older than this is taken again (a new kernel library, BIOS or VM placement)
@@ -185,7 +186,7 @@ def _probed_choice(threads: int) -> PrecisionChoice:
         return decide_precision(entries[key], cached=True, expected=expected, why=why)
     with torch.no_grad(), LoadMeter() as load:
         seconds = time_workloads(_probe_work())
-    busy = load.other_share() > BUSY_SHARE
+    busy = load.busy(threads, BUSY_SHARE, OWN_SHARE)
     if not busy:  # a busy machine's timings say more about the other jobs than about this CPU
         entries[key] = {**seconds, "cpu": _cpu_name()[:200], "torch": torch.__version__[:64], "threads": threads,
                         "measured": time.time()}

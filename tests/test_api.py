@@ -26,7 +26,7 @@ def test_train_then_sample_from_python(tmp_path, invoke):
     assert err.value.field == "steps" and str(err.value).startswith("steps: got 0; expected an integer")
     with pytest.raises(UsageError, match="grid: not an option of gentool.api.sample"):
         api.sample(run.last, n=2, grid="2x2")
-    with pytest.raises(UsageError, match="--n: got 5; expected an integer between 10"):
+    with pytest.raises(UsageError, match="^n: got 5; expected an integer between 10"):
         api.evaluate(run.last, n=5)
 
 

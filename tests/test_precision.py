@@ -58,6 +58,7 @@ def probe(tmp_path, monkeypatch):
     monkeypatch.setattr(d, "_CHOSEN", {})
     monkeypatch.setattr(d, "feature_rule", lambda: (None, "a CPU gentool has no rule for"))
     monkeypatch.setattr(d, "BUSY_SHARE", 1.0)  # these tests judge the decision, not the machine's load
+    monkeypatch.setattr(d, "OWN_SHARE", 0.0)  # (the fake probe below takes no time at all)
     runs = []
 
     def fake(work, *args, **kw):
@@ -215,7 +216,8 @@ def test_a_long_run_checks_its_precision_on_its_own_steps_and_switches_once(tmp_
     import gentool.precision_check as check
 
     monkeypatch.setattr(check, "MIN_STEPS", 1)
-    monkeypatch.setattr(check, "BUSY_SHARE", 1.0)
+    monkeypatch.setattr(check, "BUSY_SHARE", 1.0)  # the decision under test, whatever the machine's load now
+    monkeypatch.setattr(check, "load_warning", lambda threads: None)
     monkeypatch.setattr(check, "_bf16_supported", lambda device: True)
     monkeypatch.setattr(check, "time_workloads", lambda work, **kw: {"fp32": 0.040, "bf16": 0.010})
     options = dict(model="vae", data="mnist", data_dir=str(mnist_root), limit=32, batch_size=16, sample_every=0,
