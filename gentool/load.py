@@ -63,6 +63,9 @@ class LoadMeter:
         return max(0.0, min(1.0, busy / total)) if total > 0 else 0.0
 
 
+SLACK = 1.5  # load beyond the spare cores that is not yet "busy": the caller itself (a test runner, a shell loop)
+
+
 def load_warning(threads: int, own: float = 0.0) -> str | None:
     """A warning when other work needs more than the cores this process left free (the 1-minute load average,
     less `own`: what this process itself adds to it, about `threads` once it has run a minute), else None. Speeds
@@ -70,7 +73,7 @@ def load_warning(threads: int, own: float = 0.0) -> str | None:
     if not hasattr(os, "getloadavg"):
         return None
     load = os.getloadavg()[0]
-    if load - own <= max(cores() - threads, 0) + 1.0:
+    if load - own <= max(cores() - threads, 0) + SLACK:
         return None
     return (f"the machine is busy (load average {load:.1f} on {cores()} cores, {threads} of them for this "
             f"process): img/s, ETAs and timings now are not what it does when quiet")
