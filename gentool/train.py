@@ -88,26 +88,7 @@ def run_epoch(session: Session, epoch: int, images: torch.Tensor, labels: torch.
             hook.on_step(session, kept)
         elapsed = before + time.perf_counter() - start
         reporter.step(i + 1, lambda: _means(sums, counts), seen / max(elapsed, 1e-9))
-        stop = stop_code(session, time_up=i + 1 < len(index_batches))
-        # --checkpoint-minutes: a save inside the epoch (at its end the epoch's own save comes a moment later)
-        due = session.next_save is not None and i + 1 < len(index_batches) and time.monotonic() >= session.next_save
-        if stop or due:
-            session.batch = i + 1  # what a checkpoint taken here resumes from
-            session.partial = {"sums": {k: float(v) for k, v in sums.items()}, "counts": counts,
-                               "seen": seen, "seconds": elapsed}
-        if due and not stop:
-            session.save_timed()
-        if not stop and session.next_figures is not None and time.monotonic() >= session.next_figures:
-            session.next_figures = time.monotonic() + PROGRESS_SECONDS
-            if world.main and i + 1 < len(index_batches):
-                draw_progress(session, hooks, reporter, _partial_record(session, epoch, sums, counts, i + 1,
-                                                                        len(index_batches), seen, elapsed))
-        if stop:
-            keep_record(session, _partial_record(session, epoch, sums, counts, i + 1, len(index_batches),
-                                                 seen, elapsed))
-            if stop == SIGNALLED:
-                raise Interrupted(f"interrupted in epoch {epoch} at step {session.step}", session.signum())
-            raise OutOfTime(f"in epoch {epoch} at step {session.step}")
+        _after_step(session, epoch, sums, counts, (i + 1, len(index_batches)), seen, elapsed, hooks, reporter)
     session.batch, session.partial = 0, {}
     record = _record(session, epoch, sums, counts, seen, before + time.perf_counter() - start)
     if world.enabled:
@@ -118,6 +99,33 @@ def run_epoch(session: Session, epoch: int, images: torch.Tensor, labels: torch.
     _check_finite(record, epoch, session.step)
     check_weights(model, epoch)
     return record
+
+
+def _after_step(session: Session, epoch: int, sums: dict, counts: dict, progress: tuple[int, int], seen: int,
+                elapsed: float, hooks: Sequence[TrainHook], reporter: Reporter) -> None:
+    """Inside an epoch, after step `done` of `total`: the state a checkpoint or a stop takes, the
+    --checkpoint-minutes save, the progress figures on their interval, and the stop itself (Interrupted or
+    OutOfTime, the epoch's partial record kept)."""
+    done, total = progress
+    stop = stop_code(session, time_up=done < total)
+    # --checkpoint-minutes: a save inside the epoch (at its end the epoch's own save comes a moment later)
+    due = session.next_save is not None and done < total and time.monotonic() >= session.next_save
+    if stop or due:
+        session.batch = done  # what a checkpoint taken here resumes from
+        session.partial = {"sums": {k: float(v) for k, v in sums.items()}, "counts": counts,
+                           "seen": seen, "seconds": elapsed}
+    if due and not stop:
+        session.save_timed()
+    if not stop and session.next_figures is not None and time.monotonic() >= session.next_figures:
+        session.next_figures = time.monotonic() + PROGRESS_SECONDS
+        if session.world.main and done < total:
+            draw_progress(session, hooks, reporter, _partial_record(session, epoch, sums, counts, done, total, seen,
+                                                                    elapsed))
+    if stop:
+        keep_record(session, _partial_record(session, epoch, sums, counts, done, total, seen, elapsed))
+        if stop == SIGNALLED:
+            raise Interrupted(f"interrupted in epoch {epoch} at step {session.step}", session.signum())
+        raise OutOfTime(f"in epoch {epoch} at step {session.step}")
 
 
 def _record(session: Session, epoch: int, sums: dict, counts: dict, seen: int, seconds: float) -> dict:
