@@ -14,7 +14,7 @@ import typer
 from typer.core import TyperCommand
 
 from gentool import __version__
-from gentool.cli import (_leave, distill_cmd, doctor_cmd, evaluate_cmd, export_cmd, models_cmd, on_sigint, report_cmd,
+from gentool.cli import (_leave, distill_cmd, doctor_cmd, evaluate_cmd, export_cmd, models_cmd, on_sigint, prepare_cmd, report_cmd,
                          sample_cmd, summary_cmd, sweep_cmd, train_cmd)
 from gentool.cli.options import BARE_VALUES, err_console, escape, fill_bare_values
 
@@ -114,6 +114,7 @@ COMMANDS = {  # name: (function, the line `gentool --help` shows)
     "models": (models_cmd.models, "List the models (built-ins and plugins) and what each is."),
     "report": (report_cmd.report, "Write one HTML page showing a run, a sweep or a folder of runs."),
     "export": (export_cmd.export, "Write a checkpoint's sampler as an ONNX or TorchScript file, parity-checked."),
+    "prepare": (prepare_cmd.prepare, "Build a data set's extractor and real statistics ahead of evaluate (batch jobs)."),
     "doctor": (doctor_cmd.doctor, "Check this machine: versions, device, --precision auto's choice, load."),
 }
 for _name, (_command, _short) in COMMANDS.items():
