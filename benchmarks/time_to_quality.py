@@ -124,8 +124,10 @@ def grid(npz: Path, png: Path, side: int = 8) -> None:
 def train_gentool(config: str, args, out: Path, log: Path) -> dict[float, dict]:
     """A gentool configuration for --minutes; per mark the newest kept checkpoint written by then."""
     launch = time.time()
-    cmd = ["gentool", "train", *shlex.split(config), *data_args(args), "--epochs",
-           "1000000", "--max-minutes", f"{args.minutes:g}", "--checkpoint-minutes", f"{args.resolution:g}",
+    words = shlex.split(config)
+    budget = [] if "--max-minutes" in words else ["--max-minutes", f"{args.minutes:g}"]  # a config may set its own
+    cmd = ["gentool", "train", *words, *data_args(args), "--epochs", "1000000", *budget,
+           "--checkpoint-minutes", f"{args.resolution:g}",
            "--checkpoint-every", "0", "--threads", str(args.threads), "--seed", str(args.seed), "--out",
            str(out / "run"), "--overwrite", "--quiet", "--json"]
     result = json.loads(log_run(cmd, log, args.threads))

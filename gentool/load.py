@@ -67,14 +67,30 @@ SLACK = 1.5  # load beyond the spare cores that is not yet "busy": the caller it
 
 
 def load_warning(threads: int, own: float = 0.0) -> str | None:
-    """A warning when other work needs more than the cores this process left free (the 1-minute load average,
-    less `own`: what this process itself adds to it, about `threads` once it has run a minute), else None. Speeds
-    and ETAs measured then are not what the machine does when quiet."""
+    """A warning when other work needs more than the cores this process left free, else None. Speeds and ETAs
+    measured then are not what the machine does when quiet. The 1-minute load average (less `own`: what this
+    process itself adds to it, about `threads` once it has run a minute) decides when it says quiet; when it says
+    busy, a quarter-second look at /proc/stat confirms it, since the average still counts work that ended a minute
+    ago (a run started right after another one would otherwise be told the machine is busy)."""
     if not hasattr(os, "getloadavg"):
         return None
-    load = os.getloadavg()[0]
-    if load - own <= max(cores() - threads, 0) + SLACK:
+    load, spare = os.getloadavg()[0], max(cores() - threads, 0)
+    if load - own <= spare + SLACK:
         return None
+    now = others_now()
+    if now is not None and now <= spare + NOW_SLACK:
+        return None
+    seen = f"; other processes use {now:.1f} of them now" if now is not None else ""
     return (f"the machine is busy (load average {load:.1f} on {cores()} cores, {threads} of them for this "
-            f"process): img/s, ETAs and timings now are not what it does when quiet")
+            f"process{seen}): img/s, ETAs and timings now are not what it does when quiet")
 
+
+NOW_SLACK = 0.5  # cores' worth of other work, measured now, that is not yet "busy" (a shell, a log tail)
+
+
+def others_now(window: float = 0.25) -> float | None:
+    """How many cores' worth of other processes' work ran during the next `window` seconds (this process waits
+    meanwhile), or None where /proc/stat is not there."""
+    with LoadMeter() as meter:
+        time.sleep(window)
+    return None if meter._start is None or meter._end is None else meter.other_share() * cores()

@@ -158,3 +158,25 @@ def test_flow_eval_every_and_evaluate_use_the_sampler_settings(invoke, mnist_roo
     np.savez(tmp_path / "x.npz", images=np.zeros((20, 28, 28, 1), np.uint8))
     stored = invoke("evaluate", tmp_path / "x.npz", "--data", "mnist", "--data-dir", mnist_root, "--steps", "4")
     assert stored.exit_code == 2 and "--steps: a sampler setting, but SOURCE" in stored.stderr
+
+
+def test_prepare_builds_what_evaluate_then_reuses(invoke, cifar_folder, tmp_path, monkeypatch):
+    """`gentool prepare` trains a folder's extractor at the size asked and its real statistics; evaluate at that
+    size then starts scoring at once (no extractor training), and a bad --split is one line naming the option."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    made = invoke("prepare", "--data", cifar_folder, "--image-size", "16", "--split", "both", "--json")
+    assert made.exit_code == 0, made.output
+    found = json.loads(made.stdout)
+    assert set(found["splits"]) == {"test", "train"} and found["splits"]["test"]["images"] == 20
+    assert "every 10th image" in found["splits"]["test"]["source"] and "16" in found["splits"]["test"]["source"]
+    again = invoke("prepare", "--data", cifar_folder, "--image-size", "16")
+    assert again.exit_code == 0 and "training the reference extractor" not in again.output
+    assert found["extractor"] in again.output
+    images = np.random.default_rng(0).integers(0, 256, (20, 16, 16, 3), dtype=np.uint8)
+    np.savez(tmp_path / "s.npz", images=images)
+    scored = invoke("evaluate", tmp_path / "s.npz", "--data", cifar_folder, "--n", "20", "--metrics", "fid",
+                    "--json", "--intervals", "0")
+    assert scored.exit_code == 0 and "training the reference extractor" not in scored.output, scored.output
+    assert json.loads(scored.stdout)["extractor"]["id"] == found["extractor"]
+    bad = invoke("prepare", "--data", cifar_folder, "--split", "val")
+    assert bad.exit_code == 2 and "--split" in bad.output and "Traceback" not in bad.output, bad.output

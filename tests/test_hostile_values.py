@@ -30,6 +30,7 @@ STOPS = {
     "models": ([], (0, "")),
     "export": ([MISSING], (2, MISSING)),
     "distill": ([MISSING], (2, MISSING)),
+    "prepare": (["--data", "no-such-folder"], (2, "no-such-folder")),
     "doctor": ([], (0, "")),  # its one option's hostile values are all refused: the doctor itself never runs
 }
 HOSTILE = {  # by the option's type: values no option of that type may take ...

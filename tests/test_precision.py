@@ -267,3 +267,21 @@ def test_doctor_shows_and_clears_the_cached_decision(probe, invoke):
     assert entry["fp32_ms"] == 10.0 and entry["expires_in_days"] <= d.CACHE_DAYS and cache.exists()
     result = invoke("doctor", "--clear-precision")
     assert result.exit_code == 0 and "precision cache cleared" in result.stdout and len(runs) == 2
+
+
+def test_a_load_average_that_remembers_finished_work_is_not_busy(monkeypatch):
+    """A run started right after another one sees a 1-minute load average of about 2 on 2 cores: the look at the
+    CPU now decides (it told the benchmark's flow run the machine was busy, and skipped its precision check)."""
+    from gentool import load
+
+    monkeypatch.setattr(load, "cores", lambda: 2)
+    monkeypatch.setattr(load, "others_now", lambda window=0.25: 2.0)
+    monkeypatch.setattr(load.os, "getloadavg", lambda: (1.2, 2.0, 2.0))
+    assert load.load_warning(2) is None  # within the slack: the now-look is not even taken
+    monkeypatch.setattr(load.os, "getloadavg", lambda: (2.1, 2.0, 2.0))
+    monkeypatch.setattr(load, "others_now", lambda window=0.25: 0.1)
+    assert load.load_warning(2) is None
+    monkeypatch.setattr(load, "others_now", lambda window=0.25: 1.9)
+    assert "busy" in load.load_warning(2) and "1.9 of them now" in load.load_warning(2)
+    monkeypatch.setattr(load, "others_now", lambda window=0.25: None)  # no /proc/stat: the average decides
+    assert "busy" in load.load_warning(2)

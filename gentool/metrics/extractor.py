@@ -14,6 +14,7 @@ import hashlib
 import json
 import math
 import os
+import shlex
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -166,8 +167,11 @@ def get_extractor(reference: Reference, device: torch.device, reporter: Reporter
         except (SafetensorError, OSError, ValueError, KeyError, TypeError, RuntimeError, RecursionError) as exc:
             fileio.set_aside(path, str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
     fileio.make_dirs(path.parent)  # a link there is refused now, not after minutes of training
+    size = f" --image-size {reference.image_size}" if reference.image_size else ""
+    size += f" --data-dir {shlex.quote(str(reference.data_dir))}" if reference.data_dir else ""
     reporter.message(f"training the reference extractor for {reference.describe_split('train')} "
-                     f"(first use; recipe {recipe.hash}, seed {recipe.seed})")
+                     f"(first use; recipe {recipe.hash}, seed {recipe.seed}); a batch job can build it ahead with: "
+                     f"gentool prepare --data {shlex.quote(reference.spec)}{size}")
     extractor = train_extractor(reference.load("train", reporter), reference.load("test", reporter), recipe, device,
                                 reporter)
     extractor.meta.update(id=ident, data=reference.name, data_spec=reference.spec,
