@@ -59,6 +59,24 @@ def test_the_command_reference_is_the_generated_one():
     assert gen.PAGE.read_text() == gen.render(), "stale: run python docs/gen_reference.py"
 
 
+def test_the_resume_rules_table_is_the_declared_one():
+    """The reliability guide's table of resume rules puts each train option under the rule it declares (--out,
+    --resume and --overwrite name the run and how it starts: not in the table)."""
+    from gentool.train_options import FIXED, FREE, KEPT, RESTORED, RESUME_RULES, flag
+
+    words = {"fixed": FIXED, "restored": RESTORED, "kept": KEPT, "this invocation only": FREE}
+    text = (ROOT / "docs" / "guides" / "reliability.md").read_text()
+    table = {}
+    for line in text.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if line.startswith("  | ") and cells[0].split(":")[0] in words:
+            table[words[cells[0].split(":")[0]]] = set(re.findall(r"MODEL|--[a-z-]+", cells[1]))
+    declared = {rule: {flag(name) for name, r in RESUME_RULES.items() if r == rule
+                       and name not in ("out", "resume", "overwrite")} for rule in words.values()}
+    declared[FREE].add("--log-every")  # an option of the command, not of the run: never recorded
+    assert table == declared
+
+
 def test_the_readme_links_lead_somewhere():
     """The README's relative links name files of this repository (mkdocs build --strict checks the guides' own)."""
     targets = [t for t in re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", README) if "://" not in t]
