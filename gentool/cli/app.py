@@ -20,10 +20,11 @@ from gentool.cli.options import BARE_VALUES, err_console, escape, fill_bare_valu
 
 DESCRIPTION = """Train image generative models (VAE, GAN, WGAN, their variants and plugins) on MNIST, CIFAR-10 or a
 folder of images, then draw, score and compare what they learned. `gentool train` trains a model or continues a
-run; `sample` draws images from a checkpoint; `evaluate` scores images against real data (FID, KID, modes...);
-`sweep` trains a grid of runs; `summary` shows a model's networks or compares runs; `report` writes one HTML page
-of a run, a sweep or a folder of runs; `export` writes a checkpoint's sampler as an ONNX or TorchScript file;
-`models` lists the models; `doctor` checks the machine."""
+run; `distill` turns a flow or ddpm into a few-step student; `sample` draws images from a checkpoint; `evaluate`
+scores images against real data (FID, KID, modes...), and `prepare` builds what it needs ahead of time; `sweep`
+trains a grid of runs; `summary` shows a model's networks or compares runs; `report` writes one HTML page of a run,
+a sweep or a folder of runs; `export` writes a checkpoint's sampler as an ONNX or TorchScript file; `models` lists
+the models; `doctor` checks the machine."""
 
 
 SAMPLER_COMMANDS = ("train", "sample", "evaluate")  # whose --help lists each model's sampler settings
