@@ -3,9 +3,9 @@
 Reflow (Liu et al., 2023): the teacher's deterministic sampler turns noise into samples; those couplings
 (`gentool.couplings`) are a data set, and a flow trained on them — starting from the teacher's weights — learns
 paths from each noise to its own sample, nearly straight, which a few Euler steps follow. Chosen by measurement
-over a plain few-step sampler of the teacher (README, "distill"). The couplings are drawn once per teacher, sampler
-and seed, in parts a later run continues, and the student trains in the ordinary training loop (`gentool.train`):
-resumable, with progress, --max-minutes, grids and checkpoints like any run.
+over a plain few-step sampler of the teacher (docs/guides/models.md, "Distillation"). The couplings are drawn once
+per teacher, sampler and seed, in parts a later run continues, and the student trains in the ordinary training loop
+(`gentool.train`): resumable, with progress, --max-minutes, grids and checkpoints like any run.
 """
 
 from __future__ import annotations

@@ -1,8 +1,10 @@
-"""The README keeps its word: every gentool command in it names real options, and the `--json` keys it lists are
-the keys each command prints (so scripts that read them keep working)."""
+"""The README and the guides in docs/ keep their word: every gentool command in them names real options, the `--json`
+keys they list are the keys each command prints (so scripts that read them keep working), the command reference is
+the one the option declarations generate, and the README's links lead to files that exist."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import re
 import shlex
@@ -17,12 +19,15 @@ from test_metrics import TINY_RECIPE
 
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text()
+GUIDES = sorted((ROOT / "docs").rglob("*.md"))
+BATCH_JOBS = ROOT / "docs" / "guides" / "batch-jobs.md"  # holds the `--json` key table
 
 
 def documented_commands() -> list[list[str]]:
-    """The arguments of every `gentool ...` command in the README's code blocks and in the example scripts (their
-    commented instructions too)."""
-    texts = re.findall(r"```[a-z]*\n(.*?)```", README, re.DOTALL)
+    """The arguments of every `gentool ...` command in the code blocks of the README and the guides, and in the
+    example scripts (their commented instructions too)."""
+    texts = [block for doc in [README, *(p.read_text() for p in GUIDES)]
+             for block in re.findall(r"```[a-z]*\n(.*?)```", doc, re.DOTALL)]
     texts += [p.read_text() for p in sorted((ROOT / "examples").glob("*.sh"))]
     commands = []
     for text in texts:
@@ -39,8 +44,44 @@ def documented_commands() -> list[list[str]]:
 COMMANDS = documented_commands()
 
 
-def test_the_readme_has_commands():
-    assert len(COMMANDS) > 30 and ["train", "--resume", "runs/wgan", "--epochs", "500"] in COMMANDS
+def test_the_docs_have_commands():
+    assert len(GUIDES) > 10 and len(COMMANDS) > 30
+    assert ["train", "--resume", "runs/wgan", "--epochs", "500"] in COMMANDS
+    assert ["prepare", "--data", "mnist"] in COMMANDS
+
+
+def test_the_command_reference_is_the_generated_one():
+    """docs/reference/commands.md is what docs/gen_reference.py makes from the option declarations today (rerun it
+    after changing an option)."""
+    spec = importlib.util.spec_from_file_location("gen_reference", ROOT / "docs" / "gen_reference.py")
+    gen = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gen)
+    assert gen.PAGE.read_text() == gen.render(), "stale: run python docs/gen_reference.py"
+
+
+def test_the_resume_rules_table_is_the_declared_one():
+    """The reliability guide's table of resume rules puts each train option under the rule it declares (--out,
+    --resume and --overwrite name the run and how it starts: not in the table)."""
+    from gentool.train_options import FIXED, FREE, KEPT, RESTORED, RESUME_RULES, flag
+
+    words = {"fixed": FIXED, "restored": RESTORED, "kept": KEPT, "this invocation only": FREE}
+    text = (ROOT / "docs" / "guides" / "reliability.md").read_text()
+    table = {}
+    for line in text.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if line.startswith("  | ") and cells[0].split(":")[0] in words:
+            table[words[cells[0].split(":")[0]]] = set(re.findall(r"MODEL|--[a-z-]+", cells[1]))
+    declared = {rule: {flag(name) for name, r in RESUME_RULES.items() if r == rule
+                       and name not in ("out", "resume", "overwrite")} for rule in words.values()}
+    declared[FREE].add("--log-every")  # an option of the command, not of the run: never recorded
+    assert table == declared
+
+
+def test_the_readme_links_lead_somewhere():
+    """The README's relative links name files of this repository (mkdocs build --strict checks the guides' own)."""
+    targets = [t for t in re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", README) if "://" not in t]
+    assert len(targets) > 10
+    assert [t for t in targets if not (ROOT / t).exists()] == []
 
 
 @pytest.mark.parametrize("args", COMMANDS, ids=" ".join)
@@ -53,8 +94,9 @@ def test_documented_commands_name_real_options(args):
 
 
 def json_table() -> dict[str, tuple[set[str], set[str]]]:
-    """command → (keys always printed, keys printed when they apply), from the README's `--json` table."""
-    section = README.split("## Scripts and batch jobs", 1)[1].split("\n## ", 1)[0]
+    """command → (keys always printed, keys printed when they apply), from the `--json` table of the batch-jobs
+    guide."""
+    section = BATCH_JOBS.read_text().split("## JSON output", 1)[1].split("\n## ", 1)[0]
     rows = [line for line in section.splitlines() if line.startswith("| `")]
     table = {}
     for row in rows:
@@ -86,6 +128,7 @@ def outputs(tmp_path_factory, mnist_root):
         found["sample --interpolate"] = run("sample", ckpt, "--interpolate", "--grid", "1x1", "--frames", "2",
                                             "--out", tmp / "walk.gif")
         found["evaluate"] = run("evaluate", ckpt, "--data-dir", mnist_root, "--n", "20", "--metrics", "fid")
+        found["prepare"] = run("prepare", "--data", "mnist", "--data-dir", mnist_root)  # reuses evaluate's cache
         sweep = [*small, "--latent-dim", "2", "--epochs", "1", "--out", tmp / "sweep"]
         found["sweep --list"] = run("sweep", "vae", *sweep, "--list")
         found["sweep --trial K"] = run("sweep", "vae", *sweep, "--trial", "0")
@@ -99,7 +142,7 @@ def outputs(tmp_path_factory, mnist_root):
 def test_json_keys_are_the_documented_ones(outputs):
     table = json_table()
     assert set(table) >= {"train", "sample", "evaluate", "sweep", "sweep --trial K", "sweep --list",
-                          "summary MODEL` or `summary CKPT", "summary DIR", "models"}
+                          "summary MODEL` or `summary CKPT", "summary DIR", "models", "prepare"}
     aliases = {"sample --interpolate": "sample", "summary MODEL": "summary MODEL` or `summary CKPT"}
     for name, printed in outputs.items():
         always, sometimes = table[aliases.get(name, name)]

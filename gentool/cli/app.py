@@ -20,10 +20,11 @@ from gentool.cli.options import BARE_VALUES, err_console, escape, fill_bare_valu
 
 DESCRIPTION = """Train image generative models (VAE, GAN, WGAN, their variants and plugins) on MNIST, CIFAR-10 or a
 folder of images, then draw, score and compare what they learned. `gentool train` trains a model or continues a
-run; `sample` draws images from a checkpoint; `evaluate` scores images against real data (FID, KID, modes...);
-`sweep` trains a grid of runs; `summary` shows a model's networks or compares runs; `report` writes one HTML page
-of a run, a sweep or a folder of runs; `export` writes a checkpoint's sampler as an ONNX or TorchScript file;
-`models` lists the models; `doctor` checks the machine."""
+run; `distill` turns a flow or ddpm into a few-step student; `sample` draws images from a checkpoint; `evaluate`
+scores images against real data (FID, KID, modes...), and `prepare` builds what it needs ahead of time; `sweep`
+trains a grid of runs; `summary` shows a model's networks or compares runs; `report` writes one HTML page of a run,
+a sweep or a folder of runs; `export` writes a checkpoint's sampler as an ONNX or TorchScript file; `models` lists
+the models; `doctor` checks the machine."""
 
 
 SAMPLER_COMMANDS = ("train", "sample", "evaluate")  # whose --help lists each model's sampler settings
@@ -38,16 +39,22 @@ class Command(TyperCommand):
     def parse_args(self, ctx, args: list[str]) -> list[str]:
         return super().parse_args(ctx, fill_bare_values(args, BARE_VALUES))
 
-    def format_options(self, ctx, formatter) -> None:
+    def help_rows(self, ctx) -> tuple[list, list]:
+        """The arguments and options as --help lists them: (param, how it is written, its help) each (the reference
+        in docs/ is generated from these rows too: docs/gen_reference.py)."""
         args, opts = [], []
         for param in self.get_params(ctx):
             record = param.get_help_record(ctx)
             if record is None:
                 continue
             if param.param_type_name == "argument":
-                args.append((self._argument_name(param), record[1]))
+                args.append((param, self._argument_name(param), record[1]))
             else:
-                opts.append((re.sub(r" <([^>]+)>", self._word, record[0]), record[1]))
+                opts.append((param, re.sub(r" <([^>]+)>", self._word, record[0]), record[1]))
+        return args, opts
+
+    def format_options(self, ctx, formatter) -> None:
+        args, opts = ([row[1:] for row in rows] for rows in self.help_rows(ctx))
         for title, rows in (("Arguments", args), ("Options", opts)):
             if rows:
                 with formatter.section(title):

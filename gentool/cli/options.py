@@ -112,6 +112,7 @@ def options_command(cls):
 
         command.__signature__ = inspect.Signature(params)
         command.__annotations__ = {p.name: p.annotation for p in params}
+        command.options = cls  # what the reference in docs/ reads each option's resume rule from
         return command
 
     return decorate

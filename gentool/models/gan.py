@@ -29,12 +29,13 @@ class GANConfig(StudyConfig, AdamConfig):
     dropout: float = 0.4
     # The generator's last activation: sigmoid on [0, 1] pixels or tanh on [-1, 1]. "auto" is sigmoid on both data
     # sets: the Keras recipe the study's MNIST networks follow, and on CIFAR-10 (whose recipe ends in tanh) the only
-    # one of the two that did not saturate for good in the first epoch (README, "The study's GAN").
+    # one of the two that did not saturate for good in the first epoch (docs/guides/models.md, "The study's
+    # families").
     output: str = "auto"
     # The networks' starting weights: "torch" (PyTorch's default layer init) or "keras" (Glorot-uniform, zero
     # biases: the Keras default the study's networks were written for; see glorot_init). "auto" is keras on
-    # CIFAR-10, where torch's init drew one image for every code (README, "The study's GAN"), and torch on MNIST,
-    # where it reproduces the study's collapse to one digit.
+    # CIFAR-10, where torch's init drew one image for every code (docs/guides/models.md, "The study's families"),
+    # and torch on MNIST, where it reproduces the study's collapse to one digit.
     init: str = "auto"
 
     default_latent: ClassVar[dict[str, int]] = {"mnist": 100, "cifar10": 100}

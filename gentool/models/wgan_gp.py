@@ -21,7 +21,8 @@ from gentool.registry import register_model
 @dataclass
 class WGANGPConfig(CriticSteps, StudyConfig, AdamConfig):
     """WGAN-GP settings: penalty weight 10 and five critic steps as in the paper; Adam 3e-4 with β 0.0/0.9, which on
-    MNIST reached FID 17.5 in 20 minutes where the paper's 1e-4 with β 0.5/0.9 reached 37.0 (README)."""
+    MNIST reached FID 17.5 in 20 minutes where the paper's 1e-4 with β 0.5/0.9 reached 37.0
+    (docs/guides/models.md)."""
 
     lr: float = 3e-4
     beta1: float = 0.0

@@ -1,0 +1,127 @@
+"""Write docs/reference/commands.md, the command reference, from what the command line is built from: the Typer app's
+commands (gentool/cli/app.py COMMANDS), each listed with the rows its `--help` shows (gentool.cli.app.Command), and
+each option's resume rule from its declaration in the command's options dataclass (gentool/train_options.py
+`option(..., resume=...)`). Nothing is written by hand, so the page cannot drift from `--help`.
+
+    python docs/gen_reference.py           # rewrite the page
+    python docs/gen_reference.py --check   # exit 1 when the page differs from what the code declares
+
+tests/test_docs.py makes the same comparison. Imports no torch: the page is built from the declarations, as --help.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import sys
+from pathlib import Path
+
+import typer
+
+from gentool.cli.app import COMMANDS, DESCRIPTION, app
+from gentool.cli.models_cmd import sampler_line
+from gentool.registry import describe_models
+from gentool.train_options import FIXED, FREE, KEPT, RESTORED
+
+PAGE = Path(__file__).resolve().parent / "reference" / "commands.md"
+DEFAULT = re.compile(r"\s*\[default: (.*?)\]\s*$")
+# What each resume rule means (a rule added in train_options.py without a line here stops the generator).
+RULES = {
+    FIXED: ("fixed", "part of what the run is: given again with another value, it is a usage error naming both"),
+    RESTORED: ("restored", "the run's data: its recorded value unless given again; another value is used, with "
+                           "a warning naming both"),
+    KEPT: ("kept", "how the run trains on: its recorded value unless given again; another value is used"),
+    FREE: ("this invocation only", "never taken from the run"),
+}
+
+
+def _flat(text: str) -> str:
+    return " ".join((text or "").split())
+
+
+def _text(text: str) -> str:
+    """Help text as Markdown shows it verbatim: outside its `code spans`, <, >, &, *, _ and [ ] are escaped (help
+    names paths like runs/<model>-<data> and fields like data_dir)."""
+    parts = re.split(r"(`[^`]*`)", _flat(text))
+    plain = {"&": "&amp;", "<": "&lt;", ">": "&gt;", "*": r"\*", "_": r"\_", "[": r"\[", "]": r"\]"}
+    return "".join(p if p.startswith("`") else "".join(plain.get(c, c) for c in p) for p in parts)
+
+
+def _rule(param, declared: dict) -> str | None:
+    """The resume rule of `param` (None for a command whose options declare none)."""
+    if not any(f.metadata["resume"] != FREE for f in declared.values()):
+        return None
+    field = declared.get(param.name)
+    return RULES[field.metadata["resume"] if field is not None else FREE][0]  # not an option of the run: never kept
+
+
+def _item(param, written: str, help_text: str, declared: dict) -> str:
+    """One option as a list item: how it is written, what it does, its default and its resume rule."""
+    help_text = _flat(help_text)
+    found = DEFAULT.search(help_text)
+    default = found.group(1) if found else None
+    if found is None and param.default not in (None, False, (), []) and param.param_type_name == "option":
+        default = str(param.default)
+    line = f"- **`{written}`** — {_text(DEFAULT.sub('', help_text))}"
+    line += f" *Default:* `{default}`." if default is not None else ""
+    rule = _rule(param, declared)
+    return line + (f" *On resume:* {rule}." if rule else "")
+
+
+def command_section(group, name: str) -> list[str]:
+    command = group.commands[name]
+    ctx = command.context_class(command, info_name=name, parent=typer.Context(group, info_name="gentool"))
+    options = getattr(COMMANDS[name][0], "options", None)  # set by gentool.cli.options.options_command
+    declared = {f.name: f for f in dataclasses.fields(options)} if options is not None else {}
+    usage = " ".join(["gentool", name, *command.collect_usage_pieces(ctx)])
+    lines = [f"## gentool {name}", "", f"`{usage}`", "", _text(command.help), ""]
+    args, opts = command.help_rows(ctx)
+    opts = [row for row in opts if row[0].name != "help"]  # every command has --help; said once, above
+    for title, rows in (("Arguments", args), ("Options", opts)):
+        if rows:
+            lines += [f"**{title}**", "", *(_item(p, w, h, declared) for p, w, h in rows), ""]
+    return lines
+
+
+def models_section() -> list[str]:
+    lines = ["## Built-in models", "",
+             "Their sampler settings are given to `train`, `sample` and `evaluate` as shown (`--sampler NAME=VALUE` "
+             "for any of them); `gentool models` lists installed plugins too.", ""]
+    for m in describe_models(settings=True):
+        if m.source == "built-in":
+            settings = sampler_line(m.sampler_settings) if m.sampler_settings != () else "none"
+            lines.append(f"- **`{m.name}`** — {_text(m.description)} *Sampler settings:* {_text(settings)}.")
+    return lines + [""]
+
+
+def render() -> str:
+    group = typer.main.get_command(app)
+    lines = ["# Command reference", "",
+             "<!-- Generated by docs/gen_reference.py from the option declarations; do not edit by hand. -->", "",
+             _text(DESCRIPTION), "",
+             "Every command also takes `--help`. Options of `train` carry their **resume rule**: what "
+             "`gentool train --resume RUN` does with the option when it is given again, or not:", ""]
+    lines += [f"- *{word}*: {meaning}." for word, meaning in RULES.values()]
+    lines += ["", "| command | what it does |", "|---|---|"]
+    lines += [f"| [`{name}`](#gentool-{name}) | {_text(short)} |" for name, (_, short) in COMMANDS.items()]
+    lines.append("")
+    for name in COMMANDS:
+        lines += command_section(group, name)
+    return "\n".join(lines + models_section()).rstrip() + "\n"
+
+
+def main(argv: list[str]) -> int:
+    text = render()
+    if "--check" in argv:
+        current = PAGE.read_text() if PAGE.is_file() else ""
+        if current != text:
+            print(f"{PAGE} is out of date: run python docs/gen_reference.py", file=sys.stderr)
+            return 1
+        return 0
+    PAGE.write_text(text)
+    print(PAGE)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
