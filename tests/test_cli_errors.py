@@ -34,8 +34,10 @@ def gentool(*args, cwd=None):
     (["sample", "missing.safetensors"], "CKPT"),
     (["summary", "nosuchmodel"], "MODEL"),
 ])
-def test_bad_input_is_one_line_exit_2(args, needle, tmp_path):
-    result = gentool(*args, "--out" if args[0] == "train" else "--json", *( [tmp_path / "r"] if args[0] == "train" else []), cwd=tmp_path)
+def test_bad_input_is_one_line_exit_2(args, needle, tmp_path, entry_point):
+    # in-process (the console script's entry point): the executable's start-up is walked by test_device_absent
+    result = entry_point(*args, "--out" if args[0] == "train" else "--json",
+                         *([tmp_path / "r"] if args[0] == "train" else []), cwd=tmp_path)
     assert result.returncode == 2, result.stderr
     lines = [l for l in result.stderr.splitlines() if l.strip()]
     assert len(lines) == 1 and needle in lines[0] and "Traceback" not in result.stderr
