@@ -18,6 +18,8 @@ from pathlib import Path
 
 import pytest
 
+from gentool.checkpoint import load_checkpoint
+
 TORCHLESS_COMMANDS = [["--help"], ["models"], ["models", "--json"]] + [
     [cmd, "--help"] for cmd in ("train", "sample", "evaluate", "sweep", "summary", "models")]
 
@@ -106,6 +108,7 @@ def test_ctrl_c_prints_a_resume_command_that_runs_verbatim(tmp_path, mnist_root,
     _, err = stop(resumed, signal.SIGTERM)  # what a batch system sends before it kills a job
     assert resumed.returncode == 143 and "Traceback" not in err, err
     assert "resuming" in err and printed_command(err, "Resume with:") == command
+    load_checkpoint(run / "last.safetensors")  # what SIGTERM saved loads
     epochs = epochs_of(run)
     assert epochs == list(range(1, len(epochs) + 1))
 
