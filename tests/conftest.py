@@ -128,8 +128,12 @@ def entry_point(monkeypatch, capsys):
         monkeypatch.setattr(warnings, "showwarning", warnings.showwarning)  # main() installs its own
         monkeypatch.delenv("GENTOOL_DEBUG", raising=False)  # as test_journeys.ENV: one line, not a traceback
         capsys.readouterr()
-        with pytest.raises(SystemExit) as exit_:
-            main()
+        threads = torch.get_num_threads()
+        try:
+            with pytest.raises(SystemExit) as exit_:
+                main()
+        finally:
+            torch.set_num_threads(threads)  # a --threads given to this command ends with it, as its process would
         out = capsys.readouterr()
         return subprocess.CompletedProcess(argv, exit_.value.code, out.out, out.err)
 

@@ -146,9 +146,9 @@ def test_nan_in_a_network_output_is_reported_in_the_guards_terms(model):
             state.run_step(net, optimizers, lambda: net.train_step(real, labels, optimizers, step))
 
 
-def test_vae_with_a_huge_learning_rate_stops_in_one_line(tmp_path):
-    line = one_line(gentool("train", "vae", "--data", "mnist-sample", "--lr", "1e6", "--epochs", "1",
-                            "--out", tmp_path / "r", "-q", "--threads", "1"), 1)
+def test_vae_with_a_huge_learning_rate_stops_in_one_line(tmp_path, entry_point):
+    line = one_line(entry_point("train", "vae", "--data", "mnist-sample", "--lr", "1e6", "--epochs", "1",
+                                "--out", tmp_path / "r", "-q", "--threads", "1", cwd=tmp_path), 1)
     assert "NaN in the output of the decoder at step" in line and "last good checkpoint" in line
 
 
