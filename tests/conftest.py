@@ -18,7 +18,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from hypothesis import settings
 from typer.testing import CliRunner
 
 from gentool.cli.app import app
@@ -28,10 +27,6 @@ REAL_DATA = Path(os.environ.get("GENTOOL_REAL_DATA", Path(__file__).resolve().pa
 N_TRAIN, N_TEST = 256, 64
 
 torch.set_num_threads(min(2, torch.get_num_threads()))
-# The suite runs in two processes on two cores (README: -n 2): an example of the property tests may then take longer
-# than hypothesis' default 200 ms deadline. They check what the parsers and readers accept, not how fast.
-settings.register_profile("gentool", deadline=None)
-settings.load_profile("gentool")
 
 
 def write_idx(path: Path, array: np.ndarray) -> None:
