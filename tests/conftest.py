@@ -10,6 +10,9 @@ import hashlib
 import os
 import pickle
 import struct
+import subprocess
+import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -106,6 +109,33 @@ def invoke(runner):
 
     def run(*args: str):
         return runner.invoke(app, [str(a) for a in args], catch_exceptions=False)
+
+    return run
+
+
+@pytest.fixture()
+def entry_point(monkeypatch, capsys):
+    """Run the console script's entry point (gentool.cli.app.main, where click's usage errors and gentool's own
+    become one line and an exit code) in this process, with the given command line and working directory; returns
+    what a subprocess would (return code, stdout, stderr). The same edge as the executable, without the seconds a
+    new process spends importing torch: for tests of what gentool says, not of the process."""
+    from gentool.cli.app import main
+
+    def run(*args, cwd: Path) -> subprocess.CompletedProcess:
+        argv = ["gentool", *map(str, args)]
+        monkeypatch.chdir(cwd)
+        monkeypatch.setattr(sys, "argv", argv)
+        monkeypatch.setattr(warnings, "showwarning", warnings.showwarning)  # main() installs its own
+        monkeypatch.delenv("GENTOOL_DEBUG", raising=False)  # as test_journeys.ENV: one line, not a traceback
+        capsys.readouterr()
+        threads = torch.get_num_threads()
+        try:
+            with pytest.raises(SystemExit) as exit_:
+                main()
+        finally:
+            torch.set_num_threads(threads)  # a --threads given to this command ends with it, as its process would
+        out = capsys.readouterr()
+        return subprocess.CompletedProcess(argv, exit_.value.code, out.out, out.err)
 
     return run
 

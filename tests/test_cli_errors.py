@@ -34,8 +34,10 @@ def gentool(*args, cwd=None):
     (["sample", "missing.safetensors"], "CKPT"),
     (["summary", "nosuchmodel"], "MODEL"),
 ])
-def test_bad_input_is_one_line_exit_2(args, needle, tmp_path):
-    result = gentool(*args, "--out" if args[0] == "train" else "--json", *( [tmp_path / "r"] if args[0] == "train" else []), cwd=tmp_path)
+def test_bad_input_is_one_line_exit_2(args, needle, tmp_path, entry_point):
+    # in-process (the console script's entry point): the executable's start-up is walked by test_device_absent
+    result = entry_point(*args, "--out" if args[0] == "train" else "--json",
+                         *([tmp_path / "r"] if args[0] == "train" else []), cwd=tmp_path)
     assert result.returncode == 2, result.stderr
     lines = [l for l in result.stderr.splitlines() if l.strip()]
     assert len(lines) == 1 and needle in lines[0] and "Traceback" not in result.stderr
@@ -118,9 +120,17 @@ def test_param_parser_never_crashes(spec):
         assert key.isidentifier()
 
 
-def trained_checkpoint(invoke, tmp_path) -> Path:
-    run = tmp_path / "run"
-    assert invoke("train", "vae", "--data", "mnist-sample", "--limit", "32", "--epochs", "1", "--out", run, "-q").exit_code == 0
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> Path:
+    """One tiny VAE checkpoint, trained once for the tests that only read it (they write their copies elsewhere)."""
+    from typer.testing import CliRunner
+
+    from gentool.cli.app import app
+
+    run = tmp_path_factory.mktemp("trained") / "run"
+    result = CliRunner().invoke(app, ["train", "vae", "--data", "mnist-sample", "--limit", "32", "--epochs", "1",
+                                      "--out", str(run), "-q"], catch_exceptions=False)
+    assert result.exit_code == 0, result.stderr
     return run / "last.safetensors"
 
 
@@ -136,15 +146,15 @@ def with_metadata(src: Path, dst: Path, **changes) -> Path:
     return dst
 
 
-def test_checkpoint_of_an_unknown_model_names_its_package(invoke, tmp_path):
-    alien = with_metadata(trained_checkpoint(invoke, tmp_path), tmp_path / "alien.safetensors",
+def test_checkpoint_of_an_unknown_model_names_its_package(invoke, tmp_path, trained):
+    alien = with_metadata(trained, tmp_path / "alien.safetensors",
                           model="alien", model_source="gentool-alien")
     result = invoke("sample", alien, "--out", tmp_path / "g.png")
     assert result.exit_code == 1 and "gentool-alien" in result.stderr and "'alien'" in result.stderr
 
 
-def test_checkpoint_from_a_newer_format_is_refused(invoke, tmp_path):
-    newer = with_metadata(trained_checkpoint(invoke, tmp_path), tmp_path / "new.safetensors", format_version="99")
+def test_checkpoint_from_a_newer_format_is_refused(invoke, tmp_path, trained):
+    newer = with_metadata(trained, tmp_path / "new.safetensors", format_version="99")
     result = invoke("sample", newer, "--out", tmp_path / "g.png")
     assert result.exit_code == 1 and "format 99" in result.stderr and "upgrade" in result.stderr
 
@@ -175,13 +185,13 @@ def test_checkpoint_reader_rejects_forged_metadata(tmp_path_factory, meta):
         load_checkpoint(path)
 
 
-def test_mismatched_shapes_and_truncation_are_rejected(invoke, tmp_path):
+def test_mismatched_shapes_and_truncation_are_rejected(invoke, tmp_path, trained):
     import json as _json
 
     from gentool.checkpoint import load_checkpoint
     from gentool.errors import GentoolError
 
-    ckpt = trained_checkpoint(invoke, tmp_path)
+    ckpt = trained
     from safetensors import safe_open
 
     with safe_open(str(ckpt), "pt") as f:

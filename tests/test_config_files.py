@@ -1,6 +1,8 @@
-"""--config FILE and --print-config, walked with the installed `gentool` executable in subprocesses (no terminal):
-the printed settings run from the file give the same run, a run's config.json re-runs it, the command line
-overrides the file, and a bad file is one line naming the key and what is accepted."""
+"""--config FILE and --print-config: the printed settings run from the file give the same run, a run's config.json
+re-runs it, the command line overrides the file, and a bad file is one line naming the key and what is accepted.
+The runs are walked with the installed `gentool` executable in subprocesses (no terminal); what only prints or
+refuses runs the console script's entry point in-process (`entry_point`), which says the same without a process's
+start-up."""
 
 from __future__ import annotations
 
@@ -34,9 +36,9 @@ def without(record: dict, *keys: str) -> dict:
     return {**record, "options": {k: v for k, v in record["options"].items() if k not in keys}}
 
 
-def test_train_print_config_round_trip(tmp_path):
-    printed = gentool("train", "vae", *SMALL, "--param", "kl_weight=0.5", "--out", "runs/a", "--print-config",
-                      cwd=tmp_path)
+def test_train_print_config_round_trip(tmp_path, entry_point):
+    printed = entry_point("train", "vae", *SMALL, "--param", "kl_weight=0.5", "--out", "runs/a", "--print-config",
+                          cwd=tmp_path)
     assert printed.returncode == 0, printed.stderr
     assert not (tmp_path / "runs").exists(), "--print-config ran something"
     settings = tomllib.loads(printed.stdout)
@@ -65,11 +67,11 @@ def test_train_print_config_round_trip(tmp_path):
     assert same_weights(tmp_path / "runs/a", tmp_path / "runs/c")
 
 
-def test_command_line_overrides_the_file(tmp_path):
+def test_command_line_overrides_the_file(tmp_path, entry_point):
     (tmp_path / "c.toml").write_text('model = "vae"\ndata = "mnist-sample"\nepochs = 3\nseed = 7\n'
                                      '[params]\nkl_weight = 0.5\ninit = "torch"\n')
-    printed = gentool("train", "--config", "c.toml", "--epochs", "5", "--param", "init=kaiming", "--print-config",
-                      cwd=tmp_path)
+    printed = entry_point("train", "--config", "c.toml", "--epochs", "5", "--param", "init=kaiming",
+                          "--print-config", cwd=tmp_path)
     assert printed.returncode == 0, printed.stderr
     settings = tomllib.loads(printed.stdout)
     assert (settings["epochs"], settings["seed"]) == (5, 7)
@@ -84,17 +86,17 @@ def test_command_line_overrides_the_file(tmp_path):
     ('model = "vae"\n[params]\nclip = [1]\n', 'params = {"clip": [1]}; expected a table of NAME = a number'),
     ('model = "vae\n', "not valid TOML (Illegal character"),
 ])
-def test_bad_file_is_one_line(tmp_path, text, message):
+def test_bad_file_is_one_line(tmp_path, text, message, entry_point):
     (tmp_path / "c.toml").write_text(text)
-    result = gentool("train", "--config", "c.toml", cwd=tmp_path)
+    result = entry_point("train", "--config", "c.toml", cwd=tmp_path)
     assert result.returncode == 2
     assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
     assert f"--config c.toml: {message}" in result.stderr
 
 
-def test_json_must_be_a_run_config(tmp_path):
+def test_json_must_be_a_run_config(tmp_path, entry_point):
     (tmp_path / "x.json").write_text('{"options": []}')
-    result = gentool("train", "--config", "x.json", cwd=tmp_path)
+    result = entry_point("train", "--config", "x.json", cwd=tmp_path)
     assert result.returncode == 2 and "not a run's config.json" in result.stderr
     assert result.stderr.count("\n") == 1
 
@@ -105,10 +107,10 @@ def trial_view(manifest: dict) -> dict:
     return {**{k: manifest[k] for k in ("model", "data", "grid", "options", "epochs")}, "trials": trials}
 
 
-def test_sweep_print_config_round_trip(tmp_path):
+def test_sweep_print_config_round_trip(tmp_path, entry_point):
     args = ["vae", "--data", "mnist-sample", "--limit", "128", "--latent-dim", "2,4", "--param", "kl_weight=0.5",
             "--epochs", "1", "--sample-every", "0", "--checkpoint-every", "0"]
-    printed = gentool("sweep", *args, "--out", "sweeps/a", "--print-config", cwd=tmp_path)
+    printed = entry_point("sweep", *args, "--out", "sweeps/a", "--print-config", cwd=tmp_path)
     assert printed.returncode == 0, printed.stderr
     settings = tomllib.loads(printed.stdout)
     assert settings["latent_dim"] == [2, 4] and settings["params"] == {"kl_weight": [0.5]}
@@ -126,10 +128,10 @@ def test_sweep_print_config_round_trip(tmp_path):
         assert same_weights(run_a, run_b)
 
 
-def test_sweep_file_lists_are_checked(tmp_path):
+def test_sweep_file_lists_are_checked(tmp_path, entry_point):
     (tmp_path / "s.toml").write_text('model = "vae"\ndata = "mnist-sample"\nlatent_dim = [2, 2]\n')
-    repeated = gentool("sweep", "--config", "s.toml", "--list", cwd=tmp_path)
+    repeated = entry_point("sweep", "--config", "s.toml", "--list", cwd=tmp_path)
     assert repeated.returncode == 2 and "--latent-dim: got [2, 2]; expected a list without repeated" in repeated.stderr
     (tmp_path / "s.toml").write_text('model = "vae"\ndata = "mnist-sample"\nwidth = "0.5,1"\n')
-    text = gentool("sweep", "--config", "s.toml", "--list", cwd=tmp_path)
+    text = entry_point("sweep", "--config", "s.toml", "--list", cwd=tmp_path)
     assert text.returncode == 2 and "width = '0.5,1'; expected a non-empty list of numbers" in text.stderr

@@ -19,6 +19,12 @@ from gentool.api import TrainOptions, train  # the hooks gentool train runs (wat
 
 GEOMETRIES = {"mnist": Geometry(1, 28, 28, 10), "cifar10": Geometry(3, 32, 32, 10)}
 MODELS = [e.name for e in list_models()]
+# Families whose own code (config, defaults, training times) does not depend on the geometry and whose network,
+# training step and sampler are another family's that runs on both: one geometry covers what is theirs. reflow's are
+# flow's.
+ONE_GEOMETRY = {"reflow"}
+CASES = [(name, geometry) for name in MODELS for geometry in sorted(GEOMETRIES)
+         if name not in ONE_GEOMETRY or geometry == "mnist"]
 
 
 def build(name, geometry="mnist", **overrides):
@@ -56,8 +62,7 @@ def real_batch(model, n=8):
                                          dtype=torch.uint8)), torch.arange(n) % 10
 
 
-@pytest.mark.parametrize("geometry", sorted(GEOMETRIES))
-@pytest.mark.parametrize("name", MODELS)
+@pytest.mark.parametrize("name, geometry", CASES)
 class TestContract:
     def test_is_a_generative_model_with_a_config(self, name, geometry):
         model = build(name, geometry)

@@ -1,6 +1,7 @@
 """evaluate --extractor inception-v3 with a stand-in weights file: a state dict with the keys and shapes of
-torch-fidelity's FID Inception weights, random values, saved with torch.save as the released file is. Walked with the
-installed `gentool` (no terminal)."""
+torch-fidelity's FID Inception weights, random values, saved with torch.save as the released file is. The metrics are
+walked with the installed `gentool` (no terminal); the refusals run the same command in-process (each subprocess
+would add seconds of start-up, and the refusal, not the process, is under test)."""
 
 from __future__ import annotations
 
@@ -91,13 +92,19 @@ def test_inception_metrics_with_standin_weights(standin, tiny):
 
 
 def one_line_refusal(result, *parts: str) -> None:
-    assert result.returncode == 2, result.stderr
+    assert result.exit_code == 2, result.stderr
     assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
     for part in parts:
         assert part in result.stderr
 
 
-def test_wrong_weights_files_are_refused(standin, tiny):
+def test_wrong_weights_files_are_refused(standin, tiny, invoke, monkeypatch):
+    monkeypatch.chdir(tiny)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tiny / "cache"))
+
+    def evaluate(_root, *args):  # the command of the metrics' test above, in this process
+        return invoke("evaluate", *args, "--data", "digits/train")
+
     state = torch.load(standin, weights_only=True)
     state["fc.weight"] = state["fc.weight"][:10]
     torch.save(state, tiny / "wrong-shape.pth")

@@ -1,6 +1,7 @@
 """The used-by journeys, walked as a user walks them: the installed `gentool` executable in a subprocess, no
 terminal (stdin closed, stdout and stderr captured), real signals, and every command gentool prints run verbatim
-through a shell. Data: the tiny MNIST files of conftest.py, so each test takes seconds."""
+through a shell. Data: the tiny MNIST files of conftest.py, so each test takes seconds. A step that only has to be
+refused or to succeed, after the journey's own processes, runs the console script's entry point in-process."""
 
 from __future__ import annotations
 
@@ -16,6 +17,8 @@ import time
 from pathlib import Path
 
 import pytest
+
+from gentool.checkpoint import load_checkpoint
 
 TORCHLESS_COMMANDS = [["--help"], ["models"], ["models", "--json"]] + [
     [cmd, "--help"] for cmd in ("train", "sample", "evaluate", "sweep", "summary", "models")]
@@ -85,7 +88,7 @@ def epochs_of(run: Path) -> list[int]:
     return [r["epoch"] for r in json.loads((run / "metrics.json").read_text())["epochs"]]
 
 
-def test_ctrl_c_prints_a_resume_command_that_runs_verbatim(tmp_path, mnist_root):
+def test_ctrl_c_prints_a_resume_command_that_runs_verbatim(tmp_path, mnist_root, entry_point):
     """Journey 1: Ctrl-C, then the printed resume line as is (a run path with a space, no MODEL, no --data-dir:
     the run recorded it), then SIGTERM on the resumed run; MODEL given for another family is refused."""
     run = tmp_path / "my runs" / "wgan 1"
@@ -105,10 +108,11 @@ def test_ctrl_c_prints_a_resume_command_that_runs_verbatim(tmp_path, mnist_root)
     _, err = stop(resumed, signal.SIGTERM)  # what a batch system sends before it kills a job
     assert resumed.returncode == 143 and "Traceback" not in err, err
     assert "resuming" in err and printed_command(err, "Resume with:") == command
+    load_checkpoint(run / "last.safetensors")  # what SIGTERM saved loads
     epochs = epochs_of(run)
     assert epochs == list(range(1, len(epochs) + 1))
 
-    other = gentool("train", "vae", "--resume", run, "--epochs", "1000", cwd=tmp_path)
+    other = entry_point("train", "vae", "--resume", run, "--epochs", "1000", cwd=tmp_path)  # a refusal: in-process
     assert other.returncode == 2 and "'vae'" in other.stderr and "'wgan'" in other.stderr, other.stderr
 
 
@@ -127,7 +131,8 @@ def test_time_budget_message_runs_verbatim(tmp_path, mnist_root):
 def test_same_command_after_a_kill_before_the_first_checkpoint(tmp_path, mnist_root, how):
     """A kill at any moment, before the first checkpoint too: the same command line starts the run cleanly (with
     --resume auto, or plainly with --out), and so does `--resume RUN` without MODEL or --data."""
-    args = ["train", "vae", "--data", "mnist", "--data-dir", mnist_root, "--epochs", "2", "--limit", "256",
+    # 32 steps an epoch: a first checkpoint far enough from the start for the kill to come before it
+    args = ["train", "vae", "--data", "mnist", "--data-dir", mnist_root, "--epochs", "2", "--limit", "64",
             "--batch-size", "2", "--out", "run"] + (["--resume", "auto"] if how == "--resume auto" else [])
     run = tmp_path / "run"
     proc = start(*args, cwd=tmp_path)
@@ -150,7 +155,7 @@ shutil.disk_usage = lambda path: _real(path)._replace(free=1000)  # a disk with 
 """
 
 
-def test_a_start_that_fails_its_checks_leaves_no_run_directory(tmp_path):
+def test_a_start_that_fails_its_checks_leaves_no_run_directory(tmp_path, entry_point):
     """The free-space check fails (a full disk, simulated in the gentool process through sitecustomize): no run
     directory is left, so the same command works once there is space."""
     site = tmp_path / "site"
@@ -160,7 +165,7 @@ def test_a_start_that_fails_its_checks_leaves_no_run_directory(tmp_path):
     full = gentool(*args, cwd=tmp_path, env={**ENV, "PYTHONPATH": str(site)})
     assert full.returncode == 1 and "MiB free" in full.stderr and "Traceback" not in full.stderr, full.stderr
     assert not (tmp_path / "runs" / "full").exists()
-    assert gentool(*args, "-q", cwd=tmp_path).returncode == 0
+    assert entry_point(*args, "-q", cwd=tmp_path).returncode == 0  # in-process: the disk is not full there
 
 
 def _loading_torch(pid: int) -> bool:
@@ -197,12 +202,12 @@ def test_batch_log_has_progress_lines_within_an_epoch(tmp_path, mnist_root):
     """Without a terminal: the run directory first, then a line every --log-every seconds within the epoch with
     step/steps, img/s, losses and the run's ETA; stdout is never wrapped at 80 columns."""
     out = tmp_path / ("a-run-directory-whose-path-is-longer-than-eighty-columns-" + "x" * 40)
-    result = gentool("train", "vae", "--data", "mnist", "--data-dir", mnist_root, "--epochs", "2", "--limit", "256",
+    result = gentool("train", "vae", "--data", "mnist", "--data-dir", mnist_root, "--epochs", "2", "--limit", "128",
                      "--batch-size", "2", "--log-every", "0.05", "--out", out, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     lines = result.stderr.splitlines()
     assert lines[0].startswith(f"run directory: {out}")
-    within = [l for l in lines if re.match(r"epoch 1/2 step \d+/128 ", l)]
+    within = [l for l in lines if re.match(r"epoch 1/2 step \d+/64 ", l)]
     assert len(within) >= 2, result.stderr
     assert all("img/s" in l and "loss=" in l and "run eta " in l for l in within)
     ends = [l for l in lines if re.match(r"epoch \d/2 done at step \d+ in ", l)]

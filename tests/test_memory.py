@@ -39,7 +39,9 @@ def test_chunked_samples_are_the_samples_of_one_draw(model):
     # A sampler that draws noise of its own (ddpm's ancestral one, its default) draws it chunk by chunk, so its
     # images are one draw's only up to one chunk (below); the chunk-independence is that of the codes and labels.
     ancestral = any(o.name == "solver" and o.default == "ddpm" for o in net.sample_options)
-    settings = {"solver": "ddim"} if ancestral else None
+    # two steps of an iterative sampler: how the draw is chunked is under test, not how many steps each chunk takes
+    steps = {"steps": 2} if any(o.name == "steps" for o in net.sample_options) else None
+    settings = {**(steps or {}), "solver": "ddim"} if ancestral else steps
     for n, chunk in ((37, 16), (130, 32), (5, 16)):
         one = net.generate(n, torch.Generator().manual_seed(4), settings=settings)
         chunked = torch.cat(list(sample_chunks(net, n, torch.Generator().manual_seed(4), chunk=chunk,
@@ -47,10 +49,11 @@ def test_chunked_samples_are_the_samples_of_one_draw(model):
         assert same(one, chunked), (model, n, chunk)
     if ancestral:
         labels = torch.arange(12) % 10 if net.conditional else None  # (drawn labels come before the noise)
-        one = net.generate(12, torch.Generator().manual_seed(4), labels=labels)
-        assert same(one, torch.cat(list(sample_chunks(net, 12, torch.Generator().manual_seed(4), labels, chunk=16))))
-        chunks = list(sample_chunks(net, 37, torch.Generator().manual_seed(4), chunk=16))
-        again = list(sample_chunks(net, 37, torch.Generator().manual_seed(4), chunk=16))
+        one = net.generate(12, torch.Generator().manual_seed(4), labels=labels, settings=steps)
+        assert same(one, torch.cat(list(sample_chunks(net, 12, torch.Generator().manual_seed(4), labels, chunk=16,
+                                                      settings=steps))))
+        chunks = list(sample_chunks(net, 37, torch.Generator().manual_seed(4), chunk=16, settings=steps))
+        again = list(sample_chunks(net, 37, torch.Generator().manual_seed(4), chunk=16, settings=steps))
         assert all(torch.equal(a, b) for a, b in zip(chunks, again))  # the seed and chunk size fix the images
     if net.conditional:
         labels = torch.arange(70) % 10

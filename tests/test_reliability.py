@@ -123,33 +123,14 @@ def gentool_proc(*args, cwd):
                             stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
 
 
-def wait_for(path: Path, proc, timeout=300):
-    end = time.time() + timeout
-    while not path.exists():
-        if proc.poll() is not None:
-            pytest.fail(f"gentool exited with {proc.returncode} before writing {path}: {proc.stderr.read()}")
-        assert time.time() < end, f"{path} never appeared"
-        time.sleep(0.1)
-
-
-def test_sigterm_saves_and_exits_143(mnist_root, tmp_path):
-    proc = gentool_proc("train", "vae", "--data", "mnist", "--data-dir", mnist_root, "--epochs", "100000",
-                        "--limit", "64", "--batch-size", "8", "--out", "run", "--sample-every", "0", cwd=tmp_path)
-    try:
-        wait_for(tmp_path / "run" / "last.safetensors", proc)
-        proc.send_signal(signal.SIGTERM)
-        _, err = proc.communicate(timeout=120)
-    finally:
-        proc.kill()
-    assert proc.returncode == 143, err
-    assert "gentool train --resume run" in err and "Traceback" not in err
-    load_checkpoint(tmp_path / "run" / "last.safetensors")
+# SIGTERM's save, exit code 143 and resume line: test_journeys.test_ctrl_c_prints_a_resume_command_that_runs_verbatim
 
 
 def test_random_kills_leave_readable_files(mnist_root, tmp_path):
     """SIGKILL at random moments while a run is saving several files per second: what is left must always load.
-    GENTOOL_KILL_TEST_N sets the number of kills (the note on the reliability issue used 100)."""
-    kills = int(os.environ.get("GENTOOL_KILL_TEST_N", "5"))
+    GENTOOL_KILL_TEST_N sets the number of kills (the note on the reliability issue used 100; 3 here keep the suite
+    within its budget: each kill costs a new process's start-up)."""
+    kills = int(os.environ.get("GENTOOL_KILL_TEST_N", "3"))
     rng = random.Random(0)
     run, readable, during_save = tmp_path / "run", 0, 0
     for _ in range(kills):
