@@ -182,12 +182,18 @@ def remove_file(path: str | os.PathLike) -> None:
 def remove_matching(root: Path, patterns) -> None:
     """Delete the files under `root` matching any of the glob `patterns`. Every match is checked before the first
     is deleted, so a folder that is a link (whose glob would reach the link's target) refuses the whole clean-up."""
+    for f in matching(root, patterns):
+        f.unlink(missing_ok=True)
+
+
+def matching(root: Path, patterns) -> list[Path]:
+    """The files under `root` matching any of the glob `patterns`, when no folder between `root` and one of them is
+    a link (LinkRefused naming it otherwise); a match may itself be a link."""
     matches = [f for pattern in patterns for f in root.glob(pattern)]
     roots = _OWNED | {os.path.abspath(root)}
     for f in matches:
         _refuse_links(reversed(_chain(os.path.abspath(f), roots)[0][1:]))
-    for f in matches:
-        f.unlink(missing_ok=True)
+    return matches
 
 
 def _open_checked(path, flags: int) -> int:

@@ -35,6 +35,7 @@ from gentool.images import make_grid, to_uint8, write_png
 from gentool.progress import Reporter
 from gentool.registry import plugin_failure, plugin_source
 from gentool.resume import plan, resume_command
+from gentool.undo import run_pending
 from gentool.session import (
     HOOK_STOP,
     SIGNALLED,
@@ -235,6 +236,7 @@ def train(opts: TrainOptions, reporter: Reporter | None = None, hooks: Sequence[
     try:
         return _train(opts, device, world, reporter, list(hooks) if world.main else [])
     finally:
+        run_pending()  # a new run's start that ended before its loop ran (gentool.run_start): put back
         rundir.release_runs()
         leave(world)
 
@@ -281,6 +283,7 @@ def _run(session: Session, device: torch.device, reporter: Reporter, hooks: list
         hook.on_train_start(session, reporter)
     try:
         with StopSignals() as session.signals:
+            session.started()
             try:
                 _loop(session, hooks, reporter)
             except OutOfTime as exc:
