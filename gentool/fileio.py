@@ -29,6 +29,7 @@ import stat
 import warnings
 from pathlib import Path
 
+from gentool import undo
 from gentool.errors import GentoolError, UsageError
 
 _KINDS = ((stat.S_ISDIR, "a directory"), (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
@@ -251,22 +252,30 @@ def atomic_open(path: str | os.PathLike):
     error the temporary is removed and `path` is untouched. OS errors become one line (the previous version kept).
     A link at `path`, or between it and the folder gentool owns there, is refused (LinkRefused)."""
     path = check_no_links(path)
-    tmp = None
+    removal = None
     try:
         tmp, fd = _create_temporary(path)
+        removal = _removal(tmp)
         with os.fdopen(fd, "wb") as f:
             yield f
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+        removal.forget()
     except OSError as exc:
-        if tmp:
-            Path(tmp).unlink(missing_ok=True)
+        if removal:
+            removal.run()
         raise GentoolError(f"cannot write {path}: {_cause(exc)}; the previous version is kept") from None
     except BaseException:
-        if tmp:
-            Path(tmp).unlink(missing_ok=True)
+        if removal:
+            removal.run()
         raise
+
+
+def _removal(tmp: str) -> undo.Pending:
+    """The removal of a temporary, registered so that it runs however the process leaves before the temporary is
+    renamed into place: also when a Ctrl-C inside an import ends it at once (gentool.cli.on_sigint)."""
+    return undo.Pending(lambda: Path(tmp).unlink(missing_ok=True))
 
 
 @contextlib.contextmanager
@@ -280,10 +289,11 @@ def staged(path: str | os.PathLike):
         os.close(fd)
     except OSError as exc:
         raise GentoolError(f"cannot write {path}: {_cause(exc)}") from None
+    removal = _removal(tmp)
     try:
         yield Path(tmp)
     finally:
-        Path(tmp).unlink(missing_ok=True)
+        removal.run()
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:

@@ -29,10 +29,10 @@ class Pending:
             _PENDING.remove(self)
 
     def run(self) -> None:
-        """Take the work back now (once; later calls do nothing), with a second Ctrl-C held off meanwhile."""
+        """Take the work back now (once; later calls do nothing), with a Ctrl-C held off meanwhile."""
         if self not in _PENDING:
             return
-        with _sigint_ignored():
+        with _sigint_held():
             self.forget()
             self.action()
 
@@ -40,7 +40,8 @@ class Pending:
 def run_pending() -> None:
     """Undo every registered action, newest first: the process is leaving before the work finished."""
     while _PENDING:
-        _PENDING[-1].run()
+        with contextlib.suppress(Exception):  # the process is leaving: one undo that fails must not stop the others
+            _PENDING[-1].run()
 
 
 # The last chance: an exception (a second Ctrl-C) that skipped the clean-up on its way out of the command.
@@ -48,16 +49,19 @@ atexit.register(run_pending)
 
 
 @contextlib.contextmanager
-def _sigint_ignored():
-    """A Ctrl-C pressed again while an undo runs (a few renames and deletions) must not cut it short and leave half a
-    run folder behind: SIGINT is ignored meanwhile (the first one is already ending the command). Only the main
-    thread may set a handler; elsewhere no handler of gentool's runs on the thread anyway."""
+def _sigint_held():
+    """A Ctrl-C pressed while an undo runs (a few renames and deletions) waits until it is done, rather than cutting
+    it short and leaving half a run folder behind; then it is raised again, for the handler it was meant for. Only
+    the main thread may set a handler; on another no handler of gentool's runs anyway."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    held = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: held.append(signum))
     try:
         yield
     finally:
-        # None: the handler was set outside Python; SIG_DFL is the nearest we can put back
+        # None: the handler was set outside Python; SIG_DFL is the nearest that can be put back
         signal.signal(signal.SIGINT, signal.SIG_DFL if previous is None else previous)
+        if held:
+            signal.raise_signal(signal.SIGINT)

@@ -14,16 +14,20 @@ import pytest
 
 from gentool import fileio, rundir, run_start
 
-# A start interrupted right after one of its steps, by a Ctrl-C that lands inside an import (as Ctrl-C does while
-# filelock or torch loads a module lazily): the process leaves at once, through gentool's SIGINT handler.
-INTERRUPTED_START = """
+# Ctrl-C inside an import (as when filelock, PIL or torch loads a module on first use): gentool's SIGINT handler
+# (gentool.cli.on_sigint) ends the process at once. `import ctrl_c` is that moment, anywhere in the code after this.
+CTRL_C_IN_AN_IMPORT = """
 import os, signal, sys
 from pathlib import Path
 import gentool.cli
-from gentool import fileio, rundir, run_start
-step, path, overwrite, modules = sys.argv[1], Path(sys.argv[2]), sys.argv[3] == "1", sys.argv[4]
 signal.signal(signal.SIGINT, gentool.cli.on_sigint)
-sys.path.insert(0, modules)
+sys.path.insert(0, sys.argv.pop())
+"""
+CTRL_C = "import os, signal, time\nos.kill(os.getpid(), signal.SIGINT)\ntime.sleep(30)\n"
+# A start interrupted right after one of its steps.
+INTERRUPTED_START = """
+from gentool import fileio, rundir, run_start
+step, path, overwrite = sys.argv[1], Path(sys.argv[2]), sys.argv[3] == "1"
 owner, name = {"lock": (rundir, "lock_run"), "set aside": (os, "rename"), "samples": (fileio, "make_dirs")}[step]
 real = getattr(owner, name)
 def then_ctrl_c(*args, **kwargs):
@@ -34,7 +38,16 @@ setattr(owner, name, then_ctrl_c)
 run_start.prepare_new(path, overwrite)
 print("not interrupted")
 """
-CTRL_C = "import os, signal, time\nos.kill(os.getpid(), signal.SIGINT)\ntime.sleep(30)\n"
+
+
+def ctrl_c_in_an_import(tmp_path: Path, script: str, *args) -> None:
+    """Run `script` until its `import ctrl_c`: gentool's exit then (130, one line)."""
+    modules = tmp_path / "modules"
+    modules.mkdir()
+    (modules / "ctrl_c.py").write_text(CTRL_C)
+    done = subprocess.run([sys.executable, "-c", CTRL_C_IN_AN_IMPORT + script, *map(str, args), modules],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 130 and done.stderr.strip() == "interrupted", done.stdout + done.stderr
 
 
 def tree(path: Path) -> dict[str, bytes | None]:
@@ -61,13 +74,18 @@ CASES = [("new", "lock", False), ("new", "samples", False), ("run", "lock", True
 def test_ctrl_c_during_an_import_leaves_the_out_path_as_it_was(tmp_path, there, step, overwrite):
     path = tmp_path / "run"
     before = None if there == "new" else old_run(path, finished=there == "run")
-    modules = tmp_path / "modules"
-    modules.mkdir()
-    (modules / "ctrl_c.py").write_text(CTRL_C)
-    done = subprocess.run([sys.executable, "-c", INTERRUPTED_START, step, str(path), str(int(overwrite)), modules],
-                          capture_output=True, text=True, timeout=60)
-    assert done.returncode == 130 and done.stderr.strip() == "interrupted", done.stdout + done.stderr
+    ctrl_c_in_an_import(tmp_path, INTERRUPTED_START, step, path, int(overwrite))
     assert (tree(path) if path.exists() else None) == before
+
+
+@pytest.mark.parametrize("helper", ["atomic_open", "staged"])
+def test_ctrl_c_during_an_import_leaves_no_temporary(tmp_path, helper):
+    """The same for the temporaries files are written through (a run's, an export's)."""
+    out = tmp_path / "out"
+    out.mkdir()
+    ctrl_c_in_an_import(tmp_path, f"from gentool import fileio\nwith fileio.{helper}(Path(sys.argv[1])):\n"
+                                  f"    import ctrl_c\n", out / "file.bin")
+    assert not any(out.iterdir())
 
 
 @pytest.mark.parametrize("there, step, overwrite", CASES)
