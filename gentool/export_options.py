@@ -11,7 +11,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 
 from gentool.errors import UsageError, bad_value
-from gentool.fileio import prepare_output
+from gentool.paths import prepare_output
 from gentool.sample_options import DrawOptions
 from gentool.train_options import copy_option, fold_sampler, option, sampler_settings
 

@@ -1,5 +1,6 @@
 """Everything gentool does on disk goes through here: atomic writes, reads that refuse special files, the folders
-gentool owns and the links it will not follow out of them, and the cache entries it checks and moves aside.
+gentool owns and the links it will not follow out of them. (The paths a command is given are checked with these in
+gentool.paths; damaged cache entries are moved aside by gentool.cache.)
 
 Writes are atomic: a temporary sibling is written, flushed to disk, then renamed over the target, so a kill at any
 moment leaves either the previous version or the new one, never a torn file. Paths are checked before use, and a
@@ -26,7 +27,6 @@ import os
 import secrets
 import shutil
 import stat
-import warnings
 from pathlib import Path
 
 from gentool import undo
@@ -41,7 +41,8 @@ _NONBLOCK = getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0)
 _OWNED: set[str] = set()  # folders gentool owns in this process (absolute, not resolved: see `own`)
 
 
-def _cause(exc: OSError) -> str:
+def cause(exc: OSError) -> str:
+    """An OS error's cause as a phrase ("Permission denied")."""
     return exc.strerror or type(exc).__name__
 
 
@@ -265,7 +266,7 @@ def atomic_open(path: str | os.PathLike):
     except OSError as exc:
         if removal:
             removal.run()
-        raise GentoolError(f"cannot write {path}: {_cause(exc)}; the previous version is kept") from None
+        raise GentoolError(f"cannot write {path}: {cause(exc)}; the previous version is kept") from None
     except BaseException:
         if removal:
             removal.run()
@@ -288,7 +289,7 @@ def staged(path: str | os.PathLike):
         tmp, fd = _create_temporary(path)
         os.close(fd)
     except OSError as exc:
-        raise GentoolError(f"cannot write {path}: {_cause(exc)}") from None
+        raise GentoolError(f"cannot write {path}: {cause(exc)}") from None
     removal = _removal(tmp)
     try:
         yield Path(tmp)
@@ -349,73 +350,3 @@ def null_nonfinite(value, field: str = "") -> list[str]:
         else:
             replaced += null_nonfinite(item, where)
     return replaced
-
-
-# --- caches: a damaged entry is moved aside and rebuilt -----------------------------------------------------------
-
-def set_aside(path: Path, problem: str) -> None:
-    """Move a damaged cache entry out of the way (renamed NAME.bad, NAME.bad1, ... beside it; never deleted, so it
-    can be looked at) with a one-line warning; the caller then rebuilds it."""
-    path = Path(path)
-    target = next(t for t in (path.with_name(f"{path.name}.bad{k or ''}") for k in range(10**6))
-                  if not os.path.lexists(t))
-    try:
-        check_no_links(path, last=False)
-        os.rename(path, target)
-        moved = f"moved to {target.name}"
-    except (OSError, UsageError) as exc:
-        moved = f"could not be moved aside ({exc.strerror if isinstance(exc, OSError) else exc})"
-    warnings.warn(f"cache entry {path} is damaged ({problem}); {moved}, building it again")
-
-
-def check_input_file(path: Path, arg: str, expected: str) -> Path:
-    """`path` if it is a readable regular file; otherwise a one-line error saying what it really is (missing, a
-    dangling link, a directory, a device, unreadable)."""
-    try:
-        info = path.stat()
-    except FileNotFoundError:
-        if path.is_symlink():
-            raise UsageError(f"{arg}: {path} is a symbolic link to {os.readlink(path)}, which does not exist; "
-                             f"expected {expected}") from None
-        raise UsageError(f"{arg}: {path} does not exist; expected {expected}") from None
-    except OSError as exc:
-        raise UsageError(f"{arg}: cannot access {path} ({_cause(exc)}); expected {expected}") from None
-    link = f" (a symbolic link to {os.readlink(path)})" if path.is_symlink() else ""
-    if stat.S_ISDIR(info.st_mode):
-        raise UsageError(f"{arg}: {path}{link} is a directory; expected {expected}")
-    for test, kind in _KINDS:
-        if test(info.st_mode):
-            raise UsageError(f"{arg}: {path}{link} is {kind}, not a regular file; expected {expected}")
-    if not os.access(path, os.R_OK):
-        raise UsageError(f"{arg}: {path} is not readable (permission denied); expected {expected}")
-    return path
-
-
-def prepare_output(path: str | os.PathLike, arg: str, folder: bool = False, longest: str | None = None) -> Path:
-    """Make sure `path` (a file, or a folder when `folder`, which gentool then owns) can be written before any work
-    is done: its folder is created if needed and a probe written there with a name as long as the longest
-    temporary the write will make (`longest`: the longest file name written in the folder; else the file's own
-    name). Fails with one line naming `arg` and the cause; a link at `path` is refused."""
-    path = Path(path)
-    parent = path if folder else path.parent
-    if path.exists() and folder != path.is_dir():
-        raise bad_output(arg, path, "is a folder; expected a file path" if path.is_dir() else
-                         "exists and is not a folder")
-    for ancestor in [parent, *parent.parents]:
-        if ancestor.exists() and not ancestor.is_dir():
-            raise bad_output(arg, path, f"cannot be created: {ancestor} is a file, not a folder")
-        if ancestor.exists():
-            break
-    try:
-        own(path) if folder else check_no_links(path)
-        parent.mkdir(parents=True, exist_ok=True)
-        write_probe(parent, len(temporary_name(longest or path.name)))
-    except LinkRefused as exc:
-        raise UsageError(f"{arg}: {exc}") from None
-    except OSError as exc:
-        raise bad_output(arg, path, f"cannot be written ({_cause(exc)})") from None
-    return path
-
-
-def bad_output(arg: str, path: Path, problem: str) -> UsageError:
-    return UsageError(f"{arg}: {path} {problem}")

@@ -20,7 +20,8 @@ import numpy as np
 import torch
 
 from gentool import undo
-from gentool.datatypes import Geometry, ImageData, cache_dir
+from gentool.cache import cache_dir
+from gentool.datatypes import Geometry, ImageData
 from gentool.errors import GentoolError
 from gentool.fileio import atomic_write_json, read_json
 from gentool.folders import (Header, Listing, found_lines, gib, list_folder, plan_geometry, read_headers,
