@@ -35,7 +35,6 @@ from gentool.images import make_grid, to_uint8, write_png
 from gentool.progress import Reporter
 from gentool.registry import plugin_failure, plugin_source
 from gentool.resume import plan, resume_command
-from gentool.undo import run_pending
 from gentool.session import (
     HOOK_STOP,
     SIGNALLED,
@@ -236,7 +235,6 @@ def train(opts: TrainOptions, reporter: Reporter | None = None, hooks: Sequence[
     try:
         return _train(opts, device, world, reporter, list(hooks) if world.main else [])
     finally:
-        run_pending()  # a new run's start that ended before its loop ran (gentool.run_start): put back
         rundir.release_runs()
         leave(world)
 
@@ -255,6 +253,8 @@ def _train(opts: TrainOptions, device: torch.device, world: World, reporter: Rep
             raise
         raise failure from exc
     finally:
+        if session is not None and session.start:  # a start that ended before its loop ran: put back (else kept)
+            session.start.undo()
         for hook in hooks:
             hook.teardown(session)
 
