@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import shlex
 import shutil
 from pathlib import Path
@@ -16,7 +17,7 @@ from pathlib import Path
 from gentool import fileio, rundir, undo
 from gentool.errors import GentoolError, UsageError
 
-SET_ASIDE = ".gentool-replaced-{pid}"  # in the run folder itself: a rename there never copies a checkpoint
+SET_ASIDE = ".gentool-replaced-"  # + a new token: a folder in the run folder itself (a rename never copies)
 
 
 def prepare_new(path: Path, overwrite: bool) -> RunStart:
@@ -48,7 +49,7 @@ class RunStart:
     """The run folder a new run is being set up in, and what undoing the start puts back."""
 
     def __init__(self, path: Path):
-        self.path, self.held = path, path / SET_ASIDE.format(pid=os.getpid())
+        self.path, self.held = path, path / (SET_ASIDE + secrets.token_hex(4))
         self.created = self.cleared = False
         self.before: set[str] = set()  # the names in the folder before this start
         self.moved: list[tuple[Path, Path]] = []  # (file, where it was set aside), in the order moved
@@ -87,6 +88,9 @@ class RunStart:
             files = fileio.matching(self.path, rundir.OWNED_GLOBS + rundir.TEMPORARY_GLOBS)
         except fileio.LinkRefused as exc:
             raise UsageError(f"--out: {exc}") from None
+        if not files:
+            return
+        os.mkdir(self.held)  # new (never one already there, nor a link): what is moved into it stays in the folder
         for f in files:
             target = self.held / f.relative_to(self.path)
             self.moved.append((f, target))  # before the rename: an undo at any moment finds it (if moved)

@@ -130,4 +130,4 @@ def test_a_start_is_kept_once_its_loop_runs_and_undone_before(tmp_path):
     train(TrainOptions(**opts))
     after = tree(path)
     assert after[rundir.LAST] != before[rundir.LAST] and after["notes.txt"] == before["notes.txt"]
-    assert "samples/epoch_0001.png" not in after and not [f for f in after if f.startswith(".gentool-replaced")]
+    assert "samples/epoch_0001.png" not in after and not [f for f in after if f.startswith(run_start.SET_ASIDE)]
