@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import os
 import signal
 import threading
 from collections.abc import Callable
@@ -20,7 +21,7 @@ class Pending:
     """An undo action registered until the work is kept (`forget`) or taken back (`run`, at most once)."""
 
     def __init__(self, action: Callable[[], None]):
-        self.action = action
+        self.action, self.pid = action, os.getpid()
         _PENDING.append(self)
 
     def forget(self) -> None:
@@ -40,8 +41,12 @@ class Pending:
 def run_pending() -> None:
     """Undo every registered action, newest first: the process is leaving before the work finished."""
     while _PENDING:
+        pending = _PENDING[-1]
+        if pending.pid != os.getpid():  # inherited by a forked child: its parent's work, not the child's to undo
+            pending.forget()
+            continue
         with contextlib.suppress(Exception):  # the process is leaving: one undo that fails must not stop the others
-            _PENDING[-1].run()
+            pending.run()
 
 
 # The last chance: an exception (a second Ctrl-C) that skipped the clean-up on its way out of the command.
