@@ -50,7 +50,8 @@ class RunStart:
 
     def __init__(self, path: Path):
         self.path, self.held = path, path / (SET_ASIDE + secrets.token_hex(4))
-        self.created = self.cleared = False
+        self.made: list[Path] = []  # the folders this start made: the run folder and any missing parent of it
+        self.cleared = False
         self.before: set[str] = set()  # the names in the folder before this start
         self.moved: list[tuple[Path, Path]] = []  # (file, where it was set aside), in the order moved
         self._pending = undo.Pending(self._undo)  # registered before anything is made: any moment is covered
@@ -58,7 +59,7 @@ class RunStart:
     def take(self, overwrite: bool) -> None:
         path = self.path
         try:
-            self.created = not path.exists()
+            self.made = [p for p in (path, *path.parents) if not p.exists()]
             path.mkdir(parents=True, exist_ok=True)
             self.before = {p.name for p in path.iterdir()}
         except OSError as exc:
@@ -112,11 +113,13 @@ class RunStart:
         if rundir.holds(self.path):  # nothing in the folder is touched unless this process is its one writer
             self._put_back()
             rundir.release_run(self.path)
-        if self.created:
+        if self.made:
             with contextlib.suppress(OSError, GentoolError):
                 for name in rundir.LOCK_FILES:
                     fileio.remove_file(self.path / name)
-                self.path.rmdir()  # refused when something else appeared in it: that stays
+            for folder in self.made:  # the deepest first; refused where something else appeared: that stays
+                with contextlib.suppress(OSError):
+                    folder.rmdir()
 
     def _put_back(self) -> None:
         path = self.path

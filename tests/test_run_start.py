@@ -72,10 +72,10 @@ CASES = [("new", "lock", False), ("new", "samples", False), ("run", "lock", True
 
 @pytest.mark.parametrize("there, step, overwrite", CASES)
 def test_ctrl_c_during_an_import_leaves_the_out_path_as_it_was(tmp_path, there, step, overwrite):
-    path = tmp_path / "run"
+    path = tmp_path / "runs" / "run"  # a new one's parent is made too, and goes with it
     before = None if there == "new" else old_run(path, finished=there == "run")
     ctrl_c_in_an_import(tmp_path, INTERRUPTED_START, step, path, int(overwrite))
-    assert (tree(path) if path.exists() else None) == before
+    assert (tree(path) if path.exists() else None) == before and path.parent.exists() == (there != "new")
 
 
 @pytest.mark.parametrize("helper", ["atomic_open", "staged"])
@@ -91,7 +91,7 @@ def test_ctrl_c_during_an_import_leaves_no_temporary(tmp_path, helper):
 @pytest.mark.parametrize("there, step, overwrite", CASES)
 def test_an_interrupted_or_failed_start_is_undone(tmp_path, monkeypatch, there, step, overwrite):
     """KeyboardInterrupt (or an error) after a step of the start, in this process: the same promise."""
-    path = tmp_path / "run"
+    path = tmp_path / "runs" / "run"
     before = None if there == "new" else old_run(path, finished=there == "run")
     owner, name = {"lock": (rundir, "lock_run"), "set aside": (run_start.os, "rename"),
                    "samples": (fileio, "make_dirs")}[step]
@@ -105,7 +105,7 @@ def test_an_interrupted_or_failed_start_is_undone(tmp_path, monkeypatch, there, 
     monkeypatch.setattr(owner, name, then_ctrl_c)
     with pytest.raises(KeyboardInterrupt):
         run_start.prepare_new(path, overwrite)
-    assert (tree(path) if path.exists() else None) == before
+    assert (tree(path) if path.exists() else None) == before and path.parent.exists() == (there != "new")
     assert not rundir.holds(path)  # its lock is given up: the same process may start there again
 
 
