@@ -110,9 +110,9 @@ class RunStart:
         self._pending.run()
 
     def _undo(self) -> None:
-        if rundir.holds(self.path):  # nothing in the folder is touched unless this process is its one writer
+        held = rundir.holds(self.path)  # nothing in the folder is touched unless this process is its one writer
+        if held:
             self._put_back()
-            rundir.release_run(self.path)
         if self.made:
             with contextlib.suppress(OSError, GentoolError):
                 for name in rundir.LOCK_FILES:
@@ -120,6 +120,8 @@ class RunStart:
             for folder in self.made:  # the deepest first; refused where something else appeared: that stays
                 with contextlib.suppress(OSError):
                     folder.rmdir()
+        if held:  # last: the files are put back while no other process may write there
+            rundir.release_run(self.path)
 
     def _put_back(self) -> None:
         path = self.path
