@@ -12,7 +12,8 @@ from pathlib import Path
 import gentool
 from gentool import schema as s
 from gentool.errors import GentoolError
-from gentool.fileio import check_input_file, regular_path
+from gentool.fileio import regular_path
+from gentool.paths import check_input_file
 from gentool.models.fields import MAX_SIDE  # pixels along an image side (--image-size is held to it)
 
 FORMAT = "gentool-checkpoint"

@@ -16,7 +16,8 @@ import numpy as np
 import torch
 
 from gentool.couplings import is_couplings, load_couplings, manifest_geometry
-from gentool.datatypes import IMAGE_SUFFIXES, Geometry, ImageData, cache_dir  # noqa: F401 (imported from here)
+from gentool.cache import cache_dir
+from gentool.datatypes import IMAGE_SUFFIXES, Geometry, ImageData  # noqa: F401 (imported from here)
 from gentool.errors import GentoolError, UsageError, bad_value, did_you_mean
 from gentool.fileio import kind_of, regular_path
 from gentool.versions import require_torchvision

@@ -1,12 +1,10 @@
-"""The data layer's plain types — an image geometry, a split in memory, the cache folder — in a module that imports
+"""The data layer's plain types — an image geometry, a split in memory — in a module that imports
 no other of gentool's, so the loaders (folders, their cache, a teacher's couplings) and `gentool.data` can share
 them without importing each other."""
 
 from __future__ import annotations
 
-import os
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import torch
 
@@ -54,9 +52,3 @@ class ImageData:
         latents = None if self.latents is None else self.latents[:n]
         return ImageData(self.name, self.images[:n], self.labels[:n], self.geometry, self.class_names, latents,
                          self.origin)
-
-
-def cache_dir() -> Path:
-    """The per-user cache folder ($XDG_CACHE_HOME/gentool, else ~/.cache/gentool)."""
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "gentool"

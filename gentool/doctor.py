@@ -26,7 +26,7 @@ def diagnose(threads: int | None = None, clear_precision: bool = False) -> dict:
     """The doctor's findings as one JSON-ready dict; `clear_precision` first forgets the cached probe results."""
     import torch
 
-    from gentool.data import cache_dir
+    from gentool.cache import cache_dir
     from gentool.device import choose_precision, default_threads, pick_device
     from gentool.load import cores, load_warning
     from gentool.precision import _bf16_supported, _cpu_name, cache_path, clear_cache, feature_rule

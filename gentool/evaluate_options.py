@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gentool.errors import UsageError, bad_value
-from gentool.fileio import prepare_output
+from gentool.paths import prepare_output
 from gentool.sample_options import DrawOptions
 from gentool.checks import Ints, choice
 from gentool.train_options import MAX_EVAL_N, MIN_EVAL_N, copy_option, option

@@ -25,7 +25,8 @@ from gentool.checkpoint import load_checkpoint
 from gentool.errors import GentoolError, UsageError
 from gentool.export_formats import BATCH, WRITERS, Sampler, require, runtime_version
 from gentool.export_options import FORMATS, ExportOptions
-from gentool.fileio import check_input_file, sha256, staged
+from gentool.fileio import sha256, staged
+from gentool.paths import check_input_file
 
 PARITY_N, PARITY_SEED = 8, 0  # codes the file is checked on; it is traced on TRACE_N others, so the batch is free
 TRACE_N = 2

@@ -11,9 +11,9 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 
 from gentool.errors import UsageError, bad_value
-from gentool.fileio import prepare_output
-from gentool.sample_options import DrawOptions
-from gentool.train_options import copy_option, fold_sampler, option, sampler_settings
+from gentool.paths import prepare_output
+from gentool.sample_options import DrawOptions, SamplerOptions
+from gentool.train_options import copy_option, option
 
 # format: (file suffix, what the file is, the packages its parity check needs)
 FORMATS = {"onnx": (".onnx", "an ONNX model", ("onnx", "onnxruntime")),
@@ -23,8 +23,8 @@ DEFAULT_TOLERANCE = 2e-3  # about half a grey level of an 8-bit image (1/510): t
 
 
 @dataclass(kw_only=True)
-class ExportOptions:
-    """What `gentool export` was asked for."""
+class ExportOptions(SamplerOptions):
+    """What `gentool export` was asked for (the sampler's settings too: the exported file runs that sampler)."""
 
     checkpoint: str = option("A .safetensors checkpoint written by gentool train.", metavar="CHECKPOINT",
                              argument=True, required=True)
@@ -33,21 +33,10 @@ class ExportOptions:
     out: str | None = option("The file to write (default: beside the checkpoint, .onnx or .pt); a JSON of its "
                              "inputs, outputs and origin is written beside it (its name + .json).", metavar="PATH")
     weights: str = copy_option("weights", "auto", declared=DRAW_FIELDS)
-    steps: int | None = copy_option("steps")
-    solver: str | None = copy_option("solver")
-    guidance: float | None = copy_option("guidance")
-    sampler: dict = copy_option("sampler")
     tolerance: float = option("Largest difference allowed between the exported file's images and gentool's own "
                               "(fp32, same latent codes; pixel values in [0, 1]); above it nothing is written.",
                               default=DEFAULT_TOLERANCE, metavar="T")
     overwrite: bool = option("Replace an existing file instead of refusing.", default=False)
-
-    def __post_init__(self):
-        fold_sampler(self)
-
-    @property
-    def sample_options(self) -> dict:
-        return sampler_settings(self)
 
     def resolve(self) -> tuple[Path, Path]:
         """Validate and work out (output file, its JSON), checking both can be written before any work."""

@@ -1,5 +1,6 @@
 """Everything gentool does on disk goes through here: atomic writes, reads that refuse special files, the folders
-gentool owns and the links it will not follow out of them, and the cache entries it checks and moves aside.
+gentool owns and the links it will not follow out of them. (The paths a command is given are checked with these in
+gentool.paths; damaged cache entries are moved aside by gentool.cache.)
 
 Writes are atomic: a temporary sibling is written, flushed to disk, then renamed over the target, so a kill at any
 moment leaves either the previous version or the new one, never a torn file. Paths are checked before use, and a
@@ -26,9 +27,9 @@ import os
 import secrets
 import shutil
 import stat
-import warnings
 from pathlib import Path
 
+from gentool import undo
 from gentool.errors import GentoolError, UsageError
 
 _KINDS = ((stat.S_ISDIR, "a directory"), (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
@@ -40,7 +41,8 @@ _NONBLOCK = getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0)
 _OWNED: set[str] = set()  # folders gentool owns in this process (absolute, not resolved: see `own`)
 
 
-def _cause(exc: OSError) -> str:
+def cause(exc: OSError) -> str:
+    """An OS error's cause as a phrase ("Permission denied")."""
     return exc.strerror or type(exc).__name__
 
 
@@ -182,12 +184,18 @@ def remove_file(path: str | os.PathLike) -> None:
 def remove_matching(root: Path, patterns) -> None:
     """Delete the files under `root` matching any of the glob `patterns`. Every match is checked before the first
     is deleted, so a folder that is a link (whose glob would reach the link's target) refuses the whole clean-up."""
+    for f in matching(root, patterns):
+        f.unlink(missing_ok=True)
+
+
+def matching(root: Path, patterns) -> list[Path]:
+    """The files under `root` matching any of the glob `patterns`, when no folder between `root` and one of them is
+    a link (LinkRefused naming it otherwise); a match may itself be a link."""
     matches = [f for pattern in patterns for f in root.glob(pattern)]
     roots = _OWNED | {os.path.abspath(root)}
     for f in matches:
         _refuse_links(reversed(_chain(os.path.abspath(f), roots)[0][1:]))
-    for f in matches:
-        f.unlink(missing_ok=True)
+    return matches
 
 
 def _open_checked(path, flags: int) -> int:
@@ -245,22 +253,30 @@ def atomic_open(path: str | os.PathLike):
     error the temporary is removed and `path` is untouched. OS errors become one line (the previous version kept).
     A link at `path`, or between it and the folder gentool owns there, is refused (LinkRefused)."""
     path = check_no_links(path)
-    tmp = None
+    removal = None
     try:
         tmp, fd = _create_temporary(path)
+        removal = _removal(tmp)
         with os.fdopen(fd, "wb") as f:
             yield f
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+        removal.forget()
     except OSError as exc:
-        if tmp:
-            Path(tmp).unlink(missing_ok=True)
-        raise GentoolError(f"cannot write {path}: {_cause(exc)}; the previous version is kept") from None
+        if removal:
+            removal.run()
+        raise GentoolError(f"cannot write {path}: {cause(exc)}; the previous version is kept") from None
     except BaseException:
-        if tmp:
-            Path(tmp).unlink(missing_ok=True)
+        if removal:
+            removal.run()
         raise
+
+
+def _removal(tmp: str) -> undo.Pending:
+    """The removal of a temporary, registered so that it runs however the process leaves before the temporary is
+    renamed into place: also when a Ctrl-C inside an import ends it at once (gentool.cli.on_sigint)."""
+    return undo.Pending(lambda: Path(tmp).unlink(missing_ok=True))
 
 
 @contextlib.contextmanager
@@ -273,11 +289,12 @@ def staged(path: str | os.PathLike):
         tmp, fd = _create_temporary(path)
         os.close(fd)
     except OSError as exc:
-        raise GentoolError(f"cannot write {path}: {_cause(exc)}") from None
+        raise GentoolError(f"cannot write {path}: {cause(exc)}") from None
+    removal = _removal(tmp)
     try:
         yield Path(tmp)
     finally:
-        Path(tmp).unlink(missing_ok=True)
+        removal.run()
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
@@ -333,73 +350,3 @@ def null_nonfinite(value, field: str = "") -> list[str]:
         else:
             replaced += null_nonfinite(item, where)
     return replaced
-
-
-# --- caches: a damaged entry is moved aside and rebuilt -----------------------------------------------------------
-
-def set_aside(path: Path, problem: str) -> None:
-    """Move a damaged cache entry out of the way (renamed NAME.bad, NAME.bad1, ... beside it; never deleted, so it
-    can be looked at) with a one-line warning; the caller then rebuilds it."""
-    path = Path(path)
-    target = next(t for t in (path.with_name(f"{path.name}.bad{k or ''}") for k in range(10**6))
-                  if not os.path.lexists(t))
-    try:
-        check_no_links(path, last=False)
-        os.rename(path, target)
-        moved = f"moved to {target.name}"
-    except (OSError, UsageError) as exc:
-        moved = f"could not be moved aside ({exc.strerror if isinstance(exc, OSError) else exc})"
-    warnings.warn(f"cache entry {path} is damaged ({problem}); {moved}, building it again")
-
-
-def check_input_file(path: Path, arg: str, expected: str) -> Path:
-    """`path` if it is a readable regular file; otherwise a one-line error saying what it really is (missing, a
-    dangling link, a directory, a device, unreadable)."""
-    try:
-        info = path.stat()
-    except FileNotFoundError:
-        if path.is_symlink():
-            raise UsageError(f"{arg}: {path} is a symbolic link to {os.readlink(path)}, which does not exist; "
-                             f"expected {expected}") from None
-        raise UsageError(f"{arg}: {path} does not exist; expected {expected}") from None
-    except OSError as exc:
-        raise UsageError(f"{arg}: cannot access {path} ({_cause(exc)}); expected {expected}") from None
-    link = f" (a symbolic link to {os.readlink(path)})" if path.is_symlink() else ""
-    if stat.S_ISDIR(info.st_mode):
-        raise UsageError(f"{arg}: {path}{link} is a directory; expected {expected}")
-    for test, kind in _KINDS:
-        if test(info.st_mode):
-            raise UsageError(f"{arg}: {path}{link} is {kind}, not a regular file; expected {expected}")
-    if not os.access(path, os.R_OK):
-        raise UsageError(f"{arg}: {path} is not readable (permission denied); expected {expected}")
-    return path
-
-
-def prepare_output(path: str | os.PathLike, arg: str, folder: bool = False, longest: str | None = None) -> Path:
-    """Make sure `path` (a file, or a folder when `folder`, which gentool then owns) can be written before any work
-    is done: its folder is created if needed and a probe written there with a name as long as the longest
-    temporary the write will make (`longest`: the longest file name written in the folder; else the file's own
-    name). Fails with one line naming `arg` and the cause; a link at `path` is refused."""
-    path = Path(path)
-    parent = path if folder else path.parent
-    if path.exists() and folder != path.is_dir():
-        raise bad_output(arg, path, "is a folder; expected a file path" if path.is_dir() else
-                         "exists and is not a folder")
-    for ancestor in [parent, *parent.parents]:
-        if ancestor.exists() and not ancestor.is_dir():
-            raise bad_output(arg, path, f"cannot be created: {ancestor} is a file, not a folder")
-        if ancestor.exists():
-            break
-    try:
-        own(path) if folder else check_no_links(path)
-        parent.mkdir(parents=True, exist_ok=True)
-        write_probe(parent, len(temporary_name(longest or path.name)))
-    except LinkRefused as exc:
-        raise UsageError(f"{arg}: {exc}") from None
-    except OSError as exc:
-        raise bad_output(arg, path, f"cannot be written ({_cause(exc)})") from None
-    return path
-
-
-def bad_output(arg: str, path: Path, problem: str) -> UsageError:
-    return UsageError(f"{arg}: {path} {problem}")

@@ -19,7 +19,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from gentool.datatypes import Geometry, ImageData, cache_dir
+from gentool import undo
+from gentool.cache import cache_dir
+from gentool.datatypes import Geometry, ImageData
 from gentool.errors import GentoolError
 from gentool.fileio import atomic_write_json, read_json
 from gentool.folders import (Header, Listing, found_lines, gib, list_folder, plan_geometry, read_headers,
@@ -158,6 +160,9 @@ def build_entry(entry: Path, key: str, listing: Listing, headers: list[Header], 
                 reporter: Reporter) -> ImageData:
     """Decode into a new cache entry (built in a temporary folder, then renamed into place) and open it."""
     tmp = Path(tempfile.mkdtemp(prefix=f".{entry.name}.", dir=entry.parent))
+    # removed however the build ends, also by a Ctrl-C that ends the process at once (inside an import: PIL loads
+    # its format plugins on first use)
+    removal = undo.Pending(lambda: shutil.rmtree(tmp, ignore_errors=True))
     try:
         whole = np.lib.format.open_memmap(tmp / "whole.npy", "w+", np.uint8, (len(headers), *geometry.shape))
         kept, _ = decode_all(listing, headers, geometry, made["image_size"], whole, reporter)
@@ -181,8 +186,9 @@ def build_entry(entry: Path, key: str, listing: Listing, headers: list[Header], 
         if entry.exists() or entry.is_symlink():
             _move_aside(entry)
         os.rename(tmp, entry)
+        removal.forget()
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        removal.run()
         raise
     reporter.message(f"cached the decoded images ({gib(n * int(np.prod(geometry.shape)))}) in {entry}; later runs "
                      f"read them from there while the folder's files are unchanged")

@@ -223,7 +223,7 @@ def _cache_key(threads: int) -> str:
 
 
 def cache_path() -> Path:
-    from gentool.data import cache_dir
+    from gentool.cache import cache_dir
 
     return cache_dir() / CACHE_FILE
 
@@ -231,8 +231,8 @@ def cache_path() -> Path:
 def read_cache(path: Path, now: float | None = None) -> dict:
     """The cache's unexpired entries; a missing cache counts as empty, and so does an unreadable or malformed one (the
     file may be hostile), which is moved aside with a warning and written again."""
-    from gentool import fileio
     from gentool import schema as s
+    from gentool.cache import set_aside
 
     seconds = s.Num(0, 3600, open_lo=True)
     entry = s.Obj({"fp32": seconds, "bf16": seconds, "measured": s.Num(0)},
@@ -243,7 +243,7 @@ def read_cache(path: Path, now: float | None = None) -> dict:
     try:
         entries = s.read(path, spec, CACHE_FILE, max_bytes=64 << 10)["entries"]
     except (OSError, s.Invalid) as exc:
-        fileio.set_aside(path, exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc))
+        set_aside(path, exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc))
         return {}
     oldest = (time.time() if now is None else now) - CACHE_DAYS * 86400
     return {k: e for k, e in entries.items() if e["measured"] >= oldest}

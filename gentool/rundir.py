@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import shlex
 import shutil
 import socket
 import sys
@@ -63,7 +62,7 @@ def unstarted(path: Path) -> bool:
     if any(f.is_symlink() for f in entries):  # gentool makes no links: a run folder holding one is not its own
         return False
     if not (path / CONFIG).is_file():
-        return all(_temporary(f) or (f.name == SAMPLES and f.is_dir() and not any(f.iterdir())) for f in entries)
+        return all(temporary(f) or (f.name == SAMPLES and f.is_dir() and not any(f.iterdir())) for f in entries)
     try:
         if "gentool_version" not in json.loads(read_regular(path / CONFIG, 1 << 20)):
             return False
@@ -71,12 +70,12 @@ def unstarted(path: Path) -> bool:
         return False
     for f in entries:
         if f.name == SAMPLES and f.is_dir():
-            if not all(g.match("epoch_*.png") or _temporary(g) for g in f.iterdir()):
+            if not all(g.match("epoch_*.png") or temporary(g) for g in f.iterdir()):
                 return False
         elif f.name == TENSORBOARD and f.is_dir():
             if not all(g.match(EVENTS) for g in f.iterdir()):
                 return False
-        elif not (f.name in (CONFIG, METRICS, LOSS_PNG, PROGRESS_GIF) or _temporary(f)):
+        elif not (f.name in (CONFIG, METRICS, LOSS_PNG, PROGRESS_GIF) or temporary(f)):
             return False
     return True
 
@@ -90,85 +89,18 @@ def refuse_links(path: Path, arg: str) -> None:
 
 def _gentool_name(f: Path) -> bool:
     """Whether gentool writes, cleans or locks a file or folder of this name in a run directory."""
-    return _temporary(f) or f.name in (SAMPLES, TENSORBOARD) or any(f.match(g) for g in OWNED_GLOBS if "/" not in g)
+    return temporary(f) or f.name in (SAMPLES, TENSORBOARD) or any(f.match(g) for g in OWNED_GLOBS if "/" not in g)
 
 
-def _temporary(f: Path) -> bool:
+def temporary(f: Path) -> bool:
     """gentool's hidden files: half-written temporaries (.NAME.XXXX.tmp) and its own .gentool* files."""
     return f.name.startswith(".") and f.name.endswith(".tmp") or f.name.startswith(".gentool")
-
-
-def prepare_new(path: Path, overwrite: bool) -> bool:
-    """Create the run folder; returns whether it was created here. A folder holding only the leftovers of a run
-    that never reached its first checkpoint is started again; any other non-empty one is refused unless
-    `overwrite` (then only gentool's own files in it are removed)."""
-    if path.exists() and not path.is_dir():
-        raise UsageError(f"--out: {path} exists and is not a directory; expected a run directory path")
-    # Imported before the folder exists: Ctrl-C during an import leaves the process at once (gentool.cli.on_sigint),
-    # which would strand a folder made here.
-    import filelock  # noqa: F401
-
-    created = not path.exists()
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        lock_run(path, "--out")  # before anything in it is removed: another process may be writing it
-        taken = any(p.name not in LOCK_FILES for p in path.iterdir())
-    except OSError as exc:
-        _undo_created(path, created)
-        raise UsageError(f"--out: cannot create run directory {path} ({exc.strerror})") from None
-    except BaseException:  # Ctrl-C while the folder was being made: leave nothing behind
-        _undo_created(path, created)
-        raise
-    if taken:
-        if not overwrite:
-            refuse_links(path, "--out")
-        if not overwrite and not unstarted(path):
-            quoted = shlex.quote(str(path))
-            raise UsageError(f"--out: run directory {path} already holds a run; continue it with --resume {quoted} "
-                             f"(or --resume auto), or pass --overwrite to replace it")
-        try:
-            remove_own_files(path)
-        except fileio.LinkRefused as exc:
-            raise UsageError(f"--out: {exc}") from None
-    try:
-        fileio.make_dirs(path / SAMPLES)
-    except OSError as exc:
-        raise UsageError(f"--out: cannot create run directory {path} ({exc.strerror})") from None
-    return created
-
-
-def _undo_created(path: Path, created: bool) -> None:
-    """Remove a run folder this start created and holds nothing but gentool's lock."""
-    if not created or not path.is_dir():
-        return
-    for name in LOCK_FILES:
-        fileio.remove_file(path / name)
-    try:
-        path.rmdir()
-    except OSError:  # something else appeared in it: keep it
-        pass
 
 
 def remove_own_files(path: Path) -> None:
     """Delete gentool's own files in a run folder (anything else in it stays); refused, before anything is deleted,
     when a folder in it is a link (its files are not the run's)."""
     fileio.remove_matching(path, OWNED_GLOBS + TEMPORARY_GLOBS)
-
-
-def discard_unstarted(path: Path, created: bool) -> None:
-    """Undo a start that failed before the run's first checkpoint: its files go, and the folder too when this start
-    created it, so that no dead-end run directory is left behind."""
-    if not unstarted(path):
-        return
-    remove_own_files(path)
-    for f in path.iterdir():
-        if _temporary(f) and (f.is_symlink() or f.is_file()):
-            fileio.remove_file(f)
-    for folder in (path / SAMPLES, path / TENSORBOARD, path) if created else (path / SAMPLES, path / TENSORBOARD):
-        try:
-            folder.rmdir()
-        except OSError:  # not empty (something else is in it) or already gone
-            pass
 
 
 def check_writable(path: Path, need_bytes: int = 0, longest: str = CONFIG) -> None:
@@ -290,6 +222,18 @@ def lock_run(run_dir: Path, arg: str) -> None:
         raise GentoolError(f"{arg}: run directory {run_dir} is in use by {lock.holder()}; wait for it to finish "
                            f"or stop it first")
     _HELD[key] = lock
+
+
+def holds(run_dir: Path) -> bool:
+    """Whether this process is the run directory's writer (`lock_run`)."""
+    return Path(run_dir).resolve() in _HELD
+
+
+def release_run(run_dir: Path) -> None:
+    """Give up one run directory this process writes (a start that was undone), if it holds it."""
+    lock = _HELD.pop(Path(run_dir).resolve(), None)
+    if lock is not None:
+        lock.release()
 
 
 def release_runs() -> None:

@@ -1,5 +1,6 @@
 """What `gentool sample` accepts: one keyword-only dataclass, each option declared once (with its help text and
-flags), checked before any work. Also the options sample and evaluate share, declared here once for both.
+flags), checked before any work. Also the options sample and evaluate share, declared here once for both, and the
+sampler's settings, which export takes too.
 
 Imports nothing heavy: `gentool sample --help` reads this module without loading torch.
 """
@@ -19,9 +20,28 @@ MAX_FRAMES = 500
 
 
 @dataclass(kw_only=True)
-class DrawOptions:
-    """The options of both sample and evaluate: how a checkpoint's samples are drawn, and whether to replace an
-    existing output."""
+class SamplerOptions:
+    """The sampler's settings of a command that draws from a checkpoint (sample, evaluate, export): --steps,
+    --solver, --guidance and each --sampler NAME=VALUE, one place per setting."""
+
+    steps: int | None = copy_option("steps")
+    solver: str | None = copy_option("solver")
+    guidance: float | None = copy_option("guidance")
+    sampler: dict = copy_option("sampler")
+
+    def __post_init__(self):
+        fold_sampler(self)
+
+    @property
+    def sample_options(self) -> dict:
+        """The settings given, by name (the model's family checks them and fills in its defaults)."""
+        return sampler_settings(self)
+
+
+@dataclass(kw_only=True)
+class DrawOptions(SamplerOptions):
+    """The options of both sample and evaluate: how a checkpoint's samples are drawn (the sampler's settings too),
+    and whether to replace an existing output."""
 
     seed: int = option("Random seed; the same seed gives the same result on the CPU.", default=0, metavar="S",
                        check=SEED)
@@ -32,18 +52,7 @@ class DrawOptions:
     precision: str = option("auto (bf16 where this machine runs it measurably faster, else fp32), fp32 (safe "
                             "everywhere), bf16 (autocast; CPUs with AVX512-BF16/AMX, recent GPUs) or fp16 (CUDA/MPS).",
                             default="auto", metavar="auto|fp32|bf16|fp16", check=PRECISION)
-    steps: int | None = copy_option("steps")
-    solver: str | None = copy_option("solver")
-    guidance: float | None = copy_option("guidance")
-    sampler: dict = copy_option("sampler")
     overwrite: bool = option("Replace existing output instead of refusing.", default=False)
-
-    def __post_init__(self):
-        fold_sampler(self)
-
-    @property
-    def sample_options(self) -> dict:
-        return sampler_settings(self)
 
 
 @dataclass(kw_only=True)

@@ -14,7 +14,8 @@ import torch
 from gentool.checkpoint import load_checkpoint
 from gentool.device import choose_precision, pick_device, prepare
 from gentool.errors import ConfigError, UsageError, bad_value
-from gentool.fileio import LinkRefused, prepare_output
+from gentool.fileio import LinkRefused
+from gentool.paths import prepare_output
 from gentool.images import NpzWriter, make_grid, png_name, to_uint8, write_gif, write_grid, write_png_folder
 from gentool.sample_options import MAX_SAMPLES, SampleOptions
 

@@ -42,6 +42,7 @@ from gentool.models.base import GenerativeModel
 from gentool.progress import Reporter
 from gentool.registry import get_entry, list_models
 from gentool.resume import RUN_OPTIONS
+from gentool.run_start import RunStart, prepare_new
 from gentool.summary import check_size
 from gentool.train_options import TrainOptions
 
@@ -73,9 +74,15 @@ class Session:
     sample_settings: dict = field(default_factory=dict)  # the sampler's, for epoch grids and --eval-every
     precision: PrecisionChoice = PrecisionChoice("fp32", "fp32", "given")  # resolved once, as the run started
     nonfinite: set = field(default_factory=set)  # record keys already warned about holding NaN/Inf (written null)
+    start: RunStart | None = None  # a new run's folder, undone unless the loop starts (`started`)
 
     def out_of_time(self) -> bool:
         return self.deadline is not None and time.monotonic() >= self.deadline
+
+    def started(self) -> None:
+        """The loop runs with its signal handlers (a Ctrl-C now saves a checkpoint): a new run's start is kept."""
+        if self.start:
+            self.start.keep()
 
     def signum(self) -> int:
         """The signal that stopped the run (SIGTERM for a rank stopped because another rank was signalled)."""
@@ -160,7 +167,8 @@ def check_batch(model: GenerativeModel, batch_size: int, n_images: int) -> None:
 def new_session(opts: TrainOptions, device: torch.device, world: World = SINGLE,
                 reporter: Reporter | None = None) -> Session:
     """Build data, model, optimizers and an empty run directory for a fresh run (rank 0 alone writes). A start
-    that fails before the run's files are written removes what it created: no dead-end run directory is left."""
+    that fails or is interrupted before the loop runs (`Session.started`) puts the --out path back as it was: no
+    dead-end run directory is left, and no run it would have replaced is lost."""
     entry = get_entry(opts.model)
     data = _load_data(opts, entry.cls, reporter)
     overrides = {"lr": opts.lr, "batch_size": opts.batch_size, **opts.params}
@@ -178,15 +186,16 @@ def new_session(opts: TrainOptions, device: torch.device, world: World = SINGLE,
     run_dir = Path(broadcast_text(str(run_dir), world, device))  # default names hold a timestamp: take rank 0's
     sync_state(model, world)
     # Optimizers before the run directory: building them imports much of torch (seconds) the first time, and a
-    # Ctrl-C during an import leaves at once (gentool.cli.on_sigint), before any clean-up could run.
+    # Ctrl-C during an import leaves at once (gentool.cli.on_sigint); the start's undo runs then too, but the less
+    # happens between making the folder and the loop, the fewer such exits there are.
     optimizers = model.build_optimizers()
-    created = rundir.prepare_new(run_dir, opts.overwrite) if world.main else False
+    start = prepare_new(run_dir, opts.overwrite) if world.main else None
     try:
         if world.main:
             steps = opts.epochs * -(-len(data) // (config.batch_size * world.size))
             rundir.check_writable(run_dir, 4 * checkpoint_size_hint(model), rundir.longest_path(opts, steps))
         session = Session(opts, model, optimizers, data, run_dir, entry.source, world=world,
-                          sample_settings=settings, precision=precision)
+                          sample_settings=settings, precision=precision, start=start)
         if opts.ema is None:  # recorded in config.json as the decay used
             opts.ema = model.default_ema
         session.ema = EMA(model, opts.ema) if opts.ema else None
@@ -197,9 +206,9 @@ def new_session(opts: TrainOptions, device: torch.device, world: World = SINGLE,
                            "precision": session.precision.to_dict()}
             atomic_write_json(run_dir / rundir.CONFIG, config_json)
             write_metrics(session)
-    except BaseException:
-        if world.main:
-            rundir.discard_unstarted(run_dir, created)
+    except BaseException:  # an error or Ctrl-C: the --out path as it was (gentool.run_start)
+        if start:
+            start.undo()
         raise
     _seed_rank(opts.seed, world, 0)
     return session

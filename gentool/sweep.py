@@ -341,7 +341,7 @@ def report(sweep_dir: Path, metric: str | None = None) -> dict:
     results_by_config.csv/.json (each metric's mean, std, min and max over a configuration's seeds, and its standing
     on the heat map's metric: best, within noise or neither); returns the rows, the files written, whether every
     trial is done and, with several seeds, the configuration rows and the metric they are compared on."""
-    from gentool.figures import draw_sweep_figures, pick_metric
+    from gentool.sweep_figures import draw_sweep_figures, pick_metric
 
     manifest = read_manifest(sweep_dir)
     rows = result_rows(manifest)

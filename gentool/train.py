@@ -253,6 +253,8 @@ def _train(opts: TrainOptions, device: torch.device, world: World, reporter: Rep
             raise
         raise failure from exc
     finally:
+        if session is not None and session.start:  # a start that ended before its loop ran: put back (else kept)
+            session.start.undo()
         for hook in hooks:
             hook.teardown(session)
 
@@ -281,6 +283,7 @@ def _run(session: Session, device: torch.device, reporter: Reporter, hooks: list
         hook.on_train_start(session, reporter)
     try:
         with StopSignals() as session.signals:
+            session.started()
             try:
                 _loop(session, hooks, reporter)
             except OutOfTime as exc:

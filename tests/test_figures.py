@@ -5,7 +5,7 @@ import json
 import imageio.v3 as iio
 import pytest
 
-from gentool import figures
+from gentool import figures, sweep_figures
 
 
 def test_panels_follow_the_metric_names():
@@ -30,7 +30,7 @@ def test_loss_png_draws_every_group_and_events(tmp_path):
 
 
 def test_loss_png_marks_a_partial_epoch_apart(tmp_path):
-    plt = figures._pyplot()
+    plt = figures.pyplot()
     full = [{"epoch": e, "step": 4 * e, "d_loss": 1.0 / e} for e in (1, 2)]
     partial = {"epoch": 3, "step": 9, "d_loss": 0.2, "partial": True, "images_seen": 64, "epoch_fraction": 0.25}
     ax = plt.figure().add_subplot()
@@ -83,17 +83,17 @@ def test_interpolate_writes_a_looping_walk(invoke, mnist_root, tmp_path):
 
 def test_sweep_layout_puts_latents_in_columns_and_the_rest_in_rows():
     grid = {"width": [0.5, 1.0], "latent_dim": [2, 5, 10], "clip": [0.01, 0.02]}
-    col, row_axes, rows, cols = figures.sweep_layout(grid)
+    col, row_axes, rows, cols = sweep_figures.sweep_layout(grid)
     assert (col, row_axes, cols) == ("latent_dim", ["width", "clip"], [2, 5, 10])
     assert rows == [(0.5, 0.01), (0.5, 0.02), (1.0, 0.01), (1.0, 0.02)]
-    assert figures.sweep_layout({"clip": [1, 2]})[:2] == ("clip", [])
+    assert sweep_figures.sweep_layout({"clip": [1, 2]})[:2] == ("clip", [])
 
 
 def test_heatmap_leaves_missing_trials_blank(tmp_path):
     grid = {"latent_dim": [2, 5], "width": [0.5, 1.0]}
     trials = [{"values": {"latent_dim": l, "width": w}, "final": {"loss": l * w} if l == 2 else None}
               for l in grid["latent_dim"] for w in grid["width"]]
-    path = figures.plot_heatmap(grid, trials, "loss", tmp_path / "heat.png")
+    path = sweep_figures.plot_heatmap(grid, trials, "loss", tmp_path / "heat.png")
     assert iio.imread(path).shape[0] > 150
 
 

@@ -8,7 +8,7 @@ import imageio.v3 as iio
 import pytest
 import torch
 
-from gentool import figures
+from gentool import figures, sweep_figures
 from gentool.checkpoint import load_checkpoint
 from gentool.data import load_dataset
 from gentool.heldout import heldout_size
@@ -86,7 +86,7 @@ def test_none_for_adversarial_models_and_a_folder_without_test_split_holds_out_e
 
 
 def test_curves_scale_past_a_first_epoch_far_above_the_rest():
-    plt = figures._pyplot()
+    plt = figures.pyplot()
     ax = plt.figure().add_subplot()
     assert figures.focus_ylim(ax, [[160, 110, 105, 103], [150, 108, 104, 106]])
     lo, hi = ax.get_ylim()
@@ -105,6 +105,6 @@ def test_sweep_curves_show_train_and_heldout_terms(invoke, mnist_root, tmp_path)
     assert records(out / trial["run_dir"])["heldout"]["n"] == 8
     assert {"heldout_loss", "heldout_kl"} <= set(trial["final"])
     runs = [records(out / t["run_dir"])["epochs"] for t in json.loads((out / "sweep.json").read_text())["trials"]]
-    assert figures.curve_terms(runs[0]) == ["loss", "reconstruction", "kl"]
+    assert sweep_figures.curve_terms(runs[0]) == ["loss", "reconstruction", "kl"]
     height, width = iio.imread(out / "curves.png").shape[:2]
     assert height > 2 * width  # one row of panels per term: loss, reconstruction, kl

@@ -2,6 +2,7 @@
 
 import os
 import signal
+import sys
 
 
 def _leave(signum, frame):
@@ -26,10 +27,20 @@ def on_sigint(signum, frame):
     seconds) leaves half-initialised modules that fail with unrelated errors (ImportError "initialization failed",
     RecursionError), so during an import gentool leaves at once (exit 130); anywhere else the KeyboardInterrupt lets
     the command clean up (a half-made run directory, a temporary file) before the one-line "interrupted". The
-    training loop replaces this with its own handler, which saves the run."""
+    training loop replaces this with its own handler, which saves the run. Leaving at once skips that clean-up, so
+    what the command registered to undo (gentool.undo: the run folder a start is making) is undone first."""
     if _importing(frame):
-        _leave(signum, frame)
+        try:
+            _undo_pending()
+        finally:
+            _leave(signum, frame)
     raise KeyboardInterrupt
+
+
+def _undo_pending() -> None:
+    undo = sys.modules.get("gentool.undo")  # not imported yet: nothing is registered (and no import from here)
+    if undo is not None:
+        undo.run_pending()
 
 
 def main() -> None:

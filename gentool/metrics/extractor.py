@@ -28,7 +28,8 @@ from torch import nn
 
 import gentool
 from gentool import fileio, schema
-from gentool.data import Geometry, ImageData, batches, cache_dir
+from gentool.cache import cache_dir, set_aside
+from gentool.data import Geometry, ImageData, batches
 from gentool.errors import UsageError
 from gentool.fileio import atomic_write_bytes
 from gentool.metrics.reference import Reference, reference_geometry
@@ -165,7 +166,7 @@ def get_extractor(reference: Reference, device: torch.device, reporter: Reporter
         try:
             return load_extractor(path, device, recipe, geometry)
         except (SafetensorError, OSError, ValueError, KeyError, TypeError, RuntimeError, RecursionError) as exc:
-            fileio.set_aside(path, str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+            set_aside(path, str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
     fileio.make_dirs(path.parent)  # a link there is refused now, not after minutes of training
     size = f" --image-size {reference.image_size}" if reference.image_size else ""
     size += f" --data-dir {shlex.quote(str(reference.data_dir))}" if reference.data_dir else ""

@@ -18,7 +18,8 @@ import torch
 
 from gentool.checkpoint import Checkpoint, load_checkpoint
 from gentool.errors import GentoolError, UsageError
-from gentool.fileio import check_input_file, read_regular
+from gentool.fileio import read_regular
+from gentool.paths import check_input_file
 from gentool.images import ImageError, image_pixels, is_grey, open_image, to_uint8
 
 SOURCE_HELP = "a checkpoint (.safetensors), an .npz of images (key 'images', uint8 N×H×W×C) or a folder of PNGs"

@@ -17,6 +17,7 @@ import torch
 
 import gentool
 from gentool import fileio, schema
+from gentool.cache import set_aside
 from gentool.fileio import atomic_write_bytes, atomic_write_json
 from gentool.metrics.distances import (SWD_PROJECTIONS, SWD_SEED, pixel_histogram, pixel_moments, project,
                                        projection_directions)
@@ -119,7 +120,7 @@ def read_cache_entry(npz_path: Path, json_path: Path, expected: dict, shapes) ->
     try:
         meta = schema.read(json_path, CACHE_META)
     except (OSError, ValueError) as exc:
-        fileio.set_aside(json_path, str(exc))
+        set_aside(json_path, str(exc))
         return None
     if any(meta.get(k) != v for k, v in expected.items()):
         return None
@@ -127,7 +128,7 @@ def read_cache_entry(npz_path: Path, json_path: Path, expected: dict, shapes) ->
         with fileio.open_regular(npz_path) as f, zipfile.ZipFile(f) as archive:
             return {k: cached_array(archive, k, shape) for k, shape in shapes(meta["n"]).items()}
     except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, zlib.error) as exc:
-        fileio.set_aside(npz_path, str(exc) or type(exc).__name__)
+        set_aside(npz_path, str(exc) or type(exc).__name__)
         return None
 
 

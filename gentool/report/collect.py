@@ -18,7 +18,8 @@ from gentool import rundir
 from gentool import seed_stats
 from gentool import sweep as sw
 from gentool.errors import GentoolError, UsageError
-from gentool.figures import MATRIX_PNG, PROGRESS_GIF
+from gentool.figures import PROGRESS_GIF
+from gentool.sweep_figures import MATRIX_PNG
 from gentool.registry import get_entry
 from gentool.report.readers import (Picture, as_object, clean_events, clean_records, is_number, is_scalar,
                                     read_json_file, read_picture)

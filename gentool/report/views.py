@@ -10,7 +10,7 @@ import json
 import math
 from pathlib import Path
 
-from gentool import figures
+from gentool import figures, sweep_figures
 from gentool import seed_stats
 from gentool import sweep as sw
 from gentool.report.readers import Picture, is_number, picture
@@ -263,11 +263,11 @@ def sweep_view(sweep: dict) -> dict:
     grid, trials, notes = sweep["grid"], sweep["trials"], sweep["notes"]
     manifest = sweep["manifest"]
     fig_trials = [{**t, "final": sw.trial_metrics(t)} for t in trials]
-    metric = figures.pick_metric(fig_trials)  # as the sweep picks its heat map's metric
+    metric = sweep_figures.pick_metric(fig_trials)  # as the sweep picks its heat map's metric
     seeded = seed_stats.seeded(grid)
-    col_axis, row_axes, _, _ = figures.sweep_layout(grid)
+    col_axis, row_axes, _, _ = sweep_figures.sweep_layout(grid)
     figs = [sweep["matrix"],
-            drawn(lambda buf: figures.plot_sweep_curves(grid, fig_trials, buf),
+            drawn(lambda buf: sweep_figures.plot_sweep_curves(grid, fig_trials, buf),
                   f"Curves per epoch of every trial: the training loss (and the loss terms recorded on held-out "
                   f"data too), training solid and held-out dashed; one column of panels per "
                   f"{', '.join(row_axes) or 'grid'} value, one colour per {col_axis}",
@@ -277,7 +277,7 @@ def sweep_view(sweep: dict) -> dict:
         spread = (f", each cell the {seed_stats.SPREAD} of its {len(grid[seed_stats.SEED])} seeds; ★ marks the best "
                   f"and ≈ those within noise of it ({seed_stats.RULE})") if seeded else \
             ", each cell annotated with its value"
-        figs.append(drawn(lambda buf: figures.plot_heatmap(grid, fig_trials, metric, buf),
+        figs.append(drawn(lambda buf: sweep_figures.plot_heatmap(grid, fig_trials, metric, buf),
                           f"Heat map of the final {metric} over the grid: rows by {', '.join(row_axes) or 'grid'}, "
                           f"columns by {col_axis or 'configuration'}{spread}",
                           f"Final {metric} over the grid ({seed_stats.direction(metric)}){spread}.", notes,

@@ -1,0 +1,32 @@
+"""The per-user cache (decoded image folders, reference extractors and their statistics, precision measurements):
+where it is, and what happens to an entry found damaged: it is moved aside, never deleted, and built again."""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+
+from gentool.errors import UsageError
+from gentool.fileio import check_no_links
+
+
+def cache_dir() -> Path:
+    """The per-user cache folder ($XDG_CACHE_HOME/gentool, else ~/.cache/gentool)."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "gentool"
+
+
+def set_aside(path: Path, problem: str) -> None:
+    """Move a damaged cache entry out of the way (renamed NAME.bad, NAME.bad1, ... beside it; never deleted, so it
+    can be looked at) with a one-line warning; the caller then rebuilds it."""
+    path = Path(path)
+    target = next(t for t in (path.with_name(f"{path.name}.bad{k or ''}") for k in range(10**6))
+                  if not os.path.lexists(t))
+    try:
+        check_no_links(path, last=False)
+        os.rename(path, target)
+        moved = f"moved to {target.name}"
+    except (OSError, UsageError) as exc:
+        moved = f"could not be moved aside ({exc.strerror if isinstance(exc, OSError) else exc})"
+    warnings.warn(f"cache entry {path} is damaged ({problem}); {moved}, building it again")

@@ -1,0 +1,133 @@
+"""Ctrl-C while a new run starts leaves the --out path as it was (no folder, or the run that was there with all its
+files, also one that --overwrite would have replaced), or a run that resumes: never an empty or dead-end folder.
+The moments are hit exactly: Ctrl-C inside an import, where gentool leaves at once (gentool.cli.on_sigint), and a
+KeyboardInterrupt anywhere else before the training loop runs."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from gentool import fileio, rundir, run_start
+
+# Ctrl-C inside an import (as when filelock, PIL or torch loads a module on first use): gentool's SIGINT handler
+# (gentool.cli.on_sigint) ends the process at once. `import ctrl_c` is that moment, anywhere in the code after this.
+CTRL_C_IN_AN_IMPORT = """
+import os, signal, sys
+from pathlib import Path
+import gentool.cli
+signal.signal(signal.SIGINT, gentool.cli.on_sigint)
+sys.path.insert(0, sys.argv.pop())
+"""
+CTRL_C = "import os, signal, time\nos.kill(os.getpid(), signal.SIGINT)\ntime.sleep(30)\n"
+# A start interrupted right after one of its steps.
+INTERRUPTED_START = """
+from gentool import fileio, rundir, run_start
+step, path, overwrite = sys.argv[1], Path(sys.argv[2]), sys.argv[3] == "1"
+owner, name = {"lock": (rundir, "lock_run"), "set aside": (os, "rename"), "samples": (fileio, "make_dirs")}[step]
+real = getattr(owner, name)
+def then_ctrl_c(*args, **kwargs):
+    setattr(owner, name, real)
+    real(*args, **kwargs)
+    import ctrl_c
+setattr(owner, name, then_ctrl_c)
+run_start.prepare_new(path, overwrite)
+print("not interrupted")
+"""
+
+
+def ctrl_c_in_an_import(tmp_path: Path, script: str, *args) -> None:
+    """Run `script` until its `import ctrl_c`: gentool's exit then (130, one line)."""
+    modules = tmp_path / "modules"
+    modules.mkdir()
+    (modules / "ctrl_c.py").write_text(CTRL_C)
+    done = subprocess.run([sys.executable, "-c", CTRL_C_IN_AN_IMPORT + script, *map(str, args), modules],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 130 and done.stderr.strip() == "interrupted", done.stdout + done.stderr
+
+
+def tree(path: Path) -> dict[str, bytes | None]:
+    return {str(f.relative_to(path)): f.read_bytes() if f.is_file() else None for f in sorted(path.rglob("*"))}
+
+
+def old_run(path: Path, finished: bool = True) -> dict:
+    """A run folder as a run left it (with a file of the user's): finished, or stopped before its first checkpoint."""
+    (path / rundir.SAMPLES).mkdir(parents=True)
+    (path / rundir.CONFIG).write_text(json.dumps({"gentool_version": "0", "model": "vae"}))
+    (path / rundir.METRICS).write_text('{"epochs": []}')
+    if finished:
+        (path / rundir.LAST).write_bytes(b"the old run's weights")
+        (path / rundir.SAMPLES / "epoch_0001.png").write_bytes(b"png")
+        (path / "notes.txt").write_text("the user's own")
+    return tree(path)
+
+
+CASES = [("new", "lock", False), ("new", "samples", False), ("run", "lock", True), ("run", "set aside", True),
+         ("run", "samples", True), ("unstarted", "set aside", False), ("unstarted", "samples", False)]
+
+
+@pytest.mark.parametrize("there, step, overwrite", CASES)
+def test_ctrl_c_during_an_import_leaves_the_out_path_as_it_was(tmp_path, there, step, overwrite):
+    path = tmp_path / "runs" / "run"  # a new one's parent is made too, and goes with it
+    before = None if there == "new" else old_run(path, finished=there == "run")
+    ctrl_c_in_an_import(tmp_path, INTERRUPTED_START, step, path, int(overwrite))
+    assert (tree(path) if path.exists() else None) == before and path.parent.exists() == (there != "new")
+
+
+@pytest.mark.parametrize("helper", ["atomic_open", "staged"])
+def test_ctrl_c_during_an_import_leaves_no_temporary(tmp_path, helper):
+    """The same for the temporaries files are written through (a run's, an export's)."""
+    out = tmp_path / "out"
+    out.mkdir()
+    ctrl_c_in_an_import(tmp_path, f"from gentool import fileio\nwith fileio.{helper}(Path(sys.argv[1])):\n"
+                                  f"    import ctrl_c\n", out / "file.bin")
+    assert not any(out.iterdir())
+
+
+@pytest.mark.parametrize("there, step, overwrite", CASES)
+def test_an_interrupted_or_failed_start_is_undone(tmp_path, monkeypatch, there, step, overwrite):
+    """KeyboardInterrupt (or an error) after a step of the start, in this process: the same promise."""
+    path = tmp_path / "runs" / "run"
+    before = None if there == "new" else old_run(path, finished=there == "run")
+    owner, name = {"lock": (rundir, "lock_run"), "set aside": (run_start.os, "rename"),
+                   "samples": (fileio, "make_dirs")}[step]
+    real = getattr(owner, name)
+
+    def then_ctrl_c(*args, **kwargs):
+        monkeypatch.setattr(owner, name, real)
+        real(*args, **kwargs)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(owner, name, then_ctrl_c)
+    with pytest.raises(KeyboardInterrupt):
+        run_start.prepare_new(path, overwrite)
+    assert (tree(path) if path.exists() else None) == before and path.parent.exists() == (there != "new")
+    assert not rundir.holds(path)  # its lock is given up: the same process may start there again
+
+
+def test_a_start_is_kept_once_its_loop_runs_and_undone_before(tmp_path):
+    """Ctrl-C between the run's files and its loop (a hook's on_train_start) puts the replaced run back; a start
+    that reaches its loop replaces it (its files only: the user's stay), leaving no set-aside folder behind."""
+    from gentool.hooks import TrainHook
+    from gentool.train import TrainOptions, train
+
+    class CtrlC(TrainHook):
+        def on_train_start(self, session, reporter):
+            assert (session.run_dir / rundir.CONFIG).is_file()
+            raise KeyboardInterrupt
+
+    path = tmp_path / "run"
+    before = old_run(path)
+    opts = dict(model="vae", data="mnist-sample", limit=16, epochs=1, width=0.25, out=str(path), sample_every=0,
+                overwrite=True, precision="fp32")
+    with pytest.raises(KeyboardInterrupt):
+        train(TrainOptions(**opts), hooks=[CtrlC()])
+    assert tree(path) == before
+    train(TrainOptions(**opts))
+    after = tree(path)
+    assert after[rundir.LAST] != before[rundir.LAST] and after["notes.txt"] == before["notes.txt"]
+    assert "samples/epoch_0001.png" not in after and not [f for f in after if f.startswith(run_start.SET_ASIDE)]
