@@ -43,6 +43,11 @@ class LoadMeter:
         self._end, self._own_end, self._wall_end = _cpu_seconds(), _own_seconds(), time.monotonic()
         return False
 
+    @property
+    def measured(self) -> bool:
+        """Whether /proc/stat was read at both ends of the block (else other_share falls back on the load average)."""
+        return self._start is not None and self._end is not None
+
     def own_share(self, threads: int) -> float:
         """The share of its `threads` cores this process got during the block: well below 1 when another process
         shared them (a busy core shows here even when the machine as a whole looks half idle)."""
@@ -56,7 +61,7 @@ class LoadMeter:
 
     def other_share(self) -> float:
         """0 (nothing else ran) to 1 (every core busy with other work) during the block."""
-        if self._start is None or self._end is None:
+        if not self.measured:
             return max(0.0, min(1.0, (os.getloadavg()[0] - 1) / cores())) if hasattr(os, "getloadavg") else 0.0
         busy = self._end[0] - self._start[0] - (self._own_end - self._own)
         total = self._end[1] - self._start[1]
@@ -93,4 +98,4 @@ def others_now(window: float = 0.25) -> float | None:
     meanwhile), or None where /proc/stat is not there."""
     with LoadMeter() as meter:
         time.sleep(window)
-    return None if meter._start is None or meter._end is None else meter.other_share() * cores()
+    return meter.other_share() * cores() if meter.measured else None
