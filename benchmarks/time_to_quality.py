@@ -212,7 +212,7 @@ def main() -> None:
     parser.add_argument("--peer-steps", default="torchcfm=100,ddpm=50",
                         help="sampler steps of the CIFAR peers (torchcfm: Euler; ddpm: its DDIM sampler)")
     parser.add_argument("--marks", default="2,5,7.5,10,15", help="minutes since launch to score (≤ --minutes)")
-    parser.add_argument("--configs", nargs="+", default=["wgan-gp --ema 0.999"],
+    parser.add_argument("--configs", nargs="*", default=["wgan-gp --ema 0.999"],
                         help="gentool train arguments, one string per configuration (MODEL first)")
     parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
     parser.add_argument("--n", type=int, default=5000)
