@@ -22,6 +22,7 @@ from gentool.fileio import atomic_write_bytes, open_regular
 from gentool.images import make_grid, to_uint8, write_gif
 from gentool.results import BOOKKEEPING
 from gentool.hooks import TrainHook
+from gentool.history import epoch_position as record_position, finished, partial_records
 
 LOSS_PNG, PROGRESS_GIF = rundir.LOSS_PNG, rundir.PROGRESS_GIF
 MATRIX_PNG, CURVES_PNG, HEATMAP_PNG = "samples_matrix.png", "curves.png", "heatmap.png"
@@ -99,7 +100,7 @@ def plot_losses(history: dict, path: Path, title: str = "") -> Path | None:
         for key in names:
             base = key.removeprefix(HELDOUT)
             colours[key] = _plot_metric(ax, key, records, colours.get(base), "--" if key != base else "-")
-        focus_ylim(ax, [[r[k] for r in records if not r.get("partial") and _number(r.get(k))] for k in names])
+        focus_ylim(ax, [[r[k] for r in finished(records) if _number(r.get(k))] for k in names])
         _mark_events(ax, history.get("events", []))
         _style(ax, name)
         ax.legend(fontsize=8)
@@ -118,7 +119,7 @@ def whole_epoch_axis(ax, records: list[dict]) -> None:
 
 def epoch_position(record: dict) -> float:
     """Where a record sits on the epoch axis: a finished epoch at its number, a partial one at the share done."""
-    return record["epoch"] - 1 + record.get("epoch_fraction", 1.0) if record.get("partial") else record["epoch"]
+    return record_position(record)
 
 
 def _number(value) -> bool:
@@ -145,15 +146,15 @@ def focus_ylim(ax, curves: list[list[float]]) -> bool:
 def _plot_metric(ax, key: str, records: list[dict], color=None, linestyle: str = "-") -> str | None:
     """One metric's curve over the finished epochs, and a partial epoch's means (a run stopped inside an epoch) as a
     hollow diamond at the fraction of the epoch done, joined to the curve by a dotted line. Returns its colour."""
-    points = [(r["epoch"], r[key]) for r in records if not r.get("partial") and isinstance(r.get(key), (int, float))]
+    points = [(r["epoch"], r[key]) for r in finished(records) if isinstance(r.get(key), (int, float))]
     if points:
         (line,) = ax.plot(*zip(*points), marker="o" if len(points) < 30 else None, markersize=3, label=key,
                           color=color, linestyle=linestyle)
         color = line.get_color()
     # The epoch in progress: one record when a run stopped inside it, or its running means every few minutes while
     # a long epoch is drawn (gentool.train.draw_progress); joined by a dotted line, the latest one labelled.
-    partial = sorted(((epoch_position(r), r[key], r) for r in records
-                      if r.get("partial") and isinstance(r.get(key), (int, float))), key=lambda p: p[0])
+    partial = sorted(((epoch_position(r), r[key], r) for r in partial_records(records)
+                      if isinstance(r.get(key), (int, float))), key=lambda p: p[0])
     if partial:
         x, y, last = partial[-1]
         label = f"{key}, epoch {last['epoch']} so far ({last.get('epoch_fraction', 1.0):.0%})"

@@ -12,6 +12,7 @@ from rich.table import Table
 
 from gentool import rundir
 from gentool.fileio import atomic_write_bytes, atomic_write_json
+from gentool.history import finished_epochs  # noqa: F401 (the name summary and sweeps import from here)
 
 ALWAYS_SHOWN = ("latent_dim", "width")  # the study's two axes of model size
 GEOMETRY = {"channels", "image_height", "image_width", "num_classes"}
@@ -29,11 +30,6 @@ def final_metrics(records: list[dict]) -> dict:
     final = {k: v for k, v in records[-1].items() if k not in BOOKKEEPING}
     final["seconds"] = round(sum(r.get("seconds", 0) for r in records), 1)
     return final
-
-
-def finished_epochs(records: list[dict]) -> int:
-    """How many epochs the records show finished (a partial record, of an epoch stopped inside, does not count)."""
-    return max((r["epoch"] for r in records if not r.get("partial")), default=0)
 
 
 def find_runs(root: Path) -> list[Path]:

@@ -16,6 +16,7 @@ from gentool import schema as s
 from gentool.errors import GentoolError, UsageError
 from gentool import fileio
 from gentool.fileio import atomic_copy, atomic_write_json, read_json, read_regular
+from gentool.history import read_checked, read_history
 
 RUNS_ENV = "GENTOOL_RUNS"  # the folder default run directories go in (else runs/)
 CONFIG = "config.json"
@@ -313,12 +314,8 @@ def restore_periodic(ckpt_path: Path, state: dict) -> Path | None:
     return target
 
 
-# metrics.json and config.json as gentool reads them back (from runs that may have been edited or damaged).
-RECORD = s.Obj({"epoch": s.Int(0, 10**9)}, extra=s.SCALAR, max_len=1000)
-EVENT = s.Obj({}, {"epoch": s.Int(0, 10**9)}, extra=s.SCALAR, max_len=100)
-HISTORY = s.Obj({}, {"epochs": s.List(RECORD, 10**7), "events": s.List(EVENT, 10**6),
-                     "best": s.Obj({}, extra=s.SCALAR, max_len=100),
-                     "heldout": s.Obj({}, extra=s.SCALAR, max_len=100)})
+# config.json as gentool reads it back (from runs that may have been edited or damaged); metrics.json's own
+# reading, checking and cutting back on resume is gentool.history's.
 RUN_CONFIG = s.Obj({}, {"model": s.Opt(s.Str(200)), "config": s.Map(s.SCALAR, max_len=200),
                         "data": s.Opt(s.Obj({}, {"name": s.Opt(s.Str(200))}))})
 
@@ -326,32 +323,9 @@ RUN_CONFIG = s.Obj({}, {"model": s.Opt(s.Str(200)), "config": s.Map(s.SCALAR, ma
 def read_metrics(path: Path, arg: str = "RUN_DIR") -> dict:
     """A run's metrics.json, every field gentool uses checked; an unreadable or invalid file is one line naming
     `arg`, the file and the field."""
-    return _read(path, HISTORY, arg)
+    return read_history(path, arg)
 
 
 def read_run_config(path: Path, arg: str = "RUN_DIR") -> dict:
     """A run's config.json, checked like `read_metrics`."""
-    return _read(path, RUN_CONFIG, arg)
-
-
-def _read(path: Path, spec: s.Spec, arg: str) -> dict:
-    try:
-        return s.read(path, spec)
-    except s.Invalid as exc:
-        raise GentoolError(f"{arg}: {path}: {exc}") from None
-    except OSError as exc:
-        raise GentoolError(f"{arg}: cannot read {path} ({exc.strerror or exc})") from None
-
-
-def resumed_history(run_dir: Path, epoch: int, inside_epoch: bool = False) -> dict | None:
-    """The run's metrics.json cut back to the epochs up to `epoch` (the checkpoint's): a record written after the
-    checkpoint is redone by the resumed run. A checkpoint taken inside the next epoch (`inside_epoch`) keeps that
-    epoch's partial record until its finished record replaces it. None when the run has no metrics.json."""
-    path = run_dir / METRICS
-    if not path.exists():
-        return None
-    history = read_metrics(path, "--resume")
-    history["epochs"] = [r for r in history.get("epochs", []) if r["epoch"] <= epoch
-                         or (r.get("partial") and inside_epoch and r["epoch"] == epoch + 1)]
-    history["events"] = [e for e in history.get("events", []) if e.get("epoch", 0) <= epoch]
-    return history
+    return read_checked(path, RUN_CONFIG, arg)
