@@ -63,8 +63,8 @@ class RunView:
         self._session.stop_reason = reason
 
     def __getattr__(self, name: str):  # the session's other values, read-only
-        if name.startswith("_"):
-            raise AttributeError(name)
+        if name.startswith("_") or not hasattr(self._session, name):
+            raise AttributeError(f"the run a hook sees has no attribute {name!r}")
         return getattr(self._session, name)
 
     def __setattr__(self, name: str, value) -> None:

@@ -1,6 +1,7 @@
 """Checkpoints written by earlier gentool versions keep loading (tests/data, written by make_v1_checkpoints.py with
 the code of the version named there)."""
 
+import json
 import shutil
 from pathlib import Path
 
@@ -9,7 +10,8 @@ import pytest
 import torch
 
 from gentool.checkpoint import load_checkpoint
-from gentool.checkpoint_meta import optimizer_meta
+from gentool.checkpoint_meta import optimizer_meta, read_metadata
+from gentool.history import PartialEpoch, RunHistory, is_partial, state_json
 from gentool.images import to_uint8
 from gentool.train import TrainOptions, train
 
@@ -31,3 +33,20 @@ def test_checkpoints_of_format_1_still_load_and_sample_as_before(name, mnist_roo
         shutil.copyfile(path, run / "last.safetensors")
         result = train(TrainOptions(model=ckpt.meta["model"], resume=str(run), epochs=2, data_dir=str(mnist_root)))
         assert result["epochs"] == 2 and result["step"] > 5
+
+
+def test_a_run_stopped_inside_an_epoch_by_an_earlier_release_resumes(mnist_root, tmp_path):
+    """tests/data/partial_run (make_partial_run.py, written before gentool.history): the epoch's running sums read
+    back as that release wrote them, and the resumed run replaces the epoch's partial record by its finished one."""
+    run = tmp_path / "run"
+    (run / "samples").mkdir(parents=True)
+    for name in ("last.safetensors", "metrics.json"):
+        shutil.copyfile(DATA / "partial_run" / name, run / name)
+    state = read_metadata(run / "last.safetensors")["state"]
+    assert state["batch"] == 1 and state_json(PartialEpoch.from_json(state["partial"])) == state["partial"]
+    [old] = RunHistory.read(run / "metrics.json").typed()
+    assert old.partial and (old.epoch, old.step, old.epoch_fraction) == (1, 1, 0.25) and "loss" in old.metrics
+    result = train(TrainOptions(resume=str(run), epochs=2, data_dir=str(mnist_root)))
+    records = json.loads((run / "metrics.json").read_text())["epochs"]
+    assert [(r["epoch"], r["step"], is_partial(r)) for r in records] == [(1, 4, False), (2, 8, False)]
+    assert result["step"] == 8 and set(records[0]) >= set(old.to_json()) - {"partial", "images_seen", "epoch_fraction"}
