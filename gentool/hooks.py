@@ -62,6 +62,9 @@ class RunView:
         """End the run after this epoch, with `reason` printed and recorded (as a time budget ends it)."""
         self._session.stop_reason = reason
 
+    def __copy__(self) -> RunView:  # nothing to copy: a hook cannot change the view
+        return self
+
     def __getattr__(self, name: str):  # the session's other values, read-only
         if name.startswith("_") or not hasattr(self._session, name):
             raise AttributeError(f"the run a hook sees has no attribute {name!r}")
