@@ -36,7 +36,7 @@ class RunView:
     the run it does through `history` (the metrics.json document: events, best, evaluation), `save`, and `stop`;
     setting `stop_reason`, as hooks did before the view, still calls `stop`."""
 
-    __slots__ = ("_session", "_opts")
+    __slots__ = ("_opts", "_session")
 
     def __init__(self, session: Any):
         object.__setattr__(self, "_session", session)

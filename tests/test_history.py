@@ -11,7 +11,14 @@ import pytest
 
 from gentool import figures, results, schema
 from gentool.errors import GentoolError
-from gentool.history import EpochRecord, PartialEpoch, RunHistory, finished, is_partial, state_json
+from gentool.history import (
+    EpochRecord,
+    PartialEpoch,
+    RunHistory,
+    finished,
+    is_partial,
+    state_json,
+)
 from gentool.hooks import Guarded, RunView, TrainHook
 from gentool.report.views import metric_tables
 
