@@ -9,7 +9,7 @@ from pathlib import Path
 from gentool.train import TrainOptions, train
 data_dir, out = sys.argv[1], Path(sys.argv[2])
 with tempfile.TemporaryDirectory() as tmp:
-    train(TrainOptions(model="vae", data="mnist", data_dir=data_dir, limit=64, batch_size=16, width=0.1, latent_dim=4,
+    train(TrainOptions(model="vae", data="mnist", data_dir=data_dir, limit=64, batch_size=16, width=0.02, latent_dim=2,
                        seed=0, precision="fp32", epochs=2, sample_every=0, checkpoint_every=0, max_minutes=1e-9,
                        out=f"{tmp}/run"))
     out.mkdir(parents=True, exist_ok=True)
