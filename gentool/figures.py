@@ -17,9 +17,8 @@ import numpy as np
 from gentool import rundir
 from gentool.fileio import atomic_write_bytes, open_regular
 from gentool.images import write_gif
-from gentool.results import BOOKKEEPING
 from gentool.hooks import TrainHook
-from gentool.history import epoch_position, finished, partial_records, read_history
+from gentool.history import BOOKKEEPING, epoch_position, finished, partial_records, read_history
 
 LOSS_PNG, PROGRESS_GIF = rundir.LOSS_PNG, rundir.PROGRESS_GIF
 REFRESH_EVERY = 10  # epochs between loss.png refreshes during a run (the final one is drawn at the end)

@@ -39,6 +39,10 @@ PARTIAL_EPOCH = s.Obj({}, {"sums": s.Map(s.Num(), max_len=1000), "counts": s.Map
                            "seen": s.Int(0, MAX_STEP), "seconds": s.Num(0)})
 CORE = ("epoch", "step", "seconds", "images_per_second")  # where an epoch ended and how long it took
 PROGRESS = ("partial", "images_seen", "epoch_fraction")  # a partial record's own fields
+# Fields of a record that describe the epoch rather than measure the model (left out of final metrics and loss
+# curves): the above, but for `partial` (the final metrics say when the last epoch was stopped inside), and
+# `heldout_seconds` (what the epoch's held-out losses took, beside its training `seconds`).
+BOOKKEEPING = frozenset(CORE + PROGRESS) - {"partial"} | {"heldout_seconds"}
 
 
 def is_partial(record: Mapping) -> bool:

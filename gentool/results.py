@@ -12,14 +12,10 @@ from rich.table import Table
 
 from gentool import rundir
 from gentool.fileio import atomic_write_bytes, atomic_write_json
-from gentool.history import CORE, PROGRESS, finished_epochs, read_records
+from gentool.history import BOOKKEEPING, finished_epochs, read_records
 
 ALWAYS_SHOWN = ("latent_dim", "width")  # the study's two axes of model size
 GEOMETRY = {"channels", "image_height", "image_width", "num_classes"}
-# Fields of an epoch's record that describe the epoch rather than measure the model: gentool.history's own, but for
-# `partial` (the final metrics say when the last epoch was stopped inside), and `heldout_seconds` (what the epoch's
-# held-out losses took, beside its training `seconds`).
-BOOKKEEPING = (set(CORE) | set(PROGRESS)) - {"partial"} | {"heldout_seconds"}
 
 
 def final_metrics(records: list[dict]) -> dict:

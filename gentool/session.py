@@ -23,7 +23,7 @@ from gentool.checkpoint import (
 )
 from gentool.couplings import is_couplings
 from gentool.data import ImageData, load_dataset
-from gentool.device import PrecisionChoice, check_precision, choose_precision, prepare, seed_everything
+from gentool.device import PrecisionChoice, check_precision, prepare, seed_everything
 from gentool.precision import host_id
 from gentool.precision_check import check_run
 from gentool.distributed import (
@@ -174,12 +174,12 @@ def check_batch(model: GenerativeModel, batch_size: int, n_images: int) -> None:
                                              f"need two images per batch)")
 
 
-def new_session(opts: TrainOptions, device: torch.device, world: World = SINGLE, reporter: Reporter | None = None,
-                precision: PrecisionChoice | None = None) -> Session:
+def new_session(opts: TrainOptions, device: torch.device, precision: PrecisionChoice, world: World = SINGLE,
+                reporter: Reporter | None = None) -> Session:
     """Build data, model, optimizers and an empty run directory for a fresh run (rank 0 alone writes). A start
     that fails or is interrupted before the loop runs (`Session.started`) puts the --out path back as it was: no
-    dead-end run directory is left, and no run it would have replaced is lost.
-    `precision`: --precision as the caller resolved it (else resolved here)."""
+    dead-end run directory is left, and no run it would have replaced is lost. `precision`: --precision as
+    `gentool.train.train` resolved it, once per run (auto's check of this model may still switch it: check_run)."""
     entry = get_entry(opts.model)
     data = _load_data(opts, entry.cls, reporter)
     overrides = {"lr": opts.lr, "batch_size": opts.batch_size, **opts.params}
@@ -191,7 +191,6 @@ def new_session(opts: TrainOptions, device: torch.device, world: World = SINGLE,
     model = entry.cls(config)
     check_batch(model, config.batch_size, len(data) // world.size)
     settings = model.sample_settings(opts.sample_options)  # a bad --steps fails before the run directory exists
-    precision = precision or choose_precision(opts.precision, device)
     prepare_model(model, opts, device, precision)
     run_dir = Path(opts.out) if opts.out else rundir.default_run_dir(entry.name, data.name)
     run_dir = Path(broadcast_text(str(run_dir), world, device))  # default names hold a timestamp: take rank 0's
@@ -231,17 +230,16 @@ def _seed_rank(seed: int, world: World, step: int) -> None:
         torch.manual_seed(seed * 1_000_003 + world.rank * 7_919 + step)
 
 
-def resume_session(opts: TrainOptions, device: torch.device, world: World = SINGLE,
-                   reporter: Reporter | None = None, precision: PrecisionChoice | None = None) -> Session:
+def resume_session(opts: TrainOptions, device: torch.device, precision: PrecisionChoice, world: World = SINGLE,
+                   reporter: Reporter | None = None) -> Session:
     """Reopen a run from its checkpoint (opts.resume, chosen by `gentool.resume.plan`, which also filled in the
-    run's recorded options): weights, optimizers, RNG, counters. `precision`: --precision as the caller resolved
-    it (else resolved here); auto may keep the run's own instead (`resumed_precision`)."""
+    run's recorded options): weights, optimizers, RNG, counters. `precision`: --precision as `gentool.train.train`
+    resolved it; auto may keep the run's own instead (`resumed_precision`)."""
     ckpt_path = Path(opts.resume)
     if world.main and ckpt_path.parent.is_dir():
         rundir.lock_run(ckpt_path.parent, "--resume")  # one writer per run: refused while another process writes it
     ckpt = load_checkpoint(ckpt_path, device, arg="--resume", weights="raw")
-    choice = precision or choose_precision(opts.precision, device)
-    precision = resumed_precision(choice, ckpt.state.get("precision"), device)
+    precision = resumed_precision(precision, ckpt.state.get("precision"), device)
     prepare_model(ckpt.model, opts, device, precision)
     if world.main:
         rundir.refuse_links(ckpt_path.parent, "--resume")

@@ -242,7 +242,7 @@ def _train(opts: TrainOptions, device: torch.device, world: World, reporter: Rep
     session = None
     try:
         start = resume_session if opts.resume else new_session
-        session = start(opts, device, world, reporter, precision)
+        session = start(opts, device, precision, world, reporter)
         return _run(session, device, reporter, hooks)
     except Exception as exc:  # a plugin model's own failure is one line naming the plugin (GENTOOL_DEBUG: traceback)
         failure = plugin_failure(exc, session.source if session else plugin_source(opts.model),
