@@ -106,30 +106,36 @@ class EpochRecord:
 
 @dataclass(frozen=True)
 class PartialEpoch:
-    """The epoch in progress as a checkpoint taken inside it holds it: each reported quantity's running sum and
-    count, the images seen and the seconds trained so far (this rank's)."""
+    """The epoch in progress as a checkpoint taken inside it holds it: the batches done (where a resumed run goes
+    on), each reported quantity's running sum and count, the images seen and the seconds trained so far (this
+    rank's). Between epochs there is none (None)."""
 
+    batch: int
     sums: Mapping[str, float] = field(default_factory=dict)
     counts: Mapping[str, int] = field(default_factory=dict)
     seen: int = 0
     seconds: float = 0.0
 
     def to_json(self) -> dict:
+        """`state.partial` as gentool has always written it (the batches done are `state.batch`, beside it)."""
         return {"sums": dict(self.sums), "counts": dict(self.counts), "seen": self.seen, "seconds": self.seconds}
 
     @classmethod
-    def from_json(cls, value, where: str = "state.partial") -> PartialEpoch | None:
-        """The checked state (None for the `{}` a checkpoint between epochs holds, or none at all)."""
-        if not value:
+    def from_state(cls, state: Mapping) -> PartialEpoch | None:
+        """From a checkpoint's `state` (its `batch` and `partial`, each checked): None for a checkpoint taken
+        between epochs (`batch` 0 and `partial` `{}` or absent)."""
+        batch, value = s.check(state.get("batch", 0), s.Int(0, MAX_COUNT), "state.batch"), state.get("partial") or {}
+        if not batch and not value:
             return None
-        value = s.check(value, PARTIAL_EPOCH, where)
-        return cls(dict(value.get("sums", {})), dict(value.get("counts", {})), value.get("seen", 0),
+        value = s.check(value, PARTIAL_EPOCH, "state.partial")
+        return cls(batch, dict(value.get("sums", {})), dict(value.get("counts", {})), value.get("seen", 0),
                    value.get("seconds", 0.0))
 
 
-def state_json(partial: PartialEpoch | None) -> dict:
-    """A checkpoint's `state.partial`: `{}` between epochs, as gentool has always written it."""
-    return partial.to_json() if partial is not None else {}
+def state_fields(partial: PartialEpoch | None) -> dict:
+    """A checkpoint's `state.batch` and `state.partial`: 0 and `{}` between epochs, as gentool has always written
+    them."""
+    return {"batch": partial.batch, "partial": partial.to_json()} if partial else {"batch": 0, "partial": {}}
 
 
 class RunHistory:

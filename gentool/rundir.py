@@ -15,6 +15,7 @@ from gentool import schema as s
 from gentool.errors import GentoolError, UsageError
 from gentool import fileio
 from gentool.fileio import atomic_copy, atomic_write_json, read_json, read_regular
+from gentool.history import PartialEpoch
 
 RUNS_ENV = "GENTOOL_RUNS"  # the folder default run directories go in (else runs/)
 CONFIG = "config.json"
@@ -248,7 +249,8 @@ def restore_periodic(ckpt_path: Path, state: dict) -> Path | None:
     copied back. Returns the restored path, if any."""
     every = (state.get("options") or {}).get("checkpoint_every")
     epoch = state["epoch"]
-    if ckpt_path.name != LAST or state.get("batch") or not every or not epoch or epoch % every:
+    inside_epoch = PartialEpoch.from_state(state) is not None  # taken inside the next epoch: not an epoch's end
+    if ckpt_path.name != LAST or inside_epoch or not every or not epoch or epoch % every:
         return None
     target = epoch_checkpoint(ckpt_path.parent, epoch)
     if target.exists():

@@ -37,7 +37,7 @@ from gentool.ema import EMA
 from gentool.errors import UsageError, bad_value
 from gentool.fileio import atomic_copy, atomic_write_json
 from gentool.guards import GuardState, StopSignals
-from gentool.history import PartialEpoch, RunHistory, state_json
+from gentool.history import PartialEpoch, RunHistory, state_fields
 from gentool.hooks import RunView
 from gentool.metrics.reference import BUILTIN, training_folder
 from gentool.models.base import GenerativeModel
@@ -63,8 +63,7 @@ class Session:
     step: int = 0
     run: RunHistory = field(default_factory=RunHistory)  # metrics.json: the records, events and what hooks keep
     stop_reason: str | None = None
-    batch: int = 0  # batches already done in the epoch in progress (a run interrupted mid-epoch)
-    partial: PartialEpoch | None = None  # that epoch's running sums, counts, images seen and seconds
+    partial: PartialEpoch | None = None  # the epoch in progress: batches done, running sums, images seen, seconds
     signals: StopSignals | None = None
     guard: GuardState = field(default_factory=lambda: GuardState(False))
     ema: EMA | None = None
@@ -75,6 +74,11 @@ class Session:
     sample_settings: dict = field(default_factory=dict)  # the sampler's, resolved once: epoch grids, --eval-every
     precision: PrecisionChoice = PrecisionChoice("fp32", "fp32", "given")  # resolved once, as the run started
     start: RunStart | None = None  # a new run's folder, undone unless the loop starts (`started`)
+
+    @property
+    def batch(self) -> int:
+        """Batches already done in the epoch in progress (a run resumed or stopped inside an epoch), else 0."""
+        return self.partial.batch if self.partial else 0
 
     @property
     def history(self) -> dict:
@@ -129,7 +133,7 @@ class Session:
         o = self.opts
         options = {name: getattr(o, name) for name in RUN_OPTIONS}  # what a resume takes from the run
         return {"epoch": self.epoch, "step": self.step, "seed": o.seed, "options": options,
-                "stopped": self.stop_reason, "batch": self.batch, "partial": state_json(self.partial),
+                "stopped": self.stop_reason, **state_fields(self.partial),
                 "precision": {"used": self.precision.used, "host": host_id()}}
 
 
@@ -253,8 +257,7 @@ def resume_session(opts: TrainOptions, device: torch.device, precision: Precisio
     restore_rng(ckpt.rng)
     session = Session(opts, ckpt.model, optimizers, data, ckpt_path.parent, ckpt.meta.get("model_source", "built-in"),
                       epoch=int(ckpt.state["epoch"]), step=int(ckpt.state["step"]),
-                      batch=int(ckpt.state.get("batch", 0)), partial=PartialEpoch.from_json(ckpt.state.get("partial")),
-                      world=world,
+                      partial=PartialEpoch.from_state(ckpt.state), world=world,
                       sample_settings=ckpt.model.sample_settings(opts.sample_options), precision=precision)
     _seed_rank(opts.seed, world, session.step)
     session.ema = _resumed_ema(ckpt, opts.ema)

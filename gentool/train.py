@@ -71,14 +71,14 @@ def run_epoch(session: Session, epoch: int, images: torch.Tensor, labels: torch.
     world = session.world
     index_batches = batches(len(images), model.config.batch_size, opts.seed, epoch, images.device, world.rank, world.size)
     reporter.epoch_start(epoch, len(index_batches))
-    part = session.partial or PartialEpoch()
+    part = session.partial or PartialEpoch(0)
     sums = {k: torch.tensor(v, device=images.device) for k, v in part.sums.items()}
     counts: dict[str, int] = dict(part.counts)
     seen, before = part.seen, part.seconds
     view = session.view
     start, session.guard.epoch = time.perf_counter(), epoch
     optimizers = guard_optimizers(session.optimizers, session.guard)
-    for i in range(session.batch, len(index_batches)):
+    for i in range(part.batch, len(index_batches)):
         idx = index_batches[i]
         session.guard.step, skipped = session.step, session.guard.skipped
         coupled = {} if latents is None else {"latents": latents[idx]}
@@ -99,7 +99,7 @@ def run_epoch(session: Session, epoch: int, images: torch.Tensor, labels: torch.
         elapsed = before + time.perf_counter() - start
         reporter.step(i + 1, lambda: _means(sums, counts), seen / max(elapsed, 1e-9))
         _after_step(session, epoch, sums, counts, (i + 1, len(index_batches)), seen, elapsed, hooks, reporter)
-    session.batch, session.partial = 0, None
+    session.partial = None  # the epoch is done
     record = _record(session, epoch, sums, counts, seen, before + time.perf_counter() - start)
     if world.enabled:
         average_buffers(model, world)
@@ -121,9 +121,8 @@ def _after_step(session: Session, epoch: int, sums: dict, counts: dict, progress
     stop = stop_code(session, time_up=done < total)
     # --checkpoint-minutes: a save inside the epoch (at its end the epoch's own save comes a moment later)
     due = session.next_save is not None and done < total and time.monotonic() >= session.next_save
-    if stop or due:
-        session.batch = done  # what a checkpoint taken here resumes from
-        session.partial = PartialEpoch({k: float(v) for k, v in sums.items()}, dict(counts), seen, elapsed)
+    if stop or due:  # what a checkpoint taken here resumes from
+        session.partial = PartialEpoch(done, {k: float(v) for k, v in sums.items()}, dict(counts), seen, elapsed)
     if due and not stop:
         session.save_timed()
     if not stop and session.next_figures is not None and time.monotonic() >= session.next_figures:

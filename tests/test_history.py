@@ -17,7 +17,7 @@ from gentool.history import (
     RunHistory,
     finished,
     is_partial,
-    state_json,
+    state_fields,
 )
 from gentool.hooks import Guarded, RunView, TrainHook
 from gentool.report.views import metric_tables
@@ -42,12 +42,17 @@ def test_records_are_written_as_before_and_read_back_typed():
 
 
 def test_the_state_of_an_epoch_stopped_inside_round_trips_as_old_checkpoints_hold_it():
-    old = {"sums": {"loss": 12.5, "kl": 0.75}, "counts": {"loss": 5, "kl": 5}, "seen": 80, "seconds": 3.25}
-    assert state_json(PartialEpoch.from_json(old)) == old and json.dumps(state_json(PartialEpoch.from_json(old))) \
-        == json.dumps(old)
-    assert PartialEpoch.from_json({}) is None and PartialEpoch.from_json(None) is None and state_json(None) == {}
-    with pytest.raises(schema.Invalid, match="state.partial.counts.loss"):
-        PartialEpoch.from_json({"counts": {"loss": -1}})
+    old = {"batch": 5, "partial": {"sums": {"loss": 12.5, "kl": 0.75}, "counts": {"loss": 5, "kl": 5}, "seen": 80,
+                                   "seconds": 3.25}}
+    part = PartialEpoch.from_state({"epoch": 1, **old})
+    assert part.batch == 5 and json.dumps(state_fields(part)) == json.dumps(old)  # same keys, order and values
+    for between in ({"batch": 0, "partial": {}}, {}):  # after an epoch; a checkpoint from before `partial`
+        assert PartialEpoch.from_state(between) is None and state_fields(None) == {"batch": 0, "partial": {}}
+    assert PartialEpoch.from_state({"batch": 2}) == PartialEpoch(2)  # batches done, no running sums kept
+    for state, field in (({"batch": 1, "partial": {"counts": {"loss": -1}}}, "state.partial.counts.loss"),
+                         ({"batch": -1}, "state.batch")):
+        with pytest.raises(schema.Invalid, match=field):
+            PartialEpoch.from_state(state)
 
 
 def test_history_keeps_truncates_and_writes(tmp_path):
