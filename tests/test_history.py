@@ -100,7 +100,7 @@ def test_hooks_see_the_run_read_only_and_may_still_stop_it():
     with pytest.raises(AttributeError, match="session.epoch is read-only"):
         view.epoch = 5
     session.optimizers = {"adam": object()}  # the loop's own machinery is not shown, however it is reached
-    with pytest.raises(AttributeError, match=r"session.optimizers: .* RunView, which has opts, sample_settings, batch"):
+    with pytest.raises(AttributeError, match=r"session.optimizers: .*RunView, which has opts, sample_settings, batch"):
         view.optimizers
     view.history["events"] = [{"epoch": 4}]  # the documented place a hook records what it found
     view.stop_reason = "stopped by a hook written before the view"
