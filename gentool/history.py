@@ -187,6 +187,10 @@ class RunHistory:
         self.records[:] = [r for r in self.records if r["epoch"] < record.epoch] + [stored]
         return stored
 
+    def add_event(self, event: dict) -> None:
+        """Record what happened to the run (`epoch`, `kind`, `message`, other scalars) in metrics.json's events."""
+        self.doc["events"].append(s.check(event, EVENT, "event"))
+
     def with_running(self, running: EpochRecord) -> dict:
         """The history to draw while an epoch runs: its earlier running records (a curve through a long first epoch,
         not one point) and `running` in place of any older record of its epoch."""
