@@ -14,6 +14,7 @@ from gentool import schema as s
 from gentool.errors import GentoolError
 from gentool.fileio import regular_path
 from gentool.paths import check_input_file
+from gentool.history import PARTIAL_EPOCH  # the epoch in progress, as gentool.history.PartialEpoch holds it
 from gentool.models.fields import MAX_SIDE  # pixels along an image side (--image-size is held to it)
 
 FORMAT = "gentool-checkpoint"
@@ -37,8 +38,6 @@ RUN_OPTIONS = s.Obj({}, {"data": s.Opt(s.Str()), "limit": s.Opt(s.Int(1, MAX_COU
                          "image_size": s.Opt(s.Int(1, MAX_SIDE)), "seed": SEED,
                          "checkpoint_every": s.Int(0, MAX_COUNT), "sample_every": s.Int(0, MAX_COUNT),
                          "checkpoint_minutes": s.Num(0, 10**7)})
-PARTIAL_EPOCH = s.Obj({}, {"sums": s.Map(s.Num(), max_len=1000), "counts": s.Map(s.Int(0, MAX_COUNT), max_len=1000),
-                           "seen": s.Int(0, MAX_STEP), "seconds": s.Num(0)})
 STATE = s.Obj({"epoch": s.Int(0, MAX_COUNT), "step": s.Int(0, MAX_STEP)},
               {"seed": SEED, "options": RUN_OPTIONS, "stopped": s.Opt(s.Str()), "batch": s.Int(0, MAX_COUNT),
                "partial": PARTIAL_EPOCH,

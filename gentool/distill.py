@@ -138,11 +138,9 @@ class FromTeacher(TrainHook):
     def on_train_start(self, session, reporter):
         if session.step or session.opts.resume:
             return
-        from gentool.ema import EMA
-
         session.model.unet.load_state_dict(self.teacher.model.unet.state_dict())
         if session.ema is not None:  # the average starts from the weights the student starts from
-            session.ema = EMA(session.model, session.ema.decay)
+            session.ema.restart(session.model)
         session.history["events"].append({"epoch": 0, "step": 0, "kind": "initialised", "message": "the "
                                           f"teacher's weights, {self.teacher.path.absolute()}"})
         n, seed = GRID * GRID, session.opts.seed

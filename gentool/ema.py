@@ -39,6 +39,11 @@ class EMA:
             raise UsageError(f"checkpoint: its EMA tensors do not match {model.name}'s sampling networks")
         self.shadow = {k: v.to(live[k].device) for k, v in tensors.items()}
 
+    def restart(self, model) -> None:
+        """Start the average again from the model's weights now (a student given its teacher's weights)."""
+        self.updates = 0
+        self.shadow = {k: v.detach().clone() for k, v in _live_tensors(model).items()}
+
     @torch.no_grad()
     def update(self, model) -> None:
         """shadow ← d·shadow + (1 − d)·live, with d warmed up as min(decay, (1 + n)/(10 + n)) so the early average

@@ -17,8 +17,8 @@ import numpy as np
 from gentool import rundir
 from gentool.fileio import atomic_write_bytes, open_regular
 from gentool.images import write_gif
-from gentool.results import BOOKKEEPING
 from gentool.hooks import TrainHook
+from gentool.history import BOOKKEEPING, epoch_position, finished, partial_records, read_history
 
 LOSS_PNG, PROGRESS_GIF = rundir.LOSS_PNG, rundir.PROGRESS_GIF
 REFRESH_EVERY = 10  # epochs between loss.png refreshes during a run (the final one is drawn at the end)
@@ -95,7 +95,7 @@ def plot_losses(history: dict, path: Path, title: str = "") -> Path | None:
         for key in names:
             base = key.removeprefix(HELDOUT)
             colours[key] = _plot_metric(ax, key, records, colours.get(base), "--" if key != base else "-")
-        focus_ylim(ax, [[r[k] for r in records if not r.get("partial") and is_number(r.get(k))] for k in names])
+        focus_ylim(ax, [[r[k] for r in finished(records) if is_number(r.get(k))] for k in names])
         _mark_events(ax, history.get("events", []))
         style_axes(ax, name)
         ax.legend(fontsize=8)
@@ -110,11 +110,6 @@ def whole_epoch_axis(ax, records: list[dict]) -> None:
     xs = [epoch_position(r) for r in records if is_number(r.get("epoch")) and is_number(r.get("epoch_fraction", 1.0))]
     if xs and max(xs) - min(xs) < 1:
         ax.set_xlim(0, math.ceil(max(xs)) + 0.25)
-
-
-def epoch_position(record: dict) -> float:
-    """Where a record sits on the epoch axis: a finished epoch at its number, a partial one at the share done."""
-    return record["epoch"] - 1 + record.get("epoch_fraction", 1.0) if record.get("partial") else record["epoch"]
 
 
 def is_number(value) -> bool:
@@ -141,15 +136,15 @@ def focus_ylim(ax, curves: list[list[float]]) -> bool:
 def _plot_metric(ax, key: str, records: list[dict], color=None, linestyle: str = "-") -> str | None:
     """One metric's curve over the finished epochs, and a partial epoch's means (a run stopped inside an epoch) as a
     hollow diamond at the fraction of the epoch done, joined to the curve by a dotted line. Returns its colour."""
-    points = [(r["epoch"], r[key]) for r in records if not r.get("partial") and isinstance(r.get(key), (int, float))]
+    points = [(r["epoch"], r[key]) for r in finished(records) if isinstance(r.get(key), (int, float))]
     if points:
         (line,) = ax.plot(*zip(*points), marker="o" if len(points) < 30 else None, markersize=3, label=key,
                           color=color, linestyle=linestyle)
         color = line.get_color()
     # The epoch in progress: one record when a run stopped inside it, or its running means every few minutes while
     # a long epoch is drawn (gentool.train.draw_progress); joined by a dotted line, the latest one labelled.
-    partial = sorted(((epoch_position(r), r[key], r) for r in records
-                      if r.get("partial") and isinstance(r.get(key), (int, float))), key=lambda p: p[0])
+    partial = sorted(((epoch_position(r), r[key], r) for r in partial_records(records)
+                      if isinstance(r.get(key), (int, float))), key=lambda p: p[0])
     if partial:
         x, y, last = partial[-1]
         label = f"{key}, epoch {last['epoch']} so far ({last.get('epoch_fraction', 1.0):.0%})"
@@ -213,7 +208,7 @@ def draw_run_figures(run_dir: Path, history: dict | None = None, gif: bool = Tru
     """loss.png (from `history`, else the run's metrics.json) and, with `gif`, progress.gif; returns what was drawn."""
     run_dir = Path(run_dir)
     if history is None:
-        history = rundir.read_metrics(run_dir / rundir.METRICS)
+        history = read_history(run_dir / rundir.METRICS)
     title = f"{history.get('model', '')} · {run_dir.name}"
     drawn = [plot_losses(history, run_dir / LOSS_PNG, title)]
     if gif:

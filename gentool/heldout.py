@@ -8,7 +8,6 @@ from __future__ import annotations
 import math
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import torch
 
@@ -17,10 +16,8 @@ from gentool.errors import GentoolError
 from gentool.guards import OutputWatch
 from gentool.metrics.likelihood import fixed_subset, loss_terms
 from gentool.progress import Reporter
-from gentool.hooks import TrainHook
+from gentool.hooks import RunView, TrainHook
 
-if TYPE_CHECKING:
-    from gentool.session import Session
 
 PREFIX = "heldout_"
 MAX_AUTO = 2000  # held-out images by default ...
@@ -65,7 +62,7 @@ class HeldoutHook(TrainHook):
     def setup(self, opts) -> None:
         self.requested, self.off = opts.heldout, opts.heldout == 0
 
-    def on_epoch_end(self, session: Session, record: dict, reporter: Reporter) -> None:
+    def on_epoch_end(self, session: RunView, record: dict, reporter: Reporter) -> None:
         if self.off or not session.model.likelihood_terms:  # declared by the family (VAE, CVAE)
             return
         if self.subset is None and not self._prepare(session, reporter):
@@ -84,7 +81,7 @@ class HeldoutHook(TrainHook):
         record.update({PREFIX + k: v for k, v in terms.items()})
         record[PREFIX + "seconds"] = round(time.perf_counter() - start, 3)
 
-    def _prepare(self, session: Session, reporter: Reporter) -> bool:
+    def _prepare(self, session: RunView, reporter: Reporter) -> bool:
         opts = session.opts
         try:
             split, where = heldout_split(opts.data, opts.data_dir, opts.image_size)

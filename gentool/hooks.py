@@ -12,6 +12,7 @@ fails while the run goes on, is a one-line warning and the run continues without
 
 from __future__ import annotations
 
+import copy
 import warnings
 from typing import TYPE_CHECKING, Any
 
@@ -21,7 +22,6 @@ if TYPE_CHECKING:  # for annotations only: importing these here would load torch
     import numpy as np
 
     from gentool.progress import Reporter
-    from gentool.session import Session
     from gentool.train_options import TrainOptions
 
 ENTRY_POINT_GROUP = "gentool.hooks"
@@ -29,9 +29,65 @@ ENTRY_POINT_GROUP = "gentool.hooks"
 EVALUATION_KEYS = ("fid", "modes", "class_kl")
 
 
+# What a hook reads of the run (gentool.session.Session's fields of these names); the loop's own machinery (its
+# optimizers, signal handlers, timers, the state of an epoch in progress) is not shown.
+VISIBLE = ("batch", "data", "ema", "epoch", "history", "model", "precision", "run_dir", "source", "step",
+           "stop_reason", "world")
+
+
+class RunView:
+    """What a hook sees of a run: the session's values under their names (`epoch`, `step`, `opts`, `model`, `data`,
+    `run_dir`, `history`, `precision`, `sample_settings`, `ema`, `world`: VISIBLE), none of which a hook can rebind,
+    so the loop's counters and state stay its own. `opts` is a copy taken when the view is made. What a hook may do
+    to the run it does through `history` (the metrics.json document: events, best, evaluation), `save`, and `stop`;
+    setting `stop_reason`, as hooks did before the view, still calls `stop`."""
+
+    __slots__ = ("_opts", "_session")
+
+    def __init__(self, session: Any):
+        object.__setattr__(self, "_session", session)
+        object.__setattr__(self, "_opts", copy.deepcopy(session.opts))
+
+    @property
+    def opts(self) -> TrainOptions:
+        return self._opts
+
+    @property
+    def sample_settings(self) -> dict:
+        return dict(self._session.sample_settings)
+
+    def save(self, path) -> None:
+        """Write a checkpoint of the run as it is now to `path` (e.g. best.safetensors), atomically."""
+        self._session.save(path)
+
+    def sampling(self):
+        """A context in which the model samples as `gentool sample` would (with the EMA weights when kept)."""
+        return self._session.sampling()
+
+    def stop(self, reason: str) -> None:
+        """End the run after this epoch, with `reason` printed and recorded (as a time budget ends it)."""
+        self._session.stop_reason = reason
+
+    def __copy__(self) -> RunView:  # nothing to copy: a hook cannot change the view
+        return self
+
+    def __getattr__(self, name: str):  # the session's other values, read-only
+        if name not in VISIBLE:
+            raise AttributeError(f"session.{name}: a hook sees the run through gentool.hooks.RunView, which has "
+                                 f"opts, sample_settings, {', '.join(VISIBLE)}, save, sampling and stop")
+        return getattr(self._session, name)
+
+    def __setattr__(self, name: str, value) -> None:
+        if name != "stop_reason":
+            raise AttributeError(f"session.{name} is read-only for hooks (a hook sees the run through "
+                                 f"gentool.hooks.RunView; it may add to session.history, save, or stop the run)")
+        self.stop(value)
+
+
 class TrainHook:
     """Extension point of the training loop; override the events you need (each default does nothing). Hooks run
     on rank 0 only (under torchrun) and in list order, so a later hook sees what an earlier one added to a record.
+    Each event gets a `RunView` of the run (named `session`, as before the view), not the loop's session itself.
     Work done in `on_sample_grid`, `on_epoch_end` and `on_train_end` cannot change what training draws next (the
     loop restores the RNG state after them)."""
 
@@ -39,33 +95,34 @@ class TrainHook:
         """The run's final options (a resume has filled in the run's own), before any data is loaded or any file
         written: keep what you need and raise gentool.errors.UsageError to refuse options you cannot work with."""
 
-    def on_train_start(self, session: Session, reporter: Reporter) -> None:
+    def on_train_start(self, session: RunView, reporter: Reporter) -> None:
         """The run is set up (its directory, model, data; `session.epoch`/`session.step` where a resume starts)."""
 
-    def on_step(self, session: Session, losses: dict) -> None:
+    def on_step(self, session: RunView, losses: dict) -> None:
         """After each optimizer step (`session.step` counts it), with the step's reported quantities as detached
         scalar tensors ({} for a step dropped by --skip-nonfinite). Called thousands of times: reading a value
         (`.item()`) waits for the device, so a hook that logs does it every so many steps, not at every one."""
 
-    def on_sample_grid(self, session: Session, epoch: int, grid: np.ndarray) -> None:
+    def on_sample_grid(self, session: RunView, epoch: int, grid: np.ndarray) -> None:
         """The epoch's fixed-noise sample grid was written to samples/epoch_NNNN.png; `grid` is that image
         (uint8, H×W×C)."""
 
-    def on_epoch_end(self, session: Session, record: dict, reporter: Reporter) -> None:
+    def on_epoch_end(self, session: RunView, record: dict, reporter: Reporter) -> None:
         """After the epoch's checkpoint and sample grid are written and before metrics.json is: a hook may add to
         `record` (the training watch adds EVALUATION_KEYS with --eval-every) or `session.history["events"]`, save
-        extra checkpoints with `session.save`, or end the run by setting `session.stop_reason`."""
+        extra checkpoints with `session.save`, or end the run with `session.stop(reason)` (or, as before, by
+        setting `session.stop_reason`)."""
 
-    def on_progress(self, session: Session, history: dict, reporter: Reporter) -> None:
+    def on_progress(self, session: RunView, history: dict, reporter: Reporter) -> None:
         """Every few minutes inside a long epoch, and when a signal stops the run: `history` is the run's history
         with the epoch in progress as a partial record (`"partial": true`), and samples/latest.png holds the
         fixed-noise grid as the weights draw it now. For figures that should not wait for the epoch's end."""
 
-    def on_train_end(self, session: Session, reporter: Reporter) -> None:
+    def on_train_end(self, session: RunView, reporter: Reporter) -> None:
         """The loop is over: all epochs done, --max-minutes used up, or a hook ended the run (not after a signal
         or an error: see `teardown`)."""
 
-    def teardown(self, session: Session | None) -> None:
+    def teardown(self, session: RunView | None) -> None:
         """Last, always, also when the run stops for a signal or an error: release what the hook holds (close
         files). `session` is None when the run failed before it was set up."""
 

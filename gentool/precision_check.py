@@ -77,7 +77,7 @@ def check_run(session, reporter=None) -> None:
     if not wants_check(session, planned):
         return
     if load_warning(torch.get_num_threads()):  # a busy machine's timings could not switch it: save the time
-        session.history.setdefault("events", []).append(
+        session.run.add_event(
             {"epoch": 0, "step": 0, "kind": "precision", "switched": False,
              "message": f"precision {session.precision.used} kept without checking this model: the machine is busy"})
         return
@@ -87,4 +87,4 @@ def check_run(session, reporter=None) -> None:
     choice, event = checked_precision(session, data.images[:batch].to(device), data.labels[:batch].to(device))
     session.precision = choice
     session.model.amp = Amp(device, choice.dtype)
-    session.history.setdefault("events", []).append(event)
+    session.run.add_event(event)

@@ -6,10 +6,11 @@ from __future__ import annotations
 import sys
 import time
 
+from gentool.history import BOOKKEEPING  # a record's fields not shown in progress lines
+
 LOG_EVERY = 30.0  # seconds between progress lines within an epoch in a batch log
 WARMUP = 3  # steps before the run's ETA is shown
 WIDE = 100  # terminal columns from which the progress bar also draws a bar and img/s
-BOOKKEEPING = {"epoch", "step", "seconds", "images_per_second", "heldout_seconds"}  # not shown in progress lines
 
 
 def format_metrics(metrics: dict, keys=None) -> str:

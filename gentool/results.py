@@ -12,13 +12,10 @@ from rich.table import Table
 
 from gentool import rundir
 from gentool.fileio import atomic_write_bytes, atomic_write_json
+from gentool.history import BOOKKEEPING, finished_epochs, read_records
 
 ALWAYS_SHOWN = ("latent_dim", "width")  # the study's two axes of model size
 GEOMETRY = {"channels", "image_height", "image_width", "num_classes"}
-# Fields of an epoch's record that describe the epoch rather than measure the model (`epoch_fraction` and
-# `images_seen`: a partial epoch's, one a run stopped inside).
-# `heldout_seconds`: what the epoch's held-out losses took, beside its training `seconds`.
-BOOKKEEPING = {"epoch", "step", "seconds", "images_per_second", "epoch_fraction", "images_seen", "heldout_seconds"}
 
 
 def final_metrics(records: list[dict]) -> dict:
@@ -31,11 +28,6 @@ def final_metrics(records: list[dict]) -> dict:
     return final
 
 
-def finished_epochs(records: list[dict]) -> int:
-    """How many epochs the records show finished (a partial record, of an epoch stopped inside, does not count)."""
-    return max((r["epoch"] for r in records if not r.get("partial")), default=0)
-
-
 def find_runs(root: Path) -> list[Path]:
     """Run directories at or below `root` (folders holding a config.json written by train), sorted."""
     root = Path(root)
@@ -45,8 +37,7 @@ def find_runs(root: Path) -> list[Path]:
 def run_row(run_dir: Path, root: Path) -> dict:
     """One run's model, data, config, epochs and final metrics (config under `config`, for picking columns)."""
     config = rundir.read_run_config(run_dir / rundir.CONFIG, "TARGET")
-    metrics_path = run_dir / rundir.METRICS
-    records = rundir.read_metrics(metrics_path, "TARGET").get("epochs", []) if metrics_path.exists() else []
+    records = read_records(run_dir / rundir.METRICS, "TARGET")
     name = str(run_dir.relative_to(root)) if run_dir != root else run_dir.name
     return {"run": name, "model": config.get("model"), "data": (config.get("data") or {}).get("name"),
             "config": config.get("config", {}), "epochs": finished_epochs(records),

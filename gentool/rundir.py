@@ -15,6 +15,7 @@ from gentool import schema as s
 from gentool.errors import GentoolError, UsageError
 from gentool import fileio
 from gentool.fileio import atomic_copy, atomic_write_json, read_json, read_regular
+from gentool.history import PartialEpoch
 
 RUNS_ENV = "GENTOOL_RUNS"  # the folder default run directories go in (else runs/)
 CONFIG = "config.json"
@@ -248,7 +249,8 @@ def restore_periodic(ckpt_path: Path, state: dict) -> Path | None:
     copied back. Returns the restored path, if any."""
     every = (state.get("options") or {}).get("checkpoint_every")
     epoch = state["epoch"]
-    if ckpt_path.name != LAST or state.get("batch") or not every or not epoch or epoch % every:
+    inside_epoch = PartialEpoch.from_state(state) is not None  # taken inside the next epoch: not an epoch's end
+    if ckpt_path.name != LAST or inside_epoch or not every or not epoch or epoch % every:
         return None
     target = epoch_checkpoint(ckpt_path.parent, epoch)
     if target.exists():
@@ -257,45 +259,13 @@ def restore_periodic(ckpt_path: Path, state: dict) -> Path | None:
     return target
 
 
-# metrics.json and config.json as gentool reads them back (from runs that may have been edited or damaged).
-RECORD = s.Obj({"epoch": s.Int(0, 10**9)}, extra=s.SCALAR, max_len=1000)
-EVENT = s.Obj({}, {"epoch": s.Int(0, 10**9)}, extra=s.SCALAR, max_len=100)
-HISTORY = s.Obj({}, {"epochs": s.List(RECORD, 10**7), "events": s.List(EVENT, 10**6),
-                     "best": s.Obj({}, extra=s.SCALAR, max_len=100),
-                     "heldout": s.Obj({}, extra=s.SCALAR, max_len=100)})
+# config.json as gentool reads it back (from runs that may have been edited or damaged); metrics.json's own
+# reading, checking and cutting back on resume is gentool.history's.
 RUN_CONFIG = s.Obj({}, {"model": s.Opt(s.Str(200)), "config": s.Map(s.SCALAR, max_len=200),
                         "data": s.Opt(s.Obj({}, {"name": s.Opt(s.Str(200))}))})
 
 
-def read_metrics(path: Path, arg: str = "RUN_DIR") -> dict:
-    """A run's metrics.json, every field gentool uses checked; an unreadable or invalid file is one line naming
-    `arg`, the file and the field."""
-    return _read(path, HISTORY, arg)
-
-
 def read_run_config(path: Path, arg: str = "RUN_DIR") -> dict:
-    """A run's config.json, checked like `read_metrics`."""
-    return _read(path, RUN_CONFIG, arg)
-
-
-def _read(path: Path, spec: s.Spec, arg: str) -> dict:
-    try:
-        return s.read(path, spec)
-    except s.Invalid as exc:
-        raise GentoolError(f"{arg}: {path}: {exc}") from None
-    except OSError as exc:
-        raise GentoolError(f"{arg}: cannot read {path} ({exc.strerror or exc})") from None
-
-
-def resumed_history(run_dir: Path, epoch: int, inside_epoch: bool = False) -> dict | None:
-    """The run's metrics.json cut back to the epochs up to `epoch` (the checkpoint's): a record written after the
-    checkpoint is redone by the resumed run. A checkpoint taken inside the next epoch (`inside_epoch`) keeps that
-    epoch's partial record until its finished record replaces it. None when the run has no metrics.json."""
-    path = run_dir / METRICS
-    if not path.exists():
-        return None
-    history = read_metrics(path, "--resume")
-    history["epochs"] = [r for r in history.get("epochs", []) if r["epoch"] <= epoch
-                         or (r.get("partial") and inside_epoch and r["epoch"] == epoch + 1)]
-    history["events"] = [e for e in history.get("events", []) if e.get("epoch", 0) <= epoch]
-    return history
+    """A run's config.json, every field gentool uses checked; an unreadable or invalid file is one line naming
+    `arg`, the file and the field."""
+    return s.read_checked(path, RUN_CONFIG, arg)

@@ -234,6 +234,19 @@ def read(path, spec: Spec, field: str = "", max_bytes: int = 256 << 20):
     return check(parse(text, field), spec, field)
 
 
+def read_checked(path, spec: Spec, arg: str):
+    """`read`, with a problem raised as one GentoolError naming `arg` (the command's argument), the file and the
+    field: how commands read the JSON files of a run."""
+    from gentool.errors import GentoolError
+
+    try:
+        return read(path, spec)
+    except Invalid as exc:
+        raise GentoolError(f"{arg}: {path}: {exc}") from None
+    except OSError as exc:
+        raise GentoolError(f"{arg}: cannot read {path} ({exc.strerror or exc})") from None
+
+
 def check(value, spec: Spec, field: str):
     """`value` if it follows `spec`, else Invalid naming the field."""
     return spec.check(value, field)

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import signal
 import time
-import warnings
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import torch
@@ -23,7 +23,7 @@ from gentool.checkpoint import (
 )
 from gentool.couplings import is_couplings
 from gentool.data import ImageData, load_dataset
-from gentool.device import PrecisionChoice, check_precision, choose_precision, prepare, seed_everything
+from gentool.device import PrecisionChoice, check_precision, prepare, seed_everything
 from gentool.precision import host_id
 from gentool.precision_check import check_run
 from gentool.distributed import (
@@ -35,8 +35,10 @@ from gentool.distributed import (
 )
 from gentool.ema import EMA
 from gentool.errors import UsageError, bad_value
-from gentool.fileio import atomic_copy, atomic_write_json, null_nonfinite
+from gentool.fileio import atomic_copy, atomic_write_json
 from gentool.guards import GuardState, StopSignals
+from gentool.history import PartialEpoch, RunHistory, state_fields
+from gentool.hooks import RunView
 from gentool.metrics.reference import BUILTIN, training_folder
 from gentool.models.base import GenerativeModel
 from gentool.progress import Reporter
@@ -59,10 +61,9 @@ class Session:
     source: str
     epoch: int = 0
     step: int = 0
-    history: dict = field(default_factory=lambda: {"epochs": [], "events": []})
+    run: RunHistory = field(default_factory=RunHistory)  # metrics.json: the records, events and what hooks keep
     stop_reason: str | None = None
-    batch: int = 0  # batches already done in the epoch in progress (a run interrupted mid-epoch)
-    partial: dict = field(default_factory=dict)  # that epoch's running sums, counts, images seen and seconds
+    partial: PartialEpoch | None = None  # the epoch in progress: batches done, running sums, images seen, seconds
     signals: StopSignals | None = None
     guard: GuardState = field(default_factory=lambda: GuardState(False))
     ema: EMA | None = None
@@ -70,11 +71,24 @@ class Session:
     deadline: float | None = None  # time.monotonic() at which --max-minutes ends the run
     next_save: float | None = None  # time.monotonic() of the next --checkpoint-minutes save
     next_figures: float | None = None  # time.monotonic() at which samples/latest.png and the figures are redrawn
-    progress: list = field(default_factory=list)  # the epoch in progress's running records, as figures drew them
-    sample_settings: dict = field(default_factory=dict)  # the sampler's, for epoch grids and --eval-every
+    sample_settings: dict = field(default_factory=dict)  # the sampler's, resolved once: epoch grids, --eval-every
     precision: PrecisionChoice = PrecisionChoice("fp32", "fp32", "given")  # resolved once, as the run started
-    nonfinite: set = field(default_factory=set)  # record keys already warned about holding NaN/Inf (written null)
     start: RunStart | None = None  # a new run's folder, undone unless the loop starts (`started`)
+
+    @property
+    def batch(self) -> int:
+        """Batches already done in the epoch in progress (a run resumed or stopped inside an epoch), else 0."""
+        return self.partial.batch if self.partial else 0
+
+    @property
+    def history(self) -> dict:
+        """The metrics.json document (`self.run.doc`): hooks add events and what they keep (best, evaluation)."""
+        return self.run.doc
+
+    @cached_property
+    def view(self) -> RunView:
+        """What the hooks see of this run: its values, read-only (gentool.hooks.RunView)."""
+        return RunView(self)
 
     def out_of_time(self) -> bool:
         return self.deadline is not None and time.monotonic() >= self.deadline
@@ -119,7 +133,7 @@ class Session:
         o = self.opts
         options = {name: getattr(o, name) for name in RUN_OPTIONS}  # what a resume takes from the run
         return {"epoch": self.epoch, "step": self.step, "seed": o.seed, "options": options,
-                "stopped": self.stop_reason, "batch": self.batch, "partial": self.partial,
+                "stopped": self.stop_reason, **state_fields(self.partial),
                 "precision": {"used": self.precision.used, "host": host_id()}}
 
 
@@ -164,11 +178,12 @@ def check_batch(model: GenerativeModel, batch_size: int, n_images: int) -> None:
                                              f"need two images per batch)")
 
 
-def new_session(opts: TrainOptions, device: torch.device, world: World = SINGLE,
+def new_session(opts: TrainOptions, device: torch.device, precision: PrecisionChoice, world: World = SINGLE,
                 reporter: Reporter | None = None) -> Session:
     """Build data, model, optimizers and an empty run directory for a fresh run (rank 0 alone writes). A start
     that fails or is interrupted before the loop runs (`Session.started`) puts the --out path back as it was: no
-    dead-end run directory is left, and no run it would have replaced is lost."""
+    dead-end run directory is left, and no run it would have replaced is lost. `precision`: --precision as
+    `gentool.train.train` resolved it, once per run (auto's check of this model may still switch it: check_run)."""
     entry = get_entry(opts.model)
     data = _load_data(opts, entry.cls, reporter)
     overrides = {"lr": opts.lr, "batch_size": opts.batch_size, **opts.params}
@@ -180,7 +195,6 @@ def new_session(opts: TrainOptions, device: torch.device, world: World = SINGLE,
     model = entry.cls(config)
     check_batch(model, config.batch_size, len(data) // world.size)
     settings = model.sample_settings(opts.sample_options)  # a bad --steps fails before the run directory exists
-    precision = choose_precision(opts.precision, device)
     prepare_model(model, opts, device, precision)
     run_dir = Path(opts.out) if opts.out else rundir.default_run_dir(entry.name, data.name)
     run_dir = Path(broadcast_text(str(run_dir), world, device))  # default names hold a timestamp: take rank 0's
@@ -220,15 +234,16 @@ def _seed_rank(seed: int, world: World, step: int) -> None:
         torch.manual_seed(seed * 1_000_003 + world.rank * 7_919 + step)
 
 
-def resume_session(opts: TrainOptions, device: torch.device, world: World = SINGLE,
+def resume_session(opts: TrainOptions, device: torch.device, precision: PrecisionChoice, world: World = SINGLE,
                    reporter: Reporter | None = None) -> Session:
     """Reopen a run from its checkpoint (opts.resume, chosen by `gentool.resume.plan`, which also filled in the
-    run's recorded options): weights, optimizers, RNG, counters."""
+    run's recorded options): weights, optimizers, RNG, counters. `precision`: --precision as `gentool.train.train`
+    resolved it; auto may keep the run's own instead (`resumed_precision`)."""
     ckpt_path = Path(opts.resume)
     if world.main and ckpt_path.parent.is_dir():
         rundir.lock_run(ckpt_path.parent, "--resume")  # one writer per run: refused while another process writes it
     ckpt = load_checkpoint(ckpt_path, device, arg="--resume", weights="raw")
-    precision = resumed_precision(opts.precision, ckpt.state.get("precision"), device)
+    precision = resumed_precision(precision, ckpt.state.get("precision"), device)
     prepare_model(ckpt.model, opts, device, precision)
     if world.main:
         rundir.refuse_links(ckpt_path.parent, "--resume")
@@ -242,14 +257,14 @@ def resume_session(opts: TrainOptions, device: torch.device, world: World = SING
     restore_rng(ckpt.rng)
     session = Session(opts, ckpt.model, optimizers, data, ckpt_path.parent, ckpt.meta.get("model_source", "built-in"),
                       epoch=int(ckpt.state["epoch"]), step=int(ckpt.state["step"]),
-                      batch=int(ckpt.state.get("batch", 0)), partial=ckpt.state.get("partial") or {}, world=world,
+                      partial=PartialEpoch.from_state(ckpt.state), world=world,
                       sample_settings=ckpt.model.sample_settings(opts.sample_options), precision=precision)
     _seed_rank(opts.seed, world, session.step)
     session.ema = _resumed_ema(ckpt, opts.ema)
     # metrics.json, checked field by field, cut back to the checkpoint
-    history = rundir.resumed_history(session.run_dir, session.epoch, inside_epoch=bool(session.batch))
+    history = RunHistory.resumed(session.run_dir / rundir.METRICS, session.epoch, inside_epoch=bool(session.batch))
     if history is not None:
-        session.history = history
+        session.run = history
     return session
 
 
@@ -259,11 +274,11 @@ def prepare_model(model: GenerativeModel, opts: TrainOptions, device: torch.devi
     prepare(model, device, precision, opts.channels_last, opts.compile)
 
 
-def resumed_precision(requested: str | None, saved: dict | None, device: torch.device) -> PrecisionChoice:
-    """A resumed run's precision. `auto` keeps the one the run trained in on the same kind of machine (CPU model
-    and flags, torch version): deciding again could pick the other precision and end the run's bit-exact
-    continuation. On another kind of machine, or for a checkpoint that predates the record, auto decides anew."""
-    choice = choose_precision(requested, device)
+def resumed_precision(choice: PrecisionChoice, saved: dict | None, device: torch.device) -> PrecisionChoice:
+    """A resumed run's precision, given --precision resolved (`choice`). `auto` keeps the one the run trained in on
+    the same kind of machine (CPU model and flags, torch version): deciding again could pick the other precision
+    and end the run's bit-exact continuation. On another kind of machine, or for a checkpoint that predates the
+    record, auto's new choice stands."""
     if choice.requested != "auto" or not saved or saved.get("host") != host_id() or saved["used"] == choice.used:
         return choice
     try:
@@ -285,16 +300,5 @@ def _resumed_ema(ckpt, decay: float | None) -> EMA | None:
 
 
 def write_metrics(session: Session) -> None:
-    """Rewrite metrics.json (atomically) from the session's history. A NaN or infinite value (a hook may add one
-    to a record) is kept as null, with a warning naming it once: JSON has no such numbers, and a value is no
-    reason to stop a run."""
-    session.history.update({"model": session.model.name, "run_dir": str(session.run_dir)})
-    replaced = null_nonfinite(session.history)
-    new = sorted({field.rsplit(".", 1)[-1] for field in replaced} - session.nonfinite)
-    if new:
-        session.nonfinite.update(new)
-        warnings.warn(f"{rundir.METRICS}: {', '.join(new[:5])}{' ...' if len(new) > 5 else ''} "
-                      f"{'is' if len(new) == 1 else 'are'} not a finite number ({replaced[0]}); written as null, "
-                      f"here and in later records")
-    atomic_write_json(session.run_dir / rundir.METRICS, session.history)
-
+    """Rewrite metrics.json (atomically) from the session's history (see RunHistory.write: a NaN is written null)."""
+    session.run.write(session.run_dir / rundir.METRICS, model=session.model.name, run_dir=str(session.run_dir))

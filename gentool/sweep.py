@@ -25,6 +25,7 @@ from gentool import schema as s
 from gentool.errors import GentoolError, UsageError
 from gentool.fileio import atomic_write_json
 from gentool.guards import Interrupted
+from gentool.history import read_records
 from gentool.progress import Reporter
 from gentool.results import final_metrics, write_results
 from gentool.api import train
@@ -243,7 +244,7 @@ def run_trial(sweep_dir: Path, index: int, runtime: dict, reporter: Reporter | N
             raise
         except Exception as exc:  # a failing trial is recorded and must not stop the others
             return update_trial(sweep_dir, index, status=FAILED, error=describe(exc))
-        final = final_metrics(rundir.read_metrics(Path(result["metrics_file"])).get("epochs", []))
+        final = final_metrics(read_records(Path(result["metrics_file"])))
         return update_trial(sweep_dir, index, status=DONE, epochs=result["epochs"], final=final, metrics=metrics)
 
 

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from gentool import figures, rundir, seed_stats
+from gentool.history import finished, read_records
 from gentool.images import make_grid, to_uint8
 
 MATRIX_PNG, CURVES_PNG, HEATMAP_PNG = "samples_matrix.png", "curves.png", "heatmap.png"
@@ -91,9 +92,7 @@ def plot_sweep_curves(grid: dict, trials: list[dict], path: Path) -> Path | None
     col_axis, row_axes, rows, cols = sweep_layout(grid)
     found = []
     for r, c, trial in sorted(_cells(grid, trials), key=lambda cell: cell[:2]):
-        metrics = Path(trial["path"]) / rundir.METRICS
-        records = rundir.read_metrics(metrics).get("epochs", []) if metrics.exists() else []
-        records = [x for x in records if not x.get("partial")]
+        records = finished(read_records(Path(trial["path"]) / rundir.METRICS))
         if records:
             found.append((r, c, records))
     terms = list(dict.fromkeys(t for _, _, records in found for t in curve_terms(records)))

@@ -5,12 +5,20 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 
 import torch
 
 from gentool import rundir
 from gentool.data import batches
-from gentool.device import check_precision, choose_precision, default_threads, pick_device, use_deterministic
+from gentool.device import (
+    PrecisionChoice,
+    check_precision,
+    choose_precision,
+    default_threads,
+    pick_device,
+    use_deterministic,
+)
 from gentool.distributed import (
     World,
     average_buffers,
@@ -20,6 +28,7 @@ from gentool.distributed import (
     join,
     leave,
 )
+from gentool.history import EpochRecord, PartialEpoch
 from gentool.hooks import TrainHook
 from gentool.load import load_warning
 from gentool.guards import (
@@ -54,7 +63,7 @@ PROGRESS_SECONDS = 120.0  # inside an epoch, samples/latest.png and the figures 
 
 
 def run_epoch(session: Session, epoch: int, images: torch.Tensor, labels: torch.Tensor, reporter: Reporter,
-              hooks: Sequence[TrainHook] = (), latents: torch.Tensor | None = None) -> dict:
+              hooks: Sequence[TrainHook] = (), latents: torch.Tensor | None = None) -> EpochRecord:
     """Train one pass over the data (continuing a pass interrupted mid-epoch); returns the epoch's record (means of
     each reported quantity). Stops after the current step when a signal arrived. `latents`: the noise each image
     was drawn from, when the data are couplings (passed to the family's train_step beside the images)."""
@@ -62,13 +71,14 @@ def run_epoch(session: Session, epoch: int, images: torch.Tensor, labels: torch.
     world = session.world
     index_batches = batches(len(images), model.config.batch_size, opts.seed, epoch, images.device, world.rank, world.size)
     reporter.epoch_start(epoch, len(index_batches))
-    part = session.partial
-    sums = {k: torch.tensor(v, device=images.device) for k, v in part.get("sums", {}).items()}
-    counts: dict[str, int] = dict(part.get("counts", {}))
-    seen, before = part.get("seen", 0), part.get("seconds", 0.0)
+    part = session.partial or PartialEpoch(0)
+    sums = {k: torch.tensor(v, device=images.device) for k, v in part.sums.items()}
+    counts: dict[str, int] = dict(part.counts)
+    seen, before = part.seen, part.seconds
+    view = session.view
     start, session.guard.epoch = time.perf_counter(), epoch
     optimizers = guard_optimizers(session.optimizers, session.guard)
-    for i in range(session.batch, len(index_batches)):
+    for i in range(part.batch, len(index_batches)):
         idx = index_batches[i]
         session.guard.step, skipped = session.step, session.guard.skipped
         coupled = {} if latents is None else {"latents": latents[idx]}
@@ -85,17 +95,18 @@ def run_epoch(session: Session, epoch: int, images: torch.Tensor, labels: torch.
             sums[k] = sums[k] + v if k in sums else v
             counts[k] = counts.get(k, 0) + 1
         for hook in hooks:
-            hook.on_step(session, kept)
+            hook.on_step(view, kept)
         elapsed = before + time.perf_counter() - start
         reporter.step(i + 1, lambda: _means(sums, counts), seen / max(elapsed, 1e-9))
         _after_step(session, epoch, sums, counts, (i + 1, len(index_batches)), seen, elapsed, hooks, reporter)
-    session.batch, session.partial = 0, {}
+    session.partial = None  # the epoch is done
     record = _record(session, epoch, sums, counts, seen, before + time.perf_counter() - start)
     if world.enabled:
         average_buffers(model, world)
         check_in_sync(model, world)
     if session.guard.skipped:
-        record["skipped_steps"], session.guard.skipped = session.guard.skipped, 0
+        record = replace(record, metrics={**record.metrics, "skipped_steps": session.guard.skipped})
+        session.guard.skipped = 0
     _check_finite(record, epoch, session.step)
     check_weights(model, epoch)
     return record
@@ -110,10 +121,8 @@ def _after_step(session: Session, epoch: int, sums: dict, counts: dict, progress
     stop = stop_code(session, time_up=done < total)
     # --checkpoint-minutes: a save inside the epoch (at its end the epoch's own save comes a moment later)
     due = session.next_save is not None and done < total and time.monotonic() >= session.next_save
-    if stop or due:
-        session.batch = done  # what a checkpoint taken here resumes from
-        session.partial = {"sums": {k: float(v) for k, v in sums.items()}, "counts": counts,
-                           "seen": seen, "seconds": elapsed}
+    if stop or due:  # what a checkpoint taken here resumes from
+        session.partial = PartialEpoch(done, {k: float(v) for k, v in sums.items()}, dict(counts), seen, elapsed)
     if due and not stop:
         session.save_timed()
     if not stop and session.next_figures is not None and time.monotonic() >= session.next_figures:
@@ -122,45 +131,39 @@ def _after_step(session: Session, epoch: int, sums: dict, counts: dict, progress
             draw_progress(session, hooks, reporter, _partial_record(session, epoch, sums, counts, done, total, seen,
                                                                     elapsed))
     if stop:
-        keep_record(session, _partial_record(session, epoch, sums, counts, done, total, seen, elapsed))
+        session.run.keep(_partial_record(session, epoch, sums, counts, done, total, seen, elapsed))
         if stop == SIGNALLED:
             raise Interrupted(f"interrupted in epoch {epoch} at step {session.step}", session.signum())
         raise OutOfTime(f"in epoch {epoch} at step {session.step}")
 
 
-def _record(session: Session, epoch: int, sums: dict, counts: dict, seen: int, seconds: float) -> dict:
+def _record(session: Session, epoch: int, sums: dict, counts: dict, seen: int, seconds: float) -> EpochRecord:
     """An epoch's record: where it ended, how long it took, and the means of what the steps reported (averaged
     over the ranks)."""
     world = session.world
-    record = {"epoch": epoch, "step": session.step, "seconds": round(seconds, 3),
-              "images_per_second": round(seen * world.size / max(seconds, 1e-9), 1)}
-    record.update(average_values(_means(sums, counts), world, session.model.device))
-    return record
+    return EpochRecord(epoch, session.step, round(seconds, 3), round(seen * world.size / max(seconds, 1e-9), 1),
+                       average_values(_means(sums, counts), world, session.model.device))
 
 
 def _partial_record(session: Session, epoch: int, sums: dict, counts: dict, done: int, total: int,
-                    seen: int, seconds: float) -> dict:
-    """The record of an epoch after `done` of its `total` steps, marked `"partial": true`, so that a run stopped
-    inside its first epoch still shows its means (and figures drawn inside a long epoch show it). The epoch's full
-    record replaces it once a resumed run finishes the epoch."""
+                    seen: int, seconds: float) -> EpochRecord:
+    """The record of an epoch after `done` of its `total` steps, marked partial, so that a run stopped inside its
+    first epoch still shows its means (and figures drawn inside a long epoch show it). The epoch's full record
+    replaces it once a resumed run finishes the epoch."""
     record = _record(session, epoch, sums, counts, seen, seconds)
     # A non-finite mean is left out rather than written: JSON has no NaN.
-    record = {k: v for k, v in record.items() if not (isinstance(v, float) and not math.isfinite(v))}
-    return {**record, "partial": True, "images_seen": seen * session.world.size,
-            "epoch_fraction": round(done / total, 4)}
+    means = {k: v for k, v in record.metrics.items() if not (isinstance(v, float) and not math.isfinite(v))}
+    return replace(record, metrics=means, partial=True, images_seen=seen * session.world.size,
+                   epoch_fraction=round(done / total, 4))
 
 
 def draw_progress(session: Session, hooks: Sequence[TrainHook], reporter: Reporter,
-                  running: dict | None = None) -> None:
+                  running: EpochRecord | None = None) -> None:
     """samples/latest.png (the fixed-noise grid as the weights draw it now) and the hooks' figures of the history,
     with `running` (the epoch in progress) in place of any older record of its epoch. Between epochs nothing
     showed a long first epoch's progress: a run stopped at 4 minutes left no grid and no loss.png."""
     opts = session.opts
-    history = dict(session.history)
-    if running is not None:  # its earlier snapshots too: a curve through a long first epoch, not one point
-        trail = [r for r in session.progress if r["epoch"] == running["epoch"]] + [running]
-        session.progress = trail
-        history["epochs"] = [r for r in history["epochs"] if r["epoch"] < running["epoch"]] + trail
+    history = dict(session.history) if running is None else session.run.with_running(running)
     with preserved_rng():
         if opts.sample_every:
             with session.sampling() as model:
@@ -168,13 +171,7 @@ def draw_progress(session: Session, hooks: Sequence[TrainHook], reporter: Report
                                         model.spread_labels(GRID * GRID), settings=session.sample_settings)
             write_png(session.run_dir / rundir.SAMPLES / rundir.LATEST_GRID, make_grid(to_uint8(images), GRID, GRID))
         for hook in hooks:
-            hook.on_progress(session, history, reporter)
-
-
-def keep_record(session: Session, record: dict) -> None:
-    """Add an epoch's record to the run's history, in place of a partial record of the same epoch."""
-    epochs = session.history["epochs"]
-    epochs[:] = [r for r in epochs if r["epoch"] < record["epoch"]] + [record]
+            hook.on_progress(session.view, history, reporter)
 
 
 def _means(sums: dict, counts: dict) -> dict[str, float]:
@@ -182,8 +179,8 @@ def _means(sums: dict, counts: dict) -> dict[str, float]:
     return {k: (sums[k] / counts[k]).item() for k in sums}
 
 
-def _check_finite(record: dict, epoch: int, step: int) -> None:
-    bad = [k for k, v in record.items() if isinstance(v, float) and not math.isfinite(v)]
+def _check_finite(record: EpochRecord, epoch: int, step: int) -> None:
+    bad = [k for k, v in record.to_json().items() if isinstance(v, float) and not math.isfinite(v)]
     if bad:
         raise NonFinite(f"training diverged: {', '.join(bad)} became non-finite in epoch {epoch} "
                            f"(by step {step}); the last good checkpoint is kept")
@@ -206,7 +203,7 @@ def write_epoch_files(session: Session, record: dict, hooks: Sequence[TrainHook]
         grid = make_grid(to_uint8(images), GRID, GRID)
         write_png(rundir.sample_grid(run_dir, epoch), grid)
         for hook in hooks:
-            hook.on_sample_grid(session, epoch, grid)
+            hook.on_sample_grid(session.view, epoch, grid)
 
 
 def train(opts: TrainOptions, reporter: Reporter | None = None, hooks: Sequence[TrainHook] = ()) -> dict:
@@ -229,22 +226,22 @@ def train(opts: TrainOptions, reporter: Reporter | None = None, hooks: Sequence[
         torch.set_num_threads(threads)
     if opts.deterministic:
         use_deterministic(device)
-    choose_precision(opts.precision, device)  # auto's probe, timed on the thread count just set
+    precision = choose_precision(opts.precision, device)  # resolved once (auto's probe: on the threads just set)
     for note in start.notes:
         reporter.message(note)
     try:
-        return _train(opts, device, world, reporter, list(hooks) if world.main else [])
+        return _train(opts, device, world, reporter, list(hooks) if world.main else [], precision)
     finally:
         rundir.release_runs()
         leave(world)
 
 
 def _train(opts: TrainOptions, device: torch.device, world: World, reporter: Reporter,
-           hooks: list[TrainHook]) -> dict:
+           hooks: list[TrainHook], precision: PrecisionChoice) -> dict:
     session = None
     try:
         start = resume_session if opts.resume else new_session
-        session = start(opts, device, world, reporter)
+        session = start(opts, device, precision, world, reporter)
         return _run(session, device, reporter, hooks)
     except Exception as exc:  # a plugin model's own failure is one line naming the plugin (GENTOOL_DEBUG: traceback)
         failure = plugin_failure(exc, session.source if session else plugin_source(opts.model),
@@ -256,7 +253,7 @@ def _train(opts: TrainOptions, device: torch.device, world: World, reporter: Rep
         if session is not None and session.start:  # a start that ended before its loop ran: put back (else kept)
             session.start.undo()
         for hook in hooks:
-            hook.teardown(session)
+            hook.teardown(session.view if session else None)
 
 
 def _run(session: Session, device: torch.device, reporter: Reporter, hooks: list[TrainHook]) -> dict:
@@ -280,7 +277,7 @@ def _run(session: Session, device: torch.device, reporter: Reporter, hooks: list
         session.next_save = time.monotonic() + 60 * opts.checkpoint_minutes
     session.next_figures = time.monotonic() + PROGRESS_SECONDS
     for hook in hooks:
-        hook.on_train_start(session, reporter)
+        hook.on_train_start(session.view, reporter)
     try:
         with StopSignals() as session.signals:
             session.started()
@@ -312,7 +309,7 @@ def _stop_for_time(session: Session, hooks: list[TrainHook], reporter: Reporter,
         reporter.message(session.stop_reason)
         with preserved_rng():
             for hook in hooks:
-                hook.on_train_end(session, reporter)
+                hook.on_train_end(session.view, reporter)
     barrier(session.world)
 
 
@@ -322,9 +319,9 @@ def _loop(session: Session, hooks: list[TrainHook], reporter: Reporter) -> None:
     latents = None if session.data.latents is None else session.data.latents.to(device)
     session.model.train()
     for epoch in range(session.epoch + 1, opts.epochs + 1):
-        record = run_epoch(session, epoch, images, labels, reporter, hooks, latents)
+        # kept as the dict that hooks are shown (and add to) and metrics.json writes
+        record = session.run.keep(run_epoch(session, epoch, images, labels, reporter, hooks, latents))
         session.epoch = epoch
-        keep_record(session, record)
         if session.world.main:
             _epoch_files(session, record, hooks, reporter)
         stop = stop_code(session, time_up=epoch < opts.epochs, hook_stop=session.stop_reason is not None)
@@ -343,7 +340,7 @@ def _loop(session: Session, hooks: list[TrainHook], reporter: Reporter) -> None:
     if session.world.main:
         with preserved_rng():
             for hook in hooks:
-                hook.on_train_end(session, reporter)
+                hook.on_train_end(session.view, reporter)
     barrier(session.world)  # as after a time stop: the ranks leave the process group together
 
 
@@ -356,7 +353,7 @@ def _epoch_files(session: Session, record: dict, hooks: list[TrainHook], reporte
     with preserved_rng():
         write_epoch_files(session, record, hooks)
         for hook in hooks:
-            hook.on_epoch_end(session, record, reporter)
+            hook.on_epoch_end(session.view, record, reporter)
     write_metrics(session)
     reporter.epoch_end(record)
 

@@ -1,6 +1,8 @@
 """Checkpoints written by earlier gentool versions keep loading (tests/data, written by make_v1_checkpoints.py with
 the code of the version named there)."""
 
+import json
+import runpy
 import shutil
 from pathlib import Path
 
@@ -9,11 +11,13 @@ import pytest
 import torch
 
 from gentool.checkpoint import load_checkpoint
-from gentool.checkpoint_meta import optimizer_meta
+from gentool.checkpoint_meta import optimizer_meta, read_metadata
+from gentool.history import PartialEpoch, RunHistory, state_fields
 from gentool.images import to_uint8
 from gentool.train import TrainOptions, train
 
 DATA = Path(__file__).parent / "data"
+MAKER = runpy.run_path(str(DATA / "make_partial_run.py"))  # its digest and timing fields (not its __main__)
 
 
 @pytest.mark.parametrize("name", ["v1_vae", "v1_wgan-gp"])
@@ -31,3 +35,23 @@ def test_checkpoints_of_format_1_still_load_and_sample_as_before(name, mnist_roo
         shutil.copyfile(path, run / "last.safetensors")
         result = train(TrainOptions(model=ckpt.meta["model"], resume=str(run), epochs=2, data_dir=str(mnist_root)))
         assert result["epochs"] == 2 and result["step"] > 5
+
+
+def test_a_run_stopped_inside_an_epoch_by_an_earlier_release_resumes_bit_exactly(tmp_path):
+    """tests/data/partial_run (make_partial_run.py, written by main @5730eab, before gentool.history): the epoch's
+    running sums read back as that release wrote them, and resuming the run ends with the records and every tensor
+    (weights, optimizer state) that release's own resume ended with (expected.json)."""
+    run = tmp_path / "run"
+    (run / "samples").mkdir(parents=True)
+    for name in ("last.safetensors", "metrics.json"):
+        shutil.copyfile(DATA / "partial_run" / name, run / name)
+    state = read_metadata(run / "last.safetensors")["state"]
+    assert PartialEpoch.from_state(state).batch == 1
+    assert state_fields(PartialEpoch.from_state(state)) == {k: state[k] for k in ("batch", "partial")}
+    [old] = RunHistory.read(run / "metrics.json").typed()
+    assert old.partial and (old.epoch, old.step, old.epoch_fraction) == (1, 1, 0.25) and "loss" in old.metrics
+    train(TrainOptions(resume=str(run), epochs=2, threads=1))
+    records = json.loads((run / "metrics.json").read_text())["epochs"]
+    expected = json.loads((DATA / "partial_run" / "expected.json").read_text())
+    assert [{k: v for k, v in r.items() if k not in MAKER["TIMING"]} for r in records] == expected["records"]
+    assert MAKER["digest"](run / "last.safetensors") == expected["digest"]

@@ -56,11 +56,24 @@ class Recorder(TrainHook):
         self.events.append(("teardown", session is not None))
 
 
+class ReadOnly(TrainHook):
+    """Tries to move the loop's step counter: a hook sees the run read-only (gentool.hooks.RunView)."""
+
+    def __init__(self):
+        self.steps = []
+
+    def on_epoch_end(self, session, record, reporter):
+        with pytest.raises(AttributeError, match="read-only"):
+            session.step = 0
+        self.steps.append((type(session).__name__, session.step))
+
+
 def test_the_loop_runs_the_hooks_it_is_given_in_order(tmp_path, mnist_root):
-    first, second = Recorder(), Recorder()
+    first, second, third = Recorder(), Recorder(), ReadOnly()
     opts = TrainOptions(model="vae", data="mnist", data_dir=str(mnist_root), epochs=2, limit=64, batch_size=32,
                         out=str(tmp_path / "run"))
-    train(opts, hooks=[first, second])
+    train(opts, hooks=[first, second, third])
+    assert third.steps == [("RunView", 2), ("RunView", 4)]
     steps = [("step", s, ["kl", "loss", "reconstruction"]) for s in (1, 2)]
     grid = lambda e: ("grid", e, (242, 242, 1), np.dtype("uint8"))  # 8×8 digits of 28 px, 2 px apart
     expected = ([("setup", 2), ("start", 0)] + steps + [grid(1), ("epoch", 1, 2)]

@@ -13,6 +13,7 @@ from scipy.linalg import sqrtm
 
 from conftest import colour_images
 from gentool.errors import GentoolError, UsageError
+from gentool.hooks import RunView
 from gentool.metrics import extractor as ex
 from gentool.metrics.distances import (histogram_jsd, pixel_histogram, pixel_moments, pixel_summary, project,
                                        projection_directions, sliced_wasserstein)
@@ -328,8 +329,8 @@ def test_divergence_and_collapse_events():
 def test_watch_stops_on_divergence_and_keeps_the_last_healthy_state(tmp_path):
     saved = []
     opts = SimpleNamespace(eval_every=0, eval_n=100, stop_on_divergence=True, seed=0, epochs=10)
-    session = SimpleNamespace(opts=opts, history={"epochs": [], "events": []}, run_dir=tmp_path, stop_reason=None,
-                              save=lambda path: (saved.append(path), path.write_bytes(b"x")))
+    session = RunView(SimpleNamespace(opts=opts, history={"epochs": [], "events": []}, run_dir=tmp_path,
+                                      stop_reason=None, save=lambda path: (saved.append(path), path.write_bytes(b"x"))))
     watch = TrainingWatch()
     watch.setup(opts)
     for epoch, loss in enumerate([1.0, 1.1, 0.9, 1.0, 1e4], start=1):

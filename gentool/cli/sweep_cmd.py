@@ -11,6 +11,7 @@ from pathlib import Path
 from gentool import results, rundir
 from gentool.cli import options as o
 from gentool.errors import GentoolError, UsageError, bad_value
+from gentool.history import read_records
 from gentool.progress import PlainReporter, Reporter, make_reporter
 from gentool.sweep_options import SWEEPS_ENV, SweepOptions
 
@@ -67,7 +68,7 @@ class TrialsBar:
     def _epoch(self, trial: dict) -> str:
         path = self.sweep_dir / trial["run_dir"] / rundir.METRICS
         try:
-            records = rundir.read_metrics(path).get("epochs", []) if path.exists() else []
+            records = read_records(path)
         except GentoolError:  # caught mid-rename on a slow file system: the next poll reads it
             records = []
         return f"#{trial['index']} epoch {records[-1]['epoch'] if records else 0}/{self.epochs}"

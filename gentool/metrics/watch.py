@@ -12,7 +12,6 @@ warning and recorded in metrics.json under "events"; with --stop-on-divergence a
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
 
 import torch
 
@@ -25,11 +24,9 @@ from gentool.metrics.intervals import IntervalPlan
 from gentool.metrics.reference import resolve_reference
 from gentool.progress import Reporter, format_metrics
 from gentool.sampling import sample_chunks
-from gentool.hooks import EVALUATION_KEYS, TrainHook
+from gentool.hooks import EVALUATION_KEYS, RunView, TrainHook
 from gentool.train_options import TrainOptions
 
-if TYPE_CHECKING:
-    from gentool.session import Session
 
 WINDOW = 5  # recent epochs a value is compared with
 MIN_HISTORY = 3  # values needed before a jump is judged (early epochs move a lot)
@@ -126,7 +123,7 @@ class TrainingWatch(TrainHook):
         self.eval_every, self.eval_n, self.stop = opts.eval_every, opts.eval_n, opts.stop_on_divergence
         self.seed = opts.seed
 
-    def on_epoch_end(self, session: Session, record: dict, reporter: Reporter) -> None:
+    def on_epoch_end(self, session: RunView, record: dict, reporter: Reporter) -> None:
         previous = [r for r in session.history["epochs"] if r is not record]
         events = divergence_events(previous, record)
         epoch = record["epoch"]
@@ -141,9 +138,9 @@ class TrainingWatch(TrainHook):
         if diverged and self.stop:
             best = session.run_dir / rundir.BEST
             kept = f"; best checkpoint kept: {best}" if best.exists() else ""
-            session.stop_reason = f"stopped after epoch {epoch}: training diverged (--stop-on-divergence){kept}"
+            session.stop(f"stopped after epoch {epoch}: training diverged (--stop-on-divergence){kept}")
 
-    def _evaluate(self, session: Session, record: dict, reporter: Reporter) -> int:
+    def _evaluate(self, session: RunView, record: dict, reporter: Reporter) -> int:
         """Score the model's samples into the record (fid, modes, class_kl); returns the number of classes."""
         if self.evaluator is None:
             c = session.model.config
@@ -198,7 +195,7 @@ class TrainingWatch(TrainHook):
             events.append(collapse)
         return events
 
-    def _keep_best(self, session: Session, record: dict, diverged: bool) -> dict | None:
+    def _keep_best(self, session: RunView, record: dict, diverged: bool) -> dict | None:
         """best.safetensors: the lowest FID so far, beyond the noise (BEST_RULE); without evaluation (but with
         --stop-on-divergence), the last epoch before a divergence. Returns an event when a lower FID was within
         its interval of the best, so not kept."""
@@ -225,7 +222,7 @@ class TrainingWatch(TrainHook):
                       f"within its interval: best.safetensors keeps epoch {best['epoch']}", key="fid",
                       value=record["fid"], fid_low=ci[0], fid_high=ci[1], best=best["fid"], rule=BEST_RULE)
 
-    def on_train_end(self, session: Session, reporter: Reporter) -> None:
+    def on_train_end(self, session: RunView, reporter: Reporter) -> None:
         best = session.history.get("best")
         if best and best.get("fid") is not None:
             reporter.message(f"best.safetensors: epoch {best['epoch']}, FID {best['fid']:.4g} (kept as {BEST_RULE})")

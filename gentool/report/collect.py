@@ -19,9 +19,10 @@ from gentool import seed_stats
 from gentool import sweep as sw
 from gentool.errors import GentoolError, UsageError
 from gentool.figures import PROGRESS_GIF
+from gentool.history import partial_records, read_history
 from gentool.sweep_figures import MATRIX_PNG
 from gentool.registry import get_entry
-from gentool.report.readers import (Picture, as_object, clean_events, clean_records, is_number, is_scalar,
+from gentool.report.readers import (Picture, as_object, clean_events, is_number, is_scalar,
                                     read_json_file, read_picture)
 from gentool.results import find_runs
 from gentool.summary import summarize
@@ -93,9 +94,9 @@ def _read_history(run_dir: Path, notes: list[str]) -> dict:
     if not where.is_file():
         notes.append(f"no {rundir.METRICS}: the run recorded no epoch yet")
         return {"epochs": [], "events": []}
-    history = as_object(read_json_file(where), str(where))
-    history["epochs"] = clean_records(history.get("epochs", []), str(where))
-    history["events"] = clean_events(history.get("events", []), str(where))
+    history = read_history(where, "PATH")  # checked as summary, sweeps and resume check it
+    history["epochs"] = history.get("epochs", [])
+    history["events"] = clean_events(history.get("events", []), str(where))  # the report shows kind and message
     for key in ("evaluation", "best", "heldout"):
         if not isinstance(history.get(key) or {}, dict):
             raise GentoolError(f"{where}: \"{key}\" must be a JSON object")
@@ -202,7 +203,7 @@ def collect_run(run_dir: Path, name: str, anchor: str, animation: bool = True) -
     best = history.get("best") or {}
     return {"name": name, "anchor": anchor, "path": str(run_dir), "config": config, "history": history,
             "records": records, "events": history["events"], "architecture": arch,
-            "partial": [r["epoch"] for r in records if r.get("partial") is True],
+            "partial": [r["epoch"] for r in partial_records(records)],
             "best_text": best_checkpoint(history, run_dir, notes), "best_epoch": best.get("epoch"),
             "checkpoints": _checkpoints(run_dir), "samples": samples(run_dir, records, best.get("epoch"), notes, animation),
             "evaluations": evaluation_files(run_dir, notes), "notes": notes}

@@ -68,21 +68,6 @@ def is_scalar(value) -> bool:
     return value is None or isinstance(value, (str, int, float, bool))
 
 
-def clean_records(records, where: str) -> list[dict]:
-    """metrics.json's epoch records: each an object with an integer epoch ≥ 0; values that are not scalars (lists,
-    objects) are dropped, since no table cell or curve can show them."""
-    if not isinstance(records, list):
-        raise GentoolError(f"{where}: \"epochs\" must be a list of records")
-    clean = []
-    for i, record in enumerate(records):
-        record = as_object(record, f"{where}: epochs[{i}]")
-        epoch = record.get("epoch")
-        if not (isinstance(epoch, int) and not isinstance(epoch, bool) and epoch >= 0):
-            raise GentoolError(f"{where}: epochs[{i}].epoch must be an integer ≥ 0, got {epoch!r}")
-        clean.append({k: v for k, v in record.items() if isinstance(k, str) and is_scalar(v)})
-    return clean
-
-
 def clean_events(events, where: str) -> list[dict]:
     """metrics.json's events: objects with an integer epoch and text kind and message (other fields kept if scalar)."""
     if not isinstance(events, list):

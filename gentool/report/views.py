@@ -13,6 +13,7 @@ from pathlib import Path
 from gentool import figures, sweep_figures
 from gentool import seed_stats
 from gentool import sweep as sw
+from gentool.history import is_partial
 from gentool.report.readers import Picture, is_number, picture
 from gentool.results import compare_runs, final_metrics
 from gentool.summary import shape_text
@@ -115,11 +116,11 @@ def metric_tables(run: dict) -> dict:
     columns = ["metric", "value"] + (["held-out"] if heldout else [])
     rows = [[cell(k), cell(final[k])] + ([cell(final.get(HELDOUT + k))] if heldout else []) for k in keys]
     last = records[-1]
-    caption = f"Final metrics (epoch {last['epoch']}" + (", partial" if last.get("partial") is True else "") + ")"
+    caption = f"Final metrics (epoch {last['epoch']}" + (", partial" if is_partial(last) else "") + ")"
     every = ["step", "seconds"] + ordered(figures.metric_keys(records))
-    all_rows = [[cell(f"{r['epoch']} (partial)" if r.get("partial") is True else r["epoch"])]
+    all_rows = [[cell(f"{r['epoch']} (partial)" if is_partial(r) else r["epoch"])]
                 + [cell(r.get(k)) for k in every] for r in records]
-    classes = ["partial" if r.get("partial") is True else "" for r in records]
+    classes = ["partial" if is_partial(r) else "" for r in records]
     return {"final": table(caption, columns, rows),
             "epochs": table("Each epoch's record, as metrics.json holds it", ["epoch", *every], all_rows, classes=classes)}
 
