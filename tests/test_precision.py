@@ -252,6 +252,9 @@ def test_a_resume_keeps_the_precision_its_run_trained_in(tmp_path, mnist_root, p
     monkeypatch.setattr(d, "_CHOSEN", {("cpu", torch.get_num_threads()): d.PrecisionChoice("auto", "bf16", "now")})
     resumed = train(TrainOptions(resume=str(tmp_path / "r"), epochs=2))
     assert resumed["precision"]["used"] == "fp32" and "the run's own" in resumed["precision"]["reason"]
+    monkeypatch.setenv(d.AUTO_ENV, "bf16")  # forcing auto does not end a run's bit-exact continuation either
+    forced = train(TrainOptions(resume=str(tmp_path / "r"), epochs=3))
+    assert forced["precision"]["used"] == "fp32" and "auto now: bf16, forced by" in forced["precision"]["reason"]
 
 
 def test_the_environment_forces_what_auto_decides_and_doctor_says_so(probe, invoke, monkeypatch, tmp_path):
