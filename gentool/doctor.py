@@ -29,7 +29,7 @@ def diagnose(threads: int | None = None, clear_precision: bool = False) -> dict:
     from gentool.cache import cache_dir
     from gentool.device import choose_precision, default_threads, pick_device
     from gentool.load import cores, load_warning
-    from gentool.precision import _bf16_supported, _cpu_name, cache_path, clear_cache, feature_rule
+    from gentool.precision import _bf16_supported, _cpu_name, cache_path, clear_cache, feature_rule, forced_auto
     from gentool.versions import installed, torchvision_problem
 
     cleared = clear_cache() if clear_precision else None
@@ -38,12 +38,14 @@ def diagnose(threads: int | None = None, clear_precision: bool = False) -> dict:
     device = pick_device("auto")
     rule, why = feature_rule()
     choice = choose_precision("auto", device)
+    forced = forced_auto(device)
     return {
         "gentool": __version__, "torch": torch.__version__, "torchvision": installed("torchvision"),
         "torchvision_problem": torchvision_problem(),
         "device": str(device), "cpu": _cpu_name(), "cores": cores(), "threads": threads,
         "bf16_native": _bf16_supported(torch.device("cpu")), "bf16_rule": rule, "bf16_rule_reason": why,
-        "precision": choice.to_dict(), "precision_cache": str(cache_path()),
+        "precision": choice.to_dict(), "precision_forced": forced.used if forced else None,
+        "precision_cache": str(cache_path()),
         "precision_cache_cleared": cleared, "precision_cache_entries": _cache_rows(time.time()),
         "cache_dir": str(cache_dir()), "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
         "load_warning": load_warning(threads),

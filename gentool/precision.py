@@ -54,12 +54,35 @@ def _bf16_supported(device: torch.device) -> bool:
     return device.type == "mps"
 
 
+# fp32 or bf16: what `auto` decides, whatever the rule and the probe say. For batch jobs across hosts of different
+# kinds that must all train alike, and for CI, which runs the suite with the decision forced each way.
+AUTO_ENV = "GENTOOL_AUTO_PRECISION"
+FORCEABLE = ("fp32", "bf16")
+
+
+def forced_auto(device: torch.device) -> PrecisionChoice | None:
+    """What $GENTOOL_AUTO_PRECISION makes `auto` decide on `device` (None when it is unset or empty). Any other
+    value is refused, and so is bf16 where the device has no native bf16: falling back to fp32 would let a job (or
+    a CI run meant to cover bf16) believe it ran in bf16, and emulated bf16 is slower than fp32."""
+    value = os.environ.get(AUTO_ENV, "").strip().lower()
+    if not value:
+        return None
+    if value not in FORCEABLE:
+        raise bad_value(AUTO_ENV, os.environ[AUTO_ENV], "fp32 or bf16 (what --precision auto then picks), or unset")
+    if value == "bf16" and not _bf16_supported(device):
+        raise bad_value(AUTO_ENV, value, f"fp32 or unset on this {device.type}: it has no native bf16 "
+                                         "(AVX512-BF16 or AMX on a CPU)")
+    return PrecisionChoice("auto", value, f"forced by {AUTO_ENV}={value}")
+
+
 def check_precision(name: str, device: torch.device) -> str:
-    """--precision, lower-cased, when `device` can run it (auto always can); refuses anything else. Cheap: auto is
-    checked here without being probed."""
+    """--precision, lower-cased, when `device` can run it (auto always can, unless $GENTOOL_AUTO_PRECISION forces
+    what it cannot); refuses anything else. Cheap: auto is checked here without being probed."""
     name = (name or "auto").lower()
     if name not in PRECISIONS:
         raise bad_value("--precision", name, "one of " + ", ".join(PRECISIONS))
+    if name == "auto":
+        forced_auto(device)
     if name == "bf16" and not _bf16_supported(device):
         raise bad_value("--precision", name, f"a precision this {device.type} supports (it lacks fast bf16; use fp32)")
     if name == "fp16" and device.type not in ("cuda", "mps"):
@@ -92,7 +115,11 @@ _CHOSEN: dict[tuple, PrecisionChoice] = {}  # this process's decisions (one per 
 
 def auto_precision(device: torch.device) -> PrecisionChoice:
     """--precision auto: bf16 on a CUDA device with native bf16 (compute capability 8.0 and later), fp32 on MPS,
-    and on a CPU the feature rule confirmed (or, on a quiet machine, clearly overruled) by the probe."""
+    and on a CPU the feature rule confirmed (or, on a quiet machine, clearly overruled) by the probe; or what
+    $GENTOOL_AUTO_PRECISION forces."""
+    forced = forced_auto(device)
+    if forced is not None:
+        return forced
     if device.type == "cuda":
         native = torch.cuda.is_bf16_supported(including_emulation=False)
         return PrecisionChoice("auto", "bf16" if native else "fp32", "CUDA device with native bf16" if native

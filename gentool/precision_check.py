@@ -14,7 +14,7 @@ import torch
 from gentool.device import Amp, PrecisionChoice, _bf16_supported
 from gentool.guards import preserved_rng
 from gentool.load import LoadMeter, load_warning
-from gentool.precision import BUSY_SHARE, time_workloads
+from gentool.precision import BUSY_SHARE, forced_auto, time_workloads
 
 MIN_STEPS = 500  # runs shorter than this many steps skip the check: its cost (about 8 steps) would not pay back
 SWITCH_GAIN = 1.3  # the other precision must be this much faster for this model: clearly beyond timing noise
@@ -22,11 +22,12 @@ REPS, BUDGET = 4, 10.0  # timed rounds (after one warm-up each) and the seconds 
 
 
 def wants_check(session, planned_steps: int) -> bool:
-    """Whether this run checks its precision: a new single-process CPU run with --precision auto, on a CPU with
-    native bf16, long enough for the check to pay back."""
+    """Whether this run checks its precision: a new single-process CPU run with --precision auto (not forced by
+    $GENTOOL_AUTO_PRECISION, which a switch would defeat), on a CPU with native bf16, long enough to pay back."""
     device = session.model.device
     return (session.precision.requested == "auto" and session.step == 0 and not session.world.enabled
-            and device.type == "cpu" and _bf16_supported(device) and planned_steps >= MIN_STEPS)
+            and device.type == "cpu" and _bf16_supported(device) and planned_steps >= MIN_STEPS
+            and forced_auto(device) is None)
 
 
 def step_times(session, images: torch.Tensor, labels: torch.Tensor) -> tuple[dict[str, float], float]:

@@ -49,8 +49,9 @@ class DrawOptions(SamplerOptions):
                          metavar="auto|cpu|cuda|mps", check=DEVICE)
     weights: str = option("auto (the EMA weights when the run kept them, else raw), ema or raw.", default="auto",
                           metavar="auto|ema|raw", check=choice("auto", "ema", "raw"))
-    precision: str = option("auto (bf16 where this machine runs it measurably faster, else fp32), fp32 (safe "
-                            "everywhere), bf16 (autocast; CPUs with AVX512-BF16/AMX, recent GPUs) or fp16 (CUDA/MPS).",
+    precision: str = option("auto (bf16 where this machine runs it measurably faster, else fp32; "
+                            "$GENTOOL_AUTO_PRECISION=fp32|bf16 fixes what auto picks), fp32 (safe everywhere), "
+                            "bf16 (autocast; CPUs with AVX512-BF16/AMX, recent GPUs) or fp16 (CUDA/MPS).",
                             default="auto", metavar="auto|fp32|bf16|fp16", check=PRECISION)
     overwrite: bool = option("Replace existing output instead of refusing.", default=False)
 

@@ -140,10 +140,10 @@ class TrainOptions:
         "a checkpoint that --resume continues.",
         metavar="M", check=Numbers(0, MAX_MINUTES, open_low=True, what="a positive number of minutes"))
     precision: str | None = option(
-        "auto (bf16 where this machine runs it measurably faster, by a short probe cached per CPU; else fp32), fp32 "
-        "(safe everywhere), bf16 (autocast; CPUs with AVX512-BF16/AMX, recent GPUs) or fp16 (CUDA/MPS, with "
-        "gradient scaling). The choice and why are in config.json.", fallback="auto", metavar="auto|fp32|bf16|fp16",
-        resume=KEPT, check=PRECISION)
+        "auto (bf16 where this machine runs it measurably faster, by a short probe cached per CPU; else fp32; "
+        "$GENTOOL_AUTO_PRECISION=fp32|bf16 fixes what auto picks), fp32 (safe everywhere), bf16 (autocast; CPUs "
+        "with AVX512-BF16/AMX, recent GPUs) or fp16 (CUDA/MPS, with gradient scaling). The choice and why are in "
+        "config.json.", fallback="auto", metavar="auto|fp32|bf16|fp16", resume=KEPT, check=PRECISION)
     channels_last: bool | None = option(
         "Channels-last memory format (default: on for convolutional networks, off on MPS).",
         flags=("--channels-last/--no-channels-last",))

@@ -166,6 +166,7 @@ def test_prepare_builds_what_evaluate_then_reuses(invoke, cifar_folder, tmp_path
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     made = invoke("prepare", "--data", cifar_folder, "--image-size", "16", "--split", "both", "--json")
     assert made.exit_code == 0, made.output
+    assert "training the reference extractor" in made.stderr and "gentool prepare" not in made.stderr  # it is that
     found = json.loads(made.stdout)
     assert set(found["splits"]) == {"test", "train"} and found["splits"]["test"]["images"] == 20
     assert "every 10th image" in found["splits"]["test"]["source"] and "16" in found["splits"]["test"]["source"]

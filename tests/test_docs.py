@@ -32,7 +32,7 @@ def documented_commands() -> list[list[str]]:
     commands = []
     for text in texts:
         for line in text.replace("\\\n", " ").splitlines():
-            line = line.lstrip("# ")
+            line = re.sub(r"^([A-Z_][A-Z0-9_]*=\S*\s+)+", "", line.lstrip("# "))  # VAR=value gentool ...
             if not (line.startswith(("gentool ", "srun ")) and " gentool " in f" {line}" or "-m gentool " in line):
                 continue
             for part in line.split("&&"):

@@ -132,6 +132,7 @@ def test_evaluate_scores_the_held_out_part_at_the_samples_size_and_never_stale(t
     out = json.loads(result.stdout)
     assert out["real_source"] == f"every 10th image of each class in {root.resolve()} at 16x16"
     assert out["n_real"] == 6 and "training the reference extractor" in result.stderr
+    assert f"build it ahead with: gentool prepare --data {root} --image-size 16" in " ".join(result.stderr.split())
     assert invoke(*args).stderr.count("computing real-data statistics") == 0  # cached
     os.utime(root / "dogs" / "01.png", ns=(1, 10**18))  # same names and sizes, changed in place
     again = invoke(*args)

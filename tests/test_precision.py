@@ -54,6 +54,7 @@ def test_probe_takes_the_best_of_alternating_rounds_and_keeps_to_its_budget():
 def probe(tmp_path, monkeypatch):
     """A CPU that has bf16, a cache under tmp_path and a probe that counts its runs (fp32 twice as fast)."""
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.delenv(d.AUTO_ENV, raising=False)  # these tests judge auto's own decision, forced or not around them
     monkeypatch.setattr(d, "_bf16_supported", lambda device: True)
     monkeypatch.setattr(d, "_CHOSEN", {})
     monkeypatch.setattr(d, "feature_rule", lambda: (None, "a CPU gentool has no rule for"))
@@ -201,6 +202,7 @@ def test_the_decision_holds_beside_a_busy_process(tmp_path):
     code = ("import torch, os; torch.set_num_threads(1); os.sched_setaffinity(0, {0}); "
             "from gentool.precision import auto_precision; print(auto_precision(torch.device('cpu')).used)")
     env = {**__import__("os").environ, "XDG_CACHE_HOME": str(tmp_path)}
+    env.pop(d.AUTO_ENV, None)  # the decision itself, even in a suite run with it forced
     spin = subprocess.Popen([sys.executable, "-c", "import os; os.sched_setaffinity(0, {0})\nwhile True: pass"])
     try:
         loaded = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
@@ -231,6 +233,13 @@ def test_a_long_run_checks_its_precision_on_its_own_steps_and_switches_once(tmp_
     monkeypatch.setattr(check, "time_workloads", lambda work, **kw: {"fp32": 0.010, "bf16": 0.011})
     kept = train(TrainOptions(**{**options, "out": str(tmp_path / "kept")}))
     assert kept["precision"]["used"] == "fp32" and "kept after" in kept["precision"]["reason"]
+    monkeypatch.setattr(check, "time_workloads", lambda work, **kw: {"fp32": 0.040, "bf16": 0.010})
+    monkeypatch.setenv(d.AUTO_ENV, "fp32")  # forced: the run's own check must not switch it back to bf16
+    forced = train(TrainOptions(**{**options, "out": str(tmp_path / "forced")}))
+    config = json.loads((tmp_path / "forced" / "config.json").read_text())
+    assert config["precision"] == forced["precision"] == {"requested": "auto", "used": "fp32",
+                                                          "reason": "forced by GENTOOL_AUTO_PRECISION=fp32"}
+    assert not [e for e in forced["events"] if e["kind"] == "precision"]
 
 
 def test_a_resume_keeps_the_precision_its_run_trained_in(tmp_path, mnist_root, probe, monkeypatch):
@@ -243,6 +252,36 @@ def test_a_resume_keeps_the_precision_its_run_trained_in(tmp_path, mnist_root, p
     monkeypatch.setattr(d, "_CHOSEN", {("cpu", torch.get_num_threads()): d.PrecisionChoice("auto", "bf16", "now")})
     resumed = train(TrainOptions(resume=str(tmp_path / "r"), epochs=2))
     assert resumed["precision"]["used"] == "fp32" and "the run's own" in resumed["precision"]["reason"]
+    monkeypatch.setenv(d.AUTO_ENV, "bf16")  # forcing auto does not end a run's bit-exact continuation either
+    forced = train(TrainOptions(resume=str(tmp_path / "r"), epochs=3))
+    assert forced["precision"]["used"] == "fp32" and "auto now: bf16, forced by" in forced["precision"]["reason"]
+
+
+def test_the_environment_forces_what_auto_decides_and_doctor_says_so(probe, invoke, monkeypatch, tmp_path):
+    """$GENTOOL_AUTO_PRECISION (CI, batch jobs across mixed hosts): auto decides that, without a probe; a bad value
+    and bf16 on a CPU without it are one line naming the variable, exit 2, before any run directory exists."""
+    cache, runs = probe
+    for value in ("fp32", " BF16 "):
+        monkeypatch.setenv(d.AUTO_ENV, value)
+        choice = d.choose_precision("auto", CPU)
+        assert (choice.used, choice.reason) == (value.strip().lower(), f"forced by {d.AUTO_ENV}={choice.used}")
+    assert d.choose_precision("fp32", CPU).reason == "given"  # an explicit --precision is not auto's to force
+    assert runs == [] and not cache.exists()  # nothing probed, nothing cached
+    found = json.loads(invoke("doctor", "--json").stdout)
+    assert found["precision"] == {"requested": "auto", "used": "bf16", "reason": f"forced by {d.AUTO_ENV}=bf16"}
+    assert found["precision_forced"] == "bf16"
+    shown = invoke("doctor").stdout
+    assert f"precision auto: bf16 (forced by {d.AUTO_ENV}=bf16)" in shown and f"{d.AUTO_ENV} is set" in shown
+    monkeypatch.setattr(d, "_bf16_supported", lambda device: False)
+    refused = invoke("doctor")
+    assert refused.exit_code == 2 and refused.stderr.splitlines() == [
+        f"error: {d.AUTO_ENV}: got 'bf16'; expected fp32 or unset on this cpu: it has no native bf16 (AVX512-BF16 "
+        "or AMX on a CPU)"]
+    monkeypatch.setenv(d.AUTO_ENV, "fp33")
+    bad = invoke("train", "vae", "--data", "mnist-sample", "--epochs", "1", "--out", tmp_path / "run")
+    assert bad.exit_code == 2 and bad.stderr.splitlines() == [
+        f"error: {d.AUTO_ENV}: got 'fp33'; expected fp32 or bf16 (what --precision auto then picks), or unset"]
+    assert not (tmp_path / "run").exists() and runs == []
 
 
 @pytest.mark.parametrize("torch_v, vision_v, bad", [("2.14.1", "0.29.1", False), ("2.14.1+cu130", "0.29.1+cu130", False),
@@ -265,8 +304,11 @@ def test_doctor_shows_and_clears_the_cached_decision(probe, invoke):
     assert found["precision"]["used"] == "fp32" and found["torchvision_problem"] is None
     (entry,) = found["precision_cache_entries"]
     assert entry["fp32_ms"] == 10.0 and entry["expires_in_days"] <= d.CACHE_DAYS and cache.exists()
+    hint = "clear the cached measurements with: gentool doctor --clear-precision"
+    assert hint in invoke("doctor").stdout
     result = invoke("doctor", "--clear-precision")
     assert result.exit_code == 0 and "precision cache cleared" in result.stdout and len(runs) == 2
+    assert hint not in result.stdout  # not to a user who has just run that command
 
 
 def test_a_load_average_that_remembers_finished_work_is_not_busy(monkeypatch):

@@ -17,8 +17,10 @@ def doctor(
 ):
     """Check this machine for gentool: torch and torchvision versions (and whether they pair), the device --device
     auto picks, the CPU's bf16 support, what --precision auto decides and why (with the cached measurements and
-    when they expire), and whether other work is loading the machine now."""
+    when they expire, or $GENTOOL_AUTO_PRECISION when it forces the decision), and whether other work is loading
+    the machine now."""
     from gentool.doctor import diagnose
+    from gentool.precision import AUTO_ENV
 
     found = diagnose(threads, clear_precision)
     if json_out:
@@ -34,6 +36,8 @@ def doctor(
         f"({found['bf16_rule_reason']})", highlight=False)
     p = found["precision"]
     say(f"precision auto: {p['used']} ({p['reason']})", highlight=False)
+    if found["precision_forced"]:
+        say(f"  {AUTO_ENV} is set: unset it to let the CPU's rule and the probe decide", highlight=False)
     if found["precision_cache_cleared"] is not None:
         say(f"precision cache {'cleared' if found['precision_cache_cleared'] else 'was empty'}: "
             f"{found['precision_cache']}", highlight=False)
@@ -44,4 +48,5 @@ def doctor(
     load = found["load_average"]
     say(f"load average: {' '.join(f'{v:.2f}' for v in load) if load else 'unknown'}"
         + (f" — {found['load_warning']}" if found["load_warning"] else ""), highlight=False)
-    say("clear the cached measurements with: gentool doctor --clear-precision", highlight=False)
+    if found["precision_cache_entries"] and not clear_precision:  # not to a user who has just run that
+        say("clear the cached measurements with: gentool doctor --clear-precision", highlight=False)

@@ -155,8 +155,10 @@ def extractor_id(reference: Reference, recipe: Recipe) -> str:
     return f"{reference.name}-r{recipe.hash}-d{reference.fingerprint()}"
 
 
-def get_extractor(reference: Reference, device: torch.device, reporter: Reporter | None = None) -> Extractor:
-    """The reference's extractor: loaded from the cache, or trained now (with progress) and cached."""
+def get_extractor(reference: Reference, device: torch.device, reporter: Reporter | None = None,
+                  hint: bool = True) -> Extractor:
+    """The reference's extractor: loaded from the cache, or trained now (with progress) and cached. `hint`: name
+    `gentool prepare` as the way to build it ahead (not when the caller is that command)."""
     reporter = reporter or Reporter()
     geometry = reference_geometry(reference)
     recipe = default_recipe(geometry)
@@ -168,11 +170,9 @@ def get_extractor(reference: Reference, device: torch.device, reporter: Reporter
         except (SafetensorError, OSError, ValueError, KeyError, TypeError, RuntimeError, RecursionError) as exc:
             set_aside(path, str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
     fileio.make_dirs(path.parent)  # a link there is refused now, not after minutes of training
-    size = f" --image-size {reference.image_size}" if reference.image_size else ""
-    size += f" --data-dir {shlex.quote(str(reference.data_dir))}" if reference.data_dir else ""
+    ahead = _prepare_hint(reference) if hint else ""
     reporter.message(f"training the reference extractor for {reference.describe_split('train')} "
-                     f"(first use; recipe {recipe.hash}, seed {recipe.seed}); a batch job can build it ahead with: "
-                     f"gentool prepare --data {shlex.quote(reference.spec)}{size}")
+                     f"(first use; recipe {recipe.hash}, seed {recipe.seed}){ahead}")
     extractor = train_extractor(reference.load("train", reporter), reference.load("test", reporter), recipe, device,
                                 reporter)
     extractor.meta.update(id=ident, data=reference.name, data_spec=reference.spec,
@@ -181,6 +181,12 @@ def get_extractor(reference: Reference, device: torch.device, reporter: Reporter
     reporter.message(f"reference extractor {ident}: test accuracy {extractor.meta['test_accuracy']:.2%}, "
                      f"trained in {extractor.meta['train_seconds']:.0f} s, cached in {path}")
     return extractor
+
+
+def _prepare_hint(reference: Reference) -> str:
+    size = f" --image-size {reference.image_size}" if reference.image_size else ""
+    size += f" --data-dir {shlex.quote(str(reference.data_dir))}" if reference.data_dir else ""
+    return f"; a batch job can build it ahead with: gentool prepare --data {shlex.quote(reference.spec)}{size}"
 
 
 @contextlib.contextmanager

@@ -32,7 +32,7 @@ def prepare(opts: PrepareOptions, reporter: Reporter | None = None) -> dict:
         channels = reference_geometry(replace(reference, image_size=image_size)).shape[0]  # mixed sizes too
         reference = reference.sized_for((channels, image_size, image_size))
     start = time.perf_counter()
-    extractor = get_extractor(reference, pick_device(opts.device), reporter)
+    extractor = get_extractor(reference, pick_device(opts.device), reporter, hint=False)  # it is that command
     built = {}
     for part in SPLITS[opts.split]:
         stats = real_stats(extractor, reference, part, reporter)
