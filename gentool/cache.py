@@ -8,13 +8,15 @@ import warnings
 from pathlib import Path
 
 from gentool.errors import UsageError
-from gentool.fileio import check_no_links
+from gentool.fileio import check_no_links, own
 
 
 def cache_dir() -> Path:
-    """The per-user cache folder ($XDG_CACHE_HOME/gentool, else ~/.cache/gentool)."""
+    """The per-user cache folder ($XDG_CACHE_HOME/gentool, else ~/.cache/gentool), owned by gentool: every entry
+    below it is written, replaced and deleted through gentool.fileio, which refuses a link inside it (the folder
+    itself may be a link the user made)."""
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "gentool"
+    return own(Path(base) / "gentool")
 
 
 def set_aside(path: Path, problem: str) -> None:

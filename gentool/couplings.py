@@ -80,8 +80,10 @@ def _read_part(path: Path, manifest: dict, arg: str) -> dict[str, torch.Tensor]:
     """One part's tensors, after checking its header against the manifest."""
     from safetensors import SafetensorError, safe_open
 
+    from gentool.fileio import regular_path
+
     try:
-        with safe_open(str(path), framework="pt") as f:
+        with regular_path(path) as pinned, safe_open(pinned, framework="pt") as f:
             expected = _expected(manifest, manifest["part"])
             if set(f.keys()) != set(expected):
                 raise GentoolError(f"{arg}: {path} holds tensors {sorted(f.keys())[:5]}; expected "
@@ -133,7 +135,7 @@ def manifest_geometry(folder: Path):
 
 def new_manifest(folder: Path, teacher: dict, data: dict, seed: int, latent_shape) -> dict:
     """Write (or check against) the folder's manifest: one folder holds the pairs of one teacher, sampler and seed."""
-    from gentool.fileio import atomic_write_json
+    from gentool.fileio import atomic_write_json, make_dirs
 
     manifest = {"format": FORMAT, "version": 1, "teacher": teacher, "data": data, "seed": seed, "part": PART,
                 "latent_shape": list(latent_shape)}
@@ -142,6 +144,6 @@ def new_manifest(folder: Path, teacher: dict, data: dict, seed: int, latent_shap
         if json.dumps(old, sort_keys=True) != json.dumps(manifest, sort_keys=True):
             raise GentoolError(f"{folder}: holds couplings of another teacher or sampler ({MANIFEST} differs)")
         return old
-    folder.mkdir(parents=True, exist_ok=True)
+    make_dirs(folder)  # refused through a link (gentool.distill owns the teacher's run folder)
     atomic_write_json(folder / MANIFEST, manifest)
     return manifest

@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from gentool import couplings as cp
-from gentool import rundir
+from gentool import fileio, rundir
 from gentool.checkpoint import Checkpoint, load_checkpoint
 from gentool.distill_options import DistillOptions
 from gentool.errors import GentoolError, UsageError
@@ -90,7 +90,8 @@ def couplings_folder(ckpt: Checkpoint, settings: dict, seed: int) -> Path:
     sampler and seed (a later student of the same teacher reuses and extends them)."""
     sampler = "-".join(f"{k}{v}" for k, v in sorted(settings.items()))
     name = f"{ckpt.path.stem}-step{ckpt.state['step']}-{ckpt.weights}-{sampler}-seed{seed}"
-    return ckpt.path.parent / "couplings" / name
+    # the teacher's run folder is gentool's while it writes there: a link below it (couplings/) is refused
+    return fileio.own(ckpt.path.parent) / "couplings" / name
 
 
 def draw_couplings(ckpt: Checkpoint, settings: dict, opts: DistillOptions, reporter: Reporter,

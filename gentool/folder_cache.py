@@ -19,10 +19,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from gentool import undo
+from gentool import fileio, undo
 from gentool.cache import cache_dir
 from gentool.datatypes import Geometry, ImageData
-from gentool.errors import GentoolError
+from gentool.errors import GentoolError, UsageError
 from gentool.fileio import atomic_write_json, read_json
 from gentool.folders import (Header, Listing, found_lines, gib, list_folder, plan_geometry, read_headers,
                              nothing_usable, read_image, reason, skipped_lines, split_part)
@@ -83,11 +83,13 @@ def load_folder(root: Path, image_size: int | None = None, limit: int | None = N
     from filelock import FileLock  # imported here: the CLI's --help must not pay for it
 
     try:
-        entry.parent.mkdir(parents=True, exist_ok=True)
-        lock = FileLock(str(entry) + ".lock")
+        lock_path = fileio.make_dirs(entry.parent) / f"{entry.name}.lock"
+        fileio.create_lock_file(lock_path)  # never through a link, whatever filelock's version does
+        lock = FileLock(str(lock_path))
         lock.acquire()
-    except OSError as exc:
-        reporter.message(f"note: decoded images are not cached ({cache_folder()}: {exc.strerror or exc})")
+    except (OSError, UsageError) as exc:  # UsageError: a link in the cache, never written through
+        problem = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+        reporter.message(f"note: decoded images are not cached ({cache_folder()}: {problem})")
         kept, images = decode_all(listing, headers, geometry, image_size, np.empty(shape, np.uint8), reporter)
         _report_decode_skips(kept, skipped_before, reporter)
         return _image_data(root, images[:len(kept.files)], kept.labels, kept.classes)
@@ -205,7 +207,8 @@ def open_entry(entry: Path, key: str, reporter: Reporter) -> ImageData | None:
         meta = read_json(entry / META)
         if meta.get("format") != CACHE_FORMAT or meta.get("version") != CACHE_VERSION or meta.get("key") != key:
             raise ValueError("it was written for other files or by another gentool")
-        images = np.load(entry / IMAGES, mmap_mode="c", allow_pickle=False)
+        with fileio.regular_path(entry / IMAGES) as pinned:  # a pipe there would block np.load's open forever
+            images = np.load(pinned, mmap_mode="c", allow_pickle=False)
         shape, labels, classes = meta["shape"], meta["labels"], meta["class_names"]
         if images.dtype != np.uint8 or list(images.shape) != shape or images.ndim != 4:
             raise ValueError(f"its images are {images.dtype} {images.shape}, but it says uint8 {shape}")

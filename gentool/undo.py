@@ -2,8 +2,8 @@
 replace), registered while the work is under way. An undo runs when the work fails or is interrupted, and also
 when the process ends before any clean-up code can run: Ctrl-C during an import leaves at once
 (gentool.cli.on_sigint, which calls `run_pending` on its way out), since a KeyboardInterrupt raised inside an
-import leaves half-initialised modules behind. Nothing heavy is imported here: the SIGINT handler looks for this
-module in sys.modules and never imports it."""
+import leaves half-initialised modules behind; SIGTERM the same (exit 143). Nothing heavy is imported here: the
+signal handler looks for this module in sys.modules and never imports it."""
 
 from __future__ import annotations
 
@@ -53,20 +53,24 @@ def run_pending() -> None:
 atexit.register(run_pending)
 
 
+HELD_SIGNALS = (signal.SIGINT, signal.SIGTERM)  # those gentool turns into a clean-up (gentool.cli.on_sigint)
+
+
 @contextlib.contextmanager
 def _sigint_held():
-    """A Ctrl-C pressed while an undo runs (a few renames and deletions) waits until it is done, rather than cutting
-    it short and leaving half a run folder behind; then it is raised again, for the handler it was meant for. Only
-    the main thread may set a handler; on another no handler of gentool's runs anyway."""
+    """A Ctrl-C (or SIGTERM) arriving while an undo runs (a few renames and deletions) waits until it is done,
+    rather than cutting it short and leaving half a run folder behind; then it is raised again, for the handler it
+    was meant for. Only the main thread may set a handler; on another no handler of gentool's runs anyway."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
     held = []
-    previous = signal.signal(signal.SIGINT, lambda signum, frame: held.append(signum))
+    previous = {s: signal.signal(s, lambda signum, frame: held.append(signum)) for s in HELD_SIGNALS}
     try:
         yield
     finally:
-        # None: the handler was set outside Python; SIG_DFL is the nearest that can be put back
-        signal.signal(signal.SIGINT, signal.SIG_DFL if previous is None else previous)
-        if held:
-            signal.raise_signal(signal.SIGINT)
+        for s, handler in previous.items():
+            # None: the handler was set outside Python; SIG_DFL is the nearest that can be put back
+            signal.signal(s, signal.SIG_DFL if handler is None else handler)
+        for s in dict.fromkeys(held):
+            signal.raise_signal(s)

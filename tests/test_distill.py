@@ -138,3 +138,24 @@ def test_a_teacher_that_cannot_be_distilled_is_one_line(tmp_path):
     assert bad.exit_code == 2 and "draws in one pass already" in bad.stderr
     assert not (tmp_path / "gan-reflow2").exists()
     assert run("distill").exit_code == 2
+
+
+
+@pytest.mark.parametrize("link", ["couplings", "couplings/<its folder>"])
+def test_couplings_are_never_written_through_a_link_in_the_teachers_run(teacher, student, tmp_path, link):
+    """The teacher's couplings/ folder, or the subfolder a draw writes, being a link to a folder elsewhere: the
+    distillation is refused in one line naming the link, and nothing is written there."""
+    import shutil
+
+    run_dir = shutil.copytree(teacher, tmp_path / "teacher", ignore=shutil.ignore_patterns(".gentool*"))
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    target = run_dir / "couplings"
+    if link != "couplings":
+        target = next(target.iterdir())  # the student fixture drew into it: the next draw with its options writes it
+    shutil.rmtree(target)
+    target.symlink_to(elsewhere)
+    result = run("distill", run_dir, "--out", tmp_path / "s", "--epochs", "1", "--steps", "2", *FAST)
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.exit_code == 2 and len(lines) == 1 and "symbolic link" in lines[0], result.stderr
+    assert list(elsewhere.iterdir()) == []

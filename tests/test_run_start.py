@@ -40,14 +40,16 @@ print("not interrupted")
 """
 
 
-def ctrl_c_in_an_import(tmp_path: Path, script: str, *args) -> None:
-    """Run `script` until its `import ctrl_c`: gentool's exit then (130, one line)."""
+def ctrl_c_in_an_import(tmp_path: Path, script: str, *args, signal: str = "SIGINT") -> None:
+    """Run `script` until its `import ctrl_c` (which sends `signal`): gentool's exit then (130 "interrupted", or
+    143 "terminated" for SIGTERM; one line)."""
     modules = tmp_path / "modules"
     modules.mkdir()
-    (modules / "ctrl_c.py").write_text(CTRL_C)
-    done = subprocess.run([sys.executable, "-c", CTRL_C_IN_AN_IMPORT + script, *map(str, args), modules],
-                          capture_output=True, text=True, timeout=60)
-    assert done.returncode == 130 and done.stderr.strip() == "interrupted", done.stdout + done.stderr
+    (modules / "ctrl_c.py").write_text(CTRL_C.replace("SIGINT", signal))
+    done = subprocess.run([sys.executable, "-c", CTRL_C_IN_AN_IMPORT.replace("SIGINT", signal) + script,
+                           *map(str, args), modules], capture_output=True, text=True, timeout=60)
+    expected = (143, "terminated") if signal == "SIGTERM" else (130, "interrupted")
+    assert (done.returncode, done.stderr.strip()) == expected, done.stdout + done.stderr
 
 
 def tree(path: Path) -> dict[str, bytes | None]:
@@ -131,3 +133,37 @@ def test_a_start_is_kept_once_its_loop_runs_and_undone_before(tmp_path):
     after = tree(path)
     assert after[rundir.LAST] != before[rundir.LAST] and after["notes.txt"] == before["notes.txt"]
     assert "samples/epoch_0001.png" not in after and not [f for f in after if f.startswith(run_start.SET_ASIDE)]
+
+
+# SIGTERM (`kill`, a batch system) while a run starts: the same promise as Ctrl-C, exit 143 ("terminated").
+@pytest.mark.parametrize("there, step, overwrite", [("new", "lock", False), ("run", "set aside", True),
+                                                    ("unstarted", "samples", False)])
+def test_sigterm_during_an_import_leaves_the_out_path_as_it_was(tmp_path, there, step, overwrite):
+    path = tmp_path / "runs" / "run"
+    before = None if there == "new" else old_run(path, finished=there == "run")
+    ctrl_c_in_an_import(tmp_path, INTERRUPTED_START, step, path, int(overwrite), signal="SIGTERM")
+    assert (tree(path) if path.exists() else None) == before and path.parent.exists() == (there != "new")
+
+
+# SIGTERM anywhere else in the start (not inside an import): raised where it lands, undone, one line, exit 143.
+SIGTERM_AT_THE_EDGE = """
+import os, signal, sys
+from pathlib import Path
+import typer
+import gentool.cli
+from gentool.cli.options import cli_errors
+signal.signal(signal.SIGTERM, gentool.cli.on_sigint)
+""" + INTERRUPTED_START.replace("    import ctrl_c\n", "    os.kill(os.getpid(), signal.SIGTERM)\n").replace(
+    "run_start.prepare_new(path, overwrite)\n",
+    "try:\n    cli_errors(lambda: run_start.prepare_new(path, overwrite))()\nexcept typer.Exit as exc:\n"
+    "    sys.exit(exc.exit_code)\n")
+
+
+@pytest.mark.parametrize("there, step, overwrite", [("new", "samples", False), ("run", "set aside", True)])
+def test_sigterm_in_a_start_is_undone_in_one_line_with_exit_143(tmp_path, there, step, overwrite):
+    path = tmp_path / "runs" / "run"
+    before = None if there == "new" else old_run(path, finished=there == "run")
+    done = subprocess.run([sys.executable, "-c", SIGTERM_AT_THE_EDGE, step, str(path), str(int(overwrite))],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 143 and done.stderr.strip() == "terminated", done.stdout + done.stderr
+    assert (tree(path) if path.exists() else None) == before and path.parent.exists() == (there != "new")

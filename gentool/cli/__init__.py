@@ -5,11 +5,20 @@ import signal
 import sys
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (`kill`, a batch system's preemption) outside the training loop: raised where the signal lands, like
+    Ctrl-C's KeyboardInterrupt, so that every clean-up written for Ctrl-C (a half-made run folder, a temporary file)
+    runs for it too; the command then exits 143 instead of 130. Python's default for SIGTERM ends the process on the
+    spot, skipping all of that."""
+
+    signum = signal.SIGTERM
+
+
 def _leave(signum, frame):
     """Exit at once, quietly: there is nothing to save. (os.write: the signal may have come in the middle of a
     write to sys.stderr, which would refuse a second one.)"""
     try:
-        os.write(2, b"interrupted\n")
+        os.write(2, b"terminated\n" if signum == signal.SIGTERM else b"interrupted\n")
     finally:
         os._exit(128 + signum)
 
@@ -28,13 +37,14 @@ def on_sigint(signum, frame):
     RecursionError), so during an import gentool leaves at once (exit 130); anywhere else the KeyboardInterrupt lets
     the command clean up (a half-made run directory, a temporary file) before the one-line "interrupted". The
     training loop replaces this with its own handler, which saves the run. Leaving at once skips that clean-up, so
-    what the command registered to undo (gentool.undo: the run folder a start is making) is undone first."""
+    what the command registered to undo (gentool.undo: the run folder a start is making) is undone first. SIGTERM
+    is handled the same way (raising Terminated; exit 143)."""
     if _importing(frame):
         try:
             _undo_pending()
         finally:
             _leave(signum, frame)
-    raise KeyboardInterrupt
+    raise Terminated if signum == signal.SIGTERM else KeyboardInterrupt
 
 
 def _undo_pending() -> None:
@@ -46,8 +56,10 @@ def _undo_pending() -> None:
 def main() -> None:
     """Console-script entry point (`gentool`, `python -m gentool`). Like the training loop's handler, `on_sigint`
     also applies when gentool was started with SIGINT ignored (`gentool ... &` in a script), so that `kill -INT`
-    stops it at any moment."""
+    stops it at any moment. SIGTERM gets the same handler: before the training loop (which installs its own, saving
+    the run) a SIGTERM undoes what the start made, as Ctrl-C does, instead of ending the process half-way."""
     signal.signal(signal.SIGINT, on_sigint)
+    signal.signal(signal.SIGTERM, on_sigint)
     from gentool.cli.app import main as run
 
     run()

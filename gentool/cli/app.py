@@ -16,7 +16,7 @@ from typer.core import TyperCommand
 from gentool import __version__
 from gentool.cli import (_leave, distill_cmd, doctor_cmd, evaluate_cmd, export_cmd, models_cmd, on_sigint, prepare_cmd, report_cmd,
                          sample_cmd, summary_cmd, sweep_cmd, train_cmd)
-from gentool.cli.options import BARE_VALUES, err_console, escape, fill_bare_values
+from gentool.cli.options import BARE_VALUES, err_console, escape, fill_bare_values, stopped_line
 
 DESCRIPTION = """Train image generative models (VAE, GAN, WGAN, their variants and plugins) on MNIST, CIFAR-10 or a
 folder of images, then draw, score and compare what they learned. `gentool train` trains a model or continues a
@@ -167,13 +167,14 @@ def main() -> None:
     warnings.showwarning = _show_warning
     try:
         code = _run()
-    except KeyboardInterrupt:  # while an error was being reported
-        code = 130
+    except KeyboardInterrupt as exc:  # while an error was being reported
+        code = 128 + getattr(exc, "signum", signal.SIGINT)
     except BrokenPipeError:  # the reader of stdout went away (`gentool --help | head`): nothing left to say
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # and no error at interpreter exit
         code = 128 + signal.SIGPIPE
-    if signal.getsignal(signal.SIGINT) is on_sigint:  # the command is over: Ctrl-C during shutdown leaves quietly
-        signal.signal(signal.SIGINT, _leave)
+    for signum in (signal.SIGINT, signal.SIGTERM):  # the command is over: a signal during shutdown leaves quietly
+        if signal.getsignal(signum) is on_sigint:
+            signal.signal(signum, _leave)
     sys.exit(code)
 
 
@@ -189,7 +190,9 @@ def _run() -> int:
     except ClickException as exc:
         err_console().print(f"[bold red]error:[/] {escape(exc.format_message())}", highlight=False, soft_wrap=True)
         return exc.exit_code
-    except (typer.Abort, KeyboardInterrupt):
+    except typer.Abort:
         err_console().print("[bold red]interrupted[/]")
         return 130
+    except KeyboardInterrupt as exc:
+        return stopped_line(exc)
     return code if isinstance(code, int) else 0

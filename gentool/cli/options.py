@@ -245,11 +245,19 @@ def cli_errors(func):
             label = "[bold yellow]stopped:[/]" if code in STOPPED_CODES else "[bold red]error:[/]"
             err_console().print(f"{label} {escape(_message(exc))}", highlight=False, soft_wrap=True)
             raise typer.Exit(code) from None
-        except KeyboardInterrupt:  # Ctrl-C before anything needed saving (Typer alone would exit 130 silently)
-            err_console().print("[bold red]interrupted[/]", highlight=False)
-            raise typer.Exit(130) from None
+        except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM before anything needed saving (Typer: 130, silently)
+            raise typer.Exit(stopped_line(exc)) from None
 
     return wrapper
+
+
+def stopped_line(exc: KeyboardInterrupt) -> int:
+    """Print the one line for a command stopped before anything needed saving; returns its exit code: 130 for
+    Ctrl-C, 143 for SIGTERM (gentool.cli.Terminated)."""
+    signum = getattr(exc, "signum", signal.SIGINT)
+    err_console().print("[bold red]terminated[/]" if signum == signal.SIGTERM else "[bold red]interrupted[/]",
+                        highlight=False)
+    return 128 + signum
 
 
 def _message(exc: BaseException) -> str:

@@ -123,7 +123,7 @@ def interrupted(sweep_dir: Path, exc: BaseException) -> Interrupted:
     trials = sw.read_manifest(sweep_dir)["trials"]
     counts = Counter(t["status"] for t in trials)
     where = ", ".join(f"{n} {status}" for status, n in counts.items())
-    signum = exc.exit_code - 128 if isinstance(exc, Interrupted) else signal.SIGINT
+    signum = exc.exit_code - 128 if isinstance(exc, Interrupted) else getattr(exc, "signum", signal.SIGINT)
     return Interrupted(f"sweep interrupted ({where}); re-run the same command to resume it", signum)
 
 

@@ -147,7 +147,7 @@ class Extractor:
 def extractors_dir() -> Path:
     """Where extractors and real-data statistics are cached ($XDG_CACHE_HOME/gentool/extractors): a folder gentool
     owns, so a link inside it is never written through."""
-    return fileio.own(cache_dir()) / "extractors"
+    return cache_dir() / "extractors"
 
 
 def extractor_id(reference: Reference, recipe: Recipe) -> str:
