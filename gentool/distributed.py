@@ -79,7 +79,20 @@ def world_from_env(environ) -> World:
         return SINGLE
     rank = number("RANK", None, size - 1)
     local_size = number("LOCAL_WORLD_SIZE", size, size)
-    return World(rank, size, number("LOCAL_RANK", 0, max(local_size - 1, 0)), local_size)
+    world = World(rank, size, number("LOCAL_RANK", 0, max(local_size - 1, 0)), local_size)
+    rendezvous(environ)
+    return world
+
+
+def rendezvous(environ) -> None:
+    """The ranks meet where MASTER_ADDR and MASTER_PORT say (torchrun sets both): checked before any work, since
+    init_process_group would otherwise fail with a traceback in the middle of starting."""
+    where = f"(torchrun sets it with WORLD_SIZE; WORLD_SIZE={environ.get('WORLD_SIZE')!r})"
+    if not environ.get("MASTER_ADDR", "").strip() or "\0" in environ["MASTER_ADDR"]:
+        raise bad_value("MASTER_ADDR", environ.get("MASTER_ADDR"), f"a host name or address {where}")
+    port = environ.get("MASTER_PORT")
+    if port is None or not re.fullmatch(r"[0-9]{1,5}", port.strip()) or not 0 < int(port) < 65536:
+        raise bad_value("MASTER_PORT", port, f"a port from 1 to 65535 {where}")
 
 
 def leave(world: World) -> None:

@@ -339,11 +339,24 @@ def write_probe(folder: Path, length: int) -> None:
 
 def null_nonfinite(value, field: str = "") -> list[str]:
     """Replace, in place, every NaN or infinite number in the dicts and lists of `value` by None (JSON has no such
-    numbers); returns the fields replaced. In place, so that whoever holds a part (a hook, its record) sees it."""
+    numbers), and every value JSON cannot hold (a set, an object a hook put there) too; a tuple becomes a list and
+    a numpy or torch scalar its number. Returns the fields replaced. In place, so that whoever holds a part (a hook,
+    its record) sees it."""
     items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
     replaced = []
     for key, item in list(items):
         where = f"{field}[{key}]" if isinstance(value, list) else f"{field}.{key}" if field else str(key)
+        if isinstance(item, tuple):
+            item = value[key] = list(item)
+        elif not isinstance(item, (dict, list, str, int, float, type(None))):
+            try:  # a numpy or torch scalar (a hook's loss.item() forgotten) is a number
+                item = value[key] = float(item) if getattr(item, "ndim", 0) == 0 and not isinstance(item, (set, bytes)) \
+                    else None
+            except (TypeError, ValueError):
+                item = value[key] = None
+            if item is None:
+                replaced.append(where)
+                continue
         if isinstance(item, float) and not math.isfinite(item):
             value[key] = None
             replaced.append(where)

@@ -90,6 +90,7 @@ class NaNHook:
 
     def on_epoch_end(self, session, record, reporter):
         record["custom"] = float("nan")
+        record["odd"], record["pair"] = {1, 2}, (1, float("inf"))  # no JSON value, and a tuple holding an inf
 
 
 def test_a_nan_in_an_epoch_record_is_written_as_null_with_one_warning(tmp_path):
@@ -98,7 +99,7 @@ def test_a_nan_in_an_epoch_record_is_written_as_null_with_one_warning(tmp_path):
         warnings.simplefilter("always")
         train(TrainOptions(**TINY, epochs=2, out=str(run), sample_every=0, checkpoint_every=0), hooks=[NaNHook()])
     records = json.loads((run / "metrics.json").read_text())["epochs"]
-    assert [r["custom"] for r in records] == [None, None]
+    assert [(r["custom"], r["odd"], r["pair"]) for r in records] == [(None, None, [1, None])] * 2
     said = [str(w.message) for w in caught if "custom" in str(w.message)]
     assert len(said) == 1 and "epochs[0].custom" in said[0] and "null" in said[0], said  # once per run
 
