@@ -28,7 +28,7 @@ def test_models_and_help_list_each_familys_declared_sampler_settings(invoke):
     assert re.search(r"\n  flow +--steps 16 \(1–1000\), --solver euler \(euler\|heun\)\n", invoke("sample", "--help").stdout)
     table = invoke("models", "--check").stdout
     assert "--steps 16 (1–1000), --solver euler (euler|heun)" in table
-    assert "--steps 16 (1–1000), --solver euler (euler|heun), --guidance 1.0 (0–20)" in table
+    assert "--steps 16 (1–1000), --solver euler (euler|heun), --guidance 1.5 (0–20)" in table
     listed = {e["name"]: e["sampler_settings"] for e in json.loads(invoke("models", "--check", "--json").stdout)}
     assert [s["name"] for s in listed["ddpm"]] == ["steps", "solver"] and listed["gan"] == []
 
