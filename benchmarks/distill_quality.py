@@ -31,12 +31,17 @@ from time_to_quality import host, log_run
 from gentool import api
 
 
+def steps_args(steps: int | None) -> list[str]:
+    """The command-line sampler steps of a row (none: the checkpoint's own sampler)."""
+    return ["--steps", str(steps)] if steps else []
+
+
 def evaluate(ckpt: Path, steps: int | None, args, out: Path, log: Path) -> dict:
     """The evaluate result of `ckpt` at `steps` (None: its own sampler)."""
     path = out / f"eval_{ckpt.parent.name}_{steps or 'own'}.json"
     cmd = ["gentool", "evaluate", str(ckpt), "--n", str(args.n), "--seed", str(args.seed), "--metrics",
            "fid,modes", "--json", "--out", str(path), "--overwrite"]
-    cmd += ["--steps", str(steps)] if steps else []
+    cmd += steps_args(steps)
     cmd += ["--data-dir", args.data_dir] if args.data_dir else []
     log_run(cmd, log, args.threads)
     return json.loads(path.read_text())
@@ -53,7 +58,7 @@ def draw_seconds(ckpt: Path, steps: int | None, args) -> float:
 
 def command_seconds(ckpt: Path, steps: int | None, args, out: Path, log: Path) -> float:
     cmd = ["gentool", "sample", str(ckpt), "--n", str(args.n), "--seed", str(args.seed), "--out",
-           str(out / "draw.npz"), "--overwrite"] + (["--steps", str(steps)] if steps else [])
+           str(out / "draw.npz"), "--overwrite"] + steps_args(steps)
     start = time.perf_counter()
     log_run(cmd, log, args.threads)
     return time.perf_counter() - start
@@ -62,7 +67,7 @@ def command_seconds(ckpt: Path, steps: int | None, args, out: Path, log: Path) -
 def grid(ckpt: Path, steps: int | None, args, out: Path, log: Path) -> Path:
     path = out / f"grid_{ckpt.parent.name}_{steps or 'own'}.png"
     log_run(["gentool", "sample", str(ckpt), "--grid", "8x8", "--seed", str(args.seed), "--out", str(path),
-             "--overwrite"] + (["--steps", str(steps)] if steps else []), log, args.threads)
+             "--overwrite"] + steps_args(steps), log, args.threads)
     return path
 
 
