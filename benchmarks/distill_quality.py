@@ -99,7 +99,8 @@ def table(rows: list[dict], args) -> str:
         lines.append(f"| {row['label']} | {row['evaluations']} | {row['fid']:.2f} [{lo:.2f}, {hi:.2f}] | "
                      f"{row['classes']}/10 | {row['fid'] / teacher['fid'] - 1:+.1%} | {row['draw_seconds']:.1f} | "
                      f"{teacher['draw_seconds'] / row['draw_seconds']:.1f}× | {row['command_seconds']:.1f} |")
-    return "\n".join([f"Host: {host()}; {args.threads} thread(s); {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.",
+    when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    return "\n".join([f"Host: {host()}; {args.threads} thread(s); {when}.",
                       f"N = {args.n}, seed {args.seed}, gentool evaluate --metrics fid,modes (the data set's "
                       "extractor, its test split). Draw N: api.sample's time for N images, the fastest of "
                       f"{args.repeats} alternating rounds.", "", *lines])

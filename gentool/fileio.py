@@ -337,6 +337,16 @@ def write_probe(folder: Path, length: int) -> None:
         os.unlink(probe)
 
 
+def _scalar(item) -> float | None:
+    """A numpy or torch scalar's number (a hook's forgotten `.item()`); None for anything else JSON cannot hold."""
+    if isinstance(item, (set, bytes)) or getattr(item, "ndim", 0) != 0:
+        return None
+    try:
+        return float(item)
+    except (TypeError, ValueError):
+        return None
+
+
 def null_nonfinite(value, field: str = "") -> list[str]:
     """Replace, in place, every NaN or infinite number in the dicts and lists of `value` by None (JSON has no such
     numbers), and every value JSON cannot hold (a set, an object a hook put there) too; a tuple becomes a list and
@@ -349,11 +359,7 @@ def null_nonfinite(value, field: str = "") -> list[str]:
         if isinstance(item, tuple):
             item = value[key] = list(item)
         elif not isinstance(item, (dict, list, str, int, float, type(None))):
-            try:  # a numpy or torch scalar (a hook's loss.item() forgotten) is a number
-                item = value[key] = float(item) if getattr(item, "ndim", 0) == 0 and not isinstance(item, (set, bytes)) \
-                    else None
-            except (TypeError, ValueError):
-                item = value[key] = None
+            item = value[key] = _scalar(item)
             if item is None:
                 replaced.append(where)
                 continue

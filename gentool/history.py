@@ -208,8 +208,8 @@ class RunHistory:
         if new:
             self.nonfinite.update(new)
             warnings.warn(f"{Path(path).name}: {', '.join(new[:5])}{' ...' if len(new) > 5 else ''} "
-                          f"{'is' if len(new) == 1 else 'are'} not a finite number or a JSON value ({replaced[0]}); written as null, "
-                          f"here and in later records")
+                          f"{'is' if len(new) == 1 else 'are'} not a finite number or a JSON value ({replaced[0]}); "
+                          f"written as null, here and in later records")
         atomic_write_json(path, self.doc)
 
 
