@@ -14,6 +14,7 @@ import dataclasses
 import difflib
 import json
 import math
+import os
 import re
 import tomllib
 import types
@@ -22,7 +23,7 @@ from pathlib import Path
 
 from gentool.checks import check_value
 from gentool.errors import UsageError
-from gentool.fileio import read_regular
+from gentool.fileio import cause, read_bounded
 
 MAX_BYTES = 1 << 20  # a settings file is a few hundred bytes; refuse to parse anything near this
 ARG = "--config"
@@ -60,17 +61,16 @@ def read(path: str, cls) -> dict:
 
 
 def _read_text(path: Path, where: str) -> str:
-    if not path.is_file():
-        raise UsageError(f"{where}: no such file" if not path.exists() else f"{where}: not a file")
+    if not path.exists():
+        raise UsageError(f"{where}: no such file" + (f" (a symbolic link to {os.readlink(path)}, which does not "
+                                                     f"exist)" if path.is_symlink() else ""))
     try:
-        data = read_regular(path, MAX_BYTES)
-        if len(data) > MAX_BYTES:
-            raise UsageError(f"{where}: more than {MAX_BYTES:,} bytes; a settings file is at most {MAX_BYTES:,}")
+        data = read_bounded(path, MAX_BYTES)
         return data.decode("utf-8")
     except UnicodeDecodeError:
         raise UsageError(f"{where}: not UTF-8 text; expected a TOML file") from None
-    except OSError as exc:
-        raise UsageError(f"{where}: cannot be read ({exc.strerror})") from None
+    except OSError as exc:  # a folder, a pipe or device, too large, unreadable: said which
+        raise UsageError(f"{where}: cannot be read ({cause(exc)})") from None
 
 
 def check(values: dict, cls, where: str) -> dict:

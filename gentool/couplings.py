@@ -15,6 +15,7 @@ before a tensor is read; nothing is unpickled.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import torch
@@ -40,11 +41,16 @@ def is_couplings(path) -> bool:
     return Path(path).expanduser().is_dir() and (Path(path).expanduser() / MANIFEST).is_file()
 
 
-def read_manifest(folder: Path, arg: str = "--data") -> dict:
-    """The folder's couplings.json, checked field by field."""
+def read_manifest(folder: Path, arg: str = "--data", follow: bool = True) -> dict:
+    """The folder's couplings.json, checked field by field (not through a link unless `follow`: distill, which
+    writes there, reads it so). A file refused unread (a link, a pipe, too large, unreadable) is named as such."""
+    from gentool.fileio import cause
+
     try:
-        return s.read(folder / MANIFEST, SPEC, max_bytes=1 << 20)
-    except (s.Invalid, ValueError, OSError) as exc:
+        return s.read(folder / MANIFEST, SPEC, max_bytes=1 << 20, follow=follow)
+    except OSError as exc:
+        raise GentoolError(f"{arg}: cannot read {folder / MANIFEST} ({cause(exc)})") from None
+    except (s.Invalid, ValueError) as exc:
         raise GentoolError(f"{arg}: {folder / MANIFEST} is not a couplings manifest gentool wrote ({exc})") from None
 
 
@@ -139,8 +145,8 @@ def new_manifest(folder: Path, teacher: dict, data: dict, seed: int, latent_shap
 
     manifest = {"format": FORMAT, "version": 1, "teacher": teacher, "data": data, "seed": seed, "part": PART,
                 "latent_shape": list(latent_shape)}
-    if (folder / MANIFEST).is_file():
-        old = read_manifest(folder, "--out")
+    if os.path.lexists(folder / MANIFEST):  # a link (even a dangling one) is named, not followed nor replaced
+        old = read_manifest(folder, "RUN", follow=False)
         if json.dumps(old, sort_keys=True) != json.dumps(manifest, sort_keys=True):
             raise GentoolError(f"{folder}: holds couplings of another teacher or sampler ({MANIFEST} differs)")
         return old

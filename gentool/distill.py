@@ -26,6 +26,7 @@ from gentool.errors import GentoolError, UsageError
 from gentool.guards import StopSignals
 from gentool.hooks import TrainHook
 from gentool.images import make_grid, to_uint8, write_png
+from gentool.paths import write_probe
 from gentool.progress import Reporter, format_duration
 from gentool.resume import command_name
 from gentool.train_options import TrainOptions
@@ -129,6 +130,27 @@ def draw_couplings(ckpt: Checkpoint, settings: dict, opts: DistillOptions, repor
     return folder, True
 
 
+def check_room(ckpt: Checkpoint, settings: dict, opts: DistillOptions, out: Path) -> None:
+    """Before the couplings are drawn: the couplings folder and the student's run directory (given, or named after
+    the teacher's) can hold the longest paths written there, in one line naming the path otherwise."""
+    folder = couplings_folder(ckpt, settings, opts.seed)
+    last_part = cp.part_path(folder, math.ceil(opts.pairs / cp.PART) - 1)
+    try:
+        write_probe(folder, fileio.temporary_name(last_part.name))
+        if folder.is_dir():  # parts are replaced where missing: none may be a link to a file of the user's
+            fileio.refuse_linked(folder, [cp.MANIFEST, "part_*.safetensors", ".*.tmp"])
+    except fileio.LinkRefused as exc:
+        raise UsageError(f"RUN: {exc}") from None
+    except OSError as exc:
+        raise UsageError(f"RUN: cannot write the couplings in {folder} ({fileio.cause(exc)}; tried a name as long "
+                         f"as {last_part.name}'s temporary)") from None
+    student = student_options(opts, ckpt, folder, out, None)
+    steps = student.epochs * math.ceil(opts.pairs / student.batch_size)
+    arg = "--out" if opts.out else "--out (default: the teacher's run directory + '-reflow<K>')"
+    rundir.check_room(out, student, steps, arg=arg)
+    rundir.check_writable(out, 0, f"{rundir.SAMPLES}/{fileio.temporary_name(TEACHER_GRID)}", arg)
+
+
 class FromTeacher(TrainHook):
     """Starts a new student from the teacher's (averaged) weights, the network flow and ddpm share, and writes the
     teacher's grid from the noise of the student's epoch grids, to compare them side by side."""
@@ -203,6 +225,7 @@ def distill(opts: DistillOptions, reporter: Reporter | None = None) -> dict:
     ckpt = load_teacher(path, device)
     prepare(ckpt.model, device, choose_precision(opts.precision or "auto", device).used)
     settings = teacher_settings(ckpt.model, opts)
+    check_room(ckpt, settings, opts, out)
     folder, complete = draw_couplings(ckpt, settings, opts, reporter, deadline)
     if not complete:
         again = f"{command_name()} {shlex.join(sys.argv[1:])}" if sys.argv[1:2] == ["distill"] else "the same command"

@@ -11,6 +11,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 
 from gentool.errors import UsageError, bad_value
+from gentool.fileio import LinkRefused, check_no_links
 from gentool.paths import prepare_output
 from gentool.sample_options import DrawOptions, SamplerOptions
 from gentool.train_options import copy_option, option
@@ -54,5 +55,9 @@ class ExportOptions(SamplerOptions):
         for path in (out, meta):
             if path.exists() and not self.overwrite:
                 raise UsageError(f"--out: {path} already exists; pass --overwrite to replace it")
-        prepare_output(out, "--out")
+        prepare_output(out, "--out", longest=meta.name)  # the JSON's name is the longer: NAME.onnx.json
+        try:
+            check_no_links(meta)  # replaced at the end: a link there (or a hard link) is refused now, not then
+        except LinkRefused as exc:
+            raise UsageError(f"--out: {exc}") from None
         return out, meta

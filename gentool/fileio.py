@@ -8,12 +8,19 @@ path that cannot be read or written is one line naming the argument and the real
 
 Links. A folder gentool owns (a run or sweep directory, a TensorBoard folder, a `sample --out` folder, the cache) is
 registered with `own`; the folder itself may be a link the user made, but nothing below it is followed when
-writing, replacing or deleting: a link there is refused in one line naming it (`LinkRefused`). Lock files are
-created here too (O_NOFOLLOW), since older filelock versions open the lock path following links and truncating.
+writing, replacing or deleting: a link there is refused in one line naming it (`LinkRefused`). So is a hard link to
+a file gentool would write, append to, lock or delete: the file has other names, so it is not gentool's alone, and
+writing it in place (a log, a lock that filelock truncates) would change the user's file under every name. Lock
+files are created here too (O_NOFOLLOW), since older filelock versions open the lock path following links and
+truncating. A file gentool wrote and writes again (sweep.json, a run's config.json on --resume, cache entries) is
+read without following a link (`follow=False`), and a link there is named as the reason it is refused.
 
 Special files. A named pipe, device or socket where a regular file is expected would block `open` forever (a pipe)
 or read without end (a device). `open_regular` opens without blocking and checks what it opened (fstat on the open
-descriptor, so the file checked is the file read); every read of a file gentool did not just write uses it.
+descriptor, so the file checked is the file read); every read of a file gentool did not just write uses it. A file
+refused unread says why in its OSError's strerror ("it is a named pipe, not a regular file", "it is larger than
+256 MiB, ...", "it is a symbolic link (to X), ..."), so that every reader's message names the reason rather than a
+parse error further down.
 """
 
 from __future__ import annotations
@@ -22,7 +29,6 @@ import contextlib
 import errno
 import hashlib
 import json
-import math
 import os
 import secrets
 import shutil
@@ -31,6 +37,7 @@ from pathlib import Path
 
 from gentool import undo
 from gentool.errors import GentoolError, UsageError
+from gentool.jsonvalues import null_nonfinite  # noqa: F401  (its home before gentool.jsonvalues)
 
 _KINDS = ((stat.S_ISDIR, "a directory"), (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
           (stat.S_ISFIFO, "a named pipe"), (stat.S_ISSOCK, "a socket"), (stat.S_ISLNK, "a symbolic link"))
@@ -41,9 +48,12 @@ _NONBLOCK = getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0)
 _OWNED: set[str] = set()  # folders gentool owns in this process (absolute, not resolved: see `own`)
 
 
-def cause(exc: OSError) -> str:
-    """An OS error's cause as a phrase ("Permission denied")."""
-    return exc.strerror or type(exc).__name__
+def cause(exc: BaseException) -> str:
+    """An OS error's cause as a phrase ("Permission denied", "it is a named pipe, not a regular file"); another
+    error's own text."""
+    if isinstance(exc, OSError):
+        return exc.strerror or type(exc).__name__
+    return str(exc) or type(exc).__name__
 
 
 def kind_of(mode: int) -> str:
@@ -62,14 +72,18 @@ class NotRegular(OSError):
         self.kind = kind
 
 
-def open_regular(path: str | os.PathLike):
-    """`path` opened for binary reading, when it is a regular file (links to one are fine); NotRegular (an OSError)
-    otherwise. Opened with O_NONBLOCK, so a named pipe cannot block, and checked with fstat on the descriptor."""
+def open_regular(path: str | os.PathLike, follow: bool = True):
+    """`path` opened for binary reading, when it is a regular file; NotRegular (an OSError) otherwise. A link to one
+    is fine unless `follow` is off: a file gentool wrote itself and will write again (a sweep's sweep.json, a run's
+    config.json on --resume, a cache entry) is never read through a link, and the link is named as the reason.
+    Opened with O_NONBLOCK, so a named pipe cannot block, and checked with fstat on the descriptor."""
     try:
-        fd = os.open(path, os.O_RDONLY | _NONBLOCK | _ALWAYS)
+        fd = os.open(path, os.O_RDONLY | _NONBLOCK | _ALWAYS | (0 if follow else _NOFOLLOW))
     except OSError as exc:
         if exc.errno == errno.ENXIO:  # a socket (or a device with no driver) cannot be opened at all
             raise NotRegular(path, kind_of(os.stat(path).st_mode)) from None
+        if not follow and os.path.islink(path):  # ELOOP (EMLINK on some BSDs): the link, not what it leads to
+            raise NotRegular(path, link_kind(path)) from None
         raise
     try:
         mode = os.fstat(fd).st_mode
@@ -88,55 +102,98 @@ def _block(fd: int) -> None:
         os.set_blocking(fd, True)
 
 
-def read_regular(path: str | os.PathLike, limit: int | None = None) -> bytes:
+def read_regular(path: str | os.PathLike, limit: int | None = None, follow: bool = True) -> bytes:
     """A regular file's bytes; with `limit`, at most limit + 1 of them (the caller compares, to refuse a file
-    larger than it reads even when the size on disk lies)."""
-    with open_regular(path) as f:
+    larger than it reads even when the size on disk lies; `read_bounded` refuses it itself)."""
+    with open_regular(path, follow) as f:
         return f.read() if limit is None else f.read(limit + 1)
 
 
+class TooLarge(OSError):
+    """A file larger than gentool reads of its kind: an OSError like any unreadable file, whose `strerror` says so
+    (and not a parse error further down: the file is refused, not read)."""
+
+    def __init__(self, path, limit: int):
+        size = f"{limit >> 20} MiB" if limit >= 1 << 20 else f"{limit:,} bytes"
+        super().__init__(errno.EFBIG, f"it is larger than {size}, the most gentool reads of such a file", str(path))
+
+
+def read_bounded(path: str | os.PathLike, limit: int, follow: bool = True) -> bytes:
+    """A regular file's bytes, all of them; TooLarge when there are more than `limit` (counted as read, so a size
+    on disk that lies changes nothing), NotRegular for anything but a regular file (a link too, unless `follow`)."""
+    data = read_regular(path, limit, follow)
+    if len(data) > limit:
+        raise TooLarge(path, limit)
+    return data
+
+
 @contextlib.contextmanager
-def regular_path(path: str | os.PathLike):
-    """A path naming the regular file at `path` as opened and checked here, for libraries that open by name
-    (safetensors, torchvision): on Linux /proc/self/fd/N, the very file checked; elsewhere `path` itself."""
-    with open_regular(path) as f:
+def regular_path(path: str | os.PathLike, follow: bool = True):
+    """A path naming the regular file at `path` as opened and checked here (`open_regular`), for libraries that
+    open by name (safetensors, torchvision): on Linux /proc/self/fd/N, the very file checked; elsewhere `path`."""
+    with open_regular(path, follow) as f:
         pinned = f"/proc/self/fd/{f.fileno()}"
         yield pinned if os.path.exists(pinned) else str(path)
 
 
-def read_json(path: str | os.PathLike):
-    """Parse a JSON file (a regular file only); a document nested too deeply for the parser is a ValueError like
-    any invalid one."""
-    with open_regular(path) as f:
-        try:
-            return json.loads(f.read().decode("utf-8"))
-        except RecursionError:  # the parser recurses once per level
-            raise ValueError(f"{path}: nested too deeply") from None
+MAX_JSON_BYTES = 256 << 20  # the largest JSON file gentool reads (a sweep of MAX_TRIALS trials is far below it)
+
+
+def read_json(path: str | os.PathLike, limit: int = MAX_JSON_BYTES, follow: bool = True):
+    """Parse a JSON file (a regular file of at most `limit` bytes: `read_bounded`); a document nested too deeply
+    for the parser is a ValueError like any invalid one."""
+    data = read_bounded(path, limit, follow)
+    try:
+        return json.loads(data.decode("utf-8"))
+    except RecursionError:  # the parser recurses once per level
+        raise ValueError(f"{path}: nested too deeply") from None
 
 
 # --- the folders gentool owns, and the links it does not follow out of them --------------------------------------
 
-class LinkRefused(UsageError):
-    """A symbolic link where gentool would write, replace or delete: refused rather than followed."""
-
-    def __init__(self, link: str):
+def link_kind(path: str | os.PathLike) -> str:
+    """What kind of link `path` is, as a phrase: "a symbolic link (to TARGET)", "a hard link (one of N names of the
+    same file)", or "" when it is neither (a folder's many names are not hard links of a file)."""
+    try:
+        info = os.lstat(path)
+    except OSError:
+        return ""
+    if stat.S_ISLNK(info.st_mode):
         try:
-            target = f" (to {os.readlink(link)})"
+            return f"a symbolic link (to {os.readlink(path)})"
         except OSError:
-            target = ""
-        super().__init__(f"{link} is a symbolic link{target}; gentool does not write or delete anything through a "
-                         f"link: remove the link, or choose another place")
+            return "a symbolic link"
+    if not stat.S_ISDIR(info.st_mode) and info.st_nlink > 1:
+        return f"a hard link (one of {info.st_nlink} names of the same file)"
+    return ""
+
+
+def described(path: str | os.PathLike) -> str:
+    """`path` for a message about its content, saying when it is a symbolic link and to what: what was parsed is
+    the link's target, which the user may not have meant (and a parse error alone would not tell)."""
+    try:
+        return f"{path} (a symbolic link to {os.readlink(path)})"
+    except OSError:  # not a link (EINVAL), or gone
+        return str(path)
+
+
+class LinkRefused(UsageError):
+    """A symbolic link, or a hard link to a file, where gentool would write, replace or delete: refused rather than
+    followed. (Writing a hard-linked file in place changes the user's file under its other names; and a file with
+    other names is not one gentool made.)"""
+
+    def __init__(self, link: str, kind: str | None = None):
+        kind = kind or link_kind(link) or "a symbolic link"
+        super().__init__(f"{link} is {kind}; gentool does not write or delete anything through a link: remove the "
+                         f"link, or choose another place")
         self.link = link
 
 
 def own(root: str | os.PathLike) -> Path:
     """Record `root` as a folder gentool writes in (for this process). Inside a folder already owned, the way to it
     must hold no link; elsewhere `root` itself may be a link: the user named it."""
-    path = os.path.abspath(root)
-    chain, inside = _chain(path, _OWNED)
-    if inside:
-        _refuse_links(reversed(chain))
-    _OWNED.add(path)
+    check_inside(root)
+    _OWNED.add(os.path.abspath(root))
     return Path(root)
 
 
@@ -154,9 +211,11 @@ def _chain(path: str, roots: set[str]) -> tuple[list[str], bool]:
 
 
 def _refuse_links(parts) -> None:
+    """LinkRefused naming the first of `parts` that is a symbolic link, or a hard link to a file."""
     for part in parts:
-        if os.path.islink(part):
-            raise LinkRefused(part)
+        kind = link_kind(part)
+        if kind:
+            raise LinkRefused(part, kind)
 
 
 def check_no_links(path: str | os.PathLike, last: bool = True) -> Path:
@@ -164,6 +223,15 @@ def check_no_links(path: str | os.PathLike, last: bool = True) -> Path:
     a symbolic link; LinkRefused naming the first link otherwise."""
     chain, _ = _chain(os.path.abspath(path), _OWNED)
     _refuse_links(reversed(chain if last else chain[1:]))
+    return Path(path)
+
+
+def check_inside(path: str | os.PathLike) -> Path:
+    """`path` when no folder from the owned folder holding it down to it (itself included) is a link; LinkRefused
+    naming the first link otherwise. A path no owned folder holds is not checked: the user named it."""
+    chain, inside = _chain(os.path.abspath(path), _OWNED)
+    if inside:
+        _refuse_links(reversed(chain))
     return Path(path)
 
 
@@ -175,9 +243,12 @@ def make_dirs(path: str | os.PathLike) -> Path:
 
 
 def remove_file(path: str | os.PathLike) -> None:
-    """Delete a file gentool wrote, if it is there. A link at `path` is removed itself (its target is never
-    touched); a link on the way to it from the owned folder is refused."""
+    """Delete a file gentool wrote, if it is there. A symbolic link at `path` is removed itself (its target is never
+    touched); a hard link there (a file with other names: not gentool's alone) and a link on the way to it from the
+    owned folder are refused."""
     check_no_links(path, last=False)
+    if link_kind(path).startswith("a hard link"):
+        raise LinkRefused(str(path))
     Path(path).unlink(missing_ok=True)
 
 
@@ -190,12 +261,22 @@ def remove_matching(root: Path, patterns) -> None:
 
 def matching(root: Path, patterns) -> list[Path]:
     """The files under `root` matching any of the glob `patterns`, when no folder between `root` and one of them is
-    a link (LinkRefused naming it otherwise); a match may itself be a link."""
+    a link and none is a hard link (LinkRefused naming it otherwise); a match may itself be a symbolic link."""
     matches = [f for pattern in patterns for f in root.glob(pattern)]
     roots = _OWNED | {os.path.abspath(root)}
     for f in matches:
         _refuse_links(reversed(_chain(os.path.abspath(f), roots)[0][1:]))
+        if link_kind(f).startswith("a hard link"):
+            raise LinkRefused(str(f))
     return matches
+
+
+def refuse_linked(root: Path, patterns) -> None:
+    """Refuse, before any work, a symbolic or hard link among the files under `root` matching `patterns` (the files
+    a command will write, replace or delete there), naming the first."""
+    for f in matching(root, patterns):
+        if os.path.islink(f):
+            raise LinkRefused(str(f))
 
 
 def _open_checked(path, flags: int) -> int:
@@ -209,10 +290,13 @@ def _open_checked(path, flags: int) -> int:
         if exc.errno == errno.ENXIO:  # a pipe with no reader, a socket
             raise NotRegular(path, kind_of(os.lstat(path).st_mode)) from None
         raise
-    mode = os.fstat(fd).st_mode
-    if not stat.S_ISREG(mode):
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):
         os.close(fd)
-        raise NotRegular(path, kind_of(mode))
+        raise NotRegular(path, kind_of(info.st_mode))
+    if info.st_nlink > 1:  # made a hard link since the check: appending would write the user's file too
+        os.close(fd)
+        raise LinkRefused(os.path.abspath(path), f"a hard link (one of {info.st_nlink} names of the same file)")
     _block(fd)
     return fd
 
@@ -321,51 +405,3 @@ def sha256(path: str | os.PathLike) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
-
-
-def write_probe(folder: Path, length: int) -> None:
-    """Create and delete a file with a name of `length` characters in `folder`: where a run's longest path fits,
-    the probe does too (its total length and its name's both), so a path too long fails now, not after an epoch.
-    The name is new (O_EXCL), so no file already there, nor a link, is ever written."""
-    base = f".gentool-write-test.{secrets.token_hex(4)}."
-    probe = folder / (base + "x" * max(0, length - len(base)))
-    fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW | _ALWAYS, 0o600)
-    try:
-        os.write(fd, b"ok")
-    finally:
-        os.close(fd)
-        os.unlink(probe)
-
-
-def _scalar(item) -> float | None:
-    """A numpy or torch scalar's number (a hook's forgotten `.item()`); None for anything else JSON cannot hold."""
-    if isinstance(item, (set, bytes)) or getattr(item, "ndim", 0) != 0:
-        return None
-    try:
-        return float(item)
-    except (TypeError, ValueError):
-        return None
-
-
-def null_nonfinite(value, field: str = "") -> list[str]:
-    """Replace, in place, every NaN or infinite number in the dicts and lists of `value` by None (JSON has no such
-    numbers), and every value JSON cannot hold (a set, an object a hook put there) too; a tuple becomes a list and
-    a numpy or torch scalar its number. Returns the fields replaced. In place, so that whoever holds a part (a hook,
-    its record) sees it."""
-    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
-    replaced = []
-    for key, item in list(items):
-        where = f"{field}[{key}]" if isinstance(value, list) else f"{field}.{key}" if field else str(key)
-        if isinstance(item, tuple):
-            item = value[key] = list(item)
-        elif not isinstance(item, (dict, list, str, int, float, type(None))):
-            item = value[key] = _scalar(item)
-            if item is None:
-                replaced.append(where)
-                continue
-        if isinstance(item, float) and not math.isfinite(item):
-            value[key] = None
-            replaced.append(where)
-        else:
-            replaced += null_nonfinite(item, where)
-    return replaced

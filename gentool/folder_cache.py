@@ -204,10 +204,10 @@ def open_entry(entry: Path, key: str, reporter: Reporter) -> ImageData | None:
     if not entry.exists() and not entry.is_symlink():
         return None
     try:
-        meta = read_json(entry / META)
+        meta = read_json(entry / META, follow=False)  # a link in the cache is damage, named as such
         if meta.get("format") != CACHE_FORMAT or meta.get("version") != CACHE_VERSION or meta.get("key") != key:
             raise ValueError("it was written for other files or by another gentool")
-        with fileio.regular_path(entry / IMAGES) as pinned:  # a pipe there would block np.load's open forever
+        with fileio.regular_path(entry / IMAGES, follow=False) as pinned:  # a pipe there would block np.load's open forever
             images = np.load(pinned, mmap_mode="c", allow_pickle=False)
         shape, labels, classes = meta["shape"], meta["labels"], meta["class_names"]
         if images.dtype != np.uint8 or list(images.shape) != shape or images.ndim != 4:
@@ -220,9 +220,10 @@ def open_entry(entry: Path, key: str, reporter: Reporter) -> ImageData | None:
         try:
             aside = f"moved aside as {_move_aside(entry).name}"
         except OSError as cause:
-            raise GentoolError(f"the cached decoded images in {entry} are damaged ({exc}) and cannot be moved "
+            raise GentoolError(f"the cached decoded images in {entry} are damaged ({fileio.cause(exc)}) and cannot be moved "
                                f"aside ({cause.strerror or cause}); delete that folder") from None
-        reporter.message(f"note: the cached decoded images in {entry} are damaged ({exc}); {aside}, decoding again")
+        reporter.message(f"note: the cached decoded images in {entry} are damaged ({fileio.cause(exc)}); {aside}, "
+                         f"decoding again")
         return None
     for line in found:
         reporter.message(line)

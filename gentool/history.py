@@ -20,7 +20,8 @@ from pathlib import Path
 from types import MappingProxyType
 
 from gentool import schema as s
-from gentool.fileio import atomic_write_json, null_nonfinite
+from gentool.fileio import atomic_write_json
+from gentool.jsonvalues import null_nonfinite
 
 MAX_COUNT = 10**9  # epochs, batches: as train's options allow
 MAX_STEP = 10**15

@@ -1,14 +1,20 @@
 """The paths a command is given, checked before any work: an input that must be a readable regular file, an output
-file or folder that must be writable there. Each problem is one line naming the argument and what it really is."""
+file or folder that must be writable there, with room for the longest path the command will write in it (one
+probe, `write_probe`, for every command). Each problem is one line naming the argument and what it really is."""
 
 from __future__ import annotations
 
+import errno
 import os
+import secrets
 import stat
 from pathlib import Path
 
 from gentool.errors import UsageError
-from gentool.fileio import LinkRefused, cause, check_no_links, kind_of, own, temporary_name, write_probe
+from gentool.fileio import LinkRefused, cause, check_inside, check_no_links, kind_of, own, temporary_name
+
+# a new file only (O_EXCL: never one already there, nor through a link)
+_NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
 
 
 def check_input_file(path: Path, arg: str, expected: str) -> Path:
@@ -52,7 +58,7 @@ def prepare_output(path: str | os.PathLike, arg: str, folder: bool = False, long
     try:
         own(path) if folder else check_no_links(path)
         parent.mkdir(parents=True, exist_ok=True)
-        write_probe(parent, len(temporary_name(longest or path.name)))
+        write_probe(parent, temporary_name(longest or path.name))
     except LinkRefused as exc:
         raise UsageError(f"{arg}: {exc}") from None
     except OSError as exc:
@@ -62,3 +68,41 @@ def prepare_output(path: str | os.PathLike, arg: str, folder: bool = False, long
 
 def bad_output(arg: str, path: Path, problem: str) -> UsageError:
     return UsageError(f"{arg}: {path} {problem}")
+
+
+def write_probe(folder: str | os.PathLike, longest: str | int) -> None:
+    """Fail now, with the OSError the work would meet, where it could not write the longest path it will write:
+    `folder / longest` (`longest` relative to `folder`, perhaps through folders not made yet; an int: a file name
+    of that length). Every command that writes checks this way, with the longest name it writes, before any work.
+    A file is created and deleted in the nearest folder that exists, with a name as long as the longest part of
+    the path (so each part fits there), and the whole path is held against the file system's limit on a path's
+    length. The probe's name is new (O_EXCL), so no file already there, nor a link, is ever written."""
+    target = Path(folder) / ("x" * longest if isinstance(longest, int) else longest)
+    base = target.parent
+    while not base.is_dir():
+        if os.path.lexists(base):  # a file (or a dangling link) where a folder must be made
+            raise NotADirectoryError(errno.ENOTDIR, "it is not a folder", str(base))
+        base = base.parent
+    check_inside(base)  # the probe is never made through a link below a folder gentool owns
+    length = len(os.fsencode(str(target)))
+    if length >= _path_max(base):
+        raise OSError(errno.ENAMETOOLONG, f"{os.strerror(errno.ENAMETOOLONG)}: {length} characters", str(target))
+    name = max(len(os.fsencode(part)) for part in target.relative_to(base).parts)
+    prefix = f".gentool-write-test.{secrets.token_hex(4)}."
+    probe = base / (prefix + "x" * max(0, name - len(prefix)))
+    fd = os.open(probe, _NEW_FILE, 0o600)
+    try:
+        os.write(fd, b"ok")
+    finally:
+        os.close(fd)
+        os.unlink(probe)
+
+
+def _path_max(folder: Path) -> int:
+    """The longest path (in bytes, with its final NUL) the file system holding `folder` takes; 4096 (Linux's) where
+    the system does not say."""
+    try:
+        limit = os.pathconf(folder, "PC_PATH_MAX")
+    except (AttributeError, OSError, ValueError):  # no pathconf (Windows)
+        return 4096
+    return limit if limit > 0 else 1 << 62  # -1: no limit

@@ -268,7 +268,7 @@ def read_cache(path: Path, now: float | None = None) -> dict:
     if not os.path.lexists(path):
         return {}
     try:
-        entries = s.read(path, spec, CACHE_FILE, max_bytes=64 << 10)["entries"]
+        entries = s.read(path, spec, CACHE_FILE, max_bytes=64 << 10, follow=False)["entries"]
     except (OSError, s.Invalid) as exc:
         set_aside(path, exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc))
         return {}

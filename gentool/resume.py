@@ -9,6 +9,7 @@ change freely). `--resume auto --out DIR` makes one command line right for every
 from __future__ import annotations
 
 import dataclasses
+import os
 import shlex
 import sys
 import typing
@@ -149,14 +150,16 @@ def _check_model(opts: TrainOptions, meta: dict, run_dir: Path) -> None:
 def _config_options(run_dir: Path) -> dict:
     """The options a run's config.json recorded (the fallback for checkpoints that predate a recorded option), or
     {} when there is none."""
-    from gentool.fileio import read_json
+    from gentool.fileio import cause, read_json
 
     path = run_dir / rundir.CONFIG
-    if not path.is_file():
+    if not os.path.lexists(path):
         return {}
-    try:
-        options = read_json(path).get("options", {})
-    except (ValueError, AttributeError, OSError) as exc:
+    try:  # not through a link: the resumed run writes there (a link is named, not read as the run's config)
+        options = read_json(path, follow=False).get("options", {})
+    except OSError as exc:  # a link, a pipe, a folder, too large, unreadable: said as such
+        raise UsageError(f"--resume: cannot read {path} ({cause(exc)})") from None
+    except (ValueError, AttributeError) as exc:
         raise GentoolError(f"--resume: {path} is not a readable run config ({exc})") from None
     if not isinstance(options, dict):
         raise GentoolError(f"--resume: {path}: options must be a JSON object")

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from gentool import schema as s
 from gentool.errors import GentoolError, UsageError
-from gentool import fileio
+from gentool import fileio, paths
 from gentool.fileio import atomic_copy, atomic_write_json, read_json, read_regular
 from gentool.history import PartialEpoch
 
@@ -82,10 +82,15 @@ def unstarted(path: Path) -> bool:
 
 
 def refuse_links(path: Path, arg: str) -> None:
-    """Refuse, before any work, a run folder where a file or folder gentool writes is a symbolic link."""
-    link = next((f for f in path.iterdir() if f.is_symlink() and _gentool_name(f)), None)
-    if link is not None:
-        raise UsageError(f"{arg}: {fileio.LinkRefused(str(link))}")
+    """Refuse, before any work, a run folder where a file or folder gentool writes is a symbolic link, or a file
+    it writes or deletes is a hard link (a file with other names: writing or deleting it changes the user's)."""
+    try:
+        link = next((f for f in path.iterdir() if _gentool_name(f) and fileio.link_kind(f)), None)
+        if link is not None:
+            raise fileio.LinkRefused(str(link))
+        fileio.refuse_linked(path, OWNED_GLOBS + TEMPORARY_GLOBS)  # in samples/ and tensorboard/ too
+    except fileio.LinkRefused as exc:
+        raise UsageError(f"{arg}: {exc}") from None
 
 
 def _gentool_name(f: Path) -> bool:
@@ -104,18 +109,34 @@ def remove_own_files(path: Path) -> None:
     fileio.remove_matching(path, OWNED_GLOBS + TEMPORARY_GLOBS)
 
 
-def check_writable(path: Path, need_bytes: int = 0, longest: str = CONFIG) -> None:
-    """Fail before training when the folder cannot be written, cannot hold the run's longest path (`longest`,
-    relative to it: see `longest_path`) or lacks the space for a few checkpoints."""
+def check_writable(path: Path, need_bytes: int = 0, longest: str = CONFIG, arg: str = "--out",
+                   what: str = "run") -> None:
+    """Fail before any work when the folder (made later, if it is not there yet) cannot be written, cannot hold the
+    run's longest path (`longest`, relative to it: see `longest_path`) or lacks the space for a few checkpoints.
+    `what` the folder is (a run's, a sweep's), for the message."""
     try:
-        fileio.write_probe(path, len(longest))
+        paths.write_probe(path, longest)
     except OSError as exc:
-        raise UsageError(f"--out: run directory {path} is not writable ({exc.strerror}; tried a name as long as "
-                         f"the run's longest, {longest})") from None
-    free = shutil.disk_usage(path).free
+        raise UsageError(f"{arg}: {what} directory {path} is not writable ({fileio.cause(exc)}; tried a name as long "
+                         f"as the {what}'s longest, {longest})") from None
+    folder = next(p for p in (Path(path), *Path(path).parents) if p.is_dir())  # write_probe found one
+    free = shutil.disk_usage(folder).free
     if need_bytes and free < need_bytes:
-        raise GentoolError(f"--out: only {free / 2**20:.0f} MiB free in {path}; training needs about "
+        raise GentoolError(f"{arg}: only {free / 2**20:.0f} MiB free in {path}; training needs about "
                            f"{need_bytes / 2**20:.0f} MiB for its checkpoints")
+
+
+def check_room(run_dir: Path, opts, steps: int, need_bytes: int = 0, arg: str = "--out") -> None:
+    """`check_writable` for a run with these train options (its longest path, `longest_path`), and the same for
+    the folder `--tensorboard DIR` puts its event files in, outside the run directory."""
+    check_writable(run_dir, need_bytes, longest_path(opts, steps), arg)
+    if opts.tensorboard and opts.tensorboard != TENSORBOARD_AUTO:
+        events = Path(opts.tensorboard).expanduser()
+        try:
+            paths.write_probe(events, f"{Path(run_dir).name}/{events_name()}")
+        except OSError as exc:
+            raise UsageError(f"--tensorboard: {events} cannot hold the run's event files "
+                             f"({fileio.cause(exc)}; tried {events / Path(run_dir).name / events_name()})") from None
 
 
 def sample_grid(run_dir: Path, epoch: int) -> Path:
@@ -134,11 +155,15 @@ def longest_path(opts, steps: int) -> str:
     names += [sample_grid(here, opts.epochs)] if opts.sample_every else []
     written = [Path(n).parent / fileio.temporary_name(Path(n).name) for n in map(str, names)]
     if opts.tensorboard == TENSORBOARD_AUTO:
-        # written directly, named as tensorboard's EventFileWriter names it: time, host, process, then a count of
-        # the writers this process opened (six digits are more than it opens)
-        written.append(Path(TENSORBOARD) / f"events.out.tfevents.{int(time.time()):010d}.{socket.gethostname()}."
-                                           f"{os.getpid()}.{10**5}")
+        written.append(Path(TENSORBOARD) / events_name())
     return str(max(written, key=lambda p: len(str(p))))
+
+
+def events_name() -> str:
+    """The name of the event file a run's TensorBoard writer makes (written directly, not through a temporary), as
+    tensorboard's EventFileWriter names it: time, host, process, then a count of the writers this process opened
+    (six digits are more than it opens)."""
+    return f"events.out.tfevents.{int(time.time()):010d}.{socket.gethostname()}.{os.getpid()}.{10**5}"
 
 
 def remove_stale_temporaries(path: Path) -> None:
@@ -177,13 +202,16 @@ class ProcessLock:
     def release(self) -> None:
         if self._lock.is_locked:
             if self.record:
-                fileio.remove_file(self.owner)
+                try:
+                    fileio.remove_file(self.owner)
+                except fileio.LinkRefused:  # a link made there since: left alone (the lock is released all the same)
+                    pass
             self._lock.release(force=True)
 
     def holder(self) -> str:
         """Who holds the lock, as a phrase for messages (read from the owner file, checked like any input)."""
         try:
-            info = s.check(read_json(self.owner), OWNER, "owner")
+            info = s.check(read_json(self.owner, 1 << 16, follow=False), OWNER, "owner")
         except (OSError, ValueError):
             return "another process (it has not recorded who it is)"
         return f"process {info['pid']} on {info['host']} since {info['since']} ({info['command']})"

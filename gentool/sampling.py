@@ -14,7 +14,7 @@ import torch
 from gentool.checkpoint import load_checkpoint
 from gentool.device import choose_precision, pick_device, prepare
 from gentool.errors import ConfigError, UsageError, bad_value
-from gentool.fileio import LinkRefused
+from gentool.fileio import LinkRefused, refuse_linked
 from gentool.paths import prepare_output
 from gentool.images import NpzWriter, make_grid, png_name, to_uint8, write_gif, write_grid, write_png_folder
 from gentool.sample_options import MAX_SAMPLES, SampleOptions
@@ -35,9 +35,10 @@ def _check_target(kind: str, out: Path, overwrite: bool, n: int) -> None:
         raise UsageError(f"--out: {out} already exists; pass --overwrite to replace it")
     prepare_output(out, "--out", folder=kind == "folder", longest=png_name(n - 1) if kind == "folder" else None)
     if kind == "folder":
-        link = next((p for p in out.glob("*.png") if p.is_symlink()), None)
-        if link is not None:  # --overwrite replaces the folder's PNGs: refuse a link among them before any work
-            raise UsageError(f"--out: {LinkRefused(str(link))}")
+        try:  # --overwrite replaces the folder's PNGs: refuse a link (or a hard link) among them before any work
+            refuse_linked(out, ["*.png"])
+        except LinkRefused as exc:
+            raise UsageError(f"--out: {exc}") from None
 
 
 def sample(req: SampleOptions) -> dict:

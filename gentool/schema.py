@@ -219,14 +219,13 @@ class Obj(Spec):
 SCALAR = OneOf(Opt(Num()), Str(), Bool())  # a number, string, boolean or null
 
 
-def read(path, spec: Spec, field: str = "", max_bytes: int = 256 << 20):
+def read(path, spec: Spec, field: str = "", max_bytes: int = 256 << 20, follow: bool = True):
     """Parse the JSON file at `path` and check it against `spec`; `field` prefixes field names in messages.
-    Raises Invalid (also for a file too large or not UTF-8) or OSError."""
-    from gentool.fileio import read_regular  # a named pipe or device is refused, not read (it would block)
+    Raises Invalid (for a file not UTF-8 too) or OSError: a file refused unread (a named pipe or device, which would
+    block; a file larger than `max_bytes`; a link, unless `follow`) is an OSError saying which (gentool.fileio)."""
+    from gentool.fileio import read_bounded
 
-    text = read_regular(path, max_bytes)
-    if len(text) > max_bytes:
-        raise Invalid(field, f"is larger than {max_bytes >> 20} MiB")
+    text = read_bounded(path, max_bytes, follow)
     try:
         text = text.decode("utf-8")
     except UnicodeDecodeError:
@@ -239,12 +238,14 @@ def read_checked(path, spec: Spec, arg: str):
     field: how commands read the JSON files of a run."""
     from gentool.errors import GentoolError
 
+    from gentool.fileio import cause, described
+
     try:
         return read(path, spec)
     except Invalid as exc:
-        raise GentoolError(f"{arg}: {path}: {exc}") from None
-    except OSError as exc:
-        raise GentoolError(f"{arg}: cannot read {path} ({exc.strerror or exc})") from None
+        raise GentoolError(f"{arg}: {described(path)}: {exc}") from None
+    except OSError as exc:  # refused unread: a pipe or device, too large, unreadable (said which)
+        raise GentoolError(f"{arg}: cannot read {path} ({cause(exc)})") from None
 
 
 def check(value, spec: Spec, field: str):

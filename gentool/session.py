@@ -207,7 +207,7 @@ def new_session(opts: TrainOptions, device: torch.device, precision: PrecisionCh
     try:
         if world.main:
             steps = opts.epochs * -(-len(data) // (config.batch_size * world.size))
-            rundir.check_writable(run_dir, 4 * checkpoint_size_hint(model), rundir.longest_path(opts, steps))
+            rundir.check_room(run_dir, opts, steps, 4 * checkpoint_size_hint(model))
         session = Session(opts, model, optimizers, data, run_dir, entry.source, world=world,
                           sample_settings=settings, precision=precision, start=start)
         if opts.ema is None:  # recorded in config.json as the decay used
@@ -252,6 +252,9 @@ def resume_session(opts: TrainOptions, device: torch.device, precision: Precisio
     data = _load_data(opts, type(ckpt.model), reporter)
     if tuple(data.geometry.shape) != tuple(ckpt.data["geometry"][k] for k in ("channels", "height", "width")):
         raise UsageError(f"--resume: data geometry {data.geometry.shape} differs from the checkpoint's")
+    if world.main:  # more epochs name longer files (epoch_10000), a new --tensorboard DIR another folder
+        steps = opts.epochs * -(-len(data) // (ckpt.model.config.batch_size * world.size))
+        rundir.check_room(ckpt_path.parent, opts, steps, arg="--resume")
     optimizers = ckpt.model.build_optimizers()
     ckpt.load_optimizers(optimizers)
     restore_rng(ckpt.rng)

@@ -35,6 +35,9 @@ from gentool.train_options import EVAL_N, FIELDS, FIXED, RESTORED, RESUME_RULES,
 
 MANIFEST, LOCK, TRIAL_LOCKS, EVAL_LOCK, LOGS = "sweep.json", ".sweep.lock", ".locks", ".eval.lock", "logs"
 BY_CONFIG = "results_by_config"  # with several seeds: one row per configuration
+# the files a sweep writes, replaces, appends to or locks in its folder (beside its trials' run directories)
+OWNED_GLOBS = (MANIFEST, f"{LOCK}*", f"{EVAL_LOCK}*", "results*.csv", "results*.json", "*.png", f"{LOGS}/*",
+               f"{TRIAL_LOCKS}/*", ".*.tmp")
 FORMAT, FORMAT_VERSION = "gentool-sweep", 1
 DONE, FAILED, INTERRUPTED, RUNNING, PENDING = "done", "failed", "interrupted", "running", "pending"
 BUSY = "busy"  # not a manifest status: what run_trial reports when another process holds the trial
@@ -110,17 +113,20 @@ MANIFEST_SPEC = s.Obj({"model": s.Str(200), "data": s.Str(),
 def read_manifest(sweep_dir: Path) -> dict:
     """The sweep.json of a sweep folder, every field gentool uses checked."""
     path = Path(sweep_dir) / MANIFEST
-    if not path.is_file():
+    if not os.path.lexists(path):
         raise UsageError(f"--out: {sweep_dir} holds no {MANIFEST}; expected a sweep directory")
     try:
-        manifest = s.read(path, s.Obj({"format": s.Str(100), "format_version": s.Int()}))
+        # never through a link: the sweep writes this file back (a link is named, not read as the sweep's)
+        manifest = s.read(path, s.Obj({"format": s.Str(100), "format_version": s.Int()}), follow=False)
         if manifest["format"] != FORMAT or manifest["format_version"] > FORMAT_VERSION:
             raise GentoolError(f"{path}: not a sweep manifest this gentool {gentool.__version__} reads")
         manifest = s.check(manifest, MANIFEST_SPEC, "")
     except s.Invalid as exc:
-        raise GentoolError(f"--out: {path}: {exc}") from None
+        raise GentoolError(f"--out: {fileio.described(path)}: {exc}") from None
+    except fileio.NotRegular as exc:  # a link, a pipe, a folder: refused, as the file the user gave
+        raise UsageError(f"--out: cannot read {path} ({fileio.cause(exc)})") from None
     except OSError as exc:
-        raise GentoolError(f"--out: cannot read {path} ({exc.strerror or exc})") from None
+        raise GentoolError(f"--out: cannot read {path} ({fileio.cause(exc)})") from None
     if [t["index"] for t in manifest["trials"]] != list(range(len(manifest["trials"]))):
         raise GentoolError(f"--out: {path}: field trials is not numbered 0, 1, 2, ... in order")
     return manifest
@@ -156,12 +162,13 @@ def open_sweep(spec: SweepSpec) -> dict:
     try:
         out.mkdir(parents=True, exist_ok=True)
         fileio.own(out)
+        fileio.refuse_linked(out, OWNED_GLOBS)  # before anything there is locked, read, written or appended to
     except fileio.LinkRefused as exc:
         raise UsageError(f"--out: {exc}") from None
     except OSError as exc:
         raise UsageError(f"--out: cannot create sweep directory {out} ({exc.strerror})") from None
     with locked(out / LOCK):
-        if (out / MANIFEST).exists():
+        if os.path.lexists(out / MANIFEST):  # a dangling link too: read_manifest names it
             manifest = read_manifest(out)
             diffs = differences(manifest, spec)
             if diffs:
@@ -313,7 +320,7 @@ def check_spec(spec: SweepSpec) -> None:
     from gentool.registry import get_entry
 
     config_class = get_entry(spec.model).cls.config_class
-    manifest, geometry = spec.manifest(), {}
+    manifest, geometry, planned = spec.manifest(), {}, []
     for trial in manifest["trials"]:
         opts = trial_options(manifest, trial, spec.out / "-", spec.runtime)
         opts.validate()
@@ -321,6 +328,29 @@ def check_spec(spec: SweepSpec) -> None:
             geometry[opts.image_size] = peek_geometry(spec.data, opts.image_size)
         config_class.create(geometry[opts.image_size], opts.latent_dim, opts.width, lr=opts.lr,
                             batch_size=opts.batch_size, **opts.params)
+        planned.append((trial["run_dir"], opts))
+    check_room(spec.out, planned)
+
+
+def check_room(sweep_dir: Path, planned: list[tuple[str, TrainOptions]]) -> None:
+    """Before any work: the sweep folder (made later, if need be) holds the longest path the sweep writes (a trial's
+    longest run file, a worker's log, a trial lock's owner record, its tables and figures), and each --tensorboard
+    folder the longest trial's event files; one line naming the path otherwise. One probe per kind of path, on the
+    trial whose path is longest (a grid of 10,000 trials is not probed 10,000 times)."""
+    from gentool.sweep_figures import CURVES_PNG, HEATMAP_PNG, MATRIX_PNG
+
+    fileio.own(sweep_dir)  # no probe goes through a link in it (a trial's folder)
+    last = len(planned) - 1  # the longest index
+    written = [MANIFEST, "results.json", f"{BY_CONFIG}.json", MATRIX_PNG, CURVES_PNG, HEATMAP_PNG,
+               f"{TRIAL_LOCKS}/{trial_lock(Path(), last).name}.owner"]  # through temporaries
+    names = [f"{LOGS}/{last:03d}.log"] + [str(Path(n).parent / fileio.temporary_name(Path(n).name)) for n in written]
+    rundir.check_writable(sweep_dir, 0, max(names, key=len), what="sweep")
+    runs = [(name, opts, f"{name}/{rundir.longest_path(opts, 1)}") for name, opts in planned]
+    longest = max(runs, key=lambda run: len(run[2]))
+    rundir.check_writable(sweep_dir, 0, longest[2], what="sweep")
+    if longest[1].tensorboard:
+        name, opts, _ = max(runs, key=lambda run: len(run[0]))
+        rundir.check_room(sweep_dir / name, opts, 1)
 
 
 def run_in_process(sweep_dir: Path, indices: list[int], runtime: dict, make_reporter, announce) -> None:

@@ -1,9 +1,11 @@
 """Issue 26's attacker hour (see the issue note): what it found beyond the instances the issue named, each class
 tested on several instances. Links: the per-user cache and a teacher's couplings folder are gentool's to write in,
-so a link inside them is never written through (the couplings: tests/test_distill.py)."""
+so a link inside them is never written through (the couplings: tests/test_distill.py). Then what it left open:
+a path the work derives (K06), hard links to the user's files (L24), files refused unread for what they are (L26)."""
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 import time
@@ -13,8 +15,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from gentool import folder_cache
+from gentool import fileio, folder_cache, rundir
+from gentool.errors import UsageError
 from gentool.progress import Reporter
+from test_links_and_pipes import CLI_TINY, LinkFollowingLock, one_line, user_file
 
 
 class Notes(Reporter):
@@ -95,3 +99,120 @@ def release_after(path: Path, seconds: float) -> None:
         os.close(os.open(path, os.O_WRONLY | os.O_NONBLOCK))
     except OSError:
         pass
+
+
+# --- what the attacker left open last stop (K06, L24, L26), each as a class -------------------------------------
+
+def checkpoint(folder: Path, model: str = "flow") -> Path:
+    """An untrained checkpoint of `model` for MNIST's geometry, written without training (a test's second)."""
+    from gentool.checkpoint import save_checkpoint
+    from gentool.data import Geometry
+    from gentool.registry import get_model
+
+    cls = get_model(model)
+    folder.mkdir(parents=True)
+    save_checkpoint(folder / "last.safetensors", cls(cls.config_class.create(Geometry(1, 28, 28, 10), width=0.25)),
+                    {}, {"epoch": 1, "step": 1}, {"geometry": {"channels": 1, "height": 28, "width": 28}}, "built-in")
+    return folder / "last.safetensors"
+
+
+def test_k06_distill_checks_the_default_student_folder_before_drawing_couplings(tmp_path, invoke):
+    """The student's folder is named after the teacher's (+ '-reflow2'): 258 characters, more than a name may have.
+    Refused in one line before a coupling is drawn (it failed after the work, exit 1)."""
+    teacher = checkpoint(tmp_path / ("t" * 250)).parent
+    result = invoke("distill", teacher, "--pairs", "48", "--teacher-steps", "1", "--precision", "fp32")
+    one_line(result, 2, "--out (default", f"{teacher}-reflow2", "not writable")
+    assert not (teacher / "couplings").exists() and not Path(f"{teacher}-reflow2").exists()
+
+
+SWEEP = ("sweep", "vae", "--data", "mnist-sample", "--limit", "32", "--epochs", "1", "--latent-dim", "2,3")
+
+
+def test_l24_a_sweep_folder_with_hard_links_to_the_users_file_is_refused_untouched(tmp_path, invoke):
+    """The attacker's setup: logs/000.log and 001.log hard links to a file of the user's (a worker would have
+    appended its output to it). Refused before anything is locked, read or written there."""
+    precious = user_file(tmp_path)
+    sweep = tmp_path / "sw"
+    (sweep / "logs").mkdir(parents=True)
+    for name in ("000.log", "001.log"):
+        os.link(precious, sweep / "logs" / name)
+    one_line(invoke(*SWEEP, "--workers", "2", "--out", sweep), 2, "--out", "000.log", "hard link")
+    assert precious.read_text() == "the user's own words" and sorted(os.listdir(sweep)) == ["logs"]
+    assert all(os.path.samefile(precious, sweep / "logs" / name) for name in ("000.log", "001.log"))
+
+
+@pytest.mark.parametrize("name", ["config.json", "samples/epoch_0001.png", ".gentool.lock.owner"])
+def test_l24_train_overwrite_refuses_a_hard_link_among_the_files_it_replaces(tmp_path, invoke, name):
+    precious = user_file(tmp_path)
+    run = tmp_path / "run"
+    (run / "samples").mkdir(parents=True)
+    os.link(precious, run / name)
+    result = invoke("train", "vae", "--data", "mnist-sample", *CLI_TINY, "--epochs", "1", "--out", run, "--overwrite")
+    one_line(result, 2, "--out", str(run / name), "hard link")
+    assert precious.read_text() == "the user's own words" and os.path.samefile(precious, run / name)
+
+
+def test_l24_a_lock_file_that_is_a_hard_link_is_never_truncated(tmp_path, monkeypatch):
+    """filelock before 3.10 (allowed by gentool's declared range) opens the lock with O_TRUNC: through a hard link
+    that empties the user's file."""
+    import filelock
+
+    monkeypatch.setattr(filelock, "FileLock", LinkFollowingLock)
+    precious = user_file(tmp_path)
+    (tmp_path / "run").mkdir()
+    os.link(precious, tmp_path / "run" / rundir.LOCK)
+    with pytest.raises(UsageError, match="hard link"):
+        rundir.lock_run(tmp_path / "run", "--out")
+    assert precious.read_text() == "the user's own words"
+
+
+def test_l24_sample_and_logs_refuse_hard_links(tmp_path, invoke):
+    precious = user_file(tmp_path)
+    ckpt = checkpoint(tmp_path / "vae", "vae")
+    out = tmp_path / "pngs"
+    out.mkdir()
+    os.link(precious, out / "000001.png")
+    one_line(invoke("sample", ckpt, "--n", "2", "--out", out, "--overwrite"), 2, str(out / "000001.png"), "hard link")
+    owned = fileio.own(tmp_path / "sweep")
+    (owned / "logs").mkdir(parents=True)
+    os.link(precious, owned / "logs" / "000.log")
+    with pytest.raises(fileio.LinkRefused, match="hard link"):
+        fileio.open_append(owned / "logs" / "000.log")  # a worker's log: appended to, so never a hard link
+    assert precious.read_text() == "the user's own words"
+
+
+def test_l26_a_sweep_json_that_is_a_link_is_named_as_a_link(tmp_path, invoke):
+    """Reported as "not valid JSON" (exit 1) before: the link's target was read as the sweep's manifest."""
+    precious = user_file(tmp_path)
+    sweep = tmp_path / "sw"
+    sweep.mkdir()
+    (sweep / "sweep.json").symlink_to(precious)
+    one_line(invoke(*SWEEP, "--out", sweep), 2, str(sweep / "sweep.json"), "symbolic link")
+    assert precious.read_text() == "the user's own words"
+
+
+def test_l26_resume_names_a_run_config_that_is_a_link(tmp_path, invoke):
+    precious = user_file(tmp_path)
+    run = checkpoint(tmp_path / "run", "vae").parent
+    (run / "config.json").symlink_to(precious)
+    one_line(invoke("train", "--resume", run, "--epochs", "2"), 2, "config.json", "symbolic link", str(precious))
+
+
+def test_l26_cache_entries_refused_unread_say_why(tmp_path):
+    """A link in the cache, a file too large: set aside (or refused) saying so, not as a parse error."""
+    from gentool import precision, schema
+    from gentool.metrics.stats import read_cache_entry
+
+    valid = user_file(tmp_path, "valid.json", json.dumps({"format": 1, "entries": {}, "n": 3}))
+    (tmp_path / "precision.json").symlink_to(valid)
+    with pytest.warns(UserWarning, match="symbolic link"):
+        assert precision.read_cache(tmp_path / "precision.json") == {}
+    (tmp_path / "stats.npz").write_bytes(b"")
+    (tmp_path / "stats.json").symlink_to(valid)
+    with pytest.warns(UserWarning, match="symbolic link"):
+        assert read_cache_entry(tmp_path / "stats.npz", tmp_path / "stats.json", {"n": 3}, lambda n: {}) is None
+    assert valid.is_file() and (tmp_path / "stats.json.bad").is_symlink()
+    with pytest.raises(OSError, match="larger than 1,024 bytes"):
+        schema.read(user_file(tmp_path, "big.json", json.dumps({"pad": "x" * 2000})), schema.Any(), max_bytes=1024)
+    with pytest.raises(OSError, match="larger than 16 bytes"):
+        fileio.read_json(valid, 16)

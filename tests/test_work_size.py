@@ -1,5 +1,7 @@
 """Issue 26, class 4 (parameters): a model's size is counted on the meta device, without allocating a weight, and a
-model beyond the stated bound is refused in one line before any is allocated, by `summary` and `train` alike."""
+model beyond the stated bound is refused in one line before any is allocated, by `summary` and `train` alike. Class 7
+(the checks match the real work): every command that writes tries, before any work, the longest path it will write
+(a sweep's trials, export's JSON, report's temporary, the TensorBoard folder; distill: tests/test_attack_hour.py)."""
 
 import resource
 
@@ -41,3 +43,64 @@ def test_the_meta_count_is_the_real_count(model):
     real = cls(config)
     counted = sum(t.numel() for t in [*real.parameters(), *real.buffers()] if t.is_floating_point())
     assert count_parameters(cls, config) == counted
+
+
+# --- class 7: the write check tries the longest path the command will write, before any work ---------------------
+
+def test_the_write_probe_tries_the_whole_path_through_folders_not_made_yet(tmp_path):
+    """One probe for every command (gentool.paths.write_probe): a path through folders that do not exist yet is
+    checked without making them; a name too long, a whole path too long, a file where a folder must go all fail."""
+    import errno
+
+    from gentool.paths import write_probe
+    from test_links_and_pipes import long_dir
+
+    write_probe(tmp_path / "run" / "deeper", "samples/" + "x" * 200)
+    assert list(tmp_path.iterdir()) == []  # nothing made, the probe deleted
+    with pytest.raises(OSError) as name:
+        write_probe(tmp_path / "run", "samples/" + "x" * 256)
+    deep = long_dir(tmp_path / "d", 4000)
+    with pytest.raises(OSError) as whole:
+        write_probe(deep / "not-yet", "samples/" + "x" * 90)
+    (tmp_path / "file").write_text("mine")
+    with pytest.raises(NotADirectoryError):
+        write_probe(tmp_path / "file" / "run", "config.json")
+    assert name.value.errno == whole.value.errno == errno.ENAMETOOLONG and not (deep / "not-yet").exists()
+
+
+def test_a_sweep_whose_trial_paths_are_too_long_is_refused_before_any_trial(tmp_path, invoke):
+    """The sweep folder's own files fit; a trial's sample grids (000-latent_dim2-width0.25/samples/...) do not."""
+    from test_links_and_pipes import long_dir, one_line
+
+    out = long_dir(tmp_path, 4040) / "sw"
+    result = invoke("sweep", "vae", "--data", "mnist-sample", "--limit", "32", "--epochs", "1", "--latent-dim", "2,3",
+                    "--width", "0.25", "--out", out)
+    one_line(result, 2, "--out", "sweep directory", "000-latent_dim2-width0.25/samples/")
+    assert not out.exists()
+
+
+def test_export_and_report_check_the_longest_file_they_write(tmp_path, invoke):
+    """export writes NAME.pt and NAME.pt.json (the longer); report writes report.html through a longer temporary."""
+    from test_attack_hour import checkpoint
+    from test_links_and_pipes import long_dir, one_line
+
+    ckpt = checkpoint(tmp_path / "vae", "vae")
+    out = long_dir(tmp_path / "e", 4075) / "m.pt"  # .m.pt.XXXXXXXX.tmp fits, .m.pt.json.XXXXXXXX.tmp does not
+    one_line(invoke("export", ckpt, "--format", "torchscript", "--out", out), 2, "--out", "cannot be written")
+    (ckpt.parent / "config.json").write_text("{}")
+    page = long_dir(tmp_path / "r", 4070) / "report.html"  # fits; .report.html.XXXXXXXX.tmp does not
+    one_line(invoke("report", ckpt.parent, "--out", page), 2, "--out", "cannot be written")
+    assert not out.exists() and not page.exists()
+
+
+def test_a_tensorboard_folder_too_long_for_the_runs_event_files_is_refused_up_front(tmp_path):
+    from gentool import rundir
+    from gentool.errors import UsageError
+    from gentool.train_options import TrainOptions
+    from test_links_and_pipes import long_dir
+
+    events = long_dir(tmp_path / "tb", 4000)  # the run folder's name and the event file's do not fit under it
+    opts = TrainOptions(model="vae", epochs=3, tensorboard=str(events))
+    with pytest.raises(UsageError, match="--tensorboard"):
+        rundir.check_room(tmp_path / "runs" / "a-run-with-a-long-name", opts, 10)
+    assert not (tmp_path / "runs").exists()

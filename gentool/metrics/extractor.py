@@ -168,7 +168,7 @@ def get_extractor(reference: Reference, device: torch.device, reporter: Reporter
         try:
             return load_extractor(path, device, recipe, geometry)
         except (SafetensorError, OSError, ValueError, KeyError, TypeError, RuntimeError, RecursionError) as exc:
-            set_aside(path, str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+            set_aside(path, fileio.cause(exc).splitlines()[0])
     fileio.make_dirs(path.parent)  # a link there is refused now, not after minutes of training
     ahead = _prepare_hint(reference) if hint else ""
     reporter.message(f"training the reference extractor for {reference.describe_split('train')} "
@@ -280,7 +280,7 @@ def load_extractor(path: Path, device: torch.device | str = "cpu", recipe: Recip
     and image geometry (which must be `recipe` and `geometry`, when given, before anything is built) build the
     network, then the weights load (strict; every one finite). Raises ValueError (or OSError, SafetensorError)
     naming what is wrong."""
-    with fileio.regular_path(path) as pinned, safe_open(pinned, framework="pt") as f:
+    with fileio.regular_path(path, follow=False) as pinned, safe_open(pinned, framework="pt") as f:
         meta = schema.check(schema.parse((f.metadata() or {}).get("meta"), "meta"), EXTRACTOR_META, "meta")
         fields = {k: tuple(v) if isinstance(v, list) else v for k, v in meta["recipe"].items()}
         if recipe is not None and fields != dataclasses.asdict(recipe):

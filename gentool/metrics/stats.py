@@ -118,17 +118,17 @@ def read_cache_entry(npz_path: Path, json_path: Path, expected: dict, shapes) ->
     if not (os.path.lexists(npz_path) and os.path.lexists(json_path)):
         return None
     try:
-        meta = schema.read(json_path, CACHE_META)
+        meta = schema.read(json_path, CACHE_META, follow=False)  # a link in the cache is damage, named as such
     except (OSError, ValueError) as exc:
-        set_aside(json_path, str(exc))
+        set_aside(json_path, fileio.cause(exc))
         return None
     if any(meta.get(k) != v for k, v in expected.items()):
         return None
     try:
-        with fileio.open_regular(npz_path) as f, zipfile.ZipFile(f) as archive:
+        with fileio.open_regular(npz_path, follow=False) as f, zipfile.ZipFile(f) as archive:
             return {k: cached_array(archive, k, shape) for k, shape in shapes(meta["n"]).items()}
     except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, zlib.error) as exc:
-        set_aside(npz_path, str(exc) or type(exc).__name__)
+        set_aside(npz_path, fileio.cause(exc))
         return None
 
 

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gentool.errors import UsageError
+from gentool.paths import prepare_output
 
 REPORT_HTML = "report.html"
 LARGE_MB = 20  # above this many MB a page is too large for many mail servers
@@ -32,7 +33,7 @@ class ReportOptions:
             raise UsageError(f"--out: {out} already exists; pass --overwrite to replace it")
         if not out.parent.is_dir():
             raise UsageError(f"--out: folder {out.parent} does not exist")
-        return out
+        return prepare_output(out, "--out")  # written now, before the runs are read and drawn: not after
 
 
 def build_report(opts: ReportOptions) -> dict:

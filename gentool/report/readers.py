@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gentool.errors import GentoolError
-from gentool.fileio import NotRegular, read_regular
+from gentool.fileio import NotRegular, described, read_regular
 
 MAX_JSON_BYTES = 64 * 2**20  # metrics.json of a 10,000-epoch run is a few MB
 MAX_IMAGE_BYTES = 25 * 2**20  # a common e-mail attachment limit: one image above it makes no sense to embed
@@ -50,7 +50,7 @@ def read_json_file(path: Path, limit: int = MAX_JSON_BYTES):
     try:
         return json.loads(data)
     except (ValueError, UnicodeDecodeError) as exc:
-        raise GentoolError(f"{path}: not valid JSON ({exc})") from None
+        raise GentoolError(f"{described(path)}: not valid JSON ({exc})") from None
 
 
 def as_object(value, where: str) -> dict:
