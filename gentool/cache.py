@@ -7,8 +7,9 @@ import os
 import warnings
 from pathlib import Path
 
-from gentool.errors import UsageError
-from gentool.fileio import check_no_links, own
+from gentool.errors import GentoolError, UsageError
+from gentool.fileio import cause, check_no_links, make_dirs, own, temporary_name
+from gentool.paths import write_probe
 
 
 def cache_dir() -> Path:
@@ -32,3 +33,16 @@ def set_aside(path: Path, problem: str) -> None:
     except (OSError, UsageError) as exc:
         moved = f"could not be moved aside ({exc.strerror if isinstance(exc, OSError) else exc})"
     warnings.warn(f"cache entry {path} is damaged ({problem}); {moved}, building it again")
+
+
+def prepare_entry(*files: Path) -> None:
+    """Before the work a cache entry keeps (minutes of training or scoring): its folder made (a link on the way is
+    refused) and a probe as long as the longest of its files' temporaries written there, so that a cache that cannot
+    hold them fails now, in one line, not when the work is done."""
+    folder = make_dirs(files[0].parent)
+    longest = max((temporary_name(f.name) for f in files), key=len)
+    try:
+        write_probe(folder, longest)
+    except OSError as exc:
+        raise GentoolError(f"the cache folder {folder} cannot hold {files[0].name} ({cause(exc)}); set "
+                           f"XDG_CACHE_HOME to a writable folder with a shorter path") from None

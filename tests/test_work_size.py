@@ -104,3 +104,17 @@ def test_a_tensorboard_folder_too_long_for_the_runs_event_files_is_refused_up_fr
     with pytest.raises(UsageError, match="--tensorboard"):
         rundir.check_room(tmp_path / "runs" / "a-run-with-a-long-name", opts, 10)
     assert not (tmp_path / "runs").exists()
+
+
+def test_a_cache_without_room_for_its_entry_is_refused_before_the_extractor_trains(tmp_path, monkeypatch):
+    import torch
+
+    from gentool.errors import GentoolError
+    from gentool.metrics.extractor import RECIPE_ENV, get_extractor
+    from gentool.metrics.reference import resolve_reference
+    from test_links_and_pipes import EXTRACTOR_RECIPE, long_dir
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(long_dir(tmp_path, 4030)))  # its folder fits, its file does not
+    monkeypatch.setenv(RECIPE_ENV, EXTRACTOR_RECIPE)  # (the old code trained this one, then failed to save it)
+    with pytest.raises(GentoolError, match="cannot hold"):
+        get_extractor(resolve_reference("mnist-sample"), torch.device("cpu"))

@@ -28,7 +28,7 @@ from torch import nn
 
 import gentool
 from gentool import fileio, schema
-from gentool.cache import cache_dir, set_aside
+from gentool.cache import cache_dir, prepare_entry, set_aside
 from gentool.data import Geometry, ImageData, batches
 from gentool.errors import UsageError
 from gentool.fileio import atomic_write_bytes
@@ -169,7 +169,7 @@ def get_extractor(reference: Reference, device: torch.device, reporter: Reporter
             return load_extractor(path, device, recipe, geometry)
         except (SafetensorError, OSError, ValueError, KeyError, TypeError, RuntimeError, RecursionError) as exc:
             set_aside(path, fileio.cause(exc).splitlines()[0])
-    fileio.make_dirs(path.parent)  # a link there is refused now, not after minutes of training
+    prepare_entry(path)  # a link there, or no room for the file, is refused now, not after minutes of training
     ahead = _prepare_hint(reference) if hint else ""
     reporter.message(f"training the reference extractor for {reference.describe_split('train')} "
                      f"(first use; recipe {recipe.hash}, seed {recipe.seed}){ahead}")

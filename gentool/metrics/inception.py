@@ -23,6 +23,7 @@ import torch
 import gentool
 from gentool.errors import GentoolError, UsageError
 from gentool import fileio
+from gentool.cache import prepare_entry
 from gentool.fileio import atomic_write_bytes, atomic_write_json, sha256
 from gentool.metrics.extractor import extractors_dir
 from gentool.metrics.reference import Reference
@@ -145,7 +146,7 @@ def real_features(net: Inception, reference: Reference, split: str, reporter: Re
     cached = read_cache_entry(npz_path, json_path, expected, lambda n: {"features": (n, 2048)})
     if cached is not None:
         return cached["features"]
-    fileio.make_dirs(npz_path.parent)  # a link there is refused now, not after the work
+    prepare_entry(npz_path, json_path)  # a link there, or no room for the files, is refused now, not after the work
     data = reference.load(split, reporter)
     reporter.message(f"computing inception-v3 features of {reference.describe_split(split)} ({len(data):,} images)")
     features, _ = net.run([data.images], reporter, len(data))

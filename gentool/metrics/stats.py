@@ -17,7 +17,7 @@ import torch
 
 import gentool
 from gentool import fileio, schema
-from gentool.cache import set_aside
+from gentool.cache import prepare_entry, set_aside
 from gentool.fileio import atomic_write_bytes, atomic_write_json
 from gentool.metrics.distances import (SWD_PROJECTIONS, SWD_SEED, pixel_histogram, pixel_moments, project,
                                        projection_directions)
@@ -96,7 +96,7 @@ def real_stats(extractor: Extractor, reference: Reference, split: str, reporter:
     cached = read_cache_entry(npz_path, json_path, expected, lambda n: _shapes(extractor, n))
     if cached is not None:
         return ImageStats(**cached)
-    fileio.make_dirs(npz_path.parent)  # a link there is refused now, not after the work
+    prepare_entry(npz_path, json_path)  # a link there, or no room for the files, is refused now, not after the work
     data = reference.load(split, reporter)
     reporter.message(f"computing real-data statistics of {reference.describe_split(split)} ({len(data):,} images)")
     stats = image_stats(extractor, data.images, REAL_PROJECTION_CAP)
