@@ -27,6 +27,7 @@ from gentool.fileio import atomic_write_json, read_json
 from gentool.folders import (Header, Listing, found_lines, gib, list_folder, plan_geometry, read_headers,
                              nothing_usable, read_image, reason, skipped_lines, split_part)
 from gentool.images import ImageError, image_pixels
+from gentool.paths import write_probe
 from gentool.progress import Reporter, format_duration
 
 CACHE_FORMAT, CACHE_VERSION = "gentool-folder-cache", 1
@@ -84,6 +85,8 @@ def load_folder(root: Path, image_size: int | None = None, limit: int | None = N
 
     try:
         lock_path = fileio.make_dirs(entry.parent) / f"{entry.name}.lock"
+        # the longest path the entry is built through (build_entry's temporary folder): not cached if it cannot be
+        write_probe(entry.parent, f".{entry.name}.{'x' * 8}/{fileio.temporary_name(META)}")
         fileio.create_lock_file(lock_path)  # never through a link, whatever filelock's version does
         lock = FileLock(str(lock_path))
         lock.acquire()
@@ -251,7 +254,7 @@ def _prune(entry: Path, meta: dict) -> None:
         if other == entry or not other.is_dir() or other.is_symlink():
             continue
         with contextlib.suppress(OSError, ValueError, RecursionError, AttributeError):
-            old = read_json(other / META)
+            old = read_json(other / META, follow=False)
             if all(old.get(k) == meta[k] for k in same):
                 for name in (IMAGES, META):  # only the files gentool wrote there; unlink never follows a link
                     with contextlib.suppress(FileNotFoundError):

@@ -147,7 +147,9 @@ def sample_grid(run_dir: Path, epoch: int) -> Path:
 def longest_path(opts, steps: int) -> str:
     """The longest path, relative to the run directory, that a run with these train options (epochs and what is
     saved when) and up to `steps` steps writes: each file as the temporary it is written through, which is longer
-    than its name."""
+    than its name. Options not given count as a new run's values (a sweep's trial or distill's student is checked
+    before train fills them in)."""
+    opts = opts.with_fallbacks()
     here = Path()
     names = [CONFIG, METRICS, LAST, BEST, LOSS_PNG, PROGRESS_GIF, LOCK + ".owner"]
     names += [epoch_checkpoint(here, opts.epochs)] if opts.checkpoint_every else []

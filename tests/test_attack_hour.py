@@ -18,7 +18,7 @@ from PIL import Image
 from gentool import fileio, folder_cache, rundir
 from gentool.errors import UsageError
 from gentool.progress import Reporter
-from test_links_and_pipes import CLI_TINY, LinkFollowingLock, one_line, user_file
+from test_links_and_pipes import CLI_TINY, LinkFollowingLock, long_dir, one_line, user_file
 
 
 class Notes(Reporter):
@@ -125,6 +125,16 @@ def test_k06_distill_checks_the_default_student_folder_before_drawing_couplings(
     assert not (teacher / "couplings").exists() and not Path(f"{teacher}-reflow2").exists()
 
 
+def test_k06_a_folder_cache_without_room_for_its_entry_decodes_without_caching(tmp_path, monkeypatch):
+    """The entry is built in a temporary folder beside it: its longest path (.ENTRY.XXXXXXXX/.meta.json...tmp) did
+    not fit, and the folder was decoded, then the command failed writing it."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(long_dir(tmp_path / "c", 4030)))  # the entry's lock still fits
+    monkeypatch.setattr(folder_cache, "CACHE_MIN_BYTES", 0)
+    notes = Notes()
+    assert len(folder_cache.load_folder(image_folder(tmp_path / "images"), reporter=notes)) == 6
+    assert any("not cached" in line and "too long" in line for line in notes.lines), notes.lines
+
+
 SWEEP = ("sweep", "vae", "--data", "mnist-sample", "--limit", "32", "--epochs", "1", "--latent-dim", "2,3")
 
 
@@ -136,7 +146,7 @@ def test_l24_a_sweep_folder_with_hard_links_to_the_users_file_is_refused_untouch
     (sweep / "logs").mkdir(parents=True)
     for name in ("000.log", "001.log"):
         os.link(precious, sweep / "logs" / name)
-    one_line(invoke(*SWEEP, "--workers", "2", "--out", sweep), 2, "--out", "000.log", "hard link")
+    one_line(invoke(*SWEEP, "--workers", "2", "--out", sweep), 2, "--out", str(sweep / "logs" / "00"), "hard link")
     assert precious.read_text() == "the user's own words" and sorted(os.listdir(sweep)) == ["logs"]
     assert all(os.path.samefile(precious, sweep / "logs" / name) for name in ("000.log", "001.log"))
 

@@ -69,13 +69,13 @@ def test_the_write_probe_tries_the_whole_path_through_folders_not_made_yet(tmp_p
 
 
 def test_a_sweep_whose_trial_paths_are_too_long_is_refused_before_any_trial(tmp_path, invoke):
-    """The sweep folder's own files fit; a trial's sample grids (000-latent_dim2-width0.25/samples/...) do not."""
+    """The sweep folder's own files fit; a trial's run files (000-latent_dim2-width0.25/...) do not."""
     from test_links_and_pipes import long_dir, one_line
 
     out = long_dir(tmp_path, 4040) / "sw"
     result = invoke("sweep", "vae", "--data", "mnist-sample", "--limit", "32", "--epochs", "1", "--latent-dim", "2,3",
                     "--width", "0.25", "--out", out)
-    one_line(result, 2, "--out", "sweep directory", "000-latent_dim2-width0.25/samples/")
+    one_line(result, 2, "--out", "sweep directory", "the sweep's longest, 000-")
     assert not out.exists()
 
 
