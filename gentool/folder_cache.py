@@ -210,7 +210,8 @@ def open_entry(entry: Path, key: str, reporter: Reporter) -> ImageData | None:
         meta = read_json(entry / META, follow=False)  # a link in the cache is damage, named as such
         if meta.get("format") != CACHE_FORMAT or meta.get("version") != CACHE_VERSION or meta.get("key") != key:
             raise ValueError("it was written for other files or by another gentool")
-        with fileio.regular_path(entry / IMAGES, follow=False) as pinned:  # a pipe there would block np.load's open forever
+        # a pipe there would block np.load's open forever; a link there is damage
+        with fileio.regular_path(entry / IMAGES, follow=False) as pinned:
             images = np.load(pinned, mmap_mode="c", allow_pickle=False)
         shape, labels, classes = meta["shape"], meta["labels"], meta["class_names"]
         if images.dtype != np.uint8 or list(images.shape) != shape or images.ndim != 4:
@@ -223,8 +224,8 @@ def open_entry(entry: Path, key: str, reporter: Reporter) -> ImageData | None:
         try:
             aside = f"moved aside as {_move_aside(entry).name}"
         except OSError as cause:
-            raise GentoolError(f"the cached decoded images in {entry} are damaged ({fileio.cause(exc)}) and cannot be moved "
-                               f"aside ({cause.strerror or cause}); delete that folder") from None
+            raise GentoolError(f"the cached decoded images in {entry} are damaged ({fileio.cause(exc)}) and cannot be "
+                               f"moved aside ({cause.strerror or cause}); delete that folder") from None
         reporter.message(f"note: the cached decoded images in {entry} are damaged ({fileio.cause(exc)}); {aside}, "
                          f"decoding again")
         return None

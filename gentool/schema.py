@@ -237,7 +237,6 @@ def read_checked(path, spec: Spec, arg: str):
     """`read`, with a problem raised as one GentoolError naming `arg` (the command's argument), the file and the
     field: how commands read the JSON files of a run."""
     from gentool.errors import GentoolError
-
     from gentool.fileio import cause, described
 
     try:
