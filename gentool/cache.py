@@ -7,7 +7,7 @@ import os
 import warnings
 from pathlib import Path
 
-from gentool.errors import GentoolError, UsageError
+from gentool.errors import UsageError
 from gentool.fileio import cause, check_no_links, make_dirs, own, temporary_name
 from gentool.paths import write_probe
 
@@ -43,6 +43,6 @@ def prepare_entry(*files: Path) -> None:
     longest = max((temporary_name(f.name) for f in files), key=len)
     try:
         write_probe(folder, longest)
-    except OSError as exc:
-        raise GentoolError(f"the cache folder {folder} cannot hold {files[0].name} ({cause(exc)}); set "
-                           f"XDG_CACHE_HOME to a writable folder with a shorter path") from None
+    except OSError as exc:  # where the cache is, is the user's setting: refused as one (exit 2)
+        raise UsageError(f"XDG_CACHE_HOME: the cache folder {folder} cannot hold {files[0].name} ({cause(exc)}); "
+                         f"set XDG_CACHE_HOME to a writable folder with a shorter path") from None
