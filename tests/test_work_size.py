@@ -99,7 +99,7 @@ def test_a_tensorboard_folder_too_long_for_the_runs_event_files_is_refused_up_fr
     from gentool.train_options import TrainOptions
     from test_links_and_pipes import long_dir
 
-    events = long_dir(tmp_path / "tb", 4000)  # the run folder's name and the event file's do not fit under it
+    events = long_dir(tmp_path / "tb", 4040)  # the run folder's name and the event file's do not fit under it
     opts = TrainOptions(model="vae", epochs=3, tensorboard=str(events))
     with pytest.raises(UsageError, match="--tensorboard"):
         rundir.check_room(tmp_path / "runs" / "a-run-with-a-long-name", opts, 10)
