@@ -339,6 +339,8 @@ def check_room(sweep_dir: Path, planned: list[tuple[str, TrainOptions]]) -> None
     trial whose path is longest (a grid of 10,000 trials is not probed 10,000 times)."""
     from gentool.sweep_figures import CURVES_PNG, HEATMAP_PNG, MATRIX_PNG
 
+    if sweep_dir.exists() and not sweep_dir.is_dir():
+        return  # open_sweep refuses it, saying what it is
     fileio.own(sweep_dir)  # no probe goes through a link in it (a trial's folder)
     last = len(planned) - 1  # the longest index
     written = [MANIFEST, "results.json", f"{BY_CONFIG}.json", MATRIX_PNG, CURVES_PNG, HEATMAP_PNG,
