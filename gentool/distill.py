@@ -11,6 +11,7 @@ per teacher, sampler and seed, in parts a later run continues, and the student t
 from __future__ import annotations
 
 import math
+import os
 import shlex
 import sys
 import time
@@ -218,7 +219,8 @@ def distill(opts: DistillOptions, reporter: Reporter | None = None) -> dict:
         torch.set_num_threads(opts.threads)
     path = teacher_checkpoint(opts.teacher)
     out = Path(opts.out).expanduser() if opts.out else path.parent.with_name(f"{path.parent.name}-reflow{opts.steps}")
-    if out.exists() and not opts.overwrite and any(out.iterdir()) and not rundir.unstarted(out):
+    # os.path.isdir: a name too long to exist is no run (check_room says why it cannot be written)
+    if os.path.isdir(out) and not opts.overwrite and any(out.iterdir()) and not rundir.unstarted(out):
         raise UsageError(f"--out: {out} already holds a run; continue it with gentool distill --resume "
                          f"{shlex.quote(str(out))}, or pass --overwrite to replace it")
     device = pick_device(opts.device)
