@@ -42,8 +42,8 @@ def teacher_checkpoint(teacher: str) -> Path:
     """The teacher's checkpoint (a run directory's last.safetensors), as an absolute path: the student's default
     folder is named after the teacher's; one that is not there is refused before anything else."""
     path = Path(teacher).expanduser().absolute()
-    path = path / rundir.LAST if path.is_dir() else path
-    if not path.is_file():
+    path = path / rundir.LAST if os.path.isdir(path) else path
+    if not os.path.isfile(path):  # (os.path: a name too long to exist is no checkpoint, not an OSError)
         raise UsageError(f"RUN: {teacher} has no checkpoint ({path} does not exist); expected a flow or ddpm run "
                          f"directory or its .safetensors checkpoint")
     return path
