@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from hypothesis import HealthCheck, settings
 from typer.testing import CliRunner
 
 from gentool.cli.app import app
@@ -26,7 +27,55 @@ from gentool.data import load_mnist_sample
 REAL_DATA = Path(os.environ.get("GENTOOL_REAL_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 N_TRAIN, N_TEST = 256, 64
 
-torch.set_num_threads(min(2, torch.get_num_threads()))
+
+def suite_threads() -> int:
+    """Threads for this test process: up to 2 when it runs alone; under pytest-xdist (`-n N`, see README) the cores
+    shared among the N workers, at least 1, so that the workers' torch threads do not outnumber the cores (thread
+    pools that spin while they wait would then slow each other down)."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT") or 0)
+    if not os.environ.get("PYTEST_XDIST_WORKER") or workers < 1:
+        return min(2, torch.get_num_threads())
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cores = os.cpu_count() or 1
+    return max(1, min(2, cores // workers))
+
+
+THREADS = suite_threads()
+torch.set_num_threads(THREADS)
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # ... and the gentool processes the tests start (those that do not set it themselves) take as many
+    os.environ.setdefault("OMP_NUM_THREADS", str(THREADS))
+
+# Hypothesis' per-example deadline (200 ms) measures the machine, not the code: under load (another worker, other
+# jobs) an example over it, then under it on the replay, fails as "flaky". The properties are what is tested.
+settings.register_profile("gentool", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("gentool")
+
+
+@pytest.fixture(autouse=True)
+def _torch_threads_kept():
+    """A test that changes torch's thread count in this process (a command's --threads run in-process) leaves it as
+    it found it: the next tests, and the other xdist worker sharing the cores, are not given more threads."""
+    threads = torch.get_num_threads()
+    yield
+    if torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist's own hook reads the xdist_group marks (--dist loadgroup)
+def pytest_collection_modifyitems(config, items):
+    """Under pytest-xdist with `--dist loadgroup` (pyproject.toml's addopts): the tests of a file that share a
+    module-scoped fixture (a trained run, an extractor, an installed plugin) go to one worker, which builds it
+    once; every other test is sent on its own, to whichever worker is free. Without xdist the mark does nothing."""
+    for item in items:
+        info = getattr(item, "_fixtureinfo", None)
+        if info is None:
+            continue
+        scopes = {d.scope for defs in info.name2fixturedefs.values() for d in defs}
+        if scopes & {"module", "class", "package"}:
+            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))
 
 
 def write_idx(path: Path, array: np.ndarray) -> None:

@@ -128,9 +128,10 @@ def test_time_budget_message_runs_verbatim(tmp_path, mnist_root):
 
 
 @pytest.mark.parametrize("how", ["--resume auto", "plain", "printed --resume"])
-def test_same_command_after_a_kill_before_the_first_checkpoint(tmp_path, mnist_root, how):
+def test_same_command_after_a_kill_before_the_first_checkpoint(tmp_path, mnist_root, how, entry_point):
     """A kill at any moment, before the first checkpoint too: the same command line starts the run cleanly (with
-    --resume auto, or plainly with --out), and so does `--resume RUN` without MODEL or --data."""
+    --resume auto, or plainly with --out), and so does `--resume RUN` without MODEL or --data. The killed run is a
+    real process; the commands after it, which find what the kill left, run the entry point in-process."""
     # 32 steps an epoch: a first checkpoint far enough from the start for the kill to come before it
     args = ["train", "vae", "--data", "mnist", "--data-dir", mnist_root, "--epochs", "2", "--limit", "64",
             "--batch-size", "2", "--out", "run"] + (["--resume", "auto"] if how == "--resume auto" else [])
@@ -140,10 +141,10 @@ def test_same_command_after_a_kill_before_the_first_checkpoint(tmp_path, mnist_r
     proc.kill()
     proc.wait()
     assert not (run / "last.safetensors").exists(), "the kill came too late for this test"
-    again = gentool("train", "--resume", "run", cwd=tmp_path) if how == "printed --resume" else gentool(*args, cwd=tmp_path)
+    again = entry_point(*(["train", "--resume", "run"] if how == "printed --resume" else args), cwd=tmp_path)
     assert again.returncode == 0, again.stderr
     assert epochs_of(run) == [1, 2] and (run / "last.safetensors").is_file()
-    resumed_again = gentool(*args, "--epochs", "3", cwd=tmp_path) if how == "--resume auto" else None
+    resumed_again = entry_point(*args, "--epochs", "3", cwd=tmp_path) if how == "--resume auto" else None
     if resumed_again is not None:  # the same line with a checkpoint there: it continues
         assert resumed_again.returncode == 0 and epochs_of(run) == [1, 2, 3], resumed_again.stderr
 

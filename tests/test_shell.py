@@ -1,5 +1,6 @@
-"""Shell conventions, with the installed `gentool` in subprocesses: completion, the environment variables that set
-default folders (and --help naming them), --deterministic."""
+"""Shell conventions: completion, the environment variables that set default folders (and --help naming them),
+--deterministic. The installed `gentool` runs in subprocesses where the process is part of it (completion, --help,
+two runs that must repeat); the default folders are read by the entry point in-process."""
 
 from __future__ import annotations
 
@@ -45,12 +46,13 @@ def test_help_names_the_environment_variables(tmp_path):
 
 
 def test_default_folders_from_the_environment(tmp_path, entry_point, monkeypatch):
-    env = {**ENV, "GENTOOL_RUNS": str(tmp_path / "scratch runs"), "GENTOOL_SWEEPS": str(tmp_path / "scratch sweeps")}
-    run = gentool("train", "vae", *SMALL, "--json", cwd=tmp_path, env=env)
+    """The variables as the gentool process reads them (in-process: the run, not the process start, is tested)."""
+    monkeypatch.setenv("GENTOOL_RUNS", str(tmp_path / "scratch runs"))
+    monkeypatch.setenv("GENTOOL_SWEEPS", str(tmp_path / "scratch sweeps"))
+    run = entry_point("train", "vae", *SMALL, "--json", cwd=tmp_path)
     assert run.returncode == 0, run.stderr
     run_dir = json.loads(run.stdout)["run_dir"]
     assert run_dir.startswith(str(tmp_path / "scratch runs" / "vae-mnist-sample-"))
-    monkeypatch.setenv("GENTOOL_SWEEPS", env["GENTOOL_SWEEPS"])  # the listing trains nothing: in-process
     listed = entry_point("sweep", "vae", "--data", "mnist-sample", "--latent-dim", "2,4", "--list", "--json",
                          cwd=tmp_path)
     assert listed.returncode == 0, listed.stderr
