@@ -106,7 +106,14 @@ def read_regular(path: str | os.PathLike, limit: int | None = None, follow: bool
     """A regular file's bytes; with `limit`, at most limit + 1 of them (the caller compares, to refuse a file
     larger than it reads even when the size on disk lies; `read_bounded` refuses it itself)."""
     with open_regular(path, follow) as f:
-        return f.read() if limit is None else f.read(limit + 1)
+        if limit is None:
+            return f.read()
+        # in blocks: f.read(limit + 1) would allocate the whole limit (256 MiB for JSON) up front, for any file
+        chunks, total = [], 0
+        while total <= limit and (chunk := f.read(min(1 << 16, limit + 1 - total))):
+            chunks.append(chunk)
+            total += len(chunk)
+        return b"".join(chunks)
 
 
 class TooLarge(OSError):

@@ -81,7 +81,10 @@ def test_a_running_training_holds_its_run(tmp_path, invoke):
                               "500", "--width", "0.25", "--out", str(out), "-q", "--threads", "1"])
     try:
         deadline = time.monotonic() + 300
-        while not (out / (rundir.LOCK + ".owner")).exists() and time.monotonic() < deadline:
+        # until it holds the run and has recorded it (before config.json, --resume finds nothing to resume: a slow
+        # start on a loaded machine, e.g. beside another test worker, must not turn the lock test into that one)
+        while not all((out / name).exists() for name in (rundir.LOCK + ".owner", rundir.CONFIG)) \
+                and time.monotonic() < deadline:
             time.sleep(0.2)
         for args in (["--overwrite"], ["--resume"]):
             command = ["--out", out, "--overwrite"] if args == ["--overwrite"] else ["--resume", out]
