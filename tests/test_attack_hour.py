@@ -226,3 +226,16 @@ def test_l26_cache_entries_refused_unread_say_why(tmp_path):
         schema.read(user_file(tmp_path, "big.json", json.dumps({"pad": "x" * 2000})), schema.Any(), max_bytes=1024)
     with pytest.raises(OSError, match="larger than 16 bytes"):
         fileio.read_json(valid, 16)
+
+
+@pytest.mark.parametrize("given", [["--param", "latent_dim=3"], ["--param", "width=1"], ["--param", "lr=0.1"],
+                                   ["--param", "batch_size=4"], ["--config", "params.toml"]])
+def test_m01_a_param_naming_a_field_with_its_own_option_is_refused_before_the_data(tmp_path, invoke, given):
+    """--param latent_dim=3 (or width, lr, batch_size; or a [params] table of a --config file) reached the model's
+    config twice: a TypeError traceback. Refused in one line naming the option to use, before any data is read."""
+    (tmp_path / "params.toml").write_text("[params]\nwidth = 1\n")
+    given = [str(tmp_path / g) if g.endswith(".toml") else g for g in given]
+    result = invoke("train", "vae", "--data", tmp_path / "no-such-folder", *given, "--out", tmp_path / "run")
+    name = given[1].split("=")[0] if given[0] == "--param" else "width"
+    one_line(result, 2, f"--param {name}", f"--{name.replace('_', '-')}")
+    assert not (tmp_path / "run").exists()
