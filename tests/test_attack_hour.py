@@ -239,3 +239,24 @@ def test_m01_a_param_naming_a_field_with_its_own_option_is_refused_before_the_da
     name = given[1].split("=")[0] if given[0] == "--param" else "width"
     one_line(result, 2, f"--param {name}", f"--{name.replace('_', '-')}")
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize(("value", "needle"), [
+    ('{"widths": [1000000000, 1, 1]}', "widths[0]"), ("[" * 100_000, "characters"), ("[" * 3000, "nested"),
+    ('{"nope": 1}', "nope"), ('{"flip": 1}', "flip"), ('{"lr": NaN}', "lr"), ('{"batch_size": 1e9}', "batch_size"),
+    ('{"feature_dim": 100000000}', "feature_dim"), ("[1]", "object")])
+def test_m02_the_extractor_recipe_variable_is_checked_field_by_field(monkeypatch, value, needle):
+    """$GENTOOL_EXTRACTOR_RECIPE went into the recipe unchecked: widths of 10^9 allocated 36 GB, '[' × 100,000 was a
+    RecursionError. Every field is checked (known keys, types, bounds), its size and nesting bounded."""
+    from gentool.data import Geometry
+    from gentool.metrics.extractor import RECIPE_ENV, default_recipe
+
+    monkeypatch.setenv(RECIPE_ENV, value)
+    with pytest.raises(UsageError, match=r"^\$GENTOOL_EXTRACTOR_RECIPE: ") as caught:
+        default_recipe(Geometry(1, 28, 28, 10))
+    assert needle in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_m02_prepare_refuses_a_bad_extractor_recipe_in_one_line(monkeypatch, invoke):
+    monkeypatch.setenv("GENTOOL_EXTRACTOR_RECIPE", '{"widths": [1000000000, 1, 1]}')
+    one_line(invoke("prepare", "--data", "mnist-sample"), 2, "$GENTOOL_EXTRACTOR_RECIPE", "widths[0]")
