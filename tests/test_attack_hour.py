@@ -260,3 +260,23 @@ def test_m02_the_extractor_recipe_variable_is_checked_field_by_field(monkeypatch
 def test_m02_prepare_refuses_a_bad_extractor_recipe_in_one_line(monkeypatch, invoke):
     monkeypatch.setenv("GENTOOL_EXTRACTOR_RECIPE", '{"widths": [1000000000, 1, 1]}')
     one_line(invoke("prepare", "--data", "mnist-sample"), 2, "$GENTOOL_EXTRACTOR_RECIPE", "widths[0]")
+
+
+def test_m03_an_image_folder_nested_beyond_the_bound_is_refused_without_recursion(tmp_path, invoke):
+    """A class folder nested ~1,950 levels deep was a RecursionError in os.walk. Walked with a stack, and folders
+    more than 64 levels deep refused in one line naming --data; 64 levels are read (the image at the bottom too)."""
+    from gentool.folders import MAX_DEPTH, _walk
+
+    root = image_folder(tmp_path / "imgs")
+    deep = root / "a"
+    for _ in range(MAX_DEPTH):
+        deep = deep / "d"
+        deep.mkdir()
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(deep / "x.png")
+    assert deep / "x.png" in _walk(root / "a")[0]
+    for _ in range(1_200):  # short names keep the path under PATH_MAX
+        deep = deep / "d"
+        os.mkdir(deep)
+    result = invoke("train", "flow", "--data", root, "--image-size", "8", "--epochs", "1", "--width", "0.5",
+                    "--out", tmp_path / "run")
+    one_line(result, 2, "--data", "more than 64 levels deep")
