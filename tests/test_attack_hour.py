@@ -274,9 +274,28 @@ def test_m03_an_image_folder_nested_beyond_the_bound_is_refused_without_recursio
         deep.mkdir()
     Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(deep / "x.png")
     assert deep / "x.png" in _walk(root / "a")[0]
-    for _ in range(1_200):  # short names keep the path under PATH_MAX
-        deep = deep / "d"
-        os.mkdir(deep)
-    result = invoke("train", "flow", "--data", root, "--image-size", "8", "--epochs", "1", "--width", "0.5",
-                    "--out", tmp_path / "run")
-    one_line(result, 2, "--data", "more than 64 levels deep")
+    made = []
+    try:
+        for _ in range(1_200):  # short names keep the path under PATH_MAX
+            deep = deep / "d"
+            os.mkdir(deep)
+            made.append(deep)
+        result = invoke("train", "flow", "--data", root, "--image-size", "8", "--epochs", "1", "--width", "0.5",
+                        "--out", tmp_path / "run")
+        one_line(result, 2, "--data", "more than 64 levels deep")
+    finally:  # bottom-up: pytest's own clean-up (shutil.rmtree) recurses once per level and would overflow
+        for folder in reversed(made):
+            os.rmdir(folder)
+
+
+@pytest.mark.parametrize("command", [["train"], ["sweep", "--list"]], ids=["train", "sweep"])
+@pytest.mark.parametrize("text", ["[params]\n" + ".".join(["a"] * 30_000) + " = 1\n",
+                                  "[" + ".".join(["t"] * 40) + "]\nx = 1\n",
+                                  "[params]\nx = " + "{a = " * 20 + "1" + "}" * 20 + "\n"],
+                         ids=["dotted-key", "table-name", "inline-tables"])
+def test_m04_a_settings_file_nested_by_dotted_keys_is_refused_before_parsing(tmp_path, invoke, command, text):
+    """A [params] key of 30,000 dotted parts took 5 GB in tomllib and ended in a RecursionError; a [table] name or
+    inline tables nesting beyond the bound too. One line naming --config, exit 2."""
+    path = tmp_path / "f.toml"
+    path.write_text(text)
+    one_line(invoke(command[0], "--config", path, *command[1:]), 2, f"--config {path}", "16")
