@@ -47,13 +47,14 @@ def prepare_output(path: str | os.PathLike, arg: str, folder: bool = False, long
     name). Fails with one line naming `arg` and the cause; a link at `path` is refused."""
     path = Path(path)
     parent = path if folder else path.parent
-    if path.exists() and folder != path.is_dir():
-        raise bad_output(arg, path, "is a folder; expected a file path" if path.is_dir() else
+    # os.path's tests, not Path's: a name too long is then "not there" here and the probe below names the cause
+    if os.path.exists(path) and folder != os.path.isdir(path):
+        raise bad_output(arg, path, "is a folder; expected a file path" if os.path.isdir(path) else
                          "exists and is not a folder")
     for ancestor in [parent, *parent.parents]:
-        if ancestor.exists() and not ancestor.is_dir():
+        if os.path.exists(ancestor) and not os.path.isdir(ancestor):
             raise bad_output(arg, path, f"cannot be created: {ancestor} is a file, not a folder")
-        if ancestor.exists():
+        if os.path.exists(ancestor):
             break
     try:
         own(path) if folder else check_no_links(path)

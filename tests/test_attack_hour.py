@@ -299,3 +299,19 @@ def test_m04_a_settings_file_nested_by_dotted_keys_is_refused_before_parsing(tmp
     path = tmp_path / "f.toml"
     path.write_text(text)
     one_line(invoke(command[0], "--config", path, *command[1:]), 2, f"--config {path}", "16")
+
+
+@pytest.mark.parametrize("command", [["export", "--format", "torchscript", "--out", "N.pt"],
+                                     ["export", "--format", "onnx", "--out", "N.onnx"],
+                                     ["evaluate", "--data", "mnist-sample", "--out", "N.json"],
+                                     ["sample", "--out", "N.png"]], ids=["torchscript", "onnx", "evaluate", "sample"])
+def test_m05_an_output_name_too_long_is_refused_up_front_in_one_line(tmp_path, invoke, command):
+    """`export --out DIR/<252 chars>.pt` failed after the work, exit 1 (its NAME.pt.json too long: the existence
+    check raised before the write probe). Refused up front in one line naming --out, exit 2, for every format and
+    for the other commands checking their --out the same way (evaluate, sample; names of 255 characters or more)."""
+    ckpt = checkpoint(tmp_path / "run")
+    suffix = Path(command[-1]).suffix
+    out = tmp_path / ("n" * (255 - len(suffix) + (0 if command[0] == "export" else 1)) + suffix)
+    result = invoke(command[0], ckpt, *command[1:-1], out)
+    one_line(result, 2, "--out", "too long")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
