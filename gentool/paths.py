@@ -85,9 +85,12 @@ def write_probe(folder: str | os.PathLike, longest: str | int) -> None:
             raise NotADirectoryError(errno.ENOTDIR, "it is not a folder", str(base))
         base = base.parent
     check_inside(base)  # the probe is never made through a link below a folder gentool owns
-    length = len(os.fsencode(str(target)))
-    if length >= _path_max(base):
-        raise OSError(errno.ENAMETOOLONG, f"{os.strerror(errno.ENAMETOOLONG)}: {length} characters", str(target))
+    # The absolute path: gentool makes relative paths absolute (locks, records), so a relative --out under a deep
+    # working directory is held against the limit as the work will meet it.
+    length, limit = len(os.fsencode(os.path.abspath(target))), _path_max(base)
+    if length >= limit:
+        raise OSError(errno.ENAMETOOLONG, f"{os.strerror(errno.ENAMETOOLONG)}: its absolute path has {length:,} "
+                                          f"characters, at most {limit - 1:,} are allowed", str(target))
     name = max(len(os.fsencode(part)) for part in target.relative_to(base).parts)
     prefix = f".gentool-write-test.{secrets.token_hex(4)}."
     probe = base / (prefix + "x" * max(0, name - len(prefix)))

@@ -315,3 +315,29 @@ def test_m05_an_output_name_too_long_is_refused_up_front_in_one_line(tmp_path, i
     result = invoke(command[0], ckpt, *command[1:-1], out)
     one_line(result, 2, "--out", "too long")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
+
+
+def deep_cwd(tmp_path: Path, monkeypatch, length: int = 4075) -> Path:
+    """Change into a folder whose absolute path has `length` characters (folders of 250-character names)."""
+    monkeypatch.chdir(tmp_path)
+    while len(os.getcwd()) < length - 251:
+        os.mkdir("d" * 250)
+        os.chdir("d" * 250)
+    os.mkdir("e" * (length - len(os.getcwd()) - 1))
+    os.chdir("e" * (length - len(os.getcwd()) - 1))
+    assert len(os.getcwd()) == length
+    return Path(os.getcwd())
+
+
+def test_m06_a_relative_out_whose_absolute_path_is_too_long_is_refused_in_one_line(tmp_path, monkeypatch, invoke):
+    """A relative --out run under a working directory of ~4,075 characters: gentool names the run's files by the
+    absolute path (> PATH_MAX) and failed with exit 1. Refused in one line naming --out and the absolute length,
+    exit 2, with nothing left behind; the probe that every command's write check uses says the same."""
+    from gentool.paths import write_probe
+
+    here = deep_cwd(tmp_path, monkeypatch)
+    result = invoke("train", "vae", "--data", "mnist-sample", *CLI_TINY, "--epochs", "1", "--out", "run")
+    one_line(result, 2, "--out", "absolute path has")
+    assert os.listdir(here) == []
+    with pytest.raises(OSError, match="absolute path has"):
+        write_probe("run", "x" * 40)
