@@ -21,11 +21,17 @@ import types
 import typing
 from pathlib import Path
 
+from gentool import schema
 from gentool.checks import check_value
 from gentool.errors import UsageError
 from gentool.fileio import cause, read_bounded
 
 MAX_BYTES = 1 << 20  # a settings file is a few hundred bytes; refuse to parse anything near this
+MAX_DEPTH = 16  # a settings file's values nest two or three levels ([params] holds lists)
+# A dotted key (or [table] name) of more than MAX_DEPTH parts. tomllib's time and memory grow with the square of a
+# key's parts (30,000 parts took 5 GB), so such a key is refused before parsing; a key never spans lines.
+_PART = r"""(?:[A-Za-z0-9_-]++|"[^"\n]*"|'[^'\n]*')"""
+DOTTED = re.compile(rf"(?<![A-Za-z0-9_-]){_PART}(?:[ \t]*\.[ \t]*{_PART}){{{MAX_DEPTH},}}")
 ARG = "--config"
 NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
@@ -50,6 +56,9 @@ def read(path: str, cls) -> dict:
             raise UsageError(f"{where}: expected a run's config.json (a JSON object)")
         values = reader(record, where)
     else:
+        if DOTTED.search(text):
+            raise UsageError(f"{where}: a key of more than {MAX_DEPTH} dotted parts; a settings file holds values "
+                             f"and one [params] table")
         try:
             values = tomllib.loads(text)
         except tomllib.TOMLDecodeError as exc:
@@ -57,6 +66,9 @@ def read(path: str, cls) -> dict:
         except RecursionError:  # the parser recurses once per level of nested arrays or inline tables
             raise UsageError(f"{where}: nested too deeply; a settings file holds values and one [params] "
                              f"table") from None
+    if schema.depth(values) > MAX_DEPTH:  # json.dumps and the checks below recurse once per level
+        raise UsageError(f"{where}: nested more than {MAX_DEPTH} levels deep; a settings file holds values and one "
+                         f"[params] table")
     return check(values, cls, where)
 
 

@@ -6,6 +6,7 @@ Imports nothing heavy: `gentool evaluate --help` reads this module without loadi
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -99,9 +100,9 @@ class EvalOptions(DrawOptions):
             raise bad_value("--split", self.split, " or ".join(SPLITS))
         if self.out:
             out = Path(self.out)
-            if out.is_dir():
+            if os.path.isdir(out):  # os.path: a name too long is prepare_output's to say, not an OSError here
                 raise bad_value("--out", self.out, "a file path for the JSON result, not a folder")
-            if out.exists() and not self.overwrite:
+            if os.path.lexists(out) and not self.overwrite:
                 raise UsageError(f"--out: {out} already exists; pass --overwrite to replace it")
             prepare_output(out, "--out")  # now, not after minutes of scoring
         return parse_metrics(self.metrics, INCEPTION_METRICS if inception else METRICS)

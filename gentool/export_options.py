@@ -7,6 +7,7 @@ Imports nothing heavy: `gentool export --help` reads this module without loading
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass, fields
 from pathlib import Path
 
@@ -53,7 +54,7 @@ class ExportOptions(SamplerOptions):
             raise bad_value("--out", str(out), f"a {suffix} path for --format {self.format}")
         meta = out.with_name(out.name + ".json")
         for path in (out, meta):
-            if path.exists() and not self.overwrite:
+            if os.path.lexists(path) and not self.overwrite:  # os.path: a name too long is not an OSError here
                 raise UsageError(f"--out: {path} already exists; pass --overwrite to replace it")
         prepare_output(out, "--out", longest=meta.name)  # the JSON's name is the longer: NAME.onnx.json
         try:

@@ -100,13 +100,33 @@ def list_folder(root: Path) -> Listing:
     return listing
 
 
+MAX_DEPTH = 64  # levels of folders below a class folder; deeper is a mistake or an attack, not a data set
+
+
 def _walk(folder: Path) -> tuple[list[Path], list[Path]]:
-    """Images and other files below `folder`, each sorted (symbolic links to folders are not followed: no loops)."""
-    images, others = [], []
-    for top, dirs, names in os.walk(folder):
-        dirs.sort()
-        for name in names:
-            (images if Path(name).suffix.lower() in IMAGE_SUFFIXES else others).append(Path(top) / name)
+    """Images and other files below `folder`, each sorted (symbolic links to folders are not followed: no loops).
+    A stack instead of os.walk, which recurses once per level (a folder some thousand levels deep was a
+    RecursionError); folders more than MAX_DEPTH levels below `folder` are refused."""
+    images, others, stack = [], [], [(folder, 0)]
+    while stack:
+        top, depth = stack.pop()
+        try:
+            with os.scandir(top) as entries:
+                entries = list(entries)
+        except OSError:  # as os.walk: an unreadable folder adds nothing
+            continue
+        for entry in entries:
+            path = Path(top) / entry.name
+            with contextlib.suppress(OSError):
+                if entry.is_dir():
+                    if entry.is_symlink():
+                        continue
+                    if depth >= MAX_DEPTH:
+                        raise UsageError(f"--data: {folder} holds folders more than {MAX_DEPTH} levels deep; at "
+                                         f"most {MAX_DEPTH} levels below a class folder are read")
+                    stack.append((path, depth + 1))
+                    continue
+            (images if path.suffix.lower() in IMAGE_SUFFIXES else others).append(path)
     return sorted(images), sorted(others)
 
 

@@ -47,13 +47,14 @@ def prepare_output(path: str | os.PathLike, arg: str, folder: bool = False, long
     name). Fails with one line naming `arg` and the cause; a link at `path` is refused."""
     path = Path(path)
     parent = path if folder else path.parent
-    if path.exists() and folder != path.is_dir():
-        raise bad_output(arg, path, "is a folder; expected a file path" if path.is_dir() else
+    # os.path's tests, not Path's: a name too long is then "not there" here and the probe below names the cause
+    if os.path.exists(path) and folder != os.path.isdir(path):
+        raise bad_output(arg, path, "is a folder; expected a file path" if os.path.isdir(path) else
                          "exists and is not a folder")
     for ancestor in [parent, *parent.parents]:
-        if ancestor.exists() and not ancestor.is_dir():
+        if os.path.exists(ancestor) and not os.path.isdir(ancestor):
             raise bad_output(arg, path, f"cannot be created: {ancestor} is a file, not a folder")
-        if ancestor.exists():
+        if os.path.exists(ancestor):
             break
     try:
         own(path) if folder else check_no_links(path)
@@ -84,9 +85,12 @@ def write_probe(folder: str | os.PathLike, longest: str | int) -> None:
             raise NotADirectoryError(errno.ENOTDIR, "it is not a folder", str(base))
         base = base.parent
     check_inside(base)  # the probe is never made through a link below a folder gentool owns
-    length = len(os.fsencode(str(target)))
-    if length >= _path_max(base):
-        raise OSError(errno.ENAMETOOLONG, f"{os.strerror(errno.ENAMETOOLONG)}: {length} characters", str(target))
+    # The absolute path: gentool makes relative paths absolute (locks, records), so a relative --out under a deep
+    # working directory is held against the limit as the work will meet it.
+    length, limit = len(os.fsencode(os.path.abspath(target))), _path_max(base)
+    if length >= limit:
+        raise OSError(errno.ENAMETOOLONG, f"{os.strerror(errno.ENAMETOOLONG)}: its absolute path has {length:,} "
+                                          f"characters, at most {limit - 1:,} are allowed", str(target))
     name = max(len(os.fsencode(part)) for part in target.relative_to(base).parts)
     prefix = f".gentool-write-test.{secrets.token_hex(4)}."
     probe = base / (prefix + "x" * max(0, name - len(prefix)))

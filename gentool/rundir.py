@@ -242,6 +242,10 @@ def lock_run(run_dir: Path, arg: str) -> None:
         fileio.own(run_dir)
     except fileio.LinkRefused as exc:
         raise UsageError(f"{arg}: {exc}") from None
+    try:  # the lock's files are named by the absolute path: one too long for the system is refused here, in one line
+        paths.write_probe(key, fileio.temporary_name(LOCK_FILES[1]))
+    except OSError as exc:
+        raise UsageError(f"{arg}: run directory {run_dir} cannot be written ({fileio.cause(exc)})") from None
     lock = ProcessLock(key / LOCK)
     try:
         acquired = lock.acquire(wait=False)

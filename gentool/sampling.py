@@ -4,6 +4,7 @@ images, not all of them, and a seed gives the same images however they are chunk
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,10 +29,10 @@ MAX_GIF_BYTES = 512 << 20  # uncompressed frames of one --interpolate GIF
 def _check_target(kind: str, out: Path, overwrite: bool, n: int) -> None:
     """Refuse to replace what exists without --overwrite, and a place that cannot be written, before any work."""
     if kind == "folder":
-        clash = out.is_dir() and any(out.glob("*.png"))
+        clash = os.path.isdir(out) and any(out.glob("*.png"))  # os.path: a name too long is prepare_output's
         if clash and not overwrite:
             raise UsageError(f"--out: folder {out} already holds PNG files; pass --overwrite to replace them")
-    elif out.exists() and not overwrite:
+    elif os.path.lexists(out) and not overwrite:
         raise UsageError(f"--out: {out} already exists; pass --overwrite to replace it")
     prepare_output(out, "--out", folder=kind == "folder", longest=png_name(n - 1) if kind == "folder" else None)
     if kind == "folder":

@@ -37,12 +37,12 @@ def parse(text, field: str, max_depth: int = MAX_DEPTH):
         raise Invalid(field, f"is nested more than {max_depth} levels deep") from None
     except ValueError as exc:
         raise Invalid(field, f"is not valid JSON ({exc})") from None
-    if _depth(value) > max_depth:
+    if depth(value) > max_depth:
         raise Invalid(field, f"is nested more than {max_depth} levels deep")
     return value
 
 
-def _depth(value) -> int:
+def depth(value) -> int:
     """Nesting depth of a parsed JSON value, without recursion."""
     deepest, stack = 0, [(value, 1)]
     while stack:

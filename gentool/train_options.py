@@ -262,6 +262,9 @@ class TrainOptions:
         (which the command line applied already; a resume's restored values and the library's callers' not), then
         how they go together."""
         check_options(self, field_flag)
+        for name in self.params:  # a config field with its own option (--latent-dim, --lr, ...) is set only there
+            if name in FIELDS:
+                raise UsageError(f"--param {name}: set it with {flag(name)}")
         if self.resume is None:
             self.check_new_run()
         if self.resume is not None and self.overwrite:

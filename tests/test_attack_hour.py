@@ -226,3 +226,118 @@ def test_l26_cache_entries_refused_unread_say_why(tmp_path):
         schema.read(user_file(tmp_path, "big.json", json.dumps({"pad": "x" * 2000})), schema.Any(), max_bytes=1024)
     with pytest.raises(OSError, match="larger than 16 bytes"):
         fileio.read_json(valid, 16)
+
+
+@pytest.mark.parametrize("given", [["--param", "latent_dim=3"], ["--param", "width=1"], ["--param", "lr=0.1"],
+                                   ["--param", "batch_size=4"], ["--config", "params.toml"]])
+def test_m01_a_param_naming_a_field_with_its_own_option_is_refused_before_the_data(tmp_path, invoke, given):
+    """--param latent_dim=3 (or width, lr, batch_size; or a [params] table of a --config file) reached the model's
+    config twice: a TypeError traceback. Refused in one line naming the option to use, before any data is read."""
+    (tmp_path / "params.toml").write_text("[params]\nwidth = 1\n")
+    given = [str(tmp_path / g) if g.endswith(".toml") else g for g in given]
+    result = invoke("train", "vae", "--data", tmp_path / "no-such-folder", *given, "--out", tmp_path / "run")
+    name = given[1].split("=")[0] if given[0] == "--param" else "width"
+    one_line(result, 2, f"--param {name}", f"--{name.replace('_', '-')}")
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize(("value", "needle"), [
+    ('{"widths": [1000000000, 1, 1]}', "widths[0]"), ("[" * 100_000, "characters"), ("[" * 3000, "nested"),
+    ('{"nope": 1}', "nope"), ('{"flip": 1}', "flip"), ('{"lr": NaN}', "lr"), ('{"batch_size": 1e9}', "batch_size"),
+    ('{"feature_dim": 100000000}', "feature_dim"), ("[1]", "object")])
+def test_m02_the_extractor_recipe_variable_is_checked_field_by_field(monkeypatch, value, needle):
+    """$GENTOOL_EXTRACTOR_RECIPE went into the recipe unchecked: widths of 10^9 allocated 36 GB, '[' × 100,000 was a
+    RecursionError. Every field is checked (known keys, types, bounds), its size and nesting bounded."""
+    from gentool.data import Geometry
+    from gentool.metrics.extractor import RECIPE_ENV, default_recipe
+
+    monkeypatch.setenv(RECIPE_ENV, value)
+    with pytest.raises(UsageError, match=r"^\$GENTOOL_EXTRACTOR_RECIPE: ") as caught:
+        default_recipe(Geometry(1, 28, 28, 10))
+    assert needle in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_m02_prepare_refuses_a_bad_extractor_recipe_in_one_line(monkeypatch, invoke):
+    monkeypatch.setenv("GENTOOL_EXTRACTOR_RECIPE", '{"widths": [1000000000, 1, 1]}')
+    one_line(invoke("prepare", "--data", "mnist-sample"), 2, "$GENTOOL_EXTRACTOR_RECIPE", "widths[0]")
+
+
+def test_m03_an_image_folder_nested_beyond_the_bound_is_refused_without_recursion(tmp_path, invoke):
+    """A class folder nested ~1,950 levels deep was a RecursionError in os.walk. Walked with a stack, and folders
+    more than 64 levels deep refused in one line naming --data; 64 levels are read (the image at the bottom too)."""
+    from gentool.folders import MAX_DEPTH, _walk
+
+    root = image_folder(tmp_path / "imgs")
+    deep = root / "a"
+    for _ in range(MAX_DEPTH):
+        deep = deep / "d"
+        deep.mkdir()
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(deep / "x.png")
+    assert deep / "x.png" in _walk(root / "a")[0]
+    made = []
+    try:
+        for _ in range(1_200):  # short names keep the path under PATH_MAX
+            deep = deep / "d"
+            os.mkdir(deep)
+            made.append(deep)
+        result = invoke("train", "flow", "--data", root, "--image-size", "8", "--epochs", "1", "--width", "0.5",
+                        "--out", tmp_path / "run")
+        one_line(result, 2, "--data", "more than 64 levels deep")
+    finally:  # bottom-up: pytest's own clean-up (shutil.rmtree) recurses once per level and would overflow
+        for folder in reversed(made):
+            os.rmdir(folder)
+
+
+@pytest.mark.parametrize("command", [["train"], ["sweep", "--list"]], ids=["train", "sweep"])
+@pytest.mark.parametrize("text", ["[params]\n" + ".".join(["a"] * 30_000) + " = 1\n",
+                                  "[" + ".".join(["t"] * 40) + "]\nx = 1\n",
+                                  "[params]\nx = " + "{a = " * 20 + "1" + "}" * 20 + "\n"],
+                         ids=["dotted-key", "table-name", "inline-tables"])
+def test_m04_a_settings_file_nested_by_dotted_keys_is_refused_before_parsing(tmp_path, invoke, command, text):
+    """A [params] key of 30,000 dotted parts took 5 GB in tomllib and ended in a RecursionError; a [table] name or
+    inline tables nesting beyond the bound too. One line naming --config, exit 2."""
+    path = tmp_path / "f.toml"
+    path.write_text(text)
+    one_line(invoke(command[0], "--config", path, *command[1:]), 2, f"--config {path}", "16")
+
+
+@pytest.mark.parametrize("command", [["export", "--format", "torchscript", "--out", "N.pt"],
+                                     ["export", "--format", "onnx", "--out", "N.onnx"],
+                                     ["evaluate", "--data", "mnist-sample", "--out", "N.json"],
+                                     ["sample", "--out", "N.png"]], ids=["torchscript", "onnx", "evaluate", "sample"])
+def test_m05_an_output_name_too_long_is_refused_up_front_in_one_line(tmp_path, invoke, command):
+    """`export --out DIR/<252 chars>.pt` failed after the work, exit 1 (its NAME.pt.json too long: the existence
+    check raised before the write probe). Refused up front in one line naming --out, exit 2, for every format and
+    for the other commands checking their --out the same way (evaluate, sample; names of 255 characters or more)."""
+    ckpt = checkpoint(tmp_path / "run")
+    suffix = Path(command[-1]).suffix
+    out = tmp_path / ("n" * (255 - len(suffix) + (0 if command[0] == "export" else 1)) + suffix)
+    result = invoke(command[0], ckpt, *command[1:-1], out)
+    one_line(result, 2, "--out", "too long")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
+
+
+def deep_cwd(tmp_path: Path, monkeypatch, length: int = 4075) -> Path:
+    """Change into a folder whose absolute path has `length` characters (folders of 250-character names)."""
+    monkeypatch.chdir(tmp_path)
+    while len(os.getcwd()) < length - 251:
+        os.mkdir("d" * 250)
+        os.chdir("d" * 250)
+    os.mkdir("e" * (length - len(os.getcwd()) - 1))
+    os.chdir("e" * (length - len(os.getcwd()) - 1))
+    assert len(os.getcwd()) == length
+    return Path(os.getcwd())
+
+
+def test_m06_a_relative_out_whose_absolute_path_is_too_long_is_refused_in_one_line(tmp_path, monkeypatch, invoke):
+    """A relative --out run under a working directory of ~4,075 characters: gentool names the run's files by the
+    absolute path (> PATH_MAX) and failed with exit 1. Refused in one line naming --out and the absolute length,
+    exit 2, with nothing left behind; the probe that every command's write check uses says the same."""
+    from gentool.paths import write_probe
+
+    here = deep_cwd(tmp_path, monkeypatch)
+    result = invoke("train", "vae", "--data", "mnist-sample", *CLI_TINY, "--epochs", "1", "--out", "run")
+    one_line(result, 2, "--out", "absolute path has")
+    assert os.listdir(here) == []
+    with pytest.raises(OSError, match="absolute path has"):
+        write_probe("run", "x" * 40)

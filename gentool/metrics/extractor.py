@@ -74,19 +74,34 @@ COLOUR_RECIPE = Recipe(widths=(32, 64, 128), convs_per_stage=2, epochs=20, batch
                        flip=True, dropout=0.2)
 
 
+# What $GENTOOL_EXTRACTOR_RECIPE may set, each field bounded so that no recipe asks for more memory or time than an
+# experiment needs (the default recipes sit well inside: widths ≤ 128, batch 128); other keys are refused.
+RECIPE_SPEC = schema.Obj({}, {
+    "widths": schema.List(schema.Int(1, 256), max_len=5), "convs_per_stage": schema.Int(1, 4),
+    "feature_dim": schema.Int(1, 1024), "dropout": schema.Num(0, 1, open_hi=True), "epochs": schema.Int(1, 1000),
+    "min_steps": schema.Int(0, 10**6), "batch_size": schema.Int(1, 1024), "lr": schema.Num(0, 10, open_lo=True),
+    "weight_decay": schema.Num(0, 10), "label_smoothing": schema.Num(0, 1, open_hi=True), "shift": schema.Int(0, 16),
+    "flip": schema.Bool(), "seed": schema.Int(0, 2**63 - 1), "version": schema.Int(0, 10**6)}, extra=False)
+MAX_RECIPE_CHARS = 4096  # a recipe is a dozen fields; a longer value is not one
+
+
 def default_recipe(geometry: Geometry) -> Recipe:
     """The fixed recipe for a geometry (grey: MNIST-like, colour: CIFAR-like), with $GENTOOL_EXTRACTOR_RECIPE
-    overrides applied."""
+    overrides applied (each field checked: a bad one is a UsageError naming it)."""
     recipe = GREY_RECIPE if geometry.channels == 1 else COLOUR_RECIPE
     text = os.environ.get(RECIPE_ENV)
     if not text:
         return recipe
+    if len(text) > MAX_RECIPE_CHARS:
+        raise UsageError(f"${RECIPE_ENV}: {len(text):,} characters; expected a JSON object of recipe fields (at "
+                         f"most {MAX_RECIPE_CHARS:,} characters)")
     try:
-        overrides = json.loads(text)
-        overrides = {k: tuple(v) if isinstance(v, list) else v for k, v in overrides.items()}
-        return dataclasses.replace(recipe, **overrides)
-    except (ValueError, TypeError, AttributeError) as exc:
-        raise UsageError(f"${RECIPE_ENV}: expected a JSON object of recipe fields ({exc})") from None
+        overrides = schema.check(schema.parse(text, "", max_depth=2), RECIPE_SPEC, "")
+    except schema.Invalid as exc:
+        named = exc.field.split("[")[0] in RECIPE_SPEC.optional  # else list the fields a recipe has
+        known = "" if named else f" (its fields: {', '.join(RECIPE_SPEC.optional)})"
+        raise UsageError(f"${RECIPE_ENV}: {str(exc).replace('the file', 'the value')}{known}") from None
+    return dataclasses.replace(recipe, **{k: tuple(v) if isinstance(v, list) else v for k, v in overrides.items()})
 
 
 class FeatureNet(nn.Module):

@@ -4,6 +4,7 @@ figures in memory, render.py fills the templates)."""
 
 from __future__ import annotations
 
+import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,9 +28,9 @@ class ReportOptions:
     def target(self) -> Path:
         """The output file, checked: not a folder, not an existing file unless overwrite, in an existing folder."""
         out = Path(self.out) if self.out else Path(self.path) / REPORT_HTML
-        if out.is_dir():
+        if os.path.isdir(out):  # os.path: a name too long is prepare_output's to say, not an OSError here
             raise UsageError(f"--out: {out} is a directory; expected a file path for the HTML report")
-        if out.exists() and not self.overwrite:
+        if os.path.lexists(out) and not self.overwrite:
             raise UsageError(f"--out: {out} already exists; pass --overwrite to replace it")
         if not out.parent.is_dir():
             raise UsageError(f"--out: folder {out.parent} does not exist")
