@@ -225,6 +225,12 @@ def _refuse_links(parts) -> None:
             raise LinkRefused(part, kind)
 
 
+def _refuse_hard_link(path) -> None:
+    """LinkRefused when `path` is a file with other names (a symbolic link there is the caller's to judge)."""
+    if (kind := link_kind(path)).startswith("a hard link"):
+        raise LinkRefused(str(path), kind)
+
+
 def check_no_links(path: str | os.PathLike, last: bool = True) -> Path:
     """`path` when neither it (unless `last` is off) nor any folder between it and the owned folder holding it is
     a symbolic link; LinkRefused naming the first link otherwise."""
@@ -254,8 +260,7 @@ def remove_file(path: str | os.PathLike) -> None:
     touched); a hard link there (a file with other names: not gentool's alone) and a link on the way to it from the
     owned folder are refused."""
     check_no_links(path, last=False)
-    if link_kind(path).startswith("a hard link"):
-        raise LinkRefused(str(path))
+    _refuse_hard_link(path)
     Path(path).unlink(missing_ok=True)
 
 
@@ -273,8 +278,7 @@ def matching(root: Path, patterns) -> list[Path]:
     roots = _OWNED | {os.path.abspath(root)}
     for f in matches:
         _refuse_links(reversed(_chain(os.path.abspath(f), roots)[0][1:]))
-        if link_kind(f).startswith("a hard link"):
-            raise LinkRefused(str(f))
+        _refuse_hard_link(f)
     return matches
 
 
