@@ -59,7 +59,8 @@ def main() -> None:
     shown = panels(args.items)
     fig, axes = plt.subplots(1, len(shown), figsize=(3.2 * len(shown), 4.2), squeeze=False)
     for ax, (grid, caption, metrics) in zip(axes[0], shown):
-        ax.imshow(imread(grid), interpolation="nearest")
+        image = imread(grid)  # a grey grid is 2-D: without cmap, matplotlib would paint it in viridis
+        ax.imshow(image, interpolation="nearest", cmap="gray" if image.ndim == 2 else None)
         ax.set_title(caption_of(caption, metrics), fontsize=8)
         ax.axis("off")
     if args.title:
