@@ -7,6 +7,7 @@ import os
 import warnings
 from pathlib import Path
 
+from gentool import environment
 from gentool.errors import UsageError
 from gentool.fileio import cause, check_no_links, make_dirs, own, temporary_name
 from gentool.paths import write_probe
@@ -16,8 +17,10 @@ def cache_dir() -> Path:
     """The per-user cache folder ($XDG_CACHE_HOME/gentool, else ~/.cache/gentool), owned by gentool: every entry
     below it is written, replaced and deleted through gentool.fileio, which refuses a link inside it (the folder
     itself may be a link the user made)."""
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return own(Path(base) / "gentool")
+    base = environment.folder("XDG_CACHE_HOME", "the folder per-user caches go in")
+    if base is None:  # ~/.cache, where ~ is $HOME (checked the same way) or the account's home folder
+        base = (environment.folder("HOME", "your home folder") or Path(os.path.expanduser("~"))) / ".cache"
+    return own(base / "gentool")
 
 
 def set_aside(path: Path, problem: str) -> None:

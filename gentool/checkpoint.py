@@ -38,7 +38,7 @@ IMPLEMENTATION_KEYS = ("fused", "foreach", "capturable")  # optimizer settings t
 DTYPES = {torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16", torch.float64: "F64",
           torch.int64: "I64", torch.int32: "I32", torch.int16: "I16", torch.int8: "I8", torch.uint8: "U8",
           torch.bool: "BOOL"}
-_STATE_NAME = re.compile(r"(\d{1,7})\.([A-Za-z_][A-Za-z0-9_]{0,63})")
+_STATE_NAME = re.compile(r"([0-9]{1,7})\.([A-Za-z_][A-Za-z0-9_]{0,63})")
 
 
 @dataclass

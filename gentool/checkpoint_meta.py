@@ -46,7 +46,7 @@ EMA = s.Obj({"decay": s.Num(0, 1, open_lo=True, open_hi=True), "updates": s.Int(
 # Per optimizer: its parameter groups (hyperparameters and parameter indices) and non-tensor per-parameter state.
 GROUP = s.Obj({"params": s.List(s.Int(0, 10**6), 10**6)})
 OPTIMIZER = s.Obj({"param_groups": s.List(GROUP, 1000)},
-                  {"scalars": s.Map(s.Map(s.Num(), key=r"[A-Za-z_][A-Za-z0-9_]{0,63}"), key=r"\d{1,7}")})
+                  {"scalars": s.Map(s.Map(s.Num(), key=r"[A-Za-z_][A-Za-z0-9_]{0,63}"), key=r"[0-9]{1,7}")})
 OPTIMIZERS = s.Map(OPTIMIZER, key=r"[A-Za-z_][A-Za-z0-9_]{0,63}", max_len=100)
 
 
@@ -77,7 +77,7 @@ def validate_metadata(path: Path, meta: dict, arg: str) -> dict:
     if meta.get("format") != FORMAT or missing:
         raise GentoolError(f"{arg}: {path} is a safetensors file but not a gentool checkpoint (missing {missing or ['format']})")
     try:
-        version = int(s.Str(20, r"\d{1,18}").check(meta["format_version"], "format_version"))
+        version = int(s.Str(20, r"[0-9]{1,18}").check(meta["format_version"], "format_version"))
         parsed = {k: s.parse(meta[k], k) for k in ("config", "data", "state", "ema") if k in meta}
         for key in ("gentool_version", "model", "model_source", "model_class"):
             if key in meta:

@@ -13,11 +13,17 @@ import math
 import re
 
 from gentool.errors import bad_value
+from gentool.parsing import DIGITS, parse_number
 
 MAX_COUNT = 10**9  # no epoch count, image count or pixel size is sensibly larger
 MAX_INT = 2**63 - 1
 MAX_TEXT = 4096  # PATH_MAX: no option's text is longer
 MAX_SEED = 2**32 - 1  # every RNG gentool seeds (torch's, numpy's, and per-epoch seeds derived from it) takes these
+
+
+def _shown(bound: float) -> str:
+    """A bound as people write it: 1,000,000 rather than 1e+06."""
+    return f"{bound:,.0f}" if bound == int(bound) and abs(bound) < 1e15 else f"{bound:g}"
 
 
 def _is_int(value) -> bool:
@@ -32,9 +38,13 @@ class Ints:
     high: int = MAX_COUNT
     what: str = ""
 
+    def accepted(self) -> str:
+        """What the option takes, in words, with its range."""
+        return self.what or f"an integer between {self.low:,} and {self.high:,}"
+
     def __call__(self, name: str, value) -> None:
         if not _is_int(value) or not self.low <= value <= self.high:
-            raise bad_value(name, value, self.what or f"an integer between {self.low:,} and {self.high:,}")
+            raise bad_value(name, value, self.accepted())
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,11 +56,15 @@ class Numbers:
     open_low: bool = False
     what: str = ""
 
+    def accepted(self) -> str:
+        """What the option takes, in words, with its range."""
+        bound = f"above {_shown(self.low)}" if self.open_low else f"from {_shown(self.low)}"
+        return self.what or f"a number {bound} up to {_shown(self.high)}"
+
     def __call__(self, name: str, value) -> None:
         ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
         if not ok or not (self.low < value if self.open_low else self.low <= value) or value > self.high:
-            bound = f"above {self.low:g}" if self.open_low else f"from {self.low:g}"
-            raise bad_value(name, value, self.what or f"a number {bound} up to {self.high:g}")
+            raise bad_value(name, value, self.accepted())
 
 
 @dataclasses.dataclass(frozen=True)
@@ -106,6 +120,21 @@ def check_value(name: str, value, check=None) -> None:
         raise bad_value(name, value, "a finite number")
     if _is_int(value) and abs(value) > MAX_INT:
         raise bad_value(name, value, f"an integer of at most {MAX_INT:,}")
+
+
+def number_parser(kind, check=None):
+    """The parser of a number option (typer's `parser=`; `kind` int or float): the text in ASCII digits, where
+    click's and typer's own conversion (int(), float()) would take '١٢', '１２' and '1_0'. A ValueError otherwise
+    says what the option accepts, with `check`'s range (typer makes it the option's one-line error)."""
+    def parse(value):
+        if not isinstance(value, str):  # a default
+            return value
+        try:
+            return parse_number(value, kind)
+        except ValueError:
+            what = check.accepted() if hasattr(check, "accepted") else "an integer" if kind is int else "a number"
+            raise ValueError(f"expected {what}, {DIGITS}") from None
+    return parse
 
 
 def check_options(opts, flag) -> None:

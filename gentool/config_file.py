@@ -29,9 +29,56 @@ from gentool.fileio import cause, read_bounded
 MAX_BYTES = 1 << 20  # a settings file is a few hundred bytes; refuse to parse anything near this
 MAX_DEPTH = 16  # a settings file's values nest two or three levels ([params] holds lists)
 # A dotted key (or [table] name) of more than MAX_DEPTH parts. tomllib's time and memory grow with the square of a
-# key's parts (30,000 parts took 5 GB), so such a key is refused before parsing; a key never spans lines.
-_PART = r"""(?:[A-Za-z0-9_-]++|"[^"\n]*"|'[^'\n]*')"""
-DOTTED = re.compile(rf"(?<![A-Za-z0-9_-]){_PART}(?:[ \t]*\.[ \t]*{_PART}){{{MAX_DEPTH},}}")
+# key's parts (30,000 parts took 5 GB), so such a key is refused before parsing. Keys only: strings and comments
+# are taken out first (`_keys_only`); then a key starts a line, follows [ or [[ (a table's name), or follows { or ,
+# (in an inline table), and never spans lines. The dots of a value ("a.b.c", 1.5) are not a key's.
+_PART = r"(?:[A-Za-z0-9_-]++|\x00)"  # a bare part, or a quoted one (each string is one NUL once taken out)
+DOTTED = re.compile(rf"(?:^|[\[{{,])[ \t]*{_PART}(?:[ \t]*\.[ \t]*{_PART}){{{MAX_DEPTH},}}", re.MULTILINE)
+_OPENS = re.compile(r"\"\"\"|'''|[\"'#]")  # what starts a string or a comment
+
+
+def too_dotted(text: str) -> bool:
+    """Whether a key of the TOML `text` has more than MAX_DEPTH dotted parts."""
+    return DOTTED.search(_keys_only(text)) is not None
+
+
+def _keys_only(text: str) -> str:
+    """`text` with each string replaced by one NUL (a quoted key is then one part) and each comment removed, in one
+    pass (a regular expression for strings would backtrack over an unterminated one, quadratically)."""
+    out, at = [], 0
+    text = text.replace("\0", "")  # TOML has no raw NUL (tomllib refuses it after this check)
+    while (found := _OPENS.search(text, at)) is not None:
+        out.append(text[at:found.start()])
+        if found[0] == "#":
+            at = _line_end(text, found.end())
+        else:
+            out.append("\0")
+            at = _string_end(text, found.end(), found[0])
+    return "".join(out) + text[at:]
+
+
+def _line_end(text: str, start: int) -> int:
+    end = text.find("\n", start)
+    return len(text) if end < 0 else end
+
+
+def _string_end(text: str, start: int, quote: str) -> int:
+    """Where the string `quote` opened just before `start` ends: at its closing quote (not one after an odd number
+    of backslashes in a basic string; a multi-line string takes up to two more quotes), else at its line's end (or
+    the text's, multi-line): tomllib refuses what is not closed."""
+    limit = len(text) if len(quote) == 3 else _line_end(text, start)
+    while (end := text.find(quote, start, limit)) >= 0:
+        backslashes = end - start - len(text[start:end].rstrip("\\"))
+        if quote[0] == "'" or backslashes % 2 == 0:
+            end += len(quote)
+            extra = 0
+            while len(quote) == 3 and extra < 2 and text.startswith(quote[0], end):
+                end, extra = end + 1, extra + 1
+            return end
+        start = end + 1
+    return limit
+
+
 ARG = "--config"
 NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
@@ -56,7 +103,7 @@ def read(path: str, cls) -> dict:
             raise UsageError(f"{where}: expected a run's config.json (a JSON object)")
         values = reader(record, where)
     else:
-        if DOTTED.search(text):
+        if too_dotted(text):
             raise UsageError(f"{where}: a key of more than {MAX_DEPTH} dotted parts; a settings file holds values "
                              f"and one [params] table")
         try:

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from gentool import environment
 from gentool.couplings import is_couplings, load_couplings, manifest_geometry
 from gentool.cache import cache_dir
 from gentool.datatypes import IMAGE_SUFFIXES, Geometry, ImageData  # noqa: F401 (imported from here)
@@ -38,8 +39,8 @@ def data_root(data_dir: str | os.PathLike | None) -> tuple[Path, str | None]:
     """The data folder and what chose it: "--data-dir", "GENTOOL_DATA", or None for the per-user default."""
     if data_dir:
         return Path(data_dir).expanduser(), "--data-dir"
-    env = os.environ.get(DATA_ENV)
-    return (Path(env).expanduser(), DATA_ENV) if env else (cache_dir() / "data", None)
+    env = environment.folder(DATA_ENV, "the folder holding MNIST and CIFAR-10")
+    return (env, DATA_ENV) if env else (cache_dir() / "data", None)
 
 
 def load_dataset(data: str, data_dir=None, train: bool = True, image_size: int | None = None,

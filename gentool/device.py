@@ -106,13 +106,16 @@ def default_threads() -> int:
 
 
 def compiler_problem(device: torch.device) -> str | None:
-    """Why torch.compile cannot run on `device` here, or None when it can."""
+    """Why torch.compile cannot run on `device` here, or None when it can (a CXX naming no compiler is refused)."""
     import importlib.util
     import shutil
 
     if device.type == "cpu":
         cxx = os.environ.get("CXX")
-        if not any(shutil.which(c) for c in ([cxx] if cxx else []) + ["g++", "clang++", "c++"]):
+        if cxx and not shutil.which(cxx):  # torch's build would use it all the same, and fail mid-run
+            raise bad_value("CXX", cxx, "a C++ compiler found on PATH (g++, clang++; --compile builds with it), "
+                                        "or unset")
+        if not any(shutil.which(c) for c in ["g++", "clang++", "c++"]):
             return "torch.compile on a CPU needs a C++ compiler (g++ or clang++; set CXX) and none was found"
         return None
     if device.type == "cuda" and importlib.util.find_spec("triton") is None:

@@ -44,6 +44,7 @@ def teacher_checkpoint(teacher: str) -> Path:
     path = Path(teacher).expanduser().absolute()
     path = path / rundir.LAST if os.path.isdir(path) else path
     if not os.path.isfile(path):  # (os.path: a name too long to exist is no checkpoint, not an OSError)
+        rundir.refuse_if_written(path.parent, "RUN")  # started a moment ago: its first checkpoint is to come
         raise UsageError(f"RUN: {teacher} has no checkpoint ({path} does not exist); expected a flow or ddpm run "
                          f"directory or its .safetensors checkpoint")
     return path

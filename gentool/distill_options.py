@@ -10,7 +10,7 @@ import math
 from dataclasses import dataclass
 
 from gentool.errors import UsageError, bad_value
-from gentool.train_options import FIELDS, MAX_COUNT, check_threads, copy_option, option
+from gentool.train_options import FIELDS, MAX_COUNT, MINUTES, check_threads, copy_option, option
 
 MAX_STUDENT_STEPS = 16  # a student drawing in more steps than this saves little over its teacher
 
@@ -68,7 +68,7 @@ class DistillOptions:
         if self.steps > MAX_STUDENT_STEPS:
             raise bad_value("--steps", self.steps, f"an integer from 1 to {MAX_STUDENT_STEPS}")
         if self.max_minutes is not None and not (math.isfinite(self.max_minutes) and 0 < self.max_minutes <= 10**7):
-            raise bad_value("--max-minutes", self.max_minutes, "a positive number of minutes")
+            raise bad_value("--max-minutes", self.max_minutes, MINUTES)
         if self.resume and self.overwrite:
             raise UsageError("--overwrite: not allowed with --resume (a resumed run keeps its files)")
         check_threads(self.threads)

@@ -88,7 +88,8 @@ def rendezvous(environ) -> None:
     """The ranks meet where MASTER_ADDR and MASTER_PORT say (torchrun sets both): checked before any work, since
     init_process_group would otherwise fail with a traceback in the middle of starting."""
     where = f"(torchrun sets it with WORLD_SIZE; WORLD_SIZE={environ.get('WORLD_SIZE')!r})"
-    if not environ.get("MASTER_ADDR", "").strip() or "\0" in environ["MASTER_ADDR"]:
+    addr = environ.get("MASTER_ADDR", "")  # a host name has at most 253 characters (RFC 1035)
+    if not addr.strip() or "\0" in addr or len(addr) > 253 or not addr.isascii():
         raise bad_value("MASTER_ADDR", environ.get("MASTER_ADDR"), f"a host name or address {where}")
     port = environ.get("MASTER_PORT")
     if port is None or not re.fullmatch(r"[0-9]{1,5}", port.strip()) or not 0 < int(port) < 65536:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 
 class GentoolError(Exception):
     """A failure the user can act on; `exit_code` 1 means a runtime failure."""
@@ -15,10 +17,30 @@ class UsageError(GentoolError):
     exit_code = 2
 
 
+# What a message must not carry raw: control characters (NUL, ESC starting a terminal sequence, newlines breaking
+# the one line), the Unicode marks that reorder or break a line (bidi overrides and isolates, line and paragraph
+# separators) and lone surrogates (bytes of a path or variable that are not UTF-8, which stderr could not encode).
+_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069\ud800-\udfff]")
+
+
+MAX_SHOWN = 1000  # the longest value a message shows whole
+
+
+def printable(text: str) -> str:
+    """`text` (a name, path or value the user gave, or a file held) safe to print in a one-line message: each
+    character in _UNSAFE written as its escape (\\x00, \\x1b, \\u202e), everything else as is."""
+    return _UNSAFE.sub(lambda m: f"\\x{ord(m[0]):02x}" if ord(m[0]) < 0x100 else f"\\u{ord(m[0]):04x}", str(text))
+
+
 def bad_value(name: str, value, accepted: str) -> UsageError:
     """Build the one-line error for an argument: its name, the value given and what is accepted (kept as
-    attributes, so a caller that read the value from a file can name the file's field instead)."""
-    exc = UsageError(f"{name}: got {value!r}; expected {accepted}")
+    attributes, so a caller that read the value from a file can name the file's field instead). A name holding
+    the user's text (a --param NAME, a file's key) is printed with its control characters escaped, as the value
+    is by repr."""
+    shown = repr(value)
+    if len(shown) > MAX_SHOWN:  # a hostile value (a variable of megabytes) is not copied whole into a message
+        shown = f"{shown[:MAX_SHOWN // 2]}… ({len(shown):,} characters)"
+    exc = UsageError(f"{printable(name)}: got {shown}; expected {accepted}")
     exc.arg, exc.value, exc.accepted = name, value, accepted
     return exc
 

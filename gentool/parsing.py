@@ -9,14 +9,32 @@ import re
 from gentool.errors import bad_value
 
 MAX_GRID_SIDE = 64
-_GRID = re.compile(r"^\s*(\d{1,4})\s*[xX×]\s*(\d{1,4})\s*$")
+# ASCII digits only, everywhere a number is read from text: Python's int() and float() (and \d, str.isdigit) also
+# take Arabic-Indic or full-width digits ('١٢', '１２') and underscores ('1_0'), which no user means as a number.
+_GRID = re.compile(r"^\s*([0-9]{1,4})\s*[xX×]\s*([0-9]{1,4})\s*$")
+_INT = re.compile(r"[+-]?[0-9]{1,30}")
+_NUMBER = re.compile(r"[+-]?(?:[0-9]{1,30}(?:\.[0-9]{0,30})?|\.[0-9]{1,30})(?:[eE][+-]?[0-9]{1,4})?")
+DIGITS = "written with the digits 0-9"
+_UNDERSCORED = re.compile(r"[+-]?[0-9][0-9_]*_[0-9_]*(?:\.[0-9_]*)?")  # 1_000: Python's, not a setting's
+
+
+def parse_number(text: str, kind=float):
+    """`text` as an int (`kind` int: digits with an optional sign) or a float (also a decimal point and an
+    exponent, such as 2e-4), in ASCII digits; ValueError otherwise (no NaN or infinity, no underscores)."""
+    text = text.strip() if isinstance(text, str) else None
+    if text is None or not (_INT if kind is int else _NUMBER).fullmatch(text):
+        raise ValueError(f"{text!r} is not {'an integer' if kind is int else 'a number'} {DIGITS}")
+    value = kind(text)
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"{text!r} is not finite")
+    return value
 
 
 def parse_grid(spec: str, name: str = "--grid") -> tuple[int, int]:
     """'8x8' → (8, 8): rows × columns, each 1..64."""
     m = _GRID.match(spec or "")
     if not m:
-        raise bad_value(name, spec, "ROWSxCOLS such as 8x8")
+        raise bad_value(name, spec, f"ROWSxCOLS such as 8x8, {DIGITS}")
     rows, cols = int(m.group(1)), int(m.group(2))
     if not (1 <= rows <= MAX_GRID_SIDE and 1 <= cols <= MAX_GRID_SIDE):
         raise bad_value(name, spec, f"ROWSxCOLS with each side between 1 and {MAX_GRID_SIDE}")
@@ -24,8 +42,12 @@ def parse_grid(spec: str, name: str = "--grid") -> tuple[int, int]:
 
 
 def parse_scalar(text: str):
-    """'3' → 3, '0.5' → 0.5, 'true' → True, anything else stays a string. NaN and infinities are rejected."""
+    """'3' → 3, '0.5' → 0.5, 'true' → True, anything else stays a string. NaN and infinities are rejected, and so
+    are numbers written with other digits than 0-9 or with underscores ('٣', '1_000': meant as numbers, they would
+    otherwise pass on as strings)."""
     text = text.strip()
+    if any(c.isdigit() and not c.isascii() for c in text) or _UNDERSCORED.fullmatch(text):
+        raise ValueError(f"{text!r} is not a number {DIGITS}")
     try:
         value = json.loads(text.lower() if text.lower() in ("true", "false") else text)
     except ValueError:
@@ -43,7 +65,7 @@ def parse_param(spec: str, name: str = "--param") -> tuple[str, object]:
     try:
         return key.strip(), parse_scalar(value)
     except ValueError:
-        raise bad_value(name, spec, "NAME=VALUE with a finite value") from None
+        raise bad_value(name, spec, f"NAME=VALUE with a finite value (numbers {DIGITS})") from None
 
 
 def parse_list(spec: str, name: str, kind=None) -> list:
@@ -55,7 +77,7 @@ def parse_list(spec: str, name: str, kind=None) -> list:
     try:
         values = [_convert(item, kind) for item in items]
     except ValueError:
-        what = {int: "integers", float: "numbers"}.get(kind, "finite values")
+        what = {int: f"integers {DIGITS}", float: f"numbers {DIGITS}"}.get(kind, "finite values")
         raise bad_value(name, spec, f"a comma-separated list of {what} such as 2,5,10") from None
     if len(set(map(repr, values))) != len(values):
         raise bad_value(name, spec, "a comma-separated list without repeated values")
@@ -65,7 +87,4 @@ def parse_list(spec: str, name: str, kind=None) -> list:
 def _convert(text: str, kind):
     if kind is None:
         return parse_scalar(text)
-    value = kind(text)
-    if isinstance(value, float) and not math.isfinite(value):
-        raise ValueError(f"{text!r} is not finite")
-    return value
+    return parse_number(text, kind) if kind in (int, float) else kind(text)

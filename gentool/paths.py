@@ -26,7 +26,7 @@ def check_input_file(path: Path, arg: str, expected: str) -> Path:
         if path.is_symlink():
             raise UsageError(f"{arg}: {path} is a symbolic link to {os.readlink(path)}, which does not exist; "
                              f"expected {expected}") from None
-        raise UsageError(f"{arg}: {path} does not exist; expected {expected}") from None
+        raise UsageError(f"{arg}: {path} does not exist{_being_written(path.parent)}; expected {expected}") from None
     except OSError as exc:
         raise UsageError(f"{arg}: cannot access {path} ({cause(exc)}); expected {expected}") from None
     link = f" (a symbolic link to {os.readlink(path)})" if path.is_symlink() else ""
@@ -38,6 +38,15 @@ def check_input_file(path: Path, arg: str, expected: str) -> Path:
     if not os.access(path, os.R_OK):
         raise UsageError(f"{arg}: {path} is not readable (permission denied); expected {expected}")
     return path
+
+
+def _being_written(folder: Path) -> str:
+    """" yet: the run in FOLDER is being written by PROCESS" when another process is starting or writing a run
+    there (a checkpoint asked for before its first epoch ended), else ""."""
+    from gentool.rundir import writer  # (rundir imports this module)
+
+    holder = writer(folder)
+    return "" if holder is None else f" yet: the run in {folder} is being written by {holder}"
 
 
 def prepare_output(path: str | os.PathLike, arg: str, folder: bool = False, longest: str | None = None) -> Path:

@@ -6,9 +6,12 @@ from __future__ import annotations
 import sys
 import time
 
+from gentool.checks import Numbers
+from gentool.errors import printable
 from gentool.history import BOOKKEEPING  # a record's fields not shown in progress lines
 
 LOG_EVERY = 30.0  # seconds between progress lines within an epoch in a batch log
+LOG_EVERY_RANGE = Numbers(0, 1e6, what="a number of seconds from 0 (a line at each epoch's end only) to 1,000,000")
 WARMUP = 3  # steps before the run's ETA is shown
 WIDE = 100  # terminal columns from which the progress bar also draws a bar and img/s
 
@@ -106,7 +109,7 @@ class PlainReporter(Reporter):
         return 0.0 if self.epoch >= self.total else self.run_eta()
 
     def message(self, text):
-        self._print(text)
+        self._print(printable(text))  # a note names the user's paths: their control characters are escaped
 
     def _print(self, line: str) -> None:
         print(line, file=self.stream, flush=True)
@@ -164,7 +167,9 @@ class RichReporter(PlainReporter):
                                     f"{format_duration(self._left())}", highlight=False, soft_wrap=True)
 
     def message(self, text):
-        self.progress.console.print(text, highlight=False, soft_wrap=True)
+        from rich.markup import escape
+
+        self.progress.console.print(escape(printable(text)), highlight=False, soft_wrap=True)
 
     def close(self):
         self.progress.stop()
@@ -177,5 +182,5 @@ def make_reporter(quiet: bool, log_every: float = LOG_EVERY) -> Reporter:
     if log_every is None or not log_every >= 0 or log_every == float("inf"):
         from gentool.errors import bad_value
 
-        raise bad_value("--log-every", log_every, "a number of seconds ≥ 0 (0: a line at each epoch's end only)")
+        raise bad_value("--log-every", log_every, LOG_EVERY_RANGE.accepted())
     return RichReporter() if sys.stderr.isatty() else PlainReporter(every=log_every)

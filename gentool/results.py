@@ -9,8 +9,10 @@ from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from gentool import rundir
+from gentool.errors import printable
 from gentool.fileio import atomic_write_bytes, atomic_write_json
 from gentool.history import BOOKKEEPING, finished_epochs, read_records
 
@@ -63,20 +65,26 @@ def columns(rows: list[dict]) -> list[str]:
     return list(dict.fromkeys(k for r in rows for k in r))
 
 
-def _cell(value) -> str:
+def _cell(value) -> Text:
     if value is None:
-        return ""
+        return Text("")
     if isinstance(value, float):
-        return f"{value:.4g}"
-    return str(value)
+        return Text(f"{value:.4g}")
+    return _text(value)
+
+
+def _text(value) -> Text:
+    """A run's name, value or path as the table shows it: as is (never rich markup), its control characters
+    escaped (a run's files may hold anything)."""
+    return Text(printable(str(value)))
 
 
 def table(rows: list[dict], title: str, hide: tuple[str, ...] = ()) -> Table:
     """A rich table of the rows (floats to 4 significant digits); `hide` drops columns."""
     names = [c for c in columns(rows) if c not in hide]
-    result = Table(title=title)
+    result = Table(title=_text(title))
     for name in names:  # fold rather than cut: a narrow terminal or batch log still shows every name and digit
-        result.add_column(name, overflow="fold")
+        result.add_column(_text(name), overflow="fold")
     for row in rows:
         style = "red" if row.get("status") == "failed" else None
         result.add_row(*(_cell(row.get(c)) for c in names), style=style)

@@ -84,6 +84,7 @@ def _restart(opts: TrainOptions, run_dir: Path, auto: bool) -> Start:
     """No checkpoint in run_dir: start the run there from the beginning, from the command line (when it names the
     model) or from the options its config.json recorded."""
     if run_dir.exists() and not rundir.unstarted(run_dir):
+        rundir.refuse_if_written(run_dir, "--out" if auto else "--resume")  # being started: that is the news
         raise UsageError(f"{'--out' if auto else '--resume'}: {run_dir} holds no {rundir.LAST} and files that are "
                          f"not gentool's; expected a run directory (or a new folder with --resume auto)")
     recorded = _config_options(run_dir)
@@ -91,6 +92,7 @@ def _restart(opts: TrainOptions, run_dir: Path, auto: bool) -> Start:
         fresh = dataclasses.replace(opts, resume=None, out=str(run_dir))
         return Start(_new_run(fresh))
     if not recorded:
+        rundir.refuse_if_written(run_dir, "--resume")  # another process is starting it (its config.json comes next)
         raise UsageError(f"--resume: {run_dir} holds no checkpoint and no {rundir.CONFIG}; give MODEL and --data "
                          f"to start a run there")
     if opts.model and opts.model.lower() != str(recorded.get("model")).lower():

@@ -13,11 +13,11 @@ from pathlib import Path
 
 from gentool import schema as s
 from gentool.errors import GentoolError, UsageError
-from gentool import fileio, paths
+from gentool import environment, fileio, paths
 from gentool.fileio import atomic_copy, atomic_write_json, read_json, read_regular
 from gentool.history import PartialEpoch
 
-RUNS_ENV = "GENTOOL_RUNS"  # the folder default run directories go in (else runs/)
+RUNS_ENV = environment.RUNS_ENV
 CONFIG = "config.json"
 METRICS = "metrics.json"
 LAST = "last.safetensors"
@@ -31,6 +31,7 @@ EVENTS = "events.out.tfevents.*"
 OWNED_GLOBS = (CONFIG, METRICS, "*.safetensors", f"{SAMPLES}/*.png", "*.png", "*.gif", f"{TENSORBOARD}/{EVENTS}")
 LOCK = ".gentool.lock"  # held by the process writing the run
 LOCK_FILES = (LOCK, LOCK + ".owner")
+SWEEP_LOCK = ".sweep.lock"  # held by the process writing a sweep directory's sweep.json (gentool.sweep)
 TEMPORARY_GLOBS = (".*.tmp", f"{SAMPLES}/.*.tmp")
 
 
@@ -46,7 +47,8 @@ def epoch_checkpoint(run_dir: Path, epoch: int) -> Path:
 def default_run_dir(model: str, data_name: str, root: str | None = None) -> Path:
     """$GENTOOL_RUNS (else runs)/<model>-<data>-<timestamp>, with a suffix if that name is taken."""
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    base = Path(root or os.environ.get(RUNS_ENV) or "runs").expanduser() / f"{model}-{data_name}-{stamp}"
+    home = Path(root).expanduser() if root else environment.runs_folder()
+    base = (home or Path("runs")) / f"{model}-{data_name}-{stamp}"
     path, k = base, 1
     while path.exists():
         path, k = base.with_name(f"{base.name}-{k}"), k + 1
@@ -254,9 +256,40 @@ def lock_run(run_dir: Path, arg: str) -> None:
     except OSError as exc:
         raise UsageError(f"{arg}: cannot lock run directory {run_dir} ({exc.strerror or exc})") from None
     if not acquired:
-        raise GentoolError(f"{arg}: run directory {run_dir} is in use by {lock.holder()}; wait for it to finish "
-                           f"or stop it first")
+        raise in_use(arg, run_dir, lock.holder())
     _HELD[key] = lock
+
+
+def in_use(arg: str, folder: Path, holder: str, what: str = "run directory") -> GentoolError:
+    """The one line for a run (or sweep) directory another process is writing, or starting (before its files)."""
+    return GentoolError(f"{arg}: {what} {folder} is in use by {holder}; wait for it to finish or stop it first")
+
+
+def writer(folder: Path, lock_name: str = LOCK) -> str | None:
+    """Who else is writing the run (or, with SWEEP_LOCK, the sweep) in `folder` right now: the process holding its
+    lock, as `holder` says it; None when no other process does. Asked on the way to an error about what the folder
+    lacks: a run another process has just started has no config.json or checkpoint yet, and that, not the lack, is
+    what to say. (Probing takes the lock for an instant when it is free.)"""
+    path = Path(folder) / lock_name
+    if holds(folder) or not os.path.isfile(path) or os.path.islink(path):
+        return None
+    lock = ProcessLock(path, record=False)
+    try:
+        free = lock.acquire(wait=False)
+    except (OSError, GentoolError):  # a lock this process may not open (another user's run): nothing to say
+        return None
+    if free:
+        lock.release()
+        return None
+    return lock.holder()
+
+
+def refuse_if_written(folder: Path, arg: str) -> None:
+    """`in_use` when another process is writing the run or the sweep in `folder`."""
+    for lock_name, what in ((LOCK, "run directory"), (SWEEP_LOCK, "sweep directory")):
+        holder = writer(folder, lock_name)
+        if holder is not None:
+            raise in_use(arg, folder, holder, what)
 
 
 def holds(run_dir: Path) -> bool:

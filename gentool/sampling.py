@@ -16,7 +16,7 @@ from gentool.checkpoint import load_checkpoint
 from gentool.device import choose_precision, pick_device, prepare
 from gentool.errors import ConfigError, UsageError, bad_value
 from gentool.fileio import LinkRefused, refuse_linked
-from gentool.paths import prepare_output
+from gentool.paths import check_input_file, prepare_output
 from gentool.images import NpzWriter, make_grid, png_name, to_uint8, write_gif, write_grid, write_png_folder
 from gentool.sample_options import MAX_SAMPLES, SampleOptions
 
@@ -45,6 +45,8 @@ def _check_target(kind: str, out: Path, overwrite: bool, n: int) -> None:
 def sample(req: SampleOptions) -> dict:
     """Draw samples as requested and write them; returns what was written."""
     kind, n, grid, out = req.resolve()
+    # the checkpoint first: a missing one (in a folder not there) must not leave the output's folder made beside it
+    check_input_file(Path(req.checkpoint), "CKPT", "a .safetensors checkpoint file")
     _check_target(kind, out, req.overwrite, n)
     ckpt, precision, labels, label, settings = _open(req, n, grid)
     c = ckpt.model.config

@@ -33,7 +33,7 @@ from gentool.evaluate_options import INCEPTION
 from gentool.sweep_options import MAX_TRIALS
 from gentool.train_options import EVAL_N, FIELDS, FIXED, RESTORED, RESUME_RULES, TrainOptions, cli_message
 
-MANIFEST, LOCK, TRIAL_LOCKS, EVAL_LOCK, LOGS = "sweep.json", ".sweep.lock", ".locks", ".eval.lock", "logs"
+MANIFEST, LOCK, TRIAL_LOCKS, EVAL_LOCK, LOGS = "sweep.json", rundir.SWEEP_LOCK, ".locks", ".eval.lock", "logs"
 BY_CONFIG = "results_by_config"  # with several seeds: one row per configuration
 # the files a sweep writes, replaces, appends to or locks in its folder (beside its trials' run directories)
 OWNED_GLOBS = (MANIFEST, f"{LOCK}*", f"{EVAL_LOCK}*", "results*.csv", "results*.json", "*.png", f"{LOGS}/*",

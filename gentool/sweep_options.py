@@ -37,6 +37,7 @@ SEED = seed_stats.SEED  # the axis --seeds makes; the sweep's tables and figures
 # The most trials a sweep may have. sweep.json is read with the same bound, and at this count (with each trial's
 # final and evaluation metrics, a few KB) it stays far below the 256 MB a JSON file gentool reads may have.
 MAX_TRIALS = 10_000
+WORKERS = Ints(1, 1024)  # --workers: processes at once
 SWEEPS_ENV = "GENTOOL_SWEEPS"  # the folder default sweep directories go in (else sweeps/)
 
 
@@ -65,8 +66,7 @@ def _param_axes(items: list[str] | None) -> dict[str, list]:
         switch = name in FIELDS and name not in SET_BY_SWEEP and value_kind(name) is bool
         if name in FIELDS and not switch:
             raise bad_value("--param", spec, f"a config field or a train switch ({name} is swept with {flag(name)})")
-        if name in axes:
-            raise bad_value("--param", spec, "a field not swept already")
+        axes.pop(name, None)  # given twice: the last one counts, as for every option (and train's --param)
         axes[name] = parse_list(spec.partition("=")[2], f"--param {name}")
         if switch and not all(isinstance(v, bool) for v in axes[name]):
             raise bad_value(f"--param {name}", spec.partition("=")[2], "true,false")
@@ -119,7 +119,7 @@ class SweepOptions:
     seeds: int | None = option(
         "Train each configuration with N seeds (--seed, --seed + 1, ...: a seed axis); the results by configuration, "
         "the heat map and the report then show each metric's mean ± standard deviation over the seeds and mark "
-        "the configurations within noise of the best.", metavar="N")
+        "the configurations within noise of the best.", metavar="N", check=Ints(1, MAX_TRIALS))
     epochs: int = option("Epochs per trial (re-running with more continues finished trials).", default=10,
                          metavar="N", check=POSITIVE)
     tensorboard: str | None = option(
@@ -128,7 +128,7 @@ class SweepOptions:
         "--tensorboard DIR: ROOT is DIR (give MODEL first: a word right after --tensorboard is its DIR).",
         metavar="[DIR]", bare="auto")
     workers: int = option("Trials run at once, each in its own process with a share of the CPU threads.",
-                          default=1, metavar="W", check=Ints(1, 1024))
+                          default=1, metavar="W", check=WORKERS)
     threads: int | None = option("CPU threads for the whole sweep, shared evenly among its --workers (default: "
                                  "torch's, one per core).", metavar="N", check=THREADS)
     trial: int | None = option("Run only trial K (0-based), e.g. --trial $SLURM_ARRAY_TASK_ID.", metavar="K",
@@ -219,7 +219,7 @@ class SweepOptions:
         if not self.data:
             raise UsageError("--data: missing; expected mnist, cifar10, mnist-sample or a folder of images")
         if self.workers < 1:
-            raise bad_value("--workers", self.workers, "a positive integer")
+            raise bad_value("--workers", self.workers, WORKERS.accepted())
         check_threads(self.threads)
         if self.extractor != GENTOOL or self.extractor_weights:
             if not self.evaluate:

@@ -31,11 +31,13 @@ NOT_RERUN = ("out", "resume", "overwrite")
 
 # What the options accept (besides the checks of their type, see gentool.checks).
 MAX_BATCH, MAX_WIDTH, MAX_MINUTES = 1 << 16, 64.0, 1e7  # model configs check the same
+MINUTES = f"a number of minutes above 0, up to {MAX_MINUTES:,.0f}"  # --max-minutes (train's, distill's)
 MIN_EVAL_N, MAX_EVAL_N = 10, 100_000  # generated images a score is made from (evaluate's --n, --eval-n)
 POSITIVE = Ints(1, MAX_COUNT)
-EVERY = Ints(0, MAX_COUNT, "an integer ≥ 0 (0 turns it off)")
+EVERY = Ints(0, MAX_COUNT, f"an integer from 0 (off) to {MAX_COUNT:,}")
 SEED = Ints(0, MAX_SEED)
-THREADS = Ints(1, 4096, "a positive number of threads")
+MAX_THREADS = 4096  # torch takes any count; more threads than this is no machine's
+THREADS = Ints(1, MAX_THREADS, f"a number of threads from 1 to {MAX_THREADS:,}")
 DEVICE = Words(r"auto|cpu|cuda(:[0-9]{1,3})?|mps(:0)?", "auto, cpu, cuda, cuda:N or mps")
 PRECISION = choice("auto", "fp32", "bf16", "fp16")
 
@@ -127,7 +129,7 @@ class TrainOptions:
         "Also save the run every M minutes of training (wall clock; mid-epoch if need be): last.safetensors, which "
         "--resume continues, and a kept copy step_NNNNNNNN.safetensors (0: never). Bounds what a killed batch job "
         "loses; gives checkpoints to score against time.", fallback=0, metavar="M", resume=KEPT,
-        check=Numbers(0, MAX_MINUTES, what="a number of minutes ≥ 0 (0 turns it off)"))
+        check=Numbers(0, MAX_MINUTES, what=f"a number of minutes from 0 (off) to {MAX_MINUTES:,.0f}"))
     sample_every: int | None = option("Write samples/epoch_NNNN.png every K epochs (0: never).", fallback=1,
                                       metavar="K", resume=KEPT, check=EVERY)
     ema: float | None = option(
@@ -138,7 +140,7 @@ class TrainOptions:
     max_minutes: float | None = option(
         "Stop after this much training time (wall clock) or at --epochs (default 10), whichever comes first, saving "
         "a checkpoint that --resume continues.",
-        metavar="M", check=Numbers(0, MAX_MINUTES, open_low=True, what="a positive number of minutes"))
+        metavar="M", check=Numbers(0, MAX_MINUTES, open_low=True, what=MINUTES))
     precision: str | None = option(
         "auto (bf16 where this machine runs it measurably faster, by a short probe cached per CPU; else fp32; "
         "$GENTOOL_AUTO_PRECISION=fp32|bf16 fixes what auto picks), fp32 (safe everywhere), bf16 (autocast; CPUs "
@@ -267,6 +269,10 @@ class TrainOptions:
                 raise UsageError(f"--param {name}: set it with {flag(name)}")
         if self.resume is None:
             self.check_new_run()
+            if not self.out:  # where the run will go ($GENTOOL_RUNS), refused before any work if no folder can be
+                from gentool.environment import runs_folder
+
+                runs_folder()
         if self.resume is not None and self.overwrite:
             raise UsageError("--overwrite: not allowed with --resume (a resumed run keeps its files)")
         if self.resume == AUTO and not self.out:
@@ -278,7 +284,7 @@ class TrainOptions:
 
 
 def check_threads(threads) -> None:
-    """--threads (train's and sweep's): unset, or a positive number of threads."""
+    """--threads (train's and sweep's): unset, or a number of threads from 1 to MAX_THREADS."""
     if threads is not None:
         THREADS("--threads", threads)
 

@@ -14,7 +14,7 @@ FIX = f"pip install torch=={TESTED_PAIR[0]} torchvision=={TESTED_PAIR[1]}"
 
 
 def _minor(version: str) -> tuple[int, int] | None:
-    found = re.match(r"(\d+)\.(\d+)", version)
+    found = re.match(r"([0-9]+)\.([0-9]+)", version)
     return (int(found.group(1)), int(found.group(2))) if found else None
 
 

@@ -33,13 +33,13 @@ def test_train_then_sample_from_python(tmp_path, invoke):
 def test_a_model_names_its_field_and_the_command_line_its_option(tmp_path, invoke):
     with pytest.raises(ConfigError) as err:
         api.train("gan", epochs=1, out=str(tmp_path / "g"), lr=-1.0, **TINY)
-    assert (err.value.field, str(err.value)) == ("lr", "lr: got -1.0; expected a number above 0 up to 1e+06")
+    assert (err.value.field, str(err.value)) == ("lr", "lr: got -1.0; expected a number above 0 up to 1,000,000")
     assert not (tmp_path / "g").exists()
     with pytest.raises(ConfigError, match="n_critic: got 0; expected a positive integer"):
         api.train("wgan", epochs=1, out=str(tmp_path / "w"), params={"n_critic": 0}, **TINY)
     with pytest.raises(UsageError, match="epochz: not an option of gentool.api.train"):
         api.train("flow", epochz=1)
-    for args, line in [(["--lr", "-1"], "error: --lr: got -1.0; expected a number above 0 up to 1e+06"),
+    for args, line in [(["--lr", "-1"], "error: --lr: got -1.0; expected a number above 0 up to 1,000,000"),
                        (["--param", "n_critic=0"], "error: --param n_critic: got 0; expected a positive integer"),
                        (["--sampler", "eta=1"], "error: --sampler eta: not a setting of wgan's sampler")]:
         result = invoke("train", "wgan", "--data", "mnist-sample", "--out", tmp_path / "x", *args)

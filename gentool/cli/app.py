@@ -137,22 +137,29 @@ ClickUsageError, ClickException = _click_class("UsageError"), _click_class("Clic
 
 
 def _raw_value(argv: list[str], names: list[str]):
+    """The value the command line gave the option `names` last: an option given twice takes its last value, as in
+    click (and a --config file's value gives way to the command line's), so that is the one a message names."""
+    found = None
     for i, token in enumerate(argv):
+        if token == "--":
+            break
         if token in names and i + 1 < len(argv):
-            return argv[i + 1]
+            found = argv[i + 1]
         for name in names:
             if token.startswith(name + "="):
-                return token[len(name) + 1:]
-    return None
+                found = token[len(name) + 1:]
+    return found
 
 
 def usage_message(exc, argv: list[str]) -> str:
     """One line naming the argument, the value given and what is accepted."""
     param = getattr(exc, "param", None)
     names = list(getattr(param, "opts", None) or [])
-    value = _raw_value(argv, names) if names else None
+    given = getattr(exc, "given", None)  # the value gentool's own check refused (gentool.cli.options.checked)
+    value = None if not names else given if given is not None else _raw_value(argv, names)
     if type(exc).__name__ == "BadParameter" and value is not None:
-        expected = exc.message.replace("Input should be", "expected", 1)
+        # typer words what its parser refused (gentool.checks.number_parser) as pydantic does: "Value error, ..."
+        expected = exc.message.replace("Input should be", "expected", 1).removeprefix("Value error, ")
         return f"{names[0]}: got {value!r}; {expected}"
     hint = f" (see '{exc.ctx.command_path} --help')" if exc.ctx else ""
     return exc.format_message() + hint
@@ -179,6 +186,10 @@ def main() -> None:
 
 
 def _run() -> int:
+    from gentool.environment import columns
+
+    if columns() is not None:  # the display's: warned about and left out (see gentool.environment)
+        warnings.warn(columns())
     try:
         code = app(standalone_mode=False)
     except ClickUsageError as exc:

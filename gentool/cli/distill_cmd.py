@@ -21,5 +21,5 @@ def distill(opts: DistillOptions, log_every: LogEveryOpt = 30.0, quiet: o.QuietO
     if json_out:
         o.print_json(result)
     elif not quiet and "run_dir" in result:
-        o.out_console().print(f"run directory: [bold]{result['run_dir']}[/]  checkpoint: "
-                              f"{result['checkpoints']['last']}")
+        o.out_console().print(f"run directory: [bold]{o.escape(result['run_dir'])}[/]  checkpoint: "
+                              f"{o.escape(result['checkpoints']['last'])}")

@@ -7,11 +7,13 @@ from typing import Annotated, Optional
 import typer
 
 from gentool.cli import options as o
+from gentool.checks import number_parser
+from gentool.train_options import THREADS
 
 
 @o.cli_errors
 def doctor(
-    threads: Annotated[Optional[int], typer.Option("--threads", min=1, max=4096, metavar="N", help="The thread count to decide --precision auto for (default: the cores this process may use), as train's --threads.")] = None,
+    threads: Annotated[Optional[int], typer.Option("--threads", metavar="N", parser=number_parser(int, THREADS), callback=o.checked(THREADS), help="The thread count to decide --precision auto for (default: the cores this process may use), as train's --threads: 1 to 4,096.")] = None,
     clear_precision: Annotated[bool, typer.Option("--clear-precision", help="Forget the cached --precision auto measurements first, so the next decision probes again.")] = False,
     json_out: o.JsonOpt = False,
 ):

@@ -66,7 +66,8 @@ def _plain(key: str, metrics: dict) -> str:
 def render(result: dict, console: Console) -> None:
     """The metrics as a rich table, then how they were made and any notes."""
     weights = f" ({result['weights']} weights)" if result.get("weights") == "ema" else ""
-    title = f"{result['source']}{weights} vs {result['data']} {result['split']} · N={result['n']:,} · seed {result['seed']}"
+    title = (f"{o.escape(result['source'])}{weights} vs {o.escape(result['data'])} {result['split']} · "
+             f"N={result['n']:,} · seed {result['seed']}")
     table = Table("metric", "value", "meaning", title=title)
     for key, (label, meaning) in ROWS.items():
         if key in result["metrics"]:
@@ -80,10 +81,11 @@ def render(result: dict, console: Console) -> None:
     ex = result["extractor"]
     made = (f"weights {ex['weights']}, sha256 {ex['weights_sha256'][:16]}…, torch-fidelity "
             f"{ex['torch_fidelity_version']}" if "weights_sha256" in ex else f"test accuracy {ex['test_accuracy']:.2%}")
-    console.print(f"extractor {ex['id']} ({made}); real images: {result['real_source']} ({result['n_real']:,}); "
+    console.print(f"extractor {ex['id']} ({made}); real images: {o.escape(result['real_source'])} "
+                  f"({result['n_real']:,}); "
                   f"gentool {result['gentool_version']}", highlight=False, soft_wrap=True)
     for note in result["notes"]:
-        console.print(f"[yellow]note:[/] {note}", highlight=False, soft_wrap=True)
+        console.print(f"[yellow]note:[/] {o.escape(note)}", highlight=False, soft_wrap=True)
 
 
 @o.cli_errors

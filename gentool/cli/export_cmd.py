@@ -19,6 +19,6 @@ def export(opts: ExportOptions, json_out: o.JsonOpt = False):
     else:
         p = result["parity"]
         o.err_console().print(f"parity: {p['runtime']} within {p['max_abs_diff']:.2g} of gentool on {p['n']} codes "
-                              f"(tolerance {p['tolerance']:g}); described in {result['json']}", highlight=False,
-                              soft_wrap=True)
+                              f"(tolerance {p['tolerance']:g}); described in {o.escape(result['json'])}",
+                              highlight=False, soft_wrap=True)
         print(result["out"])

@@ -15,8 +15,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from gentool.checks import check_options, check_value
-from gentool.errors import GentoolError, UsageError
+from gentool.checks import check_options, check_value, number_parser
+from gentool.errors import GentoolError, UsageError, printable
 from gentool.train_options import FIELDS, cli_message, field_flag, flag
 
 
@@ -24,17 +24,27 @@ DEBUG_ENV = "GENTOOL_DEBUG"
 
 
 
+def number_kind(hint):
+    """int or float when the field type `hint` is a number (or None), else None."""
+    kinds = [k for k in typing.get_args(hint) or (hint,) if k is not type(None)]
+    return kinds[0] if len(kinds) == 1 and kinds[0] in (int, float) else None
+
+
 def field_option(f: dataclasses.Field, hint):
     """The command-line parameter declared by an options dataclass field (see gentool.train_options.option): its
-    flags or argument, metavar, help text and the default a new run uses."""
+    flags or argument, metavar, help text and the default a new run uses. A number is read by gentool's parser
+    (ASCII digits only)."""
     meta = f.metadata
     kind = meta["cli_type"] or hint
+    number = None if meta["cli_type"] else number_kind(hint)
+    extra = {"autocompletion": meta["complete"]} if meta.get("complete") else {}
+    if number is not None:
+        extra["parser"] = number_parser(number, meta["check"])
     required = f.default is dataclasses.MISSING
     if f.default is None and type(None) not in typing.get_args(kind):
         kind = Optional[kind]
     shown = meta["fallback"] if meta["fallback"] is not None else None if required else f.default
     help = meta["help"] + ("" if shown is None or shown is False else f" [default: {shown}]")
-    extra = {"autocompletion": meta["complete"]} if meta.get("complete") else {}
     if meta["argument"]:
         return Annotated[kind, typer.Argument(metavar=meta["metavar"], help=help, show_default=False, **extra)]
     decls = meta["flags"] or ("--" + f.name.replace("_", "-"),)
@@ -43,13 +53,17 @@ def field_option(f: dataclasses.Field, hint):
 
 def checked(check=None):
     """The click callback that applies gentool.checks to an option declared outside an options dataclass (its type's
-    checks, then `check`), while the command line is parsed: before any work."""
+    checks, then `check`), while the command line is parsed: before any work. (A number option also takes
+    `parser=number_parser(...)`: ASCII digits.)"""
     def callback(ctx, param, value):
+        name = param.opts[0] if param.opts else param.name
         try:
-            check_value(param.opts[0] if param.opts else param.name, value, check)
+            check_value(name, value, check)
         except UsageError as exc:
             hint = None if param.opts and param.param_type_name == "option" else param.name.upper()
-            raise typer.BadParameter(f"expected {exc.accepted}", param_hint=hint) from None
+            error = typer.BadParameter(f"expected {exc.accepted}", param_hint=hint)
+            error.given = exc.value  # the value refused, which usage_message names (the last one given)
+            raise error from None
         return value
     return callback
 
@@ -149,9 +163,11 @@ def print_settings(opts) -> None:
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout instead of tables.")]
 LatentOpt = Annotated[Optional[int], typer.Option(
     "--latent-dim", metavar="D", help="Latent size (default: the study's, per model and data).",
+    parser=number_parser(int, FIELDS["latent_dim"].metadata["check"]),
     callback=checked(FIELDS["latent_dim"].metadata["check"]))]
 WidthOpt = Annotated[Optional[float], typer.Option(
     "--width", metavar="W", help="Multiplier for every hidden width/channel count (1 = the study's network).",
+    parser=number_parser(float, FIELDS["width"].metadata["check"]),
     callback=checked(FIELDS["width"].metadata["check"]))]
 OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace existing output instead of refusing.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")]
@@ -163,9 +179,20 @@ UNWRAPPED = 100_000  # the width of a console that is not a terminal: its lines 
 def _console(stderr: bool):
     from rich.console import Console
 
-    console = Console(stderr=stderr)
+    from gentool.environment import columns
+
+    # A COLUMNS rich would misread ('١٢' as 12) or that is no width is left out (app warns about it once)
+    width = _terminal_width(stderr) if columns() is not None else None
+    console = Console(stderr=stderr, width=width)
     # rich wraps at 80 columns when the stream is a file or pipe, which splits paths and breaks grep in scripts
     return console if console.is_terminal else Console(stderr=stderr, width=UNWRAPPED)
+
+
+def _terminal_width(stderr: bool) -> int:
+    try:  # the terminal's own width (shutil.get_terminal_size would read COLUMNS first)
+        return os.get_terminal_size((sys.stderr if stderr else sys.stdout).fileno()).columns or 80
+    except (OSError, ValueError, AttributeError):
+        return 80
 
 
 def out_console():
@@ -212,19 +239,23 @@ def debugging() -> bool:
     unset do not, and anything else is a warning."""
     value = os.environ.get(DEBUG_ENV, "").strip().lower()
     if value not in TRUE_WORDS + FALSE_WORDS:
-        err_console().print(f"[yellow]warning:[/] {DEBUG_ENV}: got {value!r}; expected 1/true/yes/on or "
-                            f"0/false/no/off (tracebacks stay off)", highlight=False, soft_wrap=True)
+        shown = value if len(value) <= 60 else value[:40] + "…"
+        err_console().print(f"[yellow]warning:[/] {escape(f'{DEBUG_ENV}: got {shown!r}')}; expected 1/true/yes/on "
+                            f"or 0/false/no/off (tracebacks stay off)", highlight=False, soft_wrap=True)
     return value in TRUE_WORDS
 
 
 STOPPED_CODES = {128 + signal.SIGINT, 128 + signal.SIGTERM, 128 + signal.SIGUSR1}
 
 
-def escape(text: str) -> str:
-    """`text` shown as is by rich (a message naming `gentool[tensorboard]` or a path with brackets is not markup)."""
+def escape(text) -> str:
+    """`text` shown as is by rich (a message naming `gentool[tensorboard]` or a path with brackets is not markup),
+    on one line: the control characters a user's path, key or variable may hold are written as escapes (a NUL, a
+    terminal sequence, a newline or a bidi override never reaches the terminal raw). Every line gentool prints that
+    holds a user's text goes through here."""
     from rich.markup import escape as rich_escape
 
-    return rich_escape(text)
+    return rich_escape(printable(str(text)))
 
 
 def cli_errors(func):

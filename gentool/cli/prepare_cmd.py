@@ -20,9 +20,10 @@ def prepare(opts: PrepareOptions, quiet: o.QuietOpt = False, json_out: o.JsonOpt
         o.print_json(found)
         return
     say = o.out_console().print
-    say(f"extractor {found['extractor']} (test accuracy {found['test_accuracy']:.2%}) in {found['cache']}",
+    say(f"extractor {found['extractor']} (test accuracy {found['test_accuracy']:.2%}) in {o.escape(found['cache'])}",
         highlight=False, soft_wrap=True)
     for name, s in found["splits"].items():
-        say(f"{name} statistics: {s['images']:,} images of {s['source']}", highlight=False, soft_wrap=True)
-    say(f"ready in {found['seconds']:.0f} s; gentool evaluate on --data {opts.data} now starts scoring at once",
+        say(f"{name} statistics: {s['images']:,} images of {o.escape(s['source'])}", highlight=False, soft_wrap=True)
+    say(f"ready in {found['seconds']:.0f} s; gentool evaluate on --data {o.escape(opts.data)} now starts scoring at "
+        f"once",
         highlight=False, soft_wrap=True)

@@ -27,5 +27,5 @@ def report(
     if json_out:
         o.print_json(result)
     else:
-        o.out_console().print(f"report: {result['report']} ({result['kind']}, {result['runs']} run(s), "
+        o.out_console().print(f"report: {o.escape(result['report'])} ({result['kind']}, {result['runs']} run(s), "
                               f"{result['bytes'] / 2**20:.1f} MB)", highlight=False)

@@ -53,6 +53,7 @@ def show_runs(folder: Path, json_out: bool) -> None:
     """A table comparing the runs in a run or sweep directory: model, values, epochs, final metrics."""
     rows = compare_runs(folder)
     if not rows:
+        rundir.refuse_if_written(folder, "TARGET")  # a run being started has no config.json yet
         raise UsageError(f"TARGET: no run directories (folders with a {rundir.CONFIG}) in {folder}; expected a run or "
                          f"sweep directory, a checkpoint file or a model name")
     if json_out:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import sys
 from collections import Counter
@@ -26,7 +25,9 @@ def default_out(model: str, data: str) -> Path:
     """$GENTOOL_SWEEPS (else sweeps)/<model>-<data>: the same command finds the same folder again, so re-running it
     resumes."""
     name = Path(data).name if Path(data).expanduser().is_dir() else data.lower()
-    return Path(os.environ.get(SWEEPS_ENV) or "sweeps").expanduser() / f"{model}-{name}"
+    from gentool.environment import folder
+
+    return (folder(SWEEPS_ENV, "the folder new sweeps go in") or Path("sweeps")) / f"{model}-{name}"
 
 
 def show_trials(spec: sw.SweepSpec, json_out: bool) -> None:
@@ -104,8 +105,8 @@ def run_all(spec: sw.SweepSpec, manifest: dict, workers: int, quiet: bool) -> No
         def announce(trial):
             if not quiet:
                 values = " ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in trial["values"].items())
-                o.err_console().print(f"[bold]trial {trial['index']}[/] of {len(manifest['trials'])}: {values}",
-                                      highlight=False)
+                o.err_console().print(f"[bold]trial {trial['index']}[/] of {len(manifest['trials'])}: "
+                                      f"{o.escape(values)}", highlight=False)
         sw.run_in_process(spec.out, todo, spec.runtime, lambda: make_reporter(quiet), announce)
         return
     bar = TrialsBar(spec.out, len(manifest["trials"]), spec.runtime["epochs"], quiet)
@@ -175,8 +176,6 @@ def sweep(opts: SweepOptions, quiet: o.QuietOpt = False, json_out: o.JsonOpt = F
         spec.runtime["tensorboard"] = str(spec.out / DIR_NAME) if opts.tensorboard == AUTO else opts.tensorboard
     if opts.list_trials:
         return show_trials(spec, json_out)
-    if opts.epochs < 1:
-        raise bad_value("--epochs", opts.epochs, "a positive integer")
     sw.check_spec(spec)
     manifest = sw.open_sweep(spec)
     if opts.evaluate:
@@ -231,7 +230,8 @@ def run_one(spec: sw.SweepSpec, manifest: dict, index: int, quiet: bool, json_ou
     if json_out:
         o.print_json(entry)
     elif not quiet:
-        o.out_console().print(f"trial {index}: {entry['status']}  run directory: {spec.out / entry['run_dir']}",
+        o.out_console().print(f"trial {index}: {entry['status']}  run directory: "
+                              f"{o.escape(spec.out / entry['run_dir'])}",
                               highlight=False)
     if entry["status"] != sw.DONE:
         raise GentoolError(f"trial {index} failed: {entry.get('error')}")

@@ -7,13 +7,15 @@ from typing import Annotated
 import typer
 
 from gentool.cli import options as o
-from gentool.checks import Numbers
+from gentool.checks import number_parser
+from gentool.progress import LOG_EVERY_RANGE
 from gentool.train_options import TrainOptions
 
 LogEveryOpt = Annotated[float, typer.Option(
     "--log-every", metavar="SECONDS", show_default=False,
     help="Without a terminal (batch logs): a progress line every SECONDS within an epoch, besides the line at each "
-         "epoch's end (0: those only). [default: 30]", callback=o.checked(Numbers(0, 1e6)))]
+         "epoch's end (0: those only). [default: 30]", parser=number_parser(float, LOG_EVERY_RANGE),
+    callback=o.checked(LOG_EVERY_RANGE))]
 
 
 @o.cli_errors
@@ -30,4 +32,5 @@ def train(opts: TrainOptions, log_every: LogEveryOpt = 30.0, quiet: o.QuietOpt =
     if json_out:
         o.print_json(result)
     elif not quiet:
-        o.out_console().print(f"run directory: [bold]{result['run_dir']}[/]  checkpoint: {result['checkpoints']['last']}")
+        o.out_console().print(f"run directory: [bold]{o.escape(result['run_dir'])}[/]  checkpoint: "
+                              f"{o.escape(result['checkpoints']['last'])}")

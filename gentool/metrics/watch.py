@@ -25,7 +25,7 @@ from gentool.metrics.reference import resolve_reference
 from gentool.progress import Reporter, format_metrics
 from gentool.sampling import sample_chunks
 from gentool.hooks import EVALUATION_KEYS, RunView, TrainHook
-from gentool.train_options import TrainOptions
+from gentool.train_options import EVERY, TrainOptions
 
 
 WINDOW = 5  # recent epochs a value is compared with
@@ -231,7 +231,7 @@ class TrainingWatch(TrainHook):
 def check_watch_options(opts: TrainOptions) -> None:
     """Reject watch options that cannot work, before training starts."""
     if not isinstance(opts.eval_every, int) or opts.eval_every < 0:
-        raise bad_value("--eval-every", opts.eval_every, "an integer ≥ 0 (0 turns it off)")
+        raise bad_value("--eval-every", opts.eval_every, EVERY.accepted())
     if not isinstance(opts.eval_n, int) or not MIN_N <= opts.eval_n <= MAX_N:
         raise bad_value("--eval-n", opts.eval_n, f"an integer between {MIN_N} and {MAX_N:,}")
     if not opts.eval_every:

@@ -28,7 +28,7 @@ from gentool.results import find_runs
 from gentool.summary import summarize
 
 MAX_EVAL_FILES = 50
-GRID_NAME = re.compile(r"epoch_(\d{1,9})\.png")
+GRID_NAME = re.compile(r"epoch_([0-9]{1,9})\.png")  # ASCII digits (\d takes any script's)
 ACCEPTED = "a run directory (holding config.json), a sweep directory (holding sweep.json) or a folder of run directories"
 
 
@@ -44,6 +44,7 @@ def kind_of(path: Path) -> str:
         return "run"
     if find_runs(path):
         return "folder"
+    rundir.refuse_if_written(path, "PATH")  # a run another process is starting has no config.json yet
     raise UsageError(f"PATH: {path} holds no config.json, no sweep.json and no run directories; expected {ACCEPTED}")
 
 

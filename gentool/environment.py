@@ -1,0 +1,73 @@
+"""The environment variables gentool reads, each checked where it is read: a value gentool cannot use is one line
+naming the variable and what it accepts (exit code 2), never an error about the folder or number it became later
+(a GENTOOL_DATA too long for the file system used to end as "error: ddd…: File name too long", exit 1).
+
+Variables that say where gentool works (GENTOOL_DATA, GENTOOL_RUNS, GENTOOL_SWEEPS, XDG_CACHE_HOME, HOME) are read
+with `folder`; GENTOOL_AUTO_PRECISION, GENTOOL_EXTRACTOR_RECIPE and torchrun's (WORLD_SIZE, RANK, MASTER_ADDR...)
+by their modules, through `text`. The display's (COLUMNS, GENTOOL_DEBUG) cannot make a command's work wrong, so a
+bad value of theirs is a warning and ignored (`columns`; gentool.cli.options.debugging).
+
+Imports nothing heavy: the CLI reads COLUMNS before any command runs.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+from gentool.checks import MAX_TEXT
+from gentool.errors import bad_value
+
+NAME_MAX = 255  # bytes in one file or folder name (Linux, macOS and Windows file systems alike)
+MAX_COLUMNS = 100_000  # gentool's own width when the output is not a terminal (lines are never wrapped)
+RUNS_ENV = "GENTOOL_RUNS"  # the folder default run directories go in (else runs/)
+
+
+def text(name: str, accepted: str, environ=None) -> str | None:
+    """$`name`, or None when it is unset or empty; a value too long for any setting, or holding bytes that are not
+    UTF-8 (they could not be written to a record or a message), is refused naming the variable."""
+    value = (os.environ if environ is None else environ).get(name)
+    if not value:
+        return None
+    if len(value) > MAX_TEXT:
+        raise bad_value(name, value[:40] + "…", f"{accepted}, at most {MAX_TEXT:,} characters (it has "
+                                               f"{len(value):,})")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:  # os.environ keeps undecodable bytes as lone surrogates
+        raise bad_value(name, value, f"{accepted}, as UTF-8 text") from None
+    return value
+
+
+def folder(name: str, what: str) -> Path | None:
+    """$`name` as a folder path (`~` expanded), or None when unset or empty; refused, naming the variable, when no
+    file system could hold it: longer than a path may be, or with a name in it longer than NAME_MAX bytes."""
+    accepted = f"{what}: a folder path whose names have at most {NAME_MAX} bytes each"
+    value = text(name, accepted)
+    if value is None:
+        return None
+    if not value.strip():
+        raise bad_value(name, value, accepted)
+    path = Path(value).expanduser()
+    longest = max((len(os.fsencode(part)) for part in path.parts), default=0)
+    if longest > NAME_MAX:
+        raise bad_value(name, value if len(value) <= 60 else value[:40] + "…",
+                        f"{accepted} (one has {longest:,})")
+    return path
+
+
+def runs_folder() -> Path | None:
+    """$GENTOOL_RUNS, checked (`folder`): read when a run starts with no --out, and by `train`'s option checks."""
+    return folder(RUNS_ENV, "the folder new runs go in")
+
+
+def columns(environ=None) -> str | None:
+    """A problem with $COLUMNS (rich, which draws gentool's tables, reads it: with int(), so '١٢' would be 12
+    columns), as a warning's text; None when it is unset or a width from 1 to MAX_COLUMNS in ASCII digits."""
+    value = (os.environ if environ is None else environ).get("COLUMNS")
+    if value is None or (re.fullmatch(r"[0-9]{1,6}", value) and 1 <= int(value) <= MAX_COLUMNS):
+        return None
+    shown = value if len(value) <= 60 else value[:40] + "…"
+    return (f"COLUMNS: got {shown!r}; expected a number of columns from 1 to {MAX_COLUMNS:,} written with the "
+            f"digits 0-9 (ignored)")
