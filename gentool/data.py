@@ -20,7 +20,7 @@ from gentool.couplings import is_couplings, load_couplings, manifest_geometry
 from gentool.cache import cache_dir
 from gentool.datatypes import IMAGE_SUFFIXES, Geometry, ImageData  # noqa: F401 (imported from here)
 from gentool.errors import GentoolError, UsageError, bad_value, did_you_mean
-from gentool.fileio import kind_of, regular_path
+from gentool.fileio import cause, kind_of
 from gentool.versions import require_torchvision
 
 DATA_ENV = "GENTOOL_DATA"
@@ -122,15 +122,37 @@ def _load_torchvision(kind: str, data_dir, train: bool) -> ImageData:
     return ImageData(kind.lower(), images, labels, geometry, [str(c) for c in classes])
 
 
+# CIFAR-10's python files: each batch is about 31 MB and the archive 163 MiB. torchvision checksums a file before it
+# reads it, so a file far larger (a sparse file of terabytes) would be read for minutes before being refused.
+CIFAR_MAX_BYTES = {"cifar-10-python.tar.gz": 256 << 20}
+CIFAR_MAX_BATCH = 48 << 20
+
+
 def _refuse_special_files(root: Path, origin: str | None, kind: str) -> None:
     """torchvision reads (and checksums) the data set's files by name: a named pipe there would block it forever,
-    so every file it may open must be a regular one (or absent)."""
+    a link that leads nowhere (a loop) would be taken for a missing file and downloaded over, and a CIFAR-10 file
+    far larger than the real one checksummed for minutes; so every file it may open must be a regular one of a
+    plausible size (or absent)."""
     names = [*MNIST_FILES, *(f"MNIST/raw/{n}" for n in MNIST_FILES)] if kind == "MNIST" else [
         *CIFAR_FILES, *(n.split("/", 1)[1] for n in CIFAR_FILES), "cifar-10-python.tar.gz"]
+    where = origin or "--data-dir"
     for path in (root / n for n in names):
-        if path.exists() and not path.is_file():
-            raise UsageError(f"{origin or '--data-dir'}: {path} is {kind_of(path.stat().st_mode)}, not a regular "
-                             f"file; expected the {kind} files")
+        try:
+            info = path.stat()
+        except (FileNotFoundError, NotADirectoryError):  # absent (a file named MNIST beside flat files: absent)
+            if path.is_symlink():
+                raise UsageError(f"{where}: {path} is a symbolic link to {os.readlink(path)}, which leads to no file; "
+                                 f"expected the {kind} files") from None
+            continue
+        except OSError as exc:  # a loop of links (ELOOP), a folder on the way that cannot be searched
+            raise UsageError(f"{where}: {path} cannot be read ({cause(exc)}); expected the {kind} files") from None
+        if not path.is_file():
+            raise UsageError(f"{where}: {path} is {kind_of(info.st_mode)}, not a regular file; expected the {kind} "
+                             f"files")
+        most = CIFAR_MAX_BYTES.get(path.name, CIFAR_MAX_BATCH) if kind == "CIFAR10" else None
+        if most is not None and info.st_size > most:
+            raise UsageError(f"{where}: {path} has {info.st_size:,} bytes; CIFAR-10's file of that name has far "
+                             f"fewer (at most {most >> 20} MiB are read)")
 
 
 def _mnist_classes() -> list[str]:
@@ -141,9 +163,10 @@ def _mnist_classes() -> list[str]:
 
 
 def _read_mnist(root: Path, origin: str | None, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """MNIST's images (N×1×28×28 uint8) and labels from whichever layout holds them, downloading when none does."""
-    require_torchvision()
-    from torchvision.datasets.mnist import read_image_file, read_label_file
+    """MNIST's images (N×1×28×28 uint8) and labels from whichever layout holds them, downloading when none does.
+    Read by `gentool.idx`, which checks every header field and the files' sizes before reading their data."""
+    from gentool.folders import memory_bound
+    from gentool.idx import IdxError, read_idx
 
     folder = mnist_folder(root)
     if folder is None:
@@ -151,15 +174,23 @@ def _read_mnist(root: Path, origin: str | None, train: bool) -> tuple[torch.Tens
         folder = root / "MNIST" / "raw"
     prefix = "train" if train else "t10k"
     paths = folder / f"{prefix}-images-idx3-ubyte", folder / f"{prefix}-labels-idx1-ubyte"
-    try:
-        with regular_path(paths[0]) as images_path, regular_path(paths[1]) as labels_path:
-            images, labels = read_image_file(images_path), read_label_file(labels_path)
-    except (OSError, RuntimeError, TypeError, ValueError, IndexError) as exc:
-        raise GentoolError(f"--data: {folder} holds MNIST files that cannot be read ({exc})") from None
-    if images.shape[1:] != (28, 28) or len(images) != len(labels):
-        raise GentoolError(f"--data: {paths[0]} holds {tuple(images.shape)} images and {paths[1]} {len(labels)} "
-                           f"labels; expected N×28×28 images and N labels")
-    return images.unsqueeze(1).contiguous(), labels.long()
+    arrays = []
+    for path, shape in zip(paths, ((None, 28, 28), (None,))):
+        try:
+            arrays.append(read_idx(path, shape, memory_bound()))
+        except IdxError as exc:
+            raise UsageError(f"{origin or '--data-dir'}: {path} is not an MNIST {path.name.split('-')[1]} file: "
+                             f"{exc}") from None
+        except OSError as exc:
+            raise UsageError(f"{origin or '--data-dir'}: {path} cannot be read ({cause(exc)})") from None
+    images, labels = arrays
+    if len(images) != len(labels):
+        raise UsageError(f"{origin or '--data-dir'}: {paths[0]} holds {len(images):,} images and {paths[1]} "
+                         f"{len(labels):,} labels; expected one label per image")
+    if len(labels) and labels.max() > 9:
+        raise UsageError(f"{origin or '--data-dir'}: {paths[1]} holds the label {labels.max()}; expected digits "
+                         f"0 to 9")
+    return torch.from_numpy(images).unsqueeze(1).contiguous(), torch.from_numpy(labels).long()
 
 
 def _torchvision_dataset(kind: str, root: Path, origin: str | None, train: bool):
@@ -223,10 +254,26 @@ def load_image_folder(root: Path, limit: int | None = None, image_size: int | No
     return load_folder(root, image_size, limit, part, reporter)
 
 
+RESIZE_CHUNK = 256  # images resized at a time: the float copy interpolation needs stays small
+
+
 def _resize(data: ImageData, size: int) -> ImageData:
-    x = torch.nn.functional.interpolate(data.images.float(), size=(size, size), mode="bilinear", antialias=True)
-    images = x.round().clamp(0, 255).to(torch.uint8)
-    geometry = Geometry(data.geometry.channels, size, size, data.geometry.num_classes)
+    """`data` resized to size×size, refused beyond the memory bound before anything is allocated (MNIST at
+    --image-size 1024 is 63 GB; its float copy was allocated at once, then died with an allocator traceback)."""
+    from gentool.folders import MEMORY_SHARE, gib, memory_bound
+
+    channels = data.geometry.channels
+    need, bound = len(data) * channels * size * size, memory_bound()
+    if need > bound:
+        raise UsageError(f"--image-size: {len(data):,} images of {channels}x{size}x{size} pixels take {gib(need)}; at "
+                         f"most {gib(bound)} ({MEMORY_SHARE:.0%} of this machine's memory) are held; pass a smaller "
+                         f"--image-size or --limit N")
+    images = torch.empty((len(data), channels, size, size), dtype=torch.uint8)
+    for start in range(0, len(data), RESIZE_CHUNK):
+        chunk = data.images[start:start + RESIZE_CHUNK].float()
+        x = torch.nn.functional.interpolate(chunk, size=(size, size), mode="bilinear", antialias=True)
+        images[start:start + RESIZE_CHUNK] = x.round().clamp(0, 255).to(torch.uint8)
+    geometry = Geometry(channels, size, size, data.geometry.num_classes)
     return ImageData(data.name, images, data.labels, geometry, data.class_names)
 
 

@@ -112,10 +112,9 @@ def compiler_problem(device: torch.device) -> str | None:
 
     if device.type == "cpu":
         cxx = os.environ.get("CXX")
-        if cxx and not shutil.which(cxx):  # torch's build would use it all the same, and fail mid-run
-            raise bad_value("CXX", cxx, "a C++ compiler found on PATH (g++, clang++; --compile builds with it), "
-                                        "or unset")
-        if not any(shutil.which(c) for c in ["g++", "clang++", "c++"]):
+        if cxx:  # the compiler torch's inductor will run: CXX=/bin/false was a traceback at the first step
+            return _cxx_problem(cxx)
+        if not any(shutil.which(c) for c in ("g++", "clang++", "c++")):
             return "torch.compile on a CPU needs a C++ compiler (g++ or clang++; set CXX) and none was found"
         return None
     if device.type == "cuda" and importlib.util.find_spec("triton") is None:
@@ -123,6 +122,22 @@ def compiler_problem(device: torch.device) -> str | None:
     if device.type == "mps":
         return "torch.compile is not supported for MPS by this setup; run without --compile"
     return None
+
+
+def _cxx_problem(cxx: str) -> str | None:
+    """Why $CXX cannot be the C++ compiler torch.compile runs (not found, or `CXX --version` fails), or None."""
+    import shutil
+    import subprocess
+
+    path = shutil.which(cxx)
+    if path is None:
+        return f"CXX={cxx!r} is not a program found on PATH (one program, without arguments)"
+    try:
+        done = subprocess.run([path, "--version"], capture_output=True, timeout=30)
+    except (OSError, subprocess.SubprocessError) as exc:
+        return f"CXX={cxx!r} cannot be run ({exc})"
+    return None if done.returncode == 0 else f"CXX={cxx!r} does not run as a compiler (`{cxx} --version` exits " \
+                                              f"{done.returncode})"
 
 
 def prepare(model, device: torch.device, precision: str | PrecisionChoice = "auto",

@@ -27,6 +27,7 @@ from gentool.fileio import atomic_write_json, read_json
 from gentool.folders import (Header, Listing, found_lines, gib, list_folder, plan_geometry, read_headers,
                              nothing_usable, read_image, reason, skipped_lines, split_part)
 from gentool.images import ImageError, image_pixels
+from gentool.models.fields import MAX_SIDE
 from gentool.paths import write_probe
 from gentool.progress import Reporter, format_duration
 
@@ -67,7 +68,7 @@ def load_folder(root: Path, image_size: int | None = None, limit: int | None = N
     listing = split_part(list_folder(root), part)
     key = cache_key(listing, image_size, part, limit)
     entry = cache_folder() / f"{_slug(root.name)}-{key[:20]}"
-    cached = open_entry(entry, key, reporter)
+    cached = open_entry(entry, key, reporter, len(listing.files))
     if cached is not None:
         return cached
     listing, headers = read_headers(listing, Progress(reporter, "reading image headers", len(listing.files)), limit)
@@ -97,7 +98,7 @@ def load_folder(root: Path, image_size: int | None = None, limit: int | None = N
         _report_decode_skips(kept, skipped_before, reporter)
         return _image_data(root, images[:len(kept.files)], kept.labels, kept.classes)
     try:  # another process (a rank, a sweep worker) may have decoded it while this one waited
-        return open_entry(entry, key, Reporter()) or build_entry(
+        return open_entry(entry, key, Reporter(), len(listing.files)) or build_entry(
             entry, key, listing, headers, geometry, {"image_size": image_size, "part": part, "limit": limit,
                                                      "found": found, "skipped_before": skipped_before}, reporter)
     finally:
@@ -201,12 +202,15 @@ def build_entry(entry: Path, key: str, listing: Listing, headers: list[Header], 
     return open_entry(entry, key, Reporter())
 
 
-def open_entry(entry: Path, key: str, reporter: Reporter) -> ImageData | None:
-    """The cached images of `entry`, memory-mapped (copy-on-write), after checking every field; None when there
-    is no entry. A damaged entry is reported in one line and moved aside (then decoded again)."""
+def open_entry(entry: Path, key: str, reporter: Reporter, most: int | None = None) -> ImageData | None:
+    """The cached images of `entry`, memory-mapped (copy-on-write), after checking every field (at most `most`
+    images: the folder's files; grey or colour, sides the checkpoint may record); None when there is no entry. A
+    damaged entry is reported in one line and moved aside (then decoded again)."""
     if not entry.exists() and not entry.is_symlink():
         return None
     try:
+        if entry.is_symlink():  # the entry itself a link: what it leads to is not an entry gentool wrote
+            raise ValueError(f"it is {fileio.link_kind(entry)}, not a folder gentool wrote")
         meta = read_json(entry / META, follow=False)  # a link in the cache is damage, named as such
         if meta.get("format") != CACHE_FORMAT or meta.get("version") != CACHE_VERSION or meta.get("key") != key:
             raise ValueError("it was written for other files or by another gentool")
@@ -214,6 +218,8 @@ def open_entry(entry: Path, key: str, reporter: Reporter) -> ImageData | None:
         with fileio.regular_path(entry / IMAGES, follow=False) as pinned:
             images = np.load(pinned, mmap_mode="c", allow_pickle=False)
         shape, labels, classes = meta["shape"], meta["labels"], meta["class_names"]
+        if not _plausible(shape, most):
+            raise ValueError(f"it says it holds {shape} images, not what the folder can decode to")
         if images.dtype != np.uint8 or list(images.shape) != shape or images.ndim != 4:
             raise ValueError(f"its images are {images.dtype} {images.shape}, but it says uint8 {shape}")
         if not (isinstance(labels, list) and len(labels) == shape[0] and isinstance(classes, list)
@@ -234,6 +240,13 @@ def open_entry(entry: Path, key: str, reporter: Reporter) -> ImageData | None:
     reporter.message(f"decoded images read from the cache {entry} (decoded {meta.get('decoded', '?')}; the folder's "
                      f"files, sizes and times are unchanged since)")
     return _image_data(Path(meta["root"]), images, labels, [str(c) for c in classes])
+
+
+def _plausible(shape, most: int | None) -> bool:
+    """Whether `shape` (N, C, H, W, from a cache entry's meta.json) can be a decoded folder's: N no more than the
+    folder's `most` images, grey or colour, each side at most MAX_SIDE."""
+    return (isinstance(shape, list) and len(shape) == 4 and all(type(k) is int and k >= 1 for k in shape)
+            and (most is None or shape[0] <= most) and shape[1] in (1, 3) and max(shape[2:]) <= MAX_SIDE)
 
 
 def _image_data(root: Path, images: np.ndarray, labels: list[int], classes: list[str]) -> ImageData:

@@ -156,7 +156,7 @@ def plugin_hooks() -> list[TrainHook]:
             bad = [h for h in made if not isinstance(h, TrainHook)]
             if bad:
                 raise TypeError(f"returned {type(bad[0]).__name__}, expected a gentool.hooks.TrainHook")
-        except Exception as exc:  # a broken plugin must not break the run
+        except (Exception, SystemExit) as exc:  # a broken plugin must not break the run (not even with sys.exit)
             warnings.warn(f"gentool: hook plugin {source} failed: {type(exc).__name__}: {exc}")
             continue
         hooks += [Guarded(h, source) for h in made]
@@ -175,7 +175,7 @@ class Guarded(TrainHook):
             return
         try:
             getattr(self.hook, event)(*args)
-        except Exception as exc:
+        except (Exception, SystemExit) as exc:  # sys.exit in a hook ended the run mid-epoch, with its exit code
             if event == "setup" and isinstance(exc, GentoolError):
                 raise
             self.off = True

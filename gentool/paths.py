@@ -43,7 +43,7 @@ def check_input_file(path: Path, arg: str, expected: str) -> Path:
 def _being_written(folder: Path) -> str:
     """" yet: the run in FOLDER is being written by PROCESS" when another process is starting or writing a run
     there (a checkpoint asked for before its first epoch ended), else ""."""
-    from gentool.rundir import writer  # (rundir imports this module)
+    from gentool.runlock import writer
 
     holder = writer(folder)
     return "" if holder is None else f" yet: the run in {folder} is being written by {holder}"

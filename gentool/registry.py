@@ -13,6 +13,7 @@ import ast
 import contextlib
 import importlib
 import sys
+import types
 import warnings
 from dataclasses import dataclass
 from importlib.metadata import entry_points
@@ -56,6 +57,7 @@ _builtins_loaded = False
 _plugins_loaded = False
 _current_source = "built-in"
 _failed: dict[str, str] = {}  # entry point name → the distribution whose plugin failed to load
+_in_use: list[ModelEntry] = []  # plugin models looked up in this process: what an unexpected error is laid at
 
 
 def register_model(name: str):
@@ -94,9 +96,13 @@ def _load_plugins() -> None:
 
 
 def _register_loaded(name: str, dist: str, loaded) -> None:
-    # An entry point may name the class itself instead of a module whose import registers it.
+    # An entry point may name the class itself instead of a module whose import registers it; anything else is a
+    # mistake the plugin's warning names (it was ignored, and the model then "unknown" with no word of the plugin).
     if isinstance(loaded, type) and name.lower() not in _registry:
         register_model(name)(loaded)
+    elif not isinstance(loaded, (type, types.ModuleType)):
+        raise TypeError(f"it names {type(loaded).__name__} {loaded!r:.60}; expected a module that registers models "
+                        f"or a model class")
 
 
 def _dist_name(ep) -> str:
@@ -136,7 +142,14 @@ def get_entry(name: str) -> ModelEntry:
     if key not in _registry:
         raise UsageError(f"MODEL: unknown model {name!r}{did_you_mean(name, _registry)}; registered models: "
                          f"{', '.join(sorted(_registry))}")
-    return _registry[key]
+    entry = _registry[key]
+    if entry.source != "built-in":
+        if not _is_model_class(entry.cls):
+            raise UsageError(f"MODEL: {name!r} from the plugin {entry.source!r} is {entry.cls!r}, not a gentool model "
+                             f"(a subclass of gentool.models.base.GenerativeModel)")
+        if entry not in _in_use:
+            _in_use.append(entry)
+    return entry
 
 
 def plugin_source(name: str | None) -> str | None:
@@ -152,6 +165,24 @@ def plugin_failure(exc: BaseException, source: str | None, model: str | None) ->
         return exc
     what = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
     return GentoolError(f"model {model!r} from the plugin {source!r} failed: {what} (GENTOOL_DEBUG=1 shows where)")
+
+
+def _is_model_class(cls) -> bool:
+    """Whether `cls` is a subclass of gentool.models.base.GenerativeModel (by its MRO: this module imports no model
+    module, which would make an import circle through gentool.models.base)."""
+    return isinstance(cls, type) and any(f"{c.__module__}.{c.__qualname__}" == "gentool.models.base.GenerativeModel"
+                                         for c in cls.__mro__)
+
+
+def forget_in_use() -> None:
+    """A new command starts: no plugin model is in use yet (in-process callers run several, one after another)."""
+    _in_use.clear()
+
+
+def plugin_in_use_failure(exc: BaseException) -> BaseException:
+    """`exc`, raised while this process used a plugin's model (outside training, which names its own: sampling,
+    evaluating, exporting, summarising it), as one GentoolError naming the plugin last looked up; else `exc`."""
+    return plugin_failure(exc, _in_use[-1].source, _in_use[-1].name) if _in_use else exc
 
 
 def get_model(name: str) -> type:
@@ -182,7 +213,7 @@ def describe_models(load: bool = False, settings: bool = False) -> list[ModelInf
     also the sampler settings each declares, where its source says: gentool.declared); `load` imports them instead
     (a plugin that fails to import then warns, as when it is used)."""
     if load:
-        return [ModelInfo(e.name, e.source, e.description, tuple(e.sampler_settings())) for e in list_models()]
+        return [_loaded_info(e) for e in list_models()]
     found: dict[str, ModelInfo] = {}
     for module in BUILTIN_MODULES:
         found.update(_declared(module, "built-in", settings=settings))
@@ -200,6 +231,17 @@ def describe_models(load: bool = False, settings: bool = False) -> list[ModelInf
         for name, info in here.items():
             found.setdefault(name, info)  # as register_model does: the first provider of a name keeps it
     return [found[k] for k in sorted(found)]
+
+
+def _loaded_info(entry: ModelEntry) -> ModelInfo:
+    """What `gentool models --check` shows of a loaded model; a plugin's class whose docstring or sample_options
+    cannot be read (`sample_options = 5`: was a traceback for the whole listing) is a warning naming it."""
+    try:
+        return ModelInfo(entry.name, entry.source, entry.description, tuple(entry.sampler_settings()))
+    except Exception as exc:  # the plugin's class, not gentool, is at fault: the others are listed
+        warnings.warn(f"gentool: model {entry.name!r} from {entry.source!r} cannot be described: "
+                      f"{type(exc).__name__}: {exc}")
+        return ModelInfo(entry.name, entry.source, "", None)
 
 
 def _declared(module: str, source: str, class_name: str | None = None, ep_name: str | None = None,

@@ -7,15 +7,17 @@ import json
 import os
 import shutil
 import socket
-import sys
 import time
 from pathlib import Path
 
 from gentool import schema as s
 from gentool.errors import GentoolError, UsageError
 from gentool import environment, fileio, paths
-from gentool.fileio import atomic_copy, atomic_write_json, read_json, read_regular
+from gentool.fileio import atomic_copy, read_regular
 from gentool.history import PartialEpoch
+from gentool.runlock import (  # noqa: F401 (the lock's names, as the commands import them from here)
+    _HELD, LOCK, LOCK_FILES, PROCESS, SWEEP_LOCK, ProcessLock, holds, in_use, refuse_if_written, release_run,
+    release_runs, writer)
 
 RUNS_ENV = environment.RUNS_ENV
 CONFIG = "config.json"
@@ -29,9 +31,6 @@ TENSORBOARD = "tensorboard"  # train --tensorboard without DIR writes its event 
 TENSORBOARD_AUTO = "auto"  # the --tensorboard value meaning that folder
 EVENTS = "events.out.tfevents.*"
 OWNED_GLOBS = (CONFIG, METRICS, "*.safetensors", f"{SAMPLES}/*.png", "*.png", "*.gif", f"{TENSORBOARD}/{EVENTS}")
-LOCK = ".gentool.lock"  # held by the process writing the run
-LOCK_FILES = (LOCK, LOCK + ".owner")
-SWEEP_LOCK = ".sweep.lock"  # held by the process writing a sweep directory's sweep.json (gentool.sweep)
 TEMPORARY_GLOBS = (".*.tmp", f"{SAMPLES}/.*.tmp")
 
 
@@ -175,65 +174,6 @@ def remove_stale_temporaries(path: Path) -> None:
     fileio.remove_matching(path, TEMPORARY_GLOBS)
 
 
-class ProcessLock:
-    """An exclusive lock on `path` that the operating system drops when the holding process ends, however it ends
-    (the `filelock` library: flock on POSIX, msvcrt on Windows). With `record`, who holds it (pid, host, command,
-    since when) is written beside it, so that a refused process can name the holder."""
-
-    def __init__(self, path: Path, record: bool = True):
-        from filelock import FileLock  # imported here: the CLI's --help must not pay for it
-
-        self.path, self.record = Path(path), record
-        self.owner = self.path.with_name(self.path.name + ".owner")
-        self._lock = FileLock(str(self.path))
-
-    def acquire(self, wait: bool = True) -> bool:
-        """Take the lock (waiting for it when `wait`); False when another process holds it and `wait` is off."""
-        from filelock import SoftFileLock, Timeout
-
-        fileio.check_no_links(self.path)
-        if not isinstance(self._lock, SoftFileLock):  # a soft lock (no fcntl) is the file's creation, with O_EXCL
-            fileio.create_lock_file(self.path)  # not through a link, whatever filelock's version does
-        try:
-            self._lock.acquire(timeout=-1 if wait else 0)
-        except Timeout:
-            return False
-        if self.record:
-            atomic_write_json(self.owner, {"pid": os.getpid(), "host": socket.gethostname(), "command": _command(),
-                                           "since": time.strftime("%Y-%m-%dT%H:%M:%S")})
-        return True
-
-    def release(self) -> None:
-        if self._lock.is_locked:
-            if self.record:
-                try:
-                    fileio.remove_file(self.owner)
-                except fileio.LinkRefused:  # a link made there since: left alone (the lock is released all the same)
-                    pass
-            self._lock.release(force=True)
-
-    def holder(self) -> str:
-        """Who holds the lock, as a phrase for messages (read from the owner file, checked like any input)."""
-        try:
-            info = s.check(read_json(self.owner, 1 << 16, follow=False), OWNER, "owner")
-        except (OSError, ValueError):
-            return "another process (it has not recorded who it is)"
-        return f"process {info['pid']} on {info['host']} since {info['since']} ({info['command']})"
-
-
-OWNER = s.Obj({"pid": s.Int(0), "host": s.Str(255), "command": s.Str(), "since": s.Str(40)})
-_HELD: dict[Path, ProcessLock] = {}
-PROCESS: list[str] = []  # what this process is, when its command line says it badly (set by sweep workers)
-
-
-def _command() -> str:
-    if PROCESS:
-        return PROCESS[0]
-    name = Path(sys.argv[0]).name
-    args = " ".join(sys.argv[1:])
-    return (f"gentool {args}" if name in ("gentool", "__main__.py") else f"{name} {args}")[:300]
-
-
 def lock_run(run_dir: Path, arg: str) -> None:
     """Make this process the run directory's one writer until `release_runs` (or its end); a run another process
     is writing is refused with a message naming that process. Taking a lock this process holds is a no-op."""
@@ -258,56 +198,6 @@ def lock_run(run_dir: Path, arg: str) -> None:
     if not acquired:
         raise in_use(arg, run_dir, lock.holder())
     _HELD[key] = lock
-
-
-def in_use(arg: str, folder: Path, holder: str, what: str = "run directory") -> GentoolError:
-    """The one line for a run (or sweep) directory another process is writing, or starting (before its files)."""
-    return GentoolError(f"{arg}: {what} {folder} is in use by {holder}; wait for it to finish or stop it first")
-
-
-def writer(folder: Path, lock_name: str = LOCK) -> str | None:
-    """Who else is writing the run (or, with SWEEP_LOCK, the sweep) in `folder` right now: the process holding its
-    lock, as `holder` says it; None when no other process does. Asked on the way to an error about what the folder
-    lacks: a run another process has just started has no config.json or checkpoint yet, and that, not the lack, is
-    what to say. (Probing takes the lock for an instant when it is free.)"""
-    path = Path(folder) / lock_name
-    if holds(folder) or not os.path.isfile(path) or os.path.islink(path):
-        return None
-    lock = ProcessLock(path, record=False)
-    try:
-        free = lock.acquire(wait=False)
-    except (OSError, GentoolError):  # a lock this process may not open (another user's run): nothing to say
-        return None
-    if free:
-        lock.release()
-        return None
-    return lock.holder()
-
-
-def refuse_if_written(folder: Path, arg: str) -> None:
-    """`in_use` when another process is writing the run or the sweep in `folder`."""
-    for lock_name, what in ((LOCK, "run directory"), (SWEEP_LOCK, "sweep directory")):
-        holder = writer(folder, lock_name)
-        if holder is not None:
-            raise in_use(arg, folder, holder, what)
-
-
-def holds(run_dir: Path) -> bool:
-    """Whether this process is the run directory's writer (`lock_run`)."""
-    return Path(run_dir).resolve() in _HELD
-
-
-def release_run(run_dir: Path) -> None:
-    """Give up one run directory this process writes (a start that was undone), if it holds it."""
-    lock = _HELD.pop(Path(run_dir).resolve(), None)
-    if lock is not None:
-        lock.release()
-
-
-def release_runs() -> None:
-    """Give up every run directory this process writes (the end of a train call)."""
-    while _HELD:
-        _HELD.popitem()[1].release()
 
 
 def restore_periodic(ckpt_path: Path, state: dict) -> Path | None:

@@ -190,7 +190,7 @@ def new_session(opts: TrainOptions, device: torch.device, precision: PrecisionCh
     config = entry.cls.config_class.create(data.geometry, opts.latent_dim, opts.width, **overrides)
     if overrides["batch_size"] is None:  # each rank trains on its share of the images
         config.batch_size = config.batch_size_for(len(data) // world.size)
-    check_size(entry.cls, config)  # before a single weight is allocated
+    check_size(entry.cls, config, config.batch_size)  # before a single weight (or batch of layer outputs) exists
     seed_everything(opts.seed)
     model = entry.cls(config)
     check_batch(model, config.batch_size, len(data) // world.size)

@@ -82,15 +82,55 @@ def count_parameters(cls: type, config) -> int:
     return sum(t.numel() for t in [*model.parameters(), *model.buffers()] if t.is_floating_point())
 
 
-def check_size(cls: type, config) -> int:
-    """Refuse, before any weight is allocated, a model whose settings make it larger than MAX_PARAMETERS; returns
+def check_size(cls: type, config, batch_size: int | None = None) -> int:
+    """Refuse, before any weight is allocated, a model whose settings make it larger than MAX_PARAMETERS and, given
+    the batch size it trains with, one whose layer outputs for a batch would not fit in the memory bound; returns
     its parameter count."""
     count = count_parameters(cls, config)
     if count > MAX_PARAMETERS:
         raise UsageError(f"--width/--latent-dim/--param: {cls.name} with these settings has {count:,} parameters "
                          f"({count * 4 / 2**30:.1f} GiB of fp32 weights); expected settings giving at most "
                          f"{MAX_PARAMETERS:,}")
+    per_image = activation_elements(cls, config) if batch_size else None
+    if per_image:
+        from gentool.folders import MEMORY_SHARE, gib, memory_bound
+
+        need, bound = per_image * 4 * batch_size, memory_bound()
+        if need > bound:  # a training step keeps these (and as much again for their gradients)
+            shape = "x".join(str(getattr(config, k)) for k in ("channels", "image_height", "image_width"))
+            raise UsageError(f"--batch-size/--image-size: {cls.name} on {shape} images keeps {gib(need)} of layer "
+                             f"outputs for a batch of {batch_size:,}; at most {gib(bound)} ({MEMORY_SHARE:.0%} of this "
+                             f"machine's memory) are used: pass --batch-size {max(1, bound // (per_image * 4)):,} or "
+                             f"less, or a smaller --image-size")
     return count
+
+
+def activation_elements(cls: type, config) -> int | None:
+    """The elements of every layer's output when each network runs once on one image, counted on the meta device
+    (nothing is allocated); None where a network cannot run there (a step that reads values)."""
+    total = 0
+
+    def add(module, inputs, output) -> None:
+        nonlocal total
+        total += sum(t.numel() for t in (output if isinstance(output, (tuple, list)) else (output,))
+                     if isinstance(t, torch.Tensor))
+
+    try:
+        with torch.device("meta"):
+            model = cls(config)
+            inputs = model.summary_inputs()
+        handles = [m.register_forward_hook(add) for net in model.networks().values() for _, m in _layers(net)]
+        try:
+            with torch.no_grad():
+                for name, net in model.networks().items():
+                    example = inputs[name]
+                    net(*(example if isinstance(example, tuple) else (example,)))
+        finally:
+            for handle in handles:
+                handle.remove()
+    except Exception:  # noqa: BLE001 (the estimate is a courtesy: a network it cannot run is trained unestimated)
+        return None
+    return total
 
 
 def summarize(model: GenerativeModel) -> dict:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import typing
 from dataclasses import dataclass
 from pathlib import Path
@@ -95,6 +96,14 @@ def with_train_options(cls):
     return cls
 
 
+def _cores() -> int:
+    """The cores this process may run on (its CPU affinity; the machine's count where there is none)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
 @dataclass(kw_only=True)
 @with_train_options
 class SweepOptions:
@@ -127,7 +136,8 @@ class SweepOptions:
         "compares them (needs pip install 'gentool[tensorboard]'). Alone: ROOT is SWEEP_DIR/tensorboard; "
         "--tensorboard DIR: ROOT is DIR (give MODEL first: a word right after --tensorboard is its DIR).",
         metavar="[DIR]", bare="auto")
-    workers: int = option("Trials run at once, each in its own process with a share of the CPU threads.",
+    workers: int = option("Trials run at once, each in its own process with a share of the CPU threads (at most "
+                          "the sweep's threads: --threads, else the cores it may use).",
                           default=1, metavar="W", check=WORKERS)
     threads: int | None = option("CPU threads for the whole sweep, shared evenly among its --workers (default: "
                                  "torch's, one per core).", metavar="N", check=THREADS)
@@ -221,6 +231,12 @@ class SweepOptions:
         if self.workers < 1:
             raise bad_value("--workers", self.workers, WORKERS.accepted())
         check_threads(self.threads)
+        threads = self.threads or _cores()
+        if self.workers > threads:  # each worker is a process holding torch, the data and a model (0.5 GB or more)
+            given = "--threads gives" if self.threads else "this process may use"
+            raise bad_value("--workers", self.workers, f"at most {threads} (each worker runs on one thread or more of "
+                                                       f"the {threads} {given}; more workers only share them, each "
+                                                       f"taking its own memory)")
         if self.extractor != GENTOOL or self.extractor_weights:
             if not self.evaluate:
                 raise UsageError("--extractor: only with --eval (it says how --eval scores each trial)")

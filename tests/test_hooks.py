@@ -127,6 +127,18 @@ def test_a_failing_plugin_hook_warns_once_and_is_turned_off():
         Guarded(Refuses(), "demo").setup(None)
 
 
+def test_a_plugin_hook_calling_sys_exit_is_turned_off_not_obeyed():
+    """sys.exit(0) in a hook's on_step ended the run mid-epoch with exit code 0; now it is a hook failure."""
+    class Exits(TrainHook):
+        def on_step(self, session, losses):
+            raise SystemExit(0)
+
+    guarded = Guarded(Exits(), "'demo' (entry point 'x')")
+    with pytest.warns(UserWarning, match=r"Exits from plugin 'demo'.*on_step.*SystemExit"):
+        guarded.on_step(None, {})
+    assert guarded.off
+
+
 def test_plugin_entry_points_load_lazily_and_broken_ones_warn(monkeypatch):
     eps = [EntryPoint("missing", "gentool_no_such_module_xyz:hook", hooks_module.ENTRY_POINT_GROUP),
            EntryPoint("recorder", "test_hooks:Recorder", hooks_module.ENTRY_POINT_GROUP),

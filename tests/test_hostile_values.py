@@ -174,3 +174,15 @@ def test_devices_and_class_labels_no_check_looked_at():
         with pytest.raises(UsageError, match="--class"):
             parse_class(label, 10, [])
     assert parse_class("7", 10, []) == 7
+
+
+@pytest.mark.parametrize("cxx, needle", [("/bin/false", "`/bin/false --version` exits 1"),
+                                         ("g++ -O3", "not a program found on PATH")])
+def test_a_cxx_that_cannot_compile_is_refused_before_compile_runs(monkeypatch, cxx, needle):
+    """CXX=/bin/false with --compile was a torch inductor traceback at the first training step."""
+    import torch
+
+    from gentool.device import compiler_problem
+
+    monkeypatch.setenv("CXX", cxx)
+    assert needle in compiler_problem(torch.device("cpu"))

@@ -2,6 +2,7 @@
 with one), what they print cannot corrupt `--json` output, and whatever they raise (even SystemExit) is one line
 naming the plugin."""
 
+import contextlib
 import json
 import sys
 from importlib.metadata import EntryPoint
@@ -9,6 +10,7 @@ from importlib.metadata import EntryPoint
 import pytest
 
 from gentool import registry
+from gentool.errors import UsageError
 
 PACKAGE = "gentool_noisy_plugin_pkg"
 MODEL = '''
@@ -96,3 +98,32 @@ def test_a_plugin_model_that_fails_while_training_is_one_line_naming_it(plugin, 
     assert result.exit_code == 1 and result.stdout == ""
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert f"plugin '{PACKAGE}" in lines[-1] and "ValueError: bad step" in lines[-1] and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("value, needle", [
+    ("math:pi", "comes from the plugin 'math', which failed to load"),  # a float: was ignored, then "unknown model"
+    ("fractions:Fraction", "from the plugin 'fractions' is <class 'fractions.Fraction'>, not a gentool model"),
+])
+def test_an_entry_point_naming_what_is_not_a_model_is_refused_naming_the_plugin(monkeypatch, value, needle):
+    ep = EntryPoint(name="odd-model", value=value, group=registry.ENTRY_POINT_GROUP)
+    monkeypatch.setattr(registry, "entry_points", lambda group: [ep] if group == registry.ENTRY_POINT_GROUP else [])
+    monkeypatch.setattr(registry, "_plugins_loaded", False)
+    registry._load_builtins()
+    monkeypatch.setattr(registry, "_registry", dict(registry._registry))
+    monkeypatch.setattr(registry, "_failed", {})
+    with pytest.warns(UserWarning) if value == "math:pi" else contextlib.nullcontext():
+        with pytest.raises(UsageError) as err:
+            registry.get_entry("odd-model")
+    assert needle in str(err.value) and "\n" not in str(err.value)
+
+
+def test_a_plugin_model_that_fails_outside_training_is_one_line_naming_it(plugin, invoke, tmp_path):
+    """`summary` (as `sample`, `evaluate`, `export`) with a plugin's model that raises: a traceback (only training
+    named the plugin)."""
+    plugin("")
+    models = tmp_path / PACKAGE / "models.py"
+    models.write_text(models.read_text() + "\n    def __init__(self, config):\n        raise ValueError('no build')\n")
+    result = invoke("summary", "noisy-vae")
+    lines = [line for line in result.stderr.splitlines() if line.strip()]  # the module's own print, then gentool's
+    assert result.exit_code == 1 and lines[0] == "noise from the plugin's module" and len(lines) == 2, result.stderr
+    assert f"plugin '{PACKAGE}" in lines[1] and "ValueError: no build" in lines[1] and "Traceback" not in result.stderr

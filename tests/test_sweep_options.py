@@ -116,3 +116,13 @@ def test_a_precision_axis_and_a_fixed_ema_are_recorded_by_the_trials(invoke, mni
         config = json.loads((out / trial["run_dir"] / "config.json").read_text())
         assert config["options"]["ema"] == 0.999
         assert config["precision"]["requested"] == trial["values"]["precision"]
+
+
+@pytest.mark.parametrize("args", [["--workers", "1024"], ["--workers", "3", "--threads", "2"]])
+def test_more_workers_than_threads_are_refused_before_any_starts(invoke, tmp_path, args):
+    """`--workers 1024 --seeds 1024` started 1,024 processes, each importing torch and loading the data (about
+    0.5 GB each): the machine's memory, not the sweep, set the bound."""
+    result = invoke("sweep", "vae", "--data", "mnist-sample", "--seeds", "4", *args, "--list", "--out", tmp_path / "sw")
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.exit_code == 2 and len(lines) == 1 and f"--workers: got {args[1]}; expected at most" in lines[0]
+    assert not (tmp_path / "sw").exists()

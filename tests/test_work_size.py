@@ -118,3 +118,34 @@ def test_a_cache_without_room_for_its_entry_is_refused_before_the_extractor_trai
     monkeypatch.setenv(RECIPE_ENV, EXTRACTOR_RECIPE)  # (the old code trained this one, then failed to save it)
     with pytest.raises(GentoolError, match="cannot hold"):
         get_extractor(resolve_reference("mnist-sample"), torch.device("cpu"))
+
+
+@pytest.mark.parametrize("model, side, batch", [("flow", 256, 4096), ("vae", 32, 65536)])
+def test_a_batch_whose_layer_outputs_cannot_fit_is_refused_before_any_weight(model, side, batch):
+    """flow on 256x256 images, 4,096 to a batch: about 400 GB of layer outputs per step, counted on the meta device
+    (train checks this with the model's size, before its run directory exists); it was allocated as the first step
+    ran. A batch that fits passes."""
+    from gentool.datatypes import Geometry
+    from gentool.errors import UsageError
+    from gentool.summary import check_size
+
+    cls = get_entry(model).cls
+    config = cls.config_class.create(Geometry(3, side, side, 10), None, 0.25)
+    before = _peak_mib()
+    with pytest.raises(UsageError, match=rf"--batch-size/--image-size: {model} on 3x{side}x{side} images keeps .* of "
+                                         rf"layer outputs for a batch of {batch:,}; at most"):
+        check_size(cls, config, batch)
+    check_size(cls, config, 16)
+    assert _peak_mib() - before < 1024
+
+
+def test_resizing_a_built_in_data_set_beyond_the_memory_bound_is_refused_before_allocating(monkeypatch):
+    from gentool import folders
+    from gentool.data import load_dataset
+    from gentool.errors import UsageError
+
+    monkeypatch.setattr(folders, "memory_bound", lambda: 100 << 20)  # 2,000 images at 256x256 are 125 MiB
+    before = _peak_mib()
+    with pytest.raises(UsageError, match=r"--image-size: 2,000 images of 1x256x256 pixels take 125.0 MiB; at most"):
+        load_dataset("mnist-sample", image_size=256)
+    assert _peak_mib() - before < 100

@@ -26,7 +26,7 @@ def models(
     entries = describe_models(load=check, settings=True)
     if json_out:
         o.print_json([{"name": e.name, "source": e.source, "description": e.description,
-                       **({"sampler_settings": list(e.sampler_settings)} if check else {})} for e in entries])
+                       **({"sampler_settings": e.sampler_settings and list(e.sampler_settings)} if check else {})} for e in entries])
         return
     table = Table("model", "source", "description", "sampler settings (sample/evaluate/train)",
                   title="registered models")

@@ -265,6 +265,8 @@ def cli_errors(func):
 
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
+        if "gentool.registry" in sys.modules:  # what an earlier command in this process used is not this one's
+            sys.modules["gentool.registry"].forget_in_use()
         try:
             with json_stdout(kwargs.get("json_out", False)):
                 return func(*args, **kwargs)
@@ -278,6 +280,14 @@ def cli_errors(func):
             raise typer.Exit(code) from None
         except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM before anything needed saving (Typer: 130, silently)
             raise typer.Exit(stopped_line(exc)) from None
+        except Exception as exc:  # a plugin model's own failure (sample, evaluate, export...): one line naming it
+            registry = sys.modules.get("gentool.registry")  # not imported: no plugin model ran
+            ours = type(exc).__module__.split(".")[0] in ("click", "typer")  # typer.Exit, a usage error: as they are
+            failure = registry.plugin_in_use_failure(exc) if registry and not ours else exc
+            if failure is exc or debugging():
+                raise
+            err_console().print(f"[bold red]error:[/] {escape(str(failure))}", highlight=False, soft_wrap=True)
+            raise typer.Exit(1) from None
 
     return wrapper
 
