@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gentool.errors import UsageError, bad_value
-from gentool.paths import prepare_output
+from gentool.paths import check_input_file, prepare_output
 from gentool.sample_options import DrawOptions
 from gentool.checks import Ints, choice
 from gentool.train_options import MAX_EVAL_N, MIN_EVAL_N, copy_option, option
@@ -98,6 +98,9 @@ class EvalOptions(DrawOptions):
         self.split = self.split or ("train" if inception else "test")
         if self.split not in SPLITS:
             raise bad_value("--split", self.split, " or ".join(SPLITS))
+        source = Path(self.source).expanduser()
+        if self.out and not os.path.isdir(source):  # a SOURCE not there must not leave --out's folder made for it
+            check_input_file(source, "SOURCE", "a checkpoint, an .npz of images or a folder of PNGs")
         if self.out:
             out = Path(self.out)
             if os.path.isdir(out):  # os.path: a name too long is prepare_output's to say, not an OSError here

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from gentool.errors import UsageError, bad_value
 from gentool.fileio import LinkRefused, check_no_links
-from gentool.paths import prepare_output
+from gentool.paths import check_input_file, prepare_output
 from gentool.sample_options import DrawOptions, SamplerOptions
 from gentool.train_options import copy_option, option
 
@@ -56,6 +56,8 @@ class ExportOptions(SamplerOptions):
         for path in (out, meta):
             if os.path.lexists(path) and not self.overwrite:  # os.path: a name too long is not an OSError here
                 raise UsageError(f"--out: {path} already exists; pass --overwrite to replace it")
+        # the checkpoint first: a missing one (in a folder not there) must not leave the output's folder made beside it
+        check_input_file(ckpt, "CKPT", "a .safetensors checkpoint file")
         prepare_output(out, "--out", longest=meta.name)  # the JSON's name is the longer: NAME.onnx.json
         try:
             check_no_links(meta)  # replaced at the end: a link there (or a hard link) is refused now, not then

@@ -305,3 +305,11 @@ def test_sample_of_a_checkpoint_not_there_makes_no_folder(tmp_path, entry_point)
     looked at, so `sample DIR/last.safetensors` left an empty DIR behind."""
     one_line(entry_point("sample", "nodir/last.safetensors", cwd=tmp_path), 2, "CKPT", "does not exist")
     assert not (tmp_path / "nodir").exists()
+
+
+@pytest.mark.parametrize("args", [("export", "nodir/last.safetensors"),
+                                  ("evaluate", "nodir/x.safetensors", "--out", "nodir2/e.json")])
+def test_other_commands_on_an_input_not_there_make_no_folder(tmp_path, entry_point, args):
+    """The class of the test above: export writes beside the checkpoint, evaluate to --out."""
+    one_line(entry_point(*args, cwd=tmp_path), 2, "does not exist")
+    assert not (tmp_path / "nodir").exists() and not (tmp_path / "nodir2").exists()
