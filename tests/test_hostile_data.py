@@ -125,3 +125,19 @@ def test_a_folder_cache_entry_claiming_more_than_the_folder_holds_is_set_aside(t
     loaded = folder_cache.load_folder(data, reporter=notes)
     assert loaded.images.shape == (6, 3, 8, 8)
     assert any("damaged" in line and "not what the folder can decode to" in line for line in notes.lines), notes.lines
+
+
+def test_the_cache_setting_is_named_when_it_cannot_hold_the_cache(tmp_path, monkeypatch):
+    """$XDG_CACHE_HOME/gentool a file: one line naming the variable (was a bare 'Not a directory', exit 1); a
+    relative XDG_CACHE_HOME is ignored, as the XDG specification says, with a warning."""
+    from gentool import cache
+    from gentool.errors import UsageError
+
+    (tmp_path / "gentool").write_text("not a folder")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    with pytest.raises(UsageError, match="XDG_CACHE_HOME: the cache folder .* is not a folder"):
+        cache.cache_dir()
+    monkeypatch.setenv("XDG_CACHE_HOME", "relative/cache")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    with pytest.warns(UserWarning, match="relative path"):
+        assert cache.cache_dir() == tmp_path / "home" / ".cache" / "gentool"
