@@ -220,8 +220,7 @@ def test_display_and_compiler_variables(monkeypatch):
     from gentool.device import compiler_problem
 
     monkeypatch.setenv("CXX", "no-such-compiler-anywhere")
-    with pytest.raises(UsageError, match="^CXX: got 'no-such-compiler-anywhere'"):
-        compiler_problem(torch.device("cpu"))
+    assert "CXX='no-such-compiler-anywhere' is not a program found on PATH" in compiler_problem(torch.device("cpu"))
 
 
 def test_torchrun_address_is_bounded():
