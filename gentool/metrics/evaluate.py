@@ -175,7 +175,10 @@ def evaluate(req: EvalOptions, reporter: Reporter | None = None) -> dict:
     plan = IntervalPlan(req.intervals, float(req.level))
     evaluator = _evaluator(req, reference, device, reporter, plan)
     labels = source.labels(count)
-    metrics, notes = evaluator.score(source.chunks(req.n, req.seed, settings), wanted, req.seed, labels)
+    chunks = source.chunks(req.n, req.seed, settings)
+    if source.checkpoint is not None and reporter is not None:
+        chunks = announced(chunks, count, reporter)
+    metrics, notes = evaluator.score(chunks, wanted, req.seed, labels)
     if "class_agreement_by_class" in metrics:
         names = source.checkpoint.data.get("class_names") or []
         metrics["class_agreement_by_class"] = {names[int(k)] if int(k) < len(names) else k: v
@@ -200,6 +203,23 @@ def evaluate(req: EvalOptions, reporter: Reporter | None = None) -> dict:
     if req.out:
         atomic_write_json(req.out, result)
     return result
+
+
+def announced(chunks, n: int, reporter: Reporter, every: float = 30.0):
+    """The chunks a checkpoint draws, with a line every `every` seconds on how far the drawing is: 10,000 samples
+    from a 16-step sampler take many minutes on a CPU, and nothing else on the screen moves meanwhile."""
+    reporter.message(f"drawing {n:,} samples to score")
+    start = last = time.perf_counter()
+    done = 0
+    for chunk in chunks:
+        done += len(chunk)
+        now = time.perf_counter()
+        if now - last >= every and done < n:
+            rate = done / (now - start)
+            reporter.message(f"drawn {done:,} of {n:,} samples ({rate:,.0f} img/s, about "
+                             f"{max(1, round((n - done) / rate / 60))} min left)")
+            last = now
+        yield chunk
 
 
 def _evaluator(req: EvalOptions, reference: Reference, device: torch.device, reporter: Reporter | None,
