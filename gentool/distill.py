@@ -112,8 +112,11 @@ def draw_couplings(ckpt: Checkpoint, settings: dict, opts: DistillOptions, repor
     if done >= need:
         reporter.message(f"couplings: {opts.pairs:,} of the teacher's in {folder}")
         return folder, True
-    reporter.message(f"couplings: drawing {opts.pairs - done * cp.PART:,} from {ckpt.path} ({model.name}, "
-                     f"{settings}) into {folder}")
+    count = (need - done) * cp.PART  # whole parts: a later student asking for more pairs reuses them all
+    whole = "" if count == opts.pairs - done * cp.PART else \
+        f" (whole parts of {cp.PART}; {opts.pairs:,} are trained on)"
+    reporter.message(f"couplings: drawing {count:,}{whole} from {ckpt.path} ({model.name}, {settings}) into "
+                     f"{folder}")
     start, drawn = time.monotonic(), 0
     with StopSignals() as signals:
         for k in range(done, need):

@@ -159,3 +159,12 @@ def test_couplings_are_never_written_through_a_link_in_the_teachers_run(teacher,
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert result.exit_code == 2 and len(lines) == 1 and "symbolic link" in lines[0], result.stderr
     assert list(elsewhere.iterdir()) == []
+
+
+def test_the_couplings_line_says_how_many_are_drawn(teacher, tmp_path):
+    """--pairs 48 draws two whole parts of 32 (kept for a later student): the line says 64, not 48 (a walk saw
+    "drawing 512" and then 1,000 drawn)."""
+    args = [a for a in FAST if a != "-q"]
+    result = run("distill", teacher, "--out", tmp_path / "s", "--epochs", "1", "--seed", "7", *args)
+    assert result.exit_code == 0, result.output
+    assert "couplings: drawing 64 (whole parts of 32; 48 are trained on)" in result.output
