@@ -17,14 +17,14 @@ def cache_dir() -> Path:
     """The per-user cache folder ($XDG_CACHE_HOME/gentool, else ~/.cache/gentool), owned by gentool: every entry
     below it is written, replaced and deleted through gentool.fileio, which refuses a link inside it (the folder
     itself may be a link the user made)."""
-    base, name = environment.folder("XDG_CACHE_HOME", "the folder per-user caches go in"), "XDG_CACHE_HOME"
+    base = environment.folder("XDG_CACHE_HOME", "the folder per-user caches go in")
     if base is not None and not base.is_absolute():  # the XDG spec: a relative path is invalid and to be ignored
         warnings.warn(f"XDG_CACHE_HOME={str(base)!r} is a relative path, which the XDG specification says to "
                       f"ignore; using ~/.cache")
         base = None
+    name = "HOME" if base is None else "XDG_CACHE_HOME"  # the setting that chose the folder
     if base is None:  # ~/.cache, where ~ is $HOME (checked the same way) or the account's home folder
-        base, name = (environment.folder("HOME", "your home folder") or Path(os.path.expanduser("~"))) / ".cache", \
-            "HOME"
+        base = (environment.folder("HOME", "your home folder") or Path(os.path.expanduser("~"))) / ".cache"
     root = base / "gentool"
     if os.path.lexists(root) and not os.path.isdir(root):  # else a bare "Not a directory" later, naming no setting
         raise UsageError(f"{name}: the cache folder {root} is not a folder; move that file away or set "

@@ -12,7 +12,7 @@ import dataclasses
 import math
 import re
 
-from gentool.errors import bad_value
+from gentool.errors import bad_value, clipped
 from gentool.parsing import DIGITS, parse_number
 
 MAX_COUNT = 10**9  # no epoch count, image count or pixel size is sensibly larger
@@ -89,7 +89,7 @@ def check_text(name: str, value: str) -> None:
     if not value.strip():
         raise bad_value(name, value, "a non-empty value")
     if len(value) > MAX_TEXT:
-        raise bad_value(name, value[:40] + "…", f"at most {MAX_TEXT:,} characters")
+        raise bad_value(name, clipped(value), f"at most {MAX_TEXT:,} characters")
     if "\0" in value:
         raise bad_value(name, value, "text without a NUL character")
     try:

@@ -174,21 +174,21 @@ def _read_mnist(root: Path, origin: str | None, train: bool) -> tuple[torch.Tens
         folder = root / "MNIST" / "raw"
     prefix = "train" if train else "t10k"
     paths = folder / f"{prefix}-images-idx3-ubyte", folder / f"{prefix}-labels-idx1-ubyte"
-    arrays = []
+    arrays, where = [], origin or "--data-dir"
     for path, shape in zip(paths, ((None, 28, 28), (None,))):
         try:
             arrays.append(read_idx(path, shape, memory_bound()))
         except IdxError as exc:
-            raise UsageError(f"{origin or '--data-dir'}: {path} is not an MNIST {path.name.split('-')[1]} file: "
+            raise UsageError(f"{where}: {path} is not an MNIST {path.name.split('-')[1]} file: "
                              f"{exc}") from None
         except OSError as exc:
-            raise UsageError(f"{origin or '--data-dir'}: {path} cannot be read ({cause(exc)})") from None
+            raise UsageError(f"{where}: {path} cannot be read ({cause(exc)})") from None
     images, labels = arrays
     if len(images) != len(labels):
-        raise UsageError(f"{origin or '--data-dir'}: {paths[0]} holds {len(images):,} images and {paths[1]} "
+        raise UsageError(f"{where}: {paths[0]} holds {len(images):,} images and {paths[1]} "
                          f"{len(labels):,} labels; expected one label per image")
     if len(labels) and labels.max() > 9:
-        raise UsageError(f"{origin or '--data-dir'}: {paths[1]} holds the label {labels.max()}; expected digits "
+        raise UsageError(f"{where}: {paths[1]} holds the label {labels.max()}; expected digits "
                          f"0 to 9")
     return torch.from_numpy(images).unsqueeze(1).contiguous(), torch.from_numpy(labels).long()
 

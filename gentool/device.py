@@ -11,6 +11,7 @@ import torch
 
 from gentool.errors import bad_value
 from gentool.kernels import use_fast_kernels
+from gentool.load import usable_cores
 from gentool.precision import (  # noqa: F401 (the names commands and benchmarks import from here)
     PRECISIONS,
     PrecisionChoice,
@@ -99,10 +100,7 @@ FP32 = Amp(torch.device("cpu"))
 
 def default_threads() -> int:
     """Threads for one process: the cores this process may run on (its CPU affinity), not the logical count."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except (AttributeError, OSError):
-        return max(1, torch.get_num_threads())
+    return usable_cores() or max(1, torch.get_num_threads())
 
 
 def compiler_problem(device: torch.device) -> str | None:

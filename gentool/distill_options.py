@@ -6,11 +6,10 @@ Imports nothing heavy: `gentool distill --help` reads this module without loadin
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 from gentool.errors import UsageError, bad_value
-from gentool.train_options import FIELDS, MAX_COUNT, MINUTES, check_threads, copy_option, option
+from gentool.train_options import FIELDS, MAX_COUNT, check_threads, copy_option, option
 
 MAX_STUDENT_STEPS = 16  # a student drawing in more steps than this saves little over its teacher
 
@@ -67,8 +66,8 @@ class DistillOptions:
                 raise bad_value(name, value, f"an integer from {low} to {MAX_COUNT:,}")
         if self.steps > MAX_STUDENT_STEPS:
             raise bad_value("--steps", self.steps, f"an integer from 1 to {MAX_STUDENT_STEPS}")
-        if self.max_minutes is not None and not (math.isfinite(self.max_minutes) and 0 < self.max_minutes <= 10**7):
-            raise bad_value("--max-minutes", self.max_minutes, MINUTES)
+        if self.max_minutes is not None:  # train's check, as the command line applied it
+            _check("max_minutes")("--max-minutes", self.max_minutes)
         if self.resume and self.overwrite:
             raise UsageError("--overwrite: not allowed with --resume (a resumed run keeps its files)")
         check_threads(self.threads)

@@ -17,7 +17,7 @@ import re
 from pathlib import Path
 
 from gentool.checks import MAX_TEXT
-from gentool.errors import bad_value
+from gentool.errors import bad_value, clipped
 
 NAME_MAX = 255  # bytes in one file or folder name (Linux, macOS and Windows file systems alike)
 MAX_COLUMNS = 100_000  # gentool's own width when the output is not a terminal (lines are never wrapped)
@@ -31,7 +31,7 @@ def text(name: str, accepted: str, environ=None) -> str | None:
     if not value:
         return None
     if len(value) > MAX_TEXT:
-        raise bad_value(name, value[:40] + "…", f"{accepted}, at most {MAX_TEXT:,} characters (it has "
+        raise bad_value(name, clipped(value), f"{accepted}, at most {MAX_TEXT:,} characters (it has "
                                                f"{len(value):,})")
     try:
         value.encode("utf-8")
@@ -52,8 +52,7 @@ def folder(name: str, what: str) -> Path | None:
     path = Path(value).expanduser()
     longest = max((len(os.fsencode(part)) for part in path.parts), default=0)
     if longest > NAME_MAX:
-        raise bad_value(name, value if len(value) <= 60 else value[:40] + "…",
-                        f"{accepted} (one has {longest:,})")
+        raise bad_value(name, clipped(value), f"{accepted} (one has {longest:,})")
     return path
 
 
@@ -68,6 +67,5 @@ def columns(environ=None) -> str | None:
     value = (os.environ if environ is None else environ).get("COLUMNS")
     if value is None or (re.fullmatch(r"[0-9]{1,6}", value) and 1 <= int(value) <= MAX_COLUMNS):
         return None
-    shown = value if len(value) <= 60 else value[:40] + "…"
-    return (f"COLUMNS: got {shown!r}; expected a number of columns from 1 to {MAX_COLUMNS:,} written with the "
+    return (f"COLUMNS: got {clipped(value)!r}; expected a number of columns from 1 to {MAX_COLUMNS:,} written with the "
             f"digits 0-9 (ignored)")

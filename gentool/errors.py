@@ -26,6 +26,11 @@ _UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e\u2066-\
 MAX_SHOWN = 1000  # the longest value a message shows whole
 
 
+def clipped(text: str) -> str:
+    """A setting's text as a message quotes it: whole up to 60 characters, else its first 40 and an ellipsis."""
+    return text if len(text) <= 60 else text[:40] + "…"
+
+
 def printable(text: str) -> str:
     """`text` (a name, path or value the user gave, or a file held) safe to print in a one-line message: each
     character in _UNSAFE written as its escape (\\x00, \\x1b, \\u202e), everything else as is."""

@@ -32,6 +32,14 @@ def cores() -> int:
     return os.cpu_count() or 1
 
 
+def usable_cores() -> int | None:
+    """The cores this process may run on (its CPU affinity), or None where the system does not say."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return None
+
+
 class LoadMeter:
     """Measures, over a block, the share of the machine's cores that other processes kept busy."""
 

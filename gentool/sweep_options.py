@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
 import typing
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +16,7 @@ from typing import Any, ClassVar
 
 from gentool import seed_stats
 from gentool.errors import UsageError, bad_value
+from gentool.load import cores, usable_cores
 from gentool.evaluate_options import GENTOOL, EvalOptions
 from gentool.parsing import parse_list, parse_param
 from gentool.checks import Ints
@@ -94,14 +94,6 @@ def with_train_options(cls):
             metavar=f"{meta['metavar'] or 'V'}[,...]", cli_type=str, convert=_axis(kind, flag(name)),
             complete=meta["complete"], check=meta["check"]))
     return cls
-
-
-def _cores() -> int:
-    """The cores this process may run on (its CPU affinity; the machine's count where there is none)."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except (AttributeError, OSError):
-        return max(1, os.cpu_count() or 1)
 
 
 @dataclass(kw_only=True)
@@ -231,7 +223,7 @@ class SweepOptions:
         if self.workers < 1:
             raise bad_value("--workers", self.workers, WORKERS.accepted())
         check_threads(self.threads)
-        threads = self.threads or _cores()
+        threads = self.threads or usable_cores() or cores()  # its CPU affinity, else the machine's cores
         if self.workers > threads:  # each worker is a process holding torch, the data and a model (0.5 GB or more)
             given = "--threads gives" if self.threads else "this process may use"
             raise bad_value("--workers", self.workers, f"at most {threads} (each worker runs on one thread or more of "

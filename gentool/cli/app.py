@@ -188,8 +188,9 @@ def main() -> None:
 def _run() -> int:
     from gentool.environment import columns
 
-    if columns() is not None:  # the display's: warned about and left out (see gentool.environment)
-        warnings.warn(columns())
+    problem = columns()
+    if problem is not None:  # the display's: warned about and left out (see gentool.environment)
+        warnings.warn(problem)
     try:
         code = app(standalone_mode=False)
     except ClickUsageError as exc:

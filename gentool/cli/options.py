@@ -16,7 +16,7 @@ from typing import Annotated, Optional
 import typer
 
 from gentool.checks import check_options, check_value, number_parser
-from gentool.errors import GentoolError, UsageError, printable
+from gentool.errors import GentoolError, UsageError, clipped, printable
 from gentool.train_options import FIELDS, cli_message, field_flag, flag
 
 
@@ -239,9 +239,9 @@ def debugging() -> bool:
     unset do not, and anything else is a warning."""
     value = os.environ.get(DEBUG_ENV, "").strip().lower()
     if value not in TRUE_WORDS + FALSE_WORDS:
-        shown = value if len(value) <= 60 else value[:40] + "…"
-        err_console().print(f"[yellow]warning:[/] {escape(f'{DEBUG_ENV}: got {shown!r}')}; expected 1/true/yes/on "
-                            f"or 0/false/no/off (tracebacks stay off)", highlight=False, soft_wrap=True)
+        got = escape(f"{DEBUG_ENV}: got {clipped(value)!r}")
+        err_console().print(f"[yellow]warning:[/] {got}; expected 1/true/yes/on or 0/false/no/off (tracebacks stay "
+                            f"off)", highlight=False, soft_wrap=True)
     return value in TRUE_WORDS
 
 
