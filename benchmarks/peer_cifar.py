@@ -34,7 +34,10 @@ EMA 0.995 updated every 10 steps; samples with its DDIM sampler in --steps.
     during training, the loop runs to the last mark.
 
 --precision bf16 runs the forward passes under torch.autocast(cpu, bfloat16), as gentool does where the CPU has fast
-bf16: a CPU-sized variant neither example has. At each mark (minutes since --start, the launch time the caller
+bf16: a CPU-sized variant neither example has. With --mark-steps the snapshots are taken at step counts instead (a
+recipe that costs the same per step, compared at the steps another recipe's timed run reached by each minute: for
+each peer here, the example and the CPU recipe differ only in the learning-rate warmup and the EMA, which cost the
+same per step). At each mark (minutes since --start, the launch time the caller
 measured) the EMA weights go to OUT/<peer>_<mark>.safetensors and the raw ones to
 OUT/<peer>_<mark>_raw.safetensors; one JSON line per snapshot (minute, step, img/s) on stdout and in
 OUT/snapshots.jsonl.
@@ -140,8 +143,9 @@ def train(args) -> None:
                 for e, p in zip(ema.parameters(), net.parameters()):
                     e.lerp_(p, 1 - recipe["ema"])
         minute = (time.time() - args.start) / 60
-        while marks and minute >= marks[0]:
+        while marks and (step >= args.mark_steps[0] if args.mark_steps else minute >= marks[0]):
             mark = marks.pop(0)
+            args.mark_steps = args.mark_steps[1:]
             path = out / f"{args.peer}_{mark:g}.safetensors"
             save_file({k: v.contiguous() for k, v in ema.state_dict().items()}, str(path))
             raw = out / f"{args.peer}_{mark:g}_raw.safetensors"  # the raw weights too: early on EMA lags them
@@ -192,6 +196,8 @@ def main() -> None:
     parser.add_argument("--data", help="train: uint8 N×32×32×3 .npy")
     parser.add_argument("--marks", default="5,15")
     parser.add_argument("--start", type=float, default=LAUNCH)
+    parser.add_argument("--mark-steps", default="", help="snapshot at these step counts instead of the minutes, "
+                        "named by --marks in order (a recipe compared at the steps another reached by each minute)")
     parser.add_argument("--out", required=True)
     parser.add_argument("--weights", help="sample: a snapshot written by train")
     parser.add_argument("--n", type=int, default=10_000)
@@ -199,6 +205,9 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=500)
     args = parser.parse_args()
     args.marks = [float(m) for m in args.marks.split(",")]
+    args.mark_steps = [int(k) for k in args.mark_steps.split(",")] if args.mark_steps else []
+    if args.mark_steps and len(args.mark_steps) != len(args.marks):
+        parser.error("--mark-steps: one step count per --marks entry")
     (train if args.mode == "train" else sample)(args)
 
 

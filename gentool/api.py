@@ -11,7 +11,7 @@ The keyword arguments are the fields of each command's options dataclass (TrainO
 the command line's option names with _ for -, e.g. batch_size=64, params={"clip": 0.02}, sampler={"steps": 8}.
 Errors are gentool.errors types: a UsageError for bad input (its message names the command-line option), and a
 ConfigError when a model refuses one of its settings (its message and `field` name the config field or sampler
-setting, e.g. "lr: got -1.0; expected a positive finite number"). Nothing is printed unless a `reporter` is given.
+setting, e.g. "lr: got -1.0; expected a number above 0 up to 1,000,000"). Nothing is printed unless a `reporter` is given.
 
 Training hooks join the command line's own:
 

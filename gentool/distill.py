@@ -5,7 +5,8 @@ Reflow (Liu et al., 2023): the teacher's deterministic sampler turns noise into 
 paths from each noise to its own sample, nearly straight, which a few Euler steps follow. Chosen by measurement
 over a plain few-step sampler of the teacher (docs/guides/models.md, "Distillation"). The couplings are drawn once
 per teacher, sampler and seed, in parts a later run continues, and the student trains in the ordinary training loop
-(`gentool.train`): resumable, with progress, --max-minutes, grids and checkpoints like any run.
+(`gentool.train`): resumable, with progress, --max-minutes, grids and checkpoints like any run. By default a critic
+sharpens the student (`--adversarial`, `gentool.models.reflow`): regression alone leaves its strokes averaged.
 """
 
 from __future__ import annotations
@@ -34,6 +35,10 @@ from gentool.train_options import TrainOptions
 
 STUDENT = "reflow"
 STUDENT_LR = 2e-4
+# With the critic, a GAN's recipe (measured on MNIST, docs/guides/models.md "Distillation"): Adam with β1 0.5 at a
+# quarter of the plain student's rate, batches of 64, an average of the weights spanning about 100 steps, and 5
+# epochs over the couplings (about 1,600 steps over 20,000)
+ADVERSARIAL_RECIPE = {"lr": 5e-5, "beta1": 0.5, "batch_size": 64, "ema": 0.99, "epochs": 5}
 GRID = 8
 TEACHER_GRID = "teacher.png"  # beside the student's epoch grids: the teacher's samples from the same noise
 
@@ -174,8 +179,10 @@ class FromTeacher(TrainHook):
         n, seed = GRID * GRID, session.opts.seed
         images = self.teacher.model.generate(n, torch.Generator().manual_seed(seed), settings=self.settings)
         write_png(session.run_dir / rundir.SAMPLES / TEACHER_GRID, make_grid(to_uint8(images), GRID, GRID))
-        reporter.message(f"student: {STUDENT}, from the teacher's weights; teacher's grid: "
-                         f"{session.run_dir / rundir.SAMPLES / TEACHER_GRID}")
+        c = session.model.config
+        critic = f", with a critic of weight {c.adversarial:g}" if getattr(c, "adversarial", 0) else ""
+        reporter.message(f"student: {STUDENT} ({c.sample_steps} steps{critic}), from the teacher's weights; "
+                         f"teacher's grid: {session.run_dir / rundir.SAMPLES / TEACHER_GRID}")
 
 
 def student_options(opts: DistillOptions, ckpt: Checkpoint, folder: Path, out: Path, budget: float | None):
@@ -186,10 +193,15 @@ def student_options(opts: DistillOptions, ckpt: Checkpoint, folder: Path, out: P
                                                               "num_classes", "width", "lr", "batch_size"}
     config = ckpt.model.config.to_dict()
     params = {k: config[k] for k in shared if k in config}
-    return TrainOptions(model=STUDENT, data=str(folder), limit=opts.pairs, out=str(out), epochs=opts.epochs or 10,
-                        data_dir=_teacher_data_dir(ckpt.path),
-                        width=config["width"], batch_size=opts.batch_size or config["batch_size"],
-                        lr=opts.lr or STUDENT_LR, params={**params, "sample_steps": opts.steps}, seed=opts.seed,
+    recipe = {"lr": STUDENT_LR, "batch_size": config["batch_size"], "ema": None, "epochs": 10}
+    if opts.adversarial:
+        recipe = ADVERSARIAL_RECIPE
+        params.update(beta1=recipe["beta1"], adversarial=opts.adversarial)
+    return TrainOptions(model=STUDENT, data=str(folder), limit=opts.pairs, out=str(out),
+                        epochs=opts.epochs or recipe["epochs"], data_dir=_teacher_data_dir(ckpt.path),
+                        width=config["width"],
+                        batch_size=opts.batch_size or recipe["batch_size"], lr=opts.lr or recipe["lr"],
+                        ema=recipe["ema"], params={**params, "sample_steps": opts.steps}, seed=opts.seed,
                         device=opts.device, precision=opts.precision, threads=opts.threads,
                         overwrite=opts.overwrite, checkpoint_every=opts.checkpoint_every,
                         max_minutes=None if budget is None else max(round(budget / 60, 2), 0.01))

@@ -9,9 +9,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from gentool.errors import UsageError, bad_value
+from gentool.checks import Numbers
 from gentool.train_options import FIELDS, MAX_COUNT, check_threads, copy_option, option
 
 MAX_STUDENT_STEPS = 16  # a student drawing in more steps than this saves little over its teacher
+ADVERSARIAL = 0.5  # the critic's weight (measured on MNIST: docs/guides/models.md, "Distillation")
 
 
 def _check(name: str):
@@ -38,14 +40,20 @@ class DistillOptions:
     teacher_solver: str | None = option(
         "The teacher's solver for the couplings (default: its own when deterministic, else its first deterministic "
         "one, e.g. ddpm's ddim).", metavar="NAME")
+    adversarial: float = option(
+        "Weight of the critic that tells the student's samples from the teacher's, relative to the regression to the "
+        "teacher's sample (0: plain reflow, each step trained alone).", default=ADVERSARIAL, metavar="W",
+        check=Numbers(0, 100))
     resume: str | None = option("Continue the student's training in RUN (its run directory or checkpoint).",
                                 metavar="RUN|CKPT")
-    epochs: int | None = option("Total epochs over the couplings (with --resume: the total, not more).",
+    epochs: int | None = option("Total epochs over the couplings (default: 5 with the critic, 10 without; with "
+                                "--resume: the total, not more).",
                                 default=None, metavar="N")
     max_minutes: float | None = copy_option("max_minutes")
-    batch_size: int | None = option("Batch size (default: the teacher's).", metavar="B", check=_check("batch_size"))
-    lr: float | None = option("Learning rate (default: 2e-4, a fifth of flow's: the student starts from the "
-                              "teacher's weights).", metavar="LR", check=_check("lr"))
+    batch_size: int | None = option("Batch size (default: 64 with the critic, else the teacher's).", metavar="B",
+                                    check=_check("batch_size"))
+    lr: float | None = option("Learning rate (default: 5e-5 with the critic, 2e-4 without: the student starts "
+                              "from the teacher's weights).", metavar="LR", check=_check("lr"))
     seed: int = option("Random seed of the couplings and the training.", default=0, metavar="S", check=_check("seed"))
     device: str = copy_option("device", default="auto")
     precision: str | None = copy_option("precision")
@@ -68,6 +76,8 @@ class DistillOptions:
             raise bad_value("--steps", self.steps, f"an integer from 1 to {MAX_STUDENT_STEPS}")
         if self.max_minutes is not None:  # train's check, as the command line applied it
             _check("max_minutes")("--max-minutes", self.max_minutes)
+        if self.resume and self.adversarial != ADVERSARIAL:
+            raise UsageError("--adversarial: not allowed with --resume (a resumed student keeps its own)")
         if self.resume and self.overwrite:
             raise UsageError("--overwrite: not allowed with --resume (a resumed run keeps its files)")
         check_threads(self.threads)

@@ -67,7 +67,7 @@ GEOMETRY = "geometry"  # the config's image geometry (channels, image_height, im
 class ConfigError(UsageError):
     """A model refused one of its settings: `field` names it as the model knows it (a config field such as `lr`, a
     sampler setting such as `steps`, or GEOMETRY, the data's image geometry), in `section` CONFIG or SAMPLER. The
-    message begins with that name, so a Python user reads `lr: got -1.0; expected a positive finite number`. The
+    message begins with that name, so a Python user reads `lr: got -1.0; expected a number above 0 up to 1,000,000`. The
     command line names the option that sets it instead (`message(name_of)`, from gentool.cli.options), and a
     checkpoint reader the file's field. `listed` are more names the message ends with (the settings there are),
     each a name in `section` or a (section, name) pair."""

@@ -58,6 +58,10 @@ def test_the_student_is_a_reflow_checkpoint_naming_its_teacher(teacher, student)
     assert {p.name for p in (out / "samples").iterdir()} >= {"teacher.png", "epoch_0001.png", "epoch_0002.png"}
     history = json.loads((out / "metrics.json").read_text())
     assert history["events"][0]["kind"] == "initialised" and len(history["epochs"]) == 2
+    # by default a critic sharpens the student (its weights and optimizer are part of the run)
+    assert meta["config"]["adversarial"] == 0.5 and meta["config"]["beta1"] == 0.5
+    assert {"critic_loss", "adversarial_weight"} <= set(history["epochs"][-1])
+    assert any(k.startswith("model.critic.") for k in load_file(out / "last.safetensors"))
 
 
 def test_the_student_starts_from_the_teacher_and_samples_in_its_own_steps(teacher, student):
@@ -168,3 +172,14 @@ def test_the_couplings_line_says_how_many_are_drawn(teacher, tmp_path):
     result = run("distill", teacher, "--out", tmp_path / "s", "--epochs", "1", "--seed", "7", *args)
     assert result.exit_code == 0, result.output
     assert "couplings: drawing 64 (whole parts of 32; 48 are trained on)" in result.output
+
+
+def test_without_the_critic_the_student_is_plain_reflow(teacher, tmp_path):
+    out = tmp_path / "plain"
+    result = run("distill", teacher, "--out", out, "--epochs", "1", "--adversarial", "0", *FAST)
+    assert result.exit_code == 0, result.output
+    meta = read_metadata(out / "last.safetensors")
+    assert meta["config"]["adversarial"] == 0 and meta["config"]["lr"] == 2e-4
+    assert not any(k.startswith("model.critic.") for k in load_file(out / "last.safetensors"))
+    refused = run("distill", "--resume", out, "--adversarial", "1")
+    assert refused.exit_code == 2 and "--adversarial: not allowed with --resume" in refused.output

@@ -20,7 +20,10 @@ from gentool.device import FP32, Amp
 from gentool.errors import SAMPLER, ConfigError, UsageError, bad_setting
 from gentool.models.fields import GEOMETRY_FIELDS, MAX_LATENT  # noqa: F401 (MAX_LATENT: the families check it)
 MAX_CLASSES = 1000
-MAX_INT = 10**9  # any other integer setting (critic steps, ...)
+MAX_INT = 10**9  # any other integer setting
+MAX_LR = 1e6  # as --lr's own check: far above any learning rate that trains (a typo such as 1e30 is refused)
+MAX_LOSS_WEIGHT = 1e4  # a loss term's weight (gradient penalty, class loss): far above any useful one
+MAX_CRITIC_STEPS = 100  # critic steps per generator step (WGAN's 5): more would stall a step for minutes
 
 
 
@@ -124,8 +127,8 @@ class ModelConfig:
             raise bad_setting("num_classes", self.num_classes, f"a data set with at most {MAX_CLASSES} classes")
         if not (isinstance(self.width, (int, float)) and math.isfinite(self.width) and 0 < self.width <= 64):
             raise bad_setting("width", self.width, "a number in (0, 64]")
-        if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
-            raise bad_setting("lr", self.lr, "a positive finite number")
+        if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and 0 < self.lr <= MAX_LR):
+            raise bad_setting("lr", self.lr, f"a number above 0 up to {MAX_LR:,.0f}")
         if not isinstance(self.batch_size, int) or not 1 <= self.batch_size <= 65536:
             raise bad_setting("batch_size", self.batch_size, "an integer between 1 and 65536")
         for f in fields(self):

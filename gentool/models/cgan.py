@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from gentool.errors import bad_setting
+from gentool.models.base import MAX_LOSS_WEIGHT
 from gentool.models.sngan import (
     SNGAN,
     SNGANConfig,
@@ -60,8 +61,8 @@ class CGANConfig(SNGANConfig):
 
     def validate(self) -> None:
         super().validate()
-        if self.class_weight < 0:
-            raise bad_setting("class_weight", self.class_weight, "a number ≥ 0")
+        if not 0 <= self.class_weight <= MAX_LOSS_WEIGHT:
+            raise bad_setting("class_weight", self.class_weight, f"a number in [0, {MAX_LOSS_WEIGHT:g}]")
 
 
 @register_model("cgan")

@@ -12,7 +12,7 @@ from torch import nn
 
 from gentool.errors import bad_setting
 from gentool.models import adversarial as adv
-from gentool.models.base import MAX_LATENT, AdamConfig, scaled
+from gentool.models.base import MAX_LATENT, MAX_LOSS_WEIGHT, AdamConfig, scaled
 from gentool.models.wgan import CriticSteps
 from gentool.models.wgan_gp import WGANGP
 from gentool.registry import register_model
@@ -40,10 +40,10 @@ class MLPWGANGPConfig(CriticSteps, AdamConfig):
         super().validate()
         if not isinstance(self.latent_dim, int) or not 1 <= self.latent_dim <= MAX_LATENT:
             raise bad_setting("latent_dim", self.latent_dim, f"an integer between 1 and {MAX_LATENT}")
-        if self.gp_weight < 0:
-            raise bad_setting("gp_weight", self.gp_weight, "a number ≥ 0")
-        if not (math.isfinite(self.batchnorm_eps) and self.batchnorm_eps > 0):
-            raise bad_setting("batchnorm_eps", self.batchnorm_eps, "a positive number")
+        if not 0 <= self.gp_weight <= MAX_LOSS_WEIGHT:
+            raise bad_setting("gp_weight", self.gp_weight, f"a number in [0, {MAX_LOSS_WEIGHT:g}]")
+        if not (math.isfinite(self.batchnorm_eps) and 0 < self.batchnorm_eps <= 1):
+            raise bad_setting("batchnorm_eps", self.batchnorm_eps, "a number in (0, 1]")
 
 
 def mlp_generator(c: MLPWGANGPConfig) -> nn.Sequential:

@@ -2,7 +2,14 @@
 (noise, sample) pairs, drawn by `gentool distill` with the teacher's deterministic sampler — instead of independent
 noise and images. Each noise then has one image to go to, so the paths the network learns are nearly straight and a
 few Euler steps follow them: the sampler defaults to the step count it was distilled for. The network, training
-step and sampler are flow's; on a plain image data set it trains as flow does."""
+step and sampler are flow's; on a plain image data set it trains as flow does.
+
+With `adversarial` > 0 the few-step sampler is trained end to end instead: its output from each coupling's noise
+is pulled towards the teacher's sample by mean squared error, plus a hinge-GAN term from a small spectrally
+normalized critic that tells the student's samples from the teacher's (the adaptive weight of Esser et al., 2021,
+balances the two at the network's last layer). An L2-trained few-step student draws the right digit in the right
+place with thick, lumpy strokes (the average of what it cannot resolve); the critic penalises
+exactly that. Measured in docs/guides/models.md, "Distillation"."""
 
 from __future__ import annotations
 
@@ -10,9 +17,12 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.utils.parametrizations import spectral_norm
 
 from gentool.errors import bad_setting
-from gentool.models.base import SampleOption
+from gentool.models.base import SampleOption, fast_optimizer
 from gentool.models.flow import Flow, FlowConfig
 from gentool.registry import register_model
 
@@ -22,10 +32,13 @@ MAX_STEPS = 1000  # as flow's --steps
 @dataclass
 class ReflowConfig(FlowConfig):
     """reflow settings: the sampler's default step count (what it was distilled for) and where training times go.
-    `time_sampling` "grid" draws them from the sampler's own step times 0, 1/k, …, (k−1)/k only."""
+    `time_sampling` "grid" draws them from the sampler's own step times 0, 1/k, …, (k−1)/k only. `adversarial`:
+    the critic's weight relative to the adaptive balance (0: no critic; the sampler's steps are then trained one
+    by one, as flow's)."""
 
     sample_steps: int = 2
     time_sampling: str = "grid"
+    adversarial: float = 0.0
 
     time_samplings: ClassVar[tuple[str, ...]] = (*FlowConfig.time_samplings, "grid")
 
@@ -33,6 +46,19 @@ class ReflowConfig(FlowConfig):
         super().validate()
         if not isinstance(self.sample_steps, int) or not 1 <= self.sample_steps <= MAX_STEPS:
             raise bad_setting("sample_steps", self.sample_steps, f"an integer between 1 and {MAX_STEPS}")
+        if not 0 <= self.adversarial <= 100:
+            raise bad_setting("adversarial", self.adversarial, "a number in [0, 100] (0: no critic)")
+
+
+def critic(channels: int, height: int, width: int) -> nn.Sequential:
+    """Stride-2 3×3 convolutions (64, 128, 256, 256, … channels) until the image is at most 4 pixels on a side,
+    then one score; spectral normalization is its only regulariser (no normalization layers, no dropout)."""
+    layers: list[nn.Module] = []
+    c_in, c = channels, 64
+    while max(height, width) > 4:
+        layers += [spectral_norm(nn.Conv2d(c_in, c, 3, 2, 1)), nn.LeakyReLU(0.2)]
+        c_in, c, height, width = c, min(2 * c, 256), (height + 1) // 2, (width + 1) // 2
+    return nn.Sequential(*layers, nn.Flatten(), spectral_norm(nn.Linear(c_in * height * width, 1)))
 
 
 @register_model("reflow")
@@ -53,9 +79,61 @@ class Reflow(Flow):
         steps = Reflow.sample_options[0]
         self.sample_options = (SampleOption(steps.name, config.sample_steps, steps.help, low=steps.low,
                                             high=steps.high), *Reflow.sample_options[1:])
+        if config.adversarial:
+            self.critic = critic(config.channels, config.image_height, config.image_width)
+
+    def build_optimizers(self):
+        optimizers = super().build_optimizers()
+        if self.config.adversarial:  # a GAN critic's usual Adam: 2e-4, β 0.5/0.999
+            optimizers["critic"] = fast_optimizer(torch.optim.Adam, self.critic.parameters(), lr=2e-4,
+                                                  betas=(0.5, 0.999))
+        return optimizers
 
     def training_times(self, n: int, device: torch.device) -> torch.Tensor:
         if self.config.time_sampling != "grid":
             return super().training_times(n, device)
         k = self.config.sample_steps
         return torch.randint(0, k, (n,), device=device).float() / k
+
+    def summary_inputs(self):
+        inputs = super().summary_inputs()
+        if self.config.adversarial:
+            c = self.config
+            inputs["critic"] = (torch.zeros(1, c.channels, c.image_height, c.image_width),)
+        return inputs
+
+    def train_step(self, real, labels, optimizers, step, latents=None):
+        c = self.config
+        if not c.adversarial or latents is None:
+            return super().train_step(real, labels, optimizers, step, latents)
+        noise, half = latents.float(), max(len(real) // 2, 1)
+        # The critic sees the student's images from the first half's noise and the teacher's from the second half:
+        # shown the very images the fakes are regressed onto, it grew stronger (hinge loss 1.63 against 2.0, an
+        # adaptive weight 2-8x larger) and the student's FID worse (5.6 against 4.9 at N = 2,000 after 950 steps).
+        with torch.no_grad():
+            fake = self.draw(noise[:half])
+        teacher = real[half:] if len(real) > 1 else real  # (a batch of one has no second half)
+        critic_loss = F.relu(1 - self.critic(teacher)).mean() + F.relu(1 + self.critic(fake)).mean()
+        self.optimize(critic_loss, optimizers["critic"])
+        fake = self.draw(noise)
+        loss = F.mse_loss(fake.float(), real.float())
+        adversarial = -self.critic(fake.float().clamp(-1, 1)).mean()
+        weight = c.adversarial * self.balance(loss, adversarial)
+        self.optimize(loss + weight * adversarial, optimizers["unet"])
+        return {"loss": loss.detach(), "critic_loss": critic_loss.detach(), "adversarial": adversarial.detach(),
+                "adversarial_weight": weight}
+
+    def draw(self, noise: torch.Tensor) -> torch.Tensor:
+        """The sampler's Euler steps from `noise` (in the pixel range, not clamped), differentiable."""
+        x, k = noise, self.config.sample_steps
+        for i in range(k):
+            x = x + self.unet(x, torch.full((len(x),), i / k, device=x.device)).float() / k
+        return x
+
+    def balance(self, loss: torch.Tensor, adversarial: torch.Tensor) -> torch.Tensor:
+        """The adversarial term's weight that gives its gradient at the network's last layer the norm of the
+        regression loss's (Esser et al., 2021): the two losses' scales differ by orders of magnitude and drift."""
+        last = self.unet.head[-1].weight
+        g_loss = torch.autograd.grad(loss, last, retain_graph=True)[0]
+        g_adv = torch.autograd.grad(adversarial, last, retain_graph=True)[0]
+        return (g_loss.norm() / (g_adv.norm() + 1e-4)).clamp(max=1e4).detach()

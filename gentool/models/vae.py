@@ -39,8 +39,9 @@ class VAEConfig(StudyConfig, AdamConfig):
         super().validate()
         if self.init not in INITS:
             raise bad_setting("init", self.init, " or ".join(INITS))
-        if not isinstance(self.min_epoch_steps, int) or self.min_epoch_steps < 0:
-            raise bad_setting("min_epoch_steps", self.min_epoch_steps, "an integer ≥ 0 (0 keeps the batch size)")
+        if not isinstance(self.min_epoch_steps, int) or not 0 <= self.min_epoch_steps <= 100_000:
+            raise bad_setting("min_epoch_steps", self.min_epoch_steps,
+                              "an integer between 0 and 100,000 (0 keeps the batch size)")
 
     def batch_size_for(self, n_images: int) -> int:
         """The study's batch of 128, halved (down to 16) while an epoch of `n_images` would have fewer than

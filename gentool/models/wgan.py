@@ -10,7 +10,7 @@ from torch import nn
 
 from gentool.errors import bad_setting
 from gentool.models import adversarial as adv
-from gentool.models.base import scaled
+from gentool.models.base import MAX_CRITIC_STEPS, scaled
 from gentool.models.study import StudyConfig
 from gentool.registry import register_model
 
@@ -23,8 +23,8 @@ class CriticSteps:
 
     def validate(self) -> None:
         super().validate()
-        if self.n_critic < 1:
-            raise bad_setting("n_critic", self.n_critic, "a positive integer")
+        if not isinstance(self.n_critic, int) or not 1 <= self.n_critic <= MAX_CRITIC_STEPS:
+            raise bad_setting("n_critic", self.n_critic, f"an integer between 1 and {MAX_CRITIC_STEPS}")
 
 
 @dataclass
@@ -39,8 +39,8 @@ class WGANConfig(CriticSteps, StudyConfig):
 
     def validate(self) -> None:
         super().validate()
-        if self.clip <= 0:
-            raise bad_setting("clip", self.clip, "a positive number")
+        if not 0 < self.clip <= 100:
+            raise bad_setting("clip", self.clip, "a number in (0, 100]")
 
 
 def cifar_critic(channels: int, width: float, batchnorm: bool = True) -> nn.Sequential:

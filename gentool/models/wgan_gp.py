@@ -12,7 +12,7 @@ from torch import nn
 
 from gentool.errors import bad_setting
 from gentool.models import adversarial as adv
-from gentool.models.base import AdamConfig
+from gentool.models.base import MAX_LOSS_WEIGHT, AdamConfig
 from gentool.models.study import StudyConfig
 from gentool.models.wgan import WGAN, CriticSteps
 from gentool.registry import register_model
@@ -34,8 +34,8 @@ class WGANGPConfig(CriticSteps, StudyConfig, AdamConfig):
 
     def validate(self) -> None:
         super().validate()
-        if self.gp_weight < 0:
-            raise bad_setting("gp_weight", self.gp_weight, "a number ≥ 0")
+        if not 0 <= self.gp_weight <= MAX_LOSS_WEIGHT:
+            raise bad_setting("gp_weight", self.gp_weight, f"a number in [0, {MAX_LOSS_WEIGHT:g}]")
 
 
 def gradient_penalty(critic: nn.Module, real: torch.Tensor, fake: torch.Tensor,
