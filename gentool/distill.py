@@ -35,7 +35,7 @@ from gentool.train_options import TrainOptions
 STUDENT = "reflow"
 STUDENT_LR = 2e-4
 GRID = 8
-TEACHER_GRID = "teacher.png"  # beside the student's epoch grids: the teacher's samples from the same noise
+TEACHER_GRID = rundir.TEACHER_GRID  # beside the student's epoch grids: the teacher's samples from the same noise
 
 
 def teacher_checkpoint(teacher: str) -> Path:
