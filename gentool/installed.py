@@ -10,6 +10,7 @@ the others are read as importlib.metadata reads them.
 
 from __future__ import annotations
 
+import importlib.machinery
 import importlib.metadata as md
 import os
 import re
@@ -69,13 +70,20 @@ def entry_points(group: str) -> list[md.EntryPoint]:
     return found
 
 
-def guard_torch_import() -> None:
-    """torch, when imported, loads device-backend plugins from every installed package's entry points through
-    importlib.metadata: a package whose metadata is no regular file would block that import forever. When there is
-    one (warned, naming it), torch's autoloading is turned off for this process (TORCH_DEVICE_BACKEND_AUTOLOAD=0,
-    torch's own switch); otherwise nothing changes."""
-    if not all([_usable(dist) for dist in md.distributions()]):  # a list: every bad one is warned about
-        os.environ.setdefault("TORCH_DEVICE_BACKEND_AUTOLOAD", "0")
+def hide_unreadable() -> None:
+    """Keep every reader of package metadata in this process (torch's device-backend autoloading, triton's backend
+    discovery, gentool's plugins) from blocking on a package whose metadata is no regular file: when there is one
+    (warned, naming it), importlib.metadata's path finder stops listing it. Nothing changes when there is none."""
+    bad = {str(dist._path) for dist in md.distributions() if not _usable(dist)}
+    if not bad:
+        return
+    finder = importlib.machinery.PathFinder  # the finder on sys.meta_path that lists installed distributions
+    listed = finder.find_distributions
+
+    def find_distributions(*args, **kwargs):
+        return (d for d in listed(*args, **kwargs) if str(getattr(d, "_path", "")) not in bad)
+
+    finder.find_distributions = find_distributions
 
 
 def version(name: str) -> str | None:

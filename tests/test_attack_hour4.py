@@ -96,17 +96,24 @@ def test_a_device_or_a_huge_file_as_package_metadata_is_never_read(site):
     assert "a character device" in said and "is 16,777,217 bytes" in said
 
 
-def test_torch_is_kept_from_reading_a_package_whose_metadata_is_a_pipe(site, monkeypatch):
-    """torch's import reads every package's entry points (its device-backend plugins): `models --check`, and every
-    command importing torch, still hung on the pipe. At start-up gentool turns that autoloading off (torch's own
-    switch) when, and only when, some package's metadata is no regular file."""
-    monkeypatch.delenv("TORCH_DEVICE_BACKEND_AUTOLOAD", raising=False)
-    installed.guard_torch_import()
-    assert "TORCH_DEVICE_BACKEND_AUTOLOAD" not in os.environ
-    replace(dist_info(site, "piped-backend") / "entry_points.txt", "pipe")
+def test_other_readers_of_package_metadata_do_not_see_a_package_whose_metadata_is_a_pipe(site, monkeypatch):
+    """torch's import (its device-backend plugins) and triton's (its backends) read every package's entry points
+    with importlib.metadata itself: `models --check` and `train` still hung on the pipe. At start-up gentool hides
+    such a package from importlib.metadata for the process, when, and only when, there is one."""
+    import importlib.machinery
+    import importlib.metadata as md
+
+    finder = importlib.machinery.PathFinder
+    listed = finder.find_distributions
+    monkeypatch.setattr(finder, "find_distributions", listed)  # put back after the test
+    installed.hide_unreadable()
+    assert finder.find_distributions == listed  # nothing to hide: importlib.metadata as it was
+    replace(dist_info(site, "piped-backend", "[torch.backends]\nx = y\n") / "entry_points.txt", "pipe")
     with deadline(10), pytest.warns(UserWarning, match="entry_points.txt is a named pipe"):
-        installed.guard_torch_import()
-    assert os.environ["TORCH_DEVICE_BACKEND_AUTOLOAD"] == "0"
+        installed.hide_unreadable()
+    with deadline(10):  # importlib.metadata's own functions, as torch and triton call them
+        assert not md.entry_points(group="torch.backends").select(name="x")
+        assert "sound-vae" in [ep.name for ep in md.entry_points(group="gentool.models")]
 
 
 def test_a_version_is_not_read_from_a_pipe(site):
@@ -237,3 +244,17 @@ def test_overwrite_removes_the_runs_own_files_and_no_file_of_the_users(tmp_path)
     rundir.release_run(path)
     left = sorted(str(p.relative_to(path)) for p in path.rglob("*") if p.is_file() and ".gentool" not in p.name)
     assert left == sorted(users)
+
+
+# --- a value no check looked at: the extractor recipe's batch size ---------------------------------------------------
+
+@pytest.mark.parametrize("recipe", ['{"batch_size": 1}'])
+def test_an_extractor_recipe_batch_batchnorm_cannot_train_on_is_refused(monkeypatch, recipe):
+    """GENTOOL_EXTRACTOR_RECIPE='{"batch_size": 1}' passed its check and `gentool prepare` ended in BatchNorm's
+    traceback ("Expected more than 1 value per channel")."""
+    from gentool.datatypes import Geometry
+    from gentool.metrics.extractor import default_recipe
+
+    monkeypatch.setenv("GENTOOL_EXTRACTOR_RECIPE", recipe)
+    with pytest.raises(UsageError, match="GENTOOL_EXTRACTOR_RECIPE.*batch_size"):
+        default_recipe(Geometry(1, 28, 28, 10))
