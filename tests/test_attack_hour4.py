@@ -258,3 +258,23 @@ def test_an_extractor_recipe_batch_batchnorm_cannot_train_on_is_refused(monkeypa
     monkeypatch.setenv("GENTOOL_EXTRACTOR_RECIPE", recipe)
     with pytest.raises(UsageError, match="GENTOOL_EXTRACTOR_RECIPE.*batch_size"):
         default_recipe(Geometry(1, 28, 28, 10))
+
+
+# --- the example plugin's hook: a named pipe as its log file --------------------------------------------------------
+
+def test_the_example_plugins_log_file_is_never_a_pipe_it_waits_on(tmp_path):
+    """GENTOOL_JSONL naming a named pipe stalled the run at its first epoch's end: the example plugin (the one the
+    plugin guide shows) opened it with open(). It now appends as gentool does: a pipe is an OSError (a failed hook,
+    warned), and a regular file gets its line."""
+    import importlib.util
+    from types import SimpleNamespace
+
+    hooks = Path(__file__).resolve().parents[1] / "examples" / "plugin" / "gentool_lsgan" / "hooks.py"
+    spec = importlib.util.spec_from_file_location("example_plugin_hooks_under_test", hooks)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    os.mkfifo(tmp_path / "pipe")
+    with deadline(10), pytest.raises(OSError, match="named pipe"):
+        module.JsonlLogger(str(tmp_path / "pipe")).on_epoch_end(SimpleNamespace(run_dir="run"), {"epoch": 1}, None)
+    module.JsonlLogger(str(tmp_path / "log.jsonl")).on_epoch_end(SimpleNamespace(run_dir="run"), {"epoch": 1}, None)
+    assert json.loads((tmp_path / "log.jsonl").read_text()) == {"run_dir": "run", "epoch": 1}
