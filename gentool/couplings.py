@@ -15,6 +15,7 @@ before a tensor is read; nothing is unpickled.
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 
@@ -22,7 +23,7 @@ import torch
 
 from gentool import schema as s
 from gentool.checkpoint_meta import TEACHER
-from gentool.errors import GentoolError
+from gentool.errors import GentoolError, UsageError
 
 MANIFEST = "couplings.json"
 FORMAT = "gentool-couplings"
@@ -82,8 +83,8 @@ def _expected(manifest: dict, n: int) -> dict:
             "latents": ("F16", (n, *manifest["latent_shape"])), "labels": ("I64", (n,))}
 
 
-def _read_part(path: Path, manifest: dict, arg: str) -> dict[str, torch.Tensor]:
-    """One part's tensors, after checking its header against the manifest."""
+def _read_part(path: Path, manifest: dict, arg: str, rows: int) -> dict[str, torch.Tensor]:
+    """The first `rows` pairs of one part, after checking its header against the manifest."""
     from safetensors import SafetensorError, safe_open
 
     from gentool.fileio import regular_path
@@ -99,8 +100,8 @@ def _read_part(path: Path, manifest: dict, arg: str) -> dict[str, torch.Tensor]:
                 if sl.get_dtype() != dtype or tuple(sl.get_shape()) != shape:
                     raise GentoolError(f"{arg}: {path}: tensor {key} is {sl.get_dtype()} {tuple(sl.get_shape())}; "
                                        f"expected {dtype} {shape}")
-            tensors = {k: f.get_tensor(k) for k in expected}
-    except (SafetensorError, OSError) as exc:
+            tensors = {k: f.get_slice(k)[:rows] for k in expected}  # only the rows asked for are read
+    except (SafetensorError, OSError, MemoryError) as exc:  # MemoryError: a part too large to map in this process
         raise GentoolError(f"{arg}: {path} is not a readable couplings part ({exc})") from None
     if not torch.isfinite(tensors["latents"]).all():
         raise GentoolError(f"{arg}: {path}: tensor latents holds NaN or infinite values")
@@ -119,8 +120,11 @@ def load_couplings(folder: Path, limit: int | None = None, arg: str = "--data"):
         have = done * manifest["part"]
         raise GentoolError(f"{arg}: {folder} holds {have:,} couplings; {limit or 1:,} needed (draw more with "
                            f"gentool distill)")
-    parts = [_read_part(part_path(folder, k), manifest, arg) for k in range(want)]
-    joined = {k: torch.cat([p[k] for p in parts])[:limit] for k in parts[0]}
+    pairs = want * manifest["part"] if limit is None else limit
+    check_memory(folder, manifest, pairs, arg)
+    parts = [_read_part(part_path(folder, k), manifest, arg, min(manifest["part"], pairs - k * manifest["part"]))
+             for k in range(want)]
+    joined = {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
     labels = joined["labels"]
     g = manifest["data"]["geometry"]
     if ((labels < -1) | (labels >= max(g["num_classes"], 1))).any():
@@ -130,6 +134,19 @@ def load_couplings(folder: Path, limit: int | None = None, arg: str = "--data"):
     origin = {"source": data.get("source"), "teacher": manifest["teacher"], "couplings": str(folder.absolute())}
     return ImageData(data.get("name") or "couplings", joined["images"], labels, geometry,
                      list(data.get("class_names") or []), latents=joined["latents"], origin=origin)
+
+
+def check_memory(folder: Path, manifest: dict, pairs: int, arg: str) -> None:
+    """Refuse, before a byte is read, couplings whose `pairs` (images, noise, labels) would not fit in the memory
+    data sets may take (the manifest's part size and shapes say how much that is)."""
+    from gentool.folders import MEMORY_SHARE, gib, memory_bound
+
+    g = manifest["data"]["geometry"]
+    per_pair = g["channels"] * g["height"] * g["width"] + 2 * math.prod(manifest["latent_shape"]) + 8
+    need, bound = pairs * per_pair, memory_bound()
+    if need > bound:
+        raise UsageError(f"{arg}: {pairs:,} couplings in {folder} take {gib(need)} in memory; at most {gib(bound)} "
+                           f"({MEMORY_SHARE:.0%} of this machine's memory) are read; pass a smaller --limit N")
 
 
 def manifest_geometry(folder: Path):

@@ -40,7 +40,7 @@ STUDENT_LR = 2e-4
 # epochs over the couplings (about 1,600 steps over 20,000)
 ADVERSARIAL_RECIPE = {"lr": 5e-5, "beta1": 0.5, "batch_size": 64, "ema": 0.99, "epochs": 5}
 GRID = 8
-TEACHER_GRID = "teacher.png"  # beside the student's epoch grids: the teacher's samples from the same noise
+TEACHER_GRID = rundir.TEACHER_GRID  # beside the student's epoch grids: the teacher's samples from the same noise
 
 
 def teacher_checkpoint(teacher: str) -> Path:

@@ -111,7 +111,8 @@ def cache_key(listing: Listing, image_size: int | None, part: str | None, limit:
     digest = hashlib.sha256(json.dumps([CACHE_FORMAT, CACHE_VERSION, str(listing.root), image_size, part, limit,
                                         listing.classes]).encode())
     for path, label, (size, mtime) in zip(listing.files, listing.labels, listing.stamps):
-        digest.update(f"{listing.rel(path)}\0{label}\0{size}\0{mtime}\n".encode())
+        # a name that is not UTF-8 (os.fsdecode's surrogate escapes) hashes as its bytes
+        digest.update(f"{listing.rel(path)}\0{label}\0{size}\0{mtime}\n".encode("utf-8", "surrogateescape"))
     return digest.hexdigest()
 
 

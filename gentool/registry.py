@@ -16,12 +16,12 @@ import sys
 import types
 import warnings
 from dataclasses import dataclass
-from importlib.metadata import entry_points
 
 from gentool import declared
 from gentool.declared import source_file
-from gentool.fileio import read_regular
 from gentool.errors import GentoolError, UsageError, did_you_mean
+from gentool.fileio import read_regular
+from gentool.installed import entry_points  # importlib.metadata's, never blocked by a pipe there
 
 ENTRY_POINT_GROUP = "gentool.models"
 # Each module registers its family with the decorator, exactly as a plugin package does.

@@ -30,7 +30,12 @@ LATEST_GRID = "latest.png"  # samples/latest.png: the fixed-noise grid as the we
 TENSORBOARD = "tensorboard"  # train --tensorboard without DIR writes its event files here
 TENSORBOARD_AUTO = "auto"  # the --tensorboard value meaning that folder
 EVENTS = "events.out.tfevents.*"
-OWNED_GLOBS = (CONFIG, METRICS, "*.safetensors", f"{SAMPLES}/*.png", "*.png", "*.gif", f"{TENSORBOARD}/{EVENTS}")
+TEACHER_GRID = "teacher.png"  # samples/teacher.png of a distilled student: the teacher's samples from the same noise
+# The names a run writes, and only those: --overwrite removes what matches, so a file of the user's in the folder
+# (a grid drawn with `gentool sample --out RUN/x.png`, a copied checkpoint) must not (*.png, *.safetensors did).
+OWNED_GLOBS = (CONFIG, METRICS, LAST, BEST, "epoch_[0-9]*.safetensors", "step_[0-9]*.safetensors", LOSS_PNG,
+               PROGRESS_GIF, f"{SAMPLES}/epoch_[0-9]*.png", f"{SAMPLES}/{LATEST_GRID}", f"{SAMPLES}/{TEACHER_GRID}",
+               f"{TENSORBOARD}/{EVENTS}")
 TEMPORARY_GLOBS = (".*.tmp", f"{SAMPLES}/.*.tmp")
 
 

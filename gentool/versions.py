@@ -4,7 +4,6 @@ importing either."""
 
 from __future__ import annotations
 
-import importlib.metadata as md
 import re
 
 from gentool.errors import GentoolError
@@ -19,10 +18,9 @@ def _minor(version: str) -> tuple[int, int] | None:
 
 
 def installed(name: str) -> str | None:
-    try:
-        return md.version(name)
-    except md.PackageNotFoundError:
-        return None
+    from gentool.installed import version
+
+    return version(name)
 
 
 def torchvision_problem(torch_version: str | None = None, vision_version: str | None = None) -> str | None:

@@ -32,7 +32,7 @@ def gentool(*args, cwd=None):
     (["train", "wgan", "--data", "mnist-sample", "--param", "clip"], "--param"),
     (["train", "wgan", "--data", "mnist-sample", "--param", "bogus=1"], "--param"),
     (["sample", "missing.safetensors"], "CKPT"),
-    (["summary", "nosuchmodel"], "MODEL"),
+    (["summary", "nosuchmodel"], "TARGET"),  # summary's argument is TARGET (a model, checkpoint or run)
 ])
 def test_bad_input_is_one_line_exit_2(args, needle, tmp_path, entry_point):
     # in-process (the console script's entry point): the executable's start-up is walked by test_device_absent

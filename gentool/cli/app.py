@@ -191,6 +191,9 @@ def _run() -> int:
     problem = columns()
     if problem is not None:  # the display's: warned about and left out (see gentool.environment)
         warnings.warn(problem)
+    from gentool.installed import hide_unreadable
+
+    hide_unreadable()  # before any command imports torch (which, with triton, reads every package's entry points)
     try:
         code = app(standalone_mode=False)
     except ClickUsageError as exc:

@@ -218,17 +218,38 @@ def print_json(obj) -> None:
 @contextlib.contextmanager
 def json_stdout(json_out: bool):
     """With --json, stdout carries the one JSON result alone: anything else written to it while the command runs
-    (a plugin's or a hook's print) goes to stderr instead."""
+    (a plugin's or a hook's print) goes to stderr instead. Not only Python's sys.stdout: descriptor 1 itself is
+    pointed at stderr meanwhile, so what bypasses sys.stdout (os.write(1, ...), a C extension's output, a child
+    process inheriting it) cannot reach the result either; the result is written to a copy of the original."""
     global _results
     if not json_out:
         yield
         return
-    _results = sys.stdout
+    kept = _divert_descriptor()
+    _results = os.fdopen(kept, "w", encoding="utf-8") if kept is not None else sys.stdout
     try:
         with contextlib.redirect_stdout(sys.stderr):
             yield
     finally:
+        if kept is not None:
+            os.dup2(kept, 1)
+            _results.close()  # and the copy with it
         _results = None
+
+
+def _divert_descriptor() -> int | None:
+    """Point descriptor 1 at stderr's and return a copy of what it was; None where stdout or stderr has no
+    descriptor of its own (an in-process runner's buffers: only sys.stdout is redirected then)."""
+    try:
+        if sys.stdout.fileno() != 1:
+            return None
+        err = sys.stderr.fileno()
+    except (AttributeError, OSError, ValueError):  # io.UnsupportedOperation is both
+        return None
+    sys.stdout.flush()
+    kept = os.dup(1)
+    os.dup2(err, 1)
+    return kept
 
 
 TRUE_WORDS, FALSE_WORDS = ("1", "true", "yes", "on"), ("", "0", "false", "no", "off")

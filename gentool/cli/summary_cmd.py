@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -11,7 +12,7 @@ from rich.table import Table
 
 from gentool import rundir
 from gentool.cli import options as o
-from gentool.errors import UsageError
+from gentool.errors import GentoolError, UsageError
 from gentool.results import compare_runs, print_table, table
 
 
@@ -20,12 +21,17 @@ def build_model(target: str, data: str | None, latent_dim, width):
     from gentool.checkpoint import load_checkpoint
     from gentool.data import peek_geometry
     from gentool.registry import get_entry
-
-    if target.endswith(".safetensors") or Path(target).is_file():
-        return load_checkpoint(target).model
     from gentool.summary import check_size
 
-    cls = get_entry(target).cls
+    try:  # the loader and the registry name their argument CKPT and MODEL; here it is TARGET
+        if target.endswith(".safetensors") or os.path.lexists(target):  # a pipe or a link too: refused as one
+            return load_checkpoint(target).model
+        if "/" in target or os.sep in target or target.startswith(("~", ".")):  # a path, not a model name
+            raise UsageError(f"TARGET: {target} does not exist; expected a model name, a checkpoint file or a run "
+                             f"or sweep directory")
+        cls = get_entry(target).cls
+    except GentoolError as exc:
+        raise type(exc)(str(exc).replace("CKPT:", "TARGET:", 1).replace("MODEL:", "TARGET:", 1)) from None
     config = cls.config_class.create(peek_geometry(data or "mnist"), latent_dim, width)
     check_size(cls, config)  # counted without allocating: a huge --width is refused before it takes the memory
     return cls(config)

@@ -75,11 +75,12 @@ COLOUR_RECIPE = Recipe(widths=(32, 64, 128), convs_per_stage=2, epochs=20, batch
 
 
 # What $GENTOOL_EXTRACTOR_RECIPE may set, each field bounded so that no recipe asks for more memory or time than an
-# experiment needs (the default recipes sit well inside: widths ≤ 128, batch 128); other keys are refused.
+# experiment needs (the default recipes sit well inside: widths ≤ 128, batch 128); other keys are refused. A batch
+# is at least 2: the extractor's BatchNorm layers cannot train on one image (a traceback when it was allowed).
 RECIPE_SPEC = schema.Obj({}, {
     "widths": schema.List(schema.Int(1, 256), max_len=5), "convs_per_stage": schema.Int(1, 4),
     "feature_dim": schema.Int(1, 1024), "dropout": schema.Num(0, 1, open_hi=True), "epochs": schema.Int(1, 1000),
-    "min_steps": schema.Int(0, 10**6), "batch_size": schema.Int(1, 1024), "lr": schema.Num(0, 10, open_lo=True),
+    "min_steps": schema.Int(0, 10**6), "batch_size": schema.Int(2, 1024), "lr": schema.Num(0, 10, open_lo=True),
     "weight_decay": schema.Num(0, 10), "label_smoothing": schema.Num(0, 1, open_hi=True), "shift": schema.Int(0, 16),
     "flip": schema.Bool(), "seed": schema.Int(0, 2**63 - 1), "version": schema.Int(0, 10**6)}, extra=False)
 MAX_RECIPE_CHARS = 4096  # a recipe is a dozen fields; a longer value is not one

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 
+from gentool.fileio import open_append
 from gentool.hooks import TrainHook
 
 ENV = "GENTOOL_JSONL"
@@ -21,8 +22,10 @@ class JsonlLogger(TrainHook):
         self.path = path
 
     def on_epoch_end(self, session, record, reporter):
-        with open(self.path, "a", encoding="utf-8") as f:
-            f.write(json.dumps({"run_dir": str(session.run_dir), **record}) + "\n")
+        # gentool's append: a named pipe or a device named by GENTOOL_JSONL is refused (an OSError, which gentool
+        # reports as a failed hook) where open() would wait for a reader forever, stalling the run
+        with open_append(self.path) as f:
+            f.write((json.dumps({"run_dir": str(session.run_dir), **record}) + "\n").encode("utf-8"))
 
 
 def jsonl_logger() -> JsonlLogger | None:
