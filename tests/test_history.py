@@ -110,3 +110,16 @@ def test_hooks_see_the_run_read_only_and_may_still_stop_it():
     with pytest.warns(UserWarning, match="Rebinds .* on_epoch_end .* read-only"):
         Guarded(Rebinds(), "demo").on_epoch_end(view, {}, None)
     assert session.epoch == 4
+
+
+def test_epoch_means_of_bf16_losses_are_summed_in_fp32():
+    """A loss computed under bf16 autocast is a bf16 scalar; summed in bf16, 600 steps of 2.0 gave a mean of about
+    0.85 (the sum stops at 512, where bf16's spacing is 4)."""
+    import torch
+
+    from gentool.train import _accumulate, _means
+
+    sums, counts = {}, {}
+    for _ in range(600):
+        _accumulate(sums, counts, {"critic_loss": torch.tensor(2.0, dtype=torch.bfloat16), "n": torch.tensor(3.0)})
+    assert _means(sums, counts) == {"critic_loss": 2.0, "n": 3.0}
