@@ -49,7 +49,9 @@ class DistillOptions:
     epochs: int | None = option("Total epochs over the couplings (default: 5 with the critic, 10 without; with "
                                 "--resume: the total, not more).",
                                 default=None, metavar="N")
-    max_minutes: float | None = copy_option("max_minutes")
+    max_minutes: float | None = copy_option("max_minutes", help=(
+        "Stop after this much wall-clock time (drawing the couplings and training together) or at --epochs, "
+        "whichever comes first, saving what was made: the same command (while drawing) or --resume continues."))
     batch_size: int | None = option("Batch size (default: 64 with the critic, else the teacher's).", metavar="B",
                                     check=_check("batch_size"))
     lr: float | None = option("Learning rate (default: 5e-5 with the critic, 2e-4 without: the student starts "

@@ -327,12 +327,12 @@ def option_name(section: str, name: str) -> str:
     return flag(name) if name in MODEL_SETTINGS else f"--param {name}"
 
 
-def copy_option(name: str, default=None, declared: dict | None = None):
+def copy_option(name: str, default=None, declared: dict | None = None, help: str | None = None):
     """TrainOptions' field `name` (or another command's, from `declared`, its fields by name) for another command
-    that takes the same option: same help, flags and checks, `default` when not given. (Fields cannot be shared
-    between dataclasses.)"""
+    that takes the same option: same help (unless `help` words it for that command), flags and checks, `default`
+    when not given. (Fields cannot be shared between dataclasses.)"""
     meta = (declared or FIELDS)[name].metadata
-    return option(meta["help"], default=default, metavar=meta["metavar"], flags=meta["flags"],
+    return option(help or meta["help"], default=default, metavar=meta["metavar"], flags=meta["flags"],
                   cli_type=meta["cli_type"], convert=meta["convert"], complete=meta["complete"],
                   check=meta["check"])
 
