@@ -23,7 +23,7 @@ import torch
 from gentool import couplings as cp
 from gentool import fileio, rundir
 from gentool.checkpoint import Checkpoint, load_checkpoint
-from gentool.distill_options import DistillOptions
+from gentool.distill_options import ADVERSARIAL, DistillOptions
 from gentool.errors import GentoolError, UsageError
 from gentool.guards import StopSignals
 from gentool.hooks import TrainHook
@@ -180,7 +180,7 @@ class FromTeacher(TrainHook):
         images = self.teacher.model.generate(n, torch.Generator().manual_seed(seed), settings=self.settings)
         write_png(session.run_dir / rundir.SAMPLES / TEACHER_GRID, make_grid(to_uint8(images), GRID, GRID))
         c = session.model.config
-        critic = f", with a critic of weight {c.adversarial:g}" if getattr(c, "adversarial", 0) else ""
+        critic = f", with a critic of weight {c.adversarial:g}" if c.adversarial else ""
         reporter.message(f"student: {STUDENT} ({c.sample_steps} steps{critic}), from the teacher's weights; "
                          f"teacher's grid: {session.run_dir / rundir.SAMPLES / TEACHER_GRID}")
 
@@ -194,9 +194,10 @@ def student_options(opts: DistillOptions, ckpt: Checkpoint, folder: Path, out: P
     config = ckpt.model.config.to_dict()
     params = {k: config[k] for k in shared if k in config}
     recipe = {"lr": STUDENT_LR, "batch_size": config["batch_size"], "ema": None, "epochs": 10}
-    if opts.adversarial:
+    weight = ADVERSARIAL if opts.adversarial is None else opts.adversarial
+    if weight:
         recipe = ADVERSARIAL_RECIPE
-        params.update(beta1=recipe["beta1"], adversarial=opts.adversarial)
+        params.update(beta1=recipe["beta1"], adversarial=weight)
     return TrainOptions(model=STUDENT, data=str(folder), limit=opts.pairs, out=str(out),
                         epochs=opts.epochs or recipe["epochs"], data_dir=_teacher_data_dir(ckpt.path),
                         width=config["width"],

@@ -40,9 +40,9 @@ class DistillOptions:
     teacher_solver: str | None = option(
         "The teacher's solver for the couplings (default: its own when deterministic, else its first deterministic "
         "one, e.g. ddpm's ddim).", metavar="NAME")
-    adversarial: float = option(
-        "Weight of the critic that tells the student's samples from the teacher's, relative to the regression to the "
-        "teacher's sample (0: plain reflow, each step trained alone).", default=ADVERSARIAL, metavar="W",
+    adversarial: float | None = option(
+        f"Weight of the critic that tells the student's samples from the teacher's, relative to the regression to the "
+        f"teacher's sample (default: {ADVERSARIAL}; 0: plain reflow, each step trained alone).", metavar="W",
         check=Numbers(0, 100))
     resume: str | None = option("Continue the student's training in RUN (its run directory or checkpoint).",
                                 metavar="RUN|CKPT")
@@ -78,7 +78,7 @@ class DistillOptions:
             raise bad_value("--steps", self.steps, f"an integer from 1 to {MAX_STUDENT_STEPS}")
         if self.max_minutes is not None:  # train's check, as the command line applied it
             _check("max_minutes")("--max-minutes", self.max_minutes)
-        if self.resume and self.adversarial != ADVERSARIAL:
+        if self.resume and self.adversarial is not None:
             raise UsageError("--adversarial: not allowed with --resume (a resumed student keeps its own)")
         if self.resume and self.overwrite:
             raise UsageError("--overwrite: not allowed with --resume (a resumed run keeps its files)")

@@ -19,11 +19,11 @@ from typing import ClassVar
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.nn.utils.parametrizations import spectral_norm
 
 from gentool.errors import bad_setting
 from gentool.models.base import SampleOption, fast_optimizer
 from gentool.models.flow import Flow, FlowConfig
+from gentool.models.sngan import hinge_loss, spectrally_normalized
 from gentool.registry import register_model
 
 MAX_STEPS = 1000  # as flow's --steps
@@ -56,9 +56,9 @@ def critic(channels: int, height: int, width: int) -> nn.Sequential:
     layers: list[nn.Module] = []
     c_in, c = channels, 64
     while max(height, width) > 4:
-        layers += [spectral_norm(nn.Conv2d(c_in, c, 3, 2, 1)), nn.LeakyReLU(0.2)]
+        layers += [nn.Conv2d(c_in, c, 3, 2, 1), nn.LeakyReLU(0.2)]
         c_in, c, height, width = c, min(2 * c, 256), (height + 1) // 2, (width + 1) // 2
-    return nn.Sequential(*layers, nn.Flatten(), spectral_norm(nn.Linear(c_in * height * width, 1)))
+    return spectrally_normalized(nn.Sequential(*layers, nn.Flatten(), nn.Linear(c_in * height * width, 1)))
 
 
 @register_model("reflow")
@@ -106,25 +106,18 @@ class Reflow(Flow):
         c = self.config
         if not c.adversarial or latents is None:
             return super().train_step(real, labels, optimizers, step, latents)
-        noise = latents.float()
+        sampler = {"steps": c.sample_steps, "solver": "euler"}
         with torch.no_grad():
-            fake = self.draw(noise)
-        critic_loss = F.relu(1 - self.critic(real)).mean() + F.relu(1 + self.critic(fake)).mean()
+            fake = self.integrate(latents, None, sampler)
+        critic_loss = hinge_loss(self.critic(real), self.critic(fake))
         self.optimize(critic_loss, optimizers["critic"])
-        fake = self.draw(noise)
+        fake = self.integrate(latents, None, sampler)
         loss = F.mse_loss(fake.float(), real.float())
         adversarial = -self.critic(fake.float().clamp(-1, 1)).mean()
         weight = c.adversarial * self.balance(loss, adversarial)
         self.optimize(loss + weight * adversarial, optimizers["unet"])
         return {"loss": loss.detach(), "critic_loss": critic_loss.detach(), "adversarial": adversarial.detach(),
                 "adversarial_weight": weight}
-
-    def draw(self, noise: torch.Tensor) -> torch.Tensor:
-        """The sampler's Euler steps from `noise` (in the pixel range, not clamped), differentiable."""
-        x, k = noise, self.config.sample_steps
-        for i in range(k):
-            x = x + self.unet(x, torch.full((len(x),), i / k, device=x.device)).float() / k
-        return x
 
     def balance(self, loss: torch.Tensor, adversarial: torch.Tensor) -> torch.Tensor:
         """The adversarial term's weight that gives its gradient at the network's last layer the norm of the

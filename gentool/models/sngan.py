@@ -41,6 +41,11 @@ def spectrally_normalized(net: nn.Module) -> nn.Module:
     return net
 
 
+def hinge_loss(real_scores: torch.Tensor, fake_scores: torch.Tensor) -> torch.Tensor:
+    """A critic's hinge loss: mean relu(1 − D(real)) + mean relu(1 + D(fake))."""
+    return F.relu(1 - real_scores).mean() + F.relu(1 + fake_scores).mean()
+
+
 def discriminator_body(c: StudyConfig) -> nn.Sequential:
     """The study's discriminator for the geometry, without dropout or BatchNorm and with spectral normalization."""
     if c.preset == "mnist":
@@ -70,8 +75,7 @@ class SNGAN(GAN):
         self.discriminator = discriminator_body(config)
 
     def discriminator_loss(self, real_logits, fake_logits):
-        """Hinge: mean relu(1 − D(real)) + mean relu(1 + D(fake))."""
-        return F.relu(1 - real_logits).mean() + F.relu(1 + fake_logits).mean()
+        return hinge_loss(real_logits, fake_logits)
 
     def generator_loss(self, fake_logits):
         """−mean D(fake)."""
