@@ -25,6 +25,7 @@ REFRESH_EVERY = 10  # epochs between loss.png refreshes during a run (the final 
 MAX_FRAMES = 120  # progress.gif keeps at most this many epochs, evenly spread, always the last one
 PANELS_PER_ROW = 3
 HELDOUT = "heldout_"  # a held-out metric's prefix: drawn beside its training curve
+SCALE_APART = 10  # curves of one panel whose largest values differ by this factor or more are drawn apart
 
 
 def pyplot():
@@ -67,6 +68,27 @@ def panel_of(key: str) -> str:
     return next((panel for part, panel in groups if part in k), base)
 
 
+def group_panels(keys: list[str], records: list[dict]) -> dict[str, list[str]]:
+    """Panel name → its metrics (training curves first: they pick the colours). A curve whose values are a
+    SCALE_APART-th of its panel's largest or less gets a panel of its own: a distilled student's regression loss
+    (~0.02) beside its critic's hinge loss (~2) was a flat line at zero."""
+    panels: dict[str, list[str]] = {}
+    for key in sorted(keys, key=lambda k: k.startswith(HELDOUT)):
+        panels.setdefault(panel_of(key), []).append(key)
+    scale = {k: max((abs(r[k]) for r in records if is_number(r.get(k))), default=0.0) for k in keys}
+    def size(key: str) -> float:  # a held-out curve goes with its training curve
+        return scale.get(key.removeprefix(HELDOUT), scale[key])
+
+    for name, names in list(panels.items()):
+        top = max(size(k) for k in names)
+        small = [k for k in names if size(k) * SCALE_APART <= top]
+        if small and len(small) < len(names):
+            panels[name] = [k for k in names if k not in small]
+            for key in small:
+                panels.setdefault(key.removeprefix(HELDOUT), []).append(key)
+    return panels
+
+
 def primary_loss(keys) -> str | None:
     """The key that stands for "the training loss": `loss` itself, else the first one naming a loss."""
     keys = list(keys)
@@ -80,9 +102,7 @@ def plot_losses(history: dict, path: Path, title: str = "") -> Path | None:
     keys = metric_keys(records)
     if not keys:
         return None
-    panels: dict[str, list[str]] = {}
-    for key in sorted(keys, key=lambda k: k.startswith(HELDOUT)):  # training curves first: they pick the colours
-        panels.setdefault(panel_of(key), []).append(key)
+    panels = group_panels(keys, records)
     plt = pyplot()
     cols = min(len(panels), PANELS_PER_ROW)
     rows = math.ceil(len(panels) / cols)

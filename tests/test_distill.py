@@ -183,3 +183,17 @@ def test_without_the_critic_the_student_is_plain_reflow(teacher, tmp_path):
     assert not any(k.startswith("model.critic.") for k in load_file(out / "last.safetensors"))
     refused = run("distill", "--resume", out, "--adversarial", "1")
     assert refused.exit_code == 2 and "--adversarial: not allowed with --resume" in refused.output
+
+
+def test_the_critic_sees_the_students_images_in_the_pixel_range():
+    """Unclamped, the critic told the student's images from the teacher's by their out-of-range pixels alone, which
+    the (clamped) generator term cannot move."""
+    from gentool.models.reflow import Reflow, ReflowConfig
+
+    torch.manual_seed(0)
+    model = Reflow(ReflowConfig(channels=1, image_height=8, image_width=8, width=0.25, adversarial=0.5))
+    seen = []
+    model.critic.register_forward_pre_hook(lambda module, args: seen.append(args[0].detach()))
+    latents = 5 * torch.randn(4, 1, 8, 8)  # noise far outside the pixel range: so are the student's images
+    model.train_step(torch.zeros(4, 1, 8, 8), None, model.build_optimizers(), 0, latents)
+    assert len(seen) == 3 and all(float(x.abs().max()) <= 1 for x in seen)

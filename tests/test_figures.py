@@ -17,6 +17,15 @@ def test_panels_follow_the_metric_names():
     assert figures.primary_loss(["d_loss", "g_loss", "jsd"]) == "d_loss"
 
 
+def test_losses_a_tenth_of_their_panel_or_less_get_a_panel_of_their_own():
+    records = [{"epoch": 1, "loss": 0.024, "critic_loss": 1.95, "heldout_loss": 0.03},
+               {"epoch": 2, "loss": 0.018, "critic_loss": 2.0, "heldout_loss": 0.02}]
+    assert figures.group_panels(["loss", "critic_loss", "heldout_loss"], records) == {
+        "losses": ["critic_loss"], "loss": ["loss", "heldout_loss"]}
+    gan = [{"epoch": 1, "d_loss": 1.3, "g_loss": 0.2}]  # within 10×: one panel, as before
+    assert figures.group_panels(["d_loss", "g_loss"], gan) == {"losses": ["d_loss", "g_loss"]}
+
+
 def test_loss_png_draws_every_group_and_events(tmp_path):
     records = [{"epoch": e, "step": 10 * e, "seconds": 1.0, "d_loss": 1.3 - 0.01 * e, "g_loss": 0.7 + 0.02 * e,
                 "d_acc_real": 0.6, "d_acc_fake": 0.55, "jsd": 0.05 * e} for e in range(1, 13)]

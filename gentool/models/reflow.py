@@ -109,7 +109,10 @@ class Reflow(Flow):
         sampler = {"steps": c.sample_steps, "solver": "euler"}
         with torch.no_grad():
             fake = self.integrate(latents, None, sampler)
-        critic_loss = hinge_loss(self.critic(real), self.critic(fake))
+        # The critic sees the student's images as they are drawn: clamped to the pixel range. Unclamped, it told
+        # them from the teacher's by the out-of-range pixels alone, a feature the clamped generator term cannot
+        # move (its gradient is zero there); the balanced weight then grew 2–10× and FID lagged (measured).
+        critic_loss = hinge_loss(self.critic(real), self.critic(fake.clamp(-1, 1)))
         self.optimize(critic_loss, optimizers["critic"])
         fake = self.integrate(latents, None, sampler)
         loss = F.mse_loss(fake.float(), real.float())
