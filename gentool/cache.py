@@ -26,8 +26,12 @@ def cache_dir() -> Path:
     if base is None:  # ~/.cache, where ~ is $HOME (checked the same way) or the account's home folder
         base = (environment.folder("HOME", "your home folder") or Path(os.path.expanduser("~"))) / ".cache"
     root = base / "gentool"
-    if os.path.lexists(root) and not os.path.isdir(root):  # else a bare "Not a directory" later, naming no setting
-        raise UsageError(f"{name}: the cache folder {root} is not a folder; move that file away or set "
+    # the nearest part of the path there: a file (the folder itself, or $XDG_CACHE_HOME) would give a bare "Not a
+    # directory" later, naming no setting
+    there = next((p for p in (root, *root.parents) if os.path.lexists(p)), root)
+    if os.path.lexists(there) and not os.path.isdir(there):
+        inside = "" if there == root else f" ({there} is a file)"
+        raise UsageError(f"{name}: the cache folder {root} is not a folder{inside}; move that file away or set "
                          f"XDG_CACHE_HOME to a folder")
     return own(root)
 

@@ -107,7 +107,8 @@ def _load_torchvision(kind: str, data_dir, train: bool) -> ImageData:
     root, origin = data_root(data_dir)
     if origin and not root.is_dir():  # never created: a mistyped folder must not become an empty data set
         layout = MNIST_LAYOUT if kind == "MNIST" else CIFAR_LAYOUT
-        raise UsageError(f"{origin}: {root} does not exist; expected a folder holding {layout}")
+        what = "is not a folder" if os.path.lexists(root) else "does not exist"
+        raise UsageError(f"{origin}: {root} {what}; expected a folder holding {layout}")
     _refuse_special_files(root, origin, kind)
     if kind == "MNIST":
         images, labels = _read_mnist(root, origin, train)

@@ -12,6 +12,7 @@ MAX_GRID_SIDE = 64
 # ASCII digits only, everywhere a number is read from text: Python's int() and float() (and \d, str.isdigit) also
 # take Arabic-Indic or full-width digits ('١٢', '１２') and underscores ('1_0'), which no user means as a number.
 _GRID = re.compile(r"^\s*([0-9]{1,4})\s*[xX×]\s*([0-9]{1,4})\s*$")
+_GRID_SHAPE = re.compile(r"\s*[0-9]+\s*[xX×]\s*[0-9]+\s*")  # digits, any number of them: a side too large
 _INT = re.compile(r"[+-]?[0-9]{1,30}")
 _NUMBER = re.compile(r"[+-]?(?:[0-9]{1,30}(?:\.[0-9]{0,30})?|\.[0-9]{1,30})(?:[eE][+-]?[0-9]{1,4})?")
 DIGITS = "written with the digits 0-9"
@@ -34,7 +35,8 @@ def parse_grid(spec: str, name: str = "--grid") -> tuple[int, int]:
     """'8x8' → (8, 8): rows × columns, each 1..64."""
     m = _GRID.match(spec or "")
     if not m:
-        raise bad_value(name, spec, f"ROWSxCOLS such as 8x8, {DIGITS}")
+        raise bad_value(name, spec, f"ROWSxCOLS such as 8x8, {DIGITS}" if not _GRID_SHAPE.fullmatch(spec or "")
+                        else f"ROWSxCOLS with each side between 1 and {MAX_GRID_SIDE}")  # digits, too many of them
     rows, cols = int(m.group(1)), int(m.group(2))
     if not (1 <= rows <= MAX_GRID_SIDE and 1 <= cols <= MAX_GRID_SIDE):
         raise bad_value(name, spec, f"ROWSxCOLS with each side between 1 and {MAX_GRID_SIDE}")

@@ -157,11 +157,15 @@ def _config_options(run_dir: Path) -> dict:
     path = run_dir / rundir.CONFIG
     if not os.path.lexists(path):
         return {}
+    from gentool import schema
+
     try:  # not through a link: the resumed run writes there (a link is named, not read as the run's config)
-        options = read_json(path, follow=False).get("options", {})
+        recorded = read_json(path, follow=False)
+        # the fields `summary` and `report` check: a run resumed with a damaged one would be refused by them after
+        options = schema.check(recorded, rundir.RUN_CONFIG, "").get("options", {})
     except OSError as exc:  # a link, a pipe, a folder, too large, unreadable: said as such
         raise UsageError(f"--resume: cannot read {path} ({cause(exc)})") from None
-    except (ValueError, AttributeError) as exc:
+    except (ValueError, AttributeError) as exc:  # schema.Invalid is a ValueError
         raise GentoolError(f"--resume: {path} is not a readable run config ({exc})") from None
     if not isinstance(options, dict):
         raise GentoolError(f"--resume: {path}: options must be a JSON object")

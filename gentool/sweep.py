@@ -314,22 +314,11 @@ def busy_trials(sweep_dir: Path) -> dict[int, str]:
 
 
 def check_spec(spec: SweepSpec) -> None:
-    """Check every trial's train options and build its model config (not its networks), so that a bad value fails
-    before any training starts."""
-    from gentool.data import peek_geometry
-    from gentool.registry import get_entry
+    """Check every trial (sweep_checks) and the room the sweep needs, so that a bad value fails before any training
+    starts."""
+    from gentool.sweep_checks import check_trials
 
-    config_class = get_entry(spec.model).cls.config_class
-    manifest, geometry, planned = spec.manifest(), {}, []
-    for trial in manifest["trials"]:
-        opts = trial_options(manifest, trial, spec.out / "-", spec.runtime)
-        opts.validate()
-        if opts.image_size not in geometry:
-            geometry[opts.image_size] = peek_geometry(spec.data, opts.image_size)
-        config_class.create(geometry[opts.image_size], opts.latent_dim, opts.width, lr=opts.lr,
-                            batch_size=opts.batch_size, **opts.params)
-        planned.append((trial["run_dir"], opts))
-    check_room(spec.out, planned)
+    check_room(spec.out, check_trials(spec))
 
 
 def check_room(sweep_dir: Path, planned: list[tuple[str, TrainOptions]]) -> None:

@@ -174,7 +174,10 @@ def sweep(opts: SweepOptions, quiet: o.QuietOpt = False, json_out: o.JsonOpt = F
 
         check_target(opts.tensorboard)
         spec.runtime["tensorboard"] = str(spec.out / DIR_NAME) if opts.tensorboard == AUTO else opts.tensorboard
-    if opts.list_trials:
+    if opts.list_trials:  # the trials listed are those the sweep would run: checked as it checks them
+        from gentool.sweep_checks import check_trials
+
+        check_trials(spec)
         return show_trials(spec, json_out)
     sw.check_spec(spec)
     manifest = sw.open_sweep(spec)

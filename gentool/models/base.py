@@ -38,7 +38,12 @@ def _coerce(key: str, value, default):
         return float(value)
     if kind is str and isinstance(value, str):
         return value
-    raise bad_setting(key, value, f"a value of type {kind.__name__}")
+    raise bad_setting(key, value, KINDS.get(kind, f"a value of type {kind.__name__}"))
+
+
+# what each type of setting takes, in the user's words (nan and inf reach here as text: no setting takes them)
+KINDS = {bool: "true or false", int: "an integer written with the digits 0-9",
+         float: "a finite number written with the digits 0-9", str: "text"}
 
 
 FUSED_DEVICES = ("cpu", "cuda")  # fused Adam/AdamW/SGD kernels in every torch ≥ 2.4 (MPS: not relied on)

@@ -1,0 +1,50 @@
+"""What `gentool sweep` checks of every trial before any work, and `--list` before it lists the trials: each trial's
+train options and model config, and what `train` itself refuses before a run starts (a device this machine lacks, a
+precision that device cannot run, a batch the model's BatchNorm layers cannot take). Checked per trial at the start,
+a value no trial can run with is one line and exit 2, not a sweep that starts, writes sweep.json and fails trial
+after trial."""
+
+from __future__ import annotations
+
+from gentool.train_options import TrainOptions
+
+
+def check_trials(spec) -> list[tuple[str, TrainOptions]]:
+    """Each trial's (run folder name, train options), every one checked; the first bad value raises."""
+    from gentool.data import peek_geometry
+    from gentool.registry import get_entry
+    from gentool.sweep import trial_options
+
+    cls = get_entry(spec.model).cls
+    manifest, geometry, planned, seen = spec.manifest(), {}, [], set()
+    for trial in manifest["trials"]:
+        opts = trial_options(manifest, trial, spec.out / "-", spec.runtime)
+        opts.validate()
+        if opts.image_size not in geometry:
+            geometry[opts.image_size] = peek_geometry(spec.data, opts.image_size)
+        config = cls.config_class.create(geometry[opts.image_size], opts.latent_dim, opts.width, lr=opts.lr,
+                                         batch_size=opts.batch_size, **opts.params)
+        _check_like_train(cls, config, opts, seen)
+        planned.append((trial["run_dir"], opts))
+    return planned
+
+
+def _check_like_train(cls, config, opts: TrainOptions, seen: set) -> None:
+    """train's own start-up checks of the device, the precision and the batch, once per distinct value (`seen`):
+    a grid of 10,000 trials builds one meta-device model per network shape, not 10,000."""
+    from gentool.device import check_precision, pick_device
+
+    if (opts.device, opts.precision) not in seen:
+        check_precision(opts.precision, pick_device(opts.device))
+        seen.add((opts.device, opts.precision))
+    shape = (opts.latent_dim, opts.width, opts.image_size, tuple(sorted(opts.params.items())))
+    if opts.batch_size is None and not opts.limit or (shape, opts.batch_size, opts.limit) in seen:
+        return  # the default batch is sized to the data set, as train sizes it
+    import torch
+
+    from gentool.session import check_batch
+
+    with torch.device("meta"):  # only which layers the networks have matters: no weight is allocated
+        model = cls(config)
+    check_batch(model, opts.batch_size or config.batch_size, opts.limit or config.batch_size)
+    seen.add((shape, opts.batch_size, opts.limit))
