@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 from pathlib import Path
 
 import torch
@@ -136,17 +137,38 @@ def load_couplings(folder: Path, limit: int | None = None, arg: str = "--data"):
                      list(data.get("class_names") or []), latents=joined["latents"], origin=origin)
 
 
+def pair_bytes(geometry: dict, latent_shape) -> int:
+    """Bytes one coupling takes, in memory and in its part file alike: uint8 image, fp16 noise, int64 label."""
+    return geometry["channels"] * geometry["height"] * geometry["width"] + 2 * math.prod(latent_shape) + 8
+
+
 def check_memory(folder: Path, manifest: dict, pairs: int, arg: str) -> None:
     """Refuse, before a byte is read, couplings whose `pairs` (images, noise, labels) would not fit in the memory
     data sets may take (the manifest's part size and shapes say how much that is)."""
     from gentool.folders import MEMORY_SHARE, gib, memory_bound
 
-    g = manifest["data"]["geometry"]
-    per_pair = g["channels"] * g["height"] * g["width"] + 2 * math.prod(manifest["latent_shape"]) + 8
-    need, bound = pairs * per_pair, memory_bound()
+    need, bound = pairs * pair_bytes(manifest["data"]["geometry"], manifest["latent_shape"]), memory_bound()
     if need > bound:
         raise UsageError(f"{arg}: {pairs:,} couplings in {folder} take {gib(need)} in memory; at most {gib(bound)} "
                            f"({MEMORY_SHARE:.0%} of this machine's memory) are read; pass a smaller --limit N")
+
+
+def check_drawing(folder: Path, geometry: dict, latent_shape, pairs: int, have: int) -> None:
+    """Refuse `distill --pairs`, before anything is drawn or written, when the student could not read that many
+    couplings into memory or the disk under `folder` cannot hold the `pairs − have` still to draw."""
+    from gentool.folders import MEMORY_SHARE, gib, memory_bound
+
+    each = pair_bytes(geometry, latent_shape)
+    bound = memory_bound()
+    if pairs * each > bound:
+        raise UsageError(f"--pairs: {pairs:,} couplings take {gib(pairs * each)} in memory, where the student "
+                         f"trains on them; at most {gib(bound)} ({MEMORY_SHARE:.0%} of this machine's memory), "
+                         f"{bound // each:,} couplings of this teacher")
+    existing = next(p for p in (folder, *folder.parents) if p.is_dir())
+    need, free = max(pairs - have, 0) * each, shutil.disk_usage(existing).free
+    if need > free:
+        raise UsageError(f"--pairs: drawing {pairs - have:,} more couplings needs {gib(need)} in {existing}, which "
+                         f"has {gib(free)} free")
 
 
 def manifest_geometry(folder: Path):
