@@ -95,6 +95,42 @@ def open_regular(path: str | os.PathLike, follow: bool = True):
         raise
 
 
+MISSING = "does not exist"
+
+
+def not_regular(path: str | os.PathLike) -> str | None:
+    """Why `path` is not a regular file to read, as the words that follow its name in a message: MISSING ("does not
+    exist": nothing there), "is a named pipe, not a regular file" (a folder, a device, a socket alike), "(a symbolic
+    link to /dev/zero) is a character device, not a regular file", "is a symbolic link to X, which does not exist",
+    "cannot be looked at (Permission denied)"; None for a regular file (or a link to one). Looks with stat only, so
+    a pipe there cannot block. The three cases a reader must tell apart (missing, not a regular file, unreadable)
+    each have their own words, the same wherever a command names the file."""
+    try:
+        info = os.stat(path)
+    except FileNotFoundError:
+        return f"is {_link_to(path)}, which does not exist" if os.path.islink(path) else MISSING
+    except OSError as exc:  # a link loop, a name too long, no permission on a folder above
+        return f"cannot be looked at ({cause(exc)})"
+    if stat.S_ISREG(info.st_mode):
+        return None
+    through = f"({_link_to(path)}) " if os.path.islink(path) else ""
+    return f"{through}is {kind_of(info.st_mode)}, not a regular file"
+
+
+def cannot_read(path: str | os.PathLike, exc: OSError) -> str:
+    """The words for `path` refused unread with `exc`: "X is a named pipe, not a regular file" (and the others of
+    `not_regular`), else "cannot read X (cause)" (too large, a link where none is followed, permission denied)."""
+    why = not_regular(path)
+    return f"{path} {why}" if why not in (None, MISSING) else f"cannot read {path} ({cause(exc)})"
+
+
+def _link_to(path) -> str:
+    try:
+        return f"a symbolic link to {os.readlink(path)}"
+    except OSError:  # gone since
+        return "a symbolic link"
+
+
 def _block(fd: int) -> None:
     """Reads and writes on `fd` wait again (it was opened without blocking only so that opening cannot hang)."""
     if _NONBLOCK:
