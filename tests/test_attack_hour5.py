@@ -97,7 +97,7 @@ def site(tmp_path, monkeypatch):
     """A folder on sys.path for distributions; gentool's view of packages and plugins as new."""
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.setattr(installed, "_warned", set())
-    monkeypatch.setattr(installed, "_verdicts", {})
+    monkeypatch.setattr(installed, "_verdicts", {}, raising=False)  # (raising=False: for the check without it)
     monkeypatch.setattr(registry, "_failed", {})
     return tmp_path
 
@@ -109,7 +109,7 @@ def test_a_package_of_thousands_of_broken_entry_points_is_a_few_warnings_and_bou
     lines = "".join(f"m{i} = missing_module_{i}\n" for i in range(1000))
     dist_info(site, "many-broken", "[gentool.models]\n" + lines)
     huge = dist_info(site, "huge-broken", "[gentool.models]\n" + lines * 20)  # > MAX_ENTRY_POINTS_BYTES
-    assert (huge / "entry_points.txt").stat().st_size > installed.MAX_ENTRY_POINTS_BYTES
+    assert (huge / "entry_points.txt").stat().st_size > 256 << 10  # installed.MAX_ENTRY_POINTS_BYTES
     tried = []
     declared = registry._declared
 
@@ -122,12 +122,12 @@ def test_a_package_of_thousands_of_broken_entry_points_is_a_few_warnings_and_bou
         warnings.simplefilter("always")
         names = {m.name for m in registry.describe_models()}
     said = [str(w.message) for w in caught if "broken" in str(w.message)]
-    assert "vae" in names and sum(m.startswith("missing_module_") for m in tried) == installed.MAX_PER_DISTRIBUTION
+    assert "vae" in names and sum(m.startswith("missing_module_") for m in tried) == 100  # MAX_PER_DISTRIBUTION
     assert len(said) == 6, said  # the cap, 3 failures, the count of the rest, the oversized file
     count = lambda words: sum(words in s for s in said)  # noqa: E731
     assert count("'many-broken' declares 1,000 gentool.models entry points") == 1
     assert count("cannot be read: no module named 'missing_module_") == 3
-    assert count(f"'many-broken': {installed.MAX_PER_DISTRIBUTION - 3} more of its entry points failed too") == 1
+    assert count("'many-broken': 97 more of its entry points failed too") == 1
     assert count("huge_broken-0.1.dist-info/entry_points.txt is") == count("at most 256 KiB") == 1
 
 

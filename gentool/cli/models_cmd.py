@@ -23,8 +23,8 @@ def models(
                                         "torch: slower).")] = False,
     import_timeout: Annotated[Optional[float], typer.Option(
         "--import-timeout", metavar="SECONDS", parser=number_parser(float, IMPORT_TIMEOUT),
-        callback=o.checked(IMPORT_TIMEOUT), help="With --check: how long a plugin may take to import (each one, in "
-        "a separate process); one that takes longer is named and the check stops, exit 1. [default: 60]")] = None,
+        callback=o.checked(IMPORT_TIMEOUT), help="With --check: how long each plugin may take to import; one that "
+        "takes longer is named and the check stops, exit 1. [default: 60]")] = None,
     json_out: o.JsonOpt = False,
 ):
     """List the models (built-ins and installed plugins), where each comes from, what it is, and the sampler
