@@ -92,6 +92,18 @@ def test_resume_names_a_checkpoint_that_is_not_a_regular_file(run, entry_point, 
                            f"checkpoint file\n")
 
 
+@pytest.mark.parametrize("kind", ["pipe", "folder"])
+def test_a_couplings_manifest_that_is_not_a_regular_file_is_named(tmp_path, kind):
+    """A pipe as a couplings folder's couplings.json made it "a folder of images" that held none."""
+    from gentool import couplings
+
+    special(tmp_path / "couplings.json", kind)
+    assert couplings.is_couplings(tmp_path)
+    with deadline(10), pytest.raises(GentoolError) as err:
+        couplings.read_manifest(tmp_path)
+    assert str(err.value) == f"--data: {tmp_path / 'couplings.json'} {KINDS[kind]}"
+
+
 @pytest.fixture()
 def site(tmp_path, monkeypatch):
     """A folder on sys.path for distributions; gentool's view of packages and plugins as new."""
