@@ -162,22 +162,24 @@ def best_checkpoint(history: dict, run_dir: Path, notes: list[str]) -> str:
 def samples(run_dir: Path, records: list[dict], best_epoch, notes: list[str], animation: bool) -> dict[str, Picture]:
     """The fixed-noise grids of the last epoch that wrote one ("last") and of the best epoch ("best"), and, with
     `animation`, progress.gif ("progress"); what is missing or left out is said in a note."""
-    grids = epoch_grids(run_dir)
+    written = epoch_grids(run_dir)
+    grids = {epoch: path for epoch, path in written.items() if readable(path, notes)}  # the others are named
     found = {}
     last_epoch = records[-1]["epoch"] if records else None
     if grids:
         last = max(grids)
-        when = "the last epoch" if last == last_epoch else f"the last grid written (the run reached epoch {last_epoch})"
+        when = "the last epoch" if last == last_epoch else "the last grid written" + (
+            f" (the run reached epoch {last_epoch})" if last_epoch is not None else "")  # None: no epochs read
         when += " and the best checkpoint" if last == best_epoch else ""
         found["last"] = _picture(grids[last], notes, f"Grid of samples drawn from the fixed noise at epoch {last}",
                                  f"Epoch {last}: {when}.")
-    else:
+    elif not written:  # (grids there that are no regular files are named above, not said to be missing)
         notes.append("no sample grids (samples/epoch_NNNN.png): the run wrote none (--sample-every 0) or no epoch ended")
     if is_number(best_epoch) and best_epoch in grids:
         if best_epoch != max(grids):
             found["best"] = _picture(grids[best_epoch], notes, f"Grid of samples drawn from the fixed noise at epoch "
                                      f"{best_epoch}, the best checkpoint's", f"Epoch {best_epoch}: the best checkpoint.")
-    elif is_number(best_epoch):
+    elif is_number(best_epoch) and best_epoch not in written:
         notes.append(f"no sample grid for the best epoch ({best_epoch}) was written (--sample-every)")
     gif = run_dir / PROGRESS_GIF
     if os.path.lexists(gif) and not animation:
