@@ -39,19 +39,20 @@ SPEC = s.Obj({"format": s.Str(40, FORMAT), "version": s.Int(1, 1), "teacher": TE
 
 
 def is_couplings(path) -> bool:
-    """Whether `path` is a couplings folder (it holds couplings.json)."""
-    return Path(path).expanduser().is_dir() and (Path(path).expanduser() / MANIFEST).is_file()
+    """Whether `path` is a couplings folder (it holds couplings.json: whatever is there by that name, so that a pipe
+    or a folder there is named when read, not taken for a folder of images without one)."""
+    return Path(path).expanduser().is_dir() and os.path.lexists(Path(path).expanduser() / MANIFEST)
 
 
 def read_manifest(folder: Path, arg: str = "--data", follow: bool = True) -> dict:
     """The folder's couplings.json, checked field by field (not through a link unless `follow`: distill, which
     writes there, reads it so). A file refused unread (a link, a pipe, too large, unreadable) is named as such."""
-    from gentool.fileio import cause
+    from gentool.fileio import cannot_read
 
     try:
         return s.read(folder / MANIFEST, SPEC, max_bytes=1 << 20, follow=follow)
     except OSError as exc:
-        raise GentoolError(f"{arg}: cannot read {folder / MANIFEST} ({cause(exc)})") from None
+        raise GentoolError(f"{arg}: {cannot_read(folder / MANIFEST, exc)}") from None
     except (s.Invalid, ValueError) as exc:
         raise GentoolError(f"{arg}: {folder / MANIFEST} is not a couplings manifest gentool wrote ({exc})") from None
 

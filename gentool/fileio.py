@@ -6,14 +6,11 @@ Writes are atomic: a temporary sibling is written, flushed to disk, then renamed
 moment leaves either the previous version or the new one, never a torn file. Paths are checked before use, and a
 path that cannot be read or written is one line naming the argument and the real cause.
 
-Links. A folder gentool owns (a run or sweep directory, a TensorBoard folder, a `sample --out` folder, the cache) is
-registered with `own`; the folder itself may be a link the user made, but nothing below it is followed when
-writing, replacing or deleting: a link there is refused in one line naming it (`LinkRefused`). So is a hard link to
-a file gentool would write, append to, lock or delete: the file has other names, so it is not gentool's alone, and
-writing it in place (a log, a lock that filelock truncates) would change the user's file under every name. Lock
-files are created here too (O_NOFOLLOW), since older filelock versions open the lock path following links and
-truncating. A file gentool wrote and writes again (sweep.json, a run's config.json on --resume, cache entries) is
-read without following a link (`follow=False`), and a link there is named as the reason it is refused.
+Links. A folder gentool owns is registered with `own`; nothing below it is followed when writing, replacing or
+deleting (gentool.links checks that, and names the link it refuses). Lock files are created here too (O_NOFOLLOW),
+since older filelock versions open the lock path following links and truncating. A file gentool wrote and writes
+again (sweep.json, a run's config.json on --resume, cache entries) is read without following a link (`follow=False`),
+and a link there is named as the reason it is refused.
 
 Special files. A named pipe, device or socket where a regular file is expected would block `open` forever (a pipe)
 or read without end (a device). `open_regular` opens without blocking and checks what it opened (fstat on the open
@@ -36,8 +33,11 @@ import stat
 from pathlib import Path
 
 from gentool import undo
-from gentool.errors import GentoolError, UsageError
+from gentool.errors import GentoolError
 from gentool.jsonvalues import null_nonfinite  # noqa: F401  (its home before gentool.jsonvalues)
+# The link checks live in gentool.links; every caller reaches disk through fileio, which offers them too (noqa).
+from gentool.links import (LinkRefused, check_inside, check_no_links, described, link_kind,  # noqa: F401
+                           matching, own, refuse_hard_link, refuse_linked)
 
 _KINDS = ((stat.S_ISDIR, "a directory"), (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
           (stat.S_ISFIFO, "a named pipe"), (stat.S_ISSOCK, "a socket"), (stat.S_ISLNK, "a symbolic link"))
@@ -45,7 +45,6 @@ _KINDS = ((stat.S_ISDIR, "a directory"), (stat.S_ISCHR, "a character device"), (
 _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 _ALWAYS = getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)  # on every open (O_BINARY: Windows, as bytes)
 _NONBLOCK = getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0)
-_OWNED: set[str] = set()  # folders gentool owns in this process (absolute, not resolved: see `own`)
 
 
 def cause(exc: BaseException) -> str:
@@ -94,6 +93,42 @@ def open_regular(path: str | os.PathLike, follow: bool = True):
     except BaseException:
         os.close(fd)
         raise
+
+
+MISSING = "does not exist"
+
+
+def not_regular(path: str | os.PathLike) -> str | None:
+    """Why `path` is not a regular file to read, as the words that follow its name in a message: MISSING ("does not
+    exist": nothing there), "is a named pipe, not a regular file" (a folder, a device, a socket alike), "(a symbolic
+    link to /dev/zero) is a character device, not a regular file", "is a symbolic link to X, which does not exist",
+    "cannot be looked at (Permission denied)"; None for a regular file (or a link to one). Looks with stat only, so
+    a pipe there cannot block. The three cases a reader must tell apart (missing, not a regular file, unreadable)
+    each have their own words, the same wherever a command names the file."""
+    try:
+        info = os.stat(path)
+    except FileNotFoundError:
+        return f"is {_link_to(path)}, which does not exist" if os.path.islink(path) else MISSING
+    except OSError as exc:  # a link loop, a name too long, no permission on a folder above
+        return f"cannot be looked at ({cause(exc)})"
+    if stat.S_ISREG(info.st_mode):
+        return None
+    through = f"({_link_to(path)}) " if os.path.islink(path) else ""
+    return f"{through}is {kind_of(info.st_mode)}, not a regular file"
+
+
+def cannot_read(path: str | os.PathLike, exc: OSError) -> str:
+    """The words for `path` refused unread with `exc`: "X is a named pipe, not a regular file" (and the others of
+    `not_regular`), else "cannot read X (cause)" (too large, a link where none is followed, permission denied)."""
+    why = not_regular(path)
+    return f"{path} {why}" if why not in (None, MISSING) else f"cannot read {path} ({cause(exc)})"
+
+
+def _link_to(path) -> str:
+    try:
+        return f"a symbolic link to {os.readlink(path)}"
+    except OSError:  # gone since
+        return "a symbolic link"
 
 
 def _block(fd: int) -> None:
@@ -156,97 +191,7 @@ def read_json(path: str | os.PathLike, limit: int = MAX_JSON_BYTES, follow: bool
         raise ValueError(f"{path}: nested too deeply") from None
 
 
-# --- the folders gentool owns, and the links it does not follow out of them --------------------------------------
-
-def link_kind(path: str | os.PathLike) -> str:
-    """What kind of link `path` is, as a phrase: "a symbolic link (to TARGET)", "a hard link (one of N names of the
-    same file)", or "" when it is neither (a folder's many names are not hard links of a file)."""
-    try:
-        info = os.lstat(path)
-    except OSError:
-        return ""
-    if stat.S_ISLNK(info.st_mode):
-        try:
-            return f"a symbolic link (to {os.readlink(path)})"
-        except OSError:
-            return "a symbolic link"
-    if not stat.S_ISDIR(info.st_mode) and info.st_nlink > 1:
-        return f"a hard link (one of {info.st_nlink} names of the same file)"
-    return ""
-
-
-def described(path: str | os.PathLike) -> str:
-    """`path` for a message about its content, saying when it is a symbolic link and to what: what was parsed is
-    the link's target, which the user may not have meant (and a parse error alone would not tell)."""
-    try:
-        return f"{path} (a symbolic link to {os.readlink(path)})"
-    except OSError:  # not a link (EINVAL), or gone
-        return str(path)
-
-
-class LinkRefused(UsageError):
-    """A symbolic link, or a hard link to a file, where gentool would write, replace or delete: refused rather than
-    followed. (Writing a hard-linked file in place changes the user's file under its other names; and a file with
-    other names is not one gentool made.)"""
-
-    def __init__(self, link: str, kind: str | None = None):
-        kind = kind or link_kind(link) or "a symbolic link"
-        super().__init__(f"{link} is {kind}; gentool does not write or delete anything through a link: remove the "
-                         f"link, or choose another place")
-        self.link = link
-
-
-def own(root: str | os.PathLike) -> Path:
-    """Record `root` as a folder gentool writes in (for this process). Inside a folder already owned, the way to it
-    must hold no link; elsewhere `root` itself may be a link: the user named it."""
-    check_inside(root)
-    _OWNED.add(os.path.abspath(root))
-    return Path(root)
-
-
-def _chain(path: str, roots: set[str]) -> tuple[list[str], bool]:
-    """`path` and its ancestors below the deepest of `roots` holding it (none when `path` is one of them), and
-    whether one holds it; ([`path`], False) when none does."""
-    chain, current = [], path
-    while current not in roots:
-        chain.append(current)
-        parent = os.path.dirname(current)
-        if parent == current:
-            return chain[:1], False
-        current = parent
-    return chain, True
-
-
-def _refuse_links(parts) -> None:
-    """LinkRefused naming the first of `parts` that is a symbolic link, or a hard link to a file."""
-    for part in parts:
-        kind = link_kind(part)
-        if kind:
-            raise LinkRefused(part, kind)
-
-
-def _refuse_hard_link(path) -> None:
-    """LinkRefused when `path` is a file with other names (a symbolic link there is the caller's to judge)."""
-    if (kind := link_kind(path)).startswith("a hard link"):
-        raise LinkRefused(str(path), kind)
-
-
-def check_no_links(path: str | os.PathLike, last: bool = True) -> Path:
-    """`path` when neither it (unless `last` is off) nor any folder between it and the owned folder holding it is
-    a symbolic link; LinkRefused naming the first link otherwise."""
-    chain, _ = _chain(os.path.abspath(path), _OWNED)
-    _refuse_links(reversed(chain if last else chain[1:]))
-    return Path(path)
-
-
-def check_inside(path: str | os.PathLike) -> Path:
-    """`path` when no folder from the owned folder holding it down to it (itself included) is a link; LinkRefused
-    naming the first link otherwise. A path no owned folder holds is not checked: the user named it."""
-    chain, inside = _chain(os.path.abspath(path), _OWNED)
-    if inside:
-        _refuse_links(reversed(chain))
-    return Path(path)
-
+# --- folders, deletions and appends: never through a link (the checks: gentool.links) -----------------------------
 
 def make_dirs(path: str | os.PathLike) -> Path:
     """Create a folder (and its parents) that gentool writes in, refusing a link on the way from the owned folder."""
@@ -260,7 +205,7 @@ def remove_file(path: str | os.PathLike) -> None:
     touched); a hard link there (a file with other names: not gentool's alone) and a link on the way to it from the
     owned folder are refused."""
     check_no_links(path, last=False)
-    _refuse_hard_link(path)
+    refuse_hard_link(path)
     Path(path).unlink(missing_ok=True)
 
 
@@ -269,25 +214,6 @@ def remove_matching(root: Path, patterns) -> None:
     is deleted, so a folder that is a link (whose glob would reach the link's target) refuses the whole clean-up."""
     for f in matching(root, patterns):
         f.unlink(missing_ok=True)
-
-
-def matching(root: Path, patterns) -> list[Path]:
-    """The files under `root` matching any of the glob `patterns`, when no folder between `root` and one of them is
-    a link and none is a hard link (LinkRefused naming it otherwise); a match may itself be a symbolic link."""
-    matches = [f for pattern in patterns for f in root.glob(pattern)]
-    roots = _OWNED | {os.path.abspath(root)}
-    for f in matches:
-        _refuse_links(reversed(_chain(os.path.abspath(f), roots)[0][1:]))
-        _refuse_hard_link(f)
-    return matches
-
-
-def refuse_linked(root: Path, patterns) -> None:
-    """Refuse, before any work, a symbolic or hard link among the files under `root` matching `patterns` (the files
-    a command will write, replace or delete there), naming the first."""
-    for f in matching(root, patterns):
-        if os.path.islink(f):
-            raise LinkRefused(str(f))
 
 
 def _open_checked(path, flags: int) -> int:

@@ -13,6 +13,7 @@ trainer, resume, figures, results and the report agree on it. Imports no torch: 
 
 from __future__ import annotations
 
+import os
 import warnings
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -167,7 +168,7 @@ class RunHistory:
     @classmethod
     def resumed(cls, path: Path, epoch: int, inside_epoch: bool = False) -> RunHistory | None:
         """The run's metrics.json at `path` cut back to its checkpoint (see `truncate`); None when it has none."""
-        if not Path(path).exists():
+        if not os.path.lexists(path):  # (a dangling link there is read, and named, not taken for no metrics.json)
             return None
         history = cls.read(path, "--resume")
         history.truncate(epoch, inside_epoch)
@@ -222,4 +223,5 @@ def read_history(path: Path, arg: str = "RUN_DIR") -> dict:
 
 def read_records(path: Path, arg: str = "RUN_DIR") -> list[dict]:
     """The epoch records of the metrics.json at `path`, checked (none when the run has written none yet)."""
-    return read_history(path, arg).get("epochs", []) if Path(path).exists() else []
+    # lexists: a dangling link, a pipe or a folder there is read, and refused naming what it is; nothing there: none
+    return read_history(path, arg).get("epochs", []) if os.path.lexists(path) else []

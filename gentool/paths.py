@@ -7,11 +7,11 @@ from __future__ import annotations
 import errno
 import os
 import secrets
-import stat
 from pathlib import Path
 
 from gentool.errors import UsageError
-from gentool.fileio import LinkRefused, cause, check_inside, check_no_links, kind_of, own, temporary_name
+from gentool.fileio import (MISSING, LinkRefused, cause, check_inside, check_no_links, not_regular, own,
+                            temporary_name)
 
 # a new file only (O_EXCL: never one already there, nor through a link)
 _NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
@@ -20,21 +20,11 @@ _NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) 
 def check_input_file(path: Path, arg: str, expected: str) -> Path:
     """`path` if it is a readable regular file; otherwise a one-line error saying what it really is (missing, a
     dangling link, a directory, a device, unreadable)."""
-    try:
-        info = path.stat()
-    except FileNotFoundError:
-        if path.is_symlink():
-            raise UsageError(f"{arg}: {path} is a symbolic link to {os.readlink(path)}, which does not exist; "
-                             f"expected {expected}") from None
-        raise UsageError(f"{arg}: {path} does not exist{_being_written(path.parent)}; expected {expected}") from None
-    except OSError as exc:
-        raise UsageError(f"{arg}: cannot access {path} ({cause(exc)}); expected {expected}") from None
-    link = f" (a symbolic link to {os.readlink(path)})" if path.is_symlink() else ""
-    if stat.S_ISDIR(info.st_mode):
-        raise UsageError(f"{arg}: {path}{link} is a directory; expected {expected}")
-    kind = kind_of(info.st_mode)
-    if kind != "a regular file":
-        raise UsageError(f"{arg}: {path}{link} is {kind}, not a regular file; expected {expected}")
+    why = not_regular(path)
+    if why == MISSING:
+        raise UsageError(f"{arg}: {path} does not exist{_being_written(path.parent)}; expected {expected}")
+    if why:
+        raise UsageError(f"{arg}: {path} {why}; expected {expected}")
     if not os.access(path, os.R_OK):
         raise UsageError(f"{arg}: {path} is not readable (permission denied); expected {expected}")
     return path

@@ -58,6 +58,7 @@ _plugins_loaded = False
 _current_source = "built-in"
 _failed: dict[str, str] = {}  # entry point name → the distribution whose plugin failed to load
 _in_use: list[ModelEntry] = []  # plugin models looked up in this process: what an unexpected error is laid at
+_watch = None  # told each step that runs a plugin's code, then None when it ends (gentool.plugin_check's timer)
 
 
 def register_model(name: str):
@@ -109,6 +110,31 @@ def _dist_name(ep) -> str:
     return ep.dist.name if ep.dist is not None else ep.value.split(":")[0]
 
 
+class _Failures:
+    """The warnings of one pass over a group's entry points: the first SHOWN failures of each distribution in full,
+    then one line per distribution counting the rest. (A package declaring thousands of broken entry points was a
+    warning each: minutes of output; gentool.installed bounds how many are tried.)"""
+
+    SHOWN = 3
+
+    def __init__(self):
+        self.counts: dict[str, int] = {}
+
+    def warn(self, dist: str, text: str) -> None:
+        self.counts[dist] = self.counts.get(dist, 0) + 1
+        if self.counts[dist] <= self.SHOWN:
+            warnings.warn(text)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        for dist, n in self.counts.items():
+            if n > self.SHOWN:
+                warnings.warn(f"gentool: plugin {dist!r}: {n - self.SHOWN:,} more of its entry points failed too "
+                              f"(not each shown)")
+
+
 def load_entry_points(group: str, use) -> None:
     """Load each entry point of `group` and pass its name, its distribution's name and the loaded object to
     `use(name, dist, obj)`. One that fails to load (or to be used) is a one-line warning naming its distribution
@@ -116,18 +142,40 @@ def load_entry_points(group: str, use) -> None:
     prints while it loads goes to stderr: stdout carries `--json` results. Models (`gentool.models`) and hooks
     (`gentool.hooks`) load through here."""
     global _current_source
-    for ep in entry_points(group=group):
-        dist = _dist_name(ep)
-        _current_source = dist  # what @register_model records for the models the import registers
-        try:
-            with contextlib.redirect_stdout(sys.stderr):
-                use(ep.name, dist, ep.load())
-        except (Exception, SystemExit) as exc:  # a broken plugin must not break gentool
-            what = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-            _failed[ep.name.lower()] = dist
-            warnings.warn(f"gentool: plugin {dist!r} (entry point {ep.name!r}) failed to load: {what}")
-        finally:
-            _current_source = "built-in"
+    with _Failures() as failures:
+        for ep in entry_points(group=group):
+            dist = _dist_name(ep)
+            _current_source = dist  # what @register_model records for the models the import registers
+            try:
+                with contextlib.redirect_stdout(sys.stderr), _watched(f"the import of plugin {dist!r} (entry point "
+                                                                      f"{ep.name!r})"):
+                    use(ep.name, dist, ep.load())
+            except (Exception, SystemExit) as exc:  # a broken plugin must not break gentool
+                what = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+                _failed[ep.name.lower()] = dist
+                failures.warn(dist, f"gentool: plugin {dist!r} (entry point {ep.name!r}) failed to load: {what}")
+            finally:
+                _current_source = "built-in"
+
+
+def watch_plugins(watch) -> None:
+    """Have `watch(step)` called as each step that runs a plugin's code starts (the step, in words) and ends (None):
+    gentool.plugin_check times them."""
+    global _watch
+    _watch = watch
+
+
+@contextlib.contextmanager
+def _watched(step: str | None):
+    """Tell the watcher, if any, that `step` (None: gentool's own work, not told) starts, then that it ended."""
+    if _watch is None or step is None:
+        yield
+        return
+    _watch(step)
+    try:
+        yield
+    finally:
+        _watch(None)
 
 
 def get_entry(name: str) -> ModelEntry:
@@ -217,27 +265,36 @@ def describe_models(load: bool = False, settings: bool = False) -> list[ModelInf
     found: dict[str, ModelInfo] = {}
     for module in BUILTIN_MODULES:
         found.update(_declared(module, "built-in", settings=settings))
-    for ep in entry_points(group=ENTRY_POINT_GROUP):
-        dist = _dist_name(ep)
-        module, _, attr = ep.value.partition(":")
-        try:
-            here = _declared(module.strip(), dist, attr.strip() or None, ep.name.lower(), settings)
-        except (ImportError, OSError, SyntaxError, ValueError, RecursionError) as exc:
-            warnings.warn(f"gentool: plugin {dist!r} (entry point {ep.name!r}) cannot be read: {exc}")
-            continue
-        if not here:  # registered in a way only running it shows: name it, described by its package
-            summary = (ep.dist.metadata.get("Summary") or "") if ep.dist is not None else ""
-            here = {ep.name.lower(): ModelInfo(ep.name.lower(), dist, summary)}
-        for name, info in here.items():
-            found.setdefault(name, info)  # as register_model does: the first provider of a name keeps it
+    with _Failures() as failures:
+        for ep in entry_points(group=ENTRY_POINT_GROUP):
+            for name, info in _read_plugin(ep, settings, failures).items():
+                found.setdefault(name, info)  # as register_model does: the first provider of a name keeps it
     return [found[k] for k in sorted(found)]
+
+
+def _read_plugin(ep, settings: bool, failures: _Failures) -> dict:
+    """The models an entry point's source declares, read without running it ({} when it cannot be read: warned)."""
+    dist = _dist_name(ep)
+    module, _, attr = ep.value.partition(":")
+    try:
+        here = _declared(module.strip(), dist, attr.strip() or None, ep.name.lower(), settings)
+    except (ImportError, OSError, SyntaxError, ValueError, RecursionError) as exc:
+        failures.warn(dist, f"gentool: plugin {dist!r} (entry point {ep.name!r}) cannot be read: {exc}")
+        return {}
+    if not here:  # registered in a way only running it shows: name it, described by its package
+        summary = (ep.dist.metadata.get("Summary") or "") if ep.dist is not None else ""
+        here = {ep.name.lower(): ModelInfo(ep.name.lower(), dist, summary)}
+    return here
 
 
 def _loaded_info(entry: ModelEntry) -> ModelInfo:
     """What `gentool models --check` shows of a loaded model; a plugin's class whose docstring or sample_options
     cannot be read (`sample_options = 5`: was a traceback for the whole listing) is a warning naming it."""
+    # a plugin's class may run its code here too (a metaclass's properties): watched as its import is
+    step = None if entry.source == "built-in" else f"reading model {entry.name!r} of plugin {entry.source!r}"
     try:
-        return ModelInfo(entry.name, entry.source, entry.description, tuple(entry.sampler_settings()))
+        with _watched(step):
+            return ModelInfo(entry.name, entry.source, entry.description, tuple(entry.sampler_settings()))
     except Exception as exc:  # the plugin's class, not gentool, is at fault: the others are listed
         warnings.warn(f"gentool: model {entry.name!r} from {entry.source!r} cannot be described: "
                       f"{type(exc).__name__}: {exc}")

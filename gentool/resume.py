@@ -70,7 +70,9 @@ def plan(opts: TrainOptions) -> Start:
         raise UsageError(f"--resume: {target} does not exist; expected a run directory or a checkpoint file (or "
                          f"auto, with --out)")
     checkpoint = target / rundir.LAST if target.is_dir() or auto else target
-    if checkpoint.is_file() or not (auto or target.is_dir()):
+    # lexists, not is_file: a pipe, a folder or a link to a device named last.safetensors is refused there, named
+    # as what it is (it is not "no checkpoint", and the run is not started again over it)
+    if os.path.lexists(checkpoint) or not (auto or target.is_dir()):
         return _resume(opts, checkpoint)  # a missing checkpoint file is refused there, with the usual message
     return _restart(opts, target, auto)
 
@@ -152,7 +154,7 @@ def _check_model(opts: TrainOptions, meta: dict, run_dir: Path) -> None:
 def _config_options(run_dir: Path) -> dict:
     """The options a run's config.json recorded (the fallback for checkpoints that predate a recorded option), or
     {} when there is none."""
-    from gentool.fileio import cause, read_json
+    from gentool.fileio import cannot_read, read_json
 
     path = run_dir / rundir.CONFIG
     if not os.path.lexists(path):
@@ -164,7 +166,7 @@ def _config_options(run_dir: Path) -> dict:
         # the fields `summary` and `report` check: a run resumed with a damaged one would be refused by them after
         options = schema.check(recorded, rundir.RUN_CONFIG, "").get("options", {})
     except OSError as exc:  # a link, a pipe, a folder, too large, unreadable: said as such
-        raise UsageError(f"--resume: cannot read {path} ({cause(exc)})") from None
+        raise UsageError(f"--resume: {cannot_read(path, exc)}") from None
     except (ValueError, AttributeError) as exc:  # schema.Invalid is a ValueError
         raise GentoolError(f"--resume: {path} is not a readable run config ({exc})") from None
     if not isinstance(options, dict):

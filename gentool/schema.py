@@ -237,14 +237,14 @@ def read_checked(path, spec: Spec, arg: str):
     """`read`, with a problem raised as one GentoolError naming `arg` (the command's argument), the file and the
     field: how commands read the JSON files of a run."""
     from gentool.errors import GentoolError
-    from gentool.fileio import cause, described
+    from gentool.fileio import cannot_read, described
 
     try:
         return read(path, spec)
     except Invalid as exc:
         raise GentoolError(f"{arg}: {described(path)}: {exc}") from None
     except OSError as exc:  # refused unread: a pipe or device, too large, unreadable (said which)
-        raise GentoolError(f"{arg}: cannot read {path} ({cause(exc)})") from None
+        raise GentoolError(f"{arg}: {cannot_read(path, exc)}") from None
 
 
 def check(value, spec: Spec, field: str):

@@ -124,9 +124,9 @@ def read_manifest(sweep_dir: Path) -> dict:
     except s.Invalid as exc:
         raise GentoolError(f"--out: {fileio.described(path)}: {exc}") from None
     except fileio.NotRegular as exc:  # a link, a pipe, a folder: refused, as the file the user gave
-        raise UsageError(f"--out: cannot read {path} ({fileio.cause(exc)})") from None
+        raise UsageError(f"--out: {fileio.cannot_read(path, exc)}") from None
     except OSError as exc:
-        raise GentoolError(f"--out: cannot read {path} ({fileio.cause(exc)})") from None
+        raise GentoolError(f"--out: {fileio.cannot_read(path, exc)}") from None
     if [t["index"] for t in manifest["trials"]] != list(range(len(manifest["trials"]))):
         raise GentoolError(f"--out: {path}: field trials is not numbered 0, 1, 2, ... in order")
     return manifest

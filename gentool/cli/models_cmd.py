@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+import contextlib
+import os
+import sys
+from typing import Annotated, Optional
 
 import typer
 
+from gentool.checks import Numbers, number_parser
 from gentool.cli import options as o
+from gentool.errors import UsageError
+
+IMPORT_TIMEOUT = Numbers(0, 3600, open_low=True, what="a number of seconds above 0 up to 3,600")
 
 
 @o.cli_errors
@@ -14,6 +21,10 @@ def models(
     check: Annotated[bool, typer.Option("--check", help="Also import every model, plugins included, to check that each "
                                         "loads, and list the sampler settings each one declares as loaded (imports "
                                         "torch: slower).")] = False,
+    import_timeout: Annotated[Optional[float], typer.Option(
+        "--import-timeout", metavar="SECONDS", parser=number_parser(float, IMPORT_TIMEOUT),
+        callback=o.checked(IMPORT_TIMEOUT), help="With --check: how long each plugin may take to import; one that "
+        "takes longer is named and the check stops, exit 1. [default: 60]")] = None,
     json_out: o.JsonOpt = False,
 ):
     """List the models (built-ins and installed plugins), where each comes from, what it is, and the sampler
@@ -21,9 +32,13 @@ def models(
     or with --check from the models themselves)."""
     from rich.table import Table
 
+    from gentool.plugin_check import IMPORT_SECONDS, watchdog
     from gentool.registry import describe_models
 
-    entries = describe_models(load=check, settings=True)
+    if import_timeout is not None and not check:
+        raise UsageError("--import-timeout: applies to --check only (gentool models imports no plugin without it)")
+    with watchdog(import_timeout or IMPORT_SECONDS, stop_now) if check else contextlib.nullcontext():
+        entries = describe_models(load=check, settings=True)
     if json_out:
         o.print_json([{"name": e.name, "source": e.source, "description": e.description,
                        **({"sampler_settings": e.sampler_settings and list(e.sampler_settings)} if check else {})} for e in entries])
@@ -33,6 +48,14 @@ def models(
     for e in entries:
         table.add_row(e.name, e.source, e.description, sampler_line(e.sampler_settings))
     o.out_console().print(table)
+
+
+def stop_now(message: str) -> None:
+    """A plugin's code did not finish in time (from the watchdog's thread, while the main thread is stuck in that
+    code): one line, exit 1, at once. `models --check` writes nothing, so nothing is left half done."""
+    o.err_console().print(f"[bold red]error:[/] {o.escape(message)}", highlight=False, soft_wrap=True)
+    sys.stderr.flush()
+    os._exit(1)
 
 
 def sampler_line(settings) -> str:

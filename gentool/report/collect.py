@@ -9,6 +9,7 @@ type-checked, a sweep's trial folders must lie inside the sweep, and nothing is 
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -22,8 +23,9 @@ from gentool.figures import PROGRESS_GIF
 from gentool.history import partial_records, read_history
 from gentool.sweep_figures import MATRIX_PNG
 from gentool.registry import get_entry
+from gentool.fileio import MISSING, not_regular
 from gentool.report.readers import (Picture, as_object, clean_events, is_number, is_scalar,
-                                    read_json_file, read_picture)
+                                    read_json_file, read_picture, readable)
 from gentool.results import find_runs
 from gentool.summary import summarize
 
@@ -38,9 +40,11 @@ def kind_of(path: Path) -> str:
         raise UsageError(f"PATH: {path} does not exist; expected {ACCEPTED}")
     if not path.is_dir():
         raise UsageError(f"PATH: {path} is not a directory; expected {ACCEPTED}")
-    if (path / sw.MANIFEST).is_file():
+    # os.path.lexists: a pipe or a folder there still makes the kind (its reader then names what it is, rather
+    # than "holds no config.json")
+    if os.path.lexists(path / sw.MANIFEST):
         return "sweep"
-    if (path / rundir.CONFIG).is_file():
+    if os.path.lexists(path / rundir.CONFIG):
         return "run"
     if find_runs(path):
         return "folder"
@@ -49,12 +53,13 @@ def kind_of(path: Path) -> str:
 
 
 def epoch_grids(run_dir: Path) -> dict[int, Path]:
-    """samples/epoch_NNNN.png by epoch."""
+    """samples/epoch_NNNN.png by epoch (whatever is there under such a name: one that is no regular file is named
+    as left out when it is read)."""
     folder = run_dir / rundir.SAMPLES
     if not folder.is_dir():
         return {}
     found = (GRID_NAME.fullmatch(p.name) for p in folder.iterdir())
-    return {int(m.group(1)): folder / m.group(0) for m in found if m and (folder / m.group(0)).is_file()}
+    return {int(m.group(1)): folder / m.group(0) for m in found if m}
 
 
 def evaluation_files(run_dir: Path, notes: list[str]) -> list[dict]:
@@ -63,8 +68,8 @@ def evaluation_files(run_dir: Path, notes: list[str]) -> list[dict]:
     "split" and "n"). Other JSON files are named in a note and left out."""
     results = []
     for path in sorted(run_dir.glob("*.json"))[:MAX_EVAL_FILES]:
-        if path.name in (rundir.CONFIG, rundir.METRICS) or not path.is_file():
-            continue
+        if path.name in (rundir.CONFIG, rundir.METRICS):
+            continue  # (one that is no regular file is named as left out, as when it cannot be read)
         try:
             content = read_json_file(path)
         except GentoolError as exc:
@@ -92,8 +97,9 @@ def _read_config(run_dir: Path) -> dict:
 
 def _read_history(run_dir: Path, notes: list[str]) -> dict:
     where = run_dir / rundir.METRICS
-    if not where.is_file():
-        notes.append(f"no {rundir.METRICS}: the run recorded no epoch yet")
+    if not readable(where, notes):  # a pipe or a folder there is named as left out; nothing there is no epoch yet
+        if not_regular(where) == MISSING:
+            notes.append(f"no {rundir.METRICS}: the run recorded no epoch yet")
         return {"epochs": [], "events": []}
     history = read_history(where, "PATH")  # checked as summary, sweeps and resume check it
     history["epochs"] = history.get("epochs", [])
@@ -122,17 +128,18 @@ def architecture(config: dict) -> tuple[dict | None, str | None]:
         return None, f"the recorded config does not build a {config['model']} here ({type(exc).__name__}: {exc})"
 
 
-def _checkpoints(run_dir: Path) -> list[dict]:
-    return [{"file": p.name, "bytes": p.stat().st_size} for p in sorted(run_dir.glob("*.safetensors")) if p.is_file()]
+def _checkpoints(run_dir: Path, notes: list[str]) -> list[dict]:
+    return [{"file": p.name, "bytes": p.stat().st_size} for p in sorted(run_dir.glob("*.safetensors"))
+            if readable(p, notes)]
 
 
 def best_checkpoint(history: dict, run_dir: Path, notes: list[str]) -> str:
     """Which epoch best.safetensors holds and why (from metrics.json's "best"), in one sentence."""
     best = history.get("best") or {}
-    exists = (run_dir / rundir.BEST).is_file()
+    state = not_regular(run_dir / rundir.BEST)  # None: a checkpoint file; a pipe or a folder: _checkpoints names it
     epoch, fid = best.get("epoch"), best.get("fid")
     if not is_number(epoch):
-        if exists:
+        if state is None:
             notes.append(f"{rundir.BEST} exists but metrics.json does not say which epoch it holds")
         return ("No best checkpoint: the run was trained without --eval-every or --stop-on-divergence, so "
                 "last.safetensors is the one to use.")
@@ -147,7 +154,7 @@ def best_checkpoint(history: dict, run_dir: Path, notes: list[str]) -> str:
     else:
         text = (f"best.safetensors holds epoch {epoch}: the last epoch without a divergence (kept by "
                 f"--stop-on-divergence, without --eval-every).")
-    if not exists:
+    if state == MISSING:
         notes.append(f"metrics.json names a best epoch ({epoch}) but {rundir.BEST} is missing")
     return text
 
@@ -155,27 +162,29 @@ def best_checkpoint(history: dict, run_dir: Path, notes: list[str]) -> str:
 def samples(run_dir: Path, records: list[dict], best_epoch, notes: list[str], animation: bool) -> dict[str, Picture]:
     """The fixed-noise grids of the last epoch that wrote one ("last") and of the best epoch ("best"), and, with
     `animation`, progress.gif ("progress"); what is missing or left out is said in a note."""
-    grids = epoch_grids(run_dir)
+    written = epoch_grids(run_dir)
+    grids = {epoch: path for epoch, path in written.items() if readable(path, notes)}  # the others are named
     found = {}
     last_epoch = records[-1]["epoch"] if records else None
     if grids:
         last = max(grids)
-        when = "the last epoch" if last == last_epoch else f"the last grid written (the run reached epoch {last_epoch})"
+        when = "the last epoch" if last == last_epoch else "the last grid written" + (
+            f" (the run reached epoch {last_epoch})" if last_epoch is not None else "")  # None: no epochs read
         when += " and the best checkpoint" if last == best_epoch else ""
         found["last"] = _picture(grids[last], notes, f"Grid of samples drawn from the fixed noise at epoch {last}",
                                  f"Epoch {last}: {when}.")
-    else:
+    elif not written:  # (grids there that are no regular files are named above, not said to be missing)
         notes.append("no sample grids (samples/epoch_NNNN.png): the run wrote none (--sample-every 0) or no epoch ended")
     if is_number(best_epoch) and best_epoch in grids:
         if best_epoch != max(grids):
             found["best"] = _picture(grids[best_epoch], notes, f"Grid of samples drawn from the fixed noise at epoch "
                                      f"{best_epoch}, the best checkpoint's", f"Epoch {best_epoch}: the best checkpoint.")
-    elif is_number(best_epoch):
+    elif is_number(best_epoch) and best_epoch not in written:
         notes.append(f"no sample grid for the best epoch ({best_epoch}) was written (--sample-every)")
     gif = run_dir / PROGRESS_GIF
-    if gif.is_file() and not animation:
+    if os.path.lexists(gif) and not animation:
         notes.append(f"{PROGRESS_GIF} left out (--no-animations)")
-    elif gif.is_file():
+    elif os.path.lexists(gif):  # read (or named as left out: a pipe, a folder) by _picture
         span = f"epochs {min(grids)} to {max(grids)}" if grids else "the epochs"
         found["progress"] = _picture(gif, notes, f"Animation of the fixed-noise sample grid over {span}, each frame "
                                      f"captioned with its epoch", f"{PROGRESS_GIF}: the grid over the epochs.")
@@ -206,7 +215,8 @@ def collect_run(run_dir: Path, name: str, anchor: str, animation: bool = True) -
             "records": records, "events": history["events"], "architecture": arch,
             "partial": [r["epoch"] for r in partial_records(records)],
             "best_text": best_checkpoint(history, run_dir, notes), "best_epoch": best.get("epoch"),
-            "checkpoints": _checkpoints(run_dir), "samples": samples(run_dir, records, best.get("epoch"), notes, animation),
+            "checkpoints": _checkpoints(run_dir, notes),
+            "samples": samples(run_dir, records, best.get("epoch"), notes, animation),
             "evaluations": evaluation_files(run_dir, notes), "notes": notes}
 
 
@@ -223,7 +233,7 @@ def slug(text: str, taken: set[str]) -> str:
 
 def find_sweeps(root: Path) -> list[Path]:
     """Sweep directories (holding sweep.json) below `root`, sorted."""
-    return sorted({p.parent for p in Path(root).rglob(sw.MANIFEST) if p.is_file()})
+    return sorted({p.parent for p in Path(root).rglob(sw.MANIFEST)})  # one that is no regular file: said when read
 
 
 def collect_runs(root: Path, taken: set[str], animations: bool = True, skip: list[Path] = ()) -> list[dict]:
@@ -295,7 +305,7 @@ def collect_sweep(sweep_dir: Path, taken: set[str], animations: bool = True) -> 
     notes: list[str] = []
     for trial in trials:
         trial["anchor"] = slug(f"trial-{trial['index']:03d}", taken)
-        if not (trial["path"] / rundir.CONFIG).is_file():
+        if not os.path.lexists(trial["path"] / rundir.CONFIG):  # not started; a pipe there is said when read
             trial["run"] = None
             continue
         try:
@@ -303,7 +313,7 @@ def collect_sweep(sweep_dir: Path, taken: set[str], animations: bool = True) -> 
         except (GentoolError, OSError) as exc:
             trial["run"], trial["error_reading"] = None, str(exc)
     matrix = None
-    if (sweep_dir / MATRIX_PNG).is_file():
+    if os.path.lexists(sweep_dir / MATRIX_PNG):  # read, or named as left out (a pipe, a folder), by _picture
         which = "each configuration's first seed" if seed_stats.seeded(grid) else "each trial"
         matrix = _picture(sweep_dir / MATRIX_PNG, notes, f"Sample matrix: a strip of 8 samples from {which}'s "
                           "last checkpoint, rows by the other axes, columns by latent size",

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gentool.errors import GentoolError
-from gentool.fileio import NotRegular, described, read_regular
+from gentool.fileio import MISSING, cannot_read, described, not_regular, read_regular
 
 MAX_JSON_BYTES = 64 * 2**20  # metrics.json of a 10,000-epoch run is a few MB
 MAX_IMAGE_BYTES = 25 * 2**20  # a common e-mail attachment limit: one image above it makes no sense to embed
@@ -35,13 +35,21 @@ def read_limited(path: Path, limit: int) -> bytes:
     the size on disk lies (a file still growing, a special file behind a link)."""
     try:
         data = read_regular(path, limit)
-    except NotRegular as exc:
-        raise GentoolError(f"{path}: not a regular file ({exc.kind})") from None
-    except OSError as exc:
-        raise GentoolError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+    except OSError as exc:  # said as everywhere else: "X is a named pipe, not a regular file", "cannot read X (...)"
+        raise GentoolError(cannot_read(path, exc)) from None
     if len(data) > limit:
         raise GentoolError(f"{path}: larger than the {limit / 2**20:.0f} MiB a report reads")
     return data
+
+
+def readable(path: Path, notes: list[str]) -> bool:
+    """Whether a regular file is at `path` to read. Something else there (a pipe, a folder, a device, a dangling
+    link, a file that cannot be looked at) is named in a note as left out; nothing there is no note: what a missing
+    file means is the caller's to say."""
+    why = not_regular(path)
+    if why not in (None, MISSING):
+        notes.append(f"{path} {why}; left out")
+    return why is None
 
 
 def read_json_file(path: Path, limit: int = MAX_JSON_BYTES):
