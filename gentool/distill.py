@@ -48,10 +48,13 @@ def teacher_checkpoint(teacher: str) -> Path:
     folder is named after the teacher's; one that is not there is refused before anything else."""
     path = Path(teacher).expanduser().absolute()
     path = path / rundir.LAST if os.path.isdir(path) else path
-    if not os.path.isfile(path):  # (os.path: a name too long to exist is no checkpoint, not an OSError)
+    why = fileio.not_regular(path)  # (stat only: a pipe there cannot block)
+    if why == fileio.MISSING:
         rundir.refuse_if_written(path.parent, "RUN")  # started a moment ago: its first checkpoint is to come
         raise UsageError(f"RUN: {teacher} has no checkpoint ({path} does not exist); expected a flow or ddpm run "
                          f"directory or its .safetensors checkpoint")
+    if why is not None:
+        raise UsageError(f"RUN: {path} {why}; expected a flow or ddpm run directory or its .safetensors checkpoint")
     return path
 
 
@@ -238,10 +241,13 @@ def distill(opts: DistillOptions, reporter: Reporter | None = None) -> dict:
         torch.set_num_threads(opts.threads)
     path = teacher_checkpoint(opts.teacher)
     out = Path(opts.out).expanduser() if opts.out else path.parent.with_name(f"{path.parent.name}-reflow{opts.steps}")
+    if not opts.out and os.path.islink(out):  # a folder the user named may be a link; one gentool chose may not
+        raise UsageError(f"--out (default: the teacher's run directory + '-reflow<K>'): {out} is "
+                         f"{fileio.link_kind(out)}; gentool does not write a run through a link it was not given: "
+                         f"pass --out")
     # os.path.isdir: a name too long to exist is no run (check_room says why it cannot be written)
     if os.path.isdir(out) and not opts.overwrite and any(out.iterdir()) and not rundir.unstarted(out):
-        raise UsageError(f"--out: {out} already holds a run; continue it with gentool distill --resume "
-                         f"{shlex.quote(str(out))}, or pass --overwrite to replace it")
+        raise rundir.taken(out, f"gentool distill --resume {shlex.quote(str(out))}")
     device = pick_device(opts.device)
     ckpt = load_teacher(path, device)
     prepare(ckpt.model, device, choose_precision(opts.precision or "auto", device).used)

@@ -46,6 +46,12 @@ class StopSignals:
         if self.signum is not None:
             os._exit(128 + signum)
         self.signum = signum
+        if signum == signal.SIGHUP and os.isatty(2):  # the terminal is gone: what follows would fail to reach it
+            quiet = os.open(os.devnull, os.O_WRONLY)
+            for fd in (1, 2):
+                if os.isatty(fd):
+                    os.dup2(quiet, fd)
+            os.close(quiet)
         name = signal.Signals(signum).name
         print(f"\n{name} received: finishing the current step and saving (send again to exit at once)",
               file=sys.stderr, flush=True)
@@ -54,6 +60,10 @@ class StopSignals:
         if threading.current_thread() is threading.main_thread():
             for s in self.SIGNALS:
                 self._previous[s] = signal.signal(s, self._handle)
+            # A closed terminal (SIGHUP) stops the run as SIGTERM does, saved, but only where SIGHUP would end the
+            # process anyway: under nohup (ignored) or a caller's own handler it keeps what it was given.
+            if hasattr(signal, "SIGHUP") and signal.getsignal(signal.SIGHUP) is signal.SIG_DFL:
+                self._previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, self._handle)
         return self
 
     def __exit__(self, *exc):

@@ -79,9 +79,7 @@ class RunStart:
             return
         rundir.refuse_links(self.path, "--out")
         if not rundir.unstarted(self.path):
-            quoted = shlex.quote(str(self.path))
-            raise UsageError(f"--out: run directory {self.path} already holds a run; continue it with --resume "
-                             f"{quoted} (or --resume auto), or pass --overwrite to replace it")
+            raise rundir.taken(self.path, f"--resume {shlex.quote(str(self.path))} (or --resume auto)")
 
     def _set_aside(self) -> None:
         """Move gentool's own files in the folder into the hidden `held` folder, each at its place there."""

@@ -59,6 +59,19 @@ def default_run_dir(model: str, data_name: str, root: str | None = None) -> Path
     return path
 
 
+def taken(path: Path, resume: str) -> UsageError:
+    """The refusal of a non-empty --out that is no unstarted run. A run (its config.json or checkpoint is there) is
+    offered `resume`, the command that continues it; a folder of other files is said to hold no run (it was told it
+    held one, and to resume what is not there)."""
+    if any(os.path.lexists(path / name) for name in (CONFIG, LAST)):
+        return UsageError(f"--out: run directory {path} already holds a run; continue it with {resume}, or pass "
+                          f"--overwrite to replace it")
+    first = next((f.name for f in path.iterdir()), "")  # one name: a folder may hold very many
+    return UsageError(f"--out: {path} holds files that are not a gentool run ({first!r} among them); choose a new or "
+                      f"empty folder, or pass --overwrite to start the run there (gentool's own files only are "
+                      f"replaced; the others stay)")
+
+
 def unstarted(path: Path) -> bool:
     """Whether `path` holds a run that never reached its first checkpoint and nothing else: gentool's config.json
     with only its metrics, sample grids, figures and temporaries beside it (or just the empty samples/ folder of a
