@@ -38,5 +38,6 @@ def prepare(opts: PrepareOptions, reporter: Reporter | None = None) -> dict:
         stats = real_stats(extractor, reference, part, reporter)
         built[part] = {"images": len(stats.features), "source": reference.describe_split(part)}
     return {"data": reference.name, "extractor": extractor.meta.get("id"),
+            "extractor_kind": extractor.meta.get("kind", "classifier"),
             "test_accuracy": extractor.meta.get("test_accuracy"), "cache": str(extractors_dir()),
             "splits": built, "seconds": round(time.perf_counter() - start, 1)}
