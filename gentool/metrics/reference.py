@@ -79,6 +79,13 @@ class Reference:
             native = None
         return self if native == tuple(shape) else replace(self, image_size=shape[1])
 
+    def at_size(self, image_size: int | None) -> "Reference":
+        """This reference as a model trained with --image-size `image_size` draws it (None: as it is)."""
+        if image_size is None or self.train_folder is None:
+            return self
+        channels = reference_geometry(replace(self, image_size=image_size)).shape[0]  # mixed sizes too
+        return self.sized_for((channels, image_size, image_size))
+
     def fingerprint(self) -> str:
         """A short hash of the data files' relative names and sizes (and the image size they are decoded to):
         cheap, and different for different data."""
