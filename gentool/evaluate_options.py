@@ -52,8 +52,9 @@ class EvalOptions(DrawOptions):
 
     source: str = option("A checkpoint (samples are drawn from it), an .npz of images (key 'images', uint8 "
                          "N×H×W×C) or a folder of PNGs.", metavar="SOURCE", argument=True, required=True)
-    data: str | None = option("Real data to compare with: mnist, cifar10, mnist-sample or a folder with class "
-                              "subfolders (default: a checkpoint's own).", metavar="NAME|DIR")
+    data: str | None = option("Real data to compare with: mnist, cifar10, mnist-sample or a folder of images, with "
+                              "class subfolders or without (then no class metrics; default: a checkpoint's own).",
+                              metavar="NAME|DIR")
     data_dir: str | None = copy_option("data_dir")
     n: int = option("Number of generated images to score.", default=10_000, metavar="N", flags=("--n",),
                     check=Ints(MIN_N, MAX_N))

@@ -15,8 +15,8 @@ SPLITS = {"test": ("test",), "train": ("train",), "both": ("test", "train")}
 class PrepareOptions:
     """What `gentool prepare` was asked for."""
 
-    data: str = option("The real data evaluate will compare with: mnist, cifar10, mnist-sample or a folder with "
-                       "class subfolders.", metavar="NAME|DIR", required=True)
+    data: str = option("The real data evaluate will compare with: mnist, cifar10, mnist-sample or a folder of "
+                       "images, with class subfolders or without.", metavar="NAME|DIR", required=True)
     data_dir: str | None = copy_option("data_dir")
     image_size: int | None = option("A folder's images at S×S pixels, as a model trained with --image-size S "
                                     "draws them (default: their own size).", metavar="S",

@@ -274,15 +274,19 @@ def prepare_evaluation(spec: SweepSpec, reporter: Reporter) -> None:
         from gentool.metrics.reference import resolve_reference
     except ImportError as exc:
         raise GentoolError(f"--eval: evaluation is unavailable in this gentool ({exc})") from None
-    reference = resolve_reference(spec.data, spec.runtime.get("data_dir"))
+    manifest = spec.manifest()  # a folder is evaluated at each --image-size its trials train at (mixed sizes)
+    sizes = {trial_options(manifest, t, spec.out / "-", spec.runtime).image_size for t in manifest["trials"]}
+    references = [resolve_reference(spec.data, spec.runtime.get("data_dir")).at_size(s) for s in sorted(
+        sizes, key=lambda s: s or 0)]
     device = pick_device(spec.runtime.get("device") or "auto")
     with locked(spec.out / EVAL_LOCK):
-        if spec.runtime.get("extractor") == INCEPTION:  # checks the weights file, caches the real features
-            from gentool.metrics.inception import InceptionEvaluator
+        for reference in references:
+            if spec.runtime.get("extractor") == INCEPTION:  # checks the weights file, caches the real features
+                from gentool.metrics.inception import InceptionEvaluator
 
-            InceptionEvaluator(reference, "train", device, spec.runtime["extractor_weights"], reporter)
-        else:
-            get_extractor(reference, device, reporter)
+                InceptionEvaluator(reference, "train", device, spec.runtime["extractor_weights"], reporter)
+            else:
+                get_extractor(reference, device, reporter)
 
 
 def trial_metrics(trial: dict) -> dict:

@@ -80,7 +80,9 @@ def render(result: dict, console: Console) -> None:
                       soft_wrap=True)
     ex = result["extractor"]
     made = (f"weights {ex['weights']}, sha256 {ex['weights_sha256'][:16]}…, torch-fidelity "
-            f"{ex['torch_fidelity_version']}" if "weights_sha256" in ex else f"test accuracy {ex['test_accuracy']:.2%}")
+            f"{ex['torch_fidelity_version']}" if "weights_sha256" in ex else f"test accuracy {ex['test_accuracy']:.2%}"
+            if ex.get("kind", "classifier") == "classifier" else
+            f"{ex['kind']}: no classes; rotation accuracy on held-out images {ex['test_accuracy']:.2%}")
     console.print(f"extractor {ex['id']} ({made}); real images: {o.escape(result['real_source'])} "
                   f"({result['n_real']:,}); "
                   f"gentool {result['gentool_version']}", highlight=False, soft_wrap=True)

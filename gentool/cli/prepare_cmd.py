@@ -20,7 +20,9 @@ def prepare(opts: PrepareOptions, quiet: o.QuietOpt = False, json_out: o.JsonOpt
         o.print_json(found)
         return
     say = o.out_console().print
-    say(f"extractor {found['extractor']} (test accuracy {found['test_accuracy']:.2%}) in {o.escape(found['cache'])}",
+    accuracy = ("test accuracy" if found["extractor_kind"] == "classifier" else  # a folder without classes
+                f"{found['extractor_kind']}: no classes; accuracy at predicting held-out images' rotations")
+    say(f"extractor {found['extractor']} ({accuracy} {found['test_accuracy']:.2%}) in {o.escape(found['cache'])}",
         highlight=False, soft_wrap=True)
     for name, s in found["splits"].items():
         say(f"{name} statistics: {s['images']:,} images of {o.escape(s['source'])}", highlight=False, soft_wrap=True)

@@ -22,6 +22,7 @@ from gentool.metrics.fid_kid import (fid_by_sample_count, frechet_distance, gaus
                                      kernel_distance)
 from gentool.metrics.intervals import Bootstrap, IntervalPlan
 from gentool.metrics.manifold import class_histogram, membership, mode_coverage
+from gentool.metrics.pretext import CLASS_METRICS, DESCRIPTION, NO_CLASSES
 from gentool.metrics.reference import Reference, reference_geometry, resolve_reference
 from gentool.metrics.sources import Source, check_geometry, open_source
 from gentool.metrics.stats import ImageStats, real_stats, stream_stats
@@ -42,22 +43,29 @@ class Evaluator:
         self._real_gaussian = gaussian_stats(self.real.features)
 
     def provenance(self) -> dict:
-        """How scores from this evaluator are made: extractor identity and accuracy, split, real-set size."""
+        """How scores from this evaluator are made: extractor identity, kind and accuracy, split, real-set size."""
         m = self.extractor.meta
+        ex = {"id": m["id"], "kind": m.get("kind", "classifier"), "recipe_hash": m["recipe_hash"],
+              "trained_on": m.get("trained_on"), "test_accuracy": m["test_accuracy"], "held_out": m.get("held_out"),
+              "train_seconds": m["train_seconds"], "feature_dim": int(self.real.features.shape[1])}
+        if self.extractor.classifier:
+            ex["classes"] = m["num_classes"]
+        else:  # its accuracy is at the pretext task, and it has no classes to count
+            ex.update(what=DESCRIPTION, test_accuracy_of="predicting the rotation of the held-out images")
         return {"data": self.reference.name, "split": self.split,
-                "real_source": self.reference.describe_split(self.split), "n_real": len(self.real), "gentool_version": gentool.__version__,
-                "extractor": {"id": m["id"], "recipe_hash": m["recipe_hash"], "test_accuracy": m["test_accuracy"],
-                              "held_out": m.get("held_out"), "train_seconds": m["train_seconds"],
-                              "feature_dim": int(self.real.features.shape[1]), "classes": m["num_classes"]}}
+                "real_source": self.reference.describe_split(self.split), "n_real": len(self.real),
+                "gentool_version": gentool.__version__, "extractor": ex}
 
     def score(self, images, wanted, seed: int, labels: torch.Tensor | None = None) -> tuple[dict, list[str]]:
         """The metrics in `wanted` (except vae) for uint8 N×C×H×W images (a tensor, or an iterable of such chunks,
         which are never all held at once), and notes on their reliability; with the `labels` a conditional model
         drew them for, also how often the classifier agrees (class_agreement)."""
         chunks = [images] if torch.is_tensor(images) else images
+        if not self.extractor.classifier:  # its probabilities are of rotations: no class metric comes from them
+            wanted = [m for m in wanted if m not in CLASS_METRICS]
         gen = stream_stats(self.extractor, chunks, projections="emd" in wanted)
         metrics, notes = score_stats(self.real, self._real_gaussian, gen, wanted, seed, self.plan)
-        if labels is not None:
+        if labels is not None and self.extractor.classifier:
             metrics.update(class_agreement(gen.probs, labels))
         return metrics, notes
 
@@ -140,6 +148,19 @@ def vae_scores(model, data: ImageData, n: int, seed: int, batch_size: int = BATC
     return {"vae_reconstruction": rec, "vae_kl": kl, "elbo": -(rec + kl), "vae_n": len(images)}
 
 
+def _class_plan(wanted: list[str], req: EvalOptions, reference: Reference, explicit: bool) -> tuple[list, list]:
+    """The metrics that can be computed against `reference`, and notes on those left out: gentool's extractor of
+    a folder without classes has none to score (inception-v3's are ImageNet's). Named explicitly, a refusal."""
+    if req.extractor == INCEPTION or reference.labelled:
+        return wanted, []
+    left = [m for m in wanted if m in CLASS_METRICS]
+    if left and explicit:
+        raise bad_value("--metrics", left[0], f"a metric other than {' and '.join(CLASS_METRICS)} for --data "
+                        f"{reference.spec}: {NO_CLASSES}")
+    notes = [f"{', '.join(left)}: not computed; {NO_CLASSES}"] if left else []
+    return [m for m in wanted if m not in CLASS_METRICS], notes
+
+
 def _metric_plan(wanted: list[str], source: Source, explicit: bool) -> list[str]:
     has_elbo = source.checkpoint is not None and source.checkpoint.model.likelihood_terms
     if "vae" in wanted and not has_elbo:
@@ -166,8 +187,9 @@ def evaluate(req: EvalOptions, reporter: Reporter | None = None) -> dict:
     data = req.data or source.data_spec
     if not data:
         raise UsageError("--data: missing; say which data set SOURCE imitates: mnist, cifar10, mnist-sample or a "
-                         "folder of labelled images")
+                         "folder of images")
     reference = _reference(data, req).sized_for(source.shape)  # a folder: at the size the model was trained at
+    wanted, class_notes = _class_plan(wanted, req, reference, explicit=req.metrics.strip().lower() != "all")
     check_geometry(source, reference_geometry(reference).shape, reference.name)
     count = source.count(req.n)
     if count < MIN_N:
@@ -179,6 +201,7 @@ def evaluate(req: EvalOptions, reporter: Reporter | None = None) -> dict:
     if source.checkpoint is not None and reporter is not None:
         chunks = announced(chunks, count, reporter)
     metrics, notes = evaluator.score(chunks, wanted, req.seed, labels)
+    notes = class_notes + notes
     if "class_agreement_by_class" in metrics:
         names = source.checkpoint.data.get("class_names") or []
         metrics["class_agreement_by_class"] = {names[int(k)] if int(k) < len(names) else k: v

@@ -2,8 +2,9 @@
 with a fixed seed, and caches in the user cache dir as safetensors plus JSON metadata (never a pickle).
 
 Its penultimate layer gives the features FID, KID and precision/recall compare; its class probabilities give the
-inception-style score and the mode counts. The cache file's name carries the recipe hash and a fingerprint of the
-data, so a changed recipe or other data never reuses stale weights.
+inception-style score and the mode counts. A folder without classes gets the same network trained on a pretext
+task instead (predicting rotations: gentool.metrics.pretext), and no class metrics. The cache file's name carries
+the recipe hash and a fingerprint of the data, so a changed recipe or other data never reuses stale weights.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from gentool.cache import cache_dir, prepare_entry, set_aside
 from gentool.data import Geometry, ImageData, batches
 from gentool.errors import UsageError
 from gentool.fileio import atomic_write_bytes
+from gentool.metrics.pretext import CLASSES, KIND, ROTATION, TASKS, TURNS, rotate, rotation_batch
 from gentool.metrics.reference import Reference, reference_geometry
 from gentool.progress import Reporter
 
@@ -59,9 +61,14 @@ class Recipe:
     flip: bool = False  # random horizontal flips
     seed: int = 0
     version: int = 1  # bump when the training code changes in a way these fields do not show
+    task: str = CLASSES  # what it learns to predict: the data's classes, or the rotation of an unlabelled image
 
     def to_dict(self) -> dict:
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+        """The fields (a classifier's without `task`, so the recipe hashes and caches from before it stay valid)."""
+        fields = {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+        if fields["task"] == CLASSES:
+            del fields["task"]
+        return fields
 
     @property
     def hash(self) -> str:
@@ -86,10 +93,10 @@ RECIPE_SPEC = schema.Obj({}, {
 MAX_RECIPE_CHARS = 4096  # a recipe is a dozen fields; a longer value is not one
 
 
-def default_recipe(geometry: Geometry) -> Recipe:
-    """The fixed recipe for a geometry (grey: MNIST-like, colour: CIFAR-like), with $GENTOOL_EXTRACTOR_RECIPE
-    overrides applied (each field checked: a bad one is a UsageError naming it)."""
-    recipe = GREY_RECIPE if geometry.channels == 1 else COLOUR_RECIPE
+def default_recipe(geometry: Geometry, task: str = CLASSES) -> Recipe:
+    """The fixed recipe for a geometry (grey: MNIST-like, colour: CIFAR-like) and task, with
+    $GENTOOL_EXTRACTOR_RECIPE overrides applied (each field checked: a bad one is a UsageError naming it)."""
+    recipe = dataclasses.replace(GREY_RECIPE if geometry.channels == 1 else COLOUR_RECIPE, task=task)
     text = os.environ.get(RECIPE_ENV)
     if not text:
         return recipe
@@ -142,6 +149,11 @@ class Extractor:
     def id(self) -> str:
         return self.meta["id"]
 
+    @property
+    def classifier(self) -> bool:
+        """Whether its outputs are the data's classes (else rotations: no class metrics may be read from them)."""
+        return self.meta["recipe"].get("task", CLASSES) == CLASSES
+
     @torch.no_grad()
     def run(self, images: torch.Tensor, batch_size: int = 500) -> tuple[np.ndarray, np.ndarray]:
         """Features (float32 N×D) and class probabilities (float32 N×K) for uint8 N×C×H×W images."""
@@ -155,9 +167,12 @@ class Extractor:
         return torch.cat(feats).numpy(), torch.cat(probs).numpy()
 
     def accuracy(self, data: ImageData) -> float:
-        """Top-1 accuracy on labelled data."""
-        _, probs = self.run(data.images)
-        return float((probs.argmax(1) == data.labels.numpy()).mean())
+        """Top-1 accuracy on labelled data; a rotation extractor's, at telling each image's four rotations apart."""
+        if self.classifier:
+            _, probs = self.run(data.images)
+            return float((probs.argmax(1) == data.labels.numpy()).mean())
+        hits = [self.run(rotate(data.images, torch.full((len(data),), k)))[1].argmax(1) == k for k in range(TURNS)]
+        return float(np.concatenate(hits).mean())
 
 
 def extractors_dir() -> Path:
@@ -177,7 +192,12 @@ def get_extractor(reference: Reference, device: torch.device, reporter: Reporter
     `gentool prepare` as the way to build it ahead (not when the caller is that command)."""
     reporter = reporter or Reporter()
     geometry = reference_geometry(reference)
-    recipe = default_recipe(geometry)
+    task = CLASSES if reference.labelled else ROTATION
+    if task == ROTATION and geometry.height != geometry.width:
+        raise UsageError(f"--data: {reference.spec} has no class subfolders and its images are {geometry.width}x"
+                         f"{geometry.height}; its extractor learns to predict rotations, which needs square images "
+                         f"(a model trained with --image-size draws them)")
+    recipe = default_recipe(geometry, task)
     ident = extractor_id(reference, recipe)
     path = extractors_dir() / f"{ident}.safetensors"
     if os.path.lexists(path):
@@ -187,14 +207,16 @@ def get_extractor(reference: Reference, device: torch.device, reporter: Reporter
             set_aside(path, fileio.cause(exc).splitlines()[0])
     prepare_entry(path)  # a link there, or no room for the file, is refused now, not after minutes of training
     ahead = _prepare_hint(reference) if hint else ""
-    reporter.message(f"training the reference extractor for {reference.describe_split('train')} "
+    train, test = reference.load("train", reporter), reference.load("test", reporter)  # a refusal comes before...
+    what = "" if task == CLASSES else " (no classes: a rotation-prediction network)"
+    reporter.message(f"training the reference extractor{what} for {reference.describe_split('train')} "  # ... this
                      f"(first use; recipe {recipe.hash}, seed {recipe.seed}){ahead}")
-    extractor = train_extractor(reference.load("train", reporter), reference.load("test", reporter), recipe, device,
-                                reporter)
-    extractor.meta.update(id=ident, data=reference.name, data_spec=reference.spec,
-                          held_out=reference.describe_split("test"))
+    extractor = train_extractor(train, test, recipe, device, reporter)
+    extractor.meta.update(id=ident, data=reference.name, data_spec=reference.spec, kind=KIND[task],
+                          trained_on=reference.describe_split("train"), held_out=reference.describe_split("test"))
     save_extractor(path, extractor)
-    reporter.message(f"reference extractor {ident}: test accuracy {extractor.meta['test_accuracy']:.2%}, "
+    accuracy = "test accuracy" if task == CLASSES else "accuracy at telling the held-out images' rotations apart"
+    reporter.message(f"reference extractor {ident}: {accuracy} {extractor.meta['test_accuracy']:.2%}, "
                      f"trained in {extractor.meta['train_seconds']:.0f} s, cached in {path}")
     return extractor
 
@@ -216,8 +238,10 @@ def seeded_rng(seed: int, device: torch.device):
 def train_extractor(train: ImageData, test: ImageData, recipe: Recipe, device: torch.device,
                     reporter: Reporter) -> Extractor:
     """Train a FeatureNet on `train` with the recipe's fixed seed (without disturbing the caller's RNG streams) and
-    measure its accuracy on `test`."""
-    num_classes = max(len(train.class_names), int(train.labels.max()) + 1)
+    measure its accuracy on `test`. A classifier needs labelled images; a rotation extractor makes its own labels."""
+    if recipe.task == CLASSES and (len(train) == 0 or bool((train.labels < 0).any())):
+        raise UsageError("--data: the extractor's classifier needs labelled images (one subfolder per class)")
+    num_classes = max(len(train.class_names), int(train.labels.max()) + 1) if recipe.task == CLASSES else TURNS
     start = time.perf_counter()
     with seeded_rng(recipe.seed, device):
         net = FeatureNet(recipe, train.geometry, num_classes).to(device)
@@ -225,7 +249,8 @@ def train_extractor(train: ImageData, test: ImageData, recipe: Recipe, device: t
     seconds = time.perf_counter() - start
     meta = {"format": FORMAT, "gentool_version": gentool.__version__, "recipe": recipe.to_dict(),
             "recipe_hash": recipe.hash, "geometry": train.geometry.to_dict(), "num_classes": num_classes,
-            "class_names": list(train.class_names), "n_train": len(train), "n_test": len(test),
+            "class_names": list(train.class_names) if recipe.task == CLASSES else [], "n_train": len(train),
+            "n_test": len(test),
             "train_seconds": round(seconds, 1)}
     extractor = Extractor(net, meta)
     extractor.meta["test_accuracy"] = round(extractor.accuracy(test), 5)
@@ -245,14 +270,17 @@ def _fit(net: FeatureNet, train: ImageData, recipe: Recipe, device: torch.device
             reporter.epoch_start(epoch, steps)
             start, total, correct = time.perf_counter(), 0, 0
             for i, idx in enumerate(batches(len(images), recipe.batch_size, recipe.seed, epoch, device)[:steps]):
-                _, logits = net(augment(images[idx], recipe))
-                loss = F.cross_entropy(logits, labels[idx], label_smoothing=recipe.label_smoothing)
+                inputs, targets = augment(images[idx], recipe), labels[idx]
+                if recipe.task == ROTATION:  # turned after the shift and flip, so the label says the turn
+                    inputs, targets = rotation_batch(inputs)
+                _, logits = net(inputs)
+                loss = F.cross_entropy(logits, targets, label_smoothing=recipe.label_smoothing)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
                 schedule.step()
                 total += len(idx)
-                correct += int((logits.argmax(1) == labels[idx]).sum())
+                correct += int((logits.argmax(1) == targets).sum())
                 reporter.step(i + 1, lambda: {"loss": loss.item()}, total / max(time.perf_counter() - start, 1e-9))
             seconds = time.perf_counter() - start
             reporter.epoch_end({"epoch": epoch, "step": epoch * steps, "seconds": seconds,
@@ -299,7 +327,9 @@ def load_extractor(path: Path, device: torch.device | str = "cpu", recipe: Recip
     with fileio.regular_path(path, follow=False) as pinned, safe_open(pinned, framework="pt") as f:
         meta = schema.check(schema.parse((f.metadata() or {}).get("meta"), "meta"), EXTRACTOR_META, "meta")
         fields = {k: tuple(v) if isinstance(v, list) else v for k, v in meta["recipe"].items()}
-        if recipe is not None and fields != dataclasses.asdict(recipe):
+        if fields.get("task", CLASSES) not in TASKS:
+            raise ValueError(f"its recipe's task is not one of {', '.join(TASKS)}")
+        if recipe is not None and Recipe(**fields) != recipe:
             raise ValueError(f"its recipe is not recipe {recipe.hash}")
         saved = Geometry(**meta["geometry"])
         if geometry is not None and saved.shape != geometry.shape:

@@ -5,12 +5,10 @@ run this once, on its own)."""
 from __future__ import annotations
 
 import time
-from dataclasses import replace
-
 from gentool.device import pick_device
 from gentool.errors import bad_value
 from gentool.metrics.extractor import extractors_dir, get_extractor
-from gentool.metrics.reference import reference_geometry, resolve_reference
+from gentool.metrics.reference import resolve_reference
 from gentool.metrics.stats import real_stats
 from gentool.models.fields import MAX_SIDE
 from gentool.prepare_options import SPLITS, PrepareOptions
@@ -29,8 +27,7 @@ def prepare(opts: PrepareOptions, reporter: Reporter | None = None) -> dict:
     if image_size is not None:
         if reference.train_folder is None:
             raise bad_value("--image-size", image_size, "only with an image folder (--data DIR)")
-        channels = reference_geometry(replace(reference, image_size=image_size)).shape[0]  # mixed sizes too
-        reference = reference.sized_for((channels, image_size, image_size))
+        reference = reference.at_size(image_size)
     start = time.perf_counter()
     extractor = get_extractor(reference, pick_device(opts.device), reporter, hint=False)  # it is that command
     built = {}
@@ -38,5 +35,6 @@ def prepare(opts: PrepareOptions, reporter: Reporter | None = None) -> dict:
         stats = real_stats(extractor, reference, part, reporter)
         built[part] = {"images": len(stats.features), "source": reference.describe_split(part)}
     return {"data": reference.name, "extractor": extractor.meta.get("id"),
+            "extractor_kind": extractor.meta.get("kind", "classifier"),
             "test_accuracy": extractor.meta.get("test_accuracy"), "cache": str(extractors_dir()),
             "splits": built, "seconds": round(time.perf_counter() - start, 1)}

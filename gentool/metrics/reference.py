@@ -1,5 +1,6 @@
-"""The real, labelled data set generated images are compared with: where its training and held-out splits live, and
-a cheap fingerprint of its files so that cached extractors and statistics are never reused for other data."""
+"""The real data set generated images are compared with (labelled, or a folder of images without classes): where
+its training and held-out splits live, and a cheap fingerprint of its files so that cached extractors and statistics
+are never reused for other data."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import hashlib
 import os
 import re
 from dataclasses import dataclass, replace
+from functools import cached_property
 from importlib import resources
 from pathlib import Path
 
@@ -14,7 +16,7 @@ from gentool.data import (IMAGE_SUFFIXES, MNIST_FILES, ImageData, load_dataset, 
                           resolve_data_dir)
 from gentool.errors import UsageError, bad_value
 from gentool.evaluate_options import SPLITS
-from gentool.folders import HOLDOUT_EVERY
+from gentool.folders import HOLDOUT_EVERY, list_folder
 
 BUILTIN = ("mnist", "cifar10", "mnist-sample")
 _TORCHVISION_DIRS = {"mnist": "MNIST/raw", "cifar10": "cifar-10-batches-py"}
@@ -22,8 +24,8 @@ _TORCHVISION_DIRS = {"mnist": "MNIST/raw", "cifar10": "cifar-10-batches-py"}
 
 @dataclass(frozen=True)
 class Reference:
-    """A labelled data set: `name` (for file names), how to load its splits, and what `--data` said; an image
-    folder's images are decoded to image_size² when that is set (the size a model was trained at)."""
+    """A data set: `name` (for file names), how to load its splits, and what `--data` said; an image folder's images
+    are decoded to image_size² when that is set (the size a model was trained at)."""
 
     name: str
     spec: str
@@ -31,6 +33,12 @@ class Reference:
     train_folder: Path | None = None
     test_folder: Path | None = None
     image_size: int | None = None
+
+    @cached_property  # a frozen dataclass still has its __dict__: the folder is listed once
+    def labelled(self) -> bool:
+        """Whether it has classes to train a classifier on: a built-in data set, or a folder with at least two class
+        subfolders (one class teaches a classifier nothing). Else its extractor learns a pretext task."""
+        return self.train_folder is None or len(list_folder(self.train_folder).classes) >= 2
 
     @property
     def holdout(self) -> bool:
@@ -44,19 +52,20 @@ class Reference:
         size = f" at {self.image_size}x{self.image_size}" if self.image_size else ""
         if self.holdout:
             part = "every" if split == "test" else "all but every"
-            return f"{part} {HOLDOUT_EVERY}th image of each class in {self.train_folder}{size}"
+            of = "each class in" if self.labelled else "the folder"
+            return f"{part} {HOLDOUT_EVERY}th image of {of} {self.train_folder}{size}"
         return f"{self.test_folder if split == 'test' else self.train_folder}{size}"
 
     def load(self, split: str, reporter=None) -> ImageData:
-        """The split's images and labels; labels are required (the extractor is a classifier)."""
+        """The split's images and labels (-1: an unlabelled folder's)."""
         if self.train_folder is None:
             data = load_dataset(self.spec, self.data_dir, train=split == "train")
         else:
             folder = self.test_folder if split == "test" and not self.holdout else self.train_folder
             data = load_dataset(str(folder), image_size=self.image_size, part=split if self.holdout else None,
                                 reporter=reporter)
-        if len(data) == 0 or bool((data.labels < 0).any()):
-            raise bad_value("--data", self.spec, "labelled images (an image folder needs one subfolder per class)")
+        if len(data) == 0:
+            raise bad_value("--data", self.spec, f"images in its {split} split")
         return data
 
     def sized_for(self, shape: tuple[int, int, int]) -> "Reference":
@@ -69,6 +78,13 @@ class Reference:
         except UsageError:  # images of several sizes: only a size given makes them one geometry
             native = None
         return self if native == tuple(shape) else replace(self, image_size=shape[1])
+
+    def at_size(self, image_size: int | None) -> "Reference":
+        """This reference as a model trained with --image-size `image_size` draws it (None: as it is)."""
+        if image_size is None or self.train_folder is None:
+            return self
+        channels = reference_geometry(replace(self, image_size=image_size)).shape[0]  # mixed sizes too
+        return self.sized_for((channels, image_size, image_size))
 
     def fingerprint(self) -> str:
         """A short hash of the data files' relative names and sizes (and the image size they are decoded to):
@@ -131,16 +147,17 @@ def _slug(text: str) -> str:
 
 
 def resolve_reference(data: str | None, data_dir: str | None = None) -> Reference:
-    """The reference for `--data`: mnist, cifar10, mnist-sample or a folder with class subfolders. For a folder
-    named train/ the held-out split is its sibling test/ (and the other way round); a folder holding train/ and
-    test/ uses both; any other folder holds out every 10th image of each class."""
+    """The reference for `--data`: mnist, cifar10, mnist-sample or an image folder (with class subfolders or not).
+    For a folder named train/ the held-out split is its sibling test/ (and the other way round); a folder holding
+    train/ and test/ uses both; any other folder holds out every 10th image of each class (of the folder, when
+    unlabelled)."""
     if not data:
-        raise UsageError("--data: missing; expected mnist, cifar10, mnist-sample or a folder of labelled images")
+        raise UsageError("--data: missing; expected mnist, cifar10, mnist-sample or a folder of images")
     if data.lower() in BUILTIN:
         return Reference(data.lower(), data.lower(), data_dir)
     path = Path(data).expanduser()
     if not path.is_dir():
-        raise bad_value("--data", data, "mnist, cifar10, mnist-sample or an existing folder of labelled images")
+        raise bad_value("--data", data, "mnist, cifar10, mnist-sample or an existing folder of images")
     path = path.resolve()
     if (path / "train").is_dir() and (path / "test").is_dir():
         train, test, name = path / "train", path / "test", path.name

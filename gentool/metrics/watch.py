@@ -2,11 +2,12 @@
 
 After each epoch: each loss and distance estimate in the epoch's record is compared with its recent range, and a
 jump far outside it (or a non-finite value, or steps dropped for non-finite gradients) is a divergence. Every K
-epochs the model's samples are scored (FID and mode coverage against the real test split), the lowest-FID state is
-kept as best.safetensors (a new best only when its FID interval lies wholly below the best FID so far:
-BEST_RULE), an FID more than doubling from its best (or worse than uniform noise's and not improving)
-is a divergence too, and coverage of at most half the classes is a mode collapse. Each finding is printed as a
-warning and recorded in metrics.json under "events"; with --stop-on-divergence a divergence ends the run cleanly.
+epochs the model's samples are scored (FID and mode coverage against the real test split; FID alone against a
+folder without classes), the lowest-FID state is kept as best.safetensors (a new best only when its FID interval
+lies wholly below the best FID so far: BEST_RULE), an FID more than doubling from its best (or worse than uniform
+noise's and not improving) is a divergence too, and coverage of at most half the classes is a mode collapse. Each
+finding is printed as a warning and recorded in metrics.json under "events"; with --stop-on-divergence a divergence
+ends the run cleanly.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from gentool.errors import UsageError, bad_value
 from gentool.images import to_uint8
 from gentool.metrics.evaluate import MAX_N, MIN_N, Evaluator
 from gentool.metrics.intervals import IntervalPlan
+from gentool.metrics.pretext import CLASS_METRICS
 from gentool.metrics.reference import resolve_reference
 from gentool.progress import Reporter, format_metrics
 from gentool.sampling import sample_chunks
@@ -141,7 +143,8 @@ class TrainingWatch(TrainHook):
             session.stop(f"stopped after epoch {epoch}: training diverged (--stop-on-divergence){kept}")
 
     def _evaluate(self, session: RunView, record: dict, reporter: Reporter) -> int:
-        """Score the model's samples into the record (fid, modes, class_kl); returns the number of classes."""
+        """Score the model's samples into the record (fid, modes, class_kl; fid alone against a folder without
+        classes); returns the number of classes (0: none)."""
         if self.evaluator is None:
             c = session.model.config
             # couplings are scored against the data set their teacher imitates
@@ -153,7 +156,7 @@ class TrainingWatch(TrainHook):
                                   generator=torch.Generator().manual_seed(self.seed), dtype=torch.uint8)
             self.noise_fid = self.evaluator.score(noise, ("fid",), self.seed)[0]["fid"]
             session.history["evaluation"] = {**self.evaluator.provenance(), "n": self.eval_n, "seed": self.seed,
-                                             "metrics": list(WATCH_METRICS), "every": self.eval_every,
+                                             "metrics": self._metrics(), "every": self.eval_every,
                                              "fid_uniform_noise": self.noise_fid, "best_rule": BEST_RULE,
                                              "interval": IntervalPlan().describe(),
                                              "sampling": session.sample_settings}
@@ -161,10 +164,14 @@ class TrainingWatch(TrainHook):
             drawn = sample_chunks(model, self.eval_n, torch.Generator().manual_seed(self.seed),
                                   settings=session.sample_settings)
             chunks = (torch.from_numpy(to_uint8(images)).permute(0, 3, 1, 2).contiguous() for images in drawn)
-            metrics, _ = self.evaluator.score(chunks, WATCH_METRICS, self.seed)
-        record.update({key: metrics[key] for key in EVALUATION_KEYS})
+            metrics, _ = self.evaluator.score(chunks, self._metrics(), self.seed)
+        record.update({key: metrics[key] for key in EVALUATION_KEYS if key in metrics})
         self.fid_ci = metrics.get("fid_ci")
-        return metrics["classes"]
+        return metrics.get("classes", 0)
+
+    def _metrics(self) -> list[str]:
+        """WATCH_METRICS, without mode coverage when the extractor has no classes (a folder without any)."""
+        return [m for m in WATCH_METRICS if self.evaluator.extractor.classifier or m not in CLASS_METRICS]
 
     def _fid_problem(self, fids: list[tuple[float, int]], fid: float, epoch: int) -> tuple[str, dict] | None:
         """Why an FID means divergence, given the earlier (fid, epoch) pairs: over FID_JUMP× the best so far, or
@@ -240,6 +247,8 @@ def check_watch_options(opts: TrainOptions) -> None:
     if opts.image_size is not None and builtin:
         raise UsageError("--eval-every: not available with --image-size on a built-in data set (its real images "
                          "keep their own size); an image folder is scored at the size given")
-    if opts.data and peek_geometry(opts.data, opts.image_size).num_classes < 2:
-        raise UsageError("--eval-every: needs labelled data (mnist, cifar10, mnist-sample or a folder with class "
-                         "subfolders) to train its reference classifier")
+    geometry = None if builtin else peek_geometry(opts.data, opts.image_size)
+    if geometry is not None and geometry.num_classes < 2 and geometry.height != geometry.width:
+        raise UsageError(f"--eval-every: {opts.data} has no class subfolders and its images are {geometry.width}x"
+                         f"{geometry.height}; its extractor learns to predict rotations, which needs square images "
+                         f"(pass --image-size)")

@@ -219,18 +219,19 @@ def provenance(run: dict) -> list[str]:
     made = run["history"].get("evaluation") or {}
     if made:
         ex = made.get("extractor") if isinstance(made.get("extractor"), dict) else {}
-        said.append(f"FID, modes and class_kl (--eval-every {fmt(made.get('every'))}): {fmt(made.get('n'))} samples "
+        what = "FID alone" if made.get("metrics") == ["fid"] else "FID, modes and class_kl"
+        said.append(f"{what} (--eval-every {fmt(made.get('every'))}): {fmt(made.get('n'))} samples "
                     f"drawn with seed {fmt(made.get('seed'))}, scored against the {fmt(made.get('split'))} split "
                     f"({fmt(made.get('real_source'))}, {fmt(made.get('n_real'))} images) in the features of extractor "
-                    f"{fmt(ex.get('id'))} (test accuracy {fmt(ex.get('test_accuracy'))}); uniform noise scores FID "
+                    f"{fmt(ex.get('id'))} ({_accuracy(ex)}); uniform noise scores FID "
                     f"{fmt(made.get('fid_uniform_noise'))} with it.")
     for result in run["evaluations"]:
         ex = result["extractor"]
         said.append(f"{result['file']}: gentool evaluate of {fmt(result.get('source'))} "
                     f"({fmt(result.get('weights') or result.get('kind'))}, epoch {fmt(result.get('epoch'))}): "
                     f"{fmt(result['n'])} samples, seed {fmt(result.get('seed'))}, against the {result['split']} split "
-                    f"({fmt(result.get('real_source'))}), extractor {fmt(ex.get('id'))} (test accuracy "
-                    f"{fmt(ex.get('test_accuracy'))}), gentool {fmt(result.get('gentool_version'))}.")
+                    f"({fmt(result.get('real_source'))}), extractor {fmt(ex.get('id'))} ({_accuracy(ex)}), gentool "
+                    f"{fmt(result.get('gentool_version'))}.")
     said.append("Architecture: the networks rebuilt from config.json (no weights) and counted as gentool summary "
                 "counts them, like the study's tables.")
     return said
@@ -336,3 +337,11 @@ def folder_view(root: Path, runs: list[dict], sweeps: list[dict] = ()) -> dict:
                                 f"metrics", columns, body),
             "runs": [run_view(r) for r in runs],
             "sweeps": [s if "error" in s else sweep_view(s) for s in sweeps]}
+
+
+def _accuracy(ex: dict) -> str:
+    """What an extractor's accuracy measures: a classifier's on the held-out classes; a folder without classes has
+    a rotation-prediction extractor, whose accuracy is at that pretext task (and which has no class metrics)."""
+    if ex.get("kind", "classifier") == "classifier":
+        return f"test accuracy {fmt(ex.get('test_accuracy'))}"
+    return f"{fmt(ex.get('kind'))}: no classes; rotation accuracy on held-out images {fmt(ex.get('test_accuracy'))}"
