@@ -322,7 +322,7 @@ def check_spec(spec: SweepSpec) -> None:
     starts."""
     from gentool.sweep_checks import check_trials
 
-    check_room(spec.out, check_trials(spec))
+    check_room(spec.out, check_trials(spec, trial_options))
 
 
 def check_room(sweep_dir: Path, planned: list[tuple[str, TrainOptions]]) -> None:

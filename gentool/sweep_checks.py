@@ -9,11 +9,11 @@ from __future__ import annotations
 from gentool.train_options import TrainOptions
 
 
-def check_trials(spec) -> list[tuple[str, TrainOptions]]:
-    """Each trial's (run folder name, train options), every one checked; the first bad value raises."""
+def check_trials(spec, trial_options) -> list[tuple[str, TrainOptions]]:
+    """Each trial's (run folder name, train options), every one checked; the first bad value raises.
+    `trial_options`: sweep's own (passed in, so that this module and gentool.sweep import no circle)."""
     from gentool.data import peek_geometry
     from gentool.registry import get_entry
-    from gentool.sweep import trial_options
 
     cls = get_entry(spec.model).cls
     manifest, geometry, planned, seen = spec.manifest(), {}, [], set()

@@ -57,7 +57,9 @@ def test_existing_run_dir_is_not_reused(invoke, tmp_path):
     run.mkdir()
     (run / "notes.txt").write_text("mine")
     result = invoke("train", "vae", "--data", "mnist-sample", "--limit", "32", "--epochs", "1", "--out", run)
-    assert result.exit_code == 2 and "--resume" in result.stderr and "--overwrite" in result.stderr
+    # a folder of the user's files is not called a run, nor offered a --resume of one
+    assert result.exit_code == 2 and "not a gentool run" in result.stderr and "--overwrite" in result.stderr
+    assert "--resume" not in result.stderr
     result = invoke("train", "vae", "--data", "mnist-sample", "--limit", "32", "--epochs", "1", "--out", run, "--overwrite", "-q")
     assert result.exit_code == 0 and (run / "notes.txt").read_text() == "mine"
 

@@ -177,7 +177,7 @@ def sweep(opts: SweepOptions, quiet: o.QuietOpt = False, json_out: o.JsonOpt = F
     if opts.list_trials:  # the trials listed are those the sweep would run: checked as it checks them
         from gentool.sweep_checks import check_trials
 
-        check_trials(spec)
+        check_trials(spec, sw.trial_options)
         return show_trials(spec, json_out)
     sw.check_spec(spec)
     manifest = sw.open_sweep(spec)
