@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from gentool.errors import UsageError, bad_value
-from gentool.checks import Numbers
+from gentool.checks import Ints, Numbers
 from gentool.train_options import FIELDS, MAX_COUNT, check_threads, copy_option, option
 
 MAX_STUDENT_STEPS = 16  # a student drawing in more steps than this saves little over its teacher
@@ -31,7 +31,7 @@ class DistillOptions:
     out: str | None = option("The student's run directory (default: the teacher's run directory + "
                              "'-reflow<K>').", metavar="DIR")
     steps: int = option("Sampler steps (network evaluations per sample) the student is made for.", default=2,
-                        metavar="K")
+                        metavar="K", check=Ints(1, MAX_STUDENT_STEPS, f"an integer from 1 to {MAX_STUDENT_STEPS}"))
     pairs: int = option("Couplings (noise and the teacher's sample from it) drawn from the teacher and trained on; "
                         "kept beside the teacher, in its run's couplings/ folder, for the next student.",
                         default=20_000, metavar="N")
@@ -69,13 +69,13 @@ class DistillOptions:
         if (self.teacher is None) == (self.resume is None):
             raise UsageError("RUN: give the teacher's run (or checkpoint) to distill, or --resume RUN to continue a "
                              "distillation (not both)")
-        for name, value, low in (("--steps", self.steps, 1), ("--pairs", self.pairs, 2),
-                                 ("--teacher-steps", self.teacher_steps, 1), ("--epochs", self.epochs, 1)):
+        for name, value, low, high in (("--steps", self.steps, 1, MAX_STUDENT_STEPS),
+                                       ("--pairs", self.pairs, 2, MAX_COUNT),
+                                       ("--teacher-steps", self.teacher_steps, 1, MAX_COUNT),
+                                       ("--epochs", self.epochs, 1, MAX_COUNT)):
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or
-                                      not low <= value <= MAX_COUNT):
-                raise bad_value(name, value, f"an integer from {low} to {MAX_COUNT:,}")
-        if self.steps > MAX_STUDENT_STEPS:
-            raise bad_value("--steps", self.steps, f"an integer from 1 to {MAX_STUDENT_STEPS}")
+                                      not low <= value <= high):
+                raise bad_value(name, value, f"an integer from {low} to {high:,}")
         if self.max_minutes is not None:  # train's check, as the command line applied it
             _check("max_minutes")("--max-minutes", self.max_minutes)
         if self.resume and self.adversarial is not None:

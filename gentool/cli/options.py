@@ -266,7 +266,7 @@ def debugging() -> bool:
     return value in TRUE_WORDS
 
 
-STOPPED_CODES = {128 + signal.SIGINT, 128 + signal.SIGTERM, 128 + signal.SIGUSR1}
+STOPPED_CODES = {128 + signal.SIGINT, 128 + signal.SIGTERM, 128 + signal.SIGUSR1, 128 + signal.SIGHUP}
 
 
 def escape(text) -> str:
@@ -295,7 +295,7 @@ def cli_errors(func):
             if debugging():
                 raise
             code = exc.exit_code if isinstance(exc, GentoolError) else 1
-            # A run stopped by a signal after saving (130: SIGINT, 143: SIGTERM, 138: SIGUSR1) is not a failure.
+            # A run stopped by a signal after saving (130: SIGINT, 143: SIGTERM, 138: SIGUSR1, 129: SIGHUP) is not a failure.
             label = "[bold yellow]stopped:[/]" if code in STOPPED_CODES else "[bold red]error:[/]"
             err_console().print(f"{label} {escape(_message(exc))}", highlight=False, soft_wrap=True)
             raise typer.Exit(code) from None
