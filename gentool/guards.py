@@ -62,7 +62,7 @@ class StopSignals:
                 self._previous[s] = signal.signal(s, self._handle)
             # A closed terminal (SIGHUP) stops the run as SIGTERM does, saved, but only where SIGHUP would end the
             # process anyway: under nohup (ignored) or a caller's own handler it keeps what it was given.
-            if hasattr(signal, "SIGHUP") and signal.getsignal(signal.SIGHUP) is signal.SIG_DFL:
+            if signal.getsignal(signal.SIGHUP) is signal.SIG_DFL:
                 self._previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, self._handle)
         return self
 

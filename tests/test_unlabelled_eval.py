@@ -14,6 +14,7 @@ from PIL import Image
 from gentool.data import Geometry
 from gentool.metrics import extractor as ex
 from gentool.metrics.pretext import ROTATION, rotate
+from test_cli_evaluate import cache_home  # noqa: F401 (a fixture: the module's own cache folder)
 from test_metrics import one_thread  # noqa: F401 (an autouse fixture)
 
 RECIPE = json.dumps({"widths": [8], "epochs": 1, "min_steps": 12, "batch_size": 32, "feature_dim": 16})
@@ -31,14 +32,9 @@ def photos(root: Path, n: int = 40) -> Path:
     return root
 
 
-@pytest.fixture(scope="module")
-def cache(tmp_path_factory):
-    return tmp_path_factory.mktemp("cache")
-
-
 @pytest.fixture(autouse=True)
-def tiny(monkeypatch, cache):
-    monkeypatch.setenv("XDG_CACHE_HOME", str(cache))
+def tiny(monkeypatch, cache_home):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(cache_home))
     monkeypatch.setenv(ex.RECIPE_ENV, RECIPE)
 
 
