@@ -126,7 +126,7 @@ def draw_couplings(ckpt: Checkpoint, settings: dict, opts: DistillOptions, repor
         f" (whole parts of {cp.PART}; {opts.pairs:,} are trained on)"
     reporter.message(f"couplings: drawing {count:,}{whole} from {ckpt.path} ({model.name}, {settings}) into "
                      f"{folder}")
-    start, drawn = time.monotonic(), 0
+    start, drawn, lines = time.monotonic(), 0, reporter.pace()
     with StopSignals() as signals:
         for k in range(done, need):
             g = torch.Generator().manual_seed(opts.seed * 1_000_003 + k)  # part k is the same in any session
@@ -135,11 +135,12 @@ def draw_couplings(ckpt: Checkpoint, settings: dict, opts: DistillOptions, repor
             cp.write_part(folder, k, torch.from_numpy(to_uint8(images)).permute(0, 3, 1, 2), z,
                           torch.full((cp.PART,), -1))
             drawn += cp.PART
-            rate = drawn / (time.monotonic() - start)
-            left = (need - k - 1) * cp.PART / rate
-            reporter.message(f"couplings {(k + 1) * cp.PART:,}/{need * cp.PART:,} {rate:.0f}/s | eta "
-                             f"{format_duration(left)}")
-            if k + 1 < need and (signals.signum or (deadline and time.monotonic() >= deadline)):
+            stop = k + 1 < need and (signals.signum or (deadline and time.monotonic() >= deadline))
+            if lines.due(last=k + 1 == need or bool(stop)):  # where a stopped drawing ended, too
+                rate = drawn / (time.monotonic() - start)
+                reporter.message(f"couplings {(k + 1) * cp.PART:,}/{need * cp.PART:,} {rate:.0f}/s | eta "
+                                 f"{format_duration((need - k - 1) * cp.PART / rate)}")
+            if stop:
                 return folder, False
     return folder, True
 

@@ -35,22 +35,21 @@ CACHE_FORMAT, CACHE_VERSION = "gentool-folder-cache", 1
 # Below this many decoded bytes (a few hundred small images) decoding takes well under a second: an entry per such
 # folder would only litter the cache.
 CACHE_MIN_BYTES = 1 << 20
-PROGRESS_EVERY = 5.0  # seconds between progress lines
 IMAGES, META = "images.npy", "meta.json"
 
 
 class Progress:
-    """A line every PROGRESS_EVERY seconds while a pass over `total` images runs: done, rate and ETA."""
+    """A line at the reporter's pace (`gentool.progress.Pace`) while a pass over `total` images runs: done, rate and
+    ETA (the pass's end has a line of its own)."""
 
     def __init__(self, reporter: Reporter, what: str, total: int):
         self.reporter, self.what, self.total = reporter, what, total
-        self.start = self.last = time.monotonic()
+        self.start, self.lines = time.monotonic(), reporter.pace()
 
     def tick(self, done: int) -> None:
-        now = time.monotonic()
-        if now - self.last < PROGRESS_EVERY or done >= self.total:
+        if done >= self.total or not self.lines.due():
             return
-        self.last, rate = now, done / max(now - self.start, 1e-9)
+        rate = done / max(time.monotonic() - self.start, 1e-9)
         self.reporter.message(f"{self.what}: {done:,}/{self.total:,} ({done / self.total:.0%}), {rate:,.0f} img/s, "
                               f"eta {format_duration((self.total - done) / rate)}")
 

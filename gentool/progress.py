@@ -1,5 +1,7 @@
-"""Training progress: a rich bar on a terminal, plain lines in batch logs (one every --log-every seconds within an
-epoch and one at each epoch's end, each with an ETA for the whole run), or nothing (--quiet)."""
+"""Progress: a rich bar on a terminal, plain lines in batch logs (one every --log-every seconds within an epoch and
+one at each epoch's end, each with an ETA for the whole run), or nothing (--quiet). Every other long pass (decoding a
+folder, training an extractor, drawing samples or couplings, a sweep's trials) shows its lines by the same rule,
+`Pace`: at most one every --log-every seconds in a log (TERMINAL_EVERY on a terminal) and its last one."""
 
 from __future__ import annotations
 
@@ -14,6 +16,25 @@ LOG_EVERY = 30.0  # seconds between progress lines within an epoch in a batch lo
 LOG_EVERY_RANGE = Numbers(0, 1e6, what="a number of seconds from 0 (a line at each epoch's end only) to 1,000,000")
 WARMUP = 3  # steps before the run's ETA is shown
 WIDE = 100  # terminal columns from which the progress bar also draws a bar and img/s
+TERMINAL_EVERY = 5.0  # seconds between a long pass's lines on a terminal, where someone is watching
+
+
+class Pace:
+    """When a long pass shows its next progress line: at most one every `every` seconds (0: none but the last),
+    and always the last one, so that a log says how each pass ended. One rule for every producer: an extractor's
+    hundreds of short epochs printed a line each, a thousand lines in a batch log for a folder of 54 images."""
+
+    def __init__(self, every: float, clock=time.monotonic):
+        self.every, self.clock = every, clock
+        self.last = clock()  # when the last line was shown (or the pass started)
+
+    def due(self, last: bool = False) -> bool:
+        """Whether to show a line now (`last`: the pass's last one); if so, the next waits `every` seconds."""
+        now = self.clock()
+        if not (last or (self.every and now - self.last >= self.every)):
+            return False
+        self.last = now
+        return True
 
 
 def format_metrics(metrics: dict, keys=None) -> str:
@@ -67,6 +88,11 @@ class Reporter:
 
     def epoch_end(self, record: dict) -> None: ...
     def message(self, text: str) -> None: ...
+
+    def pace(self) -> Pace:
+        """The pace of a long pass's progress lines (`Pace`) for this output, starting now."""
+        return Pace(LOG_EVERY, self.clock)
+
     def close(self) -> None: ...
 
     def run_eta(self) -> float | None:
@@ -88,18 +114,19 @@ class PlainReporter(Reporter):
     def __init__(self, stream=None, every: float = LOG_EVERY):
         self.stream = stream or sys.stderr
         self.every = every
-        self.last = self.clock()  # when the last line was printed
+        self.lines = self.pace()  # within an epoch; each epoch's own line starts the wait again
+
+    def pace(self) -> Pace:
+        return Pace(self.every, self.clock)
 
     def step(self, done, running, images_per_second):
         super().step(done, running, images_per_second)
-        now = self.clock()
-        if self.every and now - self.last >= self.every and done < self.steps:
-            self.last = now
+        if done < self.steps and self.lines.due():
             self._print(f"epoch {self.epoch}/{self.total} step {done}/{self.steps} {images_per_second:.0f} img/s "
                         f"{format_metrics(running())} | run eta {format_duration(self.run_eta())}")
 
     def epoch_end(self, record):
-        self.last = self.clock()
+        self.lines.due(last=True)
         rest = format_metrics({k: v for k, v in record.items() if k not in BOOKKEEPING})
         # "done at step N": N counts the whole run's steps, unlike the within-epoch "step k/K" lines before it
         self._print(f"epoch {record['epoch']}/{self.total} done at step {record['step']} in {record['seconds']:.1f}s "
@@ -138,6 +165,9 @@ class RichReporter(PlainReporter):
         )
         self.task = None
         self._drawn = 0.0
+
+    def pace(self):
+        return Pace(TERMINAL_EVERY, self.clock)
 
     def start(self, total_epochs, first_epoch, budget=None):
         super().start(total_epochs, first_epoch, budget)

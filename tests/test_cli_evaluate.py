@@ -186,8 +186,10 @@ def test_prepare_builds_what_evaluate_then_reuses(invoke, cifar_folder, tmp_path
 def test_drawing_the_samples_says_how_far_it_is():
     """A checkpoint's 10,000 samples take many minutes on a CPU: the drawing announces itself and reports progress
     (a walk saw one unchanging line for 13 minutes)."""
+    import itertools
+
     from gentool.metrics.evaluate import announced
-    from gentool.progress import Reporter
+    from gentool.progress import Pace, Reporter
 
     class Lines(Reporter):
         def __init__(self):
@@ -196,9 +198,12 @@ def test_drawing_the_samples_says_how_far_it_is():
         def message(self, text):
             self.lines.append(text)
 
+        def pace(self):  # a clock that moves a second a reading: a line is due at every chunk
+            return Pace(1, itertools.count().__next__)
+
     lines = Lines()
     chunks = [list(range(4))] * 3
-    assert list(announced(iter(chunks), 12, lines, every=0)) == chunks
+    assert list(announced(iter(chunks), 12, lines)) == chunks
     assert lines.lines[0] == "drawing 12 samples to score"
     assert lines.lines[1].startswith("drawn 4 of 12 samples (") and lines.lines[2].startswith("drawn 8 of 12")
     assert len(lines.lines) == 3  # nothing once all are drawn

@@ -4,7 +4,7 @@ from io import StringIO
 
 from rich.console import Console
 
-from gentool.progress import RichReporter
+from gentool.progress import PlainReporter, RichReporter
 
 
 def test_rich_reporter_reads_running_means_lazily():
@@ -102,3 +102,37 @@ def test_the_run_eta_leaves_out_the_slow_first_step_and_rounds_days_to_hours(mon
     assert reporter.run_eta() == 195.0  # 195 steps left at a step a second (the first step's minute left out)
     from gentool.progress import format_duration
     assert format_duration(5 * 86400 + 12 * 3600 + 59) == "5d 12h" and format_duration(3723) == "1:02:03"
+
+
+def test_every_long_pass_shows_its_lines_at_the_pace_of_train_s(monkeypatch):
+    """Without a terminal an extractor's hundreds of short epochs (a small folder's: a thousand) printed a line
+    each; now every long pass (an extractor's epochs, decoding, drawing samples or couplings) shows at most a line
+    every --log-every seconds, and its last one."""
+    import dataclasses
+
+    import torch
+
+    from gentool.datatypes import Geometry, ImageData
+    from gentool.folder_cache import Progress
+    from gentool.metrics import extractor as ex
+
+    class Ticking(FakeClock):
+        def __call__(self):  # a second passes at each reading
+            self.now += 1.0
+            return self.now
+
+    monkeypatch.setattr(PlainReporter, "clock", staticmethod(Ticking()))
+    stream = StringIO()
+    reporter = PlainReporter(stream, every=30)
+    geometry = Geometry(1, 8, 8)
+    data = ImageData("tiny", torch.zeros(8, 1, 8, 8, dtype=torch.uint8), torch.full((8,), -1), geometry, [])
+    recipe = dataclasses.replace(ex.GREY_RECIPE, widths=(2,), feature_dim=4, epochs=90, min_steps=0, batch_size=8,
+                                 task=ex.ROTATION)
+    ex._fit(ex.FeatureNet(recipe, geometry, ex.TURNS), data, recipe, torch.device("cpu"), reporter)
+    ends = [line for line in stream.getvalue().splitlines() if " done at step " in line]
+    assert 2 <= len(ends) <= 90 // 10 and ends[-1].startswith("epoch 90/90 done"), ends
+    lines = len(stream.getvalue().splitlines())
+    decoding = Progress(reporter, "decoding 1,000 images", 1000)
+    for done in range(1, 1001):
+        decoding.tick(done)
+    assert len(stream.getvalue().splitlines()) - lines == 999 // 30  # a line every 30 readings; the end has its own

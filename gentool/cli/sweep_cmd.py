@@ -11,7 +11,7 @@ from gentool import results, rundir
 from gentool.cli import options as o
 from gentool.errors import GentoolError, UsageError, bad_value
 from gentool.history import read_records
-from gentool.progress import PlainReporter, Reporter, make_reporter
+from gentool.progress import LOG_EVERY, Pace, make_reporter
 from gentool.sweep_options import SWEEPS_ENV, SweepOptions
 
 # gentool.sweep (which imports torch) and gentool.guards are imported in the functions that use them, so that
@@ -51,10 +51,12 @@ def show_trials(spec: sw.SweepSpec, json_out: bool) -> None:
 
 class TrialsBar:
     """Overall progress of worker processes: trials done / running (with their epoch) / failed, as one rich bar on
-    a terminal, one line per change in a log, nothing with --quiet."""
+    a terminal; in a log, a first line, one when a trial ends and otherwise at the pace of progress lines (`Pace`:
+    a line per epoch of each trial was hundreds); nothing with --quiet."""
 
     def __init__(self, sweep_dir: Path, total: int, epochs: int, quiet: bool):
         self.sweep_dir, self.epochs, self.quiet, self.last = sweep_dir, epochs, quiet, ""
+        self.ended, self.lines = (0, 0), Pace(LOG_EVERY)  # trials done and failed at the last line
         self.progress = None
         if not quiet and sys.stderr.isatty():
             from rich.console import Console
@@ -82,11 +84,12 @@ class TrialsBar:
         busy = [self._epoch(trials[i]) for i in running if trials[i]["status"] not in (sw.DONE, sw.FAILED)]
         detail = f" ({', '.join(busy)})" if busy else ""
         line = f"{count[sw.DONE]} done, {len(busy)} running{detail}, {count[sw.FAILED]} failed"
+        ended = (count[sw.DONE], count[sw.FAILED])
         if self.progress is not None:
-            self.progress.update(self.task, completed=count[sw.DONE] + count[sw.FAILED], status=line)
-        elif not self.quiet and line != self.last:
+            self.progress.update(self.task, completed=sum(ended), status=line)
+        elif not self.quiet and line != self.last and self.lines.due(last=ended != self.ended or not self.last):
             print(f"trials: {line}", file=sys.stderr, flush=True)
-        self.last = line
+            self.last, self.ended = line, ended
 
     def close(self) -> None:
         if self.progress is not None:
@@ -182,7 +185,7 @@ def sweep(opts: SweepOptions, quiet: o.QuietOpt = False, json_out: o.JsonOpt = F
     sw.check_spec(spec)
     manifest = sw.open_sweep(spec)
     if opts.evaluate:
-        sw.prepare_evaluation(spec, Reporter() if quiet else PlainReporter())
+        sw.prepare_evaluation(spec, make_reporter(quiet))  # a terminal's bar, else lines at the pace of train's
     if opts.trial is not None:
         return run_one(spec, manifest, opts.trial, quiet, json_out, opts.metric)
     try:

@@ -228,20 +228,19 @@ def evaluate(req: EvalOptions, reporter: Reporter | None = None) -> dict:
     return result
 
 
-def announced(chunks, n: int, reporter: Reporter, every: float = 30.0):
-    """The chunks a checkpoint draws, with a line every `every` seconds on how far the drawing is: 10,000 samples
-    from a 16-step sampler take many minutes on a CPU, and nothing else on the screen moves meanwhile."""
+def announced(chunks, n: int, reporter: Reporter):
+    """The chunks a checkpoint draws, with a line at the reporter's pace (`gentool.progress.Pace`) on how far the
+    drawing is: 10,000 samples from a 16-step sampler take many minutes on a CPU, and nothing else on the screen
+    moves meanwhile."""
     reporter.message(f"drawing {n:,} samples to score")
-    start = last = time.perf_counter()
+    start, lines = time.perf_counter(), reporter.pace()
     done = 0
     for chunk in chunks:
         done += len(chunk)
-        now = time.perf_counter()
-        if now - last >= every and done < n:
-            rate = done / (now - start)
+        if done < n and lines.due():
+            rate = done / max(time.perf_counter() - start, 1e-9)
             reporter.message(f"drawn {done:,} of {n:,} samples ({rate:,.0f} img/s, about "
                              f"{max(1, round((n - done) / rate / 60))} min left)")
-            last = now
         yield chunk
 
 

@@ -264,6 +264,7 @@ def _fit(net: FeatureNet, train: ImageData, recipe: Recipe, device: torch.device
     opt = torch.optim.AdamW(net.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
     schedule = torch.optim.lr_scheduler.OneCycleLR(opt, recipe.lr, total_steps=epochs * steps)
     reporter.start(epochs, 1)
+    lines = reporter.pace()  # a small folder's extractor runs a thousand short epochs: not a line each
     try:
         for epoch in range(1, epochs + 1):
             net.train()
@@ -283,8 +284,9 @@ def _fit(net: FeatureNet, train: ImageData, recipe: Recipe, device: torch.device
                 correct += int((logits.argmax(1) == targets).sum())
                 reporter.step(i + 1, lambda: {"loss": loss.item()}, total / max(time.perf_counter() - start, 1e-9))
             seconds = time.perf_counter() - start
-            reporter.epoch_end({"epoch": epoch, "step": epoch * steps, "seconds": seconds,
-                                "images_per_second": total / max(seconds, 1e-9), "train_accuracy": correct / total})
+            if lines.due(last=epoch == epochs):
+                reporter.epoch_end({"epoch": epoch, "step": epoch * steps, "seconds": seconds,
+                                    "images_per_second": total / max(seconds, 1e-9), "train_accuracy": correct / total})
     finally:
         reporter.close()
 

@@ -118,6 +118,7 @@ class Inception:
     def run(self, chunks, reporter: Reporter | None = None, total: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Pool features (N×2048) and logits (N×1008) of uint8 N×C×H×W images given in chunks."""
         feats, logits, done = [], [], 0
+        lines = reporter.pace() if reporter is not None else None
         for chunk in chunks:
             for batch in chunk.split(BATCH):
                 if batch.shape[1] == 1:
@@ -126,8 +127,8 @@ class Inception:
                 feats.append(f.cpu().numpy())
                 logits.append(p.cpu().numpy())
                 done += len(batch)
-                if reporter is not None and total:
-                    reporter.message(f"inception-v3 features: {done:,} of {total:,} images") if done % 1024 < BATCH else None
+                if lines and total and done < total and lines.due():
+                    reporter.message(f"inception-v3 features: {done:,} of {total:,} images")
         if not feats:
             raise ValueError("no images to score")
         return np.concatenate(feats), np.concatenate(logits)

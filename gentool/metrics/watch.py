@@ -109,6 +109,9 @@ class _Relay(Reporter):
     def message(self, text: str) -> None:
         self.target.message(text)
 
+    def pace(self):
+        return self.target.pace()
+
 
 class TrainingWatch(TrainHook):
     """Divergence detection every epoch; with eval_every, FID/mode evaluation, best.safetensors and collapse
