@@ -21,6 +21,7 @@ from gentool.errors import bad_value, clipped
 
 NAME_MAX = 255  # bytes in one file or folder name (Linux, macOS and Windows file systems alike)
 MAX_COLUMNS = 100_000  # gentool's own width when the output is not a terminal (lines are never wrapped)
+TABLE_WIDTH = 120  # a table's width when the output is not a terminal: there is no width to fit
 RUNS_ENV = "GENTOOL_RUNS"  # the folder default run directories go in (else runs/)
 
 

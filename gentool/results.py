@@ -12,6 +12,7 @@ from rich.table import Table
 from rich.text import Text
 
 from gentool import rundir
+from gentool.environment import TABLE_WIDTH
 from gentool.errors import printable
 from gentool.fileio import atomic_write_bytes, atomic_write_json
 from gentool.history import BOOKKEEPING, finished_epochs, read_records
@@ -79,9 +80,8 @@ def _text(value) -> Text:
     return Text(printable(str(value)))
 
 
-def table(rows: list[dict], title: str, hide: tuple[str, ...] = ()) -> Table:
-    """A rich table of the rows (floats to 4 significant digits); `hide` drops columns."""
-    names = [c for c in columns(rows) if c not in hide]
+def table(rows: list[dict], title: str, names: list[str]) -> Table:
+    """A rich table of the rows' `names` columns (floats to 4 significant digits)."""
     result = Table(title=_text(title))
     for name in names:  # fold rather than cut: a narrow terminal or batch log still shows every name and digit
         result.add_column(_text(name), overflow="fold")
@@ -91,13 +91,47 @@ def table(rows: list[dict], title: str, hide: tuple[str, ...] = ()) -> Table:
     return result
 
 
-def print_table(result: Table) -> None:
-    """Print on stdout; when that is a file or pipe, at the table's full width rather than 80 columns."""
+def print_table(rows: list[dict], title: str, hide: tuple[str, ...] = ()) -> None:
+    """The rows on stdout as tables as wide as the terminal or, in a file or pipe (no width to fit), TABLE_WIDTH:
+    runs of several families a table each, with the columns its runs have; columns beyond the width in further
+    tables that repeat the first (the run). One table of every column was 618 columns wide in a batch log."""
     console = Console()
     if not console.is_terminal:
-        natural = console.measure(result, options=console.options.update_width(10_000)).maximum
-        console = Console(width=max(console.width, natural))
-    console.print(result)
+        console = Console(width=TABLE_WIDTH)
+    tables = [(f"{block_title}, columns {k} of {len(parts)}" if len(parts) > 1 else block_title, block, part)
+              for block_title, block in blocks(rows, title)
+              for parts in [column_groups(block, [c for c in columns(block) if c not in hide
+                                                  and any(r.get(c) is not None for r in block)], console.width)]
+              for k, part in enumerate(parts, 1)]
+    for shown, block, names in tables:
+        if len(tables) == 1:
+            console.print(table(block, shown, names))
+        else:  # a line of its own: a title wider than its table's few columns was wrapped inside them
+            console.print(_text(shown), soft_wrap=True)
+            console.print(table(block, "", names))
+
+
+def blocks(rows: list[dict], title: str) -> list[tuple[str, list[dict]]]:
+    """The rows of each model family with its title, or all the rows when they are of one (a sweep)."""
+    models = list(dict.fromkeys(r.get("model") for r in rows))
+    if len(models) < 2:
+        return [(title, rows)]
+    picked = [[{k: v for k, v in r.items() if k != "model"} for r in rows if r.get("model") == m] for m in models]
+    return [(f"{title} · {model} ({len(block)})", block) for model, block in zip(models, picked)]
+
+
+def column_groups(rows: list[dict], names: list[str], width: int) -> list[list[str]]:
+    """`names` in groups whose table fits `width` columns, each led by the first name (what tells the rows
+    apart); a column wider than that alone is folded by rich."""
+    if not names:
+        return [names]
+    size = {c: 3 + max(len(_text(c)), *(len(_cell(r.get(c))) for r in rows)) for c in names}  # padding, rule
+    groups = [[names[0]]]
+    for name in names[1:]:
+        if len(groups[-1]) > 1 and 1 + sum(size[c] for c in groups[-1]) + size[name] > width:
+            groups.append([names[0]])
+        groups[-1].append(name)
+    return groups
 
 
 def write_csv(path: Path, rows: list[dict]) -> None:

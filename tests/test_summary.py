@@ -63,3 +63,30 @@ def test_summary_of_a_checkpoint(invoke, tmp_path, mnist_root):
                   "--out", run, "-q").exit_code == 0
     summary = json.loads(invoke("summary", run / "last.safetensors", "--json").stdout)
     assert summary["model"] == "wgan" and summary["networks"]["critic"]["total_params"] == 70_337
+
+
+def test_runs_of_many_families_print_within_a_fixed_width_without_a_terminal(invoke, tmp_path):
+    """Without a terminal there is no width to fit: a summary of runs of mixed families printed one table of every
+    family's columns, 618 columns wide. Now a table per family, with its own columns, none wider than 120 columns
+    (more columns go on in further tables, each led by the run's name); --json is as it was."""
+    families = {"vae": ["loss", "reconstruction", "kl"], "wgan-gp": ["critic_loss", "emd", "gradient_penalty"],
+                "gan": ["d_loss", "g_loss", "d_acc_real", "d_acc_fake", "jsd"]}
+    for model, metrics in families.items():
+        for seed in range(3):
+            run = tmp_path / f"{model}-with-a-long-run-name-{seed}"
+            run.mkdir()
+            config = {f"{model}_setting_{k}": k + seed for k in range(8)}
+            (run / "config.json").write_text(json.dumps({"model": model, "config": config, "data": {"name": "mnist"}}))
+            record = {"epoch": 1, "step": 10, "seconds": 1.5, "images_per_second": 100.0,
+                      **{m: 0.123456 * (seed + 1) for m in metrics}}
+            (run / "metrics.json").write_text(json.dumps({"epochs": [record]}))
+    result = invoke("summary", tmp_path)
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert max(map(len, lines)) <= 120
+    assert sum(line.startswith("┃ run ") for line in lines) >= 4  # the families apart, their columns split
+    tables = result.output.split("┏")[1:]
+    assert not [t for t in tables if "vae-with" in t and ("critic_loss" in t or "d_loss" in t)]
+    assert all(f"{model}_setting_7" in result.output for model in families)  # every column is shown somewhere
+    rows = json.loads(invoke("summary", tmp_path, "--json").output)
+    assert len(rows) == 9 and {r["model"] for r in rows} == set(families)

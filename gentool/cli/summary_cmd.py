@@ -13,7 +13,7 @@ from rich.table import Table
 from gentool import rundir
 from gentool.cli import options as o
 from gentool.errors import GentoolError, UsageError
-from gentool.results import compare_runs, print_table, table
+from gentool.results import compare_runs, print_table
 
 
 def build_model(target: str, data: str | None, latent_dim, width):
@@ -65,7 +65,7 @@ def show_runs(folder: Path, json_out: bool) -> None:
     if json_out:
         o.print_json(rows)
     else:
-        print_table(table(rows, f"{len(rows)} run(s) in {folder}"))
+        print_table(rows, f"{len(rows)} run(s) in {folder}")
 
 
 @o.cli_errors

@@ -46,7 +46,7 @@ def show_trials(spec: sw.SweepSpec, json_out: bool) -> None:
     if json_out:
         o.print_json(rows)
     else:
-        results.print_table(results.table(rows, f"{len(rows)} trials of {spec.model} on {spec.data}"))
+        results.print_table(rows, f"{len(rows)} trials of {spec.model} on {spec.data}")
 
 
 class TrialsBar:
@@ -138,14 +138,15 @@ def show_report(report: dict, json_out: bool) -> None:
         return
     rows = report["trials"]
     hide = DETAIL_COLUMNS + (() if any(r.get("error") for r in rows) else ("error",))
-    results.print_table(results.table(rows, f"sweep {report['sweep_dir']}", hide=hide))
+    results.print_table(rows, f"sweep {report['sweep_dir']}", hide=hide)
     if report.get("by_config"):
-        results.print_table(config_table(report["by_config"], report.get("metric")))
+        results.print_table(*config_table(report["by_config"], report.get("metric")))
     print("written: " + ", ".join(report["files"]))
 
 
-def config_table(rows: list[dict], metric: str | None):
-    """By configuration: each metric as mean ± std over the seeds, and the standing on the heat map's metric."""
+def config_table(rows: list[dict], metric: str | None) -> tuple[list[dict], str]:
+    """By configuration: each metric as mean ± std over the seeds, and the standing on the heat map's metric (the
+    rows and the title of their table)."""
     from gentool import seed_stats
 
     means = [k[:-len("_std")] for k in results.columns(rows) if k.endswith("_std")]
@@ -153,7 +154,7 @@ def config_table(rows: list[dict], metric: str | None):
     shown = [{**{k: v for k, v in r.items() if k not in spread},
               **({f"vs best ({metric})": r.get(f"{metric}_vs_best")} if metric else {}),
               **{m: seed_stats.shown(r, m) for m in means}} for r in rows]
-    return results.table(shown, f"by configuration: {seed_stats.SPREAD}; {seed_stats.RULE}")
+    return shown, f"by configuration: {seed_stats.SPREAD}; {seed_stats.RULE}"
 
 
 @o.cli_errors
