@@ -116,10 +116,12 @@ def plot_losses(history: dict, path: Path, title: str = "") -> Path | None:
             base = key.removeprefix(HELDOUT)
             colours[key] = _plot_metric(ax, key, records, colours.get(base), "--" if key != base else "-")
         focus_ylim(ax, [[r[k] for r in finished(records) if is_number(r.get(k))] for k in names])
-        _mark_events(ax, history.get("events", []))
+        _event_lines(ax, history.get("events", []))
         style_axes(ax, name)
         ax.legend(fontsize=8)
     whole_epoch_axis(axes.flat[0], records)
+    for ax in axes.flat[:len(panels)]:  # once the shared x-axis has its final range
+        _event_labels(ax, history.get("events", []))
     fig.suptitle(title)
     return save(fig, path)
 
@@ -185,13 +187,26 @@ def style_axes(ax, title: str) -> None:
     ax.grid(alpha=0.3)
 
 
-def _mark_events(ax, events: list[dict]) -> None:
+def _shown_events(events: list[dict]) -> list[dict]:
     # a precision check that kept the choice changed nothing worth a line
-    for event in (e for e in events if isinstance(e.get("epoch"), (int, float))
-                  and not (e.get("kind") == "precision" and not e.get("switched"))):
+    return [e for e in events if is_number(e.get("epoch")) and not (e.get("kind") == "precision"
+                                                                    and not e.get("switched"))]
+
+
+def _event_lines(ax, events: list[dict]) -> None:
+    for event in _shown_events(events):
         ax.axvline(event["epoch"], color="grey", linestyle="--", linewidth=0.8)
+
+
+def _event_labels(ax, events: list[dict]) -> None:
+    """Each event's name along its line, on the side facing the panel's middle, clipped to the panel: put left of
+    a line at the axis's start (distill's "initialised", at epoch 0) it lay over the y tick labels."""
+    x0, x1 = ax.get_xlim()
+    for event in _shown_events(events):
+        right = (event["epoch"] - x0) / ((x1 - x0) or 1) < 0.5
         ax.annotate(str(event.get("kind", "")), (event["epoch"], 1), xycoords=("data", "axes fraction"),
-                    rotation=90, fontsize=7, color="grey", va="top", ha="right")
+                    xytext=(2 if right else -2, -2), textcoords="offset points", rotation=90, fontsize=7,
+                    color="grey", va="top", ha="left" if right else "right", annotation_clip=True, clip_on=True)
 
 
 def write_progress_gif(run_dir: Path, path: Path | None = None) -> Path | None:

@@ -60,6 +60,34 @@ def test_loss_png_marks_a_partial_epoch_apart(tmp_path):
     assert figures.metric_keys([partial]) == ["d_loss"]
 
 
+@pytest.mark.parametrize("stopped_in_epoch_1", [False, True])
+def test_event_labels_stay_inside_their_panel_clear_of_the_tick_labels(tmp_path, monkeypatch, stopped_in_epoch_1):
+    """A distilled student's "initialised" event (epoch 0, at the axis's start) was labelled left of its line, over
+    the y tick labels: every label now lies inside its panel, and an event at the axis's end too."""
+    drawn = []
+    monkeypatch.setattr(figures, "save", lambda fig, path: drawn.append(fig) or path)
+    records = [{"epoch": e, "step": 10 * e, "seconds": 1.0, "images_per_second": 9.0, "loss": 1 / e,
+                "critic_loss": 2.0 + e, "adversarial_weight": 8.0 - e} for e in (1, 2, 3)]
+    if stopped_in_epoch_1:  # one partial record: the x-axis starts at 0 exactly
+        records = [{**records[0], "partial": True, "epoch_fraction": 0.5}]
+    events = [{"epoch": 0, "kind": "initialised"}, {"epoch": records[-1]["epoch"], "kind": "divergence"}]
+    figures.plot_losses({"epochs": records, "events": events}, tmp_path / "loss.png")
+    fig = drawn[0]
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    labels = 0
+    for ax in (a for a in fig.axes if a.get_visible()):
+        panel = ax.get_window_extent(renderer)
+        ticks = [t.get_window_extent(renderer) for t in ax.get_yticklabels() if t.get_text()]
+        for text in ax.texts:
+            box = text.get_window_extent(renderer)
+            labels += 1
+            assert panel.x0 <= box.x0 and box.x1 <= panel.x1 and panel.y0 <= box.y0 and box.y1 <= panel.y1
+            assert not any(box.overlaps(t) for t in ticks), text.get_text()
+    figures.pyplot().close(fig)
+    assert labels == 2 * len([a for a in fig.axes if a.get_visible()])
+
+
 @pytest.mark.parametrize("model", ["gan", "wgan"])
 def test_training_writes_loss_png_and_progress_gif(invoke, mnist_root, tmp_path, model):
     run = tmp_path / model
