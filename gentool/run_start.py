@@ -65,6 +65,7 @@ class RunStart:
         except OSError as exc:
             raise _cannot_create(path, exc) from None
         rundir.lock_run(path, "--out")  # before anything in it is moved: another process may be writing it
+        rundir.undo_before_release(path, self.undo)  # undone, if not kept, while the lock is still held
         if any(name not in rundir.LOCK_FILES for name in self.before):
             self._check_taken(overwrite)
             self._set_aside()

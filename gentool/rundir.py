@@ -17,7 +17,7 @@ from gentool.fileio import atomic_copy, read_regular
 from gentool.history import PartialEpoch
 from gentool.runlock import (  # noqa: F401 (the lock's names, as the commands import them from here)
     _HELD, LOCK, LOCK_FILES, PROCESS, SWEEP_LOCK, ProcessLock, holds, in_use, refuse_if_written, release_run,
-    release_runs, writer)
+    release_runs, undo_before_release, writer)
 
 RUNS_ENV = environment.RUNS_ENV
 CONFIG = "config.json"

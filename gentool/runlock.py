@@ -7,6 +7,7 @@ import os
 import socket
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from gentool import fileio
@@ -67,6 +68,7 @@ class ProcessLock:
 
 OWNER = s.Obj({"pid": s.Int(0), "host": s.Str(255), "command": s.Str(), "since": s.Str(40)})
 _HELD: dict[Path, ProcessLock] = {}
+_UNDO: dict[Path, Callable[[], None]] = {}  # what is undone before a held run directory's lock is given up
 PROCESS: list[str] = []  # what this process is, when its command line says it badly (set by sweep workers)
 
 
@@ -115,9 +117,22 @@ def holds(run_dir: Path) -> bool:
     return Path(run_dir).resolve() in _HELD
 
 
+def undo_before_release(run_dir: Path, undo) -> None:
+    """Have `undo()` run before this process gives up the run directory's lock (`release_run`, `release_runs`):
+    work in the folder that only its writer may take back (a start not kept: gentool.run_start). A Ctrl-C that
+    fell between the start and the code that undoes it left the undo to the process's exit, after the lock was
+    given up, when it no longer touches the folder: a dead-end run folder stayed."""
+    _UNDO[Path(run_dir).resolve()] = undo
+
+
 def release_run(run_dir: Path) -> None:
-    """Give up one run directory this process writes (a start that was undone), if it holds it."""
-    lock = _HELD.pop(Path(run_dir).resolve(), None)
+    """Give up one run directory this process writes (a start that was undone), if it holds it; what is to be
+    undone before (`undo_before_release`) is undone first."""
+    key = Path(run_dir).resolve()
+    undo = _UNDO.pop(key, None)
+    if undo is not None:
+        undo()  # a start's undo gives the lock up itself once its files are back
+    lock = _HELD.pop(key, None)
     if lock is not None:
         lock.release()
 
@@ -125,4 +140,4 @@ def release_run(run_dir: Path) -> None:
 def release_runs() -> None:
     """Give up every run directory this process writes (the end of a train call)."""
     while _HELD:
-        _HELD.popitem()[1].release()
+        release_run(next(iter(_HELD)))

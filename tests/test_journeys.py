@@ -193,8 +193,11 @@ def test_ctrl_c_at_start_up_gives_no_traceback(tmp_path, moment, ignored):
     else:
         wait_until(run.exists, proc, poll=0.001)
     _, err = stop(proc, signal.SIGINT)
-    assert proc.returncode == 130 and "Traceback" not in err and err.strip().endswith("interrupted"), err
-    assert not run.exists() or (run / "last.safetensors").exists()  # no run, or one that --resume continues
+    assert proc.returncode == 130 and "Traceback" not in err, err
+    if (run / "last.safetensors").exists():  # under load the test may see the folder late, once the loop runs:
+        assert "Resume with: " in err, err  # the run is saved there, and says how to continue it
+    else:  # no run: the start was undone
+        assert not run.exists() and err.strip().endswith("interrupted"), err
 
 
 def test_batch_log_has_progress_lines_within_an_epoch(tmp_path, mnist_root):

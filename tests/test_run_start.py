@@ -135,6 +135,29 @@ def test_a_start_is_kept_once_its_loop_runs_and_undone_before(tmp_path):
     assert "samples/epoch_0001.png" not in after and not [f for f in after if f.startswith(run_start.SET_ASIDE)]
 
 
+@pytest.mark.parametrize("there", ["new", "run"])
+def test_ctrl_c_outside_the_code_that_undoes_a_start_is_undone_all_the_same(tmp_path, monkeypatch, there):
+    """A Ctrl-C landing after the start but outside the code that undoes it (here: as new_session hands the session
+    over; under load the test journey's Ctrl-C fell there) left the undo to the process's exit, after train had
+    given up the folder's lock, when an undo no longer touches the folder: a run folder without a checkpoint
+    stayed (or the files of the run --overwrite replaces stayed set aside). Now a start not kept is undone before
+    its folder's lock is given up."""
+    from gentool import session
+    from gentool.train import TrainOptions, train
+
+    def ctrl_c(*args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(session, "_seed_rank", ctrl_c)
+    path = tmp_path / "run"
+    before = None if there == "new" else old_run(path)
+    opts = TrainOptions(model="vae", data="mnist-sample", limit=16, epochs=1, width=0.25, out=str(path),
+                        sample_every=0, overwrite=there == "run", precision="fp32")
+    with pytest.raises(KeyboardInterrupt):
+        train(opts)
+    assert (tree(path) if path.exists() else None) == before and not rundir.holds(path)
+
+
 # SIGTERM (`kill`, a batch system) while a run starts: the same promise as Ctrl-C, exit 143 ("terminated").
 @pytest.mark.parametrize("there, step, overwrite", [("new", "lock", False), ("run", "set aside", True),
                                                     ("unstarted", "samples", False)])
