@@ -98,17 +98,22 @@ def print_table(rows: list[dict], title: str, hide: tuple[str, ...] = ()) -> Non
     console = Console()
     if not console.is_terminal:
         console = Console(width=TABLE_WIDTH)
-    tables = [(f"{block_title}, columns {k} of {len(parts)}" if len(parts) > 1 else block_title, block, part)
-              for block_title, block in blocks(rows, title)
-              for parts in [column_groups(block, [c for c in columns(block) if c not in hide
-                                                  and any(r.get(c) is not None for r in block)], console.width)]
-              for k, part in enumerate(parts, 1)]
+    tables = list(_tables(rows, title, hide, console.width))
     for shown, block, names in tables:
         if len(tables) == 1:
             console.print(table(block, shown, names))
         else:  # a line of its own: a title wider than its table's few columns was wrapped inside them
             console.print(_text(shown), soft_wrap=True)
             console.print(table(block, "", names))
+
+
+def _tables(rows: list[dict], title: str, hide: tuple[str, ...], width: int):
+    """(title, rows, columns) of each table `print_table` prints: a family's columns that any of its runs has."""
+    for block_title, block in blocks(rows, title):
+        names = [c for c in columns(block) if c not in hide and any(r.get(c) is not None for r in block)]
+        parts = column_groups(block, names, width)
+        for k, part in enumerate(parts, 1):
+            yield (f"{block_title}, columns {k} of {len(parts)}" if len(parts) > 1 else block_title), block, part
 
 
 def blocks(rows: list[dict], title: str) -> list[tuple[str, list[dict]]]:
