@@ -323,6 +323,10 @@ def check_spec(spec: SweepSpec) -> None:
     starts."""
     from gentool.sweep_checks import check_trials
 
+    try:  # the trials' checks look inside it: a name longer than the file system takes fails them unnamed
+        spec.out.exists()
+    except OSError as exc:
+        raise UsageError(f"--out: sweep directory {spec.out} cannot be made ({fileio.cause(exc)})") from None
     check_room(spec.out, check_trials(spec, trial_options))
 
 

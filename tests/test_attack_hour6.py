@@ -158,3 +158,25 @@ def test_a_damaged_or_foreign_couplings_manifest_moves_the_folder_aside(tmp_path
     cp.new_manifest(folder, manifest["teacher"], manifest["data"], manifest["seed"], manifest["latent_shape"])
     assert cp.read_manifest(folder) == manifest  # started again, in the same place
     shutil.rmtree(tmp_path / "c.bad")
+
+
+# --- a run folder whose own name is longer than the file system takes -------------------------------------------
+
+def test_a_run_folder_name_too_long_is_one_usage_line_naming_out(tmp_path):
+    """`train --out EXISTING/<300 characters>`: stat itself failed (ENAMETOOLONG) before the start's own checks,
+    and the command exited 1 with "error: PATH: File name too long", naming no option."""
+    from gentool.errors import UsageError
+    from gentool.run_start import prepare_new
+
+    path = tmp_path / ("e" * 300)
+    with pytest.raises(UsageError, match=r"^--out: cannot create run directory .* \(File name too long\)$"):
+        prepare_new(path, False)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_sweep_folder_name_too_long_is_one_usage_line_naming_out(tmp_path):
+    from gentool.errors import UsageError
+
+    spec = sweep_mod.SweepSpec("vae", "mnist-sample", {"latent_dim": [2]}, tmp_path / ("e" * 300), {}, {"epochs": 1})
+    with pytest.raises(UsageError, match=r"^--out: sweep directory .* cannot be made \(File name too long\)$"):
+        sweep_mod.check_spec(spec)
