@@ -128,14 +128,56 @@ def load_couplings(folder: Path, limit: int | None = None, arg: str = "--data"):
              for k in range(want)]
     joined = {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
     labels = joined["labels"]
+    _check_labels(labels, manifest, folder, arg)
     g = manifest["data"]["geometry"]
-    if ((labels < -1) | (labels >= max(g["num_classes"], 1))).any():
-        raise GentoolError(f"{arg}: {folder}: labels lie outside -1 … {g['num_classes'] - 1}")
     geometry = Geometry(g["channels"], g["height"], g["width"], g["num_classes"])
     data = manifest["data"]
     origin = {"source": data.get("source"), "teacher": manifest["teacher"], "couplings": str(folder.absolute())}
     return ImageData(data.get("name") or "couplings", joined["images"], labels, geometry,
                      list(data.get("class_names") or []), latents=joined["latents"], origin=origin)
+
+
+def _check_labels(labels: torch.Tensor, manifest: dict, where: Path, arg: str) -> None:
+    g = manifest["data"]["geometry"]
+    if ((labels < -1) | (labels >= max(g["num_classes"], 1))).any():
+        raise GentoolError(f"{arg}: {where}: labels lie outside -1 … {g['num_classes'] - 1}")
+
+
+def usable_parts(folder: Path, manifest: dict) -> int:
+    """Before distill draws into `folder` (its cache of one teacher's pairs): how many parts, from the first, the
+    student can train on. A manifest that is damaged, or another teacher's or sampler's (a run moved or copied),
+    moves the whole folder aside (its parts are not this teacher's); the first damaged part (truncated, not a file,
+    wrong shapes, NaN noise, labels out of range) is moved aside and drawn again. Each is one warning line
+    (gentool.cache.set_aside), never a failure on every later run."""
+    from gentool.cache import set_aside
+
+    if os.path.lexists(folder / MANIFEST):
+        try:
+            old = read_manifest(folder, "RUN", follow=False)
+            problem = None if _same(old, manifest) else f"{MANIFEST} is another teacher's or sampler's"
+        except GentoolError as exc:
+            problem = str(exc).removeprefix("RUN: ")
+        if problem:
+            set_aside(folder, problem)
+            return 0
+    done = parts_done(folder)
+    for k in range(done):
+        try:
+            tensors = _read_part(part_path(folder, k), manifest, "RUN", manifest["part"])
+            _check_labels(tensors["labels"], manifest, part_path(folder, k), "RUN")
+        except GentoolError as exc:
+            set_aside(part_path(folder, k), str(exc).removeprefix(f"RUN: {part_path(folder, k)}").lstrip(": "))
+            return k
+    return done
+
+
+def _same(a: dict, b: dict) -> bool:
+    return json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
+
+
+def make_manifest(teacher: dict, data: dict, seed: int, latent_shape) -> dict:
+    return {"format": FORMAT, "version": 1, "teacher": teacher, "data": data, "seed": seed, "part": PART,
+            "latent_shape": list(latent_shape)}
 
 
 def pair_bytes(geometry: dict, latent_shape) -> int:
@@ -183,11 +225,10 @@ def new_manifest(folder: Path, teacher: dict, data: dict, seed: int, latent_shap
     """Write (or check against) the folder's manifest: one folder holds the pairs of one teacher, sampler and seed."""
     from gentool.fileio import atomic_write_json, make_dirs
 
-    manifest = {"format": FORMAT, "version": 1, "teacher": teacher, "data": data, "seed": seed, "part": PART,
-                "latent_shape": list(latent_shape)}
+    manifest = make_manifest(teacher, data, seed, latent_shape)
     if os.path.lexists(folder / MANIFEST):  # a link (even a dangling one) is named, not followed nor replaced
         old = read_manifest(folder, "RUN", follow=False)
-        if json.dumps(old, sort_keys=True) != json.dumps(manifest, sort_keys=True):
+        if not _same(old, manifest):
             raise GentoolError(f"{folder}: holds couplings of another teacher or sampler ({MANIFEST} differs)")
         return old
     make_dirs(folder)  # refused through a link (gentool.distill owns the teacher's run folder)

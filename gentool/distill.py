@@ -25,7 +25,7 @@ from gentool import fileio, rundir
 from gentool.checkpoint import Checkpoint, load_checkpoint
 from gentool.distill_options import ADVERSARIAL, DistillOptions
 from gentool.errors import GentoolError, UsageError
-from gentool.guards import StopSignals
+from gentool.guards import Interrupted, StopSignals
 from gentool.hooks import TrainHook
 from gentool.images import make_grid, to_uint8, write_png
 from gentool.paths import write_probe
@@ -115,9 +115,12 @@ def draw_couplings(ckpt: Checkpoint, settings: dict, opts: DistillOptions, repor
     teacher = {"checkpoint": str(ckpt.path.absolute()), "model": model.name, "step": int(ckpt.state["step"]),
                "epoch": int(ckpt.state["epoch"]), "weights": ckpt.weights, "sampling": settings}
     data = {k: ckpt.data[k] for k in ("name", "source", "class_names") if k in ckpt.data}
-    need, done = math.ceil(opts.pairs / cp.PART), cp.parts_done(folder)
+    data = {**data, "geometry": ckpt.data["geometry"]}
+    # what is there already, with a damaged or another teacher's manifest or part moved aside (redrawn)
+    need = math.ceil(opts.pairs / cp.PART)
+    done = cp.usable_parts(folder, cp.make_manifest(teacher, data, opts.seed, model.latent_shape))
     cp.check_drawing(folder, ckpt.data["geometry"], model.latent_shape, opts.pairs, done * cp.PART)
-    cp.new_manifest(folder, teacher, {**data, "geometry": ckpt.data["geometry"]}, opts.seed, model.latent_shape)
+    cp.new_manifest(folder, teacher, data, opts.seed, model.latent_shape)
     if done >= need:
         reporter.message(f"couplings: {opts.pairs:,} of the teacher's in {folder}")
         return folder, True
@@ -253,12 +256,24 @@ def distill(opts: DistillOptions, reporter: Reporter | None = None) -> dict:
     prepare(ckpt.model, device, choose_precision(opts.precision or "auto", device).used)
     settings = teacher_settings(ckpt.model, opts)
     check_room(ckpt, settings, opts, out)
-    folder, complete = draw_couplings(ckpt, settings, opts, reporter, deadline)
-    if not complete:
-        again = f"{command_name()} {shlex.join(sys.argv[1:])}" if sys.argv[1:2] == ["distill"] else "the same command"
-        stop = f"stopped while drawing couplings (those drawn are kept); continue with: {again}"
-        reporter.message(stop)
-        return {"stopped": stop, "teacher": str(path), "couplings": str(folder)}
-    budget = None if deadline is None else deadline - time.monotonic()
-    result = train(student_options(opts, ckpt, folder, out, budget), reporter, [FromTeacher(ckpt, settings)])
+    # one context from the drawing to the training: a signal during the last part, or between the two, stops here
+    with StopSignals():
+        folder, complete = draw_couplings(ckpt, settings, opts, reporter, deadline)
+        if not complete or StopSignals.pending:
+            return _stopped_drawing(complete, path, folder, reporter)
+        budget = None if deadline is None else deadline - time.monotonic()
+        result = train(student_options(opts, ckpt, folder, out, budget), reporter, [FromTeacher(ckpt, settings)])
     return {**result, "teacher": str(path), "couplings": str(folder)}
+
+
+def _stopped_drawing(complete: bool, path: Path, folder: Path, reporter: Reporter) -> dict:
+    """Stopped by --max-minutes or a signal while (or just after) drawing: the command that continues, as a result
+    (--max-minutes: exit 0) or as Interrupted (a signal: exit 128 + its number, as a stopped training)."""
+    again = f"{command_name()} {shlex.join(sys.argv[1:])}" if sys.argv[1:2] == ["distill"] else "the same command"
+    where = "after drawing the couplings" if complete else "while drawing couplings (those drawn are kept)"
+    stop = f"{where}; continue with: {again}"
+    if StopSignals.pending:
+        raise Interrupted(f"interrupted {stop}", StopSignals.pending)
+    stop = f"stopped {stop}"
+    reporter.message(stop)
+    return {"stopped": stop, "teacher": str(path), "couplings": str(folder)}

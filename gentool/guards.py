@@ -37,6 +37,11 @@ class StopSignals:
     with exit code 138 (128 + 10 on Linux)."""
 
     SIGNALS = STOP_SIGNALS
+    # A stop asked for inside the outermost context, kept past the inner context that received it: a signal that
+    # lands after a loop's last check (a sweep trial's closing figures, the last part of distill's couplings) still
+    # stops what encloses it (the next trial, the student's training) instead of being forgotten.
+    pending: int | None = None
+    _depth = 0
 
     def __init__(self):
         self.signum: int | None = None
@@ -45,7 +50,7 @@ class StopSignals:
     def _handle(self, signum, frame):
         if self.signum is not None:
             os._exit(128 + signum)
-        self.signum = signum
+        self.signum = StopSignals.pending = signum
         if signum == signal.SIGHUP and os.isatty(2):  # the terminal is gone: what follows would fail to reach it
             quiet = os.open(os.devnull, os.O_WRONLY)
             for fd in (1, 2):
@@ -57,6 +62,10 @@ class StopSignals:
               file=sys.stderr, flush=True)
 
     def __enter__(self):
+        if StopSignals._depth == 0:  # a new command (or library call): nothing asked of an earlier one carries over
+            StopSignals.pending = None
+        self.signum = StopSignals.pending  # an enclosing context was asked to stop: so is this one, at its first check
+        StopSignals._depth += 1
         if threading.current_thread() is threading.main_thread():
             for s in self.SIGNALS:
                 self._previous[s] = signal.signal(s, self._handle)
@@ -67,6 +76,7 @@ class StopSignals:
         return self
 
     def __exit__(self, *exc):
+        StopSignals._depth -= 1
         for s, handler in self._previous.items():
             signal.signal(s, handler)
         return False

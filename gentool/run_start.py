@@ -25,7 +25,11 @@ def prepare_new(path: Path, overwrite: bool) -> RunStart:
     once the run's loop runs or to `undo`. A folder holding only the leftovers of a run that never reached its first
     checkpoint is started again; any other non-empty one is refused unless `overwrite`. Either way only gentool's own
     files there make way (set aside until `keep`); anything else in the folder stays."""
-    if path.exists() and not path.is_dir():
+    try:  # stat can fail too (a name longer than the file system takes): the same one line naming --out
+        not_a_folder = path.exists() and not path.is_dir()
+    except OSError as exc:
+        raise _cannot_create(path, exc) from None
+    if not_a_folder:
         raise UsageError(f"--out: {path} exists and is not a directory; expected a run directory path")
     # filelock loads its classes on first use: loaded now, so that taking the lock loads no module. A Ctrl-C inside
     # an import ends the process at once; the undo runs then too, but until the lock is held it leaves an existing

@@ -14,6 +14,7 @@ import contextlib
 import itertools
 import os
 import re
+import signal
 import socket
 import time
 from dataclasses import dataclass, field
@@ -24,7 +25,7 @@ from gentool import fileio, rundir, seed_stats
 from gentool import schema as s
 from gentool.errors import GentoolError, UsageError
 from gentool.fileio import atomic_write_json
-from gentool.guards import Interrupted
+from gentool.guards import Interrupted, StopSignals
 from gentool.history import read_records
 from gentool.progress import Reporter
 from gentool.results import final_metrics, write_results
@@ -322,6 +323,10 @@ def check_spec(spec: SweepSpec) -> None:
     starts."""
     from gentool.sweep_checks import check_trials
 
+    try:  # the trials' checks look inside it: a name longer than the file system takes fails them unnamed
+        spec.out.exists()
+    except OSError as exc:
+        raise UsageError(f"--out: sweep directory {spec.out} cannot be made ({fileio.cause(exc)})") from None
     check_room(spec.out, check_trials(spec, trial_options))
 
 
@@ -349,11 +354,16 @@ def check_room(sweep_dir: Path, planned: list[tuple[str, TrainOptions]]) -> None
 
 
 def run_in_process(sweep_dir: Path, indices: list[int], runtime: dict, make_reporter, announce) -> None:
-    """Run the trials one after another in this process; `announce(trial)` before each, a fresh reporter each."""
+    """Run the trials one after another in this process; `announce(trial)` before each, a fresh reporter each. A
+    stop signal ends the sweep even when it lands after a trial's last check (its closing figures) or between two
+    trials: the next trial is not started (Interrupted); after the last one the results are written as usual."""
     trials = read_manifest(sweep_dir)["trials"]
-    for index in indices:
-        announce(trials[index])
-        run_trial(sweep_dir, index, runtime, make_reporter())
+    with StopSignals():
+        for index in indices:
+            if StopSignals.pending:
+                raise Interrupted(f"{signal.Signals(StopSignals.pending).name} received", StopSignals.pending)
+            announce(trials[index])
+            run_trial(sweep_dir, index, runtime, make_reporter())
 
 
 def result_rows(manifest: dict) -> list[dict]:
