@@ -40,6 +40,7 @@ STUDENT_LR = 2e-4
 # epochs over the couplings (about 1,600 steps over 20,000)
 ADVERSARIAL_RECIPE = {"lr": 5e-5, "beta1": 0.5, "batch_size": 64, "ema": 0.99, "epochs": 5}
 GRID = 8
+TEACHER_EXPECTED = "a flow or ddpm run directory or its .safetensors checkpoint"  # what RUN accepts
 TEACHER_GRID = rundir.TEACHER_GRID  # beside the student's epoch grids: the teacher's samples from the same noise
 
 
@@ -51,16 +52,15 @@ def teacher_checkpoint(teacher: str) -> Path:
     why = fileio.not_regular(path)  # (stat only: a pipe there cannot block)
     if why == fileio.MISSING:
         rundir.refuse_if_written(path.parent, "RUN")  # started a moment ago: its first checkpoint is to come
-        raise UsageError(f"RUN: {teacher} has no checkpoint ({path} does not exist); expected a flow or ddpm run "
-                         f"directory or its .safetensors checkpoint")
+        raise UsageError(f"RUN: {teacher} has no checkpoint ({path} does not exist); expected {TEACHER_EXPECTED}")
     if why is not None:
-        raise UsageError(f"RUN: {path} {why}; expected a flow or ddpm run directory or its .safetensors checkpoint")
+        raise UsageError(f"RUN: {path} {why}; expected {TEACHER_EXPECTED}")
     return path
 
 
 def load_teacher(path: Path, device: torch.device) -> Checkpoint:
     """The teacher (EMA weights when kept), refused unless the student can learn from it."""
-    ckpt = load_checkpoint(path, device, arg="RUN")
+    ckpt = load_checkpoint(path, device, "RUN", expected=TEACHER_EXPECTED)
     model = ckpt.model
     if model.conditional:
         raise UsageError(f"RUN: {path} holds a class-conditional {model.name}; distill takes unconditional "
