@@ -18,6 +18,7 @@ import json
 import math
 import os
 import shutil
+import stat
 from pathlib import Path
 
 import torch
@@ -61,10 +62,22 @@ def part_path(folder: Path, k: int) -> Path:
     return folder / f"part_{k:05d}.safetensors"
 
 
-def parts_done(folder: Path) -> int:
-    """How many parts, from the first, are complete (each is written atomically: present means whole)."""
+def parts_done(folder: Path, arg: str = "--data") -> int:
+    """How many parts, from the first, are complete (each is written atomically: present means whole). Anything
+    else by a part's name (a link, a folder, a pipe, a device) is refused in one line naming it: counted as not
+    drawn, it would be drawn over, and a link would be read as a part gentool wrote."""
     k = 0
-    while k < MAX_PARTS and part_path(folder, k).is_file():
+    while k < MAX_PARTS:
+        path = part_path(folder, k)
+        try:
+            mode = os.lstat(path).st_mode
+        except FileNotFoundError:
+            break
+        if not stat.S_ISREG(mode):
+            from gentool.fileio import kind_of, link_kind
+
+            raise UsageError(f"{arg}: {path} is {link_kind(path) or kind_of(mode)}, not a couplings part gentool "
+                             f"wrote (a regular file); move it away")
         k += 1
     return k
 
@@ -116,7 +129,7 @@ def load_couplings(folder: Path, limit: int | None = None, arg: str = "--data"):
     from gentool.datatypes import Geometry, ImageData
 
     manifest = read_manifest(folder, arg)
-    done = parts_done(folder)
+    done = parts_done(folder, arg)
     want = done if limit is None else min(done, -(-limit // manifest["part"]))
     if want == 0 or (limit is not None and want * manifest["part"] < limit):
         have = done * manifest["part"]

@@ -115,7 +115,7 @@ def draw_couplings(ckpt: Checkpoint, settings: dict, opts: DistillOptions, repor
     teacher = {"checkpoint": str(ckpt.path.absolute()), "model": model.name, "step": int(ckpt.state["step"]),
                "epoch": int(ckpt.state["epoch"]), "weights": ckpt.weights, "sampling": settings}
     data = {k: ckpt.data[k] for k in ("name", "source", "class_names") if k in ckpt.data}
-    need, done = math.ceil(opts.pairs / cp.PART), cp.parts_done(folder)
+    need, done = math.ceil(opts.pairs / cp.PART), cp.parts_done(folder, "RUN")
     cp.check_drawing(folder, ckpt.data["geometry"], model.latent_shape, opts.pairs, done * cp.PART)
     cp.new_manifest(folder, teacher, {**data, "geometry": ckpt.data["geometry"]}, opts.seed, model.latent_shape)
     if done >= need:

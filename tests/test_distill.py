@@ -127,6 +127,24 @@ def test_hostile_couplings_are_one_line(student, tmp_path):
     assert bad.exit_code != 0 and "tensor latents is F32" in bad.stderr
 
 
+@pytest.mark.parametrize("kind", ["named pipe", "symbolic link", "directory"])
+def test_a_part_that_is_no_regular_file_is_refused_not_drawn_over(tmp_path, kind):
+    """Something else by a part's name was counted as not drawn (distill would draw over it, train --data read
+    fewer couplings): it is refused in one line naming it, as gentool does with other special files."""
+    import os
+
+    from gentool.errors import UsageError
+
+    cp.part_path(tmp_path, 0).write_bytes(b"part")
+    second = cp.part_path(tmp_path, 1)
+    {"named pipe": lambda: os.mkfifo(second), "directory": second.mkdir,
+     "symbolic link": lambda: second.symlink_to(cp.part_path(tmp_path, 0))}[kind]()
+    with pytest.raises(UsageError, match=f"RUN: {second} is a {kind}.*, not a couplings part gentool wrote"):
+        cp.parts_done(tmp_path, "RUN")
+    os.rmdir(second) if kind == "directory" else second.unlink()
+    assert cp.parts_done(tmp_path) == 1
+
+
 def test_a_teacher_that_cannot_be_distilled_is_one_line(tmp_path):
     from gentool.checkpoint import save_checkpoint
     from gentool.data import Geometry
