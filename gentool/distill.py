@@ -105,6 +105,17 @@ def couplings_folder(ckpt: Checkpoint, settings: dict, seed: int) -> Path:
     return fileio.own(ckpt.path.parent) / "couplings" / name
 
 
+def drawing(pairs: int, done: int) -> str:
+    """What is drawn and why, in words: "drawing 500 (in parts of 500; 256 asked for, the rest kept for a later
+    student)". Whole parts are drawn (a kill loses at most one), so a later student asking for more reuses them."""
+    count = (math.ceil(pairs / cp.PART) - done) * cp.PART
+    why = [f"in parts of {cp.PART:,}"] if count != pairs - done * cp.PART else []
+    asked = f"{pairs:,} asked for" + (f", {done * cp.PART:,} drawn before" if done else "")
+    if why:
+        asked += ", the rest kept for a later student"
+    return f"drawing {count:,}{' more' if done else ''} ({'; '.join([*why, asked])})"
+
+
 def draw_couplings(ckpt: Checkpoint, settings: dict, opts: DistillOptions, reporter: Reporter,
                    deadline: float | None) -> tuple[Path, bool]:
     """Draw the couplings the student needs (the parts not drawn yet), with progress and an ETA; returns their
@@ -121,10 +132,7 @@ def draw_couplings(ckpt: Checkpoint, settings: dict, opts: DistillOptions, repor
     if done >= need:
         reporter.message(f"couplings: {opts.pairs:,} of the teacher's in {folder}")
         return folder, True
-    count = (need - done) * cp.PART  # whole parts: a later student asking for more pairs reuses them all
-    whole = "" if count == opts.pairs - done * cp.PART else \
-        f" (whole parts of {cp.PART}; {opts.pairs:,} are trained on)"
-    reporter.message(f"couplings: drawing {count:,}{whole} from {ckpt.path} ({model.name}, {settings}) into "
+    reporter.message(f"couplings: {drawing(opts.pairs, done)} from {ckpt.path} ({model.name}, {settings}) into "
                      f"{folder}")
     start, drawn = time.monotonic(), 0
     with StopSignals() as signals:

@@ -185,11 +185,22 @@ def test_couplings_are_never_written_through_a_link_in_the_teachers_run(teacher,
 
 def test_the_couplings_line_says_how_many_are_drawn(teacher, tmp_path):
     """--pairs 48 draws two whole parts of 32 (kept for a later student): the line says 64, not 48 (a walk saw
-    "drawing 512" and then 1,000 drawn)."""
+    "drawing 512" and then 1,000 drawn), and why, in words a user read as meant ("whole parts of 500" was not)."""
     args = [a for a in FAST if a != "-q"]
     result = run("distill", teacher, "--out", tmp_path / "s", "--epochs", "1", "--seed", "7", *args)
     assert result.exit_code == 0, result.output
-    assert "couplings: drawing 64 (whole parts of 32; 48 are trained on)" in result.output
+    assert ("couplings: drawing 64 (in parts of 32; 48 asked for, the rest kept for a later student)"
+            in result.output)
+
+
+@pytest.mark.parametrize("pairs, done, said", [
+    (32, 0, "drawing 32 (32 asked for)"),
+    (70, 1, "drawing 64 more (in parts of 32; 70 asked for, 32 drawn before, the rest kept for a later student)"),
+])
+def test_the_couplings_line_says_what_was_drawn_before(pairs, done, said):
+    from gentool.distill import drawing
+
+    assert drawing(pairs, done) == said
 
 
 def test_without_the_critic_the_student_is_plain_reflow(teacher, tmp_path):
