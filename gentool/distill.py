@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 from gentool import couplings as cp
-from gentool import fileio, rundir
+from gentool import fileio, links, rundir
 from gentool.checkpoint import Checkpoint, load_checkpoint
 from gentool.distill_options import ADVERSARIAL, DistillOptions
 from gentool.errors import GentoolError, UsageError
@@ -102,7 +102,7 @@ def couplings_folder(ckpt: Checkpoint, settings: dict, seed: int) -> Path:
     sampler = "-".join(f"{k}{v}" for k, v in sorted(settings.items()))
     name = f"{ckpt.path.stem}-step{ckpt.state['step']}-{ckpt.weights}-{sampler}-seed{seed}"
     # the teacher's run folder is gentool's while it writes there: a link below it (couplings/) is refused
-    return fileio.own(ckpt.path.parent) / "couplings" / name
+    return links.own(ckpt.path.parent) / "couplings" / name
 
 
 def drawing(pairs: int, done: int) -> str:
@@ -160,8 +160,8 @@ def check_room(ckpt: Checkpoint, settings: dict, opts: DistillOptions, out: Path
     try:
         write_probe(folder, fileio.temporary_name(last_part.name))
         if folder.is_dir():  # parts are replaced where missing: none may be a link to a file of the user's
-            fileio.refuse_linked(folder, [cp.MANIFEST, "part_*.safetensors", ".*.tmp"])
-    except fileio.LinkRefused as exc:
+            links.refuse_linked(folder, [cp.MANIFEST, "part_*.safetensors", ".*.tmp"])
+    except links.LinkRefused as exc:
         raise UsageError(f"RUN: {exc}") from None
     except OSError as exc:
         raise UsageError(f"RUN: cannot write the couplings in {folder} ({fileio.cause(exc)}; tried a name as long "
@@ -250,7 +250,7 @@ def distill(opts: DistillOptions, reporter: Reporter | None = None) -> dict:
     out = Path(opts.out).expanduser() if opts.out else path.parent.with_name(f"{path.parent.name}-reflow{opts.steps}")
     if not opts.out and os.path.islink(out):  # a folder the user named may be a link; one gentool chose may not
         raise UsageError(f"--out (default: the teacher's run directory + '-reflow<K>'): {out} is "
-                         f"{fileio.link_kind(out)}; gentool does not write a run through a link it was not given: "
+                         f"{links.link_kind(out)}; gentool does not write a run through a link it was not given: "
                          f"pass --out")
     # os.path.isdir: a name too long to exist is no run (check_room says why it cannot be written)
     if os.path.isdir(out) and not opts.overwrite and any(out.iterdir()) and not rundir.unstarted(out):

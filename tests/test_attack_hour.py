@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from gentool import fileio, folder_cache, rundir
+from gentool import fileio, folder_cache, links, rundir
 from gentool.errors import UsageError
 from gentool.progress import Reporter
 from test_links_and_pipes import CLI_TINY, LinkFollowingLock, long_dir, one_line, user_file
@@ -183,10 +183,10 @@ def test_l24_sample_and_logs_refuse_hard_links(tmp_path, invoke):
     out.mkdir()
     os.link(precious, out / "000001.png")
     one_line(invoke("sample", ckpt, "--n", "2", "--out", out, "--overwrite"), 2, str(out / "000001.png"), "hard link")
-    owned = fileio.own(tmp_path / "sweep")
+    owned = links.own(tmp_path / "sweep")
     (owned / "logs").mkdir(parents=True)
     os.link(precious, owned / "logs" / "000.log")
-    with pytest.raises(fileio.LinkRefused, match="hard link"):
+    with pytest.raises(links.LinkRefused, match="hard link"):
         fileio.open_append(owned / "logs" / "000.log")  # a worker's log: appended to, so never a hard link
     assert precious.read_text() == "the user's own words"
 
