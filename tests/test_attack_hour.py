@@ -232,12 +232,14 @@ def test_l26_cache_entries_refused_unread_say_why(tmp_path):
                                    ["--param", "batch_size=4"], ["--config", "params.toml"]])
 def test_m01_a_param_naming_a_field_with_its_own_option_is_refused_before_the_data(tmp_path, invoke, given):
     """--param latent_dim=3 (or width, lr, batch_size; or a [params] table of a --config file) reached the model's
-    config twice: a TypeError traceback. Refused in one line naming the option to use, before any data is read."""
+    config twice: a TypeError traceback. Refused in one line naming the option to use, before any data is read; a
+    file's table is named as the file's key (it said --param width, which the user never typed)."""
     (tmp_path / "params.toml").write_text("[params]\nwidth = 1\n")
     given = [str(tmp_path / g) if g.endswith(".toml") else g for g in given]
     result = invoke("train", "vae", "--data", tmp_path / "no-such-folder", *given, "--out", tmp_path / "run")
     name = given[1].split("=")[0] if given[0] == "--param" else "width"
-    one_line(result, 2, f"--param {name}", f"--{name.replace('_', '-')}")
+    where = f"--param {name}" if given[0] == "--param" else f"params.width in {given[1]}"
+    one_line(result, 2, where, f"--{name.replace('_', '-')}")
     assert not (tmp_path / "run").exists()
 
 
