@@ -9,7 +9,8 @@ from pathlib import Path
 
 from gentool import environment
 from gentool.errors import UsageError
-from gentool.fileio import cause, check_no_links, make_dirs, own, temporary_name
+from gentool.fileio import cause, make_dirs, temporary_name
+from gentool.links import check_no_links, own
 from gentool.paths import write_probe
 
 

@@ -20,6 +20,7 @@ from safetensors.torch import save as st_save
 
 import gentool
 from gentool.checkpoint_meta import (
+    EXPECTED,
     FORMAT,
     FORMAT_VERSION,
     check_geometry,
@@ -250,15 +251,17 @@ def _finite(tensor: torch.Tensor, key: str, path: Path, arg: str) -> torch.Tenso
 WEIGHTS = ("auto", "ema", "raw")
 
 
-def load_checkpoint(path, device: torch.device | str = "cpu", arg: str = "CKPT", weights: str = "auto") -> Checkpoint:
-    """Rebuild the model from the checkpoint's metadata alone and load its weights (shapes checked first).
+def load_checkpoint(path, device: torch.device | str = "cpu", arg: str = "CKPT", weights: str = "auto",
+                    expected: str = EXPECTED) -> Checkpoint:
+    """Rebuild the model from the checkpoint's metadata alone and load its weights (shapes checked first). `arg`
+    and `expected` name the argument and what it accepts, in the one line refusing a file that is no checkpoint.
 
     weights: "auto" gives the model the EMA weights of its sampling networks when the run kept them (--ema) and
     the raw ones otherwise; "ema" insists on them; "raw" always loads the weights the optimizer trained."""
     if weights not in WEIGHTS:
         raise UsageError(f"--weights: got {weights!r}; expected one of {', '.join(WEIGHTS)}")
     path = Path(path)
-    meta = read_metadata(path, arg)
+    meta = read_metadata(path, arg, expected)
     model = _rebuild(path, meta, arg)
     expected = _expected_tensors(model, meta.get("ema") is not None)
     with regular_path(path) as pinned, safe_open(pinned, framework="pt") as f:

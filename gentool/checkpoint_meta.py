@@ -7,11 +7,12 @@ parsed only by `optimizer_meta`, when a run resumes: sampling and evaluation nev
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import gentool
 from gentool import schema as s
-from gentool.errors import GentoolError
+from gentool.errors import GentoolError, UsageError
 from gentool.fileio import regular_path
 from gentool.paths import check_input_file
 from gentool.history import PARTIAL_EPOCH  # the epoch in progress, as gentool.history.PartialEpoch holds it
@@ -19,6 +20,7 @@ from gentool.models.fields import MAX_SIDE  # pixels along an image side (--imag
 
 FORMAT = "gentool-checkpoint"
 FORMAT_VERSION = 1
+EXPECTED = "a .safetensors checkpoint written by gentool"  # what an argument naming a checkpoint accepts
 REQUIRED_KEYS = ("format", "format_version", "gentool_version", "model", "config", "data", "state")
 MAX_COUNT = 10**9  # epochs, batches, images: as train's options allow
 MAX_STEP = 10**15
@@ -58,24 +60,46 @@ def refuse(arg: str, path: Path, what: str) -> CheckpointError:
     return CheckpointError(f"{arg}: {path}: {what}")
 
 
-def read_metadata(path, arg: str = "CKPT") -> dict:
+def read_metadata(path, arg: str = "CKPT", expected: str = EXPECTED) -> dict:
     """The validated metadata of a checkpoint file, read without touching its tensors; `arg` names the argument
-    the path came from in error messages. JSON fields come back parsed (except `optimizers`)."""
+    the path came from in error messages and `expected` what it accepts. JSON fields come back parsed (except
+    `optimizers`). A file that is no checkpoint at all (a text file, an image, not gentool's) is bad input (exit 2)
+    in one line saying so; a checkpoint that fails its checks is a damaged file (exit 1)."""
     from safetensors import SafetensorError, safe_open
 
-    path = check_input_file(Path(path), arg, "a .safetensors checkpoint file")
+    path = check_input_file(Path(path), arg, expected)
     try:
-        with regular_path(path) as pinned, safe_open(pinned, framework="pt") as f:
-            meta = f.metadata() or {}
+        with regular_path(path) as pinned:
+            if (why := _not_safetensors(pinned)) is not None:
+                raise UsageError(f"{arg}: {path} is not a gentool checkpoint ({why}); expected {expected}")
+            with safe_open(pinned, framework="pt") as f:
+                meta = f.metadata() or {}
     except (SafetensorError, OSError, ValueError) as exc:
         raise GentoolError(f"{arg}: {path} is not a readable safetensors checkpoint ({exc})") from None
+    if meta.get("format") != FORMAT:
+        raise UsageError(f"{arg}: {path} is not a gentool checkpoint (a safetensors file without gentool's "
+                         f"metadata); expected {expected}")
     return validate_metadata(path, meta, arg)
+
+
+def _not_safetensors(path: str) -> str | None:
+    """Why the file is no safetensors file, from its first bytes (a little-endian 8-byte header length, then a JSON
+    header of that length beginning with "{"), or None when it may be one: said plainly, where the library's
+    "header too large" would not tell a user that a PNG or a text file was given."""
+    with open(path, "rb") as f:
+        head, size = f.read(9), os.fstat(f.fileno()).st_size
+    if size == 0:
+        return "the file is empty"
+    length = int.from_bytes(head[:8], "little") if len(head) == 9 else 0
+    if not 2 <= length <= size - 8 or head[8:9] != b"{":
+        return "its first bytes are not a safetensors header"
+    return None
 
 
 def validate_metadata(path: Path, meta: dict, arg: str) -> dict:
     missing = [k for k in REQUIRED_KEYS if k not in meta]
-    if meta.get("format") != FORMAT or missing:
-        raise GentoolError(f"{arg}: {path} is a safetensors file but not a gentool checkpoint (missing {missing or ['format']})")
+    if missing:
+        raise refuse(arg, path, f"metadata field {missing[0]} is missing")
     try:
         version = int(s.Str(20, r"[0-9]{1,18}").check(meta["format_version"], "format_version"))
         parsed = {k: s.parse(meta[k], k) for k in ("config", "data", "state", "ema") if k in meta}

@@ -23,7 +23,8 @@ from pathlib import Path
 
 from gentool import schema
 from gentool.checks import check_value
-from gentool.errors import UsageError
+from gentool.errors import GEOMETRY, OPTION, PARAM, SAMPLER, UsageError
+from gentool.models.fields import GEOMETRY_FIELDS
 from gentool.fileio import cause, read_bounded
 
 MAX_BYTES = 1 << 20  # a settings file is a few hundred bytes; refuse to parse anything near this
@@ -226,6 +227,41 @@ def merge(from_file: dict, given: dict) -> dict:
         else:
             merged[key] = value
     return merged
+
+
+def unmerged(from_file: dict, given: dict) -> dict:
+    """The file's values that the command line did not override (`merge`'s other half): what the file still sets."""
+    kept = {}
+    for key, value in from_file.items():
+        if isinstance(value, dict):
+            value = {k: v for k, v in value.items() if k not in (given.get(key) or {})}
+        elif key in given:
+            continue
+        kept[key] = value
+    return kept
+
+
+def file_names(path: str, values: dict):
+    """name_of(section, name) for a model's ConfigError (gentool.errors) about a setting the --config file at `path`
+    gave (`values`: what it set, `unmerged`): its key there, "params.kl_weight in cfg.toml"; None for a setting the
+    file did not give (the command line's option names it)."""
+    def name_of(section: str, name: str) -> str | None:
+        if section == SAMPLER:
+            keys = ["label"] if name == "labels" else [name, f"sampler.{name}"]
+        elif section == PARAM:
+            keys = [f"params.{name}"]
+        elif section != OPTION and (name == GEOMETRY or name in GEOMETRY_FIELDS):
+            keys = ["data"]  # the data's image geometry
+        else:
+            keys = [name, f"params.{name}"]
+        return next((f"{key} in {path}" for key in keys if _holds(values, key)), None)
+    return name_of
+
+
+def _holds(values: dict, key: str) -> bool:
+    table, _, name = key.rpartition(".")
+    found = values.get(table) if table else values
+    return isinstance(found, dict) and found.get(name) is not None
 
 
 def to_toml(values: dict, header: str) -> str:

@@ -18,6 +18,7 @@ import json
 import math
 import os
 import shutil
+import stat
 from pathlib import Path
 
 import torch
@@ -61,12 +62,32 @@ def part_path(folder: Path, k: int) -> Path:
     return folder / f"part_{k:05d}.safetensors"
 
 
-def parts_done(folder: Path) -> int:
-    """How many parts, from the first, are complete (each is written atomically: present means whole)."""
-    k = 0
-    while k < MAX_PARTS and part_path(folder, k).is_file():
-        k += 1
+def parts_done(folder: Path, arg: str = "--data") -> int:
+    """How many parts, from the first, are complete (each is written atomically: present means whole). Anything
+    else by a part's name (a link, a folder, a pipe, a device) is refused in one line naming it: counted as not
+    drawn, it would be drawn over, and a link would be read as a part gentool wrote."""
+    k, mode = _regular_parts(folder)
+    if mode is not None:
+        from gentool.fileio import kind_of
+        from gentool.links import link_kind
+
+        path = part_path(folder, k)
+        raise UsageError(f"{arg}: {path} is {link_kind(path) or kind_of(mode)}, not a couplings part gentool "
+                         f"wrote (a regular file); move it away")
     return k
+
+
+def _regular_parts(folder: Path) -> tuple[int, int | None]:
+    """The count of regular part files from the first, and the mode of what stands at the next part's name when it
+    is there but not a regular file (looked at without following links; never opened, so a pipe cannot block)."""
+    for k in range(MAX_PARTS):
+        try:
+            mode = os.lstat(part_path(folder, k)).st_mode
+        except FileNotFoundError:
+            return k, None
+        if not stat.S_ISREG(mode):
+            return k, mode
+    return MAX_PARTS, None
 
 
 def write_part(folder: Path, k: int, images: torch.Tensor, latents: torch.Tensor, labels: torch.Tensor) -> None:
@@ -116,14 +137,14 @@ def load_couplings(folder: Path, limit: int | None = None, arg: str = "--data"):
     from gentool.datatypes import Geometry, ImageData
 
     manifest = read_manifest(folder, arg)
-    done = parts_done(folder)
+    done = parts_done(folder, arg)
     want = done if limit is None else min(done, -(-limit // manifest["part"]))
     if want == 0 or (limit is not None and want * manifest["part"] < limit):
         have = done * manifest["part"]
         raise GentoolError(f"{arg}: {folder} holds {have:,} couplings; {limit or 1:,} needed (draw more with "
                            f"gentool distill)")
     pairs = want * manifest["part"] if limit is None else limit
-    check_memory(folder, manifest, pairs, arg)
+    check_memory(pairs, manifest["data"]["geometry"], manifest["latent_shape"], arg, "--limit N", f" in {folder}")
     parts = [_read_part(part_path(folder, k), manifest, arg, min(manifest["part"], pairs - k * manifest["part"]))
              for k in range(want)]
     joined = {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
@@ -160,7 +181,13 @@ def usable_parts(folder: Path, manifest: dict) -> int:
         if problem:
             set_aside(folder, problem)
             return 0
-    done = parts_done(folder)
+    done, special = _regular_parts(folder)
+    if special is not None:  # the user's folder for train --data refuses it; distill's own cache moves it aside
+        from gentool.fileio import kind_of
+        from gentool.links import link_kind
+
+        path = part_path(folder, done)
+        set_aside(path, f"it is {link_kind(path) or kind_of(special)}, not a couplings part gentool wrote")
     for k in range(done):
         try:
             tensors = _read_part(part_path(folder, k), manifest, "RUN", manifest["part"])
@@ -185,28 +212,26 @@ def pair_bytes(geometry: dict, latent_shape) -> int:
     return geometry["channels"] * geometry["height"] * geometry["width"] + 2 * math.prod(latent_shape) + 8
 
 
-def check_memory(folder: Path, manifest: dict, pairs: int, arg: str) -> None:
-    """Refuse, before a byte is read, couplings whose `pairs` (images, noise, labels) would not fit in the memory
-    data sets may take (the manifest's part size and shapes say how much that is)."""
+def check_memory(pairs: int, geometry: dict, latent_shape, arg: str, fewer: str, where: str = "") -> None:
+    """Refuse, before a byte is read or drawn, `pairs` couplings (images, noise, labels: their shapes say how much)
+    that would not fit in the memory data sets may take, where the student reads them all; `arg` names the option
+    that asked for them, `fewer` the one that asks for fewer, `where` the folder they are read from."""
     from gentool.folders import MEMORY_SHARE, gib, memory_bound
 
-    need, bound = pairs * pair_bytes(manifest["data"]["geometry"], manifest["latent_shape"]), memory_bound()
-    if need > bound:
-        raise UsageError(f"{arg}: {pairs:,} couplings in {folder} take {gib(need)} in memory; at most {gib(bound)} "
-                           f"({MEMORY_SHARE:.0%} of this machine's memory) are read; pass a smaller --limit N")
+    each, bound = pair_bytes(geometry, latent_shape), memory_bound()
+    if pairs * each > bound:
+        raise UsageError(f"{arg}: {pairs:,} couplings{where} take {gib(pairs * each)} in memory; at most {gib(bound)} "
+                         f"({MEMORY_SHARE:.0%} of this machine's memory) are read; pass a smaller {fewer} (at most "
+                         f"{bound // each:,} couplings of this teacher fit)")
 
 
 def check_drawing(folder: Path, geometry: dict, latent_shape, pairs: int, have: int) -> None:
     """Refuse `distill --pairs`, before anything is drawn or written, when the student could not read that many
     couplings into memory or the disk under `folder` cannot hold the `pairs − have` still to draw."""
-    from gentool.folders import MEMORY_SHARE, gib, memory_bound
+    from gentool.folders import gib
 
+    check_memory(pairs, geometry, latent_shape, "--pairs", "--pairs N")
     each = pair_bytes(geometry, latent_shape)
-    bound = memory_bound()
-    if pairs * each > bound:
-        raise UsageError(f"--pairs: {pairs:,} couplings take {gib(pairs * each)} in memory, where the student "
-                         f"trains on them; at most {gib(bound)} ({MEMORY_SHARE:.0%} of this machine's memory), "
-                         f"{bound // each:,} couplings of this teacher")
     existing = next(p for p in (folder, *folder.parents) if p.is_dir())
     need, free = max(pairs - have, 0) * each, shutil.disk_usage(existing).free
     if need > free:

@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 from gentool import couplings as cp
-from gentool import fileio, rundir
+from gentool import fileio, links, rundir
 from gentool.checkpoint import Checkpoint, load_checkpoint
 from gentool.distill_options import ADVERSARIAL, DistillOptions
 from gentool.errors import GentoolError, UsageError
@@ -40,6 +40,7 @@ STUDENT_LR = 2e-4
 # epochs over the couplings (about 1,600 steps over 20,000)
 ADVERSARIAL_RECIPE = {"lr": 5e-5, "beta1": 0.5, "batch_size": 64, "ema": 0.99, "epochs": 5}
 GRID = 8
+TEACHER_EXPECTED = "a flow or ddpm run directory or its .safetensors checkpoint"  # what RUN accepts
 TEACHER_GRID = rundir.TEACHER_GRID  # beside the student's epoch grids: the teacher's samples from the same noise
 
 
@@ -51,16 +52,15 @@ def teacher_checkpoint(teacher: str) -> Path:
     why = fileio.not_regular(path)  # (stat only: a pipe there cannot block)
     if why == fileio.MISSING:
         rundir.refuse_if_written(path.parent, "RUN")  # started a moment ago: its first checkpoint is to come
-        raise UsageError(f"RUN: {teacher} has no checkpoint ({path} does not exist); expected a flow or ddpm run "
-                         f"directory or its .safetensors checkpoint")
+        raise UsageError(f"RUN: {teacher} has no checkpoint ({path} does not exist); expected {TEACHER_EXPECTED}")
     if why is not None:
-        raise UsageError(f"RUN: {path} {why}; expected a flow or ddpm run directory or its .safetensors checkpoint")
+        raise UsageError(f"RUN: {path} {why}; expected {TEACHER_EXPECTED}")
     return path
 
 
 def load_teacher(path: Path, device: torch.device) -> Checkpoint:
     """The teacher (EMA weights when kept), refused unless the student can learn from it."""
-    ckpt = load_checkpoint(path, device, arg="RUN")
+    ckpt = load_checkpoint(path, device, "RUN", expected=TEACHER_EXPECTED)
     model = ckpt.model
     if model.conditional:
         raise UsageError(f"RUN: {path} holds a class-conditional {model.name}; distill takes unconditional "
@@ -102,7 +102,18 @@ def couplings_folder(ckpt: Checkpoint, settings: dict, seed: int) -> Path:
     sampler = "-".join(f"{k}{v}" for k, v in sorted(settings.items()))
     name = f"{ckpt.path.stem}-step{ckpt.state['step']}-{ckpt.weights}-{sampler}-seed{seed}"
     # the teacher's run folder is gentool's while it writes there: a link below it (couplings/) is refused
-    return fileio.own(ckpt.path.parent) / "couplings" / name
+    return links.own(ckpt.path.parent) / "couplings" / name
+
+
+def drawing(pairs: int, done: int) -> str:
+    """What is drawn and why, in words: "drawing 500 (in parts of 500; 256 asked for, the rest kept for a later
+    student)". Whole parts are drawn (a kill loses at most one), so a later student asking for more reuses them."""
+    count = (math.ceil(pairs / cp.PART) - done) * cp.PART
+    why = [f"in parts of {cp.PART:,}"] if count != pairs - done * cp.PART else []
+    asked = f"{pairs:,} asked for" + (f", {done * cp.PART:,} drawn before" if done else "")
+    if why:
+        asked += ", the rest kept for a later student"
+    return f"drawing {count:,}{' more' if done else ''} ({'; '.join([*why, asked])})"
 
 
 def draw_couplings(ckpt: Checkpoint, settings: dict, opts: DistillOptions, reporter: Reporter,
@@ -124,10 +135,7 @@ def draw_couplings(ckpt: Checkpoint, settings: dict, opts: DistillOptions, repor
     if done >= need:
         reporter.message(f"couplings: {opts.pairs:,} of the teacher's in {folder}")
         return folder, True
-    count = (need - done) * cp.PART  # whole parts: a later student asking for more pairs reuses them all
-    whole = "" if count == opts.pairs - done * cp.PART else \
-        f" (whole parts of {cp.PART}; {opts.pairs:,} are trained on)"
-    reporter.message(f"couplings: drawing {count:,}{whole} from {ckpt.path} ({model.name}, {settings}) into "
+    reporter.message(f"couplings: {drawing(opts.pairs, done)} from {ckpt.path} ({model.name}, {settings}) into "
                      f"{folder}")
     start, drawn, lines = time.monotonic(), 0, reporter.pace()
     with StopSignals() as signals:
@@ -156,8 +164,8 @@ def check_room(ckpt: Checkpoint, settings: dict, opts: DistillOptions, out: Path
     try:
         write_probe(folder, fileio.temporary_name(last_part.name))
         if folder.is_dir():  # parts are replaced where missing: none may be a link to a file of the user's
-            fileio.refuse_linked(folder, [cp.MANIFEST, "part_*.safetensors", ".*.tmp"])
-    except fileio.LinkRefused as exc:
+            links.refuse_linked(folder, [cp.MANIFEST, "part_*.safetensors", ".*.tmp"])
+    except links.LinkRefused as exc:
         raise UsageError(f"RUN: {exc}") from None
     except OSError as exc:
         raise UsageError(f"RUN: cannot write the couplings in {folder} ({fileio.cause(exc)}; tried a name as long "
@@ -246,7 +254,7 @@ def distill(opts: DistillOptions, reporter: Reporter | None = None) -> dict:
     out = Path(opts.out).expanduser() if opts.out else path.parent.with_name(f"{path.parent.name}-reflow{opts.steps}")
     if not opts.out and os.path.islink(out):  # a folder the user named may be a link; one gentool chose may not
         raise UsageError(f"--out (default: the teacher's run directory + '-reflow<K>'): {out} is "
-                         f"{fileio.link_kind(out)}; gentool does not write a run through a link it was not given: "
+                         f"{links.link_kind(out)}; gentool does not write a run through a link it was not given: "
                          f"pass --out")
     # os.path.isdir: a name too long to exist is no run (check_room says why it cannot be written)
     if os.path.isdir(out) and not opts.overwrite and any(out.iterdir()) and not rundir.unstarted(out):

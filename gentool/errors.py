@@ -61,6 +61,7 @@ def did_you_mean(value, choices) -> str:
 # What a name in a ConfigError belongs to: the model's config, its sampler, or the training options (TrainOptions'
 # fields, such as image_size: what a message may advise).
 CONFIG, SAMPLER, OPTION = "config", "sampler", "option"
+PARAM = "param"  # an entry of the params table (--param NAME=VALUE) as given, whatever field it names
 GEOMETRY = "geometry"  # the config's image geometry (channels, image_height, image_width, num_classes) as a whole
 
 
@@ -72,6 +73,10 @@ class ConfigError(UsageError):
     checkpoint reader the file's field. `listed` are more names the message ends with (the settings there are),
     each a name in `section` or a (section, name) pair."""
 
+    # how the command line names a field whose value a --config file gave ("params.kl_weight in cfg.toml"): set
+    # by gentool.cli.options, which knows what the file set; a name it returns None for is named as an option
+    file_name = None
+
     def __init__(self, field: str, detail: str, *, section: str = CONFIG, listed: tuple = (), value=None,
                  accepted: str | None = None):
         self.field, self.detail, self.section = field, detail, section
@@ -81,7 +86,7 @@ class ConfigError(UsageError):
 
     def message(self, name_of=None) -> str:
         """The one-line message with every name written by `name_of(section, name)` (default: the name itself)."""
-        name = name_of or (lambda section, field: field)
+        name = name_of or (lambda section, field: f"--param {field}" if section == PARAM else field)
         listed = ", ".join(name(*n) for n in self.listed)
         return f"{name(self.section, self.field)}: {self.detail}{listed}"
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 
 from gentool.errors import UsageError, bad_value
-from gentool.fileio import LinkRefused, check_no_links
+from gentool.links import LinkRefused, check_no_links
 from gentool.paths import check_input_file, prepare_output
 from gentool.sample_options import DrawOptions, SamplerOptions
 from gentool.train_options import copy_option, option

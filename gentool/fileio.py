@@ -34,10 +34,8 @@ from pathlib import Path
 
 from gentool import undo
 from gentool.errors import GentoolError
-from gentool.jsonvalues import null_nonfinite  # noqa: F401  (its home before gentool.jsonvalues)
-# The link checks live in gentool.links; every caller reaches disk through fileio, which offers them too (noqa).
-from gentool.links import (LinkRefused, check_inside, check_no_links, described, link_kind,  # noqa: F401
-                           matching, own, refuse_hard_link, refuse_linked)
+# the link checks each write, replacement and deletion here makes (callers that check links import gentool.links)
+from gentool.links import LinkRefused, check_no_links, link_kind, matching, refuse_hard_link
 
 _KINDS = ((stat.S_ISDIR, "a directory"), (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
           (stat.S_ISFIFO, "a named pipe"), (stat.S_ISSOCK, "a socket"), (stat.S_ISLNK, "a symbolic link"))

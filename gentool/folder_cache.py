@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from gentool import fileio, undo
+from gentool import fileio, links, undo
 from gentool.cache import cache_dir
 from gentool.datatypes import Geometry, ImageData
 from gentool.errors import GentoolError, UsageError
@@ -210,7 +210,7 @@ def open_entry(entry: Path, key: str, reporter: Reporter, most: int | None = Non
         return None
     try:
         if entry.is_symlink():  # the entry itself a link: what it leads to is not an entry gentool wrote
-            raise ValueError(f"it is {fileio.link_kind(entry)}, not a folder gentool wrote")
+            raise ValueError(f"it is {links.link_kind(entry)}, not a folder gentool wrote")
         meta = read_json(entry / META, follow=False)  # a link in the cache is damage, named as such
         if meta.get("format") != CACHE_FORMAT or meta.get("version") != CACHE_VERSION or meta.get("key") != key:
             raise ValueError("it was written for other files or by another gentool")

@@ -34,11 +34,14 @@ class Listing:
     stamps: list[tuple[int, int]]
     classes: list[str]
     skipped: list[tuple[str, str, str]] = field(default_factory=list)
-    note: str = ""  # what part of the folder this is (a held-out split), for the found lines
+    part: str | None = None  # the part of the folder this is ("train", "test": `split_part`), for the found lines
+    held: int = 0  # with a part: how many images the folder holds out for testing, of
+    whole: int = 0  # the images the whole folder holds (a part may then be limited or have images skipped)
 
     def select(self, keep: list[int]) -> "Listing":
         return Listing(self.root, [self.files[i] for i in keep], [self.labels[i] for i in keep],
-                       [self.stamps[i] for i in keep], self.classes, list(self.skipped), self.note)
+                       [self.stamps[i] for i in keep], self.classes, list(self.skipped), self.part, self.held,
+                       self.whole)
 
     def rel(self, path: Path) -> str:
         return str(path.relative_to(self.root)) if path.is_relative_to(self.root) else str(path)
@@ -141,14 +144,46 @@ def split_part(listing: Listing, part: str | None) -> Listing:
             ranks.append(seen[y])
             seen[y] += 1
         keep = [i for i in keep if (ranks[i] % HOLDOUT_EVERY == HOLDOUT_EVERY - 1) == (part == "test")]
-        held = len(listing.files) - len(keep) if part == "train" else len(keep)
-        who = "each class" if listing.classes else "the folder"
-        note = (f"every {HOLDOUT_EVERY}th image of {who} ({held:,}) is held out for `evaluate --split test` and "
-                f"held-out losses" if part == "train" else f"the held-out every {HOLDOUT_EVERY}th image of {who}")
     selected = listing.select(keep)
     if part is not None:
-        selected.note = note
+        selected.part = part
+        selected.held = len(listing.files) - len(keep) if part == "train" else len(keep)
+        selected.whole = len(listing.files)
     return selected
+
+
+def held_out(labelled: bool) -> str:
+    """Which images a folder without a test/ beside it holds out, in the words every message and record uses."""
+    return f"every {HOLDOUT_EVERY}th image of {'each class' if labelled else 'the folder'}"
+
+
+def _images_found(listing: Listing, n: int) -> str:
+    """How many images the folder holds and, for a part of it, how they divide between training and the held-out
+    test split: "60 images (no class subfolders: unlabelled): 54 for training, 6 (every 10th image of the folder)
+    held out for `evaluate --split test` and held-out losses" (`n`: the images of the part read, fewer with --limit
+    or images skipped)."""
+    each = ""
+    if listing.classes:
+        counts = Counter(listing.labels)
+        per = [counts.get(k, 0) for k in range(len(listing.classes))]
+        each = f"{min(per):,}" if min(per) == max(per) else f"{min(per):,} to {max(per):,}"
+    which = held_out(bool(listing.classes))
+    if listing.part == "test":
+        return f"{n:,} images{_classes(listing, each)}: {which}, held out from training for `evaluate --split test`"
+    if listing.part != "train":
+        return f"{n:,} images{_classes(listing, each)}"
+    train = listing.whole - listing.held
+    read = [f"{n:,} of them read"] if n < train else []
+    read += [f"{each} of each class" if read else f"{each} each"] if each else []
+    return (f"{listing.whole:,} images{_classes(listing)}: {train:,} for training"
+            f"{' (' + ', '.join(read) + ')' if read else ''}, {listing.held:,} ({which}) held out for "
+            f"`evaluate --split test` and held-out losses")
+
+
+def _classes(listing: Listing, each: str = "") -> str:
+    if not listing.classes:
+        return " (no class subfolders: unlabelled)"
+    return f" in {len(listing.classes)} class folders" + (f" ({each} each)" if each else "")
 
 
 def read_headers(listing: Listing, progress=None, limit: int | None = None) -> tuple[Listing, list[Header]]:
@@ -225,15 +260,7 @@ def gib(n: int) -> str:
 def found_lines(listing: Listing, headers: list[Header], geometry: Geometry, image_size: int | None) -> list[str]:
     """What the folder holds, for the user: images and classes, sizes and formats, conversions, files skipped."""
     n = len(headers)
-    what = f"--data {listing.root}: {n:,} images"
-    if listing.classes:
-        counts = Counter(listing.labels)
-        per = [counts.get(k, 0) for k in range(len(listing.classes))]
-        each = f"{min(per):,}" if min(per) == max(per) else f"{min(per):,} to {max(per):,}"
-        what += f" in {len(listing.classes)} class folders ({each} each)"
-    else:
-        what += " (no class subfolders: unlabelled)"
-    lines = [what + (f"; {listing.note}" if listing.note else "")]
+    lines = [f"--data {listing.root}: {_images_found(listing, n)}"]
     if headers:
         small, big = min(headers, key=lambda h: h.width * h.height), max(headers, key=lambda h: h.width * h.height)
         formats = ", ".join(f"{k:,} {f}" for f, k in Counter(h.format for h in headers).most_common())

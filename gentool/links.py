@@ -1,6 +1,6 @@
 """The links gentool does not follow: the folders it owns in this process, and the check that nothing it writes,
 replaces or deletes below one is reached through a link. (Split from gentool.fileio, which does the writing and
-deleting with these checks and offers them to its callers too.)
+deleting with these checks; code that checks or owns a folder itself imports them from here.)
 
 A folder gentool owns (a run or sweep directory, a TensorBoard folder, a `sample --out` folder, the cache) is
 registered with `own`; the folder itself may be a link the user made, but nothing below it is followed when

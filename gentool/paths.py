@@ -10,8 +10,8 @@ import secrets
 from pathlib import Path
 
 from gentool.errors import UsageError
-from gentool.fileio import (MISSING, LinkRefused, cause, check_inside, check_no_links, not_regular, own,
-                            temporary_name)
+from gentool.fileio import MISSING, cause, not_regular, temporary_name
+from gentool.links import LinkRefused, check_inside, check_no_links, own
 
 # a new file only (O_EXCL: never one already there, nor through a link)
 _NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)

@@ -277,14 +277,14 @@ def read_cache(path: Path, now: float | None = None) -> dict:
 
 
 def _write_cache(path: Path, entries: dict) -> None:
-    from gentool import fileio
+    from gentool import fileio, links
     from gentool.errors import GentoolError
 
     try:
-        fileio.own(path.parent)
+        links.own(path.parent)
         path.parent.mkdir(parents=True, exist_ok=True)
         fileio.atomic_write_json(path, {"format": 1, "entries": entries})
-    except fileio.LinkRefused as exc:
+    except links.LinkRefused as exc:
         warnings.warn(f"precision cache not written: {exc}")
     except (OSError, GentoolError):
         pass  # an unwritable cache only means probing again next time

@@ -14,7 +14,7 @@ import shlex
 import shutil
 from pathlib import Path
 
-from gentool import fileio, rundir, undo
+from gentool import fileio, links, rundir, undo
 from gentool.errors import GentoolError, UsageError
 
 SET_ASIDE = ".gentool-replaced-"  # + a new token: a folder in the run folder itself (a rename never copies)
@@ -89,8 +89,8 @@ class RunStart:
     def _set_aside(self) -> None:
         """Move gentool's own files in the folder into the hidden `held` folder, each at its place there."""
         try:
-            files = fileio.matching(self.path, rundir.OWNED_GLOBS + rundir.TEMPORARY_GLOBS)
-        except fileio.LinkRefused as exc:
+            files = links.matching(self.path, rundir.OWNED_GLOBS + rundir.TEMPORARY_GLOBS)
+        except links.LinkRefused as exc:
             raise UsageError(f"--out: {exc}") from None
         if not files:
             return

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from gentool import schema as s
 from gentool.errors import GentoolError, UsageError
-from gentool import environment, fileio, paths
+from gentool import environment, fileio, links, paths
 from gentool.fileio import atomic_copy, read_regular
 from gentool.history import PartialEpoch
 from gentool.runlock import (  # noqa: F401 (the lock's names, as the commands import them from here)
@@ -104,11 +104,11 @@ def refuse_links(path: Path, arg: str) -> None:
     """Refuse, before any work, a run folder where a file or folder gentool writes is a symbolic link, or a file
     it writes or deletes is a hard link (a file with other names: writing or deleting it changes the user's)."""
     try:
-        link = next((f for f in path.iterdir() if _gentool_name(f) and fileio.link_kind(f)), None)
+        link = next((f for f in path.iterdir() if _gentool_name(f) and links.link_kind(f)), None)
         if link is not None:
-            raise fileio.LinkRefused(str(link))
-        fileio.refuse_linked(path, OWNED_GLOBS + TEMPORARY_GLOBS)  # in samples/ and tensorboard/ too
-    except fileio.LinkRefused as exc:
+            raise links.LinkRefused(str(link))
+        links.refuse_linked(path, OWNED_GLOBS + TEMPORARY_GLOBS)  # in samples/ and tensorboard/ too
+    except links.LinkRefused as exc:
         raise UsageError(f"{arg}: {exc}") from None
 
 
@@ -199,8 +199,8 @@ def lock_run(run_dir: Path, arg: str) -> None:
     if key in _HELD:
         return
     try:
-        fileio.own(run_dir)
-    except fileio.LinkRefused as exc:
+        links.own(run_dir)
+    except links.LinkRefused as exc:
         raise UsageError(f"{arg}: {exc}") from None
     try:  # the lock's files are named by the absolute path: one too long for the system is refused here, in one line
         paths.write_probe(key, fileio.temporary_name(LOCK_FILES[1]))
@@ -209,7 +209,7 @@ def lock_run(run_dir: Path, arg: str) -> None:
     lock = ProcessLock(key / LOCK)
     try:
         acquired = lock.acquire(wait=False)
-    except fileio.LinkRefused as exc:
+    except links.LinkRefused as exc:
         raise UsageError(f"{arg}: {exc}") from None
     except OSError as exc:
         raise UsageError(f"{arg}: cannot lock run directory {run_dir} ({exc.strerror or exc})") from None

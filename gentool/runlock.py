@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from gentool import fileio
+from gentool import fileio, links
 from gentool import schema as s
 from gentool.errors import GentoolError
 from gentool.fileio import atomic_write_json, read_json
@@ -36,7 +36,7 @@ class ProcessLock:
         """Take the lock (waiting for it when `wait`); False when another process holds it and `wait` is off."""
         from filelock import SoftFileLock, Timeout
 
-        fileio.check_no_links(self.path)
+        links.check_no_links(self.path)
         if not isinstance(self._lock, SoftFileLock):  # a soft lock (no fcntl) is the file's creation, with O_EXCL
             fileio.create_lock_file(self.path)  # not through a link, whatever filelock's version does
         try:
@@ -53,7 +53,7 @@ class ProcessLock:
             if self.record:
                 try:
                     fileio.remove_file(self.owner)
-                except fileio.LinkRefused:  # a link made there since: left alone (the lock is released all the same)
+                except links.LinkRefused:  # a link made there since: left alone (the lock is released all the same)
                     pass
             self._lock.release(force=True)
 

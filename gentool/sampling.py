@@ -15,7 +15,7 @@ import torch
 from gentool.checkpoint import load_checkpoint
 from gentool.device import choose_precision, pick_device, prepare
 from gentool.errors import ConfigError, UsageError, bad_value
-from gentool.fileio import LinkRefused, refuse_linked
+from gentool.links import LinkRefused, refuse_linked
 from gentool.paths import check_input_file, prepare_output
 from gentool.images import NpzWriter, make_grid, png_name, to_uint8, write_gif, write_grid, write_png_folder
 from gentool.sample_options import MAX_SAMPLES, SampleOptions

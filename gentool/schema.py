@@ -237,7 +237,8 @@ def read_checked(path, spec: Spec, arg: str):
     """`read`, with a problem raised as one GentoolError naming `arg` (the command's argument), the file and the
     field: how commands read the JSON files of a run."""
     from gentool.errors import GentoolError
-    from gentool.fileio import cannot_read, described
+    from gentool.fileio import cannot_read
+    from gentool.links import described
 
     try:
         return read(path, spec)

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import gentool
-from gentool import fileio, rundir, seed_stats
+from gentool import fileio, links, rundir, seed_stats
 from gentool import schema as s
 from gentool.errors import GentoolError, UsageError
 from gentool.fileio import atomic_write_json
@@ -123,7 +123,7 @@ def read_manifest(sweep_dir: Path) -> dict:
             raise GentoolError(f"{path}: not a sweep manifest this gentool {gentool.__version__} reads")
         manifest = s.check(manifest, MANIFEST_SPEC, "")
     except s.Invalid as exc:
-        raise GentoolError(f"--out: {fileio.described(path)}: {exc}") from None
+        raise GentoolError(f"--out: {links.described(path)}: {exc}") from None
     except fileio.NotRegular as exc:  # a link, a pipe, a folder: refused, as the file the user gave
         raise UsageError(f"--out: {fileio.cannot_read(path, exc)}") from None
     except OSError as exc:
@@ -162,9 +162,9 @@ def open_sweep(spec: SweepSpec) -> dict:
         raise UsageError(f"--out: {out} exists and is not a directory; expected a sweep directory")
     try:
         out.mkdir(parents=True, exist_ok=True)
-        fileio.own(out)
-        fileio.refuse_linked(out, OWNED_GLOBS)  # before anything there is locked, read, written or appended to
-    except fileio.LinkRefused as exc:
+        links.own(out)
+        links.refuse_linked(out, OWNED_GLOBS)  # before anything there is locked, read, written or appended to
+    except links.LinkRefused as exc:
         raise UsageError(f"--out: {exc}") from None
     except OSError as exc:
         raise UsageError(f"--out: cannot create sweep directory {out} ({exc.strerror})") from None
@@ -339,7 +339,7 @@ def check_room(sweep_dir: Path, planned: list[tuple[str, TrainOptions]]) -> None
 
     if sweep_dir.exists() and not sweep_dir.is_dir():
         return  # open_sweep refuses it, saying what it is
-    fileio.own(sweep_dir)  # no probe goes through a link in it (a trial's folder)
+    links.own(sweep_dir)  # no probe goes through a link in it (a trial's folder)
     last = len(planned) - 1  # the longest index
     written = [MANIFEST, "results.json", f"{BY_CONFIG}.json", MATRIX_PNG, CURVES_PNG, HEATMAP_PNG,
                f"{TRIAL_LOCKS}/{trial_lock(Path(), last).name}.owner"]  # through temporaries

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from gentool import seed_stats
-from gentool.errors import UsageError, bad_value
+from gentool.errors import PARAM, ConfigError, UsageError, bad_value
 from gentool.load import cores, usable_cores
 from gentool.evaluate_options import GENTOOL, EvalOptions
 from gentool.parsing import parse_list, parse_param
@@ -195,7 +195,8 @@ class SweepOptions:
             raise UsageError(f"{sizes} values make {count:,} trials; a sweep has at most {MAX_TRIALS:,}")
         for name in self.params:
             if name in FIELDS and getattr(self, name) is not None:
-                raise UsageError(f"--param {name}: also given as {flag(name)}; give one of them")
+                raise ConfigError(name, f"also given as {flag(name)} (in a --config file: {name}); give one of "
+                                        f"them", section=PARAM)
         return axes
 
     def _flag(self, name: str) -> str:

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 import gentool
-from gentool import fileio, rundir
+from gentool import fileio, links, rundir
 from gentool.errors import GentoolError
 from gentool.guards import STOP_SIGNALS, Interrupted
 from gentool.progress import PlainReporter
@@ -28,7 +28,7 @@ POLL_SECONDS, STOP_GRACE_SECONDS = 0.5, 30
 def _launch(sweep_dir: Path, index: int, threads: int, runtime: dict) -> subprocess.Popen:
     """Start `python -m gentool.sweep_workers` for one trial, logging to logs/NNN.log, in its own session so that a
     Ctrl-C at the terminal reaches only the parent, which then stops the workers itself."""
-    fileio.own(sweep_dir)
+    links.own(sweep_dir)
     fileio.make_dirs(sweep_dir / LOGS)
     package_root = str(Path(gentool.__file__).resolve().parents[1])  # the worker imports this very gentool
     env = {**os.environ, "OMP_NUM_THREADS": str(threads),

@@ -12,7 +12,7 @@ from dataclasses import dataclass, fields
 from typing import ClassVar
 
 from gentool.checks import MAX_COUNT, MAX_SEED, Ints, Numbers, Words, check_options, choice
-from gentool.errors import GEOMETRY, OPTION, SAMPLER, ConfigError, GentoolError, UsageError
+from gentool.errors import GEOMETRY, OPTION, PARAM, SAMPLER, ConfigError, GentoolError, UsageError
 from gentool.models.fields import GEOMETRY_FIELDS, MAX_LATENT, MAX_SIDE  # noqa: F401 (MAX_SIDE: imported from here)
 
 # What a resumed run does with an option (the `resume` entry of each field's metadata):
@@ -266,7 +266,8 @@ class TrainOptions:
         check_options(self, field_flag)
         for name in self.params:  # a config field with its own option (--latent-dim, --lr, ...) is set only there
             if name in FIELDS:
-                raise UsageError(f"--param {name}: set it with {flag(name)}")
+                raise ConfigError(name, f"set it with {flag(name)} (in a --config file: {name} = …, outside "
+                                        f"[params])", section=PARAM)
         if self.resume is None:
             self.check_new_run()
             if not self.out:  # where the run will go ($GENTOOL_RUNS), refused before any work if no folder can be
@@ -311,7 +312,10 @@ def fold_sampler(opts) -> None:
 
 def cli_message(exc: GentoolError) -> str:
     """An error's line as the command line says it: a model's ConfigError names the option that sets the field."""
-    return exc.message(option_name) if isinstance(exc, ConfigError) else str(exc)
+    if not isinstance(exc, ConfigError):
+        return str(exc)
+    in_file = exc.file_name or (lambda section, name: None)
+    return exc.message(lambda section, name: in_file(section, name) or option_name(section, name))
 
 
 def option_name(section: str, name: str) -> str:
@@ -322,6 +326,8 @@ def option_name(section: str, name: str) -> str:
         return "--class" if name == "labels" else flag(name) if name in SAMPLER_SETTINGS else f"--sampler {name}"
     if section == OPTION:
         return flag(name)
+    if section == PARAM:
+        return f"--param {name}"
     if name == GEOMETRY or name in GEOMETRY_FIELDS:
         return "--data"
     return flag(name) if name in MODEL_SETTINGS else f"--param {name}"

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from gentool import fileio, folder_cache, rundir
+from gentool import fileio, folder_cache, links, rundir
 from gentool.errors import UsageError
 from gentool.progress import Reporter
 from test_links_and_pipes import CLI_TINY, LinkFollowingLock, long_dir, one_line, user_file
@@ -183,10 +183,10 @@ def test_l24_sample_and_logs_refuse_hard_links(tmp_path, invoke):
     out.mkdir()
     os.link(precious, out / "000001.png")
     one_line(invoke("sample", ckpt, "--n", "2", "--out", out, "--overwrite"), 2, str(out / "000001.png"), "hard link")
-    owned = fileio.own(tmp_path / "sweep")
+    owned = links.own(tmp_path / "sweep")
     (owned / "logs").mkdir(parents=True)
     os.link(precious, owned / "logs" / "000.log")
-    with pytest.raises(fileio.LinkRefused, match="hard link"):
+    with pytest.raises(links.LinkRefused, match="hard link"):
         fileio.open_append(owned / "logs" / "000.log")  # a worker's log: appended to, so never a hard link
     assert precious.read_text() == "the user's own words"
 
@@ -232,12 +232,14 @@ def test_l26_cache_entries_refused_unread_say_why(tmp_path):
                                    ["--param", "batch_size=4"], ["--config", "params.toml"]])
 def test_m01_a_param_naming_a_field_with_its_own_option_is_refused_before_the_data(tmp_path, invoke, given):
     """--param latent_dim=3 (or width, lr, batch_size; or a [params] table of a --config file) reached the model's
-    config twice: a TypeError traceback. Refused in one line naming the option to use, before any data is read."""
+    config twice: a TypeError traceback. Refused in one line naming the option to use, before any data is read; a
+    file's table is named as the file's key (it said --param width, which the user never typed)."""
     (tmp_path / "params.toml").write_text("[params]\nwidth = 1\n")
     given = [str(tmp_path / g) if g.endswith(".toml") else g for g in given]
     result = invoke("train", "vae", "--data", tmp_path / "no-such-folder", *given, "--out", tmp_path / "run")
     name = given[1].split("=")[0] if given[0] == "--param" else "width"
-    one_line(result, 2, f"--param {name}", f"--{name.replace('_', '-')}")
+    where = f"--param {name}" if given[0] == "--param" else f"params.width in {given[1]}"
+    one_line(result, 2, where, f"--{name.replace('_', '-')}")
     assert not (tmp_path / "run").exists()
 
 

@@ -176,7 +176,9 @@ def test_couplings_beyond_the_memory_bound_are_refused_before_they_are_read(tmp_
     root = couplings_folder(tmp_path / "pairs")
     per_pair = 64 + 2 * 64 + 8
     monkeypatch.setattr(folders, "memory_bound", lambda: 600 * per_pair)
-    with pytest.raises(UsageError, match=r"--data: 1,000 couplings in .* take .* at most .* --limit N"):
+    # (one check with distill --pairs': both say how many fit)
+    with pytest.raises(UsageError, match=r"--data: 1,000 couplings in .* take .* at most .* --limit N \(at most 600 "
+                                         r"couplings of this teacher fit\)"):
         cp.load_couplings(root)
     with pytest.raises(UsageError, match="couplings"):
         cp.load_couplings(root, limit=700)

@@ -17,7 +17,8 @@ MNIST = {"channels": 1, "height": 28, "width": 28}
 
 
 def test_pairs_beyond_memory_or_disk_are_refused_before_drawing(tmp_path, monkeypatch):
-    with pytest.raises(UsageError, match=r"--pairs: 1,000,000,000 couplings take .* in memory"):
+    with pytest.raises(UsageError, match=r"--pairs: 1,000,000,000 couplings take .* in memory; at most .* are read; "
+                                         r"pass a smaller --pairs N \(at most [0-9,]+ couplings of this teacher fit\)"):
         couplings.check_drawing(tmp_path / "c", MNIST, (1, 28, 28), 10**9, 0)
     monkeypatch.setattr(couplings.shutil, "disk_usage", lambda p: _Free(1000))
     with pytest.raises(UsageError, match=r"--pairs: drawing 1,000 more couplings needs 2\.3 MiB in .* free"):

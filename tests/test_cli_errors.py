@@ -5,8 +5,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from hypothesis import given, strategies as st
+
+from safetensors.numpy import save
 
 from gentool.errors import UsageError
 from gentool.parsing import parse_grid, parse_param
@@ -85,7 +88,7 @@ def test_pickle_renamed_to_safetensors_is_rejected_without_running_it(tmp_path):
     bad.write_bytes(pickle.dumps(Boom()))
     Path("/tmp/gentool-pwned").unlink(missing_ok=True)
     result = gentool("sample", bad, "--out", tmp_path / "g.png")
-    assert result.returncode == 1 and "not a readable safetensors checkpoint" in result.stderr
+    assert result.returncode == 2 and "is not a gentool checkpoint" in result.stderr
     assert not Path("/tmp/gentool-pwned").exists()
 
 
@@ -94,7 +97,29 @@ def test_directory_and_empty_file_as_checkpoint(invoke, tmp_path):
     empty = tmp_path / "empty.safetensors"
     empty.write_bytes(b"")
     result = invoke("sample", empty)
-    assert result.exit_code == 1 and "not a readable" in result.stderr
+    assert result.exit_code == 2 and "not a gentool checkpoint (the file is empty)" in result.stderr
+
+
+NOT_CHECKPOINTS = {"notes.txt": b"hello\n", "photo.png": b"\x89PNG\r\n\x1a\n" + bytes(64), "empty.bin": b"",
+                   "noise.safetensors": bytes(range(256)) * 4,
+                   "foreign.safetensors": save({"a": np.zeros(2, np.float32)})}  # a safetensors file, not gentool's
+
+
+@pytest.mark.parametrize("command", [["sample"], ["summary"], ["export"], ["evaluate"], ["distill"],
+                                     ["train", "--resume"]])
+def test_a_file_that_is_no_checkpoint_is_one_line_exit_2(command, tmp_path, entry_point):
+    # each command that reads a checkpoint says what the file is not and what it accepts, not the library's
+    # "header too large"; the same words (gentool.checkpoint_meta.read_metadata) wherever a checkpoint is read
+    for name, data in NOT_CHECKPOINTS.items():
+        (tmp_path / name).write_bytes(data)
+        result = entry_point(*command, name, cwd=tmp_path)
+        lines = result.stderr.strip().splitlines()
+        assert result.returncode == 2 and len(lines) == 1, (name, result.stderr)
+        # (evaluate takes other files too: one not named .safetensors is "not a known kind of input")
+        what = "a known kind of input" if command == ["evaluate"] and not name.endswith(".safetensors") \
+            else "a gentool checkpoint ("
+        assert f"{name} is not {what}" in lines[0] and "; expected " in lines[0], lines[0]
+        assert "header" not in lines[0] or "safetensors header" in lines[0]
 
 
 @given(st.integers(1, 64), st.integers(1, 64))

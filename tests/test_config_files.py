@@ -94,6 +94,21 @@ def test_bad_file_is_one_line(tmp_path, text, message, entry_point):
     assert f"--config c.toml: {message}" in result.stderr
 
 
+@pytest.mark.parametrize("table, args, message", [
+    ('[params]\nkl_weight = "abc"\n', [], "params.kl_weight in c.toml: got 'abc'; expected a finite number"),
+    ("[params]\nlr = 0.1\n", [], "params.lr in c.toml: set it with --lr"),
+    ("[sampler]\nbogus = 3\n", [], "sampler.bogus in c.toml: not a setting of vae's sampler"),
+    ("[params]\nbeta1 = 2\n", ["--param", "beta1=3"], "--param beta1: got 3.0"),  # the command line's value
+])
+def test_a_files_bad_setting_names_the_file(tmp_path, table, args, message, entry_point):
+    # a model refuses the value; the error names where it came from: the file's key, not the option
+    (tmp_path / "c.toml").write_text(f'model = "vae"\ndata = "mnist-sample"\nepochs = 1\n{table}')
+    result = entry_point("train", "--config", "c.toml", *args, "--out", "r", cwd=tmp_path)
+    assert result.returncode == 2 and result.stderr.count("\n") == 1
+    assert message in result.stderr, result.stderr
+    assert not (tmp_path / "r").exists()
+
+
 def test_json_must_be_a_run_config(tmp_path, entry_point):
     (tmp_path / "x.json").write_text('{"options": []}')
     result = entry_point("train", "--config", "x.json", cwd=tmp_path)

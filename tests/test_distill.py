@@ -127,6 +127,25 @@ def test_hostile_couplings_are_one_line(student, tmp_path):
     assert bad.exit_code != 0 and "tensor latents is F32" in bad.stderr
 
 
+@pytest.mark.parametrize("kind", ["named pipe", "symbolic link", "directory"])
+def test_a_part_that_is_no_regular_file_is_refused_not_drawn_over(tmp_path, kind):
+    """Something else by a part's name was counted as not drawn (train --data read fewer couplings): a user's
+    couplings folder refuses it in one line naming it, as gentool does with other special files (distill's own
+    cache moves it aside instead: test_attack_hour6)."""
+    import os
+
+    from gentool.errors import UsageError
+
+    cp.part_path(tmp_path, 0).write_bytes(b"part")
+    second = cp.part_path(tmp_path, 1)
+    {"named pipe": lambda: os.mkfifo(second), "directory": second.mkdir,
+     "symbolic link": lambda: second.symlink_to(cp.part_path(tmp_path, 0))}[kind]()
+    with pytest.raises(UsageError, match=f"RUN: {second} is a {kind}.*, not a couplings part gentool wrote"):
+        cp.parts_done(tmp_path, "RUN")
+    os.rmdir(second) if kind == "directory" else second.unlink()
+    assert cp.parts_done(tmp_path) == 1
+
+
 def test_a_teacher_that_cannot_be_distilled_is_one_line(tmp_path):
     from gentool.checkpoint import save_checkpoint
     from gentool.data import Geometry
@@ -167,11 +186,22 @@ def test_couplings_are_never_written_through_a_link_in_the_teachers_run(teacher,
 
 def test_the_couplings_line_says_how_many_are_drawn(teacher, tmp_path):
     """--pairs 48 draws two whole parts of 32 (kept for a later student): the line says 64, not 48 (a walk saw
-    "drawing 512" and then 1,000 drawn)."""
+    "drawing 512" and then 1,000 drawn), and why, in words a user read as meant ("whole parts of 500" was not)."""
     args = [a for a in FAST if a != "-q"]
     result = run("distill", teacher, "--out", tmp_path / "s", "--epochs", "1", "--seed", "7", *args)
     assert result.exit_code == 0, result.output
-    assert "couplings: drawing 64 (whole parts of 32; 48 are trained on)" in result.output
+    assert ("couplings: drawing 64 (in parts of 32; 48 asked for, the rest kept for a later student)"
+            in result.output)
+
+
+@pytest.mark.parametrize("pairs, done, said", [
+    (32, 0, "drawing 32 (32 asked for)"),
+    (70, 1, "drawing 64 more (in parts of 32; 70 asked for, 32 drawn before, the rest kept for a later student)"),
+])
+def test_the_couplings_line_says_what_was_drawn_before(pairs, done, said):
+    from gentool.distill import drawing
+
+    assert drawing(pairs, done) == said
 
 
 def test_without_the_critic_the_student_is_plain_reflow(teacher, tmp_path):

@@ -91,12 +91,27 @@ def test_a_folder_is_told_decoded_once_and_decoded_again_when_it_changes(tmp_pat
     assert "are damaged" in told and "decoded 24 images" in told and torch.equal(expected, fourth.images)
 
 
+def test_the_split_of_an_unlabelled_folder_is_said_as_parts_of_the_whole(tmp_path):
+    listing = folders.Listing(tmp_path, [tmp_path / f"{i:02d}.png" for i in range(60)], [-1] * 60, [(1, 1)] * 60, [])
+    header = folders.Header(8, 8, False, "PNG")
+    lines = {part: folders.found_lines(folders.split_part(listing, part), [header] * (54 if part == "train" else 6),
+                                       None, None)[0] for part in ("train", "test")}
+    assert lines["train"] == (f"--data {tmp_path}: 60 images (no class subfolders: unlabelled): 54 for training, 6 "
+                              f"(every 10th image of the folder) held out for `evaluate --split test` and held-out "
+                              f"losses")
+    assert lines["test"].endswith(": 6 images (no class subfolders: unlabelled): every 10th image of the folder, "
+                                  "held out from training for `evaluate --split test`")
+
+
 def test_held_out_part_and_limit(tmp_path, cache):
     root = own_folder(tmp_path / "own", n=44)
     train, told = load(root, image_size=8, part="train", limit=30)
     test, _ = load(root, image_size=8, part="test")
     assert len(train) == 30 and len(test) == 4 and test.labels.tolist() == [0, 1, 0, 1]
-    assert "every 10th image of each class (4) is held out" in told
+    # the whole folder's image files first (the damaged ones too, named below), then how they divide (the held-out
+    # count read as a part of the training images before)
+    assert ("46 images in 2 class folders: 42 for training (30 of them read, 15 of each class), 4 (every 10th image "
+            "of each class) held out for `evaluate --split test`") in told
     whole, _ = load(root, image_size=8)
     rows = {bytes(x.numpy()) for x in whole.images}
     assert all(bytes(x.numpy()) in rows for x in (*train.images, *test.images))

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 import torch
 
-from gentool import fileio, rundir
+from gentool import fileio, links, rundir
 from gentool.errors import UsageError
 from gentool.train import TrainOptions, train
 
@@ -168,17 +168,17 @@ def test_a_lock_file_that_is_a_link_is_refused_untouched_whatever_filelock_does(
 
 def test_atomic_writes_refuse_a_link_at_the_target_or_on_the_way(tmp_path):
     precious = user_file(tmp_path)
-    owned = fileio.own(tmp_path / "owned")
+    owned = links.own(tmp_path / "owned")
     owned.mkdir()
     (owned / "grid.png").symlink_to(precious)
-    with pytest.raises(fileio.LinkRefused, match="grid.png"):
+    with pytest.raises(links.LinkRefused, match="grid.png"):
         fileio.atomic_write_bytes(owned / "grid.png", b"x")
     (owned / "logs").symlink_to(precious.parent)
-    with pytest.raises(fileio.LinkRefused, match="logs"):
+    with pytest.raises(links.LinkRefused, match="logs"):
         fileio.atomic_write_bytes(owned / "logs" / "new.json", b"x")
-    with pytest.raises(fileio.LinkRefused, match="logs"):
+    with pytest.raises(links.LinkRefused, match="logs"):
         fileio.open_append(owned / "logs" / "000.log")
-    with pytest.raises(fileio.LinkRefused, match="logs"):
+    with pytest.raises(links.LinkRefused, match="logs"):
         fileio.make_dirs(owned / "logs" / "deeper")
     assert os.path.islink(owned / "grid.png") and sorted(p.name for p in precious.parent.iterdir()) == [precious.name]
 
@@ -309,7 +309,7 @@ def test_a_cache_folder_that_is_a_link_is_refused_before_any_training(tmp_path, 
     shared.mkdir()
     cache.parent.mkdir(parents=True)
     cache.symlink_to(shared)
-    with pytest.raises(fileio.LinkRefused, match="extractors"):
+    with pytest.raises(links.LinkRefused, match="extractors"):
         get_extractor(resolve_reference("mnist-sample"), torch.device("cpu"))
     assert list(shared.iterdir()) == []
 

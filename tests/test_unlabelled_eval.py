@@ -63,7 +63,8 @@ def test_prepare_then_evaluate_samples_against_the_folder(folder, tmp_path, invo
     assert prepared.exit_code == 0, prepared.output
     told = " ".join(prepared.stderr.split())
     assert "each class" not in told and "no classes: a rotation-prediction network" in told
-    assert told.index("36 images (no class subfolders") < told.index("training the reference extractor")
+    assert told.index("40 images (no class subfolders: unlabelled): 36 for training, 4 (every 10th image of the "
+                      "folder) held out") < told.index("training the reference extractor")
     assert "rotation-pretext" in prepared.stdout
     samples = tmp_path / "samples.npz"
     np.savez(samples, images=np.random.default_rng(1).integers(0, 256, (12, 16, 16, 3), dtype=np.uint8))

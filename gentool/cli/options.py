@@ -16,7 +16,7 @@ from typing import Annotated, Optional
 import typer
 
 from gentool.checks import check_options, check_value, number_parser
-from gentool.errors import GentoolError, UsageError, clipped, printable
+from gentool.errors import ConfigError, GentoolError, UsageError, clipped, printable
 from gentool.train_options import FIELDS, cli_message, field_flag, flag
 
 
@@ -114,15 +114,22 @@ def options_command(cls):
                 source = ctx.get_parameter_source(f.name)
                 if source is not None and source.name in _GIVEN:
                     given[f.name] = values[f.name]
+            from_file = {}
             if config is not None:
                 from gentool import config_file
 
-                values.update(config_file.merge(config_file.read(config, cls), given))
+                from_file = config_file.read(config, cls)
+                values.update(config_file.merge(from_file, given))
             opts = cls(**values)
             check_options(opts, field_flag)  # every value, typed or read from the file, before any work
             if print_config:
                 return print_settings(opts)
-            return func(opts, **kwargs)
+            try:
+                return func(opts, **kwargs)
+            except ConfigError as exc:  # a setting the file gave is named as its key there, not as an option
+                if from_file:
+                    exc.file_name = config_file.file_names(config, config_file.unmerged(from_file, given))
+                raise
 
         command.__signature__ = inspect.Signature(params)
         command.__annotations__ = {p.name: p.annotation for p in params}

@@ -15,6 +15,8 @@ from gentool.cli import options as o
 from gentool.errors import GentoolError, UsageError
 from gentool.results import compare_runs, print_table
 
+TARGET_HELP = "a model name, a .safetensors checkpoint written by gentool, or a run or sweep directory"
+
 
 def build_model(target: str, data: str | None, latent_dim, width):
     """A model from a checkpoint path, or from a model name plus data geometry and sizes."""
@@ -23,15 +25,14 @@ def build_model(target: str, data: str | None, latent_dim, width):
     from gentool.registry import get_entry
     from gentool.summary import check_size
 
-    try:  # the loader and the registry name their argument CKPT and MODEL; here it is TARGET
-        if target.endswith(".safetensors") or os.path.lexists(target):  # a pipe or a link too: refused as one
-            return load_checkpoint(target).model
-        if "/" in target or os.sep in target or target.startswith(("~", ".")):  # a path, not a model name
-            raise UsageError(f"TARGET: {target} does not exist; expected a model name, a checkpoint file or a run "
-                             f"or sweep directory")
+    if target.endswith(".safetensors") or os.path.lexists(target):  # a pipe or a link too: refused as one
+        return load_checkpoint(target, arg="TARGET", expected=TARGET_HELP).model
+    if "/" in target or os.sep in target or target.startswith(("~", ".")):  # a path, not a model name
+        raise UsageError(f"TARGET: {target} does not exist; expected {TARGET_HELP}")
+    try:  # the registry names its argument MODEL; here it is TARGET
         cls = get_entry(target).cls
     except GentoolError as exc:
-        raise type(exc)(str(exc).replace("CKPT:", "TARGET:", 1).replace("MODEL:", "TARGET:", 1)) from None
+        raise type(exc)(str(exc).replace("MODEL:", "TARGET:", 1)) from None
     config = cls.config_class.create(peek_geometry(data or "mnist"), latent_dim, width)
     check_size(cls, config)  # counted without allocating: a huge --width is refused before it takes the memory
     return cls(config)
@@ -60,8 +61,8 @@ def show_runs(folder: Path, json_out: bool) -> None:
     rows = compare_runs(folder)
     if not rows:
         rundir.refuse_if_written(folder, "TARGET")  # a run being started has no config.json yet
-        raise UsageError(f"TARGET: no run directories (folders with a {rundir.CONFIG}) in {folder}; expected a run or "
-                         f"sweep directory, a checkpoint file or a model name")
+        raise UsageError(f"TARGET: no run directories (folders with a {rundir.CONFIG}) in {folder}; expected "
+                         f"{TARGET_HELP}")
     if json_out:
         o.print_json(rows)
     else:

@@ -21,7 +21,7 @@ import math
 import shlex
 from pathlib import Path
 
-from gentool import fileio, rundir
+from gentool import fileio, links, rundir
 from gentool.errors import GentoolError, UsageError
 from gentool.fileio import read_json
 from gentool.hooks import EVALUATION_KEYS, TrainHook
@@ -83,7 +83,7 @@ class TensorBoardHook(TrainHook):
 
         path = log_dir(self.target, session.run_dir)
         if self.target != AUTO:
-            fileio.own(path.parent)
+            links.own(path.parent)
         fileio.make_dirs(path)  # the writer would follow a link there out of the folder gentool owns
         # purge_step: what an earlier process logged after the checkpoint this run resumes from (steps beyond
         # session.step, which this run logs again) is dropped by TensorBoard

@@ -16,7 +16,7 @@ from gentool.evaluate_options import INCEPTION, MAX_N, MIN_N, EvalOptions  # noq
 from gentool.fileio import atomic_write_json
 from gentool.load import load_warning
 from gentool.metrics.distances import histogram_jsd, pixel_summary, sliced_wasserstein
-from gentool.metrics.extractor import get_extractor, seeded_rng
+from gentool.metrics.extractor import get_extractor
 from gentool.metrics.likelihood import BATCH, fixed_subset, loss_terms
 from gentool.metrics.fid_kid import (fid_by_sample_count, frechet_distance, gaussian_stats, inception_score,
                                      kernel_distance)

@@ -16,7 +16,7 @@ from gentool.data import (IMAGE_SUFFIXES, MNIST_FILES, ImageData, load_dataset, 
                           resolve_data_dir)
 from gentool.errors import UsageError, bad_value
 from gentool.evaluate_options import SPLITS
-from gentool.folders import HOLDOUT_EVERY, list_folder
+from gentool.folders import held_out, list_folder
 
 BUILTIN = ("mnist", "cifar10", "mnist-sample")
 _TORCHVISION_DIRS = {"mnist": "MNIST/raw", "cifar10": "cifar-10-batches-py"}
@@ -51,9 +51,8 @@ class Reference:
             return f"{self.name} {split} split"
         size = f" at {self.image_size}x{self.image_size}" if self.image_size else ""
         if self.holdout:
-            part = "every" if split == "test" else "all but every"
-            of = "each class in" if self.labelled else "the folder"
-            return f"{part} {HOLDOUT_EVERY}th image of {of} {self.train_folder}{size}"
+            part = "" if split == "test" else "all but "
+            return f"{part}{held_out(self.labelled)}{' in' if self.labelled else ''} {self.train_folder}{size}"
         return f"{self.test_folder if split == 'test' else self.train_folder}{size}"
 
     def load(self, split: str, reporter=None) -> ImageData:

@@ -110,10 +110,7 @@ def open_source(source: str, device: torch.device | str = "cpu", weights: str = 
         return Source(path, "npz", npz.shape, npz=npz)
     if path.suffix.lower() != ".safetensors":
         raise UsageError(f"SOURCE: {path} is not a known kind of input; expected {SOURCE_HELP}")
-    try:
-        ckpt = load_checkpoint(path, device, weights=weights)
-    except GentoolError as exc:
-        raise type(exc)(str(exc).replace("CKPT:", "SOURCE:", 1)) from None
+    ckpt = load_checkpoint(path, device, "SOURCE", weights, SOURCE_HELP)
     c = ckpt.model.config
     return Source(path, "checkpoint", (c.channels, c.image_height, c.image_width), checkpoint=ckpt)
 

@@ -10,7 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gentool.errors import GentoolError
-from gentool.fileio import MISSING, cannot_read, described, not_regular, read_regular
+from gentool.fileio import MISSING, cannot_read, not_regular, read_regular
+from gentool.links import described
 
 MAX_JSON_BYTES = 64 * 2**20  # metrics.json of a 10,000-epoch run is a few MB
 MAX_IMAGE_BYTES = 25 * 2**20  # a common e-mail attachment limit: one image above it makes no sense to embed
