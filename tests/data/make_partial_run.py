@@ -16,6 +16,13 @@ RUN = dict(model="vae", data="mnist-sample", limit=64, batch_size=16, width=0.02
 TIMING = ("seconds", "images_per_second")  # the only fields that differ between two runs of the same steps
 
 
+def summary(path) -> dict:
+    """Per tensor, [sum, sum of squares] in float64: compared within a tolerance, since fp32 kernels round
+    differently on different CPUs (the digest matches only on the host that wrote it)."""
+    tensors = load_file(str(path))
+    return {k: [float(v.double().sum()), float(v.double().square().sum())] for k, v in sorted(tensors.items())}
+
+
 def digest(path) -> str:
     """sha256 over every tensor of a checkpoint (weights, optimizer state), by name, as raw bytes."""
     tensors, h = load_file(str(path)), hashlib.sha256()
@@ -35,5 +42,5 @@ if __name__ == "__main__":
         train(TrainOptions(resume=f"{tmp}/run", epochs=2, threads=1))
         records = json.loads(Path(f"{tmp}/run/metrics.json").read_text())["epochs"]
         expected = {"records": [{k: v for k, v in r.items() if k not in TIMING} for r in records],
-                    "digest": digest(f"{tmp}/run/last.safetensors")}
+                    "digest": digest(f"{tmp}/run/last.safetensors"), "tensors": summary(f"{tmp}/run/last.safetensors")}
         (out / "expected.json").write_text(json.dumps(expected, indent=2) + "\n")
