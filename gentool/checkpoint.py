@@ -266,7 +266,10 @@ def load_checkpoint(path, device: torch.device | str = "cpu", arg: str = "CKPT",
     expected = _expected_tensors(model, meta.get("ema") is not None)
     with regular_path(path) as pinned, safe_open(pinned, framework="pt") as f:
         _check_header(f, expected, path, arg, meta["model"])
-        tensors = {k: _finite(f.get_tensor(k), k, path, arg) for k in expected}
+        # copied out of the file's buffer one at a time: its tensors sit at the file's offsets, not at the 64-byte
+        # alignment an allocation has, and vectorised kernels then sum in another order (last bits differ on an
+        # AVX-512 CPU: a resumed run was not bit-exact with a straight one)
+        tensors = {k: _finite(f.get_tensor(k), k, path, arg).clone() for k in expected}
     model = _with_weights(model, {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")})
     ema = {k[len(EMA_PREFIX):]: v for k, v in tensors.items() if k.startswith(EMA_PREFIX)}
     ckpt = Checkpoint(model, meta, meta["state"], meta["data"], path, arg, ema)
