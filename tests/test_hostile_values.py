@@ -186,3 +186,22 @@ def test_a_cxx_that_cannot_compile_is_refused_before_compile_runs(monkeypatch, c
 
     monkeypatch.setenv("CXX", cxx)
     assert needle in compiler_problem(torch.device("cpu"))
+
+
+def test_a_negative_loss_weight_is_refused_by_every_family_that_has_one():
+    """A loss weight below 0 turns its term into one the loss rewards (`kl_weight = -3` trained a VAE to a held-out
+    loss of -1,175): every registered family's *_weight setting refuses it, naming the setting."""
+    from dataclasses import fields
+
+    from gentool.data import Geometry
+    from gentool.errors import GentoolError
+    from gentool.registry import list_models
+
+    checked = []
+    for entry in list_models():
+        for f in fields(entry.cls.config_class):
+            if f.name.endswith("_weight") and isinstance(f.default, float):
+                with pytest.raises(GentoolError, match=f.name):  # create() validates, as a run's start does
+                    entry.cls.config_class.create(Geometry(1, 28, 28, 10), **{f.name: -3.0}).validate()
+                checked.append((entry.name, f.name))
+    assert {("vae", "kl_weight"), ("cvae", "kl_weight"), ("cgan", "class_weight")} <= set(checked)

@@ -39,6 +39,8 @@ class VAEConfig(StudyConfig, AdamConfig):
         super().validate()
         if self.init not in INITS:
             raise bad_setting("init", self.init, " or ".join(INITS))
+        if not (isinstance(self.kl_weight, (int, float)) and 0 <= self.kl_weight <= 10_000):
+            raise bad_setting("kl_weight", self.kl_weight, "a number in [0, 10,000] (0: a plain autoencoder)")
         if not isinstance(self.min_epoch_steps, int) or not 0 <= self.min_epoch_steps <= 100_000:
             raise bad_setting("min_epoch_steps", self.min_epoch_steps,
                               "an integer between 0 and 100,000 (0 keeps the batch size)")
