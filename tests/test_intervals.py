@@ -89,3 +89,16 @@ def test_a_new_best_must_beat_the_old_one_beyond_its_interval(tmp_path):
     assert events[2]["rule"] == BEST_RULE and "keeps epoch 2" in events[2]["message"]
     assert len(saved) == 3 and session.history["best"] == {"epoch": 4, "fid": 30.0, "fid_low": 29.0,
                                                             "fid_high": 31.0, "rule": BEST_RULE}
+
+
+def test_a_real_set_no_larger_than_the_feature_dimension_is_noted():
+    """A small folder's held-out part (6 images against 128 features) gave an FID with a narrow interval and no word
+    that its real covariance is singular: the interval cannot show it, since the real set is never resampled."""
+    rng = np.random.default_rng(0)
+    real = draw(rng, 6, 0.0)
+    gaussian = (real.features.mean(0), np.cov(real.features, rowvar=False))
+    metrics, notes = score_stats(real, gaussian, draw(rng, 300, 0.0), ("fid", "kid"), 0)
+    assert np.isfinite(metrics["fid"])
+    assert any(f"the real set has 6 images, not above the feature dimension {real.features.shape[1]}" in note
+               for note in notes), notes
+    assert any("against 6 real images is small" in note for note in notes), notes

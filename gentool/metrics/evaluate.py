@@ -85,6 +85,10 @@ def score_stats(real: ImageStats, real_gaussian: tuple, gen: ImageStats, wanted,
         if n <= dim:
             notes.append(f"fid: N={n} is not above the feature dimension {dim}, so the covariance is singular; "
                          f"FID is then biased upward and not meaningful (use N ≥ {10 * dim})")
+        if len(real) <= dim:  # e.g. a small folder's held-out part: the interval cannot show it (never resampled)
+            notes.append(f"fid: the real set has {len(real)} images, not above the feature dimension {dim}, so its "
+                         f"covariance is singular and FID is not meaningful, whatever its interval says; score "
+                         f"against more real images (--split train, or a larger folder)")
     if "fid-inf" in wanted:
         metrics.update(fid_by_sample_count(real_gaussian, gen.features, seed))
         if metrics["fid_by_n"][0][0] <= dim:
@@ -111,8 +115,9 @@ def score_stats(real: ImageStats, real_gaussian: tuple, gen: ImageStats, wanted,
     metrics.update(pixel_scores(real, gen, wanted))
     if boot:
         metrics.update(boot.intervals(metrics))
-    if n < 1000 and {"kid", "pr"} & set(wanted):
-        notes.append(f"N={n} is small: KID and precision/recall vary a lot between seeds at this size")
+    if min(n, len(real)) < 1000 and {"kid", "pr"} & set(wanted):
+        notes.append(f"N={n} generated against {len(real)} real images is small: KID and precision/recall vary a lot "
+                     f"between seeds at this size")
     return metrics, notes
 
 
