@@ -68,13 +68,18 @@ def parts_done(folder: Path, arg: str = "--data") -> int:
     drawn, it would be drawn over, and a link would be read as a part gentool wrote."""
     k, mode = _regular_parts(folder)
     if mode is not None:
-        from gentool.fileio import kind_of
-        from gentool.links import link_kind
-
         path = part_path(folder, k)
-        raise UsageError(f"{arg}: {path} is {link_kind(path) or kind_of(mode)}, not a couplings part gentool "
-                         f"wrote (a regular file); move it away")
+        raise UsageError(f"{arg}: {path} is {_what_is(path, mode)}, not a couplings part gentool wrote (a regular "
+                         f"file); move it away")
     return k
+
+
+def _what_is(path: Path, mode: int) -> str:
+    """What stands at `path` (not a regular file): 'a symbolic link (to …)', 'a named pipe', 'a directory', …"""
+    from gentool.fileio import kind_of
+    from gentool.links import link_kind
+
+    return link_kind(path) or kind_of(mode)
 
 
 def _regular_parts(folder: Path) -> tuple[int, int | None]:
@@ -183,11 +188,8 @@ def usable_parts(folder: Path, manifest: dict) -> int:
             return 0
     done, special = _regular_parts(folder)
     if special is not None:  # the user's folder for train --data refuses it; distill's own cache moves it aside
-        from gentool.fileio import kind_of
-        from gentool.links import link_kind
-
         path = part_path(folder, done)
-        set_aside(path, f"it is {link_kind(path) or kind_of(special)}, not a couplings part gentool wrote")
+        set_aside(path, f"it is {_what_is(path, special)}, not a couplings part gentool wrote")
     for k in range(done):
         try:
             tensors = _read_part(part_path(folder, k), manifest, "RUN", manifest["part"])
