@@ -274,8 +274,7 @@ def atomic_open(path: str | os.PathLike):
     path = check_no_links(path)
     removal = None
     try:
-        tmp, fd = _create_temporary(path)
-        removal = _removal(tmp)
+        (tmp, fd), removal = _new_temporary(path)
         with os.fdopen(fd, "wb") as f:
             yield f
             f.flush()
@@ -292,10 +291,11 @@ def atomic_open(path: str | os.PathLike):
         raise
 
 
-def _removal(tmp: str) -> undo.Pending:
-    """The removal of a temporary, registered so that it runs however the process leaves before the temporary is
-    renamed into place: also when a Ctrl-C inside an import ends it at once (gentool.cli.on_sigint)."""
-    return undo.Pending(lambda: Path(tmp).unlink(missing_ok=True))
+def _new_temporary(path: Path) -> tuple[tuple[str, int], undo.Pending]:
+    """A new temporary beside `path` and its removal, registered in the same step (`undo.created`) so that it runs
+    however the process leaves before the temporary is renamed into place: also when a Ctrl-C inside an import
+    ends it at once (gentool.cli.on_sigint)."""
+    return undo.created(lambda: _create_temporary(path), lambda made: Path(made[0]).unlink(missing_ok=True))
 
 
 @contextlib.contextmanager
@@ -305,11 +305,10 @@ def staged(path: str | os.PathLike):
     on the way out, whatever happened."""
     path = check_no_links(path)
     try:
-        tmp, fd = _create_temporary(path)
+        (tmp, fd), removal = _new_temporary(path)
         os.close(fd)
     except OSError as exc:
         raise GentoolError(f"cannot write {path}: {cause(exc)}") from None
-    removal = _removal(tmp)
     try:
         yield Path(tmp)
     finally:

@@ -165,10 +165,10 @@ def _report_decode_skips(kept: Listing, before: int, reporter: Reporter) -> None
 def build_entry(entry: Path, key: str, listing: Listing, headers: list[Header], geometry: Geometry, made: dict,
                 reporter: Reporter) -> ImageData:
     """Decode into a new cache entry (built in a temporary folder, then renamed into place) and open it."""
-    tmp = Path(tempfile.mkdtemp(prefix=f".{entry.name}.", dir=entry.parent))
     # removed however the build ends, also by a Ctrl-C that ends the process at once (inside an import: PIL loads
     # its format plugins on first use)
-    removal = undo.Pending(lambda: shutil.rmtree(tmp, ignore_errors=True))
+    tmp, removal = undo.created(lambda: Path(tempfile.mkdtemp(prefix=f".{entry.name}.", dir=entry.parent)),
+                                lambda made: shutil.rmtree(made, ignore_errors=True))
     try:
         whole = np.lib.format.open_memmap(tmp / "whole.npy", "w+", np.uint8, (len(headers), *geometry.shape))
         kept, _ = decode_all(listing, headers, geometry, made["image_size"], whole, reporter)

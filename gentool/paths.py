@@ -9,6 +9,7 @@ import os
 import secrets
 from pathlib import Path
 
+from gentool import undo
 from gentool.errors import UsageError
 from gentool.fileio import MISSING, cause, not_regular, temporary_name
 from gentool.links import LinkRefused, check_inside, check_no_links, own
@@ -93,12 +94,12 @@ def write_probe(folder: str | os.PathLike, longest: str | int) -> None:
     name = max(len(os.fsencode(part)) for part in target.relative_to(base).parts)
     prefix = f".gentool-write-test.{secrets.token_hex(4)}."
     probe = base / (prefix + "x" * max(0, name - len(prefix)))
-    fd = os.open(probe, _NEW_FILE, 0o600)
+    fd, removal = undo.created(lambda: os.open(probe, _NEW_FILE, 0o600), lambda _: probe.unlink(missing_ok=True))
     try:
         os.write(fd, b"ok")
     finally:
         os.close(fd)
-        os.unlink(probe)
+        removal.run()
 
 
 def _path_max(folder: Path) -> int:

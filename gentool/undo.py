@@ -13,7 +13,9 @@ import os
 import signal
 import threading
 from collections.abc import Callable
+from typing import TypeVar
 
+T = TypeVar("T")
 _PENDING: list["Pending"] = []
 
 
@@ -36,6 +38,23 @@ class Pending:
         with _sigint_held():
             self.forget()
             self.action()
+
+
+def created(make: Callable[[], T], remove: Callable[[T], None]) -> tuple[T, Pending]:
+    """Make something (a temporary file, a probe, a folder) and register its removal in one step, with Ctrl-C held
+    off between: a Ctrl-C that landed after the file was made and before its removal was registered left it behind
+    (in a run folder a start had made, the folder could then not be taken back). A Ctrl-C held meanwhile removes it
+    before it is raised."""
+    pending = None
+    try:
+        with _sigint_held():
+            thing = make()
+            pending = Pending(lambda: remove(thing))
+    except BaseException:
+        if pending is not None:
+            pending.run()
+        raise
+    return thing, pending
 
 
 def run_pending() -> None:
