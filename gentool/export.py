@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 import gentool
+from gentool import stops
 from gentool.checkpoint import load_checkpoint
 from gentool.errors import GentoolError, UsageError
 from gentool.export_formats import BATCH, WRITERS, Sampler, require, runtime_version
@@ -59,19 +60,23 @@ def export(req: ExportOptions) -> dict:
 
 @contextlib.contextmanager
 def _terminable():
-    """SIGTERM (`kill`, a batch system) while the temporaries exist raises KeyboardInterrupt, as Ctrl-C does, so
-    they are removed on the way out; Python's default would end the process on the spot and leave them."""
-    def stop(signum, frame):
-        raise KeyboardInterrupt
-
+    """SIGTERM (`kill`, a batch system) or SIGHUP (a closed terminal) while the temporaries exist raises a
+    KeyboardInterrupt carrying its number, as Ctrl-C does, so they are removed on the way out (exit 143, 129);
+    Python's default would end the process on the spot and leave them. A SIGHUP ignored (nohup) stays ignored."""
     if threading.current_thread() is not threading.main_thread():  # only the main thread may set handlers
         yield
         return
-    previous = signal.signal(signal.SIGTERM, stop)
+    taken = [signal.SIGTERM] + ([signal.SIGHUP] if stops.hangup_is_free() else [])
+    previous = {s: signal.signal(s, _stop) for s in taken}
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
+def _stop(signum, frame):
+    raise stops.stopped(signum)
 
 
 def _load(req: ExportOptions):

@@ -13,6 +13,7 @@ import torch
 
 from gentool.distributed import SINGLE, World, average_gradients
 from gentool.errors import GentoolError
+from gentool.stops import hangup_is_free, quiet_closed_terminal, stopped
 
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1)  # each stops a run cleanly (saved, resumable)
@@ -43,23 +44,25 @@ class StopSignals:
     pending: int | None = None
     _depth = 0
 
-    def __init__(self):
+    def __init__(self, doing: str = "finishing the current step and saving", raise_again: bool = False):
+        """`doing`: what the first signal leads to, as its line says. `raise_again`: a second signal raises the
+        KeyboardInterrupt of gentool.stops where it lands (for work that keeps nothing half-done, such as distill's
+        drawing of couplings, written a whole part at a time), so the command can still print how to continue;
+        otherwise it exits at once."""
         self.signum: int | None = None
+        self.doing, self.raise_again = doing, raise_again
         self._previous: dict = {}
 
     def _handle(self, signum, frame):
         if self.signum is not None:
+            if self.raise_again:
+                raise stopped(signum)
             os._exit(128 + signum)
         self.signum = StopSignals.pending = signum
-        if signum == signal.SIGHUP and os.isatty(2):  # the terminal is gone: what follows would fail to reach it
-            quiet = os.open(os.devnull, os.O_WRONLY)
-            for fd in (1, 2):
-                if os.isatty(fd):
-                    os.dup2(quiet, fd)
-            os.close(quiet)
+        quiet_closed_terminal(signum)  # after SIGHUP: what follows would fail to reach the closed terminal
         name = signal.Signals(signum).name
-        print(f"\n{name} received: finishing the current step and saving (send again to exit at once)",
-              file=sys.stderr, flush=True)
+        again = "stop at once" if self.raise_again else "exit at once"
+        print(f"\n{name} received: {self.doing} (send again to {again})", file=sys.stderr, flush=True)
 
     def __enter__(self):
         if StopSignals._depth == 0:  # a new command (or library call): nothing asked of an earlier one carries over
@@ -70,8 +73,9 @@ class StopSignals:
             for s in self.SIGNALS:
                 self._previous[s] = signal.signal(s, self._handle)
             # A closed terminal (SIGHUP) stops the run as SIGTERM does, saved, but only where SIGHUP would end the
-            # process anyway: under nohup (ignored) or a caller's own handler it keeps what it was given.
-            if signal.getsignal(signal.SIGHUP) is signal.SIG_DFL:
+            # process anyway (or gentool's CLI has it): under nohup (ignored) or a caller's own handler it keeps what
+            # it was given.
+            if hangup_is_free():
                 self._previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, self._handle)
         return self
 

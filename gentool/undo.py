@@ -72,12 +72,12 @@ def run_pending() -> None:
 atexit.register(run_pending)
 
 
-HELD_SIGNALS = (signal.SIGINT, signal.SIGTERM)  # those gentool turns into a clean-up (gentool.cli.on_sigint)
+HELD_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)  # turned into a clean-up (gentool.cli.on_sigint)
 
 
 @contextlib.contextmanager
 def _sigint_held():
-    """A Ctrl-C (or SIGTERM) arriving while an undo runs (a few renames and deletions) waits until it is done,
+    """A Ctrl-C (or SIGTERM, SIGHUP) arriving while an undo runs (a few renames and deletions) waits until it is done,
     rather than cutting it short and leaving half a run folder behind; then it is raised again, for the handler it
     was meant for. Only the main thread may set a handler; on another no handler of gentool's runs anyway."""
     if threading.current_thread() is not threading.main_thread():

@@ -14,8 +14,9 @@ import typer
 from typer.core import TyperCommand
 
 from gentool import __version__
-from gentool.cli import (_leave, distill_cmd, doctor_cmd, evaluate_cmd, export_cmd, models_cmd, on_sigint, prepare_cmd, report_cmd,
-                         sample_cmd, summary_cmd, sweep_cmd, train_cmd)
+from gentool import stops
+from gentool.cli import (STOPS, _leave, distill_cmd, doctor_cmd, evaluate_cmd, export_cmd, models_cmd, on_sigint,
+                         prepare_cmd, report_cmd, sample_cmd, summary_cmd, sweep_cmd, train_cmd)
 from gentool.cli.options import BARE_VALUES, err_console, escape, fill_bare_values, stopped_line
 
 DESCRIPTION = """Train image generative models (VAE, GAN, WGAN, their variants and plugins) on MNIST, CIFAR-10 or a
@@ -174,12 +175,13 @@ def main() -> None:
     warnings.showwarning = _show_warning
     try:
         code = _run()
-    except KeyboardInterrupt as exc:  # while an error was being reported
-        code = 128 + getattr(exc, "signum", signal.SIGINT)
+    except KeyboardInterrupt as exc:  # while a line was being written: its word, written as the signal handler would
+        code = 128 + stops.signum_of(exc)
+        os.write(2, stops.word(code - 128).encode() + b"\n")
     except BrokenPipeError:  # the reader of stdout went away (`gentool --help | head`): nothing left to say
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # and no error at interpreter exit
         code = 128 + signal.SIGPIPE
-    for signum in (signal.SIGINT, signal.SIGTERM):  # the command is over: a signal during shutdown leaves quietly
+    for signum in STOPS:  # the command is over: a signal during shutdown leaves quietly
         if signal.getsignal(signum) is on_sigint:
             signal.signal(signum, _leave)
     sys.exit(code)
@@ -205,9 +207,10 @@ def _run() -> int:
     except ClickException as exc:
         err_console().print(f"[bold red]error:[/] {escape(exc.format_message())}", highlight=False, soft_wrap=True)
         return exc.exit_code
-    except typer.Abort:
-        err_console().print("[bold red]interrupted[/]")
-        return 130
+    except typer.Abort as exc:
+        return stopped_line(exc.__context__ or KeyboardInterrupt())
     except KeyboardInterrupt as exc:
         return stopped_line(exc)
+    if code == 130 and stops.untold() is not None:  # Typer's word for a stop no handling of gentool's saw: none
+        return stopped_line(stops.stopped(stops.untold()))
     return code if isinstance(code, int) else 0

@@ -17,6 +17,7 @@ import typer
 
 from gentool.checks import check_options, check_value, number_parser
 from gentool.errors import ConfigError, GentoolError, UsageError, clipped, printable
+from gentool.stops import signum_of, told, word
 from gentool.train_options import FIELDS, cli_message, field_flag, flag
 
 
@@ -305,6 +306,7 @@ def cli_errors(func):
             # A run stopped by a signal after saving (130: SIGINT, 143: SIGTERM, 138: SIGUSR1, 129: SIGHUP) is not a failure.
             label = "[bold yellow]stopped:[/]" if code in STOPPED_CODES else "[bold red]error:[/]"
             err_console().print(f"{label} {escape(_message(exc))}", highlight=False, soft_wrap=True)
+            told()
             raise typer.Exit(code) from None
         except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM before anything needed saving (Typer: 130, silently)
             raise typer.Exit(stopped_line(exc)) from None
@@ -315,6 +317,7 @@ def cli_errors(func):
             if failure is exc or debugging():
                 raise
             err_console().print(f"[bold red]error:[/] {escape(str(failure))}", highlight=False, soft_wrap=True)
+            told()
             raise typer.Exit(1) from None
 
     return wrapper
@@ -322,10 +325,10 @@ def cli_errors(func):
 
 def stopped_line(exc: KeyboardInterrupt) -> int:
     """Print the one line for a command stopped before anything needed saving; returns its exit code: 130 for
-    Ctrl-C, 143 for SIGTERM (gentool.cli.Terminated)."""
-    signum = getattr(exc, "signum", signal.SIGINT)
-    err_console().print("[bold red]terminated[/]" if signum == signal.SIGTERM else "[bold red]interrupted[/]",
-                        highlight=False)
+    Ctrl-C, 143 for SIGTERM, 129 for SIGHUP (gentool.stops)."""
+    signum = signum_of(exc)
+    err_console().print(f"[bold red]{word(signum)}[/]", highlight=False)
+    told()
     return 128 + signum
 
 
