@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 from gentool import couplings as cp
-from gentool import fileio, links, rundir
+from gentool import fileio, links, rundir, stops
 from gentool.checkpoint import Checkpoint, load_checkpoint
 from gentool.distill_options import ADVERSARIAL, DistillOptions
 from gentool.errors import GentoolError, UsageError
@@ -40,6 +40,7 @@ STUDENT_LR = 2e-4
 # epochs over the couplings (about 1,600 steps over 20,000)
 ADVERSARIAL_RECIPE = {"lr": 5e-5, "beta1": 0.5, "batch_size": 64, "ema": 0.99, "epochs": 5}
 GRID = 8
+DRAW_BATCH = 50  # couplings drawn at a time: a stop signal waits for one batch (seconds), not a 500-pair part
 TEACHER_EXPECTED = "a flow or ddpm run directory or its .safetensors checkpoint"  # what RUN accepts
 TEACHER_GRID = rundir.TEACHER_GRID  # beside the student's epoch grids: the teacher's samples from the same noise
 
@@ -138,13 +139,12 @@ def draw_couplings(ckpt: Checkpoint, settings: dict, opts: DistillOptions, repor
     reporter.message(f"couplings: {drawing(opts.pairs, done)} from {ckpt.path} ({model.name}, {settings}) into "
                      f"{folder}")
     start, drawn, lines = time.monotonic(), 0, reporter.pace()
-    with StopSignals() as signals:
+    with StopSignals(doing="stopping the drawing of couplings after the current batch", raise_again=True) as signals:
         for k in range(done, need):
-            g = torch.Generator().manual_seed(opts.seed * 1_000_003 + k)  # part k is the same in any session
-            z = model.sample_latent(cp.PART, g)
-            images = model.generate(cp.PART, g, latents=z, settings=settings)
-            cp.write_part(folder, k, torch.from_numpy(to_uint8(images)).permute(0, 3, 1, 2), z,
-                          torch.full((cp.PART,), -1))
+            part = _draw_part(model, k, opts.seed, settings, signals)
+            if part is None:  # stopped inside the part: what was drawn of it is dropped, the parts before are kept
+                return folder, False
+            cp.write_part(folder, k, *part)
             drawn += cp.PART
             stop = k + 1 < need and (signals.signum or (deadline and time.monotonic() >= deadline))
             if lines.due(last=k + 1 == need or bool(stop)):  # where a stopped drawing ended, too
@@ -154,6 +154,22 @@ def draw_couplings(ckpt: Checkpoint, settings: dict, opts: DistillOptions, repor
             if stop:
                 return folder, False
     return folder, True
+
+
+def _draw_part(model, k: int, seed: int, settings: dict, signals: StopSignals):
+    """Part k's images, noise and labels, drawn DRAW_BATCH pairs at a time so that a stop signal is acted on within
+    a batch's time (seconds), not a whole part's; None when one came (the part is not written: a part on disk is
+    always whole). Its own seed makes part k the same in any session."""
+    g = torch.Generator().manual_seed(seed * 1_000_003 + k)
+    z = model.sample_latent(cp.PART, g)
+    batches = []
+    for first in range(0, cp.PART, DRAW_BATCH):
+        if signals.signum:
+            return None
+        chunk = z[first:first + DRAW_BATCH]
+        batches.append(model.generate(len(chunk), g, latents=chunk, settings=settings, batch_size=DRAW_BATCH))
+    images = torch.from_numpy(to_uint8(torch.cat(batches))).permute(0, 3, 1, 2)
+    return images, z, torch.full((cp.PART,), -1)
 
 
 def check_room(ckpt: Checkpoint, settings: dict, opts: DistillOptions, out: Path) -> None:
@@ -266,7 +282,11 @@ def distill(opts: DistillOptions, reporter: Reporter | None = None) -> dict:
     check_room(ckpt, settings, opts, out)
     # one context from the drawing to the training: a signal during the last part, or between the two, stops here
     with StopSignals():
-        folder, complete = draw_couplings(ckpt, settings, opts, reporter, deadline)
+        try:
+            folder, complete = draw_couplings(ckpt, settings, opts, reporter, deadline)
+        except KeyboardInterrupt as exc:  # a second stop signal while drawing: at once, the parts written are whole
+            StopSignals.pending = stops.signum_of(exc)
+            folder, complete = couplings_folder(ckpt, settings, opts.seed), False
         if not complete or StopSignals.pending:
             return _stopped_drawing(complete, path, folder, reporter)
         budget = None if deadline is None else deadline - time.monotonic()

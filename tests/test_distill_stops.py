@@ -1,0 +1,89 @@
+"""Issue 26 leftovers: distill's drawing of couplings stops within a batch's time, not a whole 500-pair part's, and a
+second stop signal while drawing still ends with the line that says how to continue (it used to exit at once,
+silently), never leaving a damaged part behind (gentool.couplings.usable_parts would set one aside)."""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from gentool import couplings as cp
+from gentool import distill as distill_mod
+from gentool.distill_options import DistillOptions
+from gentool.guards import Interrupted, StopSignals
+from test_attack_hour6 import _fake_teacher
+
+
+class Teacher:
+    """A flow-like teacher of 1×8×8 images whose drawing sends itself `signals` stop signals during its first
+    batch (as a user's Ctrl-C lands while the sampler runs), recording the size of every batch it is asked for."""
+
+    name, latent_shape = "flow", (1, 8, 8)
+
+    def __init__(self, signals: int):
+        self.signals, self.batches = signals, []
+
+    def sample_latent(self, n, g):
+        return torch.randn(n, *self.latent_shape, generator=g)
+
+    def generate(self, n, g, latents=None, settings=None, batch_size=500):
+        self.batches.append(n)
+        for _ in range(self.signals if len(self.batches) == 1 else 0):
+            os.kill(os.getpid(), signal.SIGINT)
+        return torch.rand(n, 1, 8, 8, generator=g)
+
+
+def checkpoint(root: Path, teacher: Teacher):
+    (root / "flow").mkdir()
+    return SimpleNamespace(model=teacher, path=root / "flow" / "last.safetensors", state={"step": 1, "epoch": 1},
+                           weights="raw", data={"geometry": {"channels": 1, "height": 8, "width": 8, "num_classes": 0}})
+
+
+def draw(tmp_path, teacher, pairs=2 * cp.PART):
+    ckpt = checkpoint(tmp_path, teacher)
+    with StopSignals():  # distill's own, around the drawing
+        return distill_mod.draw_couplings(ckpt, {"steps": 2}, DistillOptions(teacher="x", pairs=pairs),
+                                          distill_mod.Reporter(), None)
+
+
+def test_one_stop_signal_ends_the_drawing_after_the_current_batch_and_writes_no_part_of_it(tmp_path):
+    teacher = Teacher(signals=1)
+    folder, complete = draw(tmp_path, teacher)
+    assert not complete
+    assert len(teacher.batches) == 1 and teacher.batches[0] < cp.PART  # was: the whole part of 500 drawn, written
+    assert not list(folder.glob("part_*")) and not list(folder.glob(".*.tmp"))
+    assert cp.usable_parts(folder, cp.read_manifest(folder, "RUN")) == 0
+
+
+def test_a_second_stop_signal_while_drawing_stops_at_once_without_a_damaged_part(tmp_path, monkeypatch):
+    monkeypatch.setattr(os, "_exit", lambda code: pytest.fail(f"exited at once ({code}), without a line"))
+    with pytest.raises(KeyboardInterrupt):
+        draw(tmp_path, Teacher(signals=2))
+    folder = next((tmp_path / "flow" / "couplings").iterdir())
+    assert not list(folder.glob("part_*")) and not list(folder.glob(".*.tmp"))
+
+
+def test_a_part_drawn_in_batches_is_the_same_in_any_session(tmp_path):
+    (tmp_path / "a").mkdir(), (tmp_path / "b").mkdir()
+    folders = [draw(tmp_path / name, Teacher(signals=0), pairs=cp.PART)[0] for name in "ab"]
+    parts = [cp._read_part(cp.part_path(f, 0), cp.read_manifest(f, "RUN"), "RUN", cp.PART) for f in folders]
+    assert all(torch.equal(parts[0][k], parts[1][k]) for k in parts[0])
+
+
+def test_a_second_stop_signal_while_drawing_still_prints_how_to_continue(monkeypatch, tmp_path):
+    def draw_twice_stopped(ckpt, settings, opts, reporter, deadline):
+        with StopSignals(raise_again=True):
+            os.kill(os.getpid(), signal.SIGTERM)
+            os.kill(os.getpid(), signal.SIGTERM)
+        pytest.fail("the second signal did not stop the drawing")
+
+    teacher = _fake_teacher(monkeypatch, tmp_path, draw_twice_stopped)
+    monkeypatch.setattr(distill_mod, "couplings_folder", lambda *a: tmp_path / "couplings")
+    with pytest.raises(Interrupted, match=r"interrupted while drawing couplings .*; continue with: ") as stopped:
+        distill_mod.distill(DistillOptions(teacher=teacher, out=str(tmp_path / "student")))
+    assert stopped.value.exit_code == 128 + signal.SIGTERM
