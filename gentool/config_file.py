@@ -143,7 +143,8 @@ def check(values: dict, cls, where: str) -> dict:
             hint = f" (did you mean {close[0]}?)" if close else ""
             raise UsageError(f"{where}: unknown key {key!r}{hint}; valid keys: {', '.join(fields)}")
         if not accepts(value, hints[key]):
-            raise UsageError(f"{where}: {key} = {_show(value)}; expected {describe(hints[key])}")
+            path, bad, expected = refusal(value, hints[key], key)
+            raise UsageError(f"{where}: {path} = {_show(bad)}; expected {expected}")
         try:  # what the option itself accepts (a NUL in a path, a negative seed...)
             check_value(key, value, fields[key].metadata.get("check"))
         except UsageError as exc:
@@ -153,6 +154,30 @@ def check(values: dict, cls, where: str) -> dict:
             if bad is not None:
                 raise UsageError(f"{where}: {key}.{bad}: not a setting name; expected letters, digits and _")
     return dict(values)
+
+
+def refusal(value, hint, key: str) -> tuple[str, object, str]:
+    """Where a value `hint` refuses is wrong: the key path of the innermost value at fault (`params.beta1`,
+    `lr[1]`), that value, and what is accepted there. A table or list of the right shape is looked into, so a
+    file's error names the one setting to fix, not the whole table."""
+    for kind in _parts(hint):
+        origin, args = typing.get_origin(kind) or kind, typing.get_args(kind)
+        inner = (args[-1] if args else typing.Any)
+        if origin is dict and isinstance(value, dict):
+            items = [(f"{key}.{_key(k)}", v) for k, v in value.items()]
+        elif origin is list and isinstance(value, list) and value:
+            items = [(f"{key}[{i}]", v) for i, v in enumerate(value)]
+        else:
+            continue
+        wrong = next(((path, v) for path, v in items if not accepts(v, inner)), None)
+        if wrong is not None:
+            return refusal(wrong[1], inner, wrong[0])
+    return key, value, describe(hint)
+
+
+def _key(name: str) -> str:
+    """A table's key as TOML writes it: bare when it can be, else quoted."""
+    return name if re.fullmatch(r"[A-Za-z0-9_-]+", name) else json.dumps(name)
 
 
 def _show(value) -> str:

@@ -17,6 +17,7 @@ import warnings
 from typing import TYPE_CHECKING, Any
 
 from gentool.errors import GentoolError
+from gentool.plugin_exits import no_exit
 
 if TYPE_CHECKING:  # for annotations only: importing these here would load torch and the loop
     import numpy as np
@@ -151,7 +152,8 @@ def plugin_hooks() -> list[TrainHook]:
     hooks = []
     for source, factory in _factories_loaded():
         try:
-            made = factory()
+            with no_exit(f"hook plugin {source}"):
+                made = factory()
             made = [] if made is None else list(made) if isinstance(made, (list, tuple)) else [made]
             bad = [h for h in made if not isinstance(h, TrainHook)]
             if bad:
@@ -174,7 +176,8 @@ class Guarded(TrainHook):
         if self.off:
             return
         try:
-            getattr(self.hook, event)(*args)
+            with no_exit(f"hook {type(self.hook).__name__} from plugin {self.source}"):  # os._exit: a warning too
+                getattr(self.hook, event)(*args)
         except (Exception, SystemExit) as exc:  # sys.exit in a hook ended the run mid-epoch, with its exit code
             if event == "setup" and isinstance(exc, GentoolError):
                 raise

@@ -22,6 +22,7 @@ from gentool.declared import source_file
 from gentool.errors import GentoolError, UsageError, did_you_mean
 from gentool.fileio import read_regular
 from gentool.installed import entry_points  # importlib.metadata's, never blocked by a pipe there
+from gentool.plugin_exits import PluginEnded, no_exit
 
 ENTRY_POINT_GROUP = "gentool.models"
 # Each module registers its family with the decorator, exactly as a plugin package does.
@@ -138,7 +139,8 @@ class _Failures:
 def load_entry_points(group: str, use) -> None:
     """Load each entry point of `group` and pass its name, its distribution's name and the loaded object to
     `use(name, dist, obj)`. One that fails to load (or to be used) is a one-line warning naming its distribution
-    and is skipped: a broken plugin never takes gentool down (not even one that calls sys.exit). What a plugin
+    and is skipped: a broken plugin never takes gentool down. One that tries to end the process (os._exit,
+    sys.exit) stops the command in one line naming it instead (PluginEnded), never silently. What a plugin
     prints while it loads goes to stderr: stdout carries `--json` results. Models (`gentool.models`) and hooks
     (`gentool.hooks`) load through here."""
     global _current_source
@@ -150,7 +152,9 @@ def load_entry_points(group: str, use) -> None:
                 with contextlib.redirect_stdout(sys.stderr), _watched(f"the import of plugin {dist!r} (entry point "
                                                                       f"{ep.name!r})"):
                     use(ep.name, dist, ep.load())
-            except (Exception, SystemExit) as exc:  # a broken plugin must not break gentool
+            except PluginEnded:  # it tried to end the process: that ends the command, in one line naming it
+                raise
+            except Exception as exc:  # a broken plugin must not break gentool
                 what = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
                 _failed[ep.name.lower()] = dist
                 failures.warn(dist, f"gentool: plugin {dist!r} (entry point {ep.name!r}) failed to load: {what}")
@@ -167,15 +171,19 @@ def watch_plugins(watch) -> None:
 
 @contextlib.contextmanager
 def _watched(step: str | None):
-    """Tell the watcher, if any, that `step` (None: gentool's own work, not told) starts, then that it ended."""
-    if _watch is None or step is None:
+    """Tell the watcher, if any, that `step` (None: gentool's own work, not told) starts, then that it ended. A
+    plugin's step that tries to end the process (os._exit, sys.exit) raises PluginEnded (gentool.plugin_exits)."""
+    if step is None:
         yield
         return
-    _watch(step)
+    if _watch is not None:
+        _watch(step)
     try:
-        yield
+        with no_exit(step):
+            yield
     finally:
-        _watch(None)
+        if _watch is not None:
+            _watch(None)
 
 
 def get_entry(name: str) -> ModelEntry:
@@ -295,6 +303,8 @@ def _loaded_info(entry: ModelEntry) -> ModelInfo:
     try:
         with _watched(step):
             return ModelInfo(entry.name, entry.source, entry.description, tuple(entry.sampler_settings()))
+    except PluginEnded:
+        raise
     except Exception as exc:  # the plugin's class, not gentool, is at fault: the others are listed
         warnings.warn(f"gentool: model {entry.name!r} from {entry.source!r} cannot be described: "
                       f"{type(exc).__name__}: {exc}")

@@ -36,7 +36,9 @@ def stopped(signum: int) -> KeyboardInterrupt:
     KeyboardInterrupt that escapes a command's own handling (in its option parsing, or in the handling itself) into
     exit code 130 without a word, whatever the signal (gentool.cli.app._run looks here then)."""
     _UNTOLD.append(signum)
-    return RAISED.get(signum, KeyboardInterrupt)()
+    exc = RAISED.get(signum, KeyboardInterrupt)()
+    exc.from_signal = True  # not one a plugin raised itself (gentool.plugin_exits)
+    return exc
 
 
 def told() -> None:

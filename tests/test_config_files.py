@@ -86,7 +86,7 @@ def test_command_line_overrides_the_file(tmp_path, entry_point):
     ('model = "vae"\nepoch = 3\n', "unknown key 'epoch' (did you mean epochs?); valid keys: model, data, data_dir"),
     ('model = "vae"\nepochs = "ten"\n', "epochs = 'ten'; expected an integer"),
     ('model = "vae"\nwidth = true\n', "width = true; expected a number"),
-    ('model = "vae"\n[params]\nclip = [1]\n', 'params = {"clip": [1]}; expected a table of NAME = a number'),
+    ('model = "vae"\n[params]\nclip = [1]\n', 'params.clip = [1]; expected a number, string or true/false'),
     ('model = "vae\n', "not valid TOML (Illegal character"),
 ])
 def test_bad_file_is_one_line(tmp_path, text, message, entry_point):

@@ -16,9 +16,9 @@ from typing import Annotated, Optional
 import typer
 
 from gentool.checks import check_options, check_value, number_parser
-from gentool.errors import ConfigError, GentoolError, UsageError, clipped, printable
+from gentool.errors import OPTION, SAMPLER, ConfigError, GentoolError, UsageError, clipped, printable
 from gentool.stops import signum_of, told, word
-from gentool.train_options import FIELDS, cli_message, field_flag, flag
+from gentool.train_options import FIELDS, SAMPLER_SETTINGS, cli_message, field_flag, flag
 
 
 DEBUG_ENV = "GENTOOL_DEBUG"
@@ -115,21 +115,19 @@ def options_command(cls):
                 source = ctx.get_parameter_source(f.name)
                 if source is not None and source.name in _GIVEN:
                     given[f.name] = values[f.name]
-            from_file = {}
+            names = None  # a setting the --config file gave is named as its key there, not as an option
             if config is not None:
                 from gentool import config_file
 
                 from_file = config_file.read(config, cls)
                 values.update(config_file.merge(from_file, given))
-            opts = cls(**values)
-            check_options(opts, field_flag)  # every value, typed or read from the file, before any work
-            if print_config:
-                return print_settings(opts)
+                names = config_file.file_names(config, config_file.unmerged(from_file, given))
             try:
-                return func(opts, **kwargs)
-            except ConfigError as exc:  # a setting the file gave is named as its key there, not as an option
-                if from_file:
-                    exc.file_name = config_file.file_names(config, config_file.unmerged(from_file, given))
+                opts = cls(**values)
+                check_options(opts, _file_flag(names))  # every value, typed or read from the file, before any work
+                return print_settings(opts) if print_config else func(opts, **kwargs)
+            except ConfigError as exc:  # (also while the options are built and checked, and with --print-config)
+                exc.file_name = names
                 raise
 
         command.__signature__ = inspect.Signature(params)
@@ -138,6 +136,14 @@ def options_command(cls):
         return command
 
     return decorate
+
+
+def _file_flag(names):
+    """How check_options names a field: its key in the --config file when the file gave its value (`names`:
+    gentool.config_file.file_names; "sampler.steps in cfg.toml"), else its option (field_flag)."""
+    if names is None:
+        return field_flag
+    return lambda f: names(SAMPLER if f.name in SAMPLER_SETTINGS else OPTION, f.name) or field_flag(f)
 
 
 # Options whose value may be left out, and the value they then take (`--tensorboard` alone is "auto"). Typer's
