@@ -41,15 +41,20 @@ def set_aside(path: Path, problem: str) -> None:
     """Move a damaged cache entry out of the way (renamed NAME.bad, NAME.bad1, ... beside it; never deleted, so it
     can be looked at) with a one-line warning; the caller then rebuilds it."""
     path = Path(path)
+    warnings.warn(f"cache entry {path} is damaged ({problem}); {move_aside(path)}, building it again")
+
+
+def move_aside(path: Path) -> str:
+    """Rename whatever stands at `path` to NAME.bad (NAME.bad1, ...) beside it, never deleting it; what was done, in
+    words ("moved to precision.json.bad", or why it could not be)."""
     target = next(t for t in (path.with_name(f"{path.name}.bad{k or ''}") for k in range(10**6))
                   if not os.path.lexists(t))
     try:
         check_no_links(path, last=False)
         os.rename(path, target)
-        moved = f"moved to {target.name}"
+        return f"moved to {target.name}"
     except (OSError, UsageError) as exc:
-        moved = f"could not be moved aside ({exc.strerror if isinstance(exc, OSError) else exc})"
-    warnings.warn(f"cache entry {path} is damaged ({problem}); {moved}, building it again")
+        return f"could not be moved aside ({exc.strerror if isinstance(exc, OSError) else exc})"
 
 
 def prepare_entry(*files: Path) -> None:

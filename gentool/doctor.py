@@ -32,7 +32,7 @@ def diagnose(threads: int | None = None, clear_precision: bool = False) -> dict:
     from gentool.precision import _bf16_supported, _cpu_name, cache_path, clear_cache, feature_rule, forced_auto
     from gentool.versions import installed, torchvision_problem
 
-    cleared = clear_cache() if clear_precision else None
+    found = clear_cache() if clear_precision else None
     threads = threads or default_threads()
     torch.set_num_threads(threads)
     device = pick_device("auto")
@@ -46,7 +46,8 @@ def diagnose(threads: int | None = None, clear_precision: bool = False) -> dict:
         "bf16_native": _bf16_supported(torch.device("cpu")), "bf16_rule": rule, "bf16_rule_reason": why,
         "precision": choice.to_dict(), "precision_forced": forced.used if forced else None,
         "precision_cache": str(cache_path()),
-        "precision_cache_cleared": cleared, "precision_cache_entries": _cache_rows(time.time()),
+        "precision_cache_cleared": (found is not None) if clear_precision else None, "precision_cache_found": found,
+        "precision_cache_entries": _cache_rows(time.time()),
         "cache_dir": str(cache_dir()), "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
         "load_warning": load_warning(threads),
     }

@@ -211,6 +211,8 @@ def open_entry(entry: Path, key: str, reporter: Reporter, most: int | None = Non
     try:
         if entry.is_symlink():  # the entry itself a link: what it leads to is not an entry gentool wrote
             raise ValueError(f"it is {links.link_kind(entry)}, not a folder gentool wrote")
+        if not entry.is_dir():  # a file or a named pipe: said as what it is, not as "Not a directory" inside it
+            raise ValueError(f"it is {fileio.kind_of(os.lstat(entry).st_mode)}, not a folder gentool wrote")
         meta = read_json(entry / META, follow=False)  # a link in the cache is damage, named as such
         if meta.get("format") != CACHE_FORMAT or meta.get("version") != CACHE_VERSION or meta.get("key") != key:
             raise ValueError("it was written for other files or by another gentool")

@@ -290,11 +290,24 @@ def _write_cache(path: Path, entries: dict) -> None:
         pass  # an unwritable cache only means probing again next time
 
 
-def clear_cache() -> bool:
-    """Forget every cached measurement (`gentool doctor --clear-precision`); whether there was a cache file."""
+def clear_cache() -> str | None:
+    """Forget every cached measurement (`gentool doctor --clear-precision`); what stood at the cache's path and what
+    became of it, in words (None: nothing was there). A link is removed, never what it leads to; anything else that
+    is not a file (a folder, a named pipe) is not gentool's to delete: it is moved aside, as a damaged entry is."""
+    from gentool.cache import move_aside
+    from gentool.fileio import kind_of
+    from gentool.links import link_kind
+
     path = cache_path()
     _CHOSEN.clear()
-    if path.is_symlink() or path.is_file():
+    if not os.path.lexists(path):
+        return None
+    if path.is_symlink():
+        what = link_kind(path)
         path.unlink()
-        return True
-    return False
+        return f"{what}, not a cache file gentool wrote; the link removed, not what it leads to"
+    kind = kind_of(os.lstat(path).st_mode)
+    if kind == "a regular file":
+        path.unlink()
+        return "a cache file, removed"
+    return f"{kind}, not a cache file gentool wrote; {move_aside(path)}"

@@ -41,8 +41,9 @@ def doctor(
     if found["precision_forced"]:
         say(f"  {AUTO_ENV} is set: unset it to let the CPU's rule and the probe decide", highlight=False)
     if found["precision_cache_cleared"] is not None:
-        say(f"precision cache {'cleared' if found['precision_cache_cleared'] else 'was empty'}: "
-            f"{found['precision_cache']}", highlight=False)
+        there = found["precision_cache_found"]  # what stood at the path: said as it was, not as "no cache"
+        say(f"precision cache {'cleared' if there else 'was empty'}: {o.escape(found['precision_cache'])}"
+            + (f" was {o.escape(there)}" if there else " (nothing there)"), highlight=False)
     for e in found["precision_cache_entries"]:
         say(f"  cached: {e['threads']} threads, fp32 {e['fp32_ms']} ms, bf16 {e['bf16_ms']} ms, "
             f"{e['age_days']} days old (expires in {e['expires_in_days']}) — {found['precision_cache']}",
