@@ -196,6 +196,7 @@ def _run() -> int:
     from gentool.installed import hide_unreadable
 
     hide_unreadable()  # before any command imports torch (which, with triton, reads every package's entry points)
+    stops.told()  # a stop an earlier command in this process was told of is not this one's
     try:
         code = app(standalone_mode=False)
     except ClickUsageError as exc:
