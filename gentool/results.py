@@ -7,12 +7,10 @@ import csv
 import io
 from pathlib import Path
 
-from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
 from gentool import rundir
-from gentool.environment import TABLE_WIDTH
 from gentool.errors import printable
 from gentool.fileio import atomic_write_bytes, atomic_write_json
 from gentool.history import BOOKKEEPING, finished_epochs, read_records
@@ -92,12 +90,13 @@ def table(rows: list[dict], title: str, names: list[str]) -> Table:
 
 
 def print_table(rows: list[dict], title: str, hide: tuple[str, ...] = ()) -> None:
-    """The rows on stdout as tables as wide as the terminal or, in a file or pipe (no width to fit), TABLE_WIDTH:
-    runs of several families a table each, with the columns its runs have; columns beyond the width in further
-    tables that repeat the first (the run). One table of every column was 618 columns wide in a batch log."""
-    console = Console()
-    if not console.is_terminal:
-        console = Console(width=TABLE_WIDTH)
+    """The rows on stdout as tables as wide as the terminal or, in a file or pipe (no width to fit), TABLE_WIDTH
+    (the console every command prints its results with): runs of several families a table each, with the columns
+    its runs have; columns beyond the width in further tables that repeat the first (the run). One table of every
+    column was 618 columns wide in a batch log."""
+    from gentool.cli.options import out_console
+
+    console = out_console()
     tables = list(_tables(rows, title, hide, console.width))
     for shown, block, names in tables:
         if len(tables) == 1:

@@ -141,7 +141,7 @@ def show_report(report: dict, json_out: bool) -> None:
     results.print_table(rows, f"sweep {report['sweep_dir']}", hide=hide)
     if report.get("by_config"):
         results.print_table(*config_table(report["by_config"], report.get("metric")))
-    print("written: " + ", ".join(report["files"]))
+    o.out_console().print("written: " + ", ".join(report["files"]), markup=False, highlight=False)
 
 
 def config_table(rows: list[dict], metric: str | None) -> tuple[list[dict], str]:
