@@ -1,7 +1,7 @@
 """What a command prints on stdout when it is a file or pipe (a batch log, `> out.txt`) stays within 120 columns:
 `gentool models` printed a 217-column table into a file (651 with a plugin's long description), `evaluate` a
-191-column one, `doctor` 208-column lines. Tables fit the width; lines wrap between words, a word longer than the width (a path) kept whole so that
-grep still finds it. --json is not touched."""
+191-column one, `doctor` 208-column lines. Tables fit the width; lines wrap between words, a word longer than the
+width (a path) kept whole so that grep still finds it. --json is not touched."""
 
 from __future__ import annotations
 
