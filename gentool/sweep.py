@@ -28,7 +28,7 @@ from gentool.fileio import atomic_write_json
 from gentool.guards import Interrupted, StopSignals
 from gentool.history import read_records
 from gentool.progress import Reporter
-from gentool.results import final_metrics, write_results
+from gentool.results import final_metrics, setting_columns, write_results
 from gentool.api import train
 from gentool.evaluate_options import INCEPTION
 from gentool.sweep_options import MAX_TRIALS
@@ -367,9 +367,14 @@ def run_in_process(sweep_dir: Path, indices: list[int], runtime: dict, make_repo
 
 
 def result_rows(manifest: dict) -> list[dict]:
-    """One row per trial: index, values, status, epochs, final metrics, error and run directory."""
-    return [{"trial": t["index"], **t["values"], "status": t["status"], "epochs": t.get("epochs", 0),
-             **trial_metrics(t), "error": t.get("error"), "run_dir": t["run_dir"]} for t in manifest["trials"]]
+    """One row per trial: index, values, status, epochs, final metrics, error and run directory (a value named
+    apart from a metric of the same name, `setting_columns`)."""
+    trials = manifest["trials"]
+    rows = [{"trial": t["index"], "status": t["status"], "epochs": t.get("epochs", 0), **trial_metrics(t),
+             "error": t.get("error"), "run_dir": t["run_dir"]} for t in trials]
+    named = setting_columns(dict.fromkeys(a for t in trials for a in t["values"]), {k for r in rows for k in r})
+    return [{"trial": r.pop("trial"), **{named[a]: v for a, v in t["values"].items()}, **r}
+            for t, r in zip(trials, rows)]
 
 
 def report(sweep_dir: Path, metric: str | None = None) -> dict:
