@@ -41,7 +41,8 @@ def test_sweep_rows_keep_a_value_apart_from_a_metric_of_its_name():
     trials = [{"index": i, "values": {"adversarial": w, "seed": s}, "status": "done", "epochs": 1, "run_dir": f"t{i}",
                "final": {"adversarial": i / 10, "loss": 1.0}} for i, (w, s) in enumerate(grid)]
     rows = sweep.result_rows({"trials": trials})
-    assert [(r["adversarial (setting)"], r["adversarial"]) for r in rows] == [(w, i / 10) for i, (w, _) in enumerate(grid)]
+    expected = [(w, i / 10) for i, (w, _) in enumerate(grid)]
+    assert [(r["adversarial (setting)"], r["adversarial"]) for r in rows] == expected
     assert rows[0]["seed"] == 0 and "seed (setting)" not in rows[0]  # no metric of that name: as before
     by_config = seed_stats.config_rows({"adversarial": [0, 1], "seed": [0, 1]}, trials, "adversarial")
     assert [setting_value(r, "adversarial") for r in by_config] == [0, 1]

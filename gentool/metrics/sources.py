@@ -17,6 +17,7 @@ import numpy.lib.format as npy
 import torch
 
 from gentool.checkpoint import Checkpoint, load_checkpoint
+from gentool.datatypes import shape_differences, shape_text
 from gentool.errors import GentoolError, UsageError
 from gentool.fileio import read_regular
 from gentool.paths import check_input_file
@@ -232,9 +233,17 @@ def _open_folder(path: Path) -> Source:
     return Source(path, "folder", shape, files=files)
 
 
-def check_geometry(source: Source, expected: tuple[int, int, int], data_name: str) -> None:
-    """The source's images must have the reference data's geometry."""
-    if tuple(source.shape) != tuple(expected):
-        got, want = "x".join(map(str, source.shape)), "x".join(map(str, expected))
-        raise UsageError(f"SOURCE: images are {got} (C×H×W) but {data_name} images are {want}; "
-                         f"pass --data for the data set these images imitate")
+def check_geometry(source: Source, expected: tuple[int, int, int], data: str, native=None) -> None:
+    """The source's images must have the geometry of the reference data's, `expected` (a folder at the size a
+    checkpoint's model draws: `Reference.sized_for`), named `data` in the message. Each side is named as it is:
+    `native`, the folder's own geometry, rather than the size it would have been decoded to (a grey model against
+    a folder of colour 32×32 images said the folder's were 3×28×28)."""
+    if tuple(source.shape) == tuple(expected):
+        return
+    side = ("SOURCE: {} draws {} images" if source.kind == "checkpoint" else "SOURCE: {} holds {} images").format(
+        source.path, shape_text(source.shape))
+    theirs = shape_text(native or expected)
+    hint = (f"give the --data it was trained on ({source.data_spec})" if source.data_spec else
+            "give the --data these images imitate")
+    raise UsageError(f"{side} but --data {data} holds {theirs} ones: {shape_differences(source.shape, expected)} "
+                     f"differ; {hint}")
