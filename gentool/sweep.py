@@ -23,7 +23,7 @@ from pathlib import Path
 import gentool
 from gentool import fileio, links, rundir, seed_stats
 from gentool import schema as s
-from gentool.errors import GentoolError, UsageError
+from gentool.errors import GentoolError, UsageError, listed
 from gentool.fileio import atomic_write_json
 from gentool.guards import Interrupted, StopSignals
 from gentool.history import read_records
@@ -148,9 +148,10 @@ def differences(manifest: dict, spec: SweepSpec) -> list[str]:
     grid, axes = manifest["grid"], spec.axes
     for name in dict.fromkeys([*grid, *axes]):
         if grid.get(name) != axes.get(name):
-            diffs.append(f"{name} values {grid.get(name) or 'not swept'} (now {axes.get(name) or 'not swept'})")
+            diffs.append(f"{name} values {listed(grid.get(name) or [], 20) or 'not swept'} (now "
+                         f"{listed(axes.get(name) or [], 20) or 'not swept'})")
     if not diffs and list(grid) != list(axes):
-        diffs.append(f"axis order {list(grid)} (now {list(axes)})")
+        diffs.append(f"axis order {listed(grid, 20)} (now {listed(axes, 20)})")
     return diffs
 
 

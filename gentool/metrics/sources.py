@@ -18,7 +18,7 @@ import torch
 
 from gentool.checkpoint import Checkpoint, load_checkpoint
 from gentool.datatypes import shape_differences, shape_text
-from gentool.errors import GentoolError, UsageError
+from gentool.errors import GentoolError, UsageError, dims
 from gentool.fileio import read_regular
 from gentool.paths import check_input_file
 from gentool.images import ImageError, image_pixels, is_grey, open_image, to_uint8
@@ -177,14 +177,14 @@ class NpzImages:
         if fortran:
             raise UsageError(f"{where} is stored in Fortran order; expected a C-ordered N×H×W×C array")
         if len(shape) not in (3, 4) or shape[0] < 1 or (len(shape) == 4 and shape[3] not in (1, 3)):
-            raise UsageError(f"{where} has shape {tuple(shape)}; expected N×H×W×C with N ≥ 1 and C = 1 or 3")
+            raise UsageError(f"{where} has shape {dims(shape)}; expected N×H×W×C with N ≥ 1 and C = 1 or 3")
         if shape[0] > MAX_NPZ_IMAGES or not all(1 <= s <= MAX_SIDE for s in shape[1:3]):
-            raise UsageError(f"{where} claims shape {tuple(shape)}; at most {MAX_NPZ_IMAGES:,} images of at most "
+            raise UsageError(f"{where} claims shape {dims(shape)}; at most {MAX_NPZ_IMAGES:,} images of at most "
                              f"{MAX_SIDE}x{MAX_SIDE} pixels are read")
         offset = member.tell()
         size = int(np.prod(shape))
         if self.info.file_size != offset + size:
-            raise UsageError(f"{where} claims shape {tuple(shape)} ({size:,} bytes) but its data are "
+            raise UsageError(f"{where} claims shape {dims(shape)} ({size:,} bytes) but its data are "
                              f"{self.info.file_size - offset:,} bytes; the file is damaged")
         return tuple(shape), offset
 
