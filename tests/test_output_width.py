@@ -41,16 +41,20 @@ def test_models_json_is_not_wrapped(tmp_path):
     assert any(len(json.dumps(e)) > TABLE_WIDTH for e in entries)  # lines a wrap would have split
 
 
-def test_lines_wrap_between_words_and_keep_a_long_path_whole(capsys):
-    path = "/runs/" + "a-very-long-folder-name/" * 8 + "last.safetensors"
+def test_lines_wrap_between_words_keeping_paths_whole_and_labels_with_them(capsys):
+    path = "/runs/" + "a-long-folder-name/" * 4 + "last.safetensors"  # 98 characters
     words = [f"word{i}" for i in range(60)]
     o.out_console().print(" ".join(words[:30]) + f" [bold]{path}[/] " + " ".join(words[30:]), highlight=False)
     o.out_console().print("  indented " + " ".join(words))
+    o.out_console().print(f"run directory: {path}  checkpoint: {path}")
     lines = capsys.readouterr().out.splitlines()
-    assert path in lines  # on a line of its own, not split, not cut, its markup gone
-    assert all(len(line) <= TABLE_WIDTH for line in lines if line != path)
-    assert " ".join(lines).split() == [*words[:30], path, *words[30:], "indented", *words]
-    assert [line for line in lines if line.startswith("  ")] and len(lines) >= 5
+    assert all(len(line) <= TABLE_WIDTH for line in lines)  # the path neither split nor cut, its markup gone:
+    assert " ".join(lines).split() == [*words[:30], path, *words[30:], "indented", *words, "run", "directory:",
+                                       path, "checkpoint:", path]
+    assert [line for line in lines if line.startswith("  word")] and f"checkpoint: {path}" in lines
+    long = path * 2  # wider than any line: that line is left whole (its label stays with it)
+    o.out_console().print(f"run directory: {long}  checkpoint: {long}")
+    assert capsys.readouterr().out.splitlines() == [f"run directory: {long}  checkpoint: {long}"]
 
 
 def test_evaluate_table_fits_and_keeps_every_value(capsys):

@@ -8,6 +8,7 @@ import functools
 import inspect
 import json
 import os
+import re
 import signal
 import sys
 import typing
@@ -199,10 +200,7 @@ def _console(stderr: bool):
 
 def _file_console(width: int):
     """stdout in a file or pipe: `width` columns, not rich's 80 nor unbounded (the models table was 651 columns
-    wide in a file, evaluate's 191); tables fit it, and lines wrap between words, a word longer than the width (a
-    long path) kept whole, neither cut nor split, so that grep still finds it."""
-    import textwrap
-
+    wide in a file, evaluate's 191); tables fit it, and lines wrap between words (`_wrapped`)."""
     from rich.console import Console
     from rich.text import Text
 
@@ -212,12 +210,24 @@ def _file_console(width: int):
                 return super().print(*objects, sep=sep, end=end, markup=markup, highlight=highlight, **kwargs)
             plain = sep.join(x.plain if isinstance(x, Text) else self.render_str(x, markup=markup).plain
                              for x in objects)  # rich's own wrapping would split a long word (a path) or cut it
-            lines = [wrapped for line in plain.split("\n") for wrapped in textwrap.wrap(
-                line, width, break_long_words=False, break_on_hyphens=False,
-                subsequent_indent=line[:len(line) - len(line.lstrip())]) or [""]]
+            lines = [part for line in plain.split("\n") for part in _wrapped(line, width)]
             return super().print(Text("\n".join(lines)), end=end, soft_wrap=True)
 
     return FileConsole(width=width)
+
+
+def _wrapped(line: str, width: int) -> list[str]:
+    """`line` wrapped between words within `width` columns, continuation lines indented as the first; a label
+    ("checkpoint:") kept with the word after it. A line holding a labelled value wider than that (a long path) is
+    left whole: split, its label would stand apart from the path scripts read after it."""
+    import textwrap
+
+    bound = re.sub(r"(?<=\S:) (?=\S)", "\u00a0", line)  # textwrap breaks at ASCII whitespace only
+    if any(len(word) > width for word in bound.split()):
+        return [line]
+    indent = line[:len(line) - len(line.lstrip())]
+    parts = textwrap.wrap(bound, width, break_long_words=False, break_on_hyphens=False, subsequent_indent=indent)
+    return [part.replace("\u00a0", " ") for part in parts] or [""]
 
 
 def table(*headers: str, title: str):
