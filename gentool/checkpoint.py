@@ -30,7 +30,7 @@ from gentool.checkpoint_meta import (
 )
 from gentool.ema import EMA
 from gentool.ema import PREFIX as EMA_PREFIX
-from gentool.errors import ConfigError, GentoolError, UsageError
+from gentool.errors import ConfigError, GentoolError, UsageError, dims, listed
 from gentool.fileio import atomic_write_bytes, regular_path
 from gentool.models.base import GenerativeModel
 from gentool.registry import get_entry
@@ -73,8 +73,8 @@ class Checkpoint:
                     continue
                 sl = f.get_slice(key)
                 if sl.get_dtype() != "U8" or tuple(sl.get_shape()) != tuple(ref.shape):
-                    raise refuse(self.arg, self.path, f"tensor {key} is {sl.get_dtype()} {tuple(sl.get_shape())}; "
-                                                      f"expected an RNG state, U8 {tuple(ref.shape)}")
+                    raise refuse(self.arg, self.path, f"tensor {key} is {sl.get_dtype()} {dims(sl.get_shape())}; "
+                                                      f"expected an RNG state, U8 {dims(ref.shape)}")
                 out[name] = f.get_tensor(key)
         return out
 
@@ -118,14 +118,14 @@ class Checkpoint:
             idx, sub = int(match.group(1)), match.group(2)
             shape = tuple(f.get_slice(key).get_shape())
             if shape not in ((), tuple(params[idx].shape)):
-                raise refuse(self.arg, self.path, f"tensor {key} has shape {shape}; its parameter has "
-                                                  f"{tuple(params[idx].shape)}")
+                raise refuse(self.arg, self.path, f"tensor {key} has shape {dims(shape)}; its parameter has "
+                                                  f"{dims(params[idx].shape)}")
             state.setdefault(idx, {})[sub] = _finite(f.get_tensor(key), key, self.path, self.arg)
         expected = _state_keys(opt)
         for idx, entries in state.items():
             if expected and set(entries) != expected:
                 raise refuse(self.arg, self.path, f"optimizer {name}'s state for parameter {idx} holds "
-                                                  f"{sorted(entries)}; expected {sorted(expected)}")
+                                                  f"{listed(sorted(entries))}; expected {listed(sorted(expected))}")
         return state
 
 
@@ -229,14 +229,14 @@ def _check_header(f, expected: dict, path: Path, arg: str, model_name: str) -> N
     held = {k for k in f.keys() if k.startswith(("model.", EMA_PREFIX))}
     missing, unexpected = sorted(expected.keys() - held), sorted(held - expected.keys())
     if missing or unexpected:
-        raise GentoolError(f"{arg}: {path} does not match model {model_name!r}: missing {missing[:3]}, "
-                           f"unexpected {unexpected[:3]}")
+        raise GentoolError(f"{arg}: {path} does not match model {model_name!r}: missing "
+                           f"{listed(missing, 3) or 'none'}, unexpected {listed(unexpected, 3) or 'none'}")
     for key, ref in expected.items():
         sl = f.get_slice(key)
         shape, dtype = tuple(sl.get_shape()), sl.get_dtype()
         if shape != tuple(ref.shape):
-            raise GentoolError(f"{arg}: {path}: tensor {key.split('.', 1)[1]} has shape {shape}, model needs "
-                               f"{tuple(ref.shape)}")
+            raise GentoolError(f"{arg}: {path}: tensor {key.split('.', 1)[1]} has shape {dims(shape)}, model needs "
+                               f"{dims(ref.shape)}")
         if dtype != DTYPES.get(ref.dtype):
             raise refuse(arg, path, f"tensor {key} is {dtype}; the model needs {DTYPES.get(ref.dtype, ref.dtype)}")
 

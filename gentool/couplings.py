@@ -25,7 +25,7 @@ import torch
 
 from gentool import schema as s
 from gentool.checkpoint_meta import TEACHER
-from gentool.errors import GentoolError, UsageError
+from gentool.errors import GentoolError, UsageError, dims, listed
 
 MANIFEST = "couplings.json"
 FORMAT = "gentool-couplings"
@@ -121,13 +121,13 @@ def _read_part(path: Path, manifest: dict, arg: str, rows: int) -> dict[str, tor
         with regular_path(path) as pinned, safe_open(pinned, framework="pt") as f:
             expected = _expected(manifest, manifest["part"])
             if set(f.keys()) != set(expected):
-                raise GentoolError(f"{arg}: {path} holds tensors {sorted(f.keys())[:5]}; expected "
-                                   f"{sorted(expected)}")
+                raise GentoolError(f"{arg}: {path} holds tensors {listed(sorted(f.keys()))}; expected "
+                                   f"{listed(sorted(expected))}")
             for key, (dtype, shape) in expected.items():
                 sl = f.get_slice(key)
                 if sl.get_dtype() != dtype or tuple(sl.get_shape()) != shape:
-                    raise GentoolError(f"{arg}: {path}: tensor {key} is {sl.get_dtype()} {tuple(sl.get_shape())}; "
-                                       f"expected {dtype} {shape}")
+                    raise GentoolError(f"{arg}: {path}: tensor {key} is {sl.get_dtype()} {dims(sl.get_shape())}; "
+                                       f"expected {dtype} {dims(shape)}")
             tensors = {k: f.get_slice(k)[:rows] for k in expected}  # only the rows asked for are read
     except (SafetensorError, OSError, MemoryError) as exc:  # MemoryError: a part too large to map in this process
         raise GentoolError(f"{arg}: {path} is not a readable couplings part ({exc})") from None

@@ -28,6 +28,22 @@ class Geometry:
         return asdict(self)
 
 
+def shape_text(shape) -> str:
+    """C×H×W images as a message names them: 'grey 28×28 (1×28×28)', 'colour 32×32 (3×32×32)'."""
+    c, h, w = shape
+    kind = {1: "grey", 3: "colour"}.get(c, f"{c}-channel")
+    return f"{kind} {h}×{w} ({c}×{h}×{w})"
+
+
+def shape_differences(ours, theirs) -> str:
+    """What differs between two C×H×W shapes, ours first: 'the channels (1 against 3)', 'the size (28×28 against
+    32×32)' or both."""
+    parts = [f"the channels ({ours[0]} against {theirs[0]})"] if ours[0] != theirs[0] else []
+    if tuple(ours[1:]) != tuple(theirs[1:]):
+        parts.append(f"the size ({ours[1]}×{ours[2]} against {theirs[1]}×{theirs[2]})")
+    return " and ".join(parts)
+
+
 @dataclass
 class ImageData:
     """A whole split in memory: `images` uint8 N×C×H×W, `labels` int64 N (-1 when unlabelled). Couplings (a

@@ -24,7 +24,7 @@ from gentool import couplings as cp
 from gentool import fileio, links, rundir, stops
 from gentool.checkpoint import Checkpoint, load_checkpoint
 from gentool.distill_options import ADVERSARIAL, DistillOptions
-from gentool.errors import GentoolError, UsageError
+from gentool.errors import GentoolError, UsageError, settings_text
 from gentool.guards import Interrupted, StopSignals
 from gentool.hooks import TrainHook
 from gentool.images import make_grid, to_uint8, write_png
@@ -93,8 +93,8 @@ def teacher_settings(model, opts: DistillOptions) -> dict:
             candidate = model.sample_settings({**given, "solver": choice})
             if deterministic(model, candidate):
                 return candidate
-    raise UsageError(f"--teacher-solver: {model.name}'s sampler {settings} draws fresh noise at each step, so its "
-                     f"samples are no function of their noise; couplings need a deterministic solver")
+    raise UsageError(f"--teacher-solver: {model.name}'s sampler ({settings_text(settings)}) draws fresh noise at "
+                     f"each step, so its samples are no function of their noise; couplings need a deterministic solver")
 
 
 def couplings_folder(ckpt: Checkpoint, settings: dict, seed: int) -> Path:
@@ -111,6 +111,8 @@ def drawing(pairs: int, done: int) -> str:
     student)". Whole parts are drawn (a kill loses at most one), so a later student asking for more reuses them."""
     count = (math.ceil(pairs / cp.PART) - done) * cp.PART
     why = [f"in parts of {cp.PART:,}"] if count != pairs - done * cp.PART else []
+    if not (why or done):  # just what was asked for: "drawing 1,500 (1,500 asked for)" said nothing more
+        return f"drawing {count:,}"
     asked = f"{pairs:,} asked for" + (f", {done * cp.PART:,} drawn before" if done else "")
     if why:
         asked += ", the rest kept for a later student"
@@ -136,8 +138,8 @@ def draw_couplings(ckpt: Checkpoint, settings: dict, opts: DistillOptions, repor
     if done >= need:
         reporter.message(f"couplings: {opts.pairs:,} of the teacher's in {folder}")
         return folder, True
-    reporter.message(f"couplings: {drawing(opts.pairs, done)} from {ckpt.path} ({model.name}, {settings}) into "
-                     f"{folder}")
+    reporter.message(f"couplings: {drawing(opts.pairs, done)} from {ckpt.path} ({model.name}: "
+                     f"{settings_text(settings)}) into {folder}")
     start, drawn, lines = time.monotonic(), 0, reporter.pace()
     with StopSignals(doing="stopping the drawing of couplings after the current batch", raise_again=True) as signals:
         for k in range(done, need):

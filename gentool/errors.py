@@ -37,6 +37,27 @@ def printable(text: str) -> str:
     return _UNSAFE.sub(lambda m: f"\\x{ord(m[0]):02x}" if ord(m[0]) < 0x100 else f"\\u{ord(m[0]):04x}", str(text))
 
 
+def listed(items, most: int = 5) -> str:
+    """Names or values for a message in words, not as a Python list, set or tuple ("['a', 'b']"): 'a, b and c';
+    beyond `most`, the first ones and how many more."""
+    items = [printable(i) for i in items]
+    if len(items) > most:
+        return f"{', '.join(items[:most])} and {len(items) - most:,} more"
+    return " and ".join(filter(None, [", ".join(items[:-1]), *items[-1:]]))
+
+
+def dims(shape) -> str:
+    """A tensor's or array's shape for a message: '1×28×28' ('()' for a scalar), not a tuple or torch.Size."""
+    shape = tuple(shape)
+    return "×".join(map(str, shape)) if shape else "a scalar"
+
+
+def settings_text(settings: dict) -> str:
+    """Settings for a message as the command line names them: 'steps 16, solver euler' (not a Python dict)."""
+    return ", ".join(f"{printable(k)} {v:g}" if isinstance(v, float) else f"{printable(k)} {printable(v)}"
+                     for k, v in settings.items()) or "none"
+
+
 def bad_value(name: str, value, accepted: str) -> UsageError:
     """Build the one-line error for an argument: its name, the value given and what is accepted (kept as
     attributes, so a caller that read the value from a file can name the file's field instead). A name holding

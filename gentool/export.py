@@ -23,7 +23,7 @@ import torch
 import gentool
 from gentool import stops
 from gentool.checkpoint import load_checkpoint
-from gentool.errors import GentoolError, UsageError
+from gentool.errors import GentoolError, UsageError, dims
 from gentool.export_formats import BATCH, WRITERS, Sampler, require, runtime_version
 from gentool.export_options import FORMATS, ExportOptions
 from gentool.fileio import sha256, staged
@@ -137,8 +137,8 @@ def _guarded(what: str, name: str, step, *args):
 def _parity(images: np.ndarray, reference: np.ndarray, req: ExportOptions) -> dict:
     """How far the file's images are from gentool's; refused above --tolerance."""
     if images.shape != reference.shape:
-        raise GentoolError(f"export: the exported file gave images of shape {images.shape}, gentool "
-                           f"{reference.shape}; nothing was written")
+        raise GentoolError(f"export: the exported file gave images of shape {dims(images.shape)}, gentool "
+                           f"{dims(reference.shape)}; nothing was written")
     diff = np.abs(images.astype(np.float64) - reference)
     worst, mean = float(diff.max()), float(diff.mean())
     if not worst <= req.tolerance:  # NaN fails too

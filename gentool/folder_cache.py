@@ -22,7 +22,7 @@ import torch
 from gentool import fileio, links, undo
 from gentool.cache import cache_dir
 from gentool.datatypes import Geometry, ImageData
-from gentool.errors import GentoolError, UsageError
+from gentool.errors import GentoolError, UsageError, dims
 from gentool.fileio import atomic_write_json, read_json
 from gentool.folders import (Header, Listing, found_lines, gib, list_folder, plan_geometry, read_headers,
                              nothing_usable, read_image, reason, skipped_lines, split_part)
@@ -221,9 +221,9 @@ def open_entry(entry: Path, key: str, reporter: Reporter, most: int | None = Non
             images = np.load(pinned, mmap_mode="c", allow_pickle=False)
         shape, labels, classes = meta["shape"], meta["labels"], meta["class_names"]
         if not _plausible(shape, most):
-            raise ValueError(f"it says it holds {shape} images, not what the folder can decode to")
+            raise ValueError(f"it says it holds {dims(shape)} images, not what the folder can decode to")
         if images.dtype != np.uint8 or list(images.shape) != shape or images.ndim != 4:
-            raise ValueError(f"its images are {images.dtype} {images.shape}, but it says uint8 {shape}")
+            raise ValueError(f"its images are {images.dtype} {dims(images.shape)}, but it says uint8 {dims(shape)}")
         if not (isinstance(labels, list) and len(labels) == shape[0] and isinstance(classes, list)
                 and all(type(y) is int and -1 <= y < len(classes) for y in labels)):
             raise ValueError("its labels do not match its images and classes")

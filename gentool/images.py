@@ -14,6 +14,7 @@ import numpy as np
 import numpy.lib.format as npy
 import torch
 
+from gentool.errors import dims
 from gentool.fileio import NotRegular, atomic_open, atomic_write_bytes, make_dirs, open_regular
 
 
@@ -83,7 +84,7 @@ class NpzWriter:
     def write(self, rows: np.ndarray) -> None:
         """Append uint8 rows (each of shape `shape[1:]`)."""
         if rows.dtype != np.uint8 or rows.shape[1:] != self.shape[1:] or self.rows + len(rows) > self.shape[0]:
-            raise ValueError(f"rows {rows.dtype} {rows.shape} do not continue an array {self.shape}")
+            raise ValueError(f"rows {rows.dtype} {dims(rows.shape)} do not continue an array {dims(self.shape)}")
         self._member.write(np.ascontiguousarray(rows).data)
         self.rows += len(rows)
 

@@ -7,18 +7,17 @@ import csv
 import io
 from pathlib import Path
 
-from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
 from gentool import rundir
-from gentool.environment import TABLE_WIDTH
 from gentool.errors import printable
 from gentool.fileio import atomic_write_bytes, atomic_write_json
 from gentool.history import BOOKKEEPING, finished_epochs, read_records
 
 ALWAYS_SHOWN = ("latent_dim", "width")  # the study's two axes of model size
 GEOMETRY = {"channels", "image_height", "image_width", "num_classes"}
+SETTING = "{} (setting)"  # a setting's column where a metric has its name (setting_columns)
 
 
 def final_metrics(records: list[dict]) -> dict:
@@ -47,17 +46,32 @@ def run_row(run_dir: Path, root: Path) -> dict:
             **final_metrics(records)}
 
 
+def setting_columns(settings, others) -> dict[str, str]:
+    """Each setting's column in a table that also has the `others` columns (metrics, epochs, status...): its own
+    name, or SETTING's where one of those has it. distill's `adversarial` is both the critic's weight and the loss
+    term it records: the metric's value stood under one header for both and the setting was lost. Metrics keep
+    their names: they are what is compared (and what --metric names)."""
+    others = set(others)
+    return {k: SETTING.format(k) if k in others else k for k in settings}
+
+
+def setting_value(row: dict, name: str):
+    """The value of setting `name` in a row made with `setting_columns`, under whichever name it has there."""
+    return row[SETTING.format(name)] if SETTING.format(name) in row else row.get(name)
+
+
 def compare_runs(root: Path, run_dirs: list[Path] | None = None) -> list[dict]:
     """Rows for every run below `root` (or for `run_dirs` below it): latent size and width always, and the other
-    config fields that differ."""
+    config fields that differ (named apart from the metrics, `setting_columns`)."""
     runs = [run_row(d, Path(root)) for d in (find_runs(root) if run_dirs is None else run_dirs)]
     fields = dict.fromkeys(k for r in runs for k in r["config"] if k not in GEOMETRY)
     varying = [k for k in fields if k in ALWAYS_SHOWN or len({repr(r["config"].get(k)) for r in runs}) > 1]
+    named = setting_columns(varying, {k for r in runs for k in r if k != "config"})
     rows = []
     for r in runs:
         config = r.pop("config")
         rows.append({"run": r.pop("run"), "model": r.pop("model"), "data": r.pop("data"),
-                     **{k: config.get(k) for k in varying}, **r})
+                     **{named[k]: config.get(k) for k in varying}, **r})
     return rows
 
 
@@ -92,12 +106,13 @@ def table(rows: list[dict], title: str, names: list[str]) -> Table:
 
 
 def print_table(rows: list[dict], title: str, hide: tuple[str, ...] = ()) -> None:
-    """The rows on stdout as tables as wide as the terminal or, in a file or pipe (no width to fit), TABLE_WIDTH:
-    runs of several families a table each, with the columns its runs have; columns beyond the width in further
-    tables that repeat the first (the run). One table of every column was 618 columns wide in a batch log."""
-    console = Console()
-    if not console.is_terminal:
-        console = Console(width=TABLE_WIDTH)
+    """The rows on stdout as tables as wide as the terminal or, in a file or pipe (no width to fit), TABLE_WIDTH
+    (the console every command prints its results with): runs of several families a table each, with the columns
+    its runs have; columns beyond the width in further tables that repeat the first (the run). One table of every
+    column was 618 columns wide in a batch log."""
+    from gentool.cli.options import out_console
+
+    console = out_console()
     tables = list(_tables(rows, title, hide, console.width))
     for shown, block, names in tables:
         if len(tables) == 1:

@@ -81,12 +81,18 @@ def direction(metric: str) -> str:
 def config_rows(grid: dict, trials: list[dict], metric: str | None) -> list[dict]:
     """One row per configuration: its values, the seeds done, and for each metric its mean, std, min and max over
     those seeds (`trials` hold `values`, `status` and `final`: the merged final metrics); with `metric`, the
-    configuration's standing on it (best, within noise, or empty)."""
-    rows, spreads = [], []
-    for config, members in groups(grid, trials):
+    configuration's standing on it (best, within noise, or empty). A value is named apart from a metric column
+    of the same name (`setting_columns`)."""
+    from gentool.results import setting_columns
+
+    rows, spreads, found = [], [], groups(grid, trials)
+    metrics = {k for t in trials if t.get("status") == "done" for k, v in (t.get("final") or {}).items() if _number(v)}
+    taken = {"seeds", f"{metric}_vs_best", *(f"{m}{s}" for m in metrics for s in ("", "_std", "_min", "_max"))}
+    named = setting_columns(dict.fromkeys(a for config, _ in found for a in config), taken)
+    for config, members in found:
         done = [t for t in members if t.get("status") == "done"]
         names = dict.fromkeys(k for t in done for k, v in (t.get("final") or {}).items() if _number(v))
-        row = {**config, "seeds": len(done)}
+        row = {**{named[a]: v for a, v in config.items()}, "seeds": len(done)}
         for name in names:
             s = spread([(t.get("final") or {}).get(name) for t in done])
             row.update({name: s["mean"], f"{name}_std": s["std"], f"{name}_min": s["min"], f"{name}_max": s["max"]}

@@ -23,6 +23,7 @@ from gentool.checkpoint import (
 )
 from gentool.couplings import is_couplings
 from gentool.data import ImageData, load_dataset
+from gentool.datatypes import shape_differences, shape_text
 from gentool.device import PrecisionChoice, check_precision, prepare, seed_everything
 from gentool.precision import host_id
 from gentool.precision_check import check_run
@@ -234,6 +235,21 @@ def _seed_rank(seed: int, world: World, step: int) -> None:
         torch.manual_seed(seed * 1_000_003 + world.rank * 7_919 + step)
 
 
+def check_resumed_data(path: Path, ckpt, data, given: str) -> None:
+    """The data a run resumes on has the geometry its model was built for (and, for a class-conditional model, as
+    many classes); each side named as it is (the message gave the data's shape as a Python tuple, the
+    checkpoint's not at all)."""
+    want, got = tuple(ckpt.data["geometry"][k] for k in ("channels", "height", "width")), data.geometry.shape
+    trained_on = f"resume it on the data it was trained on ({ckpt.data.get('source')})"
+    if tuple(got) != want:
+        raise UsageError(f"--resume: {path} was trained on {shape_text(want)} images but --data {given} holds "
+                         f"{shape_text(got)} ones: {shape_differences(want, got)} differ; {trained_on}")
+    classes = ckpt.model.config.num_classes
+    if ckpt.model.conditional and data.geometry.num_classes != classes:
+        raise UsageError(f"--resume: {path} was trained on {classes} classes but --data {given} has "
+                         f"{data.geometry.num_classes}; {trained_on}")
+
+
 def resume_session(opts: TrainOptions, device: torch.device, precision: PrecisionChoice, world: World = SINGLE,
                    reporter: Reporter | None = None) -> Session:
     """Reopen a run from its checkpoint (opts.resume, chosen by `gentool.resume.plan`, which also filled in the
@@ -250,8 +266,7 @@ def resume_session(opts: TrainOptions, device: torch.device, precision: Precisio
         rundir.remove_stale_temporaries(ckpt_path.parent)
         rundir.restore_periodic(ckpt_path, ckpt.state)  # lost if a kill fell between last and epoch_NNNN
     data = _load_data(opts, type(ckpt.model), reporter)
-    if tuple(data.geometry.shape) != tuple(ckpt.data["geometry"][k] for k in ("channels", "height", "width")):
-        raise UsageError(f"--resume: data geometry {data.geometry.shape} differs from the checkpoint's")
+    check_resumed_data(ckpt_path, ckpt, data, opts.data)
     if world.main:  # more epochs name longer files (epoch_10000), a new --tensorboard DIR another folder
         steps = opts.epochs * -(-len(data) // (ckpt.model.config.batch_size * world.size))
         rundir.check_room(ckpt_path.parent, opts, steps, arg="--resume")

@@ -23,12 +23,12 @@ from pathlib import Path
 import gentool
 from gentool import fileio, links, rundir, seed_stats
 from gentool import schema as s
-from gentool.errors import GentoolError, UsageError
+from gentool.errors import GentoolError, UsageError, listed
 from gentool.fileio import atomic_write_json
 from gentool.guards import Interrupted, StopSignals
 from gentool.history import read_records
 from gentool.progress import Reporter
-from gentool.results import final_metrics, write_results
+from gentool.results import final_metrics, setting_columns, write_results
 from gentool.api import train
 from gentool.evaluate_options import INCEPTION
 from gentool.sweep_options import MAX_TRIALS
@@ -148,9 +148,10 @@ def differences(manifest: dict, spec: SweepSpec) -> list[str]:
     grid, axes = manifest["grid"], spec.axes
     for name in dict.fromkeys([*grid, *axes]):
         if grid.get(name) != axes.get(name):
-            diffs.append(f"{name} values {grid.get(name) or 'not swept'} (now {axes.get(name) or 'not swept'})")
+            diffs.append(f"{name} values {listed(grid.get(name) or [], 20) or 'not swept'} (now "
+                         f"{listed(axes.get(name) or [], 20) or 'not swept'})")
     if not diffs and list(grid) != list(axes):
-        diffs.append(f"axis order {list(grid)} (now {list(axes)})")
+        diffs.append(f"axis order {listed(grid, 20)} (now {listed(axes, 20)})")
     return diffs
 
 
@@ -367,9 +368,14 @@ def run_in_process(sweep_dir: Path, indices: list[int], runtime: dict, make_repo
 
 
 def result_rows(manifest: dict) -> list[dict]:
-    """One row per trial: index, values, status, epochs, final metrics, error and run directory."""
-    return [{"trial": t["index"], **t["values"], "status": t["status"], "epochs": t.get("epochs", 0),
-             **trial_metrics(t), "error": t.get("error"), "run_dir": t["run_dir"]} for t in manifest["trials"]]
+    """One row per trial: index, values, status, epochs, final metrics, error and run directory (a value named
+    apart from a metric of the same name, `setting_columns`)."""
+    trials = manifest["trials"]
+    rows = [{"trial": t["index"], "status": t["status"], "epochs": t.get("epochs", 0), **trial_metrics(t),
+             "error": t.get("error"), "run_dir": t["run_dir"]} for t in trials]
+    named = setting_columns(dict.fromkeys(a for t in trials for a in t["values"]), {k for r in rows for k in r})
+    return [{"trial": r.pop("trial"), **{named[a]: v for a, v in t["values"].items()}, **r}
+            for t, r in zip(trials, rows)]
 
 
 def report(sweep_dir: Path, metric: str | None = None) -> dict:

@@ -105,7 +105,7 @@ def test_npz_and_png_folder_score_alike(invoke, vae_run, mnist_root, tmp_path):
     (["--split", "valid"], "--split"),
     (["--n", "5"], "--n"),
     (["--metrics", "vae"], "--metrics"),
-    (["--data", "cifar10"], "SOURCE: images are 1x28x28"),
+    (["--data", "cifar10"], "x.npz holds grey 28×28 (1×28×28) images but --data cifar10 holds colour 32×32"),
     (["--data", "imagenet"], "--data"),
     (["--intervals", "-1"], "--intervals"),
     (["--level", "2"], "--level"),

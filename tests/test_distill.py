@@ -192,10 +192,12 @@ def test_the_couplings_line_says_how_many_are_drawn(teacher, tmp_path):
     assert result.exit_code == 0, result.output
     assert ("couplings: drawing 64 (in parts of 32; 48 asked for, the rest kept for a later student)"
             in result.output)
+    line = next(line for line in result.output.splitlines() if line.startswith("couplings: drawing"))
+    assert "{" not in line and "(flow: steps " in line  # the teacher's sampler in words, not a Python dict
 
 
 @pytest.mark.parametrize("pairs, done, said", [
-    (32, 0, "drawing 32 (32 asked for)"),
+    (32, 0, "drawing 32"),  # nothing but what was asked for: no "(32 asked for)"
     (70, 1, "drawing 64 more (in parts of 32; 70 asked for, 32 drawn before, the rest kept for a later student)"),
 ])
 def test_the_couplings_line_says_what_was_drawn_before(pairs, done, said):

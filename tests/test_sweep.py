@@ -72,7 +72,7 @@ def test_sweep_runs_resumes_and_refuses_another_grid(invoke, mnist_root, tmp_pat
 
     changed = invoke(*sweep_args(mnist_root, out, "--latent-dim", "2,4", "--width", "0.25,0.5"))
     assert changed.exit_code == 2
-    assert "different sweep" in changed.output and "latent_dim values [2, 3] (now [2, 4])" in changed.output
+    assert "different sweep" in changed.output and "latent_dim values 2 and 3 (now 2 and 4)" in changed.output
 
 
 def test_list_and_trial_by_trial_match_a_whole_run(invoke, mnist_root, tmp_path):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from rich.console import Console
-from rich.table import Table
 
 from gentool.cli import options as o
 from gentool.evaluate_options import EvalOptions
@@ -68,7 +67,7 @@ def render(result: dict, console: Console) -> None:
     weights = f" ({result['weights']} weights)" if result.get("weights") == "ema" else ""
     title = (f"{o.escape(result['source'])}{weights} vs {o.escape(result['data'])} {result['split']} · "
              f"N={result['n']:,} · seed {result['seed']}")
-    table = Table("metric", "value", "meaning", title=title)
+    table = o.table("metric", "value", "meaning", title=title)
     for key, (label, meaning) in ROWS.items():
         if key in result["metrics"]:
             table.add_row(label, _value(key, result["metrics"]), meaning)

@@ -30,7 +30,6 @@ def models(
     """List the models (built-ins and installed plugins), where each comes from, what it is, and the sampler
     settings each one declares, with their defaults (--sampler NAME=VALUE sets any; read from the models' source,
     or with --check from the models themselves)."""
-    from rich.table import Table
 
     from gentool.plugin_check import IMPORT_SECONDS, watchdog
     from gentool.registry import describe_models
@@ -43,8 +42,8 @@ def models(
         o.print_json([{"name": e.name, "source": e.source, "description": e.description,
                        **({"sampler_settings": e.sampler_settings and list(e.sampler_settings)} if check else {})} for e in entries])
         return
-    table = Table("model", "source", "description", "sampler settings (sample/evaluate/train)",
-                  title="registered models")
+    table = o.table("model", "source", "description", "sampler settings (sample/evaluate/train)",
+                    title="registered models")
     for e in entries:
         table.add_row(e.name, e.source, e.description, sampler_line(e.sampler_settings))
     o.out_console().print(table)

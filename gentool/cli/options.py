@@ -8,6 +8,7 @@ import functools
 import inspect
 import json
 import os
+import re
 import signal
 import sys
 import typing
@@ -187,19 +188,61 @@ OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace existin
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")]
 
 
-UNWRAPPED = 100_000  # the width of a console that is not a terminal: its lines are never wrapped
+UNWRAPPED = 100_000  # the width of stderr when it is not a terminal: its one-line messages are never wrapped
 
 
 def _console(stderr: bool):
     from rich.console import Console
 
-    from gentool.environment import columns
+    from gentool.environment import TABLE_WIDTH, columns
 
     # A COLUMNS rich would misread ('١٢' as 12) or that is no width is left out (app warns about it once)
     width = _terminal_width(stderr) if columns() is not None else None
     console = Console(stderr=stderr, width=width)
+    if console.is_terminal:
+        return console
     # rich wraps at 80 columns when the stream is a file or pipe, which splits paths and breaks grep in scripts
-    return console if console.is_terminal else Console(stderr=stderr, width=UNWRAPPED)
+    return Console(stderr=True, width=UNWRAPPED) if stderr else _file_console(TABLE_WIDTH)
+
+
+def _file_console(width: int):
+    """stdout in a file or pipe: `width` columns, not rich's 80 nor unbounded (the models table was 651 columns
+    wide in a file, evaluate's 191); tables fit it, and lines wrap between words (`_wrapped`)."""
+    from rich.console import Console
+    from rich.text import Text
+
+    class FileConsole(Console):
+        def print(self, *objects, sep=" ", end="\n", markup=None, highlight=None, **kwargs):
+            if not all(isinstance(x, (str, Text)) for x in objects):  # a table: rich fits it to the width
+                return super().print(*objects, sep=sep, end=end, markup=markup, highlight=highlight, **kwargs)
+            plain = sep.join(x.plain if isinstance(x, Text) else self.render_str(x, markup=markup).plain
+                             for x in objects)  # rich's own wrapping would split a long word (a path) or cut it
+            lines = [part for line in plain.split("\n") for part in _wrapped(line, width)]
+            return super().print(Text("\n".join(lines)), end=end, soft_wrap=True)
+
+    return FileConsole(width=width)
+
+
+def _wrapped(line: str, width: int) -> list[str]:
+    """`line` wrapped between words within `width` columns, continuation lines indented as the first; a label
+    ("checkpoint:") kept with the word after it. A line holding a labelled value wider than that (a long path) is
+    left whole: split, its label would stand apart from the path scripts read after it."""
+    import textwrap
+
+    bound = re.sub(r"(?<=\S:) (?=\S)", "\u00a0", line)  # textwrap breaks at ASCII whitespace only
+    if any(len(word) > width for word in bound.split()):
+        return [line]
+    indent = line[:len(line) - len(line.lstrip())]
+    parts = textwrap.wrap(bound, width, break_long_words=False, break_on_hyphens=False, subsequent_indent=indent)
+    return [part.replace("\u00a0", " ") for part in parts] or [""]
+
+
+def table(*headers: str, title: str):
+    """A rich table of these columns for `out_console`: its cells wrap between words and fold a word wider than
+    its column (rich's default cuts it to "…", losing a value), so that the table fits the width it is given."""
+    from rich.table import Column, Table
+
+    return Table(*(Column(h, overflow="fold") for h in headers), title=title)
 
 
 def _terminal_width(stderr: bool) -> int:

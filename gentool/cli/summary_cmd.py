@@ -8,7 +8,6 @@ from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
 from gentool import rundir
 from gentool.cli import options as o
@@ -43,7 +42,8 @@ def render(summary: dict, console: Console) -> None:
     from gentool.summary import shape_text
 
     for name, net in summary["networks"].items():
-        table = Table("layer", "type", "output shape", "params", title=f"{summary['model']} · {name} ({summary['preset']})")
+        table = o.table("layer", "type", "output shape", "params",
+                        title=f"{summary['model']} · {name} ({summary['preset']})")
         for row in net["layers"]:
             table.add_row(row["name"], row["type"], shape_text(row["output_shape"]), f"{row['params']:,}")
         table.add_section()

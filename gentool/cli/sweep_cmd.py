@@ -41,8 +41,10 @@ def show_trials(spec: sw.SweepSpec, json_out: bool) -> None:
         if diffs:
             raise UsageError(f"--out: {spec.out} holds a different sweep: {'; '.join(diffs)}")
         trials = manifest["trials"]
-    rows = [{"trial": t["index"], **t["values"], "status": t["status"], "run_dir": str(spec.out / t["run_dir"])}
-            for t in trials]
+    axes = dict.fromkeys(a for t in trials for a in t["values"])
+    named = results.setting_columns(axes, {"trial", "status", "run_dir"})
+    rows = [{"trial": t["index"], **{named[a]: v for a, v in t["values"].items()}, "status": t["status"],
+             "run_dir": str(spec.out / t["run_dir"])} for t in trials]
     if json_out:
         o.print_json(rows)
     else:
@@ -141,7 +143,7 @@ def show_report(report: dict, json_out: bool) -> None:
     results.print_table(rows, f"sweep {report['sweep_dir']}", hide=hide)
     if report.get("by_config"):
         results.print_table(*config_table(report["by_config"], report.get("metric")))
-    print("written: " + ", ".join(report["files"]))
+    o.out_console().print("written: " + ", ".join(report["files"]), markup=False, highlight=False)
 
 
 def config_table(rows: list[dict], metric: str | None) -> tuple[list[dict], str]:

@@ -23,7 +23,7 @@ from gentool.metrics.fid_kid import (fid_by_sample_count, frechet_distance, gaus
 from gentool.metrics.intervals import Bootstrap, IntervalPlan
 from gentool.metrics.manifold import class_histogram, membership, mode_coverage
 from gentool.metrics.pretext import CLASS_METRICS, DESCRIPTION, NO_CLASSES
-from gentool.metrics.reference import Reference, reference_geometry, resolve_reference
+from gentool.metrics.reference import Reference, own_shape, reference_geometry, resolve_reference
 from gentool.metrics.sources import Source, check_geometry, open_source
 from gentool.metrics.stats import ImageStats, real_stats, stream_stats
 from gentool.progress import Reporter
@@ -195,7 +195,7 @@ def evaluate(req: EvalOptions, reporter: Reporter | None = None) -> dict:
                          "folder of images")
     reference = _reference(data, req).sized_for(source.shape)  # a folder: at the size the model was trained at
     wanted, class_notes = _class_plan(wanted, req, reference, explicit=req.metrics.strip().lower() != "all")
-    check_geometry(source, reference_geometry(reference).shape, reference.name)
+    check_geometry(source, reference_geometry(reference).shape, reference.spec, own_shape(reference))
     count = source.count(req.n)
     if count < MIN_N:
         raise UsageError(f"SOURCE: {source.path} holds {count} images; evaluation needs at least {MIN_N}")

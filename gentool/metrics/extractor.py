@@ -31,7 +31,7 @@ import gentool
 from gentool import fileio, schema
 from gentool.cache import cache_dir, prepare_entry, set_aside
 from gentool.data import Geometry, ImageData, batches
-from gentool.errors import UsageError
+from gentool.errors import UsageError, dims
 from gentool.fileio import atomic_write_bytes
 from gentool.metrics.pretext import CLASSES, KIND, ROTATION, TASKS, TURNS, rotate, rotation_batch
 from gentool.metrics.reference import Reference, reference_geometry
@@ -335,7 +335,7 @@ def load_extractor(path: Path, device: torch.device | str = "cpu", recipe: Recip
             raise ValueError(f"its recipe is not recipe {recipe.hash}")
         saved = Geometry(**meta["geometry"])
         if geometry is not None and saved.shape != geometry.shape:
-            raise ValueError(f"it is for {saved.shape} images, not {geometry.shape}")
+            raise ValueError(f"it is for {dims(saved.shape)} images, not {dims(geometry.shape)}")
         net = FeatureNet(Recipe(**fields), saved, meta["num_classes"])
         expected = net.state_dict()
         odd = sorted(set(f.keys()) ^ set(expected))

@@ -119,6 +119,15 @@ class Reference:
         return [root] if root.exists() else []
 
 
+def own_shape(reference: Reference) -> tuple[int, int, int]:
+    """The C×H×W of the reference's images as its files have them, for messages: a folder decoded at a model's
+    size (`Reference.sized_for`) by its own size; the decoded one where its images have several."""
+    try:
+        return peek_geometry(str(reference.train_folder or reference.spec)).shape
+    except UsageError:
+        return reference_geometry(reference).shape
+
+
 def reference_geometry(reference: Reference):
     """The geometry of the reference's images as it is loaded (a folder: at its image size, when set)."""
     return peek_geometry(str(reference.train_folder or reference.spec), reference.image_size)

@@ -17,7 +17,8 @@ import numpy.lib.format as npy
 import torch
 
 from gentool.checkpoint import Checkpoint, load_checkpoint
-from gentool.errors import GentoolError, UsageError
+from gentool.datatypes import shape_differences, shape_text
+from gentool.errors import GentoolError, UsageError, dims
 from gentool.fileio import read_regular
 from gentool.paths import check_input_file
 from gentool.images import ImageError, image_pixels, is_grey, open_image, to_uint8
@@ -176,14 +177,14 @@ class NpzImages:
         if fortran:
             raise UsageError(f"{where} is stored in Fortran order; expected a C-ordered N×H×W×C array")
         if len(shape) not in (3, 4) or shape[0] < 1 or (len(shape) == 4 and shape[3] not in (1, 3)):
-            raise UsageError(f"{where} has shape {tuple(shape)}; expected N×H×W×C with N ≥ 1 and C = 1 or 3")
+            raise UsageError(f"{where} has shape {dims(shape)}; expected N×H×W×C with N ≥ 1 and C = 1 or 3")
         if shape[0] > MAX_NPZ_IMAGES or not all(1 <= s <= MAX_SIDE for s in shape[1:3]):
-            raise UsageError(f"{where} claims shape {tuple(shape)}; at most {MAX_NPZ_IMAGES:,} images of at most "
+            raise UsageError(f"{where} claims shape {dims(shape)}; at most {MAX_NPZ_IMAGES:,} images of at most "
                              f"{MAX_SIDE}x{MAX_SIDE} pixels are read")
         offset = member.tell()
         size = int(np.prod(shape))
         if self.info.file_size != offset + size:
-            raise UsageError(f"{where} claims shape {tuple(shape)} ({size:,} bytes) but its data are "
+            raise UsageError(f"{where} claims shape {dims(shape)} ({size:,} bytes) but its data are "
                              f"{self.info.file_size - offset:,} bytes; the file is damaged")
         return tuple(shape), offset
 
@@ -232,9 +233,17 @@ def _open_folder(path: Path) -> Source:
     return Source(path, "folder", shape, files=files)
 
 
-def check_geometry(source: Source, expected: tuple[int, int, int], data_name: str) -> None:
-    """The source's images must have the reference data's geometry."""
-    if tuple(source.shape) != tuple(expected):
-        got, want = "x".join(map(str, source.shape)), "x".join(map(str, expected))
-        raise UsageError(f"SOURCE: images are {got} (C×H×W) but {data_name} images are {want}; "
-                         f"pass --data for the data set these images imitate")
+def check_geometry(source: Source, expected: tuple[int, int, int], data: str, native=None) -> None:
+    """The source's images must have the geometry of the reference data's, `expected` (a folder at the size a
+    checkpoint's model draws: `Reference.sized_for`), named `data` in the message. Each side is named as it is:
+    `native`, the folder's own geometry, rather than the size it would have been decoded to (a grey model against
+    a folder of colour 32×32 images said the folder's were 3×28×28)."""
+    if tuple(source.shape) == tuple(expected):
+        return
+    side = ("SOURCE: {} draws {} images" if source.kind == "checkpoint" else "SOURCE: {} holds {} images").format(
+        source.path, shape_text(source.shape))
+    theirs = shape_text(native or expected)
+    hint = (f"give the --data it was trained on ({source.data_spec})" if source.data_spec else
+            "give the --data these images imitate")
+    raise UsageError(f"{side} but --data {data} holds {theirs} ones: {shape_differences(source.shape, expected)} "
+                     f"differ; {hint}")

@@ -18,6 +18,7 @@ import torch
 import gentool
 from gentool import fileio, schema
 from gentool.cache import prepare_entry, set_aside
+from gentool.errors import dims
 from gentool.fileio import atomic_write_bytes, atomic_write_json
 from gentool.metrics.distances import (SWD_PROJECTIONS, SWD_SEED, pixel_histogram, pixel_moments, project,
                                        projection_directions)
@@ -147,7 +148,7 @@ def cached_array(archive: zipfile.ZipFile, key: str, shape: tuple[int, ...]) -> 
         version = npy.read_magic(member)
         stored, fortran, dtype = (npy.read_array_header_1_0 if version == (1, 0) else npy.read_array_header_2_0)(member)
         if tuple(stored) != shape or fortran or dtype.kind != "f" or dtype.itemsize not in (4, 8):
-            raise ValueError(f"{key} is {dtype} {tuple(stored)}; expected float {shape}")
+            raise ValueError(f"{key} is {dtype} {dims(stored)}; expected float {dims(shape)}")
         data = bytearray(int(np.prod(shape)) * dtype.itemsize)  # writable, like np.load's arrays
         got = member.readinto(data)
     if got != len(data):

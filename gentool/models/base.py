@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from gentool.device import FP32, Amp
-from gentool.errors import SAMPLER, ConfigError, UsageError, bad_setting
+from gentool.errors import SAMPLER, ConfigError, UsageError, bad_setting, dims, listed
 from gentool.models.fields import GEOMETRY_FIELDS, MAX_LATENT  # noqa: F401 (MAX_LATENT: the families check it)
 MAX_CLASSES = 1000
 MAX_INT = 10**9  # any other integer setting
@@ -156,7 +156,7 @@ class ModelConfig:
         valid = {f.name for f in fields(cls)}
         unknown = set(data) - valid
         if unknown:
-            raise UsageError(f"checkpoint: config has unknown fields {sorted(unknown)} for {cls.__name__}")
+            raise UsageError(f"checkpoint: config has unknown fields {listed(sorted(unknown))} for {cls.__name__}")
         defaults = cls()
         return cls(**{k: _coerce(k, v, getattr(defaults, k)) for k, v in data.items()})
 
@@ -362,8 +362,8 @@ class GenerativeModel(nn.Module):
                                         f"class", section=SAMPLER)
         settings = self.sample_settings(settings)
         if latents is not None and tuple(latents.shape) != (n, *self.latent_shape):
-            raise ValueError(f"latents of shape {tuple(latents.shape)} for {n} samples of {self.name}, whose latent "
-                             f"shape is {self.latent_shape}")
+            raise ValueError(f"latents of shape {dims(latents.shape)} for {n} samples of {self.name}, whose latent "
+                             f"shape is {dims(self.latent_shape)}")
         z = self.sample_latent(n, generator) if latents is None else latents
         if labels is None:
             labels = self.sample_labels(n, generator)

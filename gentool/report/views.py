@@ -15,7 +15,7 @@ from gentool import seed_stats
 from gentool import sweep as sw
 from gentool.history import is_partial
 from gentool.report.readers import Picture, is_number, picture
-from gentool.results import compare_runs, final_metrics
+from gentool.results import compare_runs, final_metrics, setting_value
 from gentool.summary import shape_text
 
 # The sections of every run, in page order: (id suffix, heading). The table of contents is built from this list
@@ -314,7 +314,8 @@ def config_view(grid: dict, trials: list[dict], metric: str | None) -> dict:
     axes = [a for a in grid if a != seed_stats.SEED]
     means = [k[:-len("_std")] for k in dict.fromkeys(k for r in rows for k in r) if k.endswith("_std")]
     standing = f"{metric}_vs_best"
-    body = [[cell(", ".join(f"{a}={fmt(r[a])}" for a in axes) or "all"), cell(r["seeds"]), cell(r.get(standing) or ""),
+    body = [[cell(", ".join(f"{a}={fmt(setting_value(r, a))}" for a in axes) or "all"), cell(r["seeds"]),
+             cell(r.get(standing) or ""),
              *(cell(f"{seed_stats.shown(r, m)} ({fmt(r.get(m + '_min'))}–{fmt(r.get(m + '_max'))})") for m in means)]
             for r in rows]
     return table(f"Results by configuration: {seed_stats.SPREAD}, with the minimum–maximum in brackets; the third "
