@@ -83,3 +83,24 @@ def test_evaluate_statistics_behind_a_link_without_sidecar_are_computed_again(tm
     assert np.array_equal(again.features, good.features)
     assert np.array_equal(real_stats(extractor, reference, "test").features, good.features)  # from the cache
     assert precious.read_text() == "the user's\n" and npz.is_file() and not npz.is_symlink()
+
+
+@pytest.mark.parametrize("variable,command", [
+    ("GENTOOL_RUNS", ["train", "vae", "--data", "mnist-sample"]),
+    ("GENTOOL_SWEEPS", ["sweep", "vae", "--data", "mnist-sample", "--latent-dim", "2,3"])])
+@pytest.mark.parametrize("what", ["file", "pipe", "inside a file"])
+def test_a_runs_or_sweeps_variable_that_is_no_folder_is_named_not_out(tmp_path, monkeypatch, invoke, variable,
+                                                                      command, what):
+    precious = user_file(tmp_path)
+    pipe = tmp_path / "pipe"
+    os.mkfifo(pipe)
+    monkeypatch.setenv(variable, str({"file": precious, "pipe": pipe, "inside a file": precious / "runs"}[what]))
+    result = invoke(*command, "--epochs", "1", "--limit", "64")
+    assert result.exit_code == 2, result.output
+    assert result.stderr.startswith(f"error: {variable}: got ") and "--out" not in result.stderr, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and precious.read_text() == "the user's\n"
+
+
+def test_summary_names_only_its_own_options_for_a_model_too_large(invoke):
+    result = invoke("summary", "mlp-wgan-gp", "--width", "64")
+    assert result.exit_code == 2 and result.stderr.startswith("error: --width/--latent-dim: mlp-wgan-gp"), result.stderr
