@@ -58,8 +58,20 @@ def folder(name: str, what: str) -> Path | None:
 
 
 def runs_folder() -> Path | None:
-    """$GENTOOL_RUNS, checked (`folder`): read when a run starts with no --out, and by `train`'s option checks."""
-    return folder(RUNS_ENV, "the folder new runs go in")
+    """$GENTOOL_RUNS, checked (`home_folder`): read when a run starts with no --out, and by `train`'s option checks."""
+    return home_folder(RUNS_ENV, "the folder new runs go in")
+
+
+def home_folder(name: str, what: str) -> Path | None:
+    """$`name` checked as `folder` does, and refused, naming the variable, when the nearest part of it that exists is
+    not a folder (a file or a named pipe): the run or sweep folder made inside it would be refused as --out's, an
+    option the user never gave."""
+    path = folder(name, what)
+    there = next((p for p in (path, *path.parents) if os.path.lexists(p)), None) if path else None
+    if there is not None and not os.path.isdir(there):
+        inside = "" if there == path else f" ({there} is not a folder)"
+        raise bad_value(name, clipped(str(path)), f"{what}: a folder, or a path where one can be made{inside}")
+    return path
 
 
 def columns(environ=None) -> str | None:

@@ -199,7 +199,11 @@ def build_entry(entry: Path, key: str, listing: Listing, headers: list[Header], 
     reporter.message(f"cached the decoded images ({gib(n * int(np.prod(geometry.shape)))}) in {entry}; later runs "
                      f"read them from there while the folder's files are unchanged")
     _prune(entry, meta)
-    return open_entry(entry, key, Reporter())
+    opened = open_entry(entry, key, Reporter(), len(listing.files))
+    if opened is None:  # its own checks refused what it just wrote: never a None handed on (an AttributeError)
+        raise GentoolError(f"--data: the decoded images cached in {entry} do not read back; they were moved aside "
+                           f"in {entry.parent}")
+    return opened
 
 
 def open_entry(entry: Path, key: str, reporter: Reporter, most: int | None = None) -> ImageData | None:

@@ -17,6 +17,7 @@ from pathlib import Path
 from gentool.datatypes import IMAGE_SUFFIXES, Geometry
 from gentool.errors import UsageError
 from gentool.images import ImageError, is_grey, open_image
+from gentool.models.fields import MAX_SIDE
 
 HOLDOUT_EVERY = 10  # a folder with no test/ sibling holds out every 10th image of each class
 MEMORY_SHARE = 0.5  # the decoded images may take at most this share of the machine's memory
@@ -214,7 +215,8 @@ def reason(message: str) -> tuple[str, str]:
 
 def plan_geometry(listing: Listing, headers: list[Header], image_size: int | None) -> Geometry:
     """The geometry every image is decoded to: image_size² (or the one size all share), grey when most images are
-    grey, else colour. Refuses mixed sizes without image_size, and decoded images beyond the memory bound."""
+    grey, else colour. Refuses mixed sizes without image_size, decoded images beyond the memory bound, and sides
+    beyond MAX_SIDE (what a checkpoint records, and what the decoded cache reads back)."""
     if not headers:
         raise nothing_usable(listing)
     channels = 1 if 2 * sum(h.grey for h in headers) > len(headers) else 3
@@ -232,6 +234,9 @@ def plan_geometry(listing: Listing, headers: list[Header], image_size: int | Non
         raise UsageError(f"--data: {len(headers):,} images of {channels}x{height}x{width} pixels decode to "
                          f"{need / 2**30:.2f} GiB; at most {bound / 2**30:.2f} GiB ({MEMORY_SHARE:.0%} of this "
                          f"machine's memory) are decoded; pass a smaller --image-size or --limit N")
+    if max(width, height) > MAX_SIDE:  # what a checkpoint records and the decoded cache reads back: refused before
+        raise UsageError(f"--data: the images in {listing.root} are {width}x{height} pixels; at most {MAX_SIDE} "
+                         f"pixels a side are decoded; pass --image-size S to decode them to SxS (centre-cropped)")
     return Geometry(channels, height, width, len(listing.classes))
 
 

@@ -82,13 +82,13 @@ def count_parameters(cls: type, config) -> int:
     return sum(t.numel() for t in [*model.parameters(), *model.buffers()] if t.is_floating_point())
 
 
-def check_size(cls: type, config, batch_size: int | None = None) -> int:
+def check_size(cls: type, config, batch_size: int | None = None, options: str = "--width/--latent-dim/--param") -> int:
     """Refuse, before any weight is allocated, a model whose settings make it larger than MAX_PARAMETERS and, given
     the batch size it trains with, one whose layer outputs for a batch would not fit in the memory bound; returns
-    its parameter count."""
+    its parameter count. `options` names the command's options that set the size (summary has no --param)."""
     count = count_parameters(cls, config)
     if count > MAX_PARAMETERS:
-        raise UsageError(f"--width/--latent-dim/--param: {cls.name} with these settings has {count:,} parameters "
+        raise UsageError(f"{options}: {cls.name} with these settings has {count:,} parameters "
                          f"({count * 4 / 2**30:.1f} GiB of fp32 weights); expected settings giving at most "
                          f"{MAX_PARAMETERS:,}")
     per_image = activation_elements(cls, config) if batch_size else None

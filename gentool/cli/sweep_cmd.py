@@ -25,9 +25,9 @@ def default_out(model: str, data: str) -> Path:
     """$GENTOOL_SWEEPS (else sweeps)/<model>-<data>: the same command finds the same folder again, so re-running it
     resumes."""
     name = Path(data).name if Path(data).expanduser().is_dir() else data.lower()
-    from gentool.environment import folder
+    from gentool.environment import home_folder
 
-    return (folder(SWEEPS_ENV, "the folder new sweeps go in") or Path("sweeps")) / f"{model}-{name}"
+    return (home_folder(SWEEPS_ENV, "the folder new sweeps go in") or Path("sweeps")) / f"{model}-{name}"
 
 
 def show_trials(spec: sw.SweepSpec, json_out: bool) -> None:
