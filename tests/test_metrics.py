@@ -279,7 +279,7 @@ def test_other_bad_sources(tmp_path):
         open_source(str(tmp_path / "empty"))
     grey = open_source(str(_npz(tmp_path, np.zeros((3, 28, 28), np.uint8))))
     assert grey.shape == (1, 28, 28)
-    with pytest.raises(UsageError, match="SOURCE: images are 1x28x28 .* cifar10 images are 3x32x32"):
+    with pytest.raises(UsageError, match=r"SOURCE: .* holds grey 28×28 \(1×28×28\) images but --data cifar10 holds colour 32×32 \(3×32×32\)"):
         check_geometry(grey, (3, 32, 32), "cifar10")
 
 
