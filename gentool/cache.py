@@ -4,14 +4,13 @@ where it is, and what happens to an entry found damaged: it is moved aside, neve
 from __future__ import annotations
 
 import os
-import stat
 import warnings
 from pathlib import Path
 
 from gentool import environment
 from gentool.errors import UsageError
-from gentool.fileio import cause, kind_of, make_dirs, temporary_name
-from gentool.links import check_no_links, link_kind, own
+from gentool.fileio import cause, make_dirs, temporary_name, what_stands
+from gentool.links import check_no_links, own
 from gentool.paths import write_probe
 
 
@@ -65,9 +64,8 @@ def prepare_entry(*files: Path) -> None:
     aside (the link itself renamed, never what it leads to), not a refusal on every later run."""
     folder = make_dirs(files[0].parent)
     for path in files:  # a link or a pipe where the entry goes (its sidecar gone or stale, so never read): damage
-        mode = os.lstat(path).st_mode if os.path.lexists(path) else stat.S_IFREG
-        kind = link_kind(path) or ("" if stat.S_ISREG(mode) else kind_of(mode))
-        if kind:
+        kind = what_stands(path) if os.path.lexists(path) else "a regular file"
+        if kind != "a regular file":
             set_aside(path, f"it is {kind}, not a file gentool wrote")
     longest = max((temporary_name(f.name) for f in files), key=len)
     try:

@@ -66,20 +66,14 @@ def parts_done(folder: Path, arg: str = "--data") -> int:
     """How many parts, from the first, are complete (each is written atomically: present means whole). Anything
     else by a part's name (a link, a folder, a pipe, a device) is refused in one line naming it: counted as not
     drawn, it would be drawn over, and a link would be read as a part gentool wrote."""
+    from gentool.fileio import what_stands
+
     k, mode = _regular_parts(folder)
     if mode is not None:
         path = part_path(folder, k)
-        raise UsageError(f"{arg}: {path} is {_what_is(path, mode)}, not a couplings part gentool wrote (a regular "
+        raise UsageError(f"{arg}: {path} is {what_stands(path)}, not a couplings part gentool wrote (a regular "
                          f"file); move it away")
     return k
-
-
-def _what_is(path: Path, mode: int) -> str:
-    """What stands at `path` (not a regular file): 'a symbolic link (to …)', 'a named pipe', 'a directory', …"""
-    from gentool.fileio import kind_of
-    from gentool.links import link_kind
-
-    return link_kind(path) or kind_of(mode)
 
 
 def _regular_parts(folder: Path) -> tuple[int, int | None]:
@@ -188,8 +182,10 @@ def usable_parts(folder: Path, manifest: dict) -> int:
             return 0
     done, special = _regular_parts(folder)
     if special is not None:  # the user's folder for train --data refuses it; distill's own cache moves it aside
+        from gentool.fileio import what_stands
+
         path = part_path(folder, done)
-        set_aside(path, f"it is {_what_is(path, special)}, not a couplings part gentool wrote")
+        set_aside(path, f"it is {what_stands(path)}, not a couplings part gentool wrote")
     for k in range(done):
         try:
             tensors = _read_part(part_path(folder, k), manifest, "RUN", manifest["part"])

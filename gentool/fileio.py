@@ -58,6 +58,12 @@ def kind_of(mode: int) -> str:
     return next((kind for test, kind in _KINDS if test(mode)), "a regular file")
 
 
+def what_stands(path: str | os.PathLike) -> str:
+    """What stands at `path` (which exists), link or not, as a phrase: 'a symbolic link (to …)', 'a hard link (…)',
+    'a named pipe', 'a directory', …, 'a regular file'."""
+    return link_kind(path) or kind_of(os.lstat(path).st_mode)
+
+
 # --- reading: regular files only ---------------------------------------------------------------------------------
 
 class NotRegular(OSError):

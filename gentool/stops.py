@@ -11,6 +11,7 @@ import os
 import signal
 
 WORDS = {signal.SIGINT: "interrupted", signal.SIGTERM: "terminated", signal.SIGHUP: "hung up"}
+STOPS = tuple(WORDS)  # each ends a command in one line: 130, 143, 129
 
 
 class Terminated(KeyboardInterrupt):

@@ -15,6 +15,8 @@ import threading
 from collections.abc import Callable
 from typing import TypeVar
 
+from gentool.stops import STOPS
+
 T = TypeVar("T")
 _PENDING: list["Pending"] = []
 
@@ -72,7 +74,7 @@ def run_pending() -> None:
 atexit.register(run_pending)
 
 
-HELD_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)  # turned into a clean-up (gentool.cli.on_sigint)
+HELD_SIGNALS = STOPS  # turned into a clean-up (gentool.cli.on_sigint)
 
 
 @contextlib.contextmanager

@@ -5,9 +5,8 @@ import os
 import signal
 import sys
 
-from gentool.stops import hangup_is_free, quiet_closed_terminal, stopped, word
+from gentool.stops import STOPS, hangup_is_free, quiet_closed_terminal, stopped, word
 
-STOPS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)  # each ends a command in one line: 130, 143, 129
 
 
 def _leave(signum, frame):
