@@ -14,7 +14,7 @@ import torch
 import torch.distributed as dist
 
 from gentool.device import Amp
-from gentool.distributed import World
+from gentool.distributed import World, leave
 from gentool.guards import GuardState, guard_optimizers
 from gentool.models.base import GenerativeModel
 
@@ -48,7 +48,7 @@ def run_rank(rank: int) -> str:
         dist.barrier()  # as gentool's training does: the ranks leave together, or gloo may abort the later one
         return f"skipped={skipped} halved={halved} moved={moved} same={bool(torch.equal(low, high))}"
     finally:
-        dist.destroy_process_group()
+        leave(World(rank, 2))  # gentool's own way out (it waits for gloo's threads; see distributed.leave)
 
 
 def _free_port() -> int:
