@@ -19,6 +19,7 @@ import torch
 import torch.distributed as dist
 
 from gentool.errors import GentoolError, bad_value
+from gentool.stops import said_if_slow
 
 
 @dataclass(frozen=True)
@@ -55,8 +56,33 @@ def join(device: torch.device) -> tuple[World, torch.device]:
     if not dist.is_initialized():
         # Rank 0 alone evaluates and draws figures between epochs (training a reference extractor the first time can
         # take long), while the others wait in the next collective: give them time.
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo", timeout=timedelta(hours=3))
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo", timeout=timedelta(hours=3),
+                                store=meet(world, os.environ), rank=world.rank, world_size=world.size)
     return world, device
+
+
+RENDEZVOUS_SECONDS = 600.0  # how long the ranks wait for each other at MASTER_ADDR:MASTER_PORT before giving up
+NOTICE_SECONDS = 5.0  # a wait longer than this is said on stderr
+
+
+def meet(world: World, environ) -> dist.Store:
+    """The ranks' meeting point (rank 0 holds it, the others connect), within RENDEZVOUS_SECONDS: torch's own waits
+    three hours (the process group's timeout) without a word when MASTER_ADDR does not resolve or rank 0 never
+    starts. A wait past NOTICE_SECONDS is said on stderr; the end of one is one line naming MASTER_ADDR/MASTER_PORT."""
+    addr, port = environ["MASTER_ADDR"].strip(), int(environ["MASTER_PORT"])
+    whom = f"rank 0 at {addr}:{port}" if world.rank else f"the other {world.size - 1} rank(s) to connect to {addr}:{port}"
+    try:
+        with said_if_slow(f"gentool: waiting for {whom} (rank {world.rank}, WORLD_SIZE={world.size}; up to "
+                          f"{RENDEZVOUS_SECONDS:g} s)…", NOTICE_SECONDS):
+            store = dist.TCPStore(addr, port, world.size, world.rank == 0,
+                                  timeout=timedelta(seconds=RENDEZVOUS_SECONDS))
+    except Exception as exc:  # noqa: BLE001 - torch's DistNetworkError, DistStoreError, RuntimeError alike
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        raise GentoolError(f"rank {world.rank} of WORLD_SIZE={world.size} could not meet the others at "
+                           f"MASTER_ADDR={addr} MASTER_PORT={port} within {RENDEZVOUS_SECONDS:g} s ({first}): check "
+                           f"that rank 0 runs and every rank can reach that address") from None
+    store.set_timeout(timedelta(hours=3))  # later waits (rank 0 evaluating between epochs) keep the group's timeout
+    return store
 
 
 MAX_RANKS = 1 << 16

@@ -23,6 +23,7 @@ from gentool.errors import GentoolError, UsageError, did_you_mean
 from gentool.fileio import read_regular
 from gentool.installed import entry_points  # importlib.metadata's, never blocked by a pipe there
 from gentool.plugin_exits import PluginEnded, no_exit
+from gentool.stops import said_if_slow
 
 ENTRY_POINT_GROUP = "gentool.models"
 # Each module registers its family with the decorator, exactly as a plugin package does.
@@ -179,11 +180,23 @@ def _watched(step: str | None):
     if _watch is not None:
         _watch(step)
     try:
-        with no_exit(step):
+        with no_exit(step), _slow_notice(step):
             yield
     finally:
         if _watch is not None:
             _watch(None)
+
+
+NOTICE_SECONDS = 5.0  # a plugin's step still running after this long is said on stderr (issue 26)
+
+
+def _slow_notice(step: str):
+    """One stderr line if `step` is still running after NOTICE_SECONDS: a plugin whose import hangs otherwise hangs
+    `train`, `summary`, … without a word. Without a watcher only: `models --check` has its own timeout and says it."""
+    if _watch is not None:
+        return contextlib.nullcontext()
+    return said_if_slow(f"gentool: still waiting for {step} after {NOTICE_SECONDS:g} s (Ctrl-C stops; `gentool "
+                        f"models --check --import-timeout SECONDS` names a plugin that hangs)", NOTICE_SECONDS)
 
 
 def get_entry(name: str) -> ModelEntry:

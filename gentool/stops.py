@@ -7,8 +7,11 @@ and the command then exits 128 + the signal (130, 143, 129) with its word on std
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
+import sys
+import threading
 
 WORDS = {signal.SIGINT: "interrupted", signal.SIGTERM: "terminated", signal.SIGHUP: "hung up"}
 STOPS = tuple(WORDS)  # each ends a command in one line: 130, 143, 129
@@ -80,3 +83,16 @@ def hangup_is_free() -> bool:
     handler has it. Under nohup (ignored) or a caller's own handler, it keeps what it was given."""
     handler = signal.getsignal(signal.SIGHUP)
     return handler is signal.SIG_DFL or getattr(handler, "gentool_stop", False)
+
+
+@contextlib.contextmanager
+def said_if_slow(line: str, seconds: float):
+    """Print `line` once on stderr if the block is still running after `seconds`: a wait on something outside
+    gentool (a plugin's import, the other ranks) would otherwise look like a hang without a word (issue 26)."""
+    timer = threading.Timer(seconds, lambda: print(line, file=sys.__stderr__, flush=True))
+    timer.daemon = True
+    timer.start()
+    try:
+        yield
+    finally:
+        timer.cancel()

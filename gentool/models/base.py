@@ -348,6 +348,25 @@ class GenerativeModel(nn.Module):
         lo, hi = self.pixel_range
         return images.float().mul_((hi - lo) / 255.0).add_(lo)
 
+    def _checked_images(self, images, n: int) -> torch.Tensor:
+        """The sampler's images for `n` codes, refused unless they are a float tensor N×C×H×W of the config's
+        geometry with finite values. Every consumer (sample, export, train's grids) draws through `generate`, so a
+        plugin's wrong sampler is caught here once rather than by whichever writer happens to notice (export used to
+        trace the wrong shape into its file and pass parity). Non-finite images are refused, not warned about: train
+        stops on non-finite losses for the same reason (uint8 conversion would write NaN as silent zeros)."""
+        c = self.config
+        want = (n, c.channels, c.image_height, c.image_width)
+        if not isinstance(images, torch.Tensor) or not images.is_floating_point():
+            what = f"a {images.dtype} tensor" if isinstance(images, torch.Tensor) else type(images).__name__
+            raise ValueError(f"{self.name}'s sampler returned {what}, not float images {dims(want)}")
+        if tuple(images.shape) != want:
+            raise ValueError(f"{self.name}'s sampler returned images of shape {dims(images.shape)}, not "
+                             f"{dims(want)} (the config's channels × image_height × image_width for {n} codes)")
+        if not bool(torch.isfinite(images).all()):
+            raise ValueError(f"{self.name}'s sampler returned non-finite images (NaN or inf); nothing is written "
+                             f"from them")
+        return images
+
     @torch.no_grad()
     def generate(self, n: int, generator: torch.Generator, labels: torch.Tensor | None = None, *,
                  latents: torch.Tensor | None = None, settings: dict | None = None,
@@ -375,7 +394,8 @@ class GenerativeModel(nn.Module):
                 chunk = z[start:start + batch_size].to(self.device)
                 y = None if labels is None else labels[start:start + batch_size].to(self.device)
                 with self.amp.autocast():
-                    out.append(self.sample_batch(chunk, y, settings, generator).float().cpu())
+                    images = self.sample_batch(chunk, y, settings, generator)
+                out.append(self._checked_images(images, len(chunk)).float().cpu())
             return torch.cat(out)
         finally:
             self.train(was_training)
