@@ -290,7 +290,8 @@ def atomic_open(path: str | os.PathLike):
     except OSError as exc:
         if removal:
             removal.run()
-        raise GentoolError(f"cannot write {path}: {cause(exc)}; the previous version is kept") from None
+        kept = "the previous version is kept" if os.path.lexists(path) else "nothing was written there"
+        raise GentoolError(f"cannot write {path}: {cause(exc)}; {kept}") from None
     except BaseException:
         if removal:
             removal.run()

@@ -198,9 +198,12 @@ def test_disk_full_during_save_keeps_the_previous_file(tmp_path, monkeypatch):
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(fileio.os, "fsync", full)
-    with pytest.raises(GentoolError, match="No space left on device"):
+    with pytest.raises(GentoolError, match="No space left on device.*the previous version is kept"):
         fileio.atomic_write_bytes(target, b"new contents")
     assert target.read_bytes() == b"previous"
+    assert [p.name for p in tmp_path.iterdir()] == ["last.safetensors"]
+    with pytest.raises(GentoolError, match="No space left on device; nothing was written there"):
+        fileio.atomic_write_bytes(tmp_path / "new.json", b"{}")  # no previous version to speak of
     assert [p.name for p in tmp_path.iterdir()] == ["last.safetensors"]
 
 
