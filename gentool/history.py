@@ -21,6 +21,7 @@ from pathlib import Path
 from types import MappingProxyType
 
 from gentool import schema as s
+from gentool.errors import GentoolError, UsageError
 from gentool.fileio import atomic_write_json
 from gentool.jsonvalues import null_nonfinite
 
@@ -170,7 +171,10 @@ class RunHistory:
         """The run's metrics.json at `path` cut back to its checkpoint (see `truncate`); None when it has none."""
         if not os.path.lexists(path):  # (a dangling link there is read, and named, not taken for no metrics.json)
             return None
-        history = cls.read(path, "--resume")
+        try:
+            history = cls.read(path, "--resume")
+        except GentoolError as exc:  # bad input, as a refused config.json there is: exit 2, not 1
+            raise UsageError(str(exc)) from None
         history.truncate(epoch, inside_epoch)
         return history
 

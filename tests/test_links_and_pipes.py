@@ -221,11 +221,13 @@ def test_named_pipe_image_in_a_training_folder(tmp_path, invoke, fifo):
         result.stderr, result.stderr
 
 
-def test_named_pipe_metrics_on_resume(trained, tmp_path, invoke, fifo):
+@pytest.mark.parametrize("name", ["metrics.json", "config.json"])
+def test_named_pipe_in_the_run_on_resume(trained, tmp_path, invoke, fifo, name):
+    """Either of the run's files refused alike: bad input named by --resume, exit 2 (metrics.json's was exit 1)."""
     run = copy_of(trained, tmp_path)
-    (run / "metrics.json").unlink()
-    fifo(run / "metrics.json")
-    one_line(invoke("train", "--resume", run, "--epochs", "2"), 1, "metrics.json", "named pipe")
+    (run / name).unlink()
+    fifo(run / name)
+    one_line(invoke("train", "--resume", run, "--epochs", "2"), 2, "--resume", name, "named pipe")
 
 
 def test_named_pipe_config_read_by_summary(tmp_path, invoke, fifo):
