@@ -338,6 +338,27 @@ def test_damaged_cached_statistics_are_set_aside_and_computed_again(cache):
         real_stats(extractor, reference, "test")
 
 
+@pytest.mark.parametrize("key, value, says", [("probs", -1.0, "probs"), ("pixel_hist", -5.0, "pixel_hist"),
+                                              ("pixel_moments", 1e12, "pixel_moments"),
+                                              ("projections", 1e6, "projections")])
+def test_cached_statistics_no_images_could_have_are_set_aside(cache, key, value, says):
+    """Finite but impossible values (negative counts, probabilities below 0) scored every later evaluate wrongly
+    without a word (attacker hour h26r): now damage, as NaN is."""
+    from gentool.metrics.extractor import get_extractor
+    from gentool.metrics.reference import resolve_reference
+    from gentool.metrics.stats import ARRAYS, real_stats
+
+    reference = resolve_reference("mnist-sample")
+    extractor = get_extractor(reference, torch.device("cpu"))
+    good = real_stats(extractor, reference, "test")
+    npz = next(cache.glob("*.test.npz"))
+    arrays = {k: getattr(good, k) for k in ARRAYS}
+    np.savez(npz, **{**arrays, key: np.full_like(arrays[key], value)})
+    with pytest.warns(UserWarning, match=f"damaged.*{says}.*moved to"):
+        again = real_stats(extractor, reference, "test")
+    assert np.array_equal(getattr(again, key), arrays[key])
+
+
 def test_a_damaged_precision_cache_is_set_aside(tmp_path):
     from gentool import precision
 

@@ -127,10 +127,36 @@ def read_cache_entry(npz_path: Path, json_path: Path, expected: dict, shapes) ->
         return None
     try:
         with fileio.open_regular(npz_path, follow=False) as f, zipfile.ZipFile(f) as archive:
-            return {k: cached_array(archive, k, shape) for k, shape in shapes(meta["n"]).items()}
+            arrays = {k: cached_array(archive, k, shape) for k, shape in shapes(meta["n"]).items()}
+        check_values(arrays, meta["n"])
+        return arrays
     except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, zlib.error) as exc:
         set_aside(npz_path, fileio.cause(exc))
         return None
+
+
+def check_values(arrays: dict[str, np.ndarray], n: int) -> None:
+    """Refuse (ValueError naming the array) values that images of `n` could not have produced: finite but wrong
+    numbers (negative counts, probabilities off [0, 1]) would otherwise score every later evaluate wrongly, without
+    a word. Features have no such bound (they are only checked finite)."""
+    problems = []
+    if "probs" in arrays:
+        probs = arrays["probs"]
+        if (probs < 0).any() or (probs > 1 + 1e-3).any() or not np.allclose(probs.sum(1), 1, atol=1e-3):
+            problems.append("probs holds values outside [0, 1] or rows that do not sum to 1")
+    if "pixel_moments" in arrays:
+        sums, squares = arrays["pixel_moments"]
+        if (sums < 0).any() or (sums > 255 * n).any() or (squares * n < sums * sums * (1 - 1e-6) - 1e-6).any():
+            problems.append("pixel_moments holds sums no set of images in 0–255 has")
+        positions = len(sums)
+        if "pixel_hist" in arrays:
+            hist = arrays["pixel_hist"]
+            if (hist < 0).any() or (hist != np.round(hist)).any() or hist.sum() != n * positions:
+                problems.append(f"pixel_hist is not counts of {n:,} images' {positions:,} values each")
+        if "projections" in arrays and (np.abs(arrays["projections"]) > np.sqrt(positions) * (1 + 1e-4)).any():
+            problems.append("projections holds values beyond what unit directions over [0, 1] pixels give")
+    if problems:
+        raise ValueError("; ".join(problems))
 
 
 def _shapes(extractor: Extractor, n: int) -> dict[str, tuple[int, ...]]:
