@@ -101,10 +101,12 @@ def png_name(i: int) -> str:
     return f"{i:06d}.png"
 
 
-def write_png_folder(folder: str | Path, images: torch.Tensor, start: int = 0) -> list[Path]:
-    """Write each image as `NNNNNN.png` in `folder` (created if needed), numbered from `start`; returns the paths."""
+def write_png_folder(folder: str | Path, images: torch.Tensor, start: int = 0,
+                     paths: list[Path] | None = None) -> list[Path]:
+    """Write each image as `NNNNNN.png` in `folder` (created if needed), numbered from `start`; returns the paths,
+    appended to `paths` as each file is written when given (so a caller knows what a failed call left)."""
     folder = make_dirs(folder)
-    paths = []
+    paths = [] if paths is None else paths
     for i, img in enumerate(to_uint8(images), start):
         path = folder / png_name(i)
         write_png(path, img)

@@ -4,6 +4,7 @@ images, not all of them, and a seed gives the same images however they are chunk
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 from collections.abc import Iterator
@@ -14,7 +15,7 @@ import torch
 
 from gentool.checkpoint import load_checkpoint
 from gentool.device import choose_precision, pick_device, prepare
-from gentool.errors import ConfigError, UsageError, bad_value
+from gentool.errors import ConfigError, GentoolError, UsageError, bad_value
 from gentool.links import LinkRefused, refuse_linked
 from gentool.paths import check_input_file, prepare_output
 from gentool.images import NpzWriter, make_grid, png_name, to_uint8, write_gif, write_grid, write_png_folder
@@ -34,12 +35,26 @@ def _check_target(kind: str, out: Path, overwrite: bool, n: int) -> None:
             raise UsageError(f"--out: folder {out} already holds PNG files; pass --overwrite to replace them")
     elif os.path.lexists(out) and not overwrite:
         raise UsageError(f"--out: {out} already exists; pass --overwrite to replace it")
+    if kind == "folder":
+        _check_room(out, n)  # before prepare_output makes the folder: a refused sample leaves nothing
     prepare_output(out, "--out", folder=kind == "folder", longest=png_name(n - 1) if kind == "folder" else None)
     if kind == "folder":
         try:  # --overwrite replaces the folder's PNGs: refuse a link (or a hard link) among them before any work
             refuse_linked(out, ["*.png"])
         except LinkRefused as exc:
             raise UsageError(f"--out: {exc}") from None
+
+
+def _check_room(folder: Path, n: int) -> None:
+    """Refuse a PNG folder that cannot fit, before any drawing: each file takes at least one block of the file
+    system (a lower bound: the PNGs themselves are larger), so n files need n blocks."""
+    there = next((p for p in (folder, *folder.parents) if os.path.isdir(p)), Path("."))
+    stat = os.statvfs(there)
+    need, free = n * stat.f_frsize, stat.f_bavail * stat.f_frsize
+    if need > free:
+        raise GentoolError(f"--out: only {free / 2**20:,.1f} MiB free in {folder}; {n:,} PNG files need at least "
+                           f"{need / 2**20:,.1f} MiB (one {stat.f_frsize:,}-byte block each); free space or ask for "
+                           f"fewer (--n) or an .npz")
 
 
 def sample(req: SampleOptions) -> dict:
@@ -70,10 +85,24 @@ def sample(req: SampleOptions) -> dict:
             for images in sample_chunks(ckpt.model, n, generator, labels, settings=settings):
                 npz.write(to_uint8(images))
     else:
-        start = 0
-        for images in sample_chunks(ckpt.model, n, generator, labels, settings=settings):
-            start += len(write_png_folder(out, images, start))
+        _write_folder(out, sample_chunks(ckpt.model, n, generator, labels, settings=settings), n)
     return info
+
+
+def _write_folder(out: Path, chunks: Iterator[torch.Tensor], n: int) -> None:
+    """Write the chunks' images as a PNG folder; if that fails part-way (a full disk, a stop), remove the PNGs this
+    call wrote, so a failed sample leaves no partial output filling the disk (as a failed .npz leaves no file)."""
+    written: list[Path] = []
+    try:
+        for images in chunks:
+            write_png_folder(out, images, len(written), written)
+    except BaseException as exc:
+        for path in written:
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+        if isinstance(exc, GentoolError) and written:
+            raise GentoolError(f"{exc}; the {len(written):,} of {n:,} PNGs written before it were removed") from None
+        raise
 
 
 def sample_array(req: SampleOptions) -> np.ndarray:
