@@ -49,13 +49,18 @@ def source_file(module: str) -> Path:
     return Path(spec.origin)
 
 
+def parsed(module: str) -> ast.Module:
+    """`module`'s source, parsed: found and read without running any of its code, nor its parent packages'."""
+    origin = source_file(module)
+    return ast.parse(read_regular(origin).decode("utf-8"), filename=str(origin))  # a pipe there cannot block
+
+
 @functools.lru_cache(maxsize=64)
 def _tree(module: str) -> ast.Module:
     try:
-        origin = source_file(module)  # runs none of the module's code, nor its parent packages'
+        return parsed(module)
     except ImportError:
         raise Unknown(module) from None
-    return ast.parse(read_regular(origin).decode("utf-8"), filename=str(origin))  # a pipe there cannot block
 
 
 def _lookup(module: str, name: str) -> tuple[str, ast.AST]:
@@ -137,3 +142,14 @@ def sampler_settings(module: str, class_name: str) -> list[dict] | None:
         return _class_settings(where, node) if isinstance(node, ast.ClassDef) else None
     except (Unknown, ImportError, OSError, SyntaxError, ValueError, KeyError, RecursionError):
         return None
+
+
+def first_doc_line(module: str, name: str = "") -> str:
+    """The first line of the docstring of `module`'s top-level function or class `name` (of the module itself when
+    `name` is empty), read from source without running any of it; "" when it has none or is not defined there
+    plainly. Raises what finding or parsing the source raises (ImportError, OSError, SyntaxError, ValueError)."""
+    tree = parsed(module)
+    node = tree if not name else next((n for n in tree.body if getattr(n, "name", None) == name.split(".")[0]
+                                       and isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))), None)
+    doc = (ast.get_docstring(node) or "").strip() if node is not None else ""
+    return doc.splitlines()[0] if doc else ""

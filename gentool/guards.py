@@ -4,7 +4,6 @@ and isolating the training RNG stream from work done between epochs."""
 from __future__ import annotations
 
 import contextlib
-import os
 import signal
 import sys
 import threading
@@ -13,6 +12,7 @@ import torch
 
 from gentool.distributed import SINGLE, World, average_gradients
 from gentool.errors import GentoolError
+from gentool.plugin_exits import exit_now
 from gentool.stops import hangup_is_free, quiet_closed_terminal, stopped
 
 
@@ -57,7 +57,7 @@ class StopSignals:
         if self.signum is not None:
             if self.raise_again:
                 raise stopped(signum)
-            os._exit(128 + signum)
+            exit_now(128 + signum)  # a plugin hook's event may be running: os._exit would raise there
         self.signum = StopSignals.pending = signum
         quiet_closed_terminal(signum)  # after SIGHUP: what follows would fail to reach the closed terminal
         name = signal.Signals(signum).name

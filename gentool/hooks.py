@@ -131,38 +131,85 @@ class TrainHook:
 # --- hooks from plugins ------------------------------------------------------------------------------------------
 
 _factories: list[tuple[str, Any]] | None = None  # (where from, factory) of each entry point that loaded
+_unloaded: list[str] = []  # where from, of each entry point that failed to load (warned)
 
 
 def _factories_loaded() -> list[tuple[str, Any]]:
-    global _factories
+    global _factories, _unloaded
     if _factories is None:
         from gentool.registry import load_entry_points
 
         found: list[tuple[str, Any]] = []
-        load_entry_points(ENTRY_POINT_GROUP, lambda name, dist, obj: found.append((f"{dist!r} (entry point "
-                                                                                   f"{name!r})", obj)))
-        _factories = found
+        failed = load_entry_points(ENTRY_POINT_GROUP, lambda name, dist, obj: found.append((_source(dist, name), obj)),
+                                   kind="hook plugin")
+        _factories, _unloaded = found, [_source(dist, name) for name, dist in failed]
     return _factories
 
 
-def plugin_hooks() -> list[TrainHook]:
+def _source(dist: str, name: str) -> str:
+    return f"{dist!r} (entry point {name!r})"
+
+
+def plugin_hooks(failed: list[str] | None = None) -> list[TrainHook]:
     """A fresh hook from each `gentool.hooks` entry point, whose value names a TrainHook subclass or a function
     called without arguments that returns a hook, a list of hooks or None (to stay out of this run). Each hook is
-    guarded: one that fails is turned off for the run with a warning."""
+    guarded: one that fails is turned off for the run with a warning. A factory that fails is a warning too (its
+    source added to `failed`); one that hangs is said on stderr after a few seconds, as a slow import is."""
+    from gentool.registry import watched
+
     hooks = []
     for source, factory in _factories_loaded():
         try:
-            with no_exit(f"hook plugin {source}"):
+            with watched(f"the factory of hook plugin {source}"):
                 made = factory()
-            made = [] if made is None else list(made) if isinstance(made, (list, tuple)) else [made]
-            bad = [h for h in made if not isinstance(h, TrainHook)]
+                made = [] if made is None else list(made) if isinstance(made, (list, tuple)) else [made]
+                bad = [h for h in made if not isinstance(h, TrainHook)]
             if bad:
                 raise TypeError(f"returned {type(bad[0]).__name__}, expected a gentool.hooks.TrainHook")
         except (Exception, SystemExit) as exc:  # a broken plugin must not break the run (not even with sys.exit)
             warnings.warn(f"gentool: hook plugin {source} failed: {type(exc).__name__}: {exc}")
+            if failed is not None:
+                failed.append(source)
             continue
         hooks += [Guarded(h, source) for h in made]
     return hooks
+
+
+def unloaded_plugin_hooks() -> list[str]:
+    """`gentool models --check`: the hook plugins that do not load, each warned about as `train` warns: its import
+    failed, or its factory failed or returned no hook. The factories are called, as every `train` calls them before
+    it reads its options: a factory is the plugin's code `train` runs first, so one that hangs, raises or exits is
+    found only so (the hint printed for a slow one sends the user here). Calling one commits to nothing: a factory
+    takes no arguments and is called afresh for each run, so making a hook must not act; hooks act from `setup` on.
+    Their `teardown` is not called: it is code a run calls after its events, and the check's process ends now."""
+    _factories_loaded()
+    failed = list(_unloaded)
+    plugin_hooks(failed)
+    return failed
+
+
+def describe_hooks(warn: bool = True) -> list[tuple[str, str, str]]:
+    """Each `gentool.hooks` entry point as `gentool models` lists it, without running any plugin code: (its name,
+    its distribution, the first line of the docstring of what it names, read from source; else the package's
+    summary). One whose source cannot be read is a warning, as a model plugin's is (unless not `warn`: `models
+    --check` has warned of its import)."""
+    from gentool.declared import first_doc_line
+    from gentool.registry import dist_name, entry_points  # the registry's: the entry points it loads
+
+    found = []
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        dist = dist_name(ep)
+        module, _, attr = ep.value.partition(":")
+        try:
+            text = first_doc_line(module.strip(), attr.strip())
+        except (ImportError, OSError, SyntaxError, ValueError, RecursionError) as exc:
+            if warn:
+                warnings.warn(f"gentool: hook plugin {_source(dist, ep.name)} cannot be read: {exc}")
+            text = ""
+        if not text and ep.dist is not None:
+            text = ep.dist.metadata.get("Summary") or ""
+        found.append((ep.name, dist, text))
+    return sorted(found)
 
 
 class Guarded(TrainHook):

@@ -18,9 +18,7 @@ import warnings
 from dataclasses import dataclass
 
 from gentool import declared
-from gentool.declared import source_file
 from gentool.errors import GentoolError, UsageError, did_you_mean
-from gentool.fileio import read_regular
 from gentool.installed import entry_points  # importlib.metadata's, never blocked by a pipe there
 from gentool.plugin_exits import PluginEnded, no_exit
 from gentool.stops import said_if_slow
@@ -58,7 +56,7 @@ _registry: dict[str, ModelEntry] = {}
 _builtins_loaded = False
 _plugins_loaded = False
 _current_source = "built-in"
-_failed: dict[str, str] = {}  # entry point name → the distribution whose plugin failed to load
+_failed: dict[str, str] = {}  # model entry point name → the distribution whose plugin failed to load
 _in_use: list[ModelEntry] = []  # plugin models looked up in this process: what an unexpected error is laid at
 _watch = None  # told each step that runs a plugin's code, then None when it ends (gentool.plugin_check's timer)
 
@@ -95,7 +93,8 @@ def _load_plugins() -> None:
     if _plugins_loaded:
         return
     _plugins_loaded = True
-    load_entry_points(ENTRY_POINT_GROUP, _register_loaded)
+    for name, dist in load_entry_points(ENTRY_POINT_GROUP, _register_loaded):
+        _failed[name.lower()] = dist  # only a model's: a hook plugin's name is no model's (it was: "failed to load")
 
 
 def _register_loaded(name: str, dist: str, loaded) -> None:
@@ -108,7 +107,7 @@ def _register_loaded(name: str, dist: str, loaded) -> None:
                         f"or a model class")
 
 
-def _dist_name(ep) -> str:
+def dist_name(ep) -> str:
     return ep.dist.name if ep.dist is not None else ep.value.split(":")[0]
 
 
@@ -137,30 +136,32 @@ class _Failures:
                               f"(not each shown)")
 
 
-def load_entry_points(group: str, use) -> None:
+def load_entry_points(group: str, use, kind: str = "plugin") -> list[tuple[str, str]]:
     """Load each entry point of `group` and pass its name, its distribution's name and the loaded object to
-    `use(name, dist, obj)`. One that fails to load (or to be used) is a one-line warning naming its distribution
-    and is skipped: a broken plugin never takes gentool down. One that tries to end the process (os._exit,
+    `use(name, dist, obj)`; return (name, distribution) of each that failed. One that fails to load (or to be used)
+    is a one-line warning naming its distribution (a `kind`: "plugin", "hook plugin") and is skipped: a broken
+    plugin never takes gentool down. One that tries to end the process (os._exit,
     sys.exit) stops the command in one line naming it instead (PluginEnded), never silently. What a plugin
     prints while it loads goes to stderr: stdout carries `--json` results. Models (`gentool.models`) and hooks
     (`gentool.hooks`) load through here."""
     global _current_source
+    failed = []
     with _Failures() as failures:
         for ep in entry_points(group=group):
-            dist = _dist_name(ep)
+            dist = dist_name(ep)
             _current_source = dist  # what @register_model records for the models the import registers
             try:
-                with contextlib.redirect_stdout(sys.stderr), _watched(f"the import of plugin {dist!r} (entry point "
-                                                                      f"{ep.name!r})"):
+                with watched(f"the import of {kind} {dist!r} (entry point {ep.name!r})"):
                     use(ep.name, dist, ep.load())
             except PluginEnded:  # it tried to end the process: that ends the command, in one line naming it
                 raise
             except Exception as exc:  # a broken plugin must not break gentool
                 what = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-                _failed[ep.name.lower()] = dist
-                failures.warn(dist, f"gentool: plugin {dist!r} (entry point {ep.name!r}) failed to load: {what}")
+                failed.append((ep.name, dist))
+                failures.warn(dist, f"gentool: {kind} {dist!r} (entry point {ep.name!r}) failed to load: {what}")
             finally:
                 _current_source = "built-in"
+    return failed
 
 
 def watch_plugins(watch) -> None:
@@ -171,16 +172,18 @@ def watch_plugins(watch) -> None:
 
 
 @contextlib.contextmanager
-def _watched(step: str | None):
-    """Tell the watcher, if any, that `step` (None: gentool's own work, not told) starts, then that it ended. A
-    plugin's step that tries to end the process (os._exit, sys.exit) raises PluginEnded (gentool.plugin_exits)."""
+def watched(step: str | None):
+    """Run a step that runs a plugin's code (its import, a hook plugin's factory, reading its model class): tell the
+    watcher, if any, that `step` (None: gentool's own work, not told) starts, then that it ended; without one, say
+    on stderr if it is slow. A plugin's step that tries to end the process (os._exit, sys.exit) raises PluginEnded
+    (gentool.plugin_exits). What the plugin prints goes to stderr: stdout carries `--json` results."""
     if step is None:
         yield
         return
     if _watch is not None:
         _watch(step)
     try:
-        with no_exit(step), _slow_notice(step):
+        with contextlib.redirect_stdout(sys.stderr), no_exit(step), _slow_notice(step):
             yield
     finally:
         if _watch is not None:
@@ -191,8 +194,9 @@ NOTICE_SECONDS = 5.0  # a plugin's step still running after this long is said on
 
 
 def _slow_notice(step: str):
-    """One stderr line if `step` is still running after NOTICE_SECONDS: a plugin whose import hangs otherwise hangs
-    `train`, `summary`, … without a word. Without a watcher only: `models --check` has its own timeout and says it."""
+    """One stderr line if `step` is still running after NOTICE_SECONDS: a plugin whose import (or hook factory)
+    hangs otherwise hangs `train`, `summary`, … without a word. Without a watcher only: `models --check` has its own
+    timeout and says it (and runs each step this says, so the line's advice holds for each)."""
     if _watch is not None:
         return contextlib.nullcontext()
     return said_if_slow(f"gentool: still waiting for {step} after {NOTICE_SECONDS:g} s (Ctrl-C stops; `gentool "
@@ -219,6 +223,13 @@ def get_entry(name: str) -> ModelEntry:
         if entry not in _in_use:
             _in_use.append(entry)
     return entry
+
+
+def unloaded(infos: list[ModelInfo]) -> list[str]:
+    """The model plugins that failed to load in this process, and those of `infos` (`describe_models(load=True)`)
+    whose class cannot be read, in words: what `gentool models --check` fails for."""
+    return ([f"{dist!r} (entry point {name!r})" for name, dist in _failed.items()]
+            + [f"{i.source!r} (model {i.name!r})" for i in infos if i.broken])
 
 
 def plugin_source(name: str | None) -> str | None:
@@ -269,12 +280,14 @@ def list_models() -> list[ModelEntry]:
 @dataclass(frozen=True)
 class ModelInfo:
     """What `gentool models` shows of a model: its name, where it comes from, the first line of its docstring and,
-    once the model is imported, its sampler's settings (None: not imported)."""
+    once the model is imported, its sampler's settings (None: not imported); `broken`: imported, but its class
+    cannot be read."""
 
     name: str
     source: str
     description: str
     sampler_settings: tuple | None = None
+    broken: bool = False
 
 
 def describe_models(load: bool = False, settings: bool = False) -> list[ModelInfo]:
@@ -295,7 +308,7 @@ def describe_models(load: bool = False, settings: bool = False) -> list[ModelInf
 
 def _read_plugin(ep, settings: bool, failures: _Failures) -> dict:
     """The models an entry point's source declares, read without running it ({} when it cannot be read: warned)."""
-    dist = _dist_name(ep)
+    dist = dist_name(ep)
     module, _, attr = ep.value.partition(":")
     try:
         here = _declared(module.strip(), dist, attr.strip() or None, ep.name.lower(), settings)
@@ -310,26 +323,26 @@ def _read_plugin(ep, settings: bool, failures: _Failures) -> dict:
 
 def _loaded_info(entry: ModelEntry) -> ModelInfo:
     """What `gentool models --check` shows of a loaded model; a plugin's class whose docstring or sample_options
-    cannot be read (`sample_options = 5`: was a traceback for the whole listing) is a warning naming it."""
+    cannot be read (`sample_options = 5`: was a traceback for the whole listing) is a warning naming it, and
+    `broken` (the check fails)."""
     # a plugin's class may run its code here too (a metaclass's properties): watched as its import is
     step = None if entry.source == "built-in" else f"reading model {entry.name!r} of plugin {entry.source!r}"
     try:
-        with _watched(step):
+        with watched(step):
             return ModelInfo(entry.name, entry.source, entry.description, tuple(entry.sampler_settings()))
     except PluginEnded:
         raise
     except Exception as exc:  # the plugin's class, not gentool, is at fault: the others are listed
         warnings.warn(f"gentool: model {entry.name!r} from {entry.source!r} cannot be described: "
                       f"{type(exc).__name__}: {exc}")
-        return ModelInfo(entry.name, entry.source, "", None)
+        return ModelInfo(entry.name, entry.source, "", None, broken=True)
 
 
 def _declared(module: str, source: str, class_name: str | None = None, ep_name: str | None = None,
               settings: bool = False) -> dict:
     """The models a module's source declares: classes decorated with @register_model("name"), and the class an
     entry point names (module:Class) under the entry point's name."""
-    origin = source_file(module)
-    tree = ast.parse(read_regular(origin).decode("utf-8"), filename=str(origin))  # a pipe there cannot block
+    tree = declared.parsed(module)
     found = {}
     for node in ast.walk(tree):
         if not isinstance(node, ast.ClassDef):

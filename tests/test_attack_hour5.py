@@ -199,7 +199,7 @@ def test_models_lists_a_hanging_plugin_without_importing_it_and_check_is_timed(s
     monkeypatch.setattr(registry, "entry_points", lambda group: [])  # nothing to load: the watch itself is tested
     registry.watch_plugins(steps.append)
     try:
-        with registry._watched("the import of plugin 'x'"):
+        with registry.watched("the import of plugin 'x'"):
             pass
     finally:
         registry.watch_plugins(None)

@@ -9,7 +9,7 @@ from importlib.metadata import EntryPoint
 
 import pytest
 
-from gentool import registry
+from gentool import hooks, registry
 from gentool.errors import UsageError
 
 PACKAGE = "gentool_noisy_plugin_pkg"
@@ -42,6 +42,7 @@ def plugin(tmp_path, monkeypatch):
         registry._load_builtins()  # before the registry is copied: they stay loaded after the test
         monkeypatch.setattr(registry, "_registry", dict(registry._registry))
         monkeypatch.setattr(registry, "_failed", {})
+        monkeypatch.setattr(hooks, "_factories", None)  # `models --check` loads the hook plugins: none here
     yield make
     for name in [m for m in sys.modules if m.startswith(PACKAGE)]:
         del sys.modules[name]
@@ -73,14 +74,17 @@ def test_what_a_plugin_prints_while_it_loads_goes_to_stderr(plugin, invoke):
 @pytest.mark.parametrize("init, why", [
     ("raise RuntimeError('the package refuses to be imported')\n", "RuntimeError: the package refuses"),
 ])  # sys.exit on import, os._exit, KeyboardInterrupt: one error line, exit 1 (test_plugin_exits)
-def test_a_plugin_that_fails_to_load_is_one_line_naming_it(plugin, invoke, tmp_path, init, why):
+def test_a_plugin_that_fails_to_load_is_one_line_naming_it_and_fails_the_check(plugin, invoke, tmp_path, init, why):
+    """The check exited 0 (the warning alone) for a plugin that raises on import, 1 for one that hangs or exits."""
     plugin(init)
     with pytest.warns(UserWarning) as caught:  # gentool prints each warning as one line (gentool.cli.app)
         result = invoke("models", "--check", "--json")
-    assert result.exit_code == 0, result.stderr
+    assert result.exit_code == 1, result.stderr
     assert "noisy-vae" not in {m["name"] for m in json.loads(result.stdout)}
     messages = [str(w.message) for w in caught]
     assert len(messages) == 1 and PACKAGE in messages[0] and why in messages[0] and "\n" not in messages[0]
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and f"1 plugin did not load: '{PACKAGE}.models' (entry point 'noisy-vae')" in errors[0]
     failed = invoke("train", "noisy-vae", "--data", "mnist-sample", "--out", tmp_path / "run")  # loaded once: no warning
     assert failed.exit_code == 2 and f"plugin '{PACKAGE}" in failed.stderr and "failed to load" in failed.stderr
     assert not (tmp_path / "run").exists()

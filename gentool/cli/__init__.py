@@ -5,6 +5,7 @@ import os
 import signal
 import sys
 
+from gentool.plugin_exits import exit_now
 from gentool.stops import STOPS, hangup_is_free, quiet_closed_terminal, stopped, word
 
 
@@ -16,7 +17,7 @@ def _leave(signum, frame):
         quiet_closed_terminal(signum)
         os.write(2, word(signum).encode() + b"\n")
     finally:
-        os._exit(128 + signum)
+        exit_now(128 + signum)  # not os._exit: a plugin's import it lands in has that replaced
 
 
 def _importing(frame) -> bool:
