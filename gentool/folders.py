@@ -83,6 +83,7 @@ def list_folder(root: Path) -> Listing:
                 skipped.append((loose.name, "not in a class folder", "beside the class folders"))
             else:
                 others.append(loose)
+        _refuse_a_stray_subfolder(root, classes, len(files), len(skipped))
     else:
         files = sorted(p for p in root.iterdir() if not p.is_dir() and p.suffix.lower() in IMAGE_SUFFIXES)
         others = sorted(p for p in root.iterdir() if not p.is_dir() and p.suffix.lower() not in IMAGE_SUFFIXES)
@@ -102,6 +103,18 @@ def list_folder(root: Path) -> Listing:
         listing.labels.append(label)
         listing.stamps.append((info.st_size, info.st_mtime_ns))
     return listing
+
+
+def _refuse_a_stray_subfolder(root: Path, classes: list[str], in_classes: int, loose: int) -> None:
+    """Images beside class folders are not read (torchvision's layout). When they outnumber the images in the class
+    folders, the subfolders are a stray, not the data set: a flat folder of 300 photos with one in a subfolder
+    trained on that one image, exit 0. Refused in one line saying both ways out."""
+    if loose > in_classes:
+        named = ", ".join(classes[:3]) + (f" and {len(classes) - 3:,} more" if len(classes) > 3 else "")
+        raise UsageError(f"--data: {root} holds {loose:,} images directly in it but only {in_classes:,} in its "
+                         f"{len(classes):,} subfolder(s) ({named}), and images beside class folders are not read; "
+                         f"move the subfolder(s) out to train on the {loose:,} as unlabelled images, or sort them "
+                         f"into class folders")
 
 
 MAX_DEPTH = 64  # levels of folders below a class folder; deeper is a mistake or an attack, not a data set

@@ -51,7 +51,7 @@ def _check_room(folder: Path, n: int) -> None:
     there = next((p for p in (folder, *folder.parents) if os.path.isdir(p)), Path("."))
     stat = os.statvfs(there)
     need, free = n * stat.f_frsize, stat.f_bavail * stat.f_frsize
-    if need > free:
+    if stat.f_blocks and need > free:  # (a file system that reports no size, /proc's, is judged by the write probe)
         raise GentoolError(f"--out: only {free / 2**20:,.1f} MiB free in {folder}; {n:,} PNG files need at least "
                            f"{need / 2**20:,.1f} MiB (one {stat.f_frsize:,}-byte block each); free space or ask for "
                            f"fewer (--n) or an .npz")

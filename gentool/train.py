@@ -314,6 +314,7 @@ def _stop_for_time(session: Session, hooks: list[TrainHook], reporter: Reporter,
     if session.world.main:
         session.save(session.run_dir / rundir.LAST)
         write_metrics(session)
+        draw_progress(session, hooks, reporter)  # as a Ctrl-C's stop does: a budget inside epoch 1 left no grid
         reporter.message(session.stop_reason)
         with preserved_rng():
             for hook in hooks:

@@ -213,6 +213,7 @@ def test_a_run_with_the_familys_defaults_stops_and_resumes_bit_exactly(name, mni
     straight = train(opts("a"))
     cut = train(opts("b", max_minutes=1e-9))
     assert cut["step"] == 1 and "time budget" in cut["stopped"]
+    assert (tmp_path / "b" / "samples" / "latest.png").is_file()  # a budget inside epoch 1 leaves a grid to look at
     resumed = train(TrainOptions(model=name, resume=str(tmp_path / "b"), epochs=1, data_dir=str(mnist_root)))
     assert resumed["step"] == straight["step"] == 2
     assert resumed["precision"]["used"] == straight["precision"]["used"] == precision

@@ -152,3 +152,21 @@ def test_evaluate_scores_the_held_out_part_at_the_samples_size_and_never_stale(t
     os.utime(root / "dogs" / "01.png", ns=(1, 10**18))  # same names and sizes, changed in place
     again = invoke(*args)
     assert "computing real-data statistics" in again.stderr and "training the reference extractor" not in again.stderr
+
+
+def test_a_stray_subfolder_in_a_flat_folder_is_refused_not_trained_on(tmp_path):
+    """300 photos and one image in a subfolder trained on that one image, exit 0 (new-user walk, session 10): loose
+    images outnumbering the class folders' are refused, naming both ways out; a stray file beside real class folders
+    is still skipped."""
+    from gentool.errors import UsageError
+
+    for k in range(3):
+        Image.new("RGB", (8, 8), (k, 0, 0)).save(tmp_path / f"p{k}.png")
+    (tmp_path / "extra").mkdir()
+    Image.new("RGB", (8, 8)).save(tmp_path / "extra" / "one.png")
+    with pytest.raises(UsageError, match=r"holds 3 images directly in it but only 1 in its 1 subfolder\(s\) \(extra\)"):
+        folders.list_folder(tmp_path)
+    for k in range(3):
+        Image.new("RGB", (8, 8)).save(tmp_path / "extra" / f"more{k}.png")
+    listing = folders.list_folder(tmp_path)  # 4 in the class folder against 3 loose: those are skipped, as before
+    assert len(listing.files) == 4 and sum(why == "not in a class folder" for _, why, _ in listing.skipped) == 3
