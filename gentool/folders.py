@@ -174,7 +174,7 @@ def held_out(labelled: bool) -> str:
 def _images_found(listing: Listing, n: int) -> str:
     """How many images the folder holds and, for a part of it, how they divide between training and the held-out
     test split: "60 images (no class subfolders: unlabelled): 54 for training, 6 (every 10th image of the folder)
-    held out for `evaluate --split test` and held-out losses" (`n`: the images of the part read, fewer with --limit
+    held out for `evaluate --split test` (and the held-out losses …)" (`n`: the images of the part read, fewer with --limit
     or images skipped)."""
     each = ""
     if listing.classes:
@@ -187,11 +187,11 @@ def _images_found(listing: Listing, n: int) -> str:
     if listing.part != "train":
         return f"{n:,} images{_classes(listing, each)}"
     train = listing.whole - listing.held
-    read = [f"{n:,} of them read"] if n < train else []
+    read = [f"{n:,} of them used"] if n < train else []  # (fewer: --limit, or files found unreadable)
     read += [f"{each} of each class" if read else f"{each} each"] if each else []
     return (f"{listing.whole:,} images{_classes(listing)}: {train:,} for training"
             f"{' (' + ', '.join(read) + ')' if read else ''}, {listing.held:,} ({which}) held out for "
-            f"`evaluate --split test` and held-out losses")
+            f"`evaluate --split test` (and the held-out losses of the families that have them)")
 
 
 def _classes(listing: Listing, each: str = "") -> str:

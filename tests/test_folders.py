@@ -97,8 +97,8 @@ def test_the_split_of_an_unlabelled_folder_is_said_as_parts_of_the_whole(tmp_pat
     lines = {part: folders.found_lines(folders.split_part(listing, part), [header] * (54 if part == "train" else 6),
                                        None, None)[0] for part in ("train", "test")}
     assert lines["train"] == (f"--data {tmp_path}: 60 images (no class subfolders: unlabelled): 54 for training, 6 "
-                              f"(every 10th image of the folder) held out for `evaluate --split test` and held-out "
-                              f"losses")
+                              f"(every 10th image of the folder) held out for `evaluate --split test` (and the "
+                              f"held-out losses of the families that have them)")
     assert lines["test"].endswith(": 6 images (no class subfolders: unlabelled): every 10th image of the folder, "
                                   "held out from training for `evaluate --split test`")
 
@@ -110,7 +110,7 @@ def test_held_out_part_and_limit(tmp_path, cache):
     assert len(train) == 30 and len(test) == 4 and test.labels.tolist() == [0, 1, 0, 1]
     # the whole folder's image files first (the damaged ones too, named below), then how they divide (the held-out
     # count read as a part of the training images before)
-    assert ("46 images in 2 class folders: 42 for training (30 of them read, 15 of each class), 4 (every 10th image "
+    assert ("46 images in 2 class folders: 42 for training (30 of them used, 15 of each class), 4 (every 10th image "
             "of each class) held out for `evaluate --split test`") in told
     whole, _ = load(root, image_size=8)
     rows = {bytes(x.numpy()) for x in whole.images}

@@ -79,7 +79,7 @@ def test_none_for_adversarial_models_and_a_folder_without_test_split_holds_out_e
     vae = tmp_path / "folder"
     result = invoke("train", "vae", "--data", cifar_folder, "--epochs", "1", "--out", vae, "--limit", "32",
                     "--batch-size", "32", "--width", "0.25")
-    assert result.exit_code == 0 and "200 images in 10 class folders: 180 for training (32 of them read" in result.output
+    assert result.exit_code == 0 and "200 images in 10 class folders: 180 for training (32 of them used" in result.output
     assert "20 (every 10th image of each class) held out for `evaluate --split test`" in result.output
     made = records(vae)["heldout"]  # the 20 images training left out (a tenth of 32 would be 4: all taken)
     assert made["split"] == f"every 10th image of each class in {cifar_folder}" and made["of"] == 20
