@@ -70,7 +70,8 @@ def meet(world: World, environ) -> dist.Store:
     three hours (the process group's timeout) without a word when MASTER_ADDR does not resolve or rank 0 never
     starts. A wait past NOTICE_SECONDS is said on stderr; the end of one is one line naming MASTER_ADDR/MASTER_PORT."""
     addr, port = environ["MASTER_ADDR"].strip(), int(environ["MASTER_PORT"])
-    whom = f"rank 0 at {addr}:{port}" if world.rank else f"the other {world.size - 1} rank(s) to connect to {addr}:{port}"
+    whom = (f"rank 0 at {addr}:{port}" if world.rank
+            else f"the other {world.size - 1} rank(s) to connect to {addr}:{port}")
     try:
         with said_if_slow(f"gentool: waiting for {whom} (rank {world.rank}, WORLD_SIZE={world.size}; up to "
                           f"{RENDEZVOUS_SECONDS:g} s)…", NOTICE_SECONDS):

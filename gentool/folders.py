@@ -174,8 +174,8 @@ def held_out(labelled: bool) -> str:
 def _images_found(listing: Listing, n: int) -> str:
     """How many images the folder holds and, for a part of it, how they divide between training and the held-out
     test split: "60 images (no class subfolders: unlabelled): 54 for training, 6 (every 10th image of the folder)
-    held out for `evaluate --split test` (and the held-out losses …)" (`n`: the images of the part read, fewer with --limit
-    or images skipped)."""
+    held out for `evaluate --split test` (and the held-out losses …)" (`n`: the images of the part read, fewer
+    with --limit or images skipped)."""
     each = ""
     if listing.classes:
         counts = Counter(listing.labels)

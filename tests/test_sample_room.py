@@ -1,7 +1,6 @@
 """`sample --out DIR/` on a disk too small (attacker hour h26r): refused before drawing when the files cannot fit,
 and a write that fails part-way removes the PNGs it wrote instead of leaving the disk full."""
 
-import errno
 import os
 from pathlib import Path
 from types import SimpleNamespace

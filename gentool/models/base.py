@@ -349,11 +349,9 @@ class GenerativeModel(nn.Module):
         return images.float().mul_((hi - lo) / 255.0).add_(lo)
 
     def _checked_images(self, images, n: int) -> torch.Tensor:
-        """The sampler's images for `n` codes, refused unless they are a float tensor N×C×H×W of the config's
-        geometry with finite values. Every consumer (sample, export, train's grids) draws through `generate`, so a
-        plugin's wrong sampler is caught here once rather than by whichever writer happens to notice (export used to
-        trace the wrong shape into its file and pass parity). Non-finite images are refused, not warned about: train
-        stops on non-finite losses for the same reason (uint8 conversion would write NaN as silent zeros)."""
+        """The sampler's images for `n` codes, refused unless float N×C×H×W of the config's geometry and finite.
+        Every consumer (sample, export, train's grids) draws through `generate`, so a plugin's wrong sampler is caught
+        once, here (export traced a wrong shape into its file and passed parity; uint8 made NaN silent zeros)."""
         c = self.config
         want = (n, c.channels, c.image_height, c.image_width)
         if not isinstance(images, torch.Tensor) or not images.is_floating_point():
