@@ -229,8 +229,10 @@ def open_entry(entry: Path, key: str, reporter: Reporter, most: int | None = Non
         if images.dtype != np.uint8 or list(images.shape) != shape or images.ndim != 4:
             raise ValueError(f"its images are {images.dtype} {dims(images.shape)}, but it says uint8 {dims(shape)}")
         if not (isinstance(labels, list) and len(labels) == shape[0] and isinstance(classes, list)
-                and all(type(y) is int and -1 <= y < len(classes) for y in labels)):
-            raise ValueError("its labels do not match its images and classes")
+                and all(type(y) is int and (0 <= y < len(classes) if classes else y == -1) for y in labels)):
+            raise ValueError("its labels do not match its images and classes")  # (-1: unlabelled, never in a class)
+        if len(set(map(str, classes))) != len(classes):  # a folder's subfolder names are unique
+            raise ValueError("its class names repeat, which a folder's subfolder names cannot")
         found = [str(line) for line in meta["found"]]
     except (OSError, ValueError, KeyError, TypeError, RecursionError, AttributeError) as exc:
         try:

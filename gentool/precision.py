@@ -261,8 +261,10 @@ def read_cache(path: Path, now: float | None = None) -> dict:
     from gentool import schema as s
     from gentool.cache import set_aside
 
-    seconds = s.Num(0, 3600, open_lo=True)
-    entry = s.Obj({"fp32": seconds, "bf16": seconds, "measured": s.Num(0)},
+    now = time.time() if now is None else now
+    seconds = s.Num(1e-6, 3600)  # no probe's matmul runs in under a microsecond
+    # measured: not later than a day from now (clock skew between hosts sharing a home); a future date never expired
+    entry = s.Obj({"fp32": seconds, "bf16": seconds, "measured": s.Num(0, now + 86400)},
                   {"cpu": s.Str(200), "torch": s.Str(64), "threads": s.Int(1, 4096)}, extra=False)
     spec = s.Obj({"format": s.Int(1, 1), "entries": s.Map(entry, key=r"[0-9a-f]{24}", max_len=CACHE_ENTRIES)})
     if not os.path.lexists(path):
@@ -272,7 +274,7 @@ def read_cache(path: Path, now: float | None = None) -> dict:
     except (OSError, s.Invalid) as exc:
         set_aside(path, exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc))
         return {}
-    oldest = (time.time() if now is None else now) - CACHE_DAYS * 86400
+    oldest = now - CACHE_DAYS * 86400
     return {k: e for k, e in entries.items() if e["measured"] >= oldest}
 
 

@@ -279,7 +279,16 @@ def cache(shared_cache, monkeypatch) -> Path:
     return use_cache(monkeypatch, shared_cache)
 
 
-def test_a_cached_extractor_with_nan_weights_is_set_aside_and_trained_again(cache):
+def _nan_weight(net):
+    net.features[0].weight[0, 0] = float("nan")  # what the cache holds: an extractor whose weights went NaN
+
+
+def _negative_variance(net):  # finite but impossible (ninth attacker pass): evaluate failed in linalg.eigh
+    next(b for name, b in net.named_buffers() if name.endswith("running_var")).fill_(-1)
+
+
+@pytest.mark.parametrize("damage, says", [(_nan_weight, "NaN"), (_negative_variance, "variances that are not above 0")])
+def test_a_cached_extractor_with_nan_weights_is_set_aside_and_trained_again(cache, damage, says):
     from gentool.data import peek_geometry
     from gentool.metrics.extractor import (Extractor, FeatureNet, default_recipe, extractor_id, get_extractor,
                                            save_extractor)
@@ -290,13 +299,13 @@ def test_a_cached_extractor_with_nan_weights_is_set_aside_and_trained_again(cach
     recipe = default_recipe(geometry)
     net = FeatureNet(recipe, geometry, 10)
     with torch.no_grad():
-        net.features[0].weight[0, 0] = float("nan")  # what the cache holds: an extractor whose weights went NaN
+        damage(net)
     ident = extractor_id(reference, recipe)
     meta = {"format": "gentool-extractor", "id": ident, "recipe": recipe.to_dict(), "geometry": geometry.to_dict(),
             "num_classes": 10, "test_accuracy": 0.99, "train_seconds": 1.0}
     path = cache / f"{ident}.safetensors"
     save_extractor(path, Extractor(net, meta))
-    with pytest.warns(UserWarning, match="NaN"):
+    with pytest.warns(UserWarning, match=says):
         again = get_extractor(reference, torch.device("cpu"))
     assert all(torch.isfinite(t).all() for t in again.net.state_dict().values() if t.is_floating_point())
     assert (cache / f"{ident}.safetensors.bad").is_file() and path.is_file()

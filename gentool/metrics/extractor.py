@@ -346,5 +346,7 @@ def load_extractor(path: Path, device: torch.device | str = "cpu", recipe: Recip
             weights[k] = f.get_tensor(k)
             if weights[k].is_floating_point() and not bool(torch.isfinite(weights[k]).all()):
                 raise ValueError(f"tensor {k} holds NaN or infinite values")
+            if k.endswith("running_var") and not bool((weights[k] > 0).all()):  # a variance: eigh failed on -1
+                raise ValueError(f"tensor {k} holds variances that are not above 0")
     net.load_state_dict(weights)
     return Extractor(net.to(device).eval(), meta)

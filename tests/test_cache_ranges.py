@@ -1,0 +1,39 @@
+"""Finite, well-typed and impossible values in gentool's own caches (ninth attacker pass, session 10): damage,
+moved aside and rebuilt, as NaN and wrong shapes are."""
+
+import json
+
+import pytest
+import torch
+
+import gentool.precision as d
+
+
+@pytest.mark.parametrize("entry", [{"fp32": 0.01, "bf16": 1e-9, "measured": 1.0},  # a 1 ns probe
+                                   {"fp32": 0.01, "bf16": 0.005, "measured": 4e10}])  # measured in the year 3237
+def test_a_precision_entry_no_probe_could_have_made_is_set_aside(tmp_path, entry):
+    cache = tmp_path / "precision.json"
+    cache.write_text(json.dumps({"format": 1, "entries": {"0" * 24: entry}}))
+    with pytest.warns(UserWarning, match="damaged"):
+        assert d.read_cache(cache, now=2e9) == {}
+    assert (tmp_path / "precision.json.bad").exists()
+
+
+@pytest.mark.parametrize("forge, says", [(lambda m: m.update(labels=[-1] + m["labels"][1:]), "labels"),
+                                         (lambda m: m.update(class_names=["a", "a"]), "class names repeat")])
+def test_a_folder_cache_entry_with_impossible_labels_or_names_is_set_aside(tmp_path, monkeypatch, forge, says):
+    from gentool import folder_cache
+    from test_attack_hour import Notes, image_folder
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setattr(folder_cache, "CACHE_MIN_BYTES", 0)
+    data = image_folder(tmp_path / "images")
+    good = folder_cache.load_folder(data, reporter=Notes())
+    entry = next(p for p in (tmp_path / "cache" / "gentool" / "folders").iterdir() if p.is_dir())
+    meta = json.loads((entry / folder_cache.META).read_text())
+    forge(meta)
+    (entry / folder_cache.META).write_text(json.dumps(meta))
+    notes = Notes()
+    again = folder_cache.load_folder(data, reporter=notes)
+    assert any("damaged" in line and says in line for line in notes.lines), notes.lines
+    assert torch.equal(again.labels, good.labels)
