@@ -64,8 +64,7 @@ def prepare_entry(*files: Path) -> None:
     aside (the link itself renamed, never what it leads to), not a refusal on every later run."""
     folder = make_dirs(files[0].parent)
     for path in files:  # a link or a pipe where the entry goes (its sidecar gone or stale, so never read): damage
-        kind = what_stands(path) if os.path.lexists(path) else "a regular file"
-        if kind != "a regular file":
+        if os.path.lexists(path) and (kind := what_stands(path)) != "a regular file":
             set_aside(path, f"it is {kind}, not a file gentool wrote")
     longest = max((temporary_name(f.name) for f in files), key=len)
     try:

@@ -230,7 +230,9 @@ def check_drawing(folder: Path, geometry: dict, latent_shape, pairs: int, have: 
 
     check_memory(pairs, geometry, latent_shape, "--pairs", "--pairs N")
     each = pair_bytes(geometry, latent_shape)
-    existing = next(p for p in (folder, *folder.parents) if p.is_dir())
+    from gentool.paths import nearest_folder
+
+    existing = nearest_folder(folder)
     need, free = max(pairs - have, 0) * each, shutil.disk_usage(existing).free
     if need > free:
         raise UsageError(f"--pairs: drawing {pairs - have:,} more couplings needs {gib(need)} in {existing}, which "

@@ -137,17 +137,13 @@ _unloaded: list[str] = []  # where from, of each entry point that failed to load
 def _factories_loaded() -> list[tuple[str, Any]]:
     global _factories, _unloaded
     if _factories is None:
-        from gentool.registry import load_entry_points
+        from gentool.registry import entry_text, load_entry_points
 
         found: list[tuple[str, Any]] = []
-        failed = load_entry_points(ENTRY_POINT_GROUP, lambda name, dist, obj: found.append((_source(dist, name), obj)),
-                                   kind="hook plugin")
-        _factories, _unloaded = found, [_source(dist, name) for name, dist in failed]
+        failed = load_entry_points(ENTRY_POINT_GROUP, lambda name, dist, obj: found.append((entry_text(dist, name),
+                                                                                           obj)), kind="hook plugin")
+        _factories, _unloaded = found, [entry_text(dist, name) for name, dist in failed]
     return _factories
-
-
-def _source(dist: str, name: str) -> str:
-    return f"{dist!r} (entry point {name!r})"
 
 
 def plugin_hooks(failed: list[str] | None = None) -> list[TrainHook]:
@@ -194,7 +190,7 @@ def describe_hooks(warn: bool = True) -> list[tuple[str, str, str]]:
     summary). One whose source cannot be read is a warning, as a model plugin's is (unless not `warn`: `models
     --check` has warned of its import)."""
     from gentool.declared import first_doc_line
-    from gentool.registry import dist_name, entry_points  # the registry's: the entry points it loads
+    from gentool.registry import dist_name, entry_points, entry_text  # the registry's: the entry points it loads
 
     found = []
     for ep in entry_points(group=ENTRY_POINT_GROUP):
@@ -204,7 +200,7 @@ def describe_hooks(warn: bool = True) -> list[tuple[str, str, str]]:
             text = first_doc_line(module.strip(), attr.strip())
         except (ImportError, OSError, SyntaxError, ValueError, RecursionError) as exc:
             if warn:
-                warnings.warn(f"gentool: hook plugin {_source(dist, ep.name)} cannot be read: {exc}")
+                warnings.warn(f"gentool: hook plugin {entry_text(dist, ep.name)} cannot be read: {exc}")
             text = ""
         if not text and ep.dist is not None:
             text = ep.dist.metadata.get("Summary") or ""

@@ -40,6 +40,12 @@ def _being_written(folder: Path) -> str:
     return "" if holder is None else f" yet: the run in {folder} is being written by {holder}"
 
 
+def nearest_folder(path: str | os.PathLike) -> Path:
+    """`path` itself if it is a folder, else its nearest ancestor that is: where free space is measured for what
+    will be made there (a relative path ends at the current folder)."""
+    return next(p for p in (Path(path), *Path(path).parents) if os.path.isdir(p))
+
+
 def prepare_output(path: str | os.PathLike, arg: str, folder: bool = False, longest: str | None = None) -> Path:
     """Make sure `path` (a file, or a folder when `folder`, which gentool then owns) can be written before any work
     is done: its folder is created if needed and a probe written there with a name as long as the longest

@@ -111,6 +111,11 @@ def dist_name(ep) -> str:
     return ep.dist.name if ep.dist is not None else ep.value.split(":")[0]
 
 
+def entry_text(dist: str, name: str) -> str:
+    """A plugin as every message names it: its distribution and its entry point."""
+    return f"{dist!r} (entry point {name!r})"
+
+
 class _Failures:
     """The warnings of one pass over a group's entry points: the first SHOWN failures of each distribution in full,
     then one line per distribution counting the rest. (A package declaring thousands of broken entry points was a
@@ -151,14 +156,14 @@ def load_entry_points(group: str, use, kind: str = "plugin") -> list[tuple[str, 
             dist = dist_name(ep)
             _current_source = dist  # what @register_model records for the models the import registers
             try:
-                with watched(f"the import of {kind} {dist!r} (entry point {ep.name!r})"):
+                with watched(f"the import of {kind} {entry_text(dist, ep.name)}"):
                     use(ep.name, dist, ep.load())
             except PluginEnded:  # it tried to end the process: that ends the command, in one line naming it
                 raise
             except Exception as exc:  # a broken plugin must not break gentool
                 what = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
                 failed.append((ep.name, dist))
-                failures.warn(dist, f"gentool: {kind} {dist!r} (entry point {ep.name!r}) failed to load: {what}")
+                failures.warn(dist, f"gentool: {kind} {entry_text(dist, ep.name)} failed to load: {what}")
             finally:
                 _current_source = "built-in"
     return failed
@@ -228,7 +233,7 @@ def get_entry(name: str) -> ModelEntry:
 def unloaded(infos: list[ModelInfo]) -> list[str]:
     """The model plugins that failed to load in this process, and those of `infos` (`describe_models(load=True)`)
     whose class cannot be read, in words: what `gentool models --check` fails for."""
-    return ([f"{dist!r} (entry point {name!r})" for name, dist in _failed.items()]
+    return ([entry_text(dist, name) for name, dist in _failed.items()]
             + [f"{i.source!r} (model {i.name!r})" for i in infos if i.broken])
 
 
@@ -313,7 +318,7 @@ def _read_plugin(ep, settings: bool, failures: _Failures) -> dict:
     try:
         here = _declared(module.strip(), dist, attr.strip() or None, ep.name.lower(), settings)
     except (ImportError, OSError, SyntaxError, ValueError, RecursionError) as exc:
-        failures.warn(dist, f"gentool: plugin {dist!r} (entry point {ep.name!r}) cannot be read: {exc}")
+        failures.warn(dist, f"gentool: plugin {entry_text(dist, ep.name)} cannot be read: {exc}")
         return {}
     if not here:  # registered in a way only running it shows: name it, described by its package
         summary = (ep.dist.metadata.get("Summary") or "") if ep.dist is not None else ""

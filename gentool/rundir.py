@@ -138,8 +138,7 @@ def check_writable(path: Path, need_bytes: int = 0, longest: str = CONFIG, arg: 
     except OSError as exc:
         raise UsageError(f"{arg}: {what} directory {path} is not writable ({fileio.cause(exc)}; tried a name as long "
                          f"as the {what}'s longest, {longest})") from None
-    folder = next(p for p in (Path(path), *Path(path).parents) if p.is_dir())  # write_probe found one
-    free = shutil.disk_usage(folder).free
+    free = shutil.disk_usage(paths.nearest_folder(path)).free
     if need_bytes and free < need_bytes:
         raise GentoolError(f"{arg}: only {free / 2**20:.0f} MiB free in {path}; training needs about "
                            f"{need_bytes / 2**20:.0f} MiB for its checkpoints")

@@ -17,7 +17,7 @@ from gentool.checkpoint import load_checkpoint
 from gentool.device import choose_precision, pick_device, prepare
 from gentool.errors import ConfigError, GentoolError, UsageError, bad_value
 from gentool.links import LinkRefused, refuse_linked
-from gentool.paths import check_input_file, prepare_output
+from gentool.paths import check_input_file, nearest_folder, prepare_output
 from gentool.images import NpzWriter, make_grid, png_name, to_uint8, write_gif, write_grid, write_png_folder
 from gentool.sample_options import MAX_SAMPLES, SampleOptions
 
@@ -48,8 +48,7 @@ def _check_target(kind: str, out: Path, overwrite: bool, n: int) -> None:
 def _check_room(folder: Path, n: int) -> None:
     """Refuse a PNG folder that cannot fit, before any drawing: each file takes at least one block of the file
     system (a lower bound: the PNGs themselves are larger), so n files need n blocks."""
-    there = next((p for p in (folder, *folder.parents) if os.path.isdir(p)), Path("."))
-    stat = os.statvfs(there)
+    stat = os.statvfs(nearest_folder(folder))
     need, free = n * stat.f_frsize, stat.f_bavail * stat.f_frsize
     if stat.f_blocks and need > free:  # (a file system that reports no size, /proc's, is judged by the write probe)
         raise GentoolError(f"--out: only {free / 2**20:,.1f} MiB free in {folder}; {n:,} PNG files need at least "

@@ -160,16 +160,21 @@ def draw_progress(session: Session, hooks: Sequence[TrainHook], reporter: Report
     """samples/latest.png (the fixed-noise grid as the weights draw it now) and the hooks' figures of the history,
     with `running` (the epoch in progress) in place of any older record of its epoch. Between epochs nothing
     showed a long first epoch's progress: a run stopped at 4 minutes left no grid and no loss.png."""
-    opts = session.opts
     history = dict(session.history) if running is None else session.run.with_running(running)
     with preserved_rng():
-        if opts.sample_every:
-            with session.sampling() as model:
-                images = model.generate(GRID * GRID, torch.Generator().manual_seed(opts.seed),
-                                        model.spread_labels(GRID * GRID), settings=session.sample_settings)
-            write_png(session.run_dir / rundir.SAMPLES / rundir.LATEST_GRID, make_grid(to_uint8(images), GRID, GRID))
+        draw_latest_grid(session)
         for hook in hooks:
             hook.on_progress(session.view, history, reporter)
+
+
+def draw_latest_grid(session: Session) -> None:
+    """samples/latest.png: the fixed-noise grid as the weights draw it now (none with --sample-every 0)."""
+    opts = session.opts
+    if opts.sample_every:
+        with preserved_rng(), session.sampling() as model:
+            images = model.generate(GRID * GRID, torch.Generator().manual_seed(opts.seed),
+                                    model.spread_labels(GRID * GRID), settings=session.sample_settings)
+        write_png(session.run_dir / rundir.SAMPLES / rundir.LATEST_GRID, make_grid(to_uint8(images), GRID, GRID))
 
 
 def _accumulate(sums: dict, counts: dict, out: dict) -> None:
@@ -314,7 +319,8 @@ def _stop_for_time(session: Session, hooks: list[TrainHook], reporter: Reporter,
     if session.world.main:
         session.save(session.run_dir / rundir.LAST)
         write_metrics(session)
-        draw_progress(session, hooks, reporter)  # as a Ctrl-C's stop does: a budget inside epoch 1 left no grid
+        draw_latest_grid(session)  # as a Ctrl-C's stop does (a budget inside epoch 1 left no grid); the hooks'
+        # figures follow in their on_train_end, so not draw_progress, which would draw loss.png a second time
         reporter.message(session.stop_reason)
         with preserved_rng():
             for hook in hooks:

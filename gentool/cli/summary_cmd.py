@@ -33,7 +33,8 @@ def build_model(target: str, data: str | None, latent_dim, width):
     except GentoolError as exc:
         raise type(exc)(str(exc).replace("MODEL:", "TARGET:", 1)) from None
     config = cls.config_class.create(peek_geometry(data or "mnist"), latent_dim, width)
-    check_size(cls, config, options="--width/--latent-dim")  # counted without allocating: a huge --width is refused before it takes the memory
+    # counted without allocating: a huge --width is refused before it takes the memory
+    check_size(cls, config, options="--width/--latent-dim")
     return cls(config)
 
 
