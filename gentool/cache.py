@@ -25,7 +25,12 @@ def cache_dir() -> Path:
         base = None
     name = "HOME" if base is None else "XDG_CACHE_HOME"  # the setting that chose the folder
     if base is None:  # ~/.cache, where ~ is $HOME (checked the same way) or the account's home folder
-        base = (environment.folder("HOME", "your home folder") or Path(os.path.expanduser("~"))) / ".cache"
+        home = environment.folder("HOME", "your home folder")
+        if home is not None and not home.is_absolute():  # a cache that moves with the working folder is no cache
+            account = _account_home()
+            warnings.warn(f"HOME={str(home)!r} is a relative path; using the account's home folder {account}")
+            home = account
+        base = (home or Path(os.path.expanduser("~"))) / ".cache"
     root = base / "gentool"
     # the nearest part of the path there: a file (the folder itself, or $XDG_CACHE_HOME) would give a bare "Not a
     # directory" later, naming no setting
@@ -35,6 +40,17 @@ def cache_dir() -> Path:
         raise UsageError(f"{name}: the cache folder {root} is not a folder{inside}; move that file away or set "
                          f"XDG_CACHE_HOME to a folder")
     return own(root)
+
+
+def _account_home() -> Path:
+    import pwd
+
+    try:
+        return Path(pwd.getpwuid(os.getuid()).pw_dir)
+    except KeyError:  # an account with no entry (a container's arbitrary uid): the system's temporary folder
+        import tempfile
+
+        return Path(tempfile.gettempdir())
 
 
 def set_aside(path: Path, problem: str) -> None:

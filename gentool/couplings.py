@@ -31,6 +31,9 @@ MANIFEST = "couplings.json"
 FORMAT = "gentool-couplings"
 PART = 500  # pairs per part file: a kill loses at most one part's drawing
 MAX_PARTS = 20_000  # 10⁷ pairs
+# The teacher's noise is standard normal (Model.sample_latent): over 10⁷ pairs of any latent size a value beyond ±12
+# has a chance far below 10⁻²⁰, so one there is not a teacher's noise (float16 holds up to 65,504).
+MAX_LATENT = 12.0
 DATA_META = s.Obj({"geometry": s.Obj({"channels": s.Int(1, 4), "height": s.Int(1, 4096), "width": s.Int(1, 4096),
                                       "num_classes": s.Int(0, 1000)})},
                   {"name": s.Opt(s.Str(200)), "source": s.Opt(s.Str()), "class_names": s.Opt(s.List(s.Str(200), 1000))})
@@ -127,6 +130,9 @@ def _read_part(path: Path, manifest: dict, arg: str, rows: int) -> dict[str, tor
         raise GentoolError(f"{arg}: {path} is not a readable couplings part ({exc})") from None
     if not torch.isfinite(tensors["latents"]).all():
         raise GentoolError(f"{arg}: {path}: tensor latents holds NaN or infinite values")
+    if tensors["latents"].numel() and tensors["latents"].abs().max() > MAX_LATENT:
+        raise GentoolError(f"{arg}: {path}: tensor latents holds values beyond ±{MAX_LATENT:g}, which a teacher's "
+                           f"standard normal noise does not")
     return tensors
 
 
@@ -158,17 +164,18 @@ def load_couplings(folder: Path, limit: int | None = None, arg: str = "--data"):
 
 
 def _check_labels(labels: torch.Tensor, manifest: dict, where: Path, arg: str) -> None:
-    g = manifest["data"]["geometry"]
-    if ((labels < -1) | (labels >= max(g["num_classes"], 1))).any():
-        raise GentoolError(f"{arg}: {where}: labels lie outside -1 … {g['num_classes'] - 1}")
+    """Distill's teachers are unconditional (gentool.distill refuses the others), so every pair's label is -1."""
+    if (labels != -1).any():
+        raise GentoolError(f"{arg}: {where}: labels hold {int(labels[labels != -1][0])}; couplings of an "
+                           f"unconditional teacher are labelled -1")
 
 
-def usable_parts(folder: Path, manifest: dict) -> int:
+def usable_parts(folder: Path, manifest: dict, noise_of) -> int:
     """Before distill draws into `folder` (its cache of one teacher's pairs): how many parts, from the first, the
     student can train on. A manifest that is damaged, or another teacher's or sampler's (a run moved or copied),
     moves the whole folder aside (its parts are not this teacher's); the first damaged part (truncated, not a file,
-    wrong shapes, NaN noise, labels out of range) is moved aside and drawn again. Each is one warning line
-    (gentool.cache.set_aside), never a failure on every later run."""
+    wrong shapes, labels not -1, noise other than `noise_of(k)`: part k's noise, drawn from its own seed) is moved
+    aside and drawn again. Each is one warning line (gentool.cache.set_aside), never a failure on every later run."""
     from gentool.cache import set_aside
 
     if os.path.lexists(folder / MANIFEST):
@@ -190,6 +197,8 @@ def usable_parts(folder: Path, manifest: dict) -> int:
         try:
             tensors = _read_part(part_path(folder, k), manifest, "RUN", manifest["part"])
             _check_labels(tensors["labels"], manifest, part_path(folder, k), "RUN")
+            if not torch.equal(tensors["latents"], noise_of(k).to(torch.float16)):  # cheap: no network is run
+                raise GentoolError(f"RUN: {part_path(folder, k)}: tensor latents is not the noise of this part's seed")
         except GentoolError as exc:
             set_aside(part_path(folder, k), str(exc).removeprefix(f"RUN: {part_path(folder, k)}").lstrip(": "))
             return k

@@ -98,6 +98,13 @@ class Amp:
 FP32 = Amp(torch.device("cpu"))
 
 
+def use_threads(threads: int | None, device: torch.device) -> None:
+    """--threads: the CPU threads this process computes on (set before `choose_precision`, whose probe times on
+    them); the device's own when it is not the CPU."""
+    if threads and device.type == "cpu":
+        torch.set_num_threads(threads)
+
+
 def default_threads() -> int:
     """Threads for one process: the cores this process may run on (its CPU affinity), not the logical count."""
     return usable_cores() or max(1, torch.get_num_threads())

@@ -132,7 +132,8 @@ def draw_couplings(ckpt: Checkpoint, settings: dict, opts: DistillOptions, repor
     data = {**data, "geometry": ckpt.data["geometry"]}
     # what is there already, with a damaged or another teacher's manifest or part moved aside (redrawn)
     need = math.ceil(opts.pairs / cp.PART)
-    done = cp.usable_parts(folder, cp.make_manifest(teacher, data, opts.seed, model.latent_shape))
+    done = cp.usable_parts(folder, cp.make_manifest(teacher, data, opts.seed, model.latent_shape),
+                           lambda k: _part_noise(model, k, opts.seed))
     cp.check_drawing(folder, ckpt.data["geometry"], model.latent_shape, opts.pairs, done * cp.PART)
     cp.new_manifest(folder, teacher, data, opts.seed, model.latent_shape)
     if done >= need:
@@ -158,11 +159,20 @@ def draw_couplings(ckpt: Checkpoint, settings: dict, opts: DistillOptions, repor
     return folder, True
 
 
+def _part_seed(k: int, seed: int) -> int:
+    return seed * 1_000_003 + k
+
+
+def _part_noise(model, k: int, seed: int) -> torch.Tensor:
+    """Part k's noise, as `_draw_part` draws it first from the part's seed (what a kept part is checked against)."""
+    return model.sample_latent(cp.PART, torch.Generator().manual_seed(_part_seed(k, seed)))
+
+
 def _draw_part(model, k: int, seed: int, settings: dict, signals: StopSignals):
     """Part k's images, noise and labels, drawn DRAW_BATCH pairs at a time so that a stop signal is acted on within
     a batch's time (seconds), not a whole part's; None when one came (the part is not written: a part on disk is
     always whole). Its own seed makes part k the same in any session."""
-    g = torch.Generator().manual_seed(seed * 1_000_003 + k)
+    g = torch.Generator().manual_seed(_part_seed(k, seed))
     z = model.sample_latent(cp.PART, g)
     batches = []
     for first in range(0, cp.PART, DRAW_BATCH):

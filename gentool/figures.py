@@ -251,17 +251,30 @@ def draw_run_figures(run_dir: Path, history: dict | None = None, gif: bool = Tru
     return [p for p in drawn if p is not None]
 
 
+def gif_is_stale(run_dir: Path) -> bool:
+    """Whether an epoch's grid is newer than progress.gif (or there is none): drawn again then, when a signal stops
+    the run, whose end (where the GIF is drawn) never comes; a resumed run stopped so kept the last run's GIF."""
+    grids = list((Path(run_dir) / rundir.SAMPLES).glob("epoch_*.png"))
+    if not grids:
+        return False
+    try:
+        made = (Path(run_dir) / PROGRESS_GIF).stat().st_mtime
+    except OSError:
+        return True
+    return max(g.stat().st_mtime for g in grids) >= made  # the same clock tick: drawn again, to be sure
+
+
 class FigureHook(TrainHook):
     """Draws loss.png every REFRESH_EVERY epochs, every few minutes inside a long epoch (with the epoch in progress),
-    when a signal stops the run and at its end, and progress.gif at the end. A figure that cannot be drawn is a
-    warning: it never costs the run."""
+    when a signal stops the run and at its end, and progress.gif at the end and whenever it is older than the
+    newest epoch grid at those times. A figure that cannot be drawn is a warning: it never costs the run."""
 
     def on_epoch_end(self, session, record: dict, reporter) -> None:
         if record["epoch"] % REFRESH_EVERY == 0:
             self._draw(session, reporter, gif=False)
 
     def on_progress(self, session, history: dict, reporter) -> None:
-        self._draw(session, reporter, gif=False, history=history)
+        self._draw(session, reporter, gif=gif_is_stale(session.run_dir), history=history)
 
     def on_train_end(self, session, reporter) -> None:
         self._draw(session, reporter, gif=True)

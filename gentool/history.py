@@ -13,6 +13,7 @@ trainer, resume, figures, results and the report agree on it. Imports no torch: 
 
 from __future__ import annotations
 
+import json
 import os
 import warnings
 from collections.abc import Iterable, Mapping
@@ -46,6 +47,8 @@ PROGRESS = ("partial", "images_seen", "epoch_fraction")  # a partial record's ow
 # curves): the above, but for `partial` (the final metrics say when the last epoch was stopped inside), and
 # `heldout_seconds` (what the epoch's held-out losses took, beside its training `seconds`).
 BOOKKEEPING = frozenset(CORE + PROGRESS) - {"partial"} | {"heldout_seconds"}
+OWN = CORE + PROGRESS  # a record's fields that only the trainer writes
+MAX_EXTRA_BYTES = 16 << 20  # what hooks keep beside the records (a top-level key), as JSON: far under the read limit
 
 
 def is_partial(record: Mapping) -> bool:
@@ -150,6 +153,8 @@ class RunHistory:
         self.doc = doc if doc is not None else {"epochs": [], "events": []}
         self.doc.setdefault("epochs", [])
         self.doc.setdefault("events", [])
+        # the records the trainer stored, each with its own fields as it wrote them: what `mend` puts back
+        self.own = [(r, _own_fields(r)) for r in self.doc["epochs"]]
         self.progress: list[dict] = []  # the epoch in progress's running records, as the figures drew them
         self.nonfinite: set[str] = set()  # record keys already warned about holding NaN/Inf (written null)
 
@@ -182,15 +187,17 @@ class RunHistory:
         """Cut back to the epochs up to `epoch` (the checkpoint's): a record written after the checkpoint is redone
         by the resumed run. A checkpoint taken inside the next epoch (`inside_epoch`) keeps that epoch's partial
         record until its finished record replaces it."""
-        self.doc["epochs"] = [r for r in self.records if r["epoch"] <= epoch
-                              or (is_partial(r) and inside_epoch and r["epoch"] == epoch + 1)]
+        self.own = [(r, f) for r, f in self.own if f["epoch"] <= epoch
+                    or (is_partial(f) and inside_epoch and f["epoch"] == epoch + 1)]
+        self.doc["epochs"] = [r for r, _ in self.own]
         self.doc["events"] = [e for e in self.doc.get("events", []) if e.get("epoch", 0) <= epoch]
 
     def keep(self, record: EpochRecord) -> dict:
         """Add an epoch's record in place of any record of the same epoch (its partial one); returns the stored dict
         (the one hooks are shown and may add to)."""
         stored = record.to_json()
-        self.records[:] = [r for r in self.records if r["epoch"] < record.epoch] + [stored]
+        self.own = [(r, f) for r, f in self.own if f["epoch"] < record.epoch] + [(stored, _own_fields(stored))]
+        self.records[:] = [r for r, _ in self.own]
         return stored
 
     def add_event(self, event: dict) -> None:
@@ -216,7 +223,73 @@ class RunHistory:
             warnings.warn(f"{Path(path).name}: {', '.join(new[:5])}{' ...' if len(new) > 5 else ''} "
                           f"{'is' if len(new) == 1 else 'are'} not a finite number or a JSON value ({replaced[0]}); "
                           f"written as null, here and in later records")
+        undone = [u for u in mend(self) if u not in self.nonfinite]
+        if undone:
+            self.nonfinite.update(undone)
+            more = " ..." if len(undone) > 3 else ""
+            warnings.warn(f"{Path(path).name}: a hook changed {', '.join(undone[:3])}{more} in a way gentool could "
+                          f"not read back (the trainer's own record fields, or values metrics.json does not hold); "
+                          f"gentool's own values are kept and the rest left out")
         atomic_write_json(path, self.doc)
+
+
+def _own_fields(record: Mapping) -> dict:
+    return {k: record[k] for k in OWN if k in record}
+
+
+def _fits(value, spec: s.Spec) -> bool:
+    try:
+        s.check(value, spec, "")
+        return True
+    except (s.Invalid, OverflowError, RecursionError):  # OverflowError: an int too large for a float
+        return False
+
+
+def mend(history: RunHistory) -> list[str]:
+    """Put metrics.json back into a form gentool reads: what hooks did to it (they may add to records and to the
+    document, see gentool.hooks) must not make a run that resume, report and summary refuse. The trainer's records
+    come back in its order with its own fields (OWN) as it wrote them; a record's other values must be scalars (the
+    extras beyond RECORD's limit dropped); events, `best` and `heldout` must fit their specs; any other key must be
+    JSON of at most MAX_EXTRA_BYTES. Returns what it undid or left out, by field."""
+    doc, undone = history.doc, []
+    if not isinstance(doc.get("epochs"), list) or len(doc["epochs"]) != len(history.own) or any(
+            a is not b for a, (b, _) in zip(doc["epochs"], history.own)):
+        undone.append("epochs")
+    for i, (record, own) in enumerate(history.own):
+        undone += _mend_record(record, own, f"epochs[{i}]")
+    doc["epochs"] = [r for r, _ in history.own]
+    events = doc.get("events")
+    doc["events"] = [e for e in events if _fits(e, EVENT)][:10**6] if isinstance(events, list) else []
+    if not isinstance(events, list) or len(doc["events"]) != len(events):
+        undone.append("events")
+    for key in [k for k in doc if k not in ("epochs", "events")]:
+        spec = HISTORY.optional.get(key) if isinstance(key, str) else None
+        if (_fits(doc[key], spec) if spec is not None else isinstance(key, str) and _small_json(doc[key])):
+            continue
+        undone.append(str(key)[:40])
+        del doc[key]
+    return undone
+
+
+def _mend_record(record: dict, own: dict, where: str) -> list[str]:
+    """One record as the trainer wrote it (`own`), with the scalars hooks added (up to RECORD's limit of keys)."""
+    changed = [k for k in OWN if record.get(k) != own.get(k) or (k in record) != (k in own)]
+    odd = [k for k, v in record.items() if k not in OWN
+           and (not isinstance(k, str) or len(k) > 4096 or not _fits(v, s.SCALAR))]
+    if not changed and not odd and len(record) <= RECORD.max_len:
+        return []
+    extras = [(k, v) for k, v in record.items() if k not in OWN and k not in odd][:RECORD.max_len - len(own)]
+    record.clear()
+    record.update({k: own[k] for k in CORE if k in own})
+    record.update({**dict(extras), **{k: own[k] for k in PROGRESS if k in own}})
+    return [f"{where}.{str(k)[:40]}" for k in changed + odd] or [where]
+
+
+def _small_json(value) -> bool:
+    try:
+        return len(json.dumps(value, allow_nan=False)) <= MAX_EXTRA_BYTES
+    except (TypeError, ValueError, RecursionError):
+        return False
 
 
 def read_history(path: Path, arg: str = "RUN_DIR") -> dict:

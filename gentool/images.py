@@ -47,9 +47,32 @@ def write_png(path: str | Path, image: np.ndarray) -> None:
     atomic_write_bytes(path, png_bytes(image))
 
 
-def write_grid(path: str | Path, images: torch.Tensor, rows: int, cols: int) -> None:
-    """Write images in [0, 1] as a rows×cols PNG grid."""
-    write_png(path, make_grid(to_uint8(images), rows, cols))
+def write_grid(path: str | Path, images: torch.Tensor, rows: int, cols: int, row_names: list[str] | None = None
+               ) -> None:
+    """Write images in [0, 1] as a rows×cols PNG grid, each row's name at its left when `row_names` are given."""
+    grid = make_grid(to_uint8(images), rows, cols)
+    write_png(path, grid if row_names is None else name_rows(grid, row_names, images.shape[-2]))
+
+
+ROW_NAME_CHARS = 14  # a class name beside its row: enough for CIFAR-10's and most folders'; longer ones are cut
+
+
+def name_rows(grid: np.ndarray, names: list[str], tile: int, pad: int = 2) -> np.ndarray:
+    """The grid (make_grid's, tiles `tile` pixels high) with a margin at its left naming each row, in Pillow's
+    built-in font (no font file to find), white on black like the grid's gaps."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    from gentool.errors import printable
+
+    font = ImageFont.load_default()
+    names = [n if len(n) <= ROW_NAME_CHARS else n[:ROW_NAME_CHARS - 1] + "…" for n in map(printable, names)]
+    width = max(int(font.getlength(n)) for n in names) + 2 * pad
+    canvas = Image.new("L", (width, grid.shape[0]), 0)
+    draw = ImageDraw.Draw(canvas)
+    for r, name in enumerate(names):
+        draw.text((width - pad, pad + r * (tile + pad) + tile / 2), name, fill=255, font=font, anchor="rm")
+    margin = np.repeat(np.asarray(canvas)[:, :, None], grid.shape[2], axis=2)
+    return np.concatenate([margin, grid], axis=1)
 
 
 def write_npz(path: str | Path, images: torch.Tensor, **extra) -> None:

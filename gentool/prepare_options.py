@@ -24,3 +24,4 @@ class PrepareOptions:
     split: str = option("The real split(s) whose statistics to compute: test, train or both.", default="test",
                         metavar="test|train|both", check=choice(*SPLITS))
     device: str = copy_option("device", default="auto")
+    threads: int | None = copy_option("threads")

@@ -75,9 +75,14 @@ def compare_runs(root: Path, run_dirs: list[Path] | None = None) -> list[dict]:
     return rows
 
 
+TRAILING = ("seconds", "partial")  # about the run rather than a metric: last, for one run as for a folder of them
+
+
 def columns(rows: list[dict]) -> list[str]:
-    """Every key in the rows, in first-seen order."""
-    return list(dict.fromkeys(k for r in rows for k in r))
+    """Every key in the rows, in first-seen order, TRAILING last (first-seen order put `partial` before `seconds`
+    for a run stopped inside its last epoch, and after it when the folder's first run was not)."""
+    seen = list(dict.fromkeys(k for r in rows for k in r))
+    return [k for k in seen if k not in TRAILING] + [k for k in TRAILING if k in seen]
 
 
 def _cell(value) -> Text:

@@ -4,10 +4,12 @@ lock that gives a run one writer at a time."""
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import socket
 import time
+import warnings
 from pathlib import Path
 
 from gentool import schema as s
@@ -155,6 +157,32 @@ def check_room(run_dir: Path, opts, steps: int, need_bytes: int = 0, arg: str = 
         except OSError as exc:
             raise UsageError(f"--tensorboard: {events} cannot hold the run's event files "
                              f"({fileio.cause(exc)}; tried {events / Path(run_dir).name / events_name()})") from None
+
+
+def kept_copies(opts, steps: int) -> int:
+    """How many step_NNNNNNNN.safetensors copies --checkpoint-minutes will keep, as far as the start can count
+    them: one per interval of --max-minutes, at most one a step. Without --max-minutes the run's length in minutes
+    is unknown, so none are counted here; `room_for_copy` checks each when it is due."""
+    if not opts.checkpoint_minutes or not opts.max_minutes:
+        return 0
+    return min(max(steps, 0), math.ceil(opts.max_minutes / opts.checkpoint_minutes))
+
+
+_warned_full: set[str] = set()
+
+
+def room_for_copy(last: Path, minutes: float) -> bool:
+    """Whether the disk holds a kept copy of `last` with room to spare for the next save (twice its size); when it
+    does not, the copies stop with one warning (last.safetensors is still saved, so --resume loses nothing), rather
+    than a tiny --checkpoint-minutes filling the disk a copy a step."""
+    size, free = last.stat().st_size, shutil.disk_usage(last.parent).free
+    if free >= 2 * size:
+        return True
+    if str(last) not in _warned_full:
+        _warned_full.add(str(last))
+        warnings.warn(f"--checkpoint-minutes {minutes:g}: only {free / 2**20:.0f} MiB free in {last.parent}; no more "
+                      f"step_*.safetensors copies are kept ({last.name} is still saved, and --resume continues it)")
+    return False
 
 
 def sample_grid(run_dir: Path, epoch: int) -> Path:

@@ -54,6 +54,7 @@ class DrawOptions(SamplerOptions):
                             "bf16 (autocast; CPUs with AVX512-BF16/AMX, recent GPUs) or fp16 (CUDA/MPS).",
                             default="auto", metavar="auto|fp32|bf16|fp16", check=PRECISION)
     overwrite: bool = option("Replace existing output instead of refusing.", default=False)
+    threads: int | None = copy_option("threads")
 
 
 @dataclass(kw_only=True)

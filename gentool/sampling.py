@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from gentool.checkpoint import load_checkpoint
-from gentool.device import choose_precision, pick_device, prepare
+from gentool.device import choose_precision, pick_device, prepare, use_threads
 from gentool.errors import ConfigError, GentoolError, UsageError, bad_value
 from gentool.links import LinkRefused, refuse_linked
 from gentool.paths import check_input_file, nearest_folder, prepare_output
@@ -78,7 +78,10 @@ def sample(req: SampleOptions) -> dict:
         write_gif(out, frames, FRAME_MS)
         return {**info, "frames": len(frames)}
     if kind == "grid":
-        write_grid(out, ckpt.model.generate(n, generator, labels=labels, settings=settings), *grid)
+        names = row_names(ckpt, grid[0]) if req.by_class else None
+        write_grid(out, ckpt.model.generate(n, generator, labels=labels, settings=settings), *grid, names)
+        if names:
+            info["rows"] = names
     elif kind == "npz":
         with NpzWriter(out, (n, *shape[1:], shape[0])) as npz:
             for images in sample_chunks(ckpt.model, n, generator, labels, settings=settings):
@@ -122,6 +125,7 @@ def sample_array(req: SampleOptions) -> np.ndarray:
 def _open(req: SampleOptions, n: int, grid):
     """The checkpoint ready to sample (device, precision), the labels asked for and the sampler's settings."""
     device = pick_device(req.device)
+    use_threads(req.threads, device)
     precision = choose_precision(req.precision, device)
     ckpt = load_checkpoint(req.checkpoint, device, weights=req.weights)
     prepare(ckpt.model, device, precision.used)
@@ -204,6 +208,12 @@ def requested_labels(req: SampleOptions, ckpt, n: int, grid) -> tuple[torch.Tens
     names = list(ckpt.data.get("class_names") or [])
     index = parse_class(req.label, k, names)
     return torch.full((n,), index, dtype=torch.long), {"index": index, "name": names[index] if index < len(names) else str(index)}
+
+
+def row_names(ckpt, rows: int) -> list[str]:
+    """A --by-class grid's row names: the training data's class names, else the class indices."""
+    names = list(ckpt.data.get("class_names") or [])
+    return [names[r] if r < len(names) else str(r) for r in range(rows)]
 
 
 def parse_class(spec: str, num_classes: int, names: list[str]) -> int:

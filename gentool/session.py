@@ -117,7 +117,8 @@ class Session:
         if self.world.main:
             last = self.run_dir / rundir.LAST
             self.save(last)
-            atomic_copy(last, rundir.step_checkpoint(self.run_dir, self.step))
+            if rundir.room_for_copy(last, self.opts.checkpoint_minutes):
+                atomic_copy(last, rundir.step_checkpoint(self.run_dir, self.step))
 
     def sampling(self):
         """A context in which the model samples as `gentool sample` would: with the EMA weights when kept."""
@@ -208,7 +209,7 @@ def new_session(opts: TrainOptions, device: torch.device, precision: PrecisionCh
     try:
         if world.main:
             steps = opts.epochs * -(-len(data) // (config.batch_size * world.size))
-            rundir.check_room(run_dir, opts, steps, 4 * checkpoint_size_hint(model))
+            rundir.check_room(run_dir, opts, steps, (4 + rundir.kept_copies(opts, steps)) * checkpoint_size_hint(model))
         session = Session(opts, model, optimizers, data, run_dir, entry.source, world=world,
                           sample_settings=settings, precision=precision, start=start)
         if opts.ema is None:  # recorded in config.json as the decay used
@@ -269,7 +270,8 @@ def resume_session(opts: TrainOptions, device: torch.device, precision: Precisio
     check_resumed_data(ckpt_path, ckpt, data, opts.data)
     if world.main:  # more epochs name longer files (epoch_10000), a new --tensorboard DIR another folder
         steps = opts.epochs * -(-len(data) // (ckpt.model.config.batch_size * world.size))
-        rundir.check_room(ckpt_path.parent, opts, steps, arg="--resume")
+        copies = rundir.kept_copies(opts, steps - int(ckpt.state["step"]))
+        rundir.check_room(ckpt_path.parent, opts, steps, copies * checkpoint_size_hint(ckpt.model), arg="--resume")
     optimizers = ckpt.model.build_optimizers()
     ckpt.load_optimizers(optimizers)
     restore_rng(ckpt.rng)

@@ -18,6 +18,7 @@ from gentool.device import (
     default_threads,
     pick_device,
     use_deterministic,
+    use_threads,
 )
 from gentool.distributed import (
     World,
@@ -235,8 +236,7 @@ def train(opts: TrainOptions, reporter: Reporter | None = None, hooks: Sequence[
     world, device = join(device)
     reporter = (reporter or Reporter()) if world.main else Reporter()
     threads = opts.threads or (max(1, default_threads() // world.local_size) if world.enabled else None)
-    if threads and device.type == "cpu":
-        torch.set_num_threads(threads)
+    use_threads(threads, device)
     if opts.deterministic:
         use_deterministic(device)
     precision = choose_precision(opts.precision, device)  # resolved once (auto's probe: on the threads just set)

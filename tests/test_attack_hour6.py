@@ -88,6 +88,10 @@ def test_distill_out_of_time_while_drawing_still_returns_the_continue_line(monke
 
 # --- damaged couplings (distill's cache beside the teacher): moved aside and drawn again, never a failure on every run
 
+def ZERO_NOISE(k):  # the noise of test_attack_hour4.couplings_folder's parts
+    return torch.zeros(500, 1, 8, 8)
+
+
 def _couplings(root):
     from test_attack_hour4 import couplings_folder
 
@@ -120,7 +124,29 @@ def _pipe(path):
     os.mkfifo(path)
 
 
+def _huge_noise(path):  # finite, within float16, but no standard normal draw
+    from safetensors.torch import load_file, save_file
+
+    tensors = load_file(path)
+    save_file({**tensors, "latents": torch.full_like(tensors["latents"], 60000)}, path)
+
+
+def _other_noise(path):  # plausible noise, but not the part's seed's
+    from safetensors.torch import load_file, save_file
+
+    tensors = load_file(path)
+    save_file({**tensors, "latents": torch.randn(tensors["latents"].shape).half()}, path)
+
+
+def _labelled(path):  # a class label in the pairs of an unconditional teacher
+    from safetensors.torch import load_file, save_file
+
+    tensors = load_file(path)
+    save_file({**tensors, "labels": torch.full_like(tensors["labels"], 3)}, path)
+
+
 @pytest.mark.parametrize("damage, usable", [(_truncate, 1), (_nan_noise, 1), (_bad_labels, 1), (_pipe, 1),
+                                            (_huge_noise, 1), (_other_noise, 1), (_labelled, 1),
                                             (os.unlink, 1), (None, 2)])
 def test_a_damaged_couplings_part_is_moved_aside_and_drawn_again(tmp_path, damage, usable):
     from gentool import couplings as cp
@@ -131,7 +157,7 @@ def test_a_damaged_couplings_part_is_moved_aside_and_drawn_again(tmp_path, damag
         damage(cp.part_path(folder, 1))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        assert cp.usable_parts(folder, manifest) == usable
+        assert cp.usable_parts(folder, manifest, ZERO_NOISE) == usable
     said = [str(w.message) for w in caught]
     if damage in (None, os.unlink):  # a missing part is simply not drawn yet
         assert said == []
@@ -158,7 +184,7 @@ def test_a_damaged_or_foreign_couplings_manifest_moves_the_folder_aside(tmp_path
         os.unlink(folder / cp.MANIFEST)
         (folder / cp.MANIFEST).mkdir()
     with pytest.warns(UserWarning, match=r"c is damaged \(.*\); moved to c\.bad, building it again"):
-        assert cp.usable_parts(folder, manifest) == 0
+        assert cp.usable_parts(folder, manifest, ZERO_NOISE) == 0
     assert not folder.exists() and (tmp_path / "c.bad" / "part_00001.safetensors").is_file()
     cp.new_manifest(folder, manifest["teacher"], manifest["data"], manifest["seed"], manifest["latent_shape"])
     assert cp.read_manifest(folder) == manifest  # started again, in the same place

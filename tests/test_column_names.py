@@ -47,3 +47,12 @@ def test_sweep_rows_keep_a_value_apart_from_a_metric_of_its_name():
     by_config = seed_stats.config_rows({"adversarial": [0, 1], "seed": [0, 1]}, trials, "adversarial")
     assert [setting_value(r, "adversarial") for r in by_config] == [0, 1]
     assert [round(r["adversarial"], 6) for r in by_config] == [0.05, 0.25]
+
+
+def test_partial_and_seconds_close_the_table_for_one_run_as_for_several():
+    from gentool.results import columns
+
+    partial = {"run": "a", "loss": 1.0, "partial": True, "seconds": 3.0}
+    whole = {"run": "b", "loss": 2.0, "seconds": 4.0}
+    assert columns([partial]) == ["run", "loss", "seconds", "partial"]
+    assert columns([whole, partial]) == columns([partial, whole]) == ["run", "loss", "seconds", "partial"]

@@ -57,7 +57,7 @@ def test_one_stop_signal_ends_the_drawing_after_the_current_batch_and_writes_no_
     assert not complete
     assert len(teacher.batches) == 1 and teacher.batches[0] < cp.PART  # was: the whole part of 500 drawn, written
     assert not list(folder.glob("part_*")) and not list(folder.glob(".*.tmp"))
-    assert cp.usable_parts(folder, cp.read_manifest(folder, "RUN")) == 0
+    assert cp.usable_parts(folder, cp.read_manifest(folder, "RUN"), None) == 0  # (no part: no noise to check)
 
 
 def test_a_second_stop_signal_while_drawing_stops_at_once_without_a_damaged_part(tmp_path, monkeypatch):

@@ -169,3 +169,21 @@ def test_a_long_epoch_redraws_its_grid_and_curves_on_a_time_interval(mnist_root,
                            width=0.25, out=str(tmp_path / "r"), checkpoint_every=0), hooks=[FigureHook(), Look()])
     assert [r["epoch_fraction"] for r, _, _ in seen] == [0.25, 0.5, 0.75]  # not after the last step: the epoch's own
     assert all(r["partial"] and loss and grid for r, loss, grid in seen)
+
+
+def test_progress_gif_is_drawn_again_when_an_epoch_grid_is_newer(tmp_path):
+    """A signal-stopped run (a resumed one too) never reaches the end that draws progress.gif: the stop's figures
+    draw it when an epoch grid is newer than it, or it is missing."""
+    import os
+
+    samples = tmp_path / "samples"
+    samples.mkdir()
+    assert not figures.gif_is_stale(tmp_path)  # no epoch grid yet: nothing to draw
+    (samples / "epoch_0001.png").write_bytes(b"")
+    assert figures.gif_is_stale(tmp_path)
+    (tmp_path / "progress.gif").write_bytes(b"")
+    os.utime(samples / "epoch_0001.png", (1, 1))
+    assert not figures.gif_is_stale(tmp_path)
+    (samples / "epoch_0002.png").write_bytes(b"")
+    os.utime(tmp_path / "progress.gif", (2, 2))
+    assert figures.gif_is_stale(tmp_path)

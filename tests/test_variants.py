@@ -2,6 +2,7 @@
 
 import json
 
+import imageio.v3 as iio
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -17,6 +18,8 @@ from gentool.models.wgan_gp import WGANGP, gradient_penalty
 from gentool.registry import get_entry
 from gentool.summary import summarize
 from gentool.api import TrainOptions, train  # the hooks gentool train runs (watch, figures)
+
+DIGIT_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 
 MNIST = Geometry(1, 28, 28, 10)
 CIFAR = Geometry(3, 32, 32, 10)
@@ -163,6 +166,10 @@ def test_sample_by_class_and_class_errors(mnist_root, tmp_path, invoke):
     ckpt = train(opts(mnist_root, tmp_path / "c", model="cgan", epochs=1))["checkpoints"]["last"]
     grid = invoke("sample", ckpt, "--grid", "10x3", "--by-class", "--out", str(tmp_path / "by.png"), "--json")
     assert grid.exit_code == 0 and json.loads(grid.stdout)["n"] == 30
+    assert json.loads(grid.stdout)["rows"] == [f"{k} - {w}" for k, w in enumerate(DIGIT_WORDS)]
+    picture = iio.imread(tmp_path / "by.png")  # each row named in a margin at the grid's left
+    margin = picture.shape[1] - (3 * 30 + 2)
+    assert margin > 20 and all(picture[2 + r * 30:2 + r * 30 + 28, :margin].max() > 128 for r in range(10))
     one = invoke("sample", ckpt, "--class", "7", "--n", "12", "--out", str(tmp_path / "s7.npz"), "--json")
     assert json.loads(one.stdout)["class"] == {"index": 7, "name": "7 - seven"}
     for args, message in [(["--class", "10"], "--class: got '10'; expected a class index 0–9"),

@@ -10,7 +10,7 @@ import torch
 
 import gentool
 from gentool.data import ImageData
-from gentool.device import check_precision, choose_precision, pick_device, prepare
+from gentool.device import check_precision, choose_precision, pick_device, prepare, use_threads
 from gentool.errors import SAMPLER, ConfigError, UsageError, bad_value
 from gentool.evaluate_options import INCEPTION, MAX_N, MIN_N, EvalOptions  # noqa: F401 (MAX_N: the watch's)
 from gentool.fileio import atomic_write_json
@@ -181,6 +181,7 @@ def evaluate(req: EvalOptions, reporter: Reporter | None = None) -> dict:
     started = time.perf_counter()
     wanted = req.validate()
     device = pick_device(req.device)
+    use_threads(req.threads, device)
     check_precision(req.precision, device)
     source = open_source(req.source, device, req.weights)
     precision = None  # samples from a file were drawn elsewhere: no precision applies

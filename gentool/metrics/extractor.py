@@ -317,7 +317,10 @@ EXTRACTOR_META = schema.Obj({
     "format": schema.Str(100, FORMAT), "id": schema.Str(300), "recipe": schema.Obj({}),
     "geometry": schema.Obj({"channels": SIDE, "height": SIDE, "width": SIDE}, {"num_classes": schema.Int(0, 10_000)},
                            extra=False),
-    "num_classes": schema.Int(1, 10_000), "test_accuracy": schema.Num(0, 1), "train_seconds": schema.Num(0)})
+    "num_classes": schema.Int(1, 10_000), "test_accuracy": schema.Num(0, 1), "train_seconds": schema.Num(0)},
+    # what metric JSONs repeat to say how the extractor was made: counts no training could have had are damage too
+    {"n_train": schema.Int(1, 10**9), "n_test": schema.Int(0, 10**9), "gentool_version": schema.Str(100),
+     "recipe_hash": schema.Str(100), "class_names": schema.List(schema.Str(200), 10_000)})
 
 
 def load_extractor(path: Path, device: torch.device | str = "cpu", recipe: Recipe | None = None,

@@ -5,7 +5,7 @@ run this once, on its own)."""
 from __future__ import annotations
 
 import time
-from gentool.device import pick_device
+from gentool.device import pick_device, use_threads
 from gentool.errors import bad_value
 from gentool.metrics.extractor import extractors_dir, get_extractor
 from gentool.metrics.reference import resolve_reference
@@ -29,7 +29,9 @@ def prepare(opts: PrepareOptions, reporter: Reporter | None = None) -> dict:
             raise bad_value("--image-size", image_size, "only with an image folder (--data DIR)")
         reference = reference.at_size(image_size)
     start = time.perf_counter()
-    extractor = get_extractor(reference, pick_device(opts.device), reporter, hint=False)  # it is that command
+    device = pick_device(opts.device)
+    use_threads(opts.threads, device)
+    extractor = get_extractor(reference, device, reporter, hint=False)  # it is that command
     built = {}
     for part in SPLITS[opts.split]:
         stats = real_stats(extractor, reference, part, reporter)

@@ -1,0 +1,75 @@
+"""The ninth attacker pass's leftovers (issue 26): finite, well-typed values that no gentool run writes. Couplings
+a user trains on whose noise is beyond any standard normal draw or whose labels name a class for an unconditional
+teacher are refused; the step copies --checkpoint-minutes keeps are counted before a run starts (with --max-minutes)
+and stop, with a warning, when the disk runs short, whatever the interval."""
+
+from __future__ import annotations
+
+import warnings
+from collections import namedtuple
+from types import SimpleNamespace
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+from test_attack_hour4 import couplings_folder
+
+from gentool import couplings as cp
+from gentool import rundir
+from gentool.errors import GentoolError
+
+
+@pytest.mark.parametrize("key, value, said", [("latents", 60000.0, "beyond ±12"), ("labels", 3, "labels hold 3")])
+def test_couplings_with_impossible_values_are_refused(tmp_path, key, value, said):
+    folder = couplings_folder(tmp_path / "c")
+    tensors = load_file(cp.part_path(folder, 1))
+    save_file({**tensors, key: torch.full_like(tensors[key], value)}, cp.part_path(folder, 1))
+    with pytest.raises(GentoolError, match=said):
+        cp.load_couplings(folder)
+    assert len(cp.load_couplings(folder, limit=500)) == 500  # the sound first part alone still reads
+
+
+@pytest.mark.parametrize("minutes, max_minutes, steps, copies", [
+    (5, None, 10**6, 0),     # the run's length in minutes is unknown: each copy checks its room when due
+    (5, 60, 10**6, 12),
+    (1e-300, 60, 1_000, 1_000),  # shorter than a step: at most one copy a step
+    (0, 60, 1_000, 0),
+])
+def test_the_start_counts_the_step_copies(minutes, max_minutes, steps, copies):
+    opts = SimpleNamespace(checkpoint_minutes=minutes, max_minutes=max_minutes)
+    assert rundir.kept_copies(opts, steps) == copies
+
+
+def test_step_copies_stop_with_one_warning_when_the_disk_runs_short(tmp_path, monkeypatch):
+    last = tmp_path / "last.safetensors"
+    last.write_bytes(b"x" * 1000)
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(rundir.shutil, "disk_usage", lambda p: usage(10**6, 0, 1999))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert not rundir.room_for_copy(last, 1e-300) and not rundir.room_for_copy(last, 1e-300)
+    assert len(caught) == 1 and "no more step_*.safetensors copies" in str(caught[0].message)
+    monkeypatch.setattr(rundir.shutil, "disk_usage", lambda p: usage(10**6, 0, 2000))
+    assert rundir.room_for_copy(last, 1e-300)
+
+
+def test_a_relative_home_is_not_used_for_the_cache(tmp_path, monkeypatch):
+    from gentool.cache import cache_dir
+
+    monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
+    monkeypatch.setenv("HOME", "relative/home")
+    monkeypatch.chdir(tmp_path)
+    with pytest.warns(UserWarning, match="HOME='relative/home' is a relative path; using the account's home"):
+        folder = cache_dir()
+    assert folder.is_absolute() and not (tmp_path / "relative").exists()
+
+
+def test_extractor_counts_no_training_had_are_damage():
+    from gentool import schema
+    from gentool.metrics.extractor import EXTRACTOR_META
+
+    meta = {"format": "gentool-extractor", "id": "x", "recipe": {}, "num_classes": 10, "test_accuracy": 0.9,
+            "train_seconds": 1.0, "geometry": {"channels": 1, "height": 28, "width": 28}}
+    schema.check({**meta, "n_train": 60000}, EXTRACTOR_META, "meta")
+    with pytest.raises(schema.Invalid, match="n_train"):
+        schema.check({**meta, "n_train": -3}, EXTRACTOR_META, "meta")

@@ -1,0 +1,33 @@
+"""--threads on the commands that compute besides train and sweep (sample, evaluate, prepare): a batch job on a
+shared node bounds its CPU threads on each, and a bad count is one line and exit 2 before any work."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from gentool.sample_options import SampleOptions
+from gentool.sampling import sample
+from gentool.train import train
+from gentool.train_options import TrainOptions
+
+
+def test_sample_computes_on_the_threads_asked_for(tmp_path, mnist_root):
+    run = train(TrainOptions(model="vae", data="mnist", data_dir=str(mnist_root), epochs=1, limit=64, batch_size=32,
+                             out=str(tmp_path / "run"), sample_every=0))
+    seen = []
+    real = torch.set_num_threads
+    torch.set_num_threads = lambda n: (seen.append(n), real(n))
+    try:
+        sample(SampleOptions(checkpoint=run["checkpoints"]["last"], n=4, out=str(tmp_path / "s.npz"), threads=1,
+                             device="cpu"))
+    finally:
+        torch.set_num_threads = real
+    assert seen == [1] and (tmp_path / "s.npz").is_file()
+
+
+@pytest.mark.parametrize("command", [["sample", "x.safetensors"], ["evaluate", "x.npz"],
+                                     ["prepare", "--data", "mnist"]])
+def test_a_bad_thread_count_is_one_line(invoke, command):
+    result = invoke(*command, "--threads", "0")
+    assert result.exit_code == 2 and "--threads" in result.output and "Traceback" not in result.output
