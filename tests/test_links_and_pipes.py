@@ -349,7 +349,7 @@ def test_damaged_cached_statistics_are_set_aside_and_computed_again(cache):
 
 @pytest.mark.parametrize("key, value, says", [("probs", -1.0, "probs"), ("pixel_hist", -5.0, "pixel_hist"),
                                               ("pixel_moments", 1e12, "pixel_moments"),
-                                              ("projections", 1e6, "projections")])
+                                              ("projections", 1e6, "projections"), ("features", -1.0, "features")])
 def test_cached_statistics_no_images_could_have_are_set_aside(cache, key, value, says):
     """Finite but impossible values (negative counts, probabilities below 0) scored every later evaluate wrongly
     without a word (attacker hour h26r): now damage, as NaN is."""

@@ -138,8 +138,10 @@ def read_cache_entry(npz_path: Path, json_path: Path, expected: dict, shapes) ->
 def check_values(arrays: dict[str, np.ndarray], n: int) -> None:
     """Refuse (ValueError naming the array) values that images of `n` could not have produced: finite but wrong
     numbers (negative counts, probabilities off [0, 1]) would otherwise score every later evaluate wrongly, without
-    a word. Features have no such bound (they are only checked finite)."""
+    a word. Features, both extractors' (gentool's and Inception's pool), follow a ReLU: none is negative."""
     problems = []
+    if "features" in arrays and (arrays["features"] < 0).any():
+        problems.append("features holds negative values, which an extractor's features (after a ReLU) never are")
     if "probs" in arrays:
         probs = arrays["probs"]
         if (probs < 0).any() or (probs > 1 + 1e-3).any() or not np.allclose(probs.sum(1), 1, atol=1e-3):
