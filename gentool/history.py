@@ -157,6 +157,7 @@ class RunHistory:
         self.own = [(r, _own_fields(r)) for r in self.doc["epochs"]]
         self.progress: list[dict] = []  # the epoch in progress's running records, as the figures drew them
         self.nonfinite: set[str] = set()  # record keys already warned about holding NaN/Inf (written null)
+        self.mended: set[str] = set()  # fields already warned about as changed by a hook (see `mend`)
 
     @property
     def records(self) -> list[dict]:
@@ -223,9 +224,9 @@ class RunHistory:
             warnings.warn(f"{Path(path).name}: {', '.join(new[:5])}{' ...' if len(new) > 5 else ''} "
                           f"{'is' if len(new) == 1 else 'are'} not a finite number or a JSON value ({replaced[0]}); "
                           f"written as null, here and in later records")
-        undone = [u for u in mend(self) if u not in self.nonfinite]
+        undone = [u for u in mend(self) if u.rsplit(".", 1)[-1] not in self.mended]  # once per field, as above
         if undone:
-            self.nonfinite.update(undone)
+            self.mended.update(u.rsplit(".", 1)[-1] for u in undone)
             more = " ..." if len(undone) > 3 else ""
             warnings.warn(f"{Path(path).name}: a hook changed {', '.join(undone[:3])}{more} in a way gentool could "
                           f"not read back (the trainer's own record fields, or values metrics.json does not hold); "
@@ -273,7 +274,8 @@ def mend(history: RunHistory) -> list[str]:
 
 def _mend_record(record: dict, own: dict, where: str) -> list[str]:
     """One record as the trainer wrote it (`own`), with the scalars hooks added (up to RECORD's limit of keys)."""
-    changed = [k for k in OWN if record.get(k) != own.get(k) or (k in record) != (k in own)]
+    changed = [k for k in OWN if (k in record) != (k in own)  # equal is not enough: 1.0 and True equal 1
+               or type(record.get(k)) is not type(own.get(k)) or record.get(k) != own.get(k)]
     odd = [k for k, v in record.items() if k not in OWN
            and (not isinstance(k, str) or len(k) > 4096 or not _fits(v, s.SCALAR))]
     if not changed and not odd and len(record) <= RECORD.max_len:
@@ -286,8 +288,9 @@ def _mend_record(record: dict, own: dict, where: str) -> list[str]:
 
 
 def _small_json(value) -> bool:
+    """JSON of at most MAX_EXTRA_BYTES, nested shallow enough for the reader (the document is one level)."""
     try:
-        return len(json.dumps(value, allow_nan=False)) <= MAX_EXTRA_BYTES
+        return s.depth(value) < s.MAX_DEPTH and len(json.dumps(value, allow_nan=False)) <= MAX_EXTRA_BYTES
     except (TypeError, ValueError, RecursionError):
         return False
 

@@ -57,14 +57,27 @@ def write_grid(path: str | Path, images: torch.Tensor, rows: int, cols: int, row
 ROW_NAME_CHARS = 14  # a class name beside its row: enough for CIFAR-10's and most folders'; longer ones are cut
 
 
+def _row_font():
+    """DejaVu Sans, which matplotlib (a dependency, for the figures) ships, at a size that fits a 28-pixel row: it
+    draws accented and non-Latin names that Pillow's built-in bitmap font shows as boxes; that font otherwise."""
+    from PIL import ImageFont
+
+    try:
+        from matplotlib import font_manager
+
+        return ImageFont.truetype(font_manager.findfont("DejaVu Sans", fallback_to_default=False), 11)
+    except (ImportError, OSError, ValueError):
+        return ImageFont.load_default()
+
+
 def name_rows(grid: np.ndarray, names: list[str], tile: int, pad: int = 2) -> np.ndarray:
-    """The grid (make_grid's, tiles `tile` pixels high) with a margin at its left naming each row, in Pillow's
-    built-in font (no font file to find), white on black like the grid's gaps."""
-    from PIL import Image, ImageDraw, ImageFont
+    """The grid (make_grid's, tiles `tile` pixels high) with a margin at its left naming each row (`_row_font`),
+    white on black like the grid's gaps."""
+    from PIL import Image, ImageDraw
 
     from gentool.errors import printable
 
-    font = ImageFont.load_default()
+    font = _row_font()
     names = [n if len(n) <= ROW_NAME_CHARS else n[:ROW_NAME_CHARS - 1] + "…" for n in map(printable, names)]
     width = max(int(font.getlength(n)) for n in names) + 2 * pad
     canvas = Image.new("L", (width, grid.shape[0]), 0)

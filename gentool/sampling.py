@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,7 +25,8 @@ from gentool.sample_options import MAX_SAMPLES, SampleOptions
 WALK_POINTS = 4  # random latent points each --interpolate walk passes through before returning to its start
 FRAME_MS = 80
 CHUNK = 4096  # samples drawn and written at a time (a multiple of 16: see chunk_sizes)
-MAX_GIF_BYTES = 512 << 20  # uncompressed frames of one --interpolate GIF
+MAX_GIF_BYTES = 512 << 20
+MAX_BY_CLASS_ROWS = 100  # a default --by-class grid of a model of many classes: its first 100 rows  # uncompressed frames of one --interpolate GIF
 
 
 def _check_target(kind: str, out: Path, overwrite: bool, n: int) -> None:
@@ -62,6 +64,9 @@ def sample(req: SampleOptions) -> dict:
     # the checkpoint first: a missing one (in a folder not there) must not leave the output's folder made beside it
     check_input_file(Path(req.checkpoint), "CKPT", "a .safetensors checkpoint file")
     _check_target(kind, out, req.overwrite, n)
+    if req.by_class and req.grid is None and not req.interpolate:  # a row per class: as many rows as classes
+        grid = (class_rows(req.checkpoint), grid[1])
+        n = grid[0] * grid[1]
     ckpt, precision, labels, label, settings = _open(req, n, grid)
     c = ckpt.model.config
     shape = [c.channels, c.image_height, c.image_width]
@@ -204,10 +209,22 @@ def requested_labels(req: SampleOptions, ckpt, n: int, grid) -> tuple[torch.Tens
     if req.by_class:
         if grid[0] > k:
             raise bad_value("--grid", f"{grid[0]}x{grid[1]}", f"at most {k} rows with --by-class (one per class)")
+        if grid[0] < k:
+            warnings.warn(f"--by-class: --grid {grid[0]}x{grid[1]} draws classes 0–{grid[0] - 1} of the model's {k}; "
+                          f"--grid {k}x{grid[1]} (or no --grid) draws them all")
         return torch.arange(grid[0]).repeat_interleave(grid[1]), None
     names = list(ckpt.data.get("class_names") or [])
     index = parse_class(req.label, k, names)
     return torch.full((n,), index, dtype=torch.long), {"index": index, "name": names[index] if index < len(names) else str(index)}
+
+
+def class_rows(checkpoint: str) -> int:
+    """A --by-class grid's rows when --grid is not given: the checkpoint's classes (from its metadata, before the
+    model is built; a model that is not class-conditional is refused later, as with --grid)."""
+    from gentool.checkpoint import read_metadata
+
+    classes = (read_metadata(checkpoint).get("data") or {}).get("geometry", {}).get("num_classes") or 8
+    return max(1, min(int(classes), MAX_BY_CLASS_ROWS))
 
 
 def row_names(ckpt, rows: int) -> list[str]:

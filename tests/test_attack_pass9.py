@@ -73,3 +73,53 @@ def test_extractor_counts_no_training_had_are_damage():
     schema.check({**meta, "n_train": 60000}, EXTRACTOR_META, "meta")
     with pytest.raises(schema.Invalid, match="n_train"):
         schema.check({**meta, "n_train": -3}, EXTRACTOR_META, "meta")
+
+
+
+def test_by_class_row_names_use_a_font_with_accented_letters():
+    """Row names in DejaVu Sans (matplotlib's): 'ß' of a new user's class folder drew as a box in Pillow's bitmap
+    font."""
+    from gentool.images import _row_font
+
+    font = _row_font()
+    assert getattr(font, "path", "").endswith("DejaVuSans.ttf")
+    assert font.getbbox("ß")[2] > 0
+
+
+def test_a_hook_cannot_retype_the_trainers_fields_nor_nest_a_key_too_deep(tmp_path):
+    """The tenth hour: `record["epoch"] = 1.0` (equal to 1) and a 100-level key in the document passed the mend."""
+    from gentool import schema
+    from gentool.history import HISTORY, RunHistory
+
+    history = RunHistory({"epochs": [{"epoch": 1, "step": 2}], "events": []})
+    history.records[0].update(epoch=1.0, step=True)
+    deep = {}
+    for _ in range(100):
+        deep = {"x": deep}
+    history.doc["zzz"] = deep
+    with pytest.warns(UserWarning, match="a hook changed"):
+        history.write(tmp_path / "metrics.json")
+    schema.read(tmp_path / "metrics.json", HISTORY)  # read back as every command reads it
+    assert type(history.records[0]["epoch"]) is int and "zzz" not in history.doc
+
+
+def test_an_ascii_output_encoding_gets_no_traceback(tmp_path):
+    import os
+    import subprocess
+
+    env = {**os.environ, "PYTHONIOENCODING": "ascii"}
+    result = subprocess.run(["gentool", "models"], capture_output=True, text=True, env=env, timeout=120)
+    assert result.returncode == 0 and "Traceback" not in result.stderr
+
+
+def test_pixel_histogram_disagreeing_with_the_moments_is_damage():
+    import numpy as np
+
+    from gentool.metrics.stats import check_values
+
+    images = np.random.default_rng(0).integers(0, 256, (4, 6))  # 4 images of 6 values
+    hist = np.bincount(images.ravel(), minlength=256).astype(float)
+    moments = np.stack([images.sum(0), (images.astype(float) ** 2).sum(0)]).astype(float)
+    check_values({"pixel_hist": hist, "pixel_moments": moments}, 4)
+    with pytest.raises(ValueError, match="disagree"):
+        check_values({"pixel_hist": np.roll(hist, 128), "pixel_moments": moments}, 4)

@@ -257,3 +257,12 @@ def test_gan_generator_keeps_a_gradient_where_training_drives_its_output(geometr
     for bias in (-12.0, 12.0):
         assert (bias_gradient(build(GAN, geometry), bias) != 0).all(), bias
         assert (bias_gradient(build(GAN, geometry, output="tanh"), bias) == 0).all(), bias  # the failure it guards
+
+
+def test_by_class_without_a_grid_draws_every_class(mnist_root, tmp_path, invoke):
+    ckpt = train(opts(mnist_root, tmp_path / "c", model="cgan", epochs=1))["checkpoints"]["last"]
+    result = invoke("sample", ckpt, "--by-class", "--out", str(tmp_path / "all.png"), "--json")
+    assert result.exit_code == 0 and len(json.loads(result.stdout)["rows"]) == 10  # was the default 8 rows
+    with pytest.warns(UserWarning, match="draws classes 0–4 of the model's 10"):
+        few = invoke("sample", ckpt, "--by-class", "--grid", "5x3", "--out", str(tmp_path / "few.png"))
+    assert few.exit_code == 0

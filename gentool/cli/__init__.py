@@ -1,6 +1,7 @@
 """The command-line interface: one thin module per command, and the console-script entry point."""
 
 import atexit
+import contextlib
 import os
 import signal
 import sys
@@ -73,6 +74,9 @@ def main() -> None:
     if hangup_is_free():
         signal.signal(signal.SIGHUP, on_sigint)
     atexit.register(_hold_stops_at_exit)  # registered first, so it runs after every other exit handler
+    for stream in (sys.stdout, sys.stderr):  # PYTHONIOENCODING=ascii, LANG=C: a '·' or '–' is written as '?', not
+        with contextlib.suppress(AttributeError, ValueError):  # a UnicodeEncodeError traceback
+            stream.reconfigure(errors="replace")
     from gentool.cli.app import main as run
 
     run()

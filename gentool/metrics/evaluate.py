@@ -216,7 +216,9 @@ def evaluate(req: EvalOptions, reporter: Reporter | None = None) -> dict:
         notes.append("intervals: not computed with inception-v3 (a bootstrap of its 2,048-dimensional features "
                      "costs more than the evaluation); gentool's extractor gives them")
     if count < req.n:
-        notes.append(f"SOURCE holds {count} images, fewer than --n {req.n}; all of them were scored")
+        default = EvalOptions.__dataclass_fields__["n"].default
+        asked = f"--n {req.n:,}" if req.n != default else f"--n's default of {req.n:,}"
+        notes.append(f"{req.source} holds {count:,} images, fewer than {asked}; all of them were scored")
     busy = load_warning(torch.get_num_threads()) if device.type == "cpu" else None
     if busy:  # the scores stand; the seconds this evaluate reports do not describe the machine
         notes.append(busy)

@@ -339,6 +339,9 @@ def load_extractor(path: Path, device: torch.device | str = "cpu", recipe: Recip
         saved = Geometry(**meta["geometry"])
         if geometry is not None and saved.shape != geometry.shape:
             raise ValueError(f"it is for {dims(saved.shape)} images, not {dims(geometry.shape)}")
+        names = meta.get("class_names") or []
+        if names and (len(names) != meta["num_classes"] or len(set(names)) != len(names)):
+            raise ValueError(f"its {len(names)} class names do not name its {meta['num_classes']} classes once each")
         net = FeatureNet(Recipe(**fields), saved, meta["num_classes"])
         expected = net.state_dict()
         odd = sorted(set(f.keys()) ^ set(expected))

@@ -135,13 +135,17 @@ def read_cache_entry(npz_path: Path, json_path: Path, expected: dict, shapes) ->
         return None
 
 
+MAX_FEATURE = 1e4  # the extractors' features are in the tens at most; 1e4 leaves room, 1e15 is damage
+
+
 def check_values(arrays: dict[str, np.ndarray], n: int) -> None:
     """Refuse (ValueError naming the array) values that images of `n` could not have produced: finite but wrong
     numbers (negative counts, probabilities off [0, 1]) would otherwise score every later evaluate wrongly, without
     a word. Features, both extractors' (gentool's and Inception's pool), follow a ReLU: none is negative."""
     problems = []
-    if "features" in arrays and (arrays["features"] < 0).any():
-        problems.append("features holds negative values, which an extractor's features (after a ReLU) never are")
+    if "features" in arrays and ((arrays["features"] < 0).any() or (arrays["features"] > MAX_FEATURE).any()):
+        problems.append(f"features holds values outside 0 … {MAX_FEATURE:g}, where an extractor's features (after a "
+                        f"ReLU, of normalised images) lie")
     if "probs" in arrays:
         probs = arrays["probs"]
         if (probs < 0).any() or (probs > 1 + 1e-3).any() or not np.allclose(probs.sum(1), 1, atol=1e-3):
@@ -155,6 +159,8 @@ def check_values(arrays: dict[str, np.ndarray], n: int) -> None:
             hist = arrays["pixel_hist"]
             if (hist < 0).any() or (hist != np.round(hist)).any() or hist.sum() != n * positions:
                 problems.append(f"pixel_hist is not counts of {n:,} images' {positions:,} values each")
+            elif not np.isclose((hist * np.arange(256)).sum(), sums.sum(), rtol=1e-4, atol=1.0):
+                problems.append("pixel_hist and pixel_moments disagree on the images' mean value")
         if "projections" in arrays and (np.abs(arrays["projections"]) > np.sqrt(positions) * (1 + 1e-4)).any():
             problems.append("projections holds values beyond what unit directions over [0, 1] pixels give")
     if problems:

@@ -15,6 +15,7 @@ from gentool import seed_stats
 from gentool import sweep as sw
 from gentool.history import is_partial
 from gentool.report.readers import Picture, is_number, picture
+from gentool.results import columns as result_columns
 from gentool.results import compare_runs, final_metrics, setting_value
 from gentool.summary import shape_text
 
@@ -331,7 +332,7 @@ def folder_view(root: Path, runs: list[dict], sweeps: list[dict] = ()) -> dict:
     readable = [r for r in runs if "error" not in r]
     rows = compare_runs(root, [Path(r["path"]) for r in readable])
     links = {r["name"]: r["anchor"] for r in readable}
-    columns = list(dict.fromkeys(k for r in rows for k in r))
+    columns = result_columns(rows)  # the order summary prints them in (seconds and partial last)
     body = [[cell(r.get(c), f"#{links[r['run']]}" if c == "run" else None) for c in columns] for r in rows]
     return {"name": root.name or str(root), "path": str(root),
             "comparison": table(f"{len(rows)} run(s) compared: the values that set them apart, epochs and final "
