@@ -25,8 +25,8 @@ from gentool.sample_options import MAX_SAMPLES, SampleOptions
 WALK_POINTS = 4  # random latent points each --interpolate walk passes through before returning to its start
 FRAME_MS = 80
 CHUNK = 4096  # samples drawn and written at a time (a multiple of 16: see chunk_sizes)
-MAX_GIF_BYTES = 512 << 20
-MAX_BY_CLASS_ROWS = 100  # a default --by-class grid of a model of many classes: its first 100 rows  # uncompressed frames of one --interpolate GIF
+MAX_GIF_BYTES = 512 << 20  # uncompressed frames of one --interpolate GIF
+MAX_BY_CLASS_ROWS = 100  # a default --by-class grid of a model of many classes: its first 100 rows
 
 
 def _check_target(kind: str, out: Path, overwrite: bool, n: int) -> None:

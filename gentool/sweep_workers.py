@@ -13,6 +13,9 @@ import sys
 import time
 from pathlib import Path
 
+if __name__ == "__main__":  # a worker the sweep stops while it still imports torch (seconds) exits 130 in silence,
+    signal.signal(signal.SIGINT, lambda *_: sys.exit(130))  # not with a KeyboardInterrupt traceback in its log
+
 import gentool
 from gentool import fileio, links, rundir
 from gentool.errors import GentoolError
@@ -99,6 +102,7 @@ def worker_main(argv: list[str]) -> int:
     `--workers`); exit 0 when it is done, 1 when it failed, 130 when interrupted."""
     import torch
 
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # imported: a stop is the trial's to record, below
     sweep_dir, index, threads, runtime = Path(argv[0]), int(argv[1]), int(argv[2]), json.loads(argv[3])
     rundir.PROCESS[:] = [f"a gentool sweep worker training trial {index} of {sweep_dir}"]
     torch.set_num_threads(threads)

@@ -123,3 +123,19 @@ def test_pixel_histogram_disagreeing_with_the_moments_is_damage():
     check_values({"pixel_hist": hist, "pixel_moments": moments}, 4)
     with pytest.raises(ValueError, match="disagree"):
         check_values({"pixel_hist": np.roll(hist, 128), "pixel_moments": moments}, 4)
+
+
+def test_a_sweep_worker_stopped_while_it_imports_leaves_no_traceback(tmp_path):
+    """The tenth hour: a sweep stopped while its workers still imported torch left a KeyboardInterrupt traceback
+    in each worker's log (the parent's own line was clean)."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    proc = subprocess.Popen([sys.executable, "-m", "gentool.sweep_workers", str(tmp_path / "none"), "0", "1", "{}"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    time.sleep(0.3)  # inside its imports (torch takes seconds)
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode in (130, 1) and "Traceback" not in out, out
