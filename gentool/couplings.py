@@ -154,7 +154,7 @@ def load_couplings(folder: Path, limit: int | None = None, arg: str = "--data"):
              for k in range(want)]
     joined = {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
     labels = joined["labels"]
-    _check_labels(labels, manifest, folder, arg)
+    _check_labels(labels, folder, arg)
     g = manifest["data"]["geometry"]
     geometry = Geometry(g["channels"], g["height"], g["width"], g["num_classes"])
     data = manifest["data"]
@@ -163,7 +163,7 @@ def load_couplings(folder: Path, limit: int | None = None, arg: str = "--data"):
                      list(data.get("class_names") or []), latents=joined["latents"], origin=origin)
 
 
-def _check_labels(labels: torch.Tensor, manifest: dict, where: Path, arg: str) -> None:
+def _check_labels(labels: torch.Tensor, where: Path, arg: str) -> None:
     """Distill's teachers are unconditional (gentool.distill refuses the others), so every pair's label is -1."""
     if (labels != -1).any():
         raise GentoolError(f"{arg}: {where}: labels hold {int(labels[labels != -1][0])}; couplings of an "
@@ -196,7 +196,7 @@ def usable_parts(folder: Path, manifest: dict, noise_of) -> int:
     for k in range(done):
         try:
             tensors = _read_part(part_path(folder, k), manifest, "RUN", manifest["part"])
-            _check_labels(tensors["labels"], manifest, part_path(folder, k), "RUN")
+            _check_labels(tensors["labels"], part_path(folder, k), "RUN")
             if not torch.equal(tensors["latents"], noise_of(k).to(torch.float16)):  # cheap: no network is run
                 raise GentoolError(f"RUN: {part_path(folder, k)}: tensor latents is not the noise of this part's seed")
         except GentoolError as exc:

@@ -64,10 +64,8 @@ def sample(req: SampleOptions) -> dict:
     # the checkpoint first: a missing one (in a folder not there) must not leave the output's folder made beside it
     check_input_file(Path(req.checkpoint), "CKPT", "a .safetensors checkpoint file")
     _check_target(kind, out, req.overwrite, n)
-    if req.by_class and req.grid is None and not req.interpolate:  # a row per class: as many rows as classes
-        grid = (class_rows(req.checkpoint), grid[1])
-        n = grid[0] * grid[1]
-    ckpt, precision, labels, label, settings = _open(req, n, grid)
+    ckpt, precision, labels, label, settings, grid = _open(req, n, grid)
+    n = grid[0] * grid[1] if kind == "grid" else n  # (a --by-class grid's rows are the model's classes)
     c = ckpt.model.config
     shape = [c.channels, c.image_height, c.image_width]
     info = {"checkpoint": str(req.checkpoint), "model": ckpt.model.name, "weights": ckpt.weights,
@@ -117,7 +115,7 @@ def sample_array(req: SampleOptions) -> np.ndarray:
     uint8 array N×H×W×C in memory (gentool.api.sample)."""
     if not isinstance(req.n, int) or isinstance(req.n, bool) or not 1 <= req.n <= MAX_SAMPLES:
         raise bad_value("n", req.n, f"an integer between 1 and {MAX_SAMPLES:,}")
-    ckpt, _, labels, _, settings = _open(req, req.n, None)
+    ckpt, _, labels, _, settings, _ = _open(req, req.n, None)
     c = ckpt.model.config
     out = np.empty((req.n, c.image_height, c.image_width, c.channels), dtype=np.uint8)  # filled chunk by chunk
     start, generator = 0, torch.Generator().manual_seed(req.seed)
@@ -128,14 +126,17 @@ def sample_array(req: SampleOptions) -> np.ndarray:
 
 
 def _open(req: SampleOptions, n: int, grid):
-    """The checkpoint ready to sample (device, precision), the labels asked for and the sampler's settings."""
+    """The checkpoint ready to sample (device, precision), the labels asked for, the sampler's settings and the
+    grid: a --by-class grid without --grid has a row per class of the model (the default 8 left classes out)."""
     device = pick_device(req.device)
     use_threads(req.threads, device)
     precision = choose_precision(req.precision, device)
     ckpt = load_checkpoint(req.checkpoint, device, weights=req.weights)
     prepare(ckpt.model, device, precision.used)
+    if req.by_class and req.grid is None and not req.interpolate and ckpt.model.conditional:
+        grid = (min(ckpt.model.config.num_classes, MAX_BY_CLASS_ROWS), grid[1])
     labels, label = requested_labels(req, ckpt, n, grid)
-    return ckpt, precision, labels, label, checked_settings(req, ckpt.model)
+    return ckpt, precision, labels, label, checked_settings(req, ckpt.model), grid
 
 
 def checked_settings(req: SampleOptions, model) -> dict:
@@ -215,22 +216,18 @@ def requested_labels(req: SampleOptions, ckpt, n: int, grid) -> tuple[torch.Tens
         return torch.arange(grid[0]).repeat_interleave(grid[1]), None
     names = list(ckpt.data.get("class_names") or [])
     index = parse_class(req.label, k, names)
-    return torch.full((n,), index, dtype=torch.long), {"index": index, "name": names[index] if index < len(names) else str(index)}
+    return torch.full((n,), index, dtype=torch.long), {"index": index, "name": class_name(ckpt, index)}
 
 
-def class_rows(checkpoint: str) -> int:
-    """A --by-class grid's rows when --grid is not given: the checkpoint's classes (from its metadata, before the
-    model is built; a model that is not class-conditional is refused later, as with --grid)."""
-    from gentool.checkpoint import read_metadata
-
-    classes = (read_metadata(checkpoint).get("data") or {}).get("geometry", {}).get("num_classes") or 8
-    return max(1, min(int(classes), MAX_BY_CLASS_ROWS))
+def class_name(ckpt, index: int) -> str:
+    """Class `index` as the training data named it, else its index."""
+    names = ckpt.data.get("class_names") or []
+    return str(names[index]) if index < len(names) else str(index)
 
 
 def row_names(ckpt, rows: int) -> list[str]:
-    """A --by-class grid's row names: the training data's class names, else the class indices."""
-    names = list(ckpt.data.get("class_names") or [])
-    return [names[r] if r < len(names) else str(r) for r in range(rows)]
+    """A --by-class grid's row names (`class_name` of each row's class)."""
+    return [class_name(ckpt, r) for r in range(rows)]
 
 
 def parse_class(spec: str, num_classes: int, names: list[str]) -> int:
