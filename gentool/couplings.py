@@ -163,6 +163,15 @@ def load_couplings(folder: Path, limit: int | None = None, arg: str = "--data"):
                      list(data.get("class_names") or []), latents=joined["latents"], origin=origin)
 
 
+def couplings_line(data: str, couplings) -> str:
+    """What `train --data COUPLINGS` read: "--data DIR: 20,000 couplings of flow step 2,423 (euler, 16 steps),
+    imitating mnist"."""
+    teacher, origin = couplings.origin["teacher"], couplings.origin.get("source")
+    sampler = ", ".join(f"{v} {k}" if k == "steps" else str(v) for k, v in sorted(teacher["sampling"].items()))
+    return (f"--data {data}: {len(couplings):,} couplings of {teacher['model']} step {teacher['step']:,} "
+            f"({sampler}){f', imitating {origin}' if origin else ''}")
+
+
 def _check_labels(labels: torch.Tensor, where: Path, arg: str) -> None:
     """Distill's teachers are unconditional (gentool.distill refuses the others), so every pair's label is -1."""
     if (labels != -1).any():

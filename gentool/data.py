@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from gentool import environment
-from gentool.couplings import is_couplings, load_couplings, manifest_geometry
+from gentool.couplings import couplings_line, is_couplings, load_couplings, manifest_geometry
 from gentool.cache import cache_dir
 from gentool.datatypes import IMAGE_SUFFIXES, Geometry, ImageData  # noqa: F401 (imported from here)
 from gentool.errors import GentoolError, UsageError, bad_value, did_you_mean
@@ -61,6 +61,8 @@ def load_dataset(data: str, data_dir=None, train: bool = True, image_size: int |
         if image_size is not None:  # the latents have the teacher's size: images cannot be resized apart from them
             raise UsageError("--image-size: not allowed with couplings (they keep the teacher's image size)")
         result = load_couplings(Path(data).expanduser(), limit)
+        if reporter is not None:  # what a user training on a folder of pairs reads (it said nothing)
+            reporter.message(couplings_line(data, result))
     elif Path(data).expanduser().is_dir():
         result = load_image_folder(Path(data).expanduser(), limit, image_size, part, reporter)
         image_size = None

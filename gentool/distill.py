@@ -16,6 +16,7 @@ import os
 import shlex
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -143,13 +144,20 @@ def draw_couplings(ckpt: Checkpoint, settings: dict, opts: DistillOptions, repor
                      f"{settings_text(settings)}) into {folder}")
     start, drawn, lines = time.monotonic(), 0, reporter.pace()
     with StopSignals(doing="stopping the drawing of couplings after the current batch", raise_again=True) as signals:
+        def stopped() -> bool:  # a signal, or --max-minutes used up: acted on within a batch (seconds)
+            return bool(signals.signum) or (deadline is not None and time.monotonic() >= deadline)
+
         for k in range(done, need):
-            part = _draw_part(model, k, opts.seed, settings, signals)
+            part = _draw_part(model, k, opts.seed, settings, stopped)
             if part is None:  # stopped inside the part: what was drawn of it is dropped, the parts before are kept
+                if not drawn and not signals.signum:
+                    reporter.message(f"--max-minutes {opts.max_minutes:g} ended inside the first part of "
+                                     f"{cp.PART:,} couplings, which is dropped (parts are kept whole): the same "
+                                     f"command makes progress with more minutes")
                 return folder, False
             cp.write_part(folder, k, *part)
             drawn += cp.PART
-            stop = k + 1 < need and (signals.signum or (deadline and time.monotonic() >= deadline))
+            stop = k + 1 < need and stopped()
             if lines.due(last=k + 1 == need or bool(stop)):  # where a stopped drawing ended, too
                 rate = drawn / (time.monotonic() - start)
                 reporter.message(f"couplings {(k + 1) * cp.PART:,}/{need * cp.PART:,} {rate:.0f}/s | eta "
@@ -168,15 +176,15 @@ def _part_noise(model, k: int, seed: int) -> torch.Tensor:
     return model.sample_latent(cp.PART, torch.Generator().manual_seed(_part_seed(k, seed)))
 
 
-def _draw_part(model, k: int, seed: int, settings: dict, signals: StopSignals):
-    """Part k's images, noise and labels, drawn DRAW_BATCH pairs at a time so that a stop signal is acted on within
-    a batch's time (seconds), not a whole part's; None when one came (the part is not written: a part on disk is
-    always whole). Its own seed makes part k the same in any session."""
+def _draw_part(model, k: int, seed: int, settings: dict, stopped: Callable[[], bool]):
+    """Part k's images, noise and labels, drawn DRAW_BATCH pairs at a time so that a stop (a signal, the time
+    budget) is acted on within a batch's time (seconds), not a whole part's; None when `stopped()` (the part is not
+    written: a part on disk is always whole). Its own seed makes part k the same in any session."""
     g = torch.Generator().manual_seed(_part_seed(k, seed))
     z = model.sample_latent(cp.PART, g)
     batches = []
     for first in range(0, cp.PART, DRAW_BATCH):
-        if signals.signum:
+        if stopped():
             return None
         chunk = z[first:first + DRAW_BATCH]
         batches.append(model.generate(len(chunk), g, latents=chunk, settings=settings, batch_size=DRAW_BATCH))
@@ -229,8 +237,9 @@ class FromTeacher(TrainHook):
                          f"teacher's grid: {session.run_dir / rundir.SAMPLES / TEACHER_GRID}")
 
 
-def student_options(opts: DistillOptions, ckpt: Checkpoint, folder: Path, out: Path, budget: float | None):
-    """The student's training run: a reflow with the teacher's network, on the couplings."""
+def student_options(opts: DistillOptions, ckpt: Checkpoint, folder: Path, out: Path, minutes: float | None):
+    """The student's training run: a reflow with the teacher's network, on the couplings, for `minutes` (what
+    --max-minutes left after the drawing; None: no bound)."""
     from gentool.models.unet import UNetConfig
 
     shared = {f for f in UNetConfig.__dataclass_fields__} - {"channels", "image_height", "image_width",
@@ -249,7 +258,7 @@ def student_options(opts: DistillOptions, ckpt: Checkpoint, folder: Path, out: P
                         ema=recipe["ema"], params={**params, "sample_steps": opts.steps}, seed=opts.seed,
                         device=opts.device, precision=opts.precision, threads=opts.threads,
                         overwrite=opts.overwrite, checkpoint_every=opts.checkpoint_every,
-                        max_minutes=None if budget is None else max(round(budget / 60, 2), 0.01))
+                        max_minutes=minutes)
 
 
 def _teacher_data_dir(path: Path) -> str | None:
@@ -267,7 +276,7 @@ def distill(opts: DistillOptions, reporter: Reporter | None = None) -> dict:
     """Distill the teacher into a few-step student (or continue a distillation); returns `train --json`'s result
     plus the teacher and couplings, or {"stopped": ...} when the couplings could not all be drawn in time."""
     from gentool.api import train
-    from gentool.device import choose_precision, pick_device, prepare
+    from gentool.device import choose_precision, pick_device, prepare, use_threads
 
     opts.validate()
     reporter = reporter or Reporter()
@@ -276,8 +285,6 @@ def distill(opts: DistillOptions, reporter: Reporter | None = None) -> dict:
                                   device=opts.device, threads=opts.threads), reporter)
     started = time.monotonic()
     deadline = None if opts.max_minutes is None else started + 60 * opts.max_minutes
-    if opts.threads:
-        torch.set_num_threads(opts.threads)
     path = teacher_checkpoint(opts.teacher)
     out = Path(opts.out).expanduser() if opts.out else path.parent.with_name(f"{path.parent.name}-reflow{opts.steps}")
     if not opts.out and os.path.islink(out):  # a folder the user named may be a link; one gentool chose may not
@@ -288,6 +295,7 @@ def distill(opts: DistillOptions, reporter: Reporter | None = None) -> dict:
     if os.path.isdir(out) and not opts.overwrite and any(out.iterdir()) and not rundir.unstarted(out):
         raise rundir.taken(out, f"gentool distill --resume {shlex.quote(str(out))}")
     device = pick_device(opts.device)
+    use_threads(opts.threads, device)  # as train, sample and evaluate: before the precision probe
     ckpt = load_teacher(path, device)
     prepare(ckpt.model, device, choose_precision(opts.precision or "auto", device).used)
     settings = teacher_settings(ckpt.model, opts)
@@ -301,7 +309,11 @@ def distill(opts: DistillOptions, reporter: Reporter | None = None) -> dict:
             folder, complete = couplings_folder(ckpt, settings, opts.seed), False
         if not complete or StopSignals.pending:
             return _stopped_drawing(complete, path, folder, reporter)
-        budget = None if deadline is None else deadline - time.monotonic()
+        budget = None if deadline is None else math.floor((deadline - time.monotonic()) / 60 * 100) / 100
+        if budget is not None and budget <= 0:  # the drawing used it all: no student run of a moment
+            return _stopped_drawing(True, path, folder, reporter)
+        if budget is not None:
+            reporter.message(f"student: {budget:g} of --max-minutes {opts.max_minutes:g} min left for it")
         result = train(student_options(opts, ckpt, folder, out, budget), reporter, [FromTeacher(ckpt, settings)])
     return {**result, "teacher": str(path), "couplings": str(folder)}
 
@@ -313,7 +325,7 @@ def _stopped_drawing(complete: bool, path: Path, folder: Path, reporter: Reporte
     where = "after drawing the couplings" if complete else "while drawing couplings (those drawn are kept)"
     stop = f"{where}; continue with: {again}"
     if StopSignals.pending:
-        raise Interrupted(f"interrupted {stop}", StopSignals.pending)
+        raise Interrupted(f"{stops.word(StopSignals.pending)} {stop}", StopSignals.pending)
     stop = f"stopped {stop}"
     reporter.message(stop)
     return {"stopped": stop, "teacher": str(path), "couplings": str(folder)}

@@ -103,7 +103,11 @@ def world_from_env(environ) -> World:
         return int(text)
 
     size = number("WORLD_SIZE", 1, MAX_RANKS)
-    if size <= 1:
+    if size == 0:
+        raise bad_value("WORLD_SIZE", environ.get("WORLD_SIZE"), f"an integer from 1 to {MAX_RANKS} (processes)")
+    if size == 1:  # one process: a RANK beside it can only be 0 (RANK=5 of 1 is a launcher's mistake, said)
+        if environ.get("RANK") is not None:
+            number("RANK", None, 0)
         return SINGLE
     rank = number("RANK", None, size - 1)
     local_size = number("LOCAL_WORLD_SIZE", size, size)

@@ -214,3 +214,19 @@ def make_reporter(quiet: bool, log_every: float = LOG_EVERY) -> Reporter:
 
         raise bad_value("--log-every", log_every, LOG_EVERY_RANGE.accepted())
     return RichReporter() if sys.stderr.isatty() else PlainReporter(every=log_every)
+
+
+def announced(chunks, n: int, reporter: Reporter, purpose: str):
+    """The chunks a checkpoint draws, with a line at the reporter's pace (`Pace`) on how far the drawing is: 10,000
+    samples from a 16-step sampler take many minutes on a CPU, and nothing else on the screen moves meanwhile.
+    `purpose` ends the first line: "drawing 10,000 samples to score"."""
+    reporter.message(f"drawing {n:,} samples {purpose}")
+    start, lines = time.perf_counter(), reporter.pace()
+    done = 0
+    for chunk in chunks:
+        done += len(chunk)
+        if done < n and lines.due():
+            rate = done / max(time.perf_counter() - start, 1e-9)
+            reporter.message(f"drawn {done:,} of {n:,} samples ({rate:,.0f} img/s, about "
+                             f"{max(1, round((n - done) / rate / 60))} min left)")
+        yield chunk

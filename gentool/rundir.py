@@ -66,8 +66,8 @@ def taken(path: Path, resume: str) -> UsageError:
     offered `resume`, the command that continues it; a folder of other files is said to hold no run (it was told it
     held one, and to resume what is not there)."""
     if any(os.path.lexists(path / name) for name in (CONFIG, LAST)):
-        return UsageError(f"--out: run directory {path} already holds a run; continue it with {resume}, or pass "
-                          f"--overwrite to replace it")
+        return UsageError(f"--out: run directory {path} already holds a run; continue it with {resume} (and "
+                          f"--epochs N to train past the epochs it was asked for), or pass --overwrite to replace it")
     first = next((f.name for f in path.iterdir()), "")  # one name: a folder may hold very many
     return UsageError(f"--out: {path} holds files that are not a gentool run ({first!r} among them); choose a new or "
                       f"empty folder, or pass --overwrite to start the run there (gentool's own files only are "

@@ -18,9 +18,11 @@ from gentool.checkpoint import load_checkpoint
 from gentool.device import choose_precision, pick_device, prepare, use_threads
 from gentool.errors import ConfigError, GentoolError, UsageError, bad_value
 from gentool.links import LinkRefused, refuse_linked
+from gentool.parsing import MAX_GRID_SIDE
 from gentool.paths import check_input_file, nearest_folder, prepare_output
 from gentool.images import NpzWriter, make_grid, png_name, to_uint8, write_gif, write_grid, write_png_folder
 from gentool.sample_options import MAX_SAMPLES, SampleOptions
+from gentool.progress import Reporter, announced
 
 WALK_POINTS = 4  # random latent points each --interpolate walk passes through before returning to its start
 FRAME_MS = 80
@@ -58,8 +60,9 @@ def _check_room(folder: Path, n: int) -> None:
                            f"fewer (--n) or an .npz")
 
 
-def sample(req: SampleOptions) -> dict:
-    """Draw samples as requested and write them; returns what was written."""
+def sample(req: SampleOptions, reporter: Reporter | None = None) -> dict:
+    """Draw samples as requested and write them; returns what was written. `reporter` shows how far the drawing of
+    an .npz or PNG folder is (many minutes for a 16-step sampler on a CPU)."""
     kind, n, grid, out = req.resolve()
     # the checkpoint first: a missing one (in a folder not there) must not leave the output's folder made beside it
     check_input_file(Path(req.checkpoint), "CKPT", "a .safetensors checkpoint file")
@@ -85,12 +88,16 @@ def sample(req: SampleOptions) -> dict:
         write_grid(out, ckpt.model.generate(n, generator, labels=labels, settings=settings), *grid, names)
         if names:
             info["rows"] = names
-    elif kind == "npz":
+        return info
+    chunks = sample_chunks(ckpt.model, n, generator, labels, settings=settings)
+    if reporter is not None:
+        chunks = announced(chunks, n, reporter, f"into {out}")
+    if kind == "npz":
         with NpzWriter(out, (n, *shape[1:], shape[0])) as npz:
-            for images in sample_chunks(ckpt.model, n, generator, labels, settings=settings):
+            for images in chunks:
                 npz.write(to_uint8(images))
     else:
-        _write_folder(out, sample_chunks(ckpt.model, n, generator, labels, settings=settings), n)
+        _write_folder(out, chunks, n)
     return info
 
 
@@ -212,11 +219,20 @@ def requested_labels(req: SampleOptions, ckpt, n: int, grid) -> tuple[torch.Tens
             raise bad_value("--grid", f"{grid[0]}x{grid[1]}", f"at most {k} rows with --by-class (one per class)")
         if grid[0] < k:
             warnings.warn(f"--by-class: --grid {grid[0]}x{grid[1]} draws classes 0–{grid[0] - 1} of the model's {k}; "
-                          f"--grid {k}x{grid[1]} (or no --grid) draws them all")
+                          f"{_all_rows(k, grid[1])}")
         return torch.arange(grid[0]).repeat_interleave(grid[1]), None
     names = list(ckpt.data.get("class_names") or [])
     index = parse_class(req.label, k, names)
     return torch.full((n,), index, dtype=torch.long), {"index": index, "name": class_name(ckpt, index)}
+
+
+def _all_rows(k: int, cols: int) -> str:
+    """How to see all k classes: a grid takes at most MAX_GRID_SIDE rows, a default --by-class grid MAX_BY_CLASS_ROWS."""
+    if k <= MAX_GRID_SIDE:
+        return f"--grid {k}x{cols} (or no --grid) draws them all"
+    if k <= MAX_BY_CLASS_ROWS:
+        return "no --grid draws them all"
+    return f"no grid holds them all (without --grid: the first {MAX_BY_CLASS_ROWS}); --class draws any one of them"
 
 
 def class_name(ckpt, index: int) -> str:

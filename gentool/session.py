@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 import gentool
-from gentool import rundir
+from gentool import rundir, schema
 from gentool.checkpoint import (
     checkpoint_size_hint,
     load_checkpoint,
@@ -285,7 +285,21 @@ def resume_session(opts: TrainOptions, device: torch.device, precision: Precisio
     history = RunHistory.resumed(session.run_dir / rundir.METRICS, session.epoch, inside_epoch=bool(session.batch))
     if history is not None:
         session.run = history
+    if world.main:
+        _record_resumed_options(session)
     return session
+
+
+def _record_resumed_options(session: Session) -> None:
+    """config.json says what the run now is: the options and precision of this start (a resume's new --epochs
+    target, shown by `report` as the epochs asked for), its other fields as the first start wrote them. A missing
+    or unreadable file is left as it is: the resume did not need it, and `report` and `summary` say what is wrong."""
+    path = session.run_dir / rundir.CONFIG
+    try:  # not through a link: it is replaced next
+        config = schema.read(path, rundir.RUN_CONFIG, follow=False)
+    except (OSError, ValueError):  # schema.Invalid is a ValueError
+        return
+    atomic_write_json(path, {**config, "options": asdict(session.opts), "precision": session.precision.to_dict()})
 
 
 def prepare_model(model: GenerativeModel, opts: TrainOptions, device: torch.device,

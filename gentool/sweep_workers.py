@@ -13,8 +13,11 @@ import sys
 import time
 from pathlib import Path
 
-if __name__ == "__main__":  # a worker the sweep stops while it still imports torch (seconds) exits 130 in silence,
-    signal.signal(signal.SIGINT, lambda *_: sys.exit(130))  # not with a KeyboardInterrupt traceback in its log
+# A worker the sweep stops while it still imports torch (seconds) exits 130 in silence, not with a KeyboardInterrupt
+# traceback in its log; and at once (os._exit): a SystemExit unwinding a half-done import of torch ran its teardown
+# on a half-made module, which once ended in a RecursionError traceback. It has written nothing yet to finish.
+if __name__ == "__main__":
+    signal.signal(signal.SIGINT, lambda *_: os._exit(130))
 
 import gentool
 from gentool import fileio, links, rundir

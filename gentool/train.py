@@ -9,7 +9,7 @@ from dataclasses import replace
 
 import torch
 
-from gentool import rundir
+from gentool import rundir, stops
 from gentool.data import batches
 from gentool.device import (
     PrecisionChoice,
@@ -132,7 +132,7 @@ def _after_step(session: Session, epoch: int, sums: dict, counts: dict, progress
     if stop:
         session.run.keep(_partial_record(session, epoch, sums, counts, done, total, seen, elapsed))
         if stop == SIGNALLED:
-            raise Interrupted(f"interrupted in epoch {epoch} at step {session.step}", session.signum())
+            raise Interrupted(f"{stops.word(session.signum())} in epoch {epoch} at step {session.step}", session.signum())
         raise OutOfTime(f"in epoch {epoch} at step {session.step}")
 
 
@@ -281,7 +281,9 @@ def _run(session: Session, device: torch.device, reporter: Reporter, hooks: list
     if busy:
         reporter.message(f"note: {busy}")
     if session.epoch >= opts.epochs:
-        reporter.message(f"nothing to do: {session.run_dir} already has {session.epoch} of {opts.epochs} epochs")
+        more = resume_command(session.run_dir, max(2 * session.epoch, session.epoch + 1), opts)
+        reporter.message(f"nothing to do: {session.run_dir} already has {session.epoch} of {opts.epochs} epochs; "
+                         f"to train longer, raise --epochs: {more}")
     budget = 60 * opts.max_minutes if opts.max_minutes else None  # seconds of training --max-minutes allows
     reporter.start(opts.epochs, session.epoch + 1, budget)
     if budget:
@@ -346,7 +348,7 @@ def _loop(session: Session, hooks: list[TrainHook], reporter: Reporter) -> None:
         elif stop == HOOK_STOP:
             session.stop_reason = session.stop_reason or "stopped by rank 0's checks (see its output)"
         elif stop == SIGNALLED:
-            raise Interrupted(f"interrupted after epoch {epoch}", session.signum())
+            raise Interrupted(f"{stops.word(session.signum())} after epoch {epoch}", session.signum())
         if session.stop_reason:
             if session.world.main:
                 write_metrics(session)

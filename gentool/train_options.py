@@ -127,8 +127,10 @@ class TrainOptions:
                                           fallback=10, metavar="K", resume=KEPT, check=EVERY)
     checkpoint_minutes: float | None = option(
         "Also save the run every M minutes of training (wall clock; mid-epoch if need be): last.safetensors, which "
-        "--resume continues, and a kept copy step_NNNNNNNN.safetensors (0: never). Bounds what a killed batch job "
-        "loses; gives checkpoints to score against time.", fallback=0, metavar="M", resume=KEPT,
+        "--resume continues, and a copy step_NNNNNNNN.safetensors that is kept (0: never). The copies add up, one a "
+        "checkpoint's size per interval: the start checks the disk holds them when --max-minutes bounds the run, "
+        "and a copy is skipped, with a warning, when the disk runs short. Bounds what a killed batch job loses; "
+        "gives checkpoints to score against time.", fallback=0, metavar="M", resume=KEPT,
         check=Numbers(0, MAX_MINUTES, what=f"a number of minutes from 0 (off) to {MAX_MINUTES:,.0f}"))
     sample_every: int | None = option("Write samples/epoch_NNNN.png every K epochs (0: never).", fallback=1,
                                       metavar="K", resume=KEPT, check=EVERY)

@@ -76,6 +76,34 @@ def test_extractor_counts_no_training_had_are_damage():
 
 
 
+@pytest.mark.parametrize("forge, says", [
+    (lambda m: m.update(class_names=[str(i) for i in range(11)]), "11 class names do not name its 10 classes"),
+    (lambda m: m.update(class_names=["a"] * 10), "class names do not name"),
+    (lambda m: m.update(kind="rotation-pretext"), "kind 'rotation-pretext' is not 'classifier'"),
+    (lambda m: m.update(kind=["x"]), "is not 'classifier'"),
+    (lambda m: m["recipe"].update(task="rotation"), "kind 'classifier' is not 'rotation-pretext'"),
+    (lambda m: (m["recipe"].update(task="rotation"), m.update(kind="rotation-pretext")), "names 10 classes, not 4")])
+def test_extractor_metadata_contradicting_its_task_or_classes_is_damage(tmp_path, forge, says):
+    """Values each well-typed but contradicting each other (attacker hour h26u, F6): the metric JSONs would say the
+    extractor was what it is not."""
+    from gentool.metrics.extractor import Extractor, FeatureNet, default_recipe, load_extractor, save_extractor
+    from gentool.metrics.pretext import ROTATION
+    from gentool.datatypes import Geometry
+
+    geometry = Geometry(1, 8, 8)
+    recipe = default_recipe(geometry)
+    meta = {"format": "gentool-extractor", "id": "x", "recipe": recipe.to_dict(), "geometry": geometry.to_dict(),
+            "num_classes": 10, "test_accuracy": 0.9, "train_seconds": 1.0, "kind": "classifier"}
+    save_extractor(tmp_path / "good.safetensors", Extractor(FeatureNet(recipe, geometry, 10), meta))
+    assert load_extractor(tmp_path / "good.safetensors").meta["kind"] == "classifier"
+    forge(meta)
+    task = meta["recipe"].get("task", "classes")
+    net = FeatureNet(default_recipe(geometry, task) if task == ROTATION else recipe, geometry, 10)
+    save_extractor(tmp_path / "bad.safetensors", Extractor(net, meta))
+    with pytest.raises(ValueError, match=says):
+        load_extractor(tmp_path / "bad.safetensors")
+
+
 def test_by_class_row_names_use_a_font_with_accented_letters():
     """Row names in DejaVu Sans (matplotlib's): 'ß' of a new user's class folder drew as a box in Pillow's bitmap
     font."""
@@ -139,3 +167,21 @@ def test_a_sweep_worker_stopped_while_it_imports_leaves_no_traceback(tmp_path):
     proc.send_signal(signal.SIGINT)
     out, _ = proc.communicate(timeout=120)
     assert proc.returncode in (130, 1) and "Traceback" not in out, out
+
+
+def test_one_row_copied_to_every_image_is_damage():
+    """F5's weaker case (h26u): cached statistics whose every image has the first image's features and class
+    probabilities. A few copies of one picture are a user's odd folder, not damage."""
+    import numpy as np
+
+    from gentool.metrics.stats import check_values
+
+    rng = np.random.default_rng(0)
+    features, probs = rng.random((60, 8)), np.full((60, 4), 0.25)
+    probs[:, 0] = rng.random(60) * 0.5
+    probs[:, 1] = 0.5 - probs[:, 0]
+    check_values({"features": features, "probs": probs}, 60)
+    for name, rows in (("features", features), ("probs", probs)):
+        with pytest.raises(ValueError, match=f"{name} holds the same row for every one of its 60 images"):
+            check_values({name: np.repeat(rows[:1], 60, 0)}, 60)
+    check_values({"features": np.repeat(features[:1], 5, 0)}, 5)

@@ -2,6 +2,7 @@
 recipe (see TINY_RECIPE: the default recipe takes minutes; the override enters the cache name, so it cannot be
 mistaken for the default one)."""
 
+import itertools
 import json
 import re
 
@@ -10,6 +11,7 @@ import pytest
 
 from gentool.metrics.extractor import RECIPE_ENV
 from gentool.metrics.watch import BEST_RULE
+from gentool.progress import Pace, Reporter
 from test_metrics import TINY_RECIPE, one_thread  # noqa: F401 (an autouse fixture)
 
 
@@ -183,27 +185,27 @@ def test_prepare_builds_what_evaluate_then_reuses(invoke, cifar_folder, tmp_path
     assert bad.exit_code == 2 and "--split" in bad.output and "Traceback" not in bad.output, bad.output
 
 
+class Lines(Reporter):
+    """A reporter that keeps its lines, on a clock that moves a second a reading: a line is due at every chunk."""
+
+    def __init__(self):
+        self.lines = []
+
+    def message(self, text):
+        self.lines.append(text)
+
+    def pace(self):
+        return Pace(1, itertools.count().__next__)
+
+
 def test_drawing_the_samples_says_how_far_it_is():
     """A checkpoint's 10,000 samples take many minutes on a CPU: the drawing announces itself and reports progress
     (a walk saw one unchanging line for 13 minutes)."""
-    import itertools
-
-    from gentool.metrics.evaluate import announced
-    from gentool.progress import Pace, Reporter
-
-    class Lines(Reporter):
-        def __init__(self):
-            self.lines = []
-
-        def message(self, text):
-            self.lines.append(text)
-
-        def pace(self):  # a clock that moves a second a reading: a line is due at every chunk
-            return Pace(1, itertools.count().__next__)
+    from gentool.progress import announced
 
     lines = Lines()
     chunks = [list(range(4))] * 3
-    assert list(announced(iter(chunks), 12, lines)) == chunks
+    assert list(announced(iter(chunks), 12, lines, "to score")) == chunks
     assert lines.lines[0] == "drawing 12 samples to score"
     assert lines.lines[1].startswith("drawn 4 of 12 samples (") and lines.lines[2].startswith("drawn 8 of 12")
     assert len(lines.lines) == 3  # nothing once all are drawn

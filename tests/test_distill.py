@@ -109,6 +109,10 @@ def test_couplings_are_a_data_set_only_for_families_that_take_them(student, mnis
     assert refused.exit_code == 2 and "holds couplings" in refused.stderr and "flow" in refused.stderr
     few = run("train", "reflow", "--data", folder, "--limit", "100000", "--out", tmp_path / "r")
     assert few.exit_code != 0 and "couplings; 100,000 needed" in few.stderr
+    ok = run("train", "reflow", "--data", folder, "--limit", "16", "--batch-size", "16", "--width", "0.25",
+             "--epochs", "1", "--sample-every", "0", "--out", tmp_path / "r2")
+    assert ok.exit_code == 0, ok.output  # and it says what it read (walk w11: nothing)
+    assert f"--data {folder}: 16 couplings of flow step " in ok.stderr and ", imitating mnist" in ok.stderr
 
 
 def test_hostile_couplings_are_one_line(student, tmp_path):

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -84,6 +85,52 @@ def test_a_second_stop_signal_while_drawing_still_prints_how_to_continue(monkeyp
 
     teacher = _fake_teacher(monkeypatch, tmp_path, draw_twice_stopped)
     monkeypatch.setattr(distill_mod, "couplings_folder", lambda *a: tmp_path / "couplings")
-    with pytest.raises(Interrupted, match=r"interrupted while drawing couplings .*; continue with: ") as stopped:
+    with pytest.raises(Interrupted, match=r"terminated while drawing couplings .*; continue with: ") as stopped:
         distill_mod.distill(DistillOptions(teacher=teacher, out=str(tmp_path / "student")))
     assert stopped.value.exit_code == 128 + signal.SIGTERM
+
+
+class SlowTeacher(Teacher):
+    """A teacher whose first batch takes 100 s of distill's clock (`now`), past the time budget."""
+
+    def __init__(self, now):
+        super().__init__(signals=0)
+        self.now = now
+
+    def generate(self, n, g, latents=None, settings=None, batch_size=500):
+        self.now[0] += 100
+        return super().generate(n, g, latents, settings, batch_size)
+
+
+class Said(distill_mod.Reporter):
+    def __init__(self):
+        super().__init__()
+        self.lines = []
+
+    def message(self, text, *args, **kwargs):
+        self.lines.append(text)
+
+
+def test_max_minutes_ends_the_drawing_within_a_batch_and_says_why_no_part_was_kept(tmp_path, monkeypatch):
+    """Walk w11: `distill --max-minutes 0.1` drew a whole part (70 s) before looking at the clock."""
+    now = [0.0]
+    monkeypatch.setattr(distill_mod, "time", SimpleNamespace(monotonic=lambda: now[0]))
+    teacher, said = SlowTeacher(now), Said()
+    ckpt = checkpoint(tmp_path, teacher)
+    with StopSignals():
+        folder, complete = distill_mod.draw_couplings(
+            ckpt, {"steps": 2}, DistillOptions(teacher="x", pairs=cp.PART, max_minutes=0.1), said, 6.0)
+    assert not complete and len(teacher.batches) == 1 and not list(folder.glob("part_*"))
+    assert "--max-minutes 0.1 ended inside the first part of 500 couplings, which is dropped" in said.lines[-1]
+
+
+def test_no_student_starts_when_the_drawing_used_the_time_budget(monkeypatch, tmp_path):
+    """It used to start the student with 0.01 min left (and its stop line said '0.01 min')."""
+    def draw_slowly(ckpt, settings, opts, reporter, deadline):
+        time.sleep(max(0.0, deadline - time.monotonic()))
+        return tmp_path / "couplings", True
+
+    teacher = _fake_teacher(monkeypatch, tmp_path, draw_slowly)
+    result = distill_mod.distill(DistillOptions(teacher=teacher, out=str(tmp_path / "s"), max_minutes=0.005))
+    assert result["stopped"].startswith("stopped after drawing the couplings; continue with: ")
+    assert not (tmp_path / "s").exists()

@@ -48,6 +48,9 @@ def test_a_hook_cannot_damage_metrics_json(tmp_path, mnist_root):
     assert run_row(tmp_path / "run", tmp_path)["epochs"] == 2
     train(TrainOptions(model="vae", resume=str(tmp_path / "run"), epochs=3, data_dir=str(mnist_root)))
     assert [r["epoch"] for r in read_history(tmp_path / "run" / "metrics.json")["epochs"]] == [1, 2, 3]
+    # config.json says the resume's target (report's "epochs asked for" said the first start's 2: walk w11)
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config["options"]["epochs"] == 3 and config["model"] == "vae" and config["data"]["name"] == "mnist"
 
 
 def test_records_replaced_or_removed_come_back():

@@ -106,6 +106,13 @@ def test_kid_subset_size_never_exceeds_n():
     assert size == 15 and np.isfinite(mean) and std >= 0
 
 
+def test_kid_of_two_sets_of_n_at_most_the_subset_size_has_a_spread():
+    """Walk w11: 500 against 500 printed "KID 0.62867 ± 0.00000" (every subset was both whole sets)."""
+    rng = np.random.default_rng(5)
+    mean, std, size = kernel_distance(rng.standard_normal((40, 4)), rng.standard_normal((40, 4)) + 1, subsets=10)
+    assert size == 20 and std > 0 and mean > 0
+
+
 def test_inception_score_bounds():
     one_hot = np.eye(10)[np.arange(1000) % 10]
     assert inception_score(one_hot)[0] == pytest.approx(10, rel=1e-6)

@@ -53,6 +53,7 @@ def test_interrupted_and_resumed_run_is_bit_identical(mnist_root, tmp_path, mode
     with pytest.raises(Interrupted) as err:
         train(options(mnist_root, tmp_path / "cut", model), SignalAt(epoch=2, step=3))
     assert err.value.exit_code == 143 and "--resume" in str(err.value)
+    assert str(err.value).startswith("terminated in epoch 2")  # SIGTERM's word (it said "interrupted": walk w11)
     state = load_checkpoint(tmp_path / "cut" / "last.safetensors").state
     assert (state["epoch"], state["batch"]) == (1, 3)
     resumed = train(TrainOptions(model=model, resume=str(tmp_path / "cut"), epochs=3, data_dir=str(mnist_root)))

@@ -10,6 +10,7 @@ from gentool.sample_options import SampleOptions
 from gentool.sampling import sample
 from gentool.train import train
 from gentool.train_options import TrainOptions
+from test_cli_evaluate import Lines
 
 
 def test_sample_computes_on_the_threads_asked_for(tmp_path, mnist_root):
@@ -18,12 +19,17 @@ def test_sample_computes_on_the_threads_asked_for(tmp_path, mnist_root):
     seen = []
     real = torch.set_num_threads
     torch.set_num_threads = lambda n: (seen.append(n), real(n))
+    lines = Lines()
     try:
-        sample(SampleOptions(checkpoint=run["checkpoints"]["last"], n=4, out=str(tmp_path / "s.npz"), threads=1,
-                             device="cpu"))
+        sample(SampleOptions(checkpoint=run["checkpoints"]["last"], n=40, out=str(tmp_path / "s.npz"), threads=1,
+                             device="cpu"), lines)
     finally:
         torch.set_num_threads = real
     assert seen == [1] and (tmp_path / "s.npz").is_file()
+    # walk w11: `sample --n 600` printed nothing while it drew (a 16-step sampler takes minutes for thousands)
+    # (then a line per chunk of 4,096 drawn, at the reporter's pace: tests/test_cli_evaluate.py)
+    assert lines.lines == [f"drawing 40 samples into {tmp_path / 's.npz'}"]
+
 
 
 @pytest.mark.parametrize("command", [["sample", "x.safetensors"], ["evaluate", "x.npz"],

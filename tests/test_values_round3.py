@@ -232,6 +232,17 @@ def test_torchrun_address_is_bounded():
             world_from_env({**env, "MASTER_ADDR": addr})
 
 
+def test_one_process_with_another_rank_or_no_process_is_refused():
+    """Attacker hour h26u (borderline): WORLD_SIZE=1 with RANK=5 ran as a single process without a word."""
+    from gentool.distributed import SINGLE, world_from_env
+
+    assert world_from_env({"WORLD_SIZE": "1", "RANK": "0"}) is SINGLE and world_from_env({}) is SINGLE
+    with pytest.raises(UsageError, match="^RANK: got '5'; expected an integer from 0 to 0"):
+        world_from_env({"WORLD_SIZE": "1", "RANK": "5"})
+    with pytest.raises(UsageError, match="^WORLD_SIZE: got '0'"):
+        world_from_env({"WORLD_SIZE": "0"})
+
+
 # 6. The dotted-key check of a settings file looks at keys, not at strings or comments.
 DOTTED = ".".join(["a"] * 20)
 

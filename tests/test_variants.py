@@ -266,3 +266,12 @@ def test_by_class_without_a_grid_draws_every_class(mnist_root, tmp_path, invoke)
     with pytest.warns(UserWarning, match="draws classes 0–4 of the model's 10"):
         few = invoke("sample", ckpt, "--by-class", "--grid", "5x3", "--out", str(tmp_path / "few.png"))
     assert few.exit_code == 0
+
+
+@pytest.mark.parametrize("k, said", [(10, "--grid 10x4 (or no --grid) draws them all"),
+                                     (80, "no --grid draws them all"),  # --grid takes at most 64 rows
+                                     (500, "no grid holds them all (without --grid: the first 100)")])
+def test_the_by_class_warning_says_a_way_to_see_every_class_that_exists(k, said):
+    from gentool.sampling import _all_rows
+
+    assert _all_rows(k, 4).startswith(said)

@@ -7,7 +7,7 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-from gentool import results, rundir
+from gentool import results, rundir, stops
 from gentool.cli import options as o
 from gentool.errors import GentoolError, UsageError, bad_value
 from gentool.history import read_records
@@ -130,7 +130,7 @@ def interrupted(sweep_dir: Path, exc: BaseException) -> Interrupted:
     counts = Counter(t["status"] for t in trials)
     where = ", ".join(f"{n} {status}" for status, n in counts.items())
     signum = exc.exit_code - 128 if isinstance(exc, Interrupted) else getattr(exc, "signum", signal.SIGINT)
-    return Interrupted(f"sweep interrupted ({where}); re-run the same command to resume it", signum)
+    return Interrupted(f"sweep {stops.word(signum)} ({where}); re-run the same command to resume it", signum)
 
 
 def show_report(report: dict, json_out: bool) -> None:

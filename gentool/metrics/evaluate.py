@@ -26,7 +26,7 @@ from gentool.metrics.pretext import CLASS_METRICS, DESCRIPTION, NO_CLASSES
 from gentool.metrics.reference import Reference, own_shape, reference_geometry, resolve_reference
 from gentool.metrics.sources import Source, check_geometry, open_source
 from gentool.metrics.stats import ImageStats, real_stats, stream_stats
-from gentool.progress import Reporter
+from gentool.progress import Reporter, announced
 
 KID_SUBSETS, KID_SUBSET_SIZE, PR_K = 100, 1000, 3
 
@@ -205,7 +205,7 @@ def evaluate(req: EvalOptions, reporter: Reporter | None = None) -> dict:
     labels = source.labels(count)
     chunks = source.chunks(req.n, req.seed, settings)
     if source.checkpoint is not None and reporter is not None:
-        chunks = announced(chunks, count, reporter)
+        chunks = announced(chunks, count, reporter, "to score")
     metrics, notes = evaluator.score(chunks, wanted, req.seed, labels)
     notes = class_notes + notes
     if "class_agreement_by_class" in metrics:
@@ -234,22 +234,6 @@ def evaluate(req: EvalOptions, reporter: Reporter | None = None) -> dict:
     if req.out:
         atomic_write_json(req.out, result)
     return result
-
-
-def announced(chunks, n: int, reporter: Reporter):
-    """The chunks a checkpoint draws, with a line at the reporter's pace (`gentool.progress.Pace`) on how far the
-    drawing is: 10,000 samples from a 16-step sampler take many minutes on a CPU, and nothing else on the screen
-    moves meanwhile."""
-    reporter.message(f"drawing {n:,} samples to score")
-    start, lines = time.perf_counter(), reporter.pace()
-    done = 0
-    for chunk in chunks:
-        done += len(chunk)
-        if done < n and lines.due():
-            rate = done / max(time.perf_counter() - start, 1e-9)
-            reporter.message(f"drawn {done:,} of {n:,} samples ({rate:,.0f} img/s, about "
-                             f"{max(1, round((n - done) / rate / 60))} min left)")
-        yield chunk
 
 
 def _evaluator(req: EvalOptions, reference: Reference, device: torch.device, reporter: Reporter | None,

@@ -332,8 +332,15 @@ def load_extractor(path: Path, device: torch.device | str = "cpu", recipe: Recip
     with fileio.regular_path(path, follow=False) as pinned, safe_open(pinned, framework="pt") as f:
         meta = schema.check(schema.parse((f.metadata() or {}).get("meta"), "meta"), EXTRACTOR_META, "meta")
         fields = {k: tuple(v) if isinstance(v, list) else v for k, v in meta["recipe"].items()}
-        if fields.get("task", CLASSES) not in TASKS:
+        task = fields.get("task", CLASSES)
+        if task not in TASKS:
             raise ValueError(f"its recipe's task is not one of {', '.join(TASKS)}")
+        # what the metric JSONs say of it must follow from the task it learned: a rotation network has TURNS outputs
+        # and no class names, and its kind is the task's (files from before "kind" have none, and are classifiers)
+        if meta.get("kind", KIND[CLASSES]) != KIND[task]:
+            raise ValueError(f"its kind {str(meta.get('kind'))[:40]!r} is not {KIND[task]!r}, its recipe's task")
+        if task == ROTATION and (meta["num_classes"] != TURNS or meta.get("class_names")):
+            raise ValueError(f"it learned rotations, yet names {meta['num_classes']} classes, not {TURNS} turns")
         if recipe is not None and Recipe(**fields) != recipe:
             raise ValueError(f"its recipe is not recipe {recipe.hash}")
         saved = Geometry(**meta["geometry"])

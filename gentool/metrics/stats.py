@@ -136,6 +136,9 @@ def read_cache_entry(npz_path: Path, json_path: Path, expected: dict, shapes) ->
 
 
 MAX_FEATURE = 1e4  # the extractors' features are in the tens at most; 1e4 leaves room, 1e15 is damage
+# From this many images, identical feature (or probability) rows for all of them are damage: a folder of a few copies
+# of one picture is a user's own odd data set, and must not be set aside and recomputed at every evaluate.
+SAME_ROWS_FROM = 50
 
 
 def check_values(arrays: dict[str, np.ndarray], n: int) -> None:
@@ -146,6 +149,9 @@ def check_values(arrays: dict[str, np.ndarray], n: int) -> None:
     if "features" in arrays and ((arrays["features"] < 0).any() or (arrays["features"] > MAX_FEATURE).any()):
         problems.append(f"features holds values outside 0 … {MAX_FEATURE:g}, where an extractor's features (after a "
                         f"ReLU, of normalised images) lie")
+    for name in ("features", "probs"):  # one row copied to every image (h26u): no set of 50 images gives that
+        if name in arrays and n >= SAME_ROWS_FROM and len(arrays[name]) and not np.ptp(arrays[name], axis=0).any():
+            problems.append(f"{name} holds the same row for every one of its {n:,} images")
     if "probs" in arrays:
         probs = arrays["probs"]
         if (probs < 0).any() or (probs > 1 + 1e-3).any() or not np.allclose(probs.sum(1), 1, atol=1e-3):
