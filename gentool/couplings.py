@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import shutil
 import stat
 from pathlib import Path
@@ -25,6 +26,7 @@ import torch
 
 from gentool import schema as s
 from gentool.checkpoint_meta import TEACHER
+from gentool.checks import MAX_SEED
 from gentool.errors import GentoolError, UsageError, dims, listed
 
 MANIFEST = "couplings.json"
@@ -34,11 +36,13 @@ MAX_PARTS = 20_000  # 10⁷ pairs
 # The teacher's noise is standard normal (Model.sample_latent): over 10⁷ pairs of any latent size a value beyond ±12
 # has a chance far below 10⁻²⁰, so one there is not a teacher's noise (float16 holds up to 65,504).
 MAX_LATENT = 12.0
+PRINTABLE = r"[^\x00-\x1f\x7f]*"  # a data set's name and source are printed and used as paths: no control characters
 DATA_META = s.Obj({"geometry": s.Obj({"channels": s.Int(1, 4), "height": s.Int(1, 4096), "width": s.Int(1, 4096),
                                       "num_classes": s.Int(0, 1000)})},
-                  {"name": s.Opt(s.Str(200)), "source": s.Opt(s.Str()), "class_names": s.Opt(s.List(s.Str(200), 1000))})
+                  {"name": s.Opt(s.Str(200, PRINTABLE)), "source": s.Opt(s.Str(4096, PRINTABLE)),
+                   "class_names": s.Opt(s.List(s.Str(200), 1000))})
 SPEC = s.Obj({"format": s.Str(40, FORMAT), "version": s.Int(1, 1), "teacher": TEACHER, "data": DATA_META,
-              "seed": s.Int(-(2**63), 2**64 - 1), "part": s.Int(1, 10**6),
+              "seed": s.Int(0, MAX_SEED), "part": s.Int(1, 10**6),  # distill's --seed range
               "latent_shape": s.List(s.Int(1, 4096), 8)})
 
 
@@ -54,11 +58,29 @@ def read_manifest(folder: Path, arg: str = "--data", follow: bool = True) -> dic
     from gentool.fileio import cannot_read
 
     try:
-        return s.read(folder / MANIFEST, SPEC, max_bytes=1 << 20, follow=follow)
-    except OSError as exc:
-        raise GentoolError(f"{arg}: {cannot_read(folder / MANIFEST, exc)}") from None
+        manifest = s.read(folder / MANIFEST, SPEC, max_bytes=1 << 20, follow=follow)
+    except OSError as exc:  # a pipe, a link, too large: bad input, as a part file that is no regular file
+        raise UsageError(f"{arg}: {cannot_read(folder / MANIFEST, exc)}") from None
     except (s.Invalid, ValueError) as exc:
         raise GentoolError(f"{arg}: {folder / MANIFEST} is not a couplings manifest gentool wrote ({exc})") from None
+    _check_manifest(manifest, folder, arg)
+    return manifest
+
+
+def _check_manifest(manifest: dict, folder: Path, arg: str) -> None:
+    """Fields each well-typed but impossible together (attacker hour h26v): class names that do not name the
+    geometry's classes once each, and a teacher's sampler no gentool family has (steps below 1; a solver name that is
+    no identifier), which the student's first line and metadata would repeat."""
+    names, classes = manifest["data"].get("class_names") or [], manifest["data"]["geometry"]["num_classes"]
+    if names and (len(names) != classes or len(set(names)) != len(names)):
+        raise GentoolError(f"{arg}: {folder / MANIFEST}: its {len(names)} class names do not name its {classes} "
+                           f"classes once each")
+    sampling = manifest["teacher"]["sampling"]
+    steps, solver = sampling.get("steps", 1), sampling.get("solver", "euler")
+    good_steps = isinstance(steps, int) and not isinstance(steps, bool) and 1 <= steps <= 1000
+    if not good_steps or not (isinstance(solver, str) and re.fullmatch(r"[a-z][a-z0-9_-]{0,19}", solver)):
+        raise GentoolError(f"{arg}: {folder / MANIFEST}: teacher.sampling {str(sampling)[:80]} is no sampler gentool "
+                           f"runs (steps from 1 to 1,000, a solver's name)")
 
 
 def part_path(folder: Path, k: int) -> Path:
@@ -117,6 +139,10 @@ def _read_part(path: Path, manifest: dict, arg: str, rows: int) -> dict[str, tor
     try:
         with regular_path(path) as pinned, safe_open(pinned, framework="pt") as f:
             expected = _expected(manifest, manifest["part"])
+            meta, index = f.metadata() or {}, str(int(path.stem.removeprefix("part_")))  # (a part_path name)
+            if meta.get("format") != FORMAT or meta.get("part") != index:  # what write_part wrote there
+                raise GentoolError(f"{arg}: {path}: its header says format {str(meta.get('format'))[:40]!r}, part "
+                                   f"{str(meta.get('part'))[:20]!r}; expected {FORMAT!r}, part {index}")
             if set(f.keys()) != set(expected):
                 raise GentoolError(f"{arg}: {path} holds tensors {listed(sorted(f.keys()))}; expected "
                                    f"{listed(sorted(expected))}")

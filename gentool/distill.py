@@ -138,6 +138,9 @@ def draw_couplings(ckpt: Checkpoint, settings: dict, opts: DistillOptions, repor
     cp.check_drawing(folder, ckpt.data["geometry"], model.latent_shape, opts.pairs, done * cp.PART)
     cp.new_manifest(folder, teacher, data, opts.seed, model.latent_shape)
     if done >= need:
+        if deadline is not None and minutes_left(deadline) <= 0:  # the same command would do this again and again
+            raise UsageError(f"--max-minutes: {opts.max_minutes:g} was used up before any work (the {opts.pairs:,} "
+                             f"couplings were drawn before, and the start took the rest); give more minutes")
         reporter.message(f"couplings: {opts.pairs:,} of the teacher's in {folder}")
         return folder, True
     reporter.message(f"couplings: {drawing(opts.pairs, done)} from {ckpt.path} ({model.name}: "
@@ -150,10 +153,10 @@ def draw_couplings(ckpt: Checkpoint, settings: dict, opts: DistillOptions, repor
         for k in range(done, need):
             part = _draw_part(model, k, opts.seed, settings, stopped)
             if part is None:  # stopped inside the part: what was drawn of it is dropped, the parts before are kept
-                if not drawn and not signals.signum:
-                    reporter.message(f"--max-minutes {opts.max_minutes:g} ended inside the first part of "
-                                     f"{cp.PART:,} couplings, which is dropped (parts are kept whole): the same "
-                                     f"command makes progress with more minutes")
+                if not drawn and not signals.signum:  # nothing kept: the same command would stop here each time
+                    raise UsageError(f"--max-minutes: {opts.max_minutes:g} ended inside the first part of "
+                                     f"{cp.PART:,} couplings, which is dropped (parts are kept whole), so nothing was "
+                                     f"kept; give more minutes")
                 return folder, False
             cp.write_part(folder, k, *part)
             drawn += cp.PART
@@ -165,6 +168,11 @@ def draw_couplings(ckpt: Checkpoint, settings: dict, opts: DistillOptions, repor
             if stop:
                 return folder, False
     return folder, True
+
+
+def minutes_left(deadline: float) -> float:
+    """Whole hundredths of a minute to `deadline` (time.monotonic()): what --max-minutes leaves the student."""
+    return math.floor((deadline - time.monotonic()) / 60 * 100) / 100
 
 
 def _part_seed(k: int, seed: int) -> int:
@@ -309,8 +317,8 @@ def distill(opts: DistillOptions, reporter: Reporter | None = None) -> dict:
             folder, complete = couplings_folder(ckpt, settings, opts.seed), False
         if not complete or StopSignals.pending:
             return _stopped_drawing(complete, path, folder, reporter)
-        budget = None if deadline is None else math.floor((deadline - time.monotonic()) / 60 * 100) / 100
-        if budget is not None and budget <= 0:  # the drawing used it all: no student run of a moment
+        budget = None if deadline is None else minutes_left(deadline)
+        if budget is not None and budget <= 0:  # this drawing used it all: no student run of a moment
             return _stopped_drawing(True, path, folder, reporter)
         if budget is not None:
             reporter.message(f"student: {budget:g} of --max-minutes {opts.max_minutes:g} min left for it")

@@ -93,25 +93,25 @@ def world_from_env(environ) -> World:
     """This process's place as torchrun's variables give it (WORLD_SIZE, RANK, LOCAL_RANK, LOCAL_WORLD_SIZE), each
     checked: a WORLD_SIZE above 1 needs a RANK below it (a launcher that set one and not the other is refused
     before any work, not in the middle of joining)."""
-    def number(name: str, default: int | None, high: int) -> int:
+    def number(name: str, default: int | None, high: int, low: int = 0) -> int:
         text = environ.get(name)
         if text is None and default is not None:
             return default
-        if text is None or not re.fullmatch(r"[0-9]{1,6}", text.strip()) or int(text) > high:
-            what = "set (torchrun sets it with WORLD_SIZE)" if text is None else f"an integer from 0 to {high}"
+        if text is None or not re.fullmatch(r"[0-9]{1,6}", text.strip()) or not low <= int(text) <= high:
+            what = "set (torchrun sets it with WORLD_SIZE)" if text is None else f"an integer from {low} to {high}"
             raise bad_value(name, text, f"{what}; WORLD_SIZE={environ.get('WORLD_SIZE')!r}")
         return int(text)
 
-    size = number("WORLD_SIZE", 1, MAX_RANKS)
-    if size == 0:
-        raise bad_value("WORLD_SIZE", environ.get("WORLD_SIZE"), f"an integer from 1 to {MAX_RANKS} (processes)")
-    if size == 1:  # one process: a RANK beside it can only be 0 (RANK=5 of 1 is a launcher's mistake, said)
+    size = number("WORLD_SIZE", 1, MAX_RANKS, low=1)
+    # One process: what is set beside it must say so too (RANK=5 or LOCAL_RANK=abc of 1 is a launcher's mistake);
+    # the same checks as for many, each variable only when set.
+    local_size = number("LOCAL_WORLD_SIZE", size, size, low=1)
+    local_rank = number("LOCAL_RANK", 0, local_size - 1)
+    if size == 1:
         if environ.get("RANK") is not None:
             number("RANK", None, 0)
         return SINGLE
-    rank = number("RANK", None, size - 1)
-    local_size = number("LOCAL_WORLD_SIZE", size, size)
-    world = World(rank, size, number("LOCAL_RANK", 0, max(local_size - 1, 0)), local_size)
+    world = World(number("RANK", None, size - 1), size, local_rank, local_size)
     rendezvous(environ)
     return world
 

@@ -75,7 +75,10 @@ class StopSignals:
             # A closed terminal (SIGHUP) stops the run as SIGTERM does, saved, but only where SIGHUP would end the
             # process anyway (or gentool's CLI has it): under nohup (ignored) or a caller's own handler it keeps what
             # it was given.
-            if hangup_is_free():
+            # (An enclosing StopSignals that took SIGHUP hands it on: the inner loop checks its own flag. Distill's
+            # drawing kept on after a SIGHUP that only the outer context, around drawing and training, heard.)
+            enclosing = getattr(signal.getsignal(signal.SIGHUP), "__self__", None)
+            if hangup_is_free() or isinstance(enclosing, StopSignals):
                 self._previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, self._handle)
         return self
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 import gentool
-from gentool import rundir, schema
+from gentool import rundir
 from gentool.checkpoint import (
     checkpoint_size_hint,
     load_checkpoint,
@@ -217,10 +217,7 @@ def new_session(opts: TrainOptions, device: torch.device, precision: PrecisionCh
         session.ema = EMA(model, opts.ema) if opts.ema else None
         check_run(session)  # --precision auto: this model's own steps may switch it, before config.json says which
         if world.main:
-            config_json = {"gentool_version": gentool.__version__, "model": entry.name, "model_source": entry.source,
-                           "config": config.to_dict(), "options": asdict(opts), "data": session.data_meta(),
-                           "precision": session.precision.to_dict()}
-            atomic_write_json(run_dir / rundir.CONFIG, config_json)
+            write_run_config(session)
             write_metrics(session)
     except BaseException:  # an error or Ctrl-C: the --out path as it was (gentool.run_start)
         if start:
@@ -285,21 +282,19 @@ def resume_session(opts: TrainOptions, device: torch.device, precision: Precisio
     history = RunHistory.resumed(session.run_dir / rundir.METRICS, session.epoch, inside_epoch=bool(session.batch))
     if history is not None:
         session.run = history
-    if world.main:
-        _record_resumed_options(session)
+    if world.main:  # not through a link: resume refused one (rundir.refuse_links); replaced, not written into
+        write_run_config(session)
     return session
 
 
-def _record_resumed_options(session: Session) -> None:
-    """config.json says what the run now is: the options and precision of this start (a resume's new --epochs
-    target, shown by `report` as the epochs asked for), its other fields as the first start wrote them. A missing
-    or unreadable file is left as it is: the resume did not need it, and `report` and `summary` say what is wrong."""
-    path = session.run_dir / rundir.CONFIG
-    try:  # not through a link: it is replaced next
-        config = schema.read(path, rundir.RUN_CONFIG, follow=False)
-    except (OSError, ValueError):  # schema.Invalid is a ValueError
-        return
-    atomic_write_json(path, {**config, "options": asdict(session.opts), "precision": session.precision.to_dict()})
+def write_run_config(session: Session) -> None:
+    """config.json: what the run is, from the session (the checkpoint's model and settings on a resume, with the
+    options and precision of this start: a resume's new --epochs is what `report` shows as asked for). Never what an
+    earlier config.json said: a damaged one would be carried on (attacker hour h26v: latent_dim -3, rewritten)."""
+    atomic_write_json(session.run_dir / rundir.CONFIG, {
+        "gentool_version": gentool.__version__, "model": session.model.name, "model_source": session.source,
+        "config": session.model.config.to_dict(), "options": asdict(session.opts), "data": session.data_meta(),
+        "precision": session.precision.to_dict()})
 
 
 def prepare_model(model: GenerativeModel, opts: TrainOptions, device: torch.device,

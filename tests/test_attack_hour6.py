@@ -101,6 +101,14 @@ def _couplings(root):
     return cp.read_manifest(root)
 
 
+def part_header(path):
+    """A part's safetensors header metadata, kept when a test rewrites its tensors (a part's header is checked)."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        return f.metadata()
+
+
 def _truncate(path):
     os.truncate(path, os.path.getsize(path) // 3)
 
@@ -109,14 +117,16 @@ def _nan_noise(path):
     from safetensors.torch import load_file, save_file
 
     tensors = load_file(path)
-    save_file({**tensors, "latents": torch.full_like(tensors["latents"], float("nan"))}, path)
+    save_file({**tensors, "latents": torch.full_like(tensors["latents"], float("nan"))},
+              path, metadata=part_header(path))
 
 
 def _bad_labels(path):
     from safetensors.torch import load_file, save_file
 
     tensors = load_file(path)
-    save_file({**tensors, "labels": torch.full_like(tensors["labels"], -5)}, path)
+    save_file({**tensors, "labels": torch.full_like(tensors["labels"], -5)},
+              path, metadata=part_header(path))
 
 
 def _pipe(path):
@@ -128,21 +138,24 @@ def _huge_noise(path):  # finite, within float16, but no standard normal draw
     from safetensors.torch import load_file, save_file
 
     tensors = load_file(path)
-    save_file({**tensors, "latents": torch.full_like(tensors["latents"], 60000)}, path)
+    save_file({**tensors, "latents": torch.full_like(tensors["latents"], 60000)},
+              path, metadata=part_header(path))
 
 
 def _other_noise(path):  # plausible noise, but not the part's seed's
     from safetensors.torch import load_file, save_file
 
     tensors = load_file(path)
-    save_file({**tensors, "latents": torch.randn(tensors["latents"].shape).half()}, path)
+    save_file({**tensors, "latents": torch.randn(tensors["latents"].shape).half()},
+              path, metadata=part_header(path))
 
 
 def _labelled(path):  # a class label in the pairs of an unconditional teacher
     from safetensors.torch import load_file, save_file
 
     tensors = load_file(path)
-    save_file({**tensors, "labels": torch.full_like(tensors["labels"], 3)}, path)
+    save_file({**tensors, "labels": torch.full_like(tensors["labels"], 3)},
+              path, metadata=part_header(path))
 
 
 @pytest.mark.parametrize("damage, usable", [(_truncate, 1), (_nan_noise, 1), (_bad_labels, 1), (_pipe, 1),

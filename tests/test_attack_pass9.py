@@ -13,6 +13,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 from test_attack_hour4 import couplings_folder
+from test_attack_hour6 import part_header
 
 from gentool import couplings as cp
 from gentool import rundir
@@ -23,7 +24,8 @@ from gentool.errors import GentoolError
 def test_couplings_with_impossible_values_are_refused(tmp_path, key, value, said):
     folder = couplings_folder(tmp_path / "c")
     tensors = load_file(cp.part_path(folder, 1))
-    save_file({**tensors, key: torch.full_like(tensors[key], value)}, cp.part_path(folder, 1))
+    save_file({**tensors, key: torch.full_like(tensors[key], value)}, cp.part_path(folder, 1),
+              metadata=part_header(cp.part_path(folder, 1)))
     with pytest.raises(GentoolError, match=said):
         cp.load_couplings(folder)
     assert len(cp.load_couplings(folder, limit=500)) == 500  # the sound first part alone still reads
@@ -185,3 +187,39 @@ def test_one_row_copied_to_every_image_is_damage():
         with pytest.raises(ValueError, match=f"{name} holds the same row for every one of its 60 images"):
             check_values({name: np.repeat(rows[:1], 60, 0)}, 60)
     check_values({"features": np.repeat(features[:1], 5, 0)}, 5)
+
+
+@pytest.mark.parametrize("forge, says", [
+    (lambda m: m["teacher"]["sampling"].update(steps=-1, solver="rm -rf"), "is no sampler gentool runs"),
+    (lambda m: m.update(seed=-4), "field seed"),
+    (lambda m: m["data"].update(name="a\x00b"), "field data.name"),
+    (lambda m: m["data"].update(class_names=[str(i) for i in range(11)]), "11 class names do not name its 0 classes"),
+])
+def test_couplings_manifest_fields_impossible_together_are_refused(tmp_path, forge, says):
+    """Attacker hour h26v, F3: each was used silently (the first line echoed "(rm -rf, -1 steps)")."""
+    import json
+
+    root = couplings_folder(tmp_path / "pairs", parts=1)
+    manifest = json.loads((root / cp.MANIFEST).read_text())
+    forge(manifest)
+    (root / cp.MANIFEST).write_text(json.dumps(manifest))
+    with pytest.raises(GentoolError, match=says):
+        cp.load_couplings(root)
+
+
+def test_a_couplings_part_whose_header_is_not_gentools_is_refused_and_a_piped_manifest_is_usage(tmp_path):
+    """h26v F3 (a part's header format 'evil', part '7' in part 0: used) and F6 (a pipe as couplings.json: exit 1,
+    where a pipe as a part is exit 2)."""
+    import os
+
+    from gentool.errors import UsageError
+
+    root = couplings_folder(tmp_path / "pairs", parts=1)
+    tensors = load_file(cp.part_path(root, 0))
+    save_file(tensors, cp.part_path(root, 0), metadata={"format": cp.FORMAT, "part": "7"})
+    with pytest.raises(GentoolError, match="header says format 'gentool-couplings', part '7'; expected .*part 0"):
+        cp.load_couplings(root)
+    os.unlink(root / cp.MANIFEST)
+    os.mkfifo(root / cp.MANIFEST)
+    with pytest.raises(UsageError, match="named pipe"):
+        cp.load_couplings(root)

@@ -16,6 +16,7 @@ import torch
 from gentool import couplings as cp
 from gentool import distill as distill_mod
 from gentool.distill_options import DistillOptions
+from gentool.errors import UsageError
 from gentool.guards import Interrupted, StopSignals
 from test_attack_hour6 import _fake_teacher
 
@@ -117,11 +118,18 @@ def test_max_minutes_ends_the_drawing_within_a_batch_and_says_why_no_part_was_ke
     monkeypatch.setattr(distill_mod, "time", SimpleNamespace(monotonic=lambda: now[0]))
     teacher, said = SlowTeacher(now), Said()
     ckpt = checkpoint(tmp_path, teacher)
-    with StopSignals():
-        folder, complete = distill_mod.draw_couplings(
-            ckpt, {"steps": 2}, DistillOptions(teacher="x", pairs=cp.PART, max_minutes=0.1), said, 6.0)
-    assert not complete and len(teacher.batches) == 1 and not list(folder.glob("part_*"))
-    assert "--max-minutes 0.1 ended inside the first part of 500 couplings, which is dropped" in said.lines[-1]
+    with StopSignals(), pytest.raises(UsageError, match="^--max-minutes: 0.1 ended inside the first part of 500 "
+                                                          "couplings, which is dropped .*give more minutes"):
+        distill_mod.draw_couplings(ckpt, {"steps": 2}, DistillOptions(teacher="x", pairs=cp.PART, max_minutes=0.1),
+                                   said, 6.0)
+    # (attacker hour h26v: "stopped ...; continue with: the same command", which stopped there each time, at exit 0)
+    assert len(teacher.batches) == 1 and not list((tmp_path / "flow" / "couplings").rglob("part_*"))
+    with StopSignals():  # drawn whole without a budget; then a budget the start used up draws nothing, says so
+        assert distill_mod.draw_couplings(ckpt, {"steps": 2}, DistillOptions(teacher="x", pairs=cp.PART), said,
+                                          None)[1]
+        with pytest.raises(UsageError, match="^--max-minutes: 0.001 was used up before any work"):
+            distill_mod.draw_couplings(ckpt, {"steps": 2}, DistillOptions(teacher="x", pairs=cp.PART,
+                                                                           max_minutes=0.001), said, now[0])
 
 
 def test_no_student_starts_when_the_drawing_used_the_time_budget(monkeypatch, tmp_path):
@@ -134,3 +142,15 @@ def test_no_student_starts_when_the_drawing_used_the_time_budget(monkeypatch, tm
     result = distill_mod.distill(DistillOptions(teacher=teacher, out=str(tmp_path / "s"), max_minutes=0.005))
     assert result["stopped"].startswith("stopped after drawing the couplings; continue with: ")
     assert not (tmp_path / "s").exists()
+
+
+def test_a_hangup_reaches_the_drawing_inside_distills_own_stop_context():
+    """Attacker hour h26v, F1: SIGHUP during the drawing was heard only by distill's outer context (around drawing
+    and training), so the drawing went on for minutes; SIGTERM and SIGINT reached it."""
+    previous = signal.signal(signal.SIGHUP, signal.SIG_DFL)  # as a terminal's process has it (not the suite's nohup)
+    try:
+        with StopSignals() as outer, StopSignals(doing="stopping the drawing", raise_again=True) as inner:
+            os.kill(os.getpid(), signal.SIGHUP)
+            assert inner.signum == signal.SIGHUP and outer.signum is None and StopSignals.pending == signal.SIGHUP
+    finally:
+        signal.signal(signal.SIGHUP, previous)

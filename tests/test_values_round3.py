@@ -241,6 +241,13 @@ def test_one_process_with_another_rank_or_no_process_is_refused():
         world_from_env({"WORLD_SIZE": "1", "RANK": "5"})
     with pytest.raises(UsageError, match="^WORLD_SIZE: got '0'"):
         world_from_env({"WORLD_SIZE": "0"})
+    # h26v: the local pair beside one process, unchecked; and WORLD_SIZE=-1 said "from 0", where 0 is refused
+    for env, said in [({"LOCAL_RANK": "abc"}, "^LOCAL_RANK: got 'abc'"),
+                      ({"LOCAL_WORLD_SIZE": "0"}, "^LOCAL_WORLD_SIZE"),
+                      ({"WORLD_SIZE": "1", "LOCAL_RANK": "3", "LOCAL_WORLD_SIZE": "4"}, "^LOCAL_WORLD_SIZE: got '4'"),
+                      ({"WORLD_SIZE": "-1"}, "^WORLD_SIZE: got '-1'; expected an integer from 1 to")]:
+        with pytest.raises(UsageError, match=said):
+            world_from_env(env)
 
 
 # 6. The dotted-key check of a settings file looks at keys, not at strings or comments.
