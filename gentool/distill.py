@@ -11,6 +11,7 @@ sharpens the student (`--adversarial`, `gentool.models.reflow`): regression alon
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import shlex
@@ -39,7 +40,12 @@ STUDENT_LR = 2e-4
 # With the critic, a GAN's recipe (measured on MNIST, docs/guides/models.md "Distillation"): Adam with β1 0.5 at a
 # quarter of the plain student's rate, batches of 64, an average of the weights spanning about 100 steps, and 5
 # epochs over the couplings (about 1,600 steps over 20,000)
-ADVERSARIAL_RECIPE = {"lr": 5e-5, "beta1": 0.5, "batch_size": 64, "ema": 0.99, "epochs": 5}
+# With the critic, couplings from twice the teacher's own sampler steps, half as many (the same network evaluations
+# to draw), seen twice as often (the same training steps): measured on MNIST, 4.90 against 5.27 at 1,570 steps
+# (benchmarks/RESULTS.md, "A closer target for the couplings").
+ADVERSARIAL_RECIPE = {"lr": 5e-5, "beta1": 0.5, "batch_size": 64, "ema": 0.99, "epochs": 10, "pairs": 10_000,
+                      "teacher_step_factor": 2}
+PLAIN_PAIRS = 20_000
 GRID = 8
 DRAW_BATCH = 50  # couplings drawn at a time: a stop signal waits for one batch (seconds), not a 500-pair part
 TEACHER_EXPECTED = "a flow or ddpm run directory or its .safetensors checkpoint"  # what RUN accepts
@@ -82,9 +88,23 @@ def deterministic(model, settings: dict) -> bool:
     return torch.equal(a, b)
 
 
+def with_critic(opts: DistillOptions) -> bool:
+    return (ADVERSARIAL if opts.adversarial is None else opts.adversarial) > 0
+
+
+def with_defaults(opts: DistillOptions) -> DistillOptions:
+    """--pairs as given, else the recipe's (10,000 with the critic, 20,000 without)."""
+    pairs = opts.pairs or (ADVERSARIAL_RECIPE["pairs"] if with_critic(opts) else PLAIN_PAIRS)
+    return dataclasses.replace(opts, pairs=pairs)
+
+
 def teacher_settings(model, opts: DistillOptions) -> dict:
-    """The teacher's sampler for the couplings: as asked, else its own, else its first deterministic solver."""
-    given = {"steps": opts.teacher_steps, "solver": opts.teacher_solver}
+    """The teacher's sampler for the couplings: as asked, else its own (with the critic: twice its own steps), else
+    its first deterministic solver."""
+    steps = opts.teacher_steps
+    if steps is None and with_critic(opts) and "steps" in model.sample_settings():
+        steps = min(ADVERSARIAL_RECIPE["teacher_step_factor"] * model.sample_settings()["steps"], 1000)
+    given = {"steps": steps, "solver": opts.teacher_solver}
     settings = model.sample_settings(given)
     if deterministic(model, settings):
         return settings
@@ -256,7 +276,7 @@ def student_options(opts: DistillOptions, ckpt: Checkpoint, folder: Path, out: P
     params = {k: config[k] for k in shared if k in config}
     recipe = {"lr": STUDENT_LR, "batch_size": config["batch_size"], "ema": None, "epochs": 10}
     weight = ADVERSARIAL if opts.adversarial is None else opts.adversarial
-    if weight:
+    if with_critic(opts):
         recipe = ADVERSARIAL_RECIPE
         params.update(beta1=recipe["beta1"], adversarial=weight)
     return TrainOptions(model=STUDENT, data=str(folder), limit=opts.pairs, out=str(out),
@@ -287,6 +307,7 @@ def distill(opts: DistillOptions, reporter: Reporter | None = None) -> dict:
     from gentool.device import choose_precision, pick_device, prepare, use_threads
 
     opts.validate()
+    opts = with_defaults(opts)
     reporter = reporter or Reporter()
     if opts.resume:
         return train(TrainOptions(resume=opts.resume, epochs=opts.epochs, max_minutes=opts.max_minutes,

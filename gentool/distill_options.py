@@ -32,11 +32,13 @@ class DistillOptions:
                              "'-reflow<K>').", metavar="DIR")
     steps: int = option("Sampler steps (network evaluations per sample) the student is made for.", default=2,
                         metavar="K", check=Ints(1, MAX_STUDENT_STEPS, f"an integer from 1 to {MAX_STUDENT_STEPS}"))
-    pairs: int = option("Couplings (noise and the teacher's sample from it) drawn from the teacher and trained on; "
-                        "kept beside the teacher, in its run's couplings/ folder, for the next student.",
-                        default=20_000, metavar="N")
+    pairs: int | None = option(
+        "Couplings (noise and the teacher's sample from it) drawn from the teacher and trained on; kept beside the "
+        "teacher, in its run's couplings/ folder, for the next student (default: 10,000 with the critic, 20,000 "
+        "without).", metavar="N")
     teacher_steps: int | None = option(
-        "The teacher's sampler steps for the couplings (default: its own, e.g. flow's 16).", metavar="N")
+        "The teacher's sampler steps for the couplings (default: twice its own with the critic, e.g. 32 for flow's "
+        "16: a closer target for the same drawing time as 20,000 at its own; its own without).", metavar="N")
     teacher_solver: str | None = option(
         "The teacher's solver for the couplings (default: its own when deterministic, else its first deterministic "
         "one, e.g. ddpm's ddim).", metavar="NAME")
@@ -46,7 +48,7 @@ class DistillOptions:
         check=Numbers(0, 100))
     resume: str | None = option("Continue the student's training in RUN (its run directory or checkpoint).",
                                 metavar="RUN|CKPT")
-    epochs: int | None = option("Total epochs over the couplings (default: 5 with the critic, 10 without; with "
+    epochs: int | None = option("Total epochs over the couplings (default: 10, with the critic or without; with "
                                 "--resume: the total, not more).",
                                 default=None, metavar="N")
     max_minutes: float | None = copy_option("max_minutes", help=(

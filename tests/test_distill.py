@@ -235,3 +235,18 @@ def test_the_critic_sees_the_students_images_in_the_pixel_range():
     latents = 5 * torch.randn(4, 1, 8, 8)  # noise far outside the pixel range: so are the student's images
     model.train_step(torch.zeros(4, 1, 8, 8), None, model.build_optimizers(), 0, latents)
     assert len(seen) == 3 and all(float(x.abs().max()) <= 1 for x in seen)
+
+
+def test_the_default_couplings_come_from_twice_the_teachers_steps_with_the_critic(teacher):
+    """The measured default (benchmarks/RESULTS.md, "A closer target for the couplings"): with the critic, 10,000
+    couplings from twice the teacher's own steps; without it, 20,000 from its own."""
+    from gentool import distill as d
+    from gentool.distill_options import DistillOptions
+
+    model = d.load_teacher(teacher / "last.safetensors", torch.device("cpu")).model
+    critic, plain = DistillOptions(teacher="x"), DistillOptions(teacher="x", adversarial=0.0)
+    assert d.teacher_settings(model, critic)["steps"] == 2 * model.sample_settings()["steps"] == 32
+    assert d.teacher_settings(model, plain)["steps"] == 16
+    assert d.teacher_settings(model, DistillOptions(teacher="x", teacher_steps=5))["steps"] == 5
+    assert (d.with_defaults(critic).pairs, d.with_defaults(plain).pairs) == (10_000, 20_000)
+    assert d.with_defaults(DistillOptions(teacher="x", pairs=48)).pairs == 48
