@@ -27,7 +27,8 @@ import torch
 from gentool import schema as s
 from gentool.checkpoint_meta import TEACHER
 from gentool.checks import MAX_SEED
-from gentool.errors import GentoolError, UsageError, dims, listed
+from gentool.datatypes import class_names_problem
+from gentool.errors import GentoolError, UsageError, dims, listed, settings_text
 
 MANIFEST = "couplings.json"
 FORMAT = "gentool-couplings"
@@ -71,10 +72,10 @@ def _check_manifest(manifest: dict, folder: Path, arg: str) -> None:
     """Fields each well-typed but impossible together (attacker hour h26v): class names that do not name the
     geometry's classes once each, and a teacher's sampler no gentool family has (steps below 1; a solver name that is
     no identifier), which the student's first line and metadata would repeat."""
-    names, classes = manifest["data"].get("class_names") or [], manifest["data"]["geometry"]["num_classes"]
-    if names and (len(names) != classes or len(set(names)) != len(names)):
-        raise GentoolError(f"{arg}: {folder / MANIFEST}: its {len(names)} class names do not name its {classes} "
-                           f"classes once each")
+    data = manifest["data"]
+    problem = class_names_problem(data.get("class_names") or [], data["geometry"]["num_classes"])
+    if problem:
+        raise GentoolError(f"{arg}: {folder / MANIFEST}: {problem}")
     sampling = manifest["teacher"]["sampling"]
     steps, solver = sampling.get("steps", 1), sampling.get("solver", "euler")
     good_steps = isinstance(steps, int) and not isinstance(steps, bool) and 1 <= steps <= 1000
@@ -190,12 +191,11 @@ def load_couplings(folder: Path, limit: int | None = None, arg: str = "--data"):
 
 
 def couplings_line(data: str, couplings) -> str:
-    """What `train --data COUPLINGS` read: "--data DIR: 20,000 couplings of flow step 2,423 (euler, 16 steps),
-    imitating mnist"."""
+    """What `train --data COUPLINGS` read: "--data DIR: 20,000 couplings of flow step 2,423 (steps 16, solver
+    euler), imitating mnist"."""
     teacher, origin = couplings.origin["teacher"], couplings.origin.get("source")
-    sampler = ", ".join(f"{v} {k}" if k == "steps" else str(v) for k, v in sorted(teacher["sampling"].items()))
     return (f"--data {data}: {len(couplings):,} couplings of {teacher['model']} step {teacher['step']:,} "
-            f"({sampler}){f', imitating {origin}' if origin else ''}")
+            f"({settings_text(teacher['sampling'])}){f', imitating {origin}' if origin else ''}")
 
 
 def _check_labels(labels: torch.Tensor, where: Path, arg: str) -> None:

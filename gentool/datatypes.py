@@ -11,6 +11,14 @@ import torch
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
 
 
+def class_names_problem(names: list, classes: int) -> str | None:
+    """What is wrong with class names read from a file for `classes` classes (None: nothing, or no names): each
+    class named once, as a data set's class folders name them."""
+    if names and (len(names) != classes or len(set(names)) != len(names)):
+        return f"its {len(names)} class names do not name its {classes} classes once each"
+    return None
+
+
 @dataclass(frozen=True)
 class Geometry:
     """Image geometry (channels × height × width) and the number of classes labels may take."""

@@ -88,22 +88,23 @@ def deterministic(model, settings: dict) -> bool:
     return torch.equal(a, b)
 
 
-def with_critic(opts: DistillOptions) -> bool:
-    return (ADVERSARIAL if opts.adversarial is None else opts.adversarial) > 0
+def critic_weight(opts: DistillOptions) -> float:
+    """--adversarial as given, else the default (0: no critic)."""
+    return ADVERSARIAL if opts.adversarial is None else opts.adversarial
 
 
 def with_defaults(opts: DistillOptions) -> DistillOptions:
     """--pairs as given, else the recipe's (10,000 with the critic, 20,000 without)."""
-    pairs = opts.pairs or (ADVERSARIAL_RECIPE["pairs"] if with_critic(opts) else PLAIN_PAIRS)
+    pairs = opts.pairs or (ADVERSARIAL_RECIPE["pairs"] if critic_weight(opts) else PLAIN_PAIRS)
     return dataclasses.replace(opts, pairs=pairs)
 
 
 def teacher_settings(model, opts: DistillOptions) -> dict:
     """The teacher's sampler for the couplings: as asked, else its own (with the critic: twice its own steps), else
     its first deterministic solver."""
-    steps = opts.teacher_steps
-    if steps is None and with_critic(opts) and "steps" in model.sample_settings():
-        steps = min(ADVERSARIAL_RECIPE["teacher_step_factor"] * model.sample_settings()["steps"], 1000)
+    steps, own = opts.teacher_steps, model.sample_settings()
+    if steps is None and critic_weight(opts) and "steps" in own:
+        steps = min(ADVERSARIAL_RECIPE["teacher_step_factor"] * own["steps"], 1000)
     given = {"steps": steps, "solver": opts.teacher_solver}
     settings = model.sample_settings(given)
     if deterministic(model, settings):
@@ -275,8 +276,8 @@ def student_options(opts: DistillOptions, ckpt: Checkpoint, folder: Path, out: P
     config = ckpt.model.config.to_dict()
     params = {k: config[k] for k in shared if k in config}
     recipe = {"lr": STUDENT_LR, "batch_size": config["batch_size"], "ema": None, "epochs": 10}
-    weight = ADVERSARIAL if opts.adversarial is None else opts.adversarial
-    if with_critic(opts):
+    weight = critic_weight(opts)
+    if weight:
         recipe = ADVERSARIAL_RECIPE
         params.update(beta1=recipe["beta1"], adversarial=weight)
     return TrainOptions(model=STUDENT, data=str(folder), limit=opts.pairs, out=str(out),

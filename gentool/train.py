@@ -132,7 +132,8 @@ def _after_step(session: Session, epoch: int, sums: dict, counts: dict, progress
     if stop:
         session.run.keep(_partial_record(session, epoch, sums, counts, done, total, seen, elapsed))
         if stop == SIGNALLED:
-            raise Interrupted(f"{stops.word(session.signum())} in epoch {epoch} at step {session.step}", session.signum())
+            signum = session.signum()
+            raise Interrupted(f"{stops.word(signum)} in epoch {epoch} at step {session.step}", signum)
         raise OutOfTime(f"in epoch {epoch} at step {session.step}")
 
 

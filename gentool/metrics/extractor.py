@@ -31,6 +31,7 @@ import gentool
 from gentool import fileio, schema
 from gentool.cache import cache_dir, prepare_entry, set_aside
 from gentool.data import Geometry, ImageData, batches
+from gentool.datatypes import class_names_problem
 from gentool.errors import UsageError, dims
 from gentool.fileio import atomic_write_bytes
 from gentool.metrics.pretext import CLASSES, KIND, ROTATION, TASKS, TURNS, rotate, rotation_batch
@@ -346,9 +347,9 @@ def load_extractor(path: Path, device: torch.device | str = "cpu", recipe: Recip
         saved = Geometry(**meta["geometry"])
         if geometry is not None and saved.shape != geometry.shape:
             raise ValueError(f"it is for {dims(saved.shape)} images, not {dims(geometry.shape)}")
-        names = meta.get("class_names") or []
-        if names and (len(names) != meta["num_classes"] or len(set(names)) != len(names)):
-            raise ValueError(f"its {len(names)} class names do not name its {meta['num_classes']} classes once each")
+        problem = class_names_problem(meta.get("class_names") or [], meta["num_classes"])
+        if problem:
+            raise ValueError(problem)
         net = FeatureNet(Recipe(**fields), saved, meta["num_classes"])
         expected = net.state_dict()
         odd = sorted(set(f.keys()) ^ set(expected))
