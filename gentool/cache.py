@@ -1,9 +1,11 @@
 """The per-user cache (decoded image folders, reference extractors and their statistics, precision measurements):
-where it is, and what happens to an entry found damaged: it is moved aside, never deleted, and built again."""
+where it is, and what happens to an entry found damaged: it is moved aside (the last KEEP_ASIDE damaged copies of
+an entry kept, to be looked at) and built again."""
 
 from __future__ import annotations
 
 import os
+import shutil
 import warnings
 from pathlib import Path
 
@@ -53,24 +55,41 @@ def _account_home() -> Path:
         return Path(tempfile.gettempdir())
 
 
+# damaged copies kept beside an entry: enough to look at, and a bound on the disk they take however often the
+# entry is damaged again (a decoded-images entry or a couplings folder can be gigabytes)
+KEEP_ASIDE = 3
+
+
 def set_aside(path: Path, problem: str) -> None:
-    """Move a damaged cache entry out of the way (renamed NAME.bad, NAME.bad1, ... beside it; never deleted, so it
-    can be looked at) with a one-line warning; the caller then rebuilds it."""
+    """Move a damaged cache entry out of the way (see put_aside) with a one-line warning; the caller then rebuilds
+    it."""
     path = Path(path)
     warnings.warn(f"cache entry {path} is damaged ({problem}); {move_aside(path)}, building it again")
 
 
 def move_aside(path: Path) -> str:
-    """Rename whatever stands at `path` to NAME.bad (NAME.bad1, ...) beside it, never deleting it; what was done, in
-    words ("moved to precision.json.bad", or why it could not be)."""
-    target = next(t for t in (path.with_name(f"{path.name}.bad{k or ''}") for k in range(10**6))
-                  if not os.path.lexists(t))
+    """put_aside, or why it could not be done, in words ("moved to precision.json.bad")."""
     try:
-        check_no_links(path, last=False)
-        os.rename(path, target)
-        return f"moved to {target.name}"
+        return put_aside(Path(path))
     except (OSError, UsageError) as exc:
         return f"could not be moved aside ({exc.strerror if isinstance(exc, OSError) else exc})"
+
+
+def put_aside(path: Path) -> str:
+    """Rename whatever stands at `path` (a file, folder, link or pipe: a link is renamed, never followed) to NAME.bad,
+    NAME.bad1, ... beside it, up to KEEP_ASIDE names; when all are taken it is deleted instead (the copies kept
+    already show the damage). What was done, in words; OSError or UsageError (a link on the way) when it cannot."""
+    check_no_links(path, last=False)
+    for k in range(KEEP_ASIDE):
+        target = path.with_name(f"{path.name}.bad{k or ''}")
+        if not os.path.lexists(target):
+            os.rename(path, target)
+            return f"moved to {target.name}"
+    if os.path.isdir(path) and not os.path.islink(path):
+        shutil.rmtree(path)  # fd-based on Linux: a link inside is removed, never followed
+    else:
+        os.unlink(path)
+    return f"removed ({KEEP_ASIDE} damaged copies are kept beside it already, {path.name}.bad and on)"
 
 
 def prepare_entry(*files: Path) -> None:

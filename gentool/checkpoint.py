@@ -31,6 +31,7 @@ from gentool.checkpoint_meta import (
 from gentool.ema import EMA
 from gentool.ema import PREFIX as EMA_PREFIX
 from gentool.errors import ConfigError, GentoolError, UsageError, dims, listed
+from gentool.meta import shapes_only
 from gentool.fileio import atomic_write_bytes, regular_path
 from gentool.models.base import GenerativeModel
 from gentool.registry import get_entry
@@ -200,7 +201,7 @@ def _rebuild(path: Path, meta: dict, arg: str) -> GenerativeModel:
     try:
         config = entry.cls.config_class.from_dict(meta["config"])
         config.validate()
-        with torch.device("meta"):
+        with shapes_only():
             model = entry.cls(config)
     except ConfigError as exc:
         if exc.accepted is not None and exc.field in meta["config"]:  # a value the model refuses, named by its field

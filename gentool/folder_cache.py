@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from gentool import fileio, links, undo
-from gentool.cache import cache_dir
+from gentool.cache import cache_dir, put_aside
 from gentool.datatypes import Geometry, ImageData
 from gentool.errors import GentoolError, UsageError, dims
 from gentool.fileio import atomic_write_json, read_json
@@ -190,7 +190,7 @@ def build_entry(entry: Path, key: str, listing: Listing, headers: list[Header], 
                 "skipped": [list(s) for s in kept.skipped], "decoded": time.strftime("%Y-%m-%d %H:%M:%S")}
         atomic_write_json(tmp / META, meta)
         if entry.exists() or entry.is_symlink():
-            _move_aside(entry)
+            put_aside(entry)
         os.rename(tmp, entry)
         removal.forget()
     except BaseException:
@@ -236,10 +236,11 @@ def open_entry(entry: Path, key: str, reporter: Reporter, most: int | None = Non
         found = [str(line) for line in meta["found"]]
     except (OSError, ValueError, KeyError, TypeError, RecursionError, AttributeError) as exc:
         try:
-            aside = f"moved aside as {_move_aside(entry).name}"
-        except OSError as cause:
+            aside = put_aside(entry)
+        except (OSError, UsageError) as cause:
+            why = cause.strerror if isinstance(cause, OSError) and cause.strerror else cause
             raise GentoolError(f"the cached decoded images in {entry} are damaged ({fileio.cause(exc)}) and cannot be "
-                               f"moved aside ({cause.strerror or cause}); delete that folder") from None
+                               f"moved aside ({why}); delete that folder") from None
         reporter.message(f"note: the cached decoded images in {entry} are damaged ({fileio.cause(exc)}); {aside}, "
                          f"decoding again")
         return None
@@ -261,12 +262,6 @@ def _image_data(root: Path, images: np.ndarray, labels: list[int], classes: list
     tensor = torch.from_numpy(images)
     return ImageData(root.name, tensor, torch.tensor(labels, dtype=torch.long),
                      Geometry(*tensor.shape[1:], num_classes=len(classes)), classes)
-
-
-def _move_aside(entry: Path) -> Path:
-    aside = entry.with_name(f".{entry.name}.damaged-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}")
-    os.rename(entry, aside)
-    return aside
 
 
 def _prune(entry: Path, meta: dict) -> None:

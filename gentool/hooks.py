@@ -190,21 +190,13 @@ def describe_hooks(warn: bool = True) -> list[tuple[str, str, str]]:
     summary). One whose source cannot be read is a warning, as a model plugin's is (unless not `warn`: `models
     --check` has warned of its import)."""
     from gentool.declared import first_doc_line
-    from gentool.registry import dist_name, entry_points, entry_text  # the registry's: the entry points it loads
+    from gentool.registry import Failures, dist_summary, entry_points, read_entry  # the entry points it loads
 
     found = []
-    for ep in entry_points(group=ENTRY_POINT_GROUP):
-        dist = dist_name(ep)
-        module, _, attr = ep.value.partition(":")
-        try:
-            text = first_doc_line(module.strip(), attr.strip())
-        except (ImportError, OSError, SyntaxError, ValueError, RecursionError) as exc:
-            if warn:
-                warnings.warn(f"gentool: hook plugin {entry_text(dist, ep.name)} cannot be read: {exc}")
-            text = ""
-        if not text and ep.dist is not None:
-            text = ep.dist.metadata.get("Summary") or ""
-        found.append((ep.name, dist, text))
+    with Failures() as failures:
+        for ep in entry_points(group=ENTRY_POINT_GROUP):
+            dist, text = read_entry(ep, first_doc_line, failures if warn else None, "hook plugin")
+            found.append((ep.name, dist, text or dist_summary(ep)))
     return sorted(found)
 
 

@@ -116,7 +116,7 @@ def entry_text(dist: str, name: str) -> str:
     return f"{dist!r} (entry point {name!r})"
 
 
-class _Failures:
+class Failures:
     """The warnings of one pass over a group's entry points: the first SHOWN failures of each distribution in full,
     then one line per distribution counting the rest. (A package declaring thousands of broken entry points was a
     warning each: minutes of output; gentool.installed bounds how many are tried.)"""
@@ -151,7 +151,7 @@ def load_entry_points(group: str, use, kind: str = "plugin") -> list[tuple[str, 
     (`gentool.hooks`) load through here."""
     global _current_source
     failed = []
-    with _Failures() as failures:
+    with Failures() as failures:
         for ep in entry_points(group=group):
             dist = dist_name(ep)
             _current_source = dist  # what @register_model records for the models the import registers
@@ -304,26 +304,41 @@ def describe_models(load: bool = False, settings: bool = False) -> list[ModelInf
     found: dict[str, ModelInfo] = {}
     for module in BUILTIN_MODULES:
         found.update(_declared(module, "built-in", settings=settings))
-    with _Failures() as failures:
+    with Failures() as failures:
         for ep in entry_points(group=ENTRY_POINT_GROUP):
             for name, info in _read_plugin(ep, settings, failures).items():
                 found.setdefault(name, info)  # as register_model does: the first provider of a name keeps it
     return [found[k] for k in sorted(found)]
 
 
-def _read_plugin(ep, settings: bool, failures: _Failures) -> dict:
+def _read_plugin(ep, settings: bool, failures: Failures) -> dict:
     """The models an entry point's source declares, read without running it ({} when it cannot be read: warned)."""
+    dist, here = read_entry(ep, lambda module, attr: _declared(module, dist_name(ep), attr or None, ep.name.lower(),
+                                                               settings), failures)
+    if here is None:
+        return {}
+    if not here:  # registered in a way only running it shows: name it, described by its package
+        here = {ep.name.lower(): ModelInfo(ep.name.lower(), dist, dist_summary(ep))}
+    return here
+
+
+def read_entry(ep, read, failures: Failures | None, kind: str = "plugin") -> tuple[str, object]:
+    """`read(module, attr)` of an entry point's `module:attr`, which reads its source and runs none of it: (its
+    distribution, what `read` gave, or None when the source cannot be read: a warning through `failures`, bounded
+    per distribution; none when `failures` is None)."""
     dist = dist_name(ep)
     module, _, attr = ep.value.partition(":")
     try:
-        here = _declared(module.strip(), dist, attr.strip() or None, ep.name.lower(), settings)
+        return dist, read(module.strip(), attr.strip())
     except (ImportError, OSError, SyntaxError, ValueError, RecursionError) as exc:
-        failures.warn(dist, f"gentool: plugin {entry_text(dist, ep.name)} cannot be read: {exc}")
-        return {}
-    if not here:  # registered in a way only running it shows: name it, described by its package
-        summary = (ep.dist.metadata.get("Summary") or "") if ep.dist is not None else ""
-        here = {ep.name.lower(): ModelInfo(ep.name.lower(), dist, summary)}
-    return here
+        if failures is not None:
+            failures.warn(dist, f"gentool: {kind} {entry_text(dist, ep.name)} cannot be read: {exc}")
+        return dist, None
+
+
+def dist_summary(ep) -> str:
+    """The one-line summary an entry point's package gives of itself (for one whose source says nothing)."""
+    return (ep.dist.metadata.get("Summary") or "") if ep.dist is not None else ""
 
 
 def _loaded_info(entry: ModelEntry) -> ModelInfo:

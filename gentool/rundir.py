@@ -168,18 +168,16 @@ def kept_copies(opts, steps: int) -> int:
     return min(max(steps, 0), math.ceil(opts.max_minutes / opts.checkpoint_minutes))
 
 
-_warned_full: set[str] = set()
-
-
-def room_for_copy(last: Path, minutes: float) -> bool:
+def room_for_copy(last: Path, minutes: float, warned: set) -> bool:
     """Whether the disk holds a kept copy of `last` with room to spare for the next save (twice its size); when it
-    does not, the copies stop with one warning (last.safetensors is still saved, so --resume loses nothing), rather
-    than a tiny --checkpoint-minutes filling the disk a copy a step."""
+    does not, the copies stop with one warning per run (`warned`: the run's own record of it; last.safetensors is
+    still saved, so --resume loses nothing), rather than a tiny --checkpoint-minutes filling the disk a copy a
+    step."""
     size, free = last.stat().st_size, shutil.disk_usage(last.parent).free
     if free >= 2 * size:
         return True
-    if str(last) not in _warned_full:
-        _warned_full.add(str(last))
+    if "disk" not in warned:
+        warned.add("disk")
         warnings.warn(f"--checkpoint-minutes {minutes:g}: only {free / 2**20:.0f} MiB free in {last.parent}; no more "
                       f"step_*.safetensors copies are kept ({last.name} is still saved, and --resume continues it)")
     return False

@@ -71,6 +71,7 @@ class Session:
     world: World = SINGLE
     deadline: float | None = None  # time.monotonic() at which --max-minutes ends the run
     next_save: float | None = None  # time.monotonic() of the next --checkpoint-minutes save
+    warned: set = field(default_factory=set)  # the warnings this run has given once (rundir.room_for_copy)
     next_figures: float | None = None  # time.monotonic() at which samples/latest.png and the figures are redrawn
     sample_settings: dict = field(default_factory=dict)  # the sampler's, resolved once: epoch grids, --eval-every
     precision: PrecisionChoice = PrecisionChoice("fp32", "fp32", "given")  # resolved once, as the run started
@@ -117,7 +118,7 @@ class Session:
         if self.world.main:
             last = self.run_dir / rundir.LAST
             self.save(last)
-            if rundir.room_for_copy(last, self.opts.checkpoint_minutes):
+            if rundir.room_for_copy(last, self.opts.checkpoint_minutes, self.warned):
                 atomic_copy(last, rundir.step_checkpoint(self.run_dir, self.step))
 
     def sampling(self):

@@ -11,6 +11,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from gentool.errors import UsageError
+from gentool.meta import shapes_only
 from gentool.models.base import GenerativeModel
 
 # Beyond this a model is refused before its weights are allocated: 2 GB of fp32 weights, and training needs about
@@ -77,7 +78,7 @@ def network_table(net: nn.Module, example: torch.Tensor | tuple[torch.Tensor, ..
 
 def count_parameters(cls: type, config) -> int:
     """The parameters and floating-point buffers of `cls(config)`, counted on the meta device: nothing is allocated."""
-    with torch.device("meta"):
+    with shapes_only():
         model = cls(config)
     return sum(t.numel() for t in [*model.parameters(), *model.buffers()] if t.is_floating_point())
 
@@ -116,8 +117,9 @@ def activation_elements(cls: type, config) -> int | None:
                      if isinstance(t, torch.Tensor))
 
     try:
-        with torch.device("meta"):
+        with shapes_only():
             model = cls(config)
+        with torch.device("meta"):
             inputs = model.summary_inputs()
         handles = [m.register_forward_hook(add) for net in model.networks().values() for _, m in _layers(net)]
         try:

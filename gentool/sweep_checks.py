@@ -40,11 +40,10 @@ def _check_like_train(cls, config, opts: TrainOptions, seen: set) -> None:
     shape = (opts.latent_dim, opts.width, opts.image_size, tuple(sorted(opts.params.items())))
     if opts.batch_size is None and not opts.limit or (shape, opts.batch_size, opts.limit) in seen:
         return  # the default batch is sized to the data set, as train sizes it
-    import torch
-
+    from gentool.meta import shapes_only
     from gentool.session import check_batch
 
-    with torch.device("meta"):  # only which layers the networks have matters: no weight is allocated
+    with shapes_only():  # only which layers the networks have matters: no weight is allocated
         model = cls(config)
     check_batch(model, opts.batch_size or config.batch_size, opts.limit or config.batch_size)
     seen.add((shape, opts.batch_size, opts.limit))

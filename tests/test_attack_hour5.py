@@ -206,3 +206,17 @@ def test_models_lists_a_hanging_plugin_without_importing_it_and_check_is_timed(s
     assert steps == ["the import of plugin 'x'", None]
     result = invoke("models", "--import-timeout", "5")
     assert result.exit_code == 2 and "--import-timeout: applies to --check only" in result.stderr
+
+
+def test_hook_plugins_whose_source_cannot_be_read_are_a_few_warnings_too(site):
+    """The hooks listing warned once per unreadable entry point (1,000 lines for one package): now as the models'."""
+    from gentool.hooks import describe_hooks
+
+    dist_info(site, "many-hooks", "[gentool.hooks]\n" + "".join(f"h{i} = gone_{i}:H\n" for i in range(1000)))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        hooks = describe_hooks()
+    said = [str(w.message) for w in caught if "many" in str(w.message)]
+    assert sum(dist == "many-hooks" for _, dist, _ in hooks) == 100 and len(said) == 5, said  # cap, 3, the rest
+    assert sum("hook plugin 'many-hooks'" in s and "cannot be read" in s for s in said) == 3
+    assert sum("97 more of its entry points failed too" in s for s in said) == 1

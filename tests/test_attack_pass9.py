@@ -49,10 +49,12 @@ def test_step_copies_stop_with_one_warning_when_the_disk_runs_short(tmp_path, mo
     monkeypatch.setattr(rundir.shutil, "disk_usage", lambda p: usage(10**6, 0, 1999))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        assert not rundir.room_for_copy(last, 1e-300) and not rundir.room_for_copy(last, 1e-300)
-    assert len(caught) == 1 and "no more step_*.safetensors copies" in str(caught[0].message)
+        warned = set()
+        assert not rundir.room_for_copy(last, 1e-300, warned) and not rundir.room_for_copy(last, 1e-300, warned)
+        assert not rundir.room_for_copy(last, 1e-300, set())  # another run (a sweep's next trial) warns again
+    assert len(caught) == 2 and "no more step_*.safetensors copies" in str(caught[0].message)
     monkeypatch.setattr(rundir.shutil, "disk_usage", lambda p: usage(10**6, 0, 2000))
-    assert rundir.room_for_copy(last, 1e-300)
+    assert rundir.room_for_copy(last, 1e-300, warned)
 
 
 def test_a_relative_home_is_not_used_for_the_cache(tmp_path, monkeypatch):

@@ -2,6 +2,7 @@
 moved aside and rebuilt, as NaN and wrong shapes are."""
 
 import json
+import os
 
 import pytest
 import torch
@@ -37,3 +38,28 @@ def test_a_folder_cache_entry_with_impossible_labels_or_names_is_set_aside(tmp_p
     again = folder_cache.load_folder(data, reporter=notes)
     assert any("damaged" in line and says in line for line in notes.lines), notes.lines
     assert torch.equal(again.labels, good.labels)
+
+
+@pytest.mark.parametrize("kind", ["file", "folder", "link"])
+def test_an_entry_damaged_again_and_again_keeps_a_bounded_number_of_copies(tmp_path, kind):
+    """Every damaged copy was kept (NAME.bad, .bad1, ... without end): a cache damaged on every run filled the disk."""
+    from gentool.cache import KEEP_ASIDE, put_aside
+
+    entry, decoy = tmp_path / "cache" / "e", tmp_path / "decoy"
+    entry.parent.mkdir()
+    decoy.mkdir()
+    (decoy / "keep").write_text("the user's")
+    for k in range(KEEP_ASIDE + 3):
+        if kind == "file":
+            entry.write_text(f"damaged {k}")
+        elif kind == "folder":
+            entry.mkdir()
+            (entry / "part").write_text(f"damaged {k}")
+            (entry / "out").symlink_to(decoy)  # removed with its folder, never followed
+        else:
+            entry.symlink_to(decoy)
+        said = put_aside(entry)
+        assert not os.path.lexists(entry)
+        assert ("moved to" in said) == (k < KEEP_ASIDE), said
+    assert sorted(p.name for p in entry.parent.iterdir()) == ["e.bad", "e.bad1", "e.bad2"]
+    assert (decoy / "keep").read_text() == "the user's"

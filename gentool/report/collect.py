@@ -13,8 +13,6 @@ import os
 import re
 from pathlib import Path
 
-import torch
-
 from gentool import rundir
 from gentool import seed_stats
 from gentool import sweep as sw
@@ -24,6 +22,7 @@ from gentool.history import partial_records, read_history
 from gentool.sweep_figures import MATRIX_PNG
 from gentool.registry import get_entry
 from gentool.fileio import MISSING, not_regular
+from gentool.meta import shapes_only
 from gentool.report.readers import (Picture, as_object, clean_events, is_number, is_scalar,
                                     read_json_file, read_picture, readable)
 from gentool.results import find_runs
@@ -121,7 +120,7 @@ def architecture(config: dict) -> tuple[dict | None, str | None]:
     try:
         model_config = entry.cls.config_class.from_dict(config.get("config", {}))
         model_config.validate()
-        with torch.device("meta"):
+        with shapes_only():
             model = entry.cls(model_config)
         return summarize(model), None
     except Exception as exc:  # a config this gentool cannot build: say so, the rest of the report still stands
