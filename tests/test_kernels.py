@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gentool.kernels import SingleOutputConv2d, qualifies, use_fast_kernels
+from gentool.kernels import ChannelsFirstGroupNorm, SingleOutputConv2d, qualifies, use_fast_kernels
 
 CPU = torch.device("cpu")
 
@@ -104,3 +104,41 @@ def test_fused_optimizer_state_from_a_checkpoint_takes_the_channels_last_layout(
         m.train_step(x, y, opts, 2)
     for (k, a), b in zip(model.state_dict().items(), ckpt.model.state_dict().values()):
         assert torch.equal(a, b), k
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_group_norm_of_a_channels_last_map_matches_and_keeps_the_layout(channels_last):
+    """GroupNorm runs on a channels-first copy of a channels-last map (2-4x faster on CPU): the same values and
+    gradients, the output in the input's layout, the same state dict."""
+    torch.manual_seed(0)
+    norm, fast = nn.GroupNorm(4, 16).double(), nn.GroupNorm(4, 16).double()
+    with torch.no_grad():
+        norm.weight.uniform_(0.5, 1.5), norm.bias.uniform_(-1, 1)
+    fast.load_state_dict(norm.state_dict())
+    keys = list(fast.state_dict())
+    assert use_fast_kernels(fast, CPU) == 1 and type(fast) is ChannelsFirstGroupNorm and list(fast.state_dict()) == keys
+    x = torch.randn(3, 16, 5, 7, dtype=torch.float64) * 3 + 1
+    x = x.contiguous(memory_format=torch.channels_last) if channels_last else x
+    xa, xb = x.clone().requires_grad_(), x.clone().requires_grad_()
+    ya, yb = norm(xa), fast(xb)
+    torch.testing.assert_close(yb, ya)
+    assert yb.is_contiguous(memory_format=torch.channels_last) == channels_last
+    g = torch.randn_like(ya)
+    ya.backward(g), yb.backward(g)
+    torch.testing.assert_close(xb.grad, xa.grad)
+    for pa, pb in zip(norm.parameters(), fast.parameters()):
+        torch.testing.assert_close(pb.grad, pa.grad)
+    assert use_fast_kernels(nn.GroupNorm(4, 16), torch.device("cuda")) == 0
+
+
+def test_group_norm_of_a_bf16_channels_last_map_is_computed_channels_first(monkeypatch):
+    """The copy is made for low-precision maps only (fp32 ones are as fast in torch's layout), and matches."""
+    norm, fast = nn.GroupNorm(2, 8), nn.GroupNorm(2, 8)
+    use_fast_kernels(fast, CPU)
+    seen = []
+    real = F.group_norm
+    monkeypatch.setattr(F, "group_norm", lambda x, *a, **k: seen.append(x.is_contiguous()) or real(x, *a, **k))
+    for dtype in (torch.float32, torch.bfloat16):
+        x = torch.randn(2, 8, 4, 4).to(dtype).contiguous(memory_format=torch.channels_last)
+        torch.testing.assert_close(fast(x), norm(x))
+    assert seen == [False, False, True, False]  # fast, then plain: fp32 in the given layout; bf16 fast on a copy
