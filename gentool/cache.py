@@ -92,11 +92,12 @@ def put_aside(path: Path) -> str:
     return f"removed ({KEEP_ASIDE} damaged copies are kept beside it already, {path.name}.bad and on)"
 
 
-def prepare_entry(*files: Path) -> None:
+def prepare_entry(*files: Path, need: int = 0) -> None:
     """Before the work a cache entry keeps (minutes of training or scoring): its folder made (a link on the way is
     refused) and a probe as long as the longest of its files' temporaries written there, so that a cache that cannot
-    hold them fails now, in one line, not when the work is done. A link, pipe or folder where a file goes is set
-    aside (the link itself renamed, never what it leads to), not a refusal on every later run."""
+    hold them fails now, in one line, not when the work is done; so does one with less free space than `need` bytes
+    (what the files will take, as far as the caller can tell before the work). A link, pipe or folder where a file
+    goes is set aside (the link itself renamed, never what it leads to), not a refusal on every later run."""
     folder = make_dirs(files[0].parent)
     for path in files:  # a link or a pipe where the entry goes (its sidecar gone or stale, so never read): damage
         if os.path.lexists(path) and (kind := what_stands(path)) != "a regular file":
@@ -107,3 +108,13 @@ def prepare_entry(*files: Path) -> None:
     except OSError as exc:  # where the cache is, is the user's setting: refused as one (exit 2)
         raise UsageError(f"XDG_CACHE_HOME: the cache folder {folder} cannot hold {files[0].name} ({cause(exc)}); "
                          f"set XDG_CACHE_HOME to a writable folder with a shorter path") from None
+    check_room(folder, files[0].name, need)
+
+
+def check_room(folder: Path, name: str, need: int) -> None:
+    """Refuse (one line naming XDG_CACHE_HOME) when `folder` has less than `need` bytes free for `name`."""
+    free = shutil.disk_usage(folder).free
+    if free < need:
+        raise UsageError(f"XDG_CACHE_HOME: the cache folder {folder} has {free / 2**20:.1f} MiB free; {name} needs "
+                         f"about {need / 2**20:.1f} MiB: free some space there or set XDG_CACHE_HOME to a folder with "
+                         f"room")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 import time
 from dataclasses import dataclass
 from datetime import timedelta
@@ -126,6 +127,10 @@ def rendezvous(environ) -> None:
     port = environ.get("MASTER_PORT")
     if port is None or not re.fullmatch(r"[0-9]{1,5}", port.strip()) or not 0 < int(port) < 65536:
         raise bad_value("MASTER_PORT", port, f"a port from 1 to 65535 {where}")
+    try:  # an address no rank can reach (256.1.1.1, a misspelt host) waited the whole rendezvous, then dumped C++
+        socket.getaddrinfo(addr.strip(), int(port), type=socket.SOCK_STREAM)
+    except (OSError, UnicodeError) as exc:
+        raise bad_value("MASTER_ADDR", addr, f"a host name this machine resolves, or an IP address ({exc})") from None
 
 
 # How long a leaving rank lets gloo's worker threads finish with the last collectives (see leave).

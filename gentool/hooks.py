@@ -13,7 +13,9 @@ fails while the run goes on, is a one-line warning and the run continues without
 from __future__ import annotations
 
 import copy
+import os
 import warnings
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from gentool.errors import GentoolError
@@ -58,8 +60,11 @@ class RunView:
         return dict(self._session.sample_settings)
 
     def save(self, path) -> None:
-        """Write a checkpoint of the run as it is now to `path` (e.g. best.safetensors), atomically."""
-        self._session.save(path)
+        """Write a checkpoint of the run as it is now to `path` (e.g. best.safetensors), atomically: a
+        NAME.safetensors in the run directory (a relative path is taken from there). Anywhere else is refused: a
+        hook's save replaced a user's file outside the run, and one over config.json left a run that neither
+        `report` nor `--resume` could read."""
+        self._session.save(checkpoint_path(self._session.run_dir, path))
 
     def sampling(self):
         """A context in which the model samples as `gentool sample` would (with the EMA weights when kept)."""
@@ -83,6 +88,21 @@ class RunView:
             raise AttributeError(f"session.{name} is read-only for hooks (a hook sees the run through "
                                  f"gentool.hooks.RunView; it may add to session.history, save, or stop the run)")
         self.stop(value)
+
+
+def checkpoint_path(run_dir, path):
+    """`path` (relative: to `run_dir`) when it names a .safetensors file directly in `run_dir`; GentoolError else."""
+    run_dir = Path(run_dir)
+    try:
+        target = Path(os.path.normpath(run_dir / os.fspath(path)))
+    except TypeError as exc:  # not a path
+        raise GentoolError(f"session.save({path!r}): not a file path ({exc})") from None
+    if "\0" in str(target):
+        raise GentoolError(f"session.save({str(path)!r}): a file name cannot hold a NUL character")
+    if target.parent != Path(os.path.normpath(run_dir)) or target.suffix != ".safetensors" or target.stem == "":
+        raise GentoolError(f"session.save({str(path)!r}): a hook saves checkpoints as NAME.safetensors in the run "
+                           f"directory {run_dir}, nowhere else")
+    return target
 
 
 class TrainHook:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import ast
 import contextlib
 import importlib
+import re
 import sys
 import types
 import warnings
@@ -61,11 +62,23 @@ _in_use: list[ModelEntry] = []  # plugin models looked up in this process: what 
 _watch = None  # told each step that runs a plugin's code, then None when it ends (gentool.plugin_check's timer)
 
 
+# A model's name becomes part of its run folder's name (runs/NAME-DATA-TIME) and of every line that names it: a
+# plugin's "../../evil\x1b[31m" put a run outside runs/ and an escape sequence in the terminal.
+NAME_RULE = "a model's name is 1-64 letters, digits, '-', '_' or '.', starting with a letter or digit"
+
+
+def valid_name(name) -> bool:
+    return isinstance(name, str) and re.fullmatch(r"[a-z0-9][a-z0-9._-]{0,63}", name, re.ASCII) is not None
+
+
 def register_model(name: str):
     """Class decorator that registers a model class under `name` (lower-case, unique)."""
 
     def decorator(cls: type) -> type:
         key = name.lower()
+        if not valid_name(key):
+            warnings.warn(f"gentool: model {name!r} from {_current_source} ignored: {NAME_RULE}")
+            return cls
         existing = _registry.get(key)
         if existing is not None and existing.cls is not cls:
             warnings.warn(f"gentool: model {key!r} from {_current_source} ignored: already provided by {existing.source}")
@@ -317,8 +330,8 @@ def _read_plugin(ep, settings: bool, failures: Failures) -> dict:
                                                                settings), failures)
     if here is None:
         return {}
-    if not here:  # registered in a way only running it shows: name it, described by its package
-        here = {ep.name.lower(): ModelInfo(ep.name.lower(), dist, dist_summary(ep))}
+    if not here and valid_name(ep.name.lower()):  # registered in a way only running it shows: named, described
+        here = {ep.name.lower(): ModelInfo(ep.name.lower(), dist, dist_summary(ep))}  # by its package
     return here
 
 
@@ -376,6 +389,9 @@ def _declared(module: str, source: str, class_name: str | None = None, ep_name: 
             names.append(ep_name)
         listed = declared.sampler_settings(module, node.name) if settings and names else None
         for name in names:
+            if not valid_name(name.lower()):  # as register_model will refuse it when loaded
+                warnings.warn(f"gentool: model {name!r} from {source!r} ignored: {NAME_RULE}")
+                continue
             found[name.lower()] = ModelInfo(name.lower(), source, description,
                                             None if listed is None else tuple(listed))
     return found

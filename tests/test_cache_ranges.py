@@ -63,3 +63,24 @@ def test_an_entry_damaged_again_and_again_keeps_a_bounded_number_of_copies(tmp_p
         assert ("moved to" in said) == (k < KEEP_ASIDE), said
     assert sorted(p.name for p in entry.parent.iterdir()) == ["e.bad", "e.bad1", "e.bad2"]
     assert (decoy / "keep").read_text() == "the user's"
+
+
+def test_a_cache_without_room_for_an_entry_is_refused_before_the_work(tmp_path, monkeypatch):
+    """evaluate trained the extractor for minutes on a cache disk that could not hold it (twelfth attacker hour):
+    the room the files need is checked with the probe, before the work."""
+    from collections import namedtuple
+
+    from gentool import cache
+    from gentool.data import Geometry
+    from gentool.errors import UsageError
+    from gentool.metrics.extractor import default_recipe, extractor_bytes
+
+    geometry = Geometry(1, 28, 28, 10)
+    need = extractor_bytes(default_recipe(geometry), geometry)
+    assert 300 << 10 < need < 1 << 20  # MNIST's extractor file: about 430 KiB
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(cache.shutil, "disk_usage", lambda p: usage(1 << 30, 0, need - 1))
+    with pytest.raises(UsageError, match=r"XDG_CACHE_HOME: .* MiB free; e.safetensors needs about 0.4 MiB"):
+        cache.prepare_entry(tmp_path / "c" / "e.safetensors", need=need)
+    monkeypatch.setattr(cache.shutil, "disk_usage", lambda p: usage(1 << 30, 0, need))
+    cache.prepare_entry(tmp_path / "c" / "e.safetensors", need=need)

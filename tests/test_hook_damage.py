@@ -8,6 +8,9 @@ from __future__ import annotations
 import json
 import warnings
 
+import pytest
+
+from gentool.errors import GentoolError
 from gentool.history import RunHistory, mend, read_history
 from gentool.hooks import TrainHook
 from gentool.results import run_row
@@ -60,3 +63,16 @@ def test_records_replaced_or_removed_come_back():
     assert mend(history) == ["epochs", "events"]
     assert history.doc["epochs"] == [{"epoch": 1, "step": 2, "loss": 0.5}] and history.doc["events"] == []
     json.dumps(history.doc)
+
+
+@pytest.mark.parametrize("path", ["../outside.safetensors", "/tmp/elsewhere/d.safetensors", "config.json",
+                                  "metrics.json", "sub/x.safetensors", ".safetensors", "a\0b.safetensors", 5])
+def test_a_hook_saves_checkpoints_only_in_its_run_directory(tmp_path, path):
+    """session.save(path) wrote anywhere: a user's file outside the run was replaced by a checkpoint, and one over
+    config.json left a run neither report nor --resume could read (twelfth attacker hour)."""
+    from gentool.hooks import checkpoint_path
+
+    with pytest.raises(GentoolError, match="session.save"):
+        checkpoint_path(tmp_path / "run", path)
+    assert checkpoint_path(tmp_path / "run", "best.safetensors") == tmp_path / "run" / "best.safetensors"
+    assert checkpoint_path(tmp_path / "run", tmp_path / "run" / "x.safetensors") == tmp_path / "run" / "x.safetensors"

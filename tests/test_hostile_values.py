@@ -143,6 +143,8 @@ def test_a_run_whose_config_json_is_nested_too_deeply_is_refused_on_resume(tmp_p
     ({"WORLD_SIZE": "2", "RANK": "0"}, "MASTER_ADDR"),  # torchrun's rendezvous variables missing
     ({"WORLD_SIZE": "2", "RANK": "0", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "70000"}, "MASTER_PORT"),
     ({"WORLD_SIZE": "2", "RANK": "0", "MASTER_ADDR": "127.0.0.1"}, "MASTER_PORT"),
+    # an address no rank can reach: it waited the whole rendezvous (600 s), then dumped C++ frames
+    ({"WORLD_SIZE": "2", "RANK": "0", "MASTER_ADDR": "256.1.1.1", "MASTER_PORT": "29511"}, "MASTER_ADDR"),
 ])
 def test_torchrun_variables_are_checked_before_any_work(tmp_path, monkeypatch, env, word):
     for key in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):

@@ -145,3 +145,16 @@ def test_a_broken_plugin_warns_in_the_listing(monkeypatch, tmp_path):
         names = [m.name for m in registry.describe_models()]
     assert "vae" in names and "missing" not in names and "syntax" not in names
     assert [str(w.message).split("'")[1] for w in caught] == ["gentool_no_such_module_xyz", "gentool_broken_syntax"]
+
+
+@pytest.mark.parametrize("name", ["../../evil", "evil\x1b[31m", "a/b", "", "-x", "x" * 65, "mödel", "a b"])
+def test_a_model_name_that_cannot_name_a_run_folder_is_ignored_with_a_warning(name):
+    """A plugin's model "../../evil\\x1b[31m" was registered: its default run folder escaped runs/ and its name
+    printed an escape sequence (twelfth attacker hour)."""
+    class Odd:
+        pass
+
+    with pytest.warns(UserWarning, match="ignored: a model's name is"):
+        registry.register_model(name)(Odd)
+    assert name.lower() not in {e.name for e in registry.list_models()}
+    assert registry.valid_name("mlp-wgan-gp") and registry.valid_name("v2.1_x")

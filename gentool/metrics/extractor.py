@@ -206,7 +206,8 @@ def get_extractor(reference: Reference, device: torch.device, reporter: Reporter
             return load_extractor(path, device, recipe, geometry)
         except (SafetensorError, OSError, ValueError, KeyError, TypeError, RuntimeError, RecursionError) as exc:
             set_aside(path, fileio.cause(exc).splitlines()[0])
-    prepare_entry(path)  # a link there, or no room for the file, is refused now, not after minutes of training
+    # a link there, or no room for the file, is refused now, not after minutes of training
+    prepare_entry(path, need=extractor_bytes(recipe, geometry))
     ahead = _prepare_hint(reference) if hint else ""
     train, test = reference.load("train", reporter), reference.load("test", reporter)  # a refusal comes before...
     what = "" if task == CLASSES else " (no classes: a rotation-prediction network)"
@@ -220,6 +221,15 @@ def get_extractor(reference: Reference, device: torch.device, reporter: Reporter
     reporter.message(f"reference extractor {ident}: {accuracy} {extractor.meta['test_accuracy']:.2%}, "
                      f"trained in {extractor.meta['train_seconds']:.0f} s, cached in {path}")
     return extractor
+
+
+def extractor_bytes(recipe: Recipe, geometry: Geometry) -> int:
+    """What the extractor's file will take: its fp32 tensors (counted on the meta device) and room for the header."""
+    from gentool.meta import shapes_only
+
+    with shapes_only():
+        net = FeatureNet(recipe, geometry, max(geometry.num_classes, TURNS))
+    return 4 * sum(t.numel() for t in net.state_dict().values()) + (64 << 10)
 
 
 def _prepare_hint(reference: Reference) -> str:

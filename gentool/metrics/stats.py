@@ -5,6 +5,7 @@ JSON sidecar per extractor and split; read with allow_pickle=False)."""
 from __future__ import annotations
 
 import io
+import math
 import os
 import zipfile
 import zlib
@@ -17,7 +18,7 @@ import torch
 
 import gentool
 from gentool import fileio, schema
-from gentool.cache import prepare_entry, set_aside
+from gentool.cache import check_room, prepare_entry, set_aside
 from gentool.errors import dims
 from gentool.fileio import atomic_write_bytes, atomic_write_json
 from gentool.metrics.distances import (SWD_PROJECTIONS, SWD_SEED, pixel_histogram, pixel_moments, project,
@@ -99,6 +100,7 @@ def real_stats(extractor: Extractor, reference: Reference, split: str, reporter:
         return ImageStats(**cached)
     prepare_entry(npz_path, json_path)  # a link there, or no room for the files, is refused now, not after the work
     data = reference.load(split, reporter)
+    check_room(npz_path.parent, npz_path.name, 8 * sum(math.prod(s) for s in _shapes(extractor, len(data)).values()))
     reporter.message(f"computing real-data statistics of {reference.describe_split(split)} ({len(data):,} images)")
     stats = image_stats(extractor, data.images, REAL_PROJECTION_CAP)
     buf = io.BytesIO()
