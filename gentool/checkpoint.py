@@ -31,8 +31,8 @@ from gentool.checkpoint_meta import (
 from gentool.ema import EMA
 from gentool.ema import PREFIX as EMA_PREFIX
 from gentool.errors import ConfigError, GentoolError, UsageError, dims, listed
-from gentool.meta import shapes_only
 from gentool.fileio import atomic_write_bytes, regular_path
+from gentool.meta import shapes_only
 from gentool.models.base import GenerativeModel
 from gentool.registry import get_entry
 

@@ -69,8 +69,8 @@ class ChannelsFirstGroupNorm(nn.GroupNorm):
     CPU convolutions are faster on channels-last maps (why `prepare` uses that layout), but torch's CPU GroupNorm of a
     bf16 channels-last map ran 2–4× slower than of the same values channels-first: under bf16 autocast it took 42 %
     of a U-Net family's sampling step (flow, ddpm and their conditional and distilled kin) on the AMD test host.
-    With the two copies a flow training step took 1.9× less time there and a sampling evaluation 2.4× less. An fp32
-    map is left to torch: there the copies cost about what they save (0.8–1.1×). Measured side by side in
+    With the two copies a flow training step took 1.5–1.9× less time there, a sampling evaluation 1.8–2.4× less.
+    An fp32 map is left to torch: there the copies cost about what they save (0.8–1.1×). Measured side by side in
     benchmarks/RESULTS.md, "GroupNorm on channels-last maps". Same function, same parameters."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

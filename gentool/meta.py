@@ -1,14 +1,14 @@
 """Models built on the meta device: their layers and shapes with no memory, as checkpoint loading (before a file's
 tensors are read), `summary`, `report` and the size checks build them.
 
-Built there plainly, a model's initialisers still run: nn.init's fills, the in-place random draws of a spectral
-normalization's vectors, its 15 power iterations and the normalized weight its registration computes once (torch.mv, F.normalize,
-torch.vdot, a division). On the meta device those are Python
-decompositions, and the first one imports torch._dynamo: 1.3–1.7 s on the 2-core test host (as long again as `import
-torch`) added to every `sample`, `evaluate` and `export` of a model with a class embedding (cflow, cddpm, cgan) or
-spectral normalization (sngan, cgan, a distilled student's critic), for values that are never used: the file's
-tensors replace every one. `shapes_only()` skips them. (A forward pass on the meta device, as the activation-size
-check runs, still imports it: its output shapes are the point.)"""
+Built there plainly, a model's initialisers still run: nn.init's fills, and a spectral normalization's random
+vectors, its 15 power iterations and the normalized weight its registration computes once (torch.mv, F.normalize,
+torch.vdot, a division). On the meta device those are Python decompositions, and the first one imports
+torch._dynamo: 1.3–1.7 s on the 2-core test host (as long again as `import torch`) added to every `sample`,
+`evaluate` and `export` of a model with a class embedding (cflow, cddpm, cgan) or spectral normalization (sngan,
+cgan, a distilled student's critic), for values that are never used: the file's tensors replace every one.
+`shapes_only()` skips them. (A forward pass on the meta device, as the activation-size check runs, still imports
+it: its output shapes are the point.)"""
 
 from __future__ import annotations
 
