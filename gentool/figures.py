@@ -26,6 +26,8 @@ MAX_FRAMES = 120  # progress.gif keeps at most this many epochs, evenly spread, 
 PANELS_PER_ROW = 3
 HELDOUT = "heldout_"  # a held-out metric's prefix: drawn beside its training curve
 SCALE_APART = 10  # curves of one panel whose largest values differ by this factor or more are drawn apart
+MAX_PLOTTED = 1e100  # a larger value is left out of a figure: matplotlib's axis arithmetic overflows near 1e308 (a
+# hook recorded 1e308 and loss.png failed on every later epoch), and no loss or score gentool draws comes near
 
 
 def pyplot():
@@ -99,7 +101,7 @@ def plot_losses(history: dict, path: Path, title: str = "") -> Path | None:
     """Draw the run's curves (one panel per metric group) with its events as vertical lines; None without records.
     A held-out curve (heldout_<name>) is dashed, in the colour of its training curve."""
     records = history.get("epochs", [])
-    keys = metric_keys(records)
+    keys = [k for k in metric_keys(records) if any(is_number(r.get(k)) for r in records)]
     if not keys:
         return None
     panels = group_panels(keys, records)
@@ -135,7 +137,8 @@ def whole_epoch_axis(ax, records: list[dict]) -> None:
 
 
 def is_number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    """A value a figure can plot: a number no larger than MAX_PLOTTED (so never NaN or infinite)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and abs(value) <= MAX_PLOTTED
 
 
 def focus_ylim(ax, curves: list[list[float]]) -> bool:
@@ -158,7 +161,7 @@ def focus_ylim(ax, curves: list[list[float]]) -> bool:
 def _plot_metric(ax, key: str, records: list[dict], color=None, linestyle: str = "-") -> str | None:
     """One metric's curve over the finished epochs, and a partial epoch's means (a run stopped inside an epoch) as a
     hollow diamond at the fraction of the epoch done, joined to the curve by a dotted line. Returns its colour."""
-    points = [(r["epoch"], r[key]) for r in finished(records) if isinstance(r.get(key), (int, float))]
+    points = [(r["epoch"], r[key]) for r in finished(records) if is_number(r.get(key))]
     if points:
         (line,) = ax.plot(*zip(*points), marker="o" if len(points) < 30 else None, markersize=3, label=key,
                           color=color, linestyle=linestyle)
@@ -166,7 +169,7 @@ def _plot_metric(ax, key: str, records: list[dict], color=None, linestyle: str =
     # The epoch in progress: one record when a run stopped inside it, or its running means every few minutes while
     # a long epoch is drawn (gentool.train.draw_progress); joined by a dotted line, the latest one labelled.
     partial = sorted(((epoch_position(r), r[key], r) for r in partial_records(records)
-                      if isinstance(r.get(key), (int, float))), key=lambda p: p[0])
+                      if is_number(r.get(key))), key=lambda p: p[0])
     if partial:
         x, y, last = partial[-1]
         label = f"{key}, epoch {last['epoch']} so far ({last.get('epoch_fraction', 1.0):.0%})"

@@ -208,30 +208,51 @@ class RunHistory:
     def with_running(self, running: EpochRecord) -> dict:
         """The history to draw while an epoch runs: its earlier running records (a curve through a long first epoch,
         not one point) and `running` in place of any older record of its epoch."""
+        self.tidy()  # what hooks did since the last write (in on_step) is not drawn, nor read below
         record = running.to_json()
         self.progress = [r for r in self.progress if r["epoch"] == running.epoch] + [record]
-        return {**self.doc, "epochs": [r for r in self.records if r["epoch"] < running.epoch] + self.progress}
+        return {**self.doc, "epochs": [r for r, own in self.own if own["epoch"] < running.epoch] + self.progress}
+
+    def intact(self) -> bool:
+        """Whether the records and events are where the trainer keeps them (cheap enough for every step; `tidy`
+        checks everything, and puts back what a hook moved)."""
+        epochs = self.doc.get("epochs")
+        return (isinstance(epochs, list) and isinstance(self.doc.get("events"), list) and len(epochs) == len(self.own)
+                and all(a is b for a, (b, _) in zip(epochs, self.own)))
 
     def write(self, path: Path, **about) -> None:
-        """Rewrite metrics.json at `path` (atomically), with `about` (model, run_dir) set in the document. A NaN or
-        infinite value (a hook may add one to a record) is kept as null, with a warning naming it once: JSON has no
-        such numbers, and a value is no reason to stop a run."""
+        """Rewrite metrics.json at `path` (atomically), with `about` (model, run_dir) set in the document, after
+        `tidy`: what hooks did to the document is no reason to stop a run, nor to write one gentool cannot read."""
         self.doc.update(about)
-        replaced = null_nonfinite(self.doc)
-        new = sorted({name.rsplit(".", 1)[-1] for name in replaced} - self.nonfinite)
+        self.tidy(Path(path).name)
+        atomic_write_json(path, self.doc)
+
+    def tidy(self, name: str = "metrics.json") -> None:
+        """Put back what hooks did to the document that gentool could not write or read back (the loop calls this
+        after every hook event, so its next step finds the records it keeps): a NaN or infinite value, a value
+        nested too deep or holding itself becomes null, and what `mend` undoes is undone, each with a warning
+        naming the field once (`name`: the file, in the warnings)."""
+        replaced, undone = null_nonfinite(self.doc), mend(self)  # (mend after: a cycle would not end its checks)
+        replaced = [r for r in replaced if not any(r == u or r.startswith((u + ".", u + "[")) for u in undone)]
+        new = _first_time([r.rsplit(".", 1)[-1] for r in replaced], self.nonfinite)  # (what mend left out: below)
         if new:
-            self.nonfinite.update(new)
-            warnings.warn(f"{Path(path).name}: {', '.join(new[:5])}{' ...' if len(new) > 5 else ''} "
-                          f"{'is' if len(new) == 1 else 'are'} not a finite number or a JSON value ({replaced[0]}); "
-                          f"written as null, here and in later records")
-        undone = [u for u in mend(self) if u.rsplit(".", 1)[-1] not in self.mended]  # once per field, as above
+            warnings.warn(f"{name}: {', '.join(new[:5])}{' ...' if len(new) > 5 else ''} "
+                          f"{'is' if len(new) == 1 else 'are'} not a finite number or a JSON value, or nested too "
+                          f"deep or within itself ({replaced[0][:80]}); written as null, here and in later records")
+        fresh = _first_time([u.rsplit(".", 1)[-1] for u in undone], self.mended)
+        undone = [u for u in undone if u.rsplit(".", 1)[-1] in fresh]
         if undone:
-            self.mended.update(u.rsplit(".", 1)[-1] for u in undone)
             more = " ..." if len(undone) > 3 else ""
-            warnings.warn(f"{Path(path).name}: a hook changed {', '.join(undone[:3])}{more} in a way gentool could "
+            warnings.warn(f"{name}: a hook changed {', '.join(undone[:3])}{more} in a way gentool could "
                           f"not read back (the trainer's own record fields, or values metrics.json does not hold); "
                           f"gentool's own values are kept and the rest left out")
-        atomic_write_json(path, self.doc)
+
+
+def _first_time(names: list[str], warned: set[str]) -> list[str]:
+    """The names of `names` not in `warned` (sorted), added to it: each field is warned about once per run."""
+    new = sorted(set(names) - warned)
+    warned.update(new)
+    return new
 
 
 def _own_fields(record: Mapping) -> dict:

@@ -114,7 +114,9 @@ class TrainHook:
 
     def setup(self, opts: TrainOptions) -> None:
         """The run's final options (a resume has filled in the run's own), before any data is loaded or any file
-        written: keep what you need and raise gentool.errors.UsageError to refuse options you cannot work with."""
+        written: keep what you need and raise gentool.errors.UsageError to refuse options you cannot work with. An
+        option changed here is checked as the command line's (gentool.resume.check_changes); where and how the run
+        starts (out, resume, overwrite) is not a hook's to change."""
 
     def on_train_start(self, session: RunView, reporter: Reporter) -> None:
         """The run is set up (its directory, model, data; `session.epoch`/`session.step` where a resume starts)."""
@@ -220,6 +222,13 @@ def describe_hooks(warn: bool = True) -> list[tuple[str, str, str]]:
     return sorted(found)
 
 
+def hook_name(hook: TrainHook) -> str:
+    """How messages name a hook: its class, and the plugin a plugin's hook (Guarded) came from."""
+    if isinstance(hook, Guarded):
+        return f"hook {type(hook.hook).__name__} from plugin {hook.source}"
+    return f"hook {type(hook).__name__}"
+
+
 class Guarded(TrainHook):
     """A plugin's hook whose failure costs the run nothing: the first exception it raises is a warning and the hook
     is off for the rest of the run. (A gentool error raised by `setup` to refuse the options still stops the run.)"""
@@ -231,14 +240,14 @@ class Guarded(TrainHook):
         if self.off:
             return
         try:
-            with no_exit(f"hook {type(self.hook).__name__} from plugin {self.source}"):  # os._exit: a warning too
+            with no_exit(hook_name(self)):  # os._exit: a warning too
                 getattr(self.hook, event)(*args)
         except (Exception, SystemExit) as exc:  # sys.exit in a hook ended the run mid-epoch, with its exit code
             if event == "setup" and isinstance(exc, GentoolError):
                 raise
             self.off = True
-            warnings.warn(f"gentool: hook {type(self.hook).__name__} from plugin {self.source} failed in {event} "
-                          f"and is off for the rest of this run ({type(exc).__name__}: {exc})")
+            warnings.warn(f"gentool: {hook_name(self)} failed in {event} and is off for the rest of this run "
+                          f"({type(exc).__name__}: {exc})")
 
     def setup(self, opts):
         self._call("setup", opts)

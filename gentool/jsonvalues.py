@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import math
 
+from gentool.schema import MAX_DEPTH  # what gentool reads back: a value nested deeper could be written, never read
+
 
 def _scalar(item) -> float | None:
     """A numpy or torch scalar's number (a hook's forgotten `.item()`); None for anything else JSON cannot hold."""
@@ -18,9 +20,17 @@ def _scalar(item) -> float | None:
 
 def null_nonfinite(value, field: str = "") -> list[str]:
     """Replace, in place, every NaN or infinite number in the dicts and lists of `value` by None (JSON has no such
-    numbers), and every value JSON cannot hold (a set, an object a hook put there) too; a tuple becomes a list and
-    a numpy or torch scalar its number. Returns the fields replaced. In place, so that whoever holds a part (a hook,
-    its record) sees it."""
+    numbers), and every value JSON cannot hold (a set, an object a hook put there) too, as well as a dict or list
+    nested more than MAX_DEPTH levels below the top of `value` (gentool's reader refuses it; a hook's value may be
+    nested thousands deep) or holding one of the dicts and lists it is in (a cycle: JSON cannot write it). A tuple
+    becomes a list and a numpy or torch scalar its number. Returns the fields replaced. In place, so that whoever
+    holds a part (a hook, its record) sees it. The depth is bounded, so this never recurses more than MAX_DEPTH
+    times."""
+    return _clean(value, field, 1, {id(value)})
+
+
+def _clean(value, field: str, level: int, above: set[int]) -> list[str]:
+    """null_nonfinite of `value`, which is `level` levels deep and inside the containers whose ids are `above`."""
     items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
     replaced = []
     for key, item in list(items):
@@ -32,9 +42,12 @@ def null_nonfinite(value, field: str = "") -> list[str]:
             if item is None:
                 replaced.append(where)
                 continue
-        if isinstance(item, float) and not math.isfinite(item):
+        if (isinstance(item, float) and not math.isfinite(item)) or (isinstance(item, (dict, list)) and (
+                level >= MAX_DEPTH or id(item) in above)):  # too deep, or one of the containers it is in
             value[key] = None
             replaced.append(where)
-        else:
-            replaced += null_nonfinite(item, where)
+        elif isinstance(item, (dict, list)):
+            above.add(id(item))
+            replaced += _clean(item, where, level + 1, above)
+            above.discard(id(item))
     return replaced

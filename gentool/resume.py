@@ -8,6 +8,7 @@ change freely). `--resume auto --out DIR` makes one command line right for every
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import os
 import shlex
@@ -19,8 +20,9 @@ from pathlib import Path
 
 from gentool import rundir
 from gentool.errors import GentoolError, UsageError
-from gentool.train_options import (AUTO, FIELDS, FIXED, FREE, MODEL_SETTINGS, RESTORED, RESUME_RULES, TrainOptions,
-                                   flag)
+from gentool.hooks import TrainHook, hook_name
+from gentool.train_options import (AUTO, FIELDS, FIXED, FREE, MODEL_SETTINGS, NOT_RERUN, RESTORED, RESUME_RULES,
+                                   TrainOptions, flag)
 
 BUILTIN_DATA = ("mnist", "cifar10", "mnist-sample")
 # Recorded in every checkpoint (state.options): the options a resume takes from the run. The model's own settings
@@ -75,6 +77,41 @@ def plan(opts: TrainOptions) -> Start:
     if os.path.lexists(checkpoint) or not (auto or target.is_dir()):
         return _resume(opts, checkpoint)  # a missing checkpoint file is refused there, with the usual message
     return _restart(opts, target, auto)
+
+
+def setup_hooks(opts: TrainOptions, hooks: typing.Sequence[TrainHook]) -> None:
+    """Each hook's `setup(opts)`, in order, each followed by the checks of what it changed (see `check_changes`)."""
+    for hook in hooks:
+        before = copy.deepcopy(opts)
+        hook.setup(opts)
+        check_changes(before, opts, hook_name(hook))
+
+
+def check_changes(before: TrainOptions, opts: TrainOptions, who: str) -> None:
+    """The options a hook's setup (`who`) changed from `before`, checked as the command line's are: each value's
+    type and its option's own check (as a --config file's value), then how they go together (validate); where and
+    how the run starts (NOT_RERUN: --out, --resume, --overwrite) and, on a resume, what the run fixes are not a
+    hook's to change. A refusal is one UsageError naming the hook and the option, before anything is written."""
+    changed = {f.name: getattr(opts, f.name) for f in dataclasses.fields(opts)
+               if type(getattr(opts, f.name)) is not type(getattr(before, f.name))
+               or getattr(opts, f.name) != getattr(before, f.name)}  # (NaN differs from itself: checked, refused)
+    if not changed:
+        return
+    fixed = [name for name in changed if name in NOT_RERUN or (opts.resume and RESUME_RULES[name] == FIXED)]
+    if fixed:
+        what = "where and how the run starts" if fixed[0] in NOT_RERUN else "what the resumed run is"
+        raise UsageError(f"{who} changed {fixed[0]} in setup; a hook may not change {what} (options it changes are "
+                         f"checked as the command line's, and these are the command line's alone)")
+    from gentool import config_file
+
+    config_file.check(changed, TrainOptions, f"{who}, in setup")  # each value ("{who}, in setup: limit = -64; ...")
+    try:
+        opts.validate()
+    except GentoolError as exc:
+        raise UsageError(f"{who}, in setup: {exc}") from None
+    if not opts.resume:  # a folder it named is recorded absolute, as the command line's (a resume finds it)
+        for name, value in dataclasses.asdict(_absolute_paths(opts)).items():
+            setattr(opts, name, value)
 
 
 def _new_run(opts: TrainOptions) -> TrainOptions:
@@ -241,4 +278,4 @@ def _absolute_paths(opts: TrainOptions) -> TrainOptions:
     return dataclasses.replace(opts, **changes)
 
 
-__all__ = ["Start", "plan", "resume_command", "RUN_OPTIONS"]
+__all__ = ["Start", "plan", "resume_command", "RUN_OPTIONS", "setup_hooks"]

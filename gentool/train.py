@@ -44,7 +44,7 @@ from gentool.guards import (
 from gentool.images import make_grid, to_uint8, write_png
 from gentool.progress import Reporter
 from gentool.registry import plugin_failure, plugin_source
-from gentool.resume import plan, resume_command
+from gentool.resume import plan, resume_command, setup_hooks
 from gentool.session import (
     HOOK_STOP,
     SIGNALLED,
@@ -95,6 +95,8 @@ def run_epoch(session: Session, epoch: int, images: torch.Tensor, labels: torch.
         _accumulate(sums, counts, kept)
         for hook in hooks:
             hook.on_step(view, kept)
+        if not session.run.intact():  # (cheap, at every step; the whole document is tidied at the next write)
+            session.run.tidy()
         elapsed = before + time.perf_counter() - start
         reporter.step(i + 1, lambda: _means(sums, counts), seen / max(elapsed, 1e-9))
         _after_step(session, epoch, sums, counts, (i + 1, len(index_batches)), seen, elapsed, hooks, reporter)
@@ -165,8 +167,16 @@ def draw_progress(session: Session, hooks: Sequence[TrainHook], reporter: Report
     history = dict(session.history) if running is None else session.run.with_running(running)
     with preserved_rng():
         draw_latest_grid(session)
-        for hook in hooks:
-            hook.on_progress(session.view, history, reporter)
+        _send(session, hooks, "on_progress", history, reporter)
+
+
+def _send(session: Session, hooks: Sequence[TrainHook], event: str, *args) -> None:
+    """Send `event` to each hook, with the run's view, then put back what they did to the history that gentool
+    could not write or read back (RunHistory.tidy, with a warning): the loop's next use of it must not fail on a
+    hook's damage, whichever event it was done in."""
+    for hook in hooks:
+        getattr(hook, event)(session.view, *args)
+    session.run.tidy()
 
 
 def draw_latest_grid(session: Session) -> None:
@@ -217,8 +227,7 @@ def write_epoch_files(session: Session, record: dict, hooks: Sequence[TrainHook]
                                     model.spread_labels(GRID * GRID), settings=session.sample_settings)
         grid = make_grid(to_uint8(images), GRID, GRID)
         write_png(rundir.sample_grid(run_dir, epoch), grid)
-        for hook in hooks:
-            hook.on_sample_grid(session.view, epoch, grid)
+        _send(session, hooks, "on_sample_grid", epoch, grid)
 
 
 def train(opts: TrainOptions, reporter: Reporter | None = None, hooks: Sequence[TrainHook] = ()) -> dict:
@@ -230,8 +239,7 @@ def train(opts: TrainOptions, reporter: Reporter | None = None, hooks: Sequence[
     130/143/138)."""
     start = plan(opts)
     opts = start.opts
-    for hook in hooks:  # every rank checks the options alike; rank 0 alone runs the hooks
-        hook.setup(opts)
+    setup_hooks(opts, hooks)  # every rank checks the options alike (and what hooks changed); rank 0 runs the rest
     device = pick_device(opts.device)
     check_precision(opts.precision, device)  # refuse an unsupported precision before any data is loaded
     world, device = join(device)
@@ -292,8 +300,7 @@ def _run(session: Session, device: torch.device, reporter: Reporter, hooks: list
     if opts.checkpoint_minutes:
         session.next_save = time.monotonic() + 60 * opts.checkpoint_minutes
     session.next_figures = time.monotonic() + PROGRESS_SECONDS
-    for hook in hooks:
-        hook.on_train_start(session.view, reporter)
+    _send(session, hooks, "on_train_start", reporter)
     try:
         with StopSignals() as session.signals:
             session.started()
@@ -326,8 +333,7 @@ def _stop_for_time(session: Session, hooks: list[TrainHook], reporter: Reporter,
         # figures follow in their on_train_end, so not draw_progress, which would draw loss.png a second time
         reporter.message(session.stop_reason)
         with preserved_rng():
-            for hook in hooks:
-                hook.on_train_end(session.view, reporter)
+            _send(session, hooks, "on_train_end", reporter)
     barrier(session.world)
 
 
@@ -357,8 +363,7 @@ def _loop(session: Session, hooks: list[TrainHook], reporter: Reporter) -> None:
             break
     if session.world.main:
         with preserved_rng():
-            for hook in hooks:
-                hook.on_train_end(session.view, reporter)
+            _send(session, hooks, "on_train_end", reporter)
     barrier(session.world)  # as after a time stop: the ranks leave the process group together
 
 
@@ -370,8 +375,7 @@ def _epoch_files(session: Session, record: dict, hooks: list[TrainHook], reporte
     session.save(session.run_dir / rundir.LAST)
     with preserved_rng():
         write_epoch_files(session, record, hooks)
-        for hook in hooks:
-            hook.on_epoch_end(session.view, record, reporter)
+        _send(session, hooks, "on_epoch_end", record, reporter)
     write_metrics(session)
     reporter.epoch_end(record)
 

@@ -38,6 +38,15 @@ def test_loss_png_draws_every_group_and_events(tmp_path):
     assert figures.plot_losses({"epochs": []}, tmp_path / "none.png") is None and not (tmp_path / "none.png").exists()
 
 
+def test_values_a_figure_cannot_plot_are_left_out_of_it(tmp_path):
+    """Issue 26: a hook recorded 1e308 and loss.png was not drawn on any later epoch (matplotlib's axis overflowed)."""
+    records = [{"epoch": e, "loss": 1.0 / e, "huge": 1e308 if e == 2 else -1e308, "big_loss": 10**400}
+               for e in (1, 2, 3)]
+    path = figures.plot_losses({"epochs": records + [{"epoch": 4, "loss": 0.2, "partial": True, "huge": 1e308,
+                                                      "epoch_fraction": 0.5}]}, tmp_path / "loss.png")
+    assert path.exists() and figures.plot_losses({"epochs": [{"epoch": 1, "huge": 1e308}]}, tmp_path / "x.png") is None
+
+
 def test_loss_png_marks_a_partial_epoch_apart(tmp_path):
     plt = figures.pyplot()
     full = [{"epoch": e, "step": 4 * e, "d_loss": 1.0 / e} for e in (1, 2)]

@@ -127,6 +127,50 @@ def test_a_failing_plugin_hook_warns_once_and_is_turned_off():
         Guarded(Refuses(), "demo").setup(None)
 
 
+class SetsOption(TrainHook):
+    """Changes one option in setup, as issue 26's attacker did."""
+
+    def __init__(self, name, value):
+        self.name, self.value = name, value
+
+    def setup(self, opts):
+        setattr(opts, self.name, self.value)
+
+
+@pytest.mark.parametrize("name, value, said", [
+    ("limit", -64, "limit = -64; expected an integer between 1"),  # was recorded, then every resume refused
+    ("epochs", -5, "epochs = -5; expected an integer between 1"),
+    ("epochs", float("nan"), "epochs = NaN; expected an integer"),  # was a traceback (format code 'd')
+    ("epochs", None, "epochs = null; expected an integer"),
+    ("seed", 2**70, "seed = 1180591620717411303424; expected an integer between 0"),  # was manual_seed's overflow
+    ("data", "", "data = ''; expected a non-empty value"),
+    ("out", "elsewhere", "changed out in setup; a hook may not change where and how the run starts"),
+    ("resume", "auto", "changed resume in setup"),
+])
+def test_options_a_hook_changes_in_setup_are_checked_as_the_command_lines(tmp_path, monkeypatch, name, value, said):
+    """Issue 26 F3: the options after a hook's setup go through the command line's checks; a refusal is one line
+    naming the hook (its plugin) and the option, before anything is written."""
+    monkeypatch.chdir(tmp_path)
+    opts = TrainOptions(model="vae", data="mnist-sample", epochs=1, limit=64, out=str(tmp_path / "run"))
+    value = str(tmp_path / value) if name == "out" else value  # (a regression writes nowhere but there)
+    hook = Guarded(SetsOption(name, value), "'demo' (entry point 'x')")
+    with pytest.raises(UsageError, match=r"^hook SetsOption from plugin 'demo' \(entry point 'x'\)") as caught:
+        train(opts, hooks=[Recorder(), hook])
+    assert said in str(caught.value) and "\n" not in str(caught.value) and caught.value.exit_code == 2
+    assert not (tmp_path / "run").exists() and not (tmp_path / "elsewhere").exists()
+
+
+def test_a_valid_option_a_hook_changes_is_used_and_a_folder_recorded_whole(tmp_path, monkeypatch):
+    from gentool.resume import check_changes
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "digits").mkdir()
+    before = TrainOptions(model="vae", data="mnist-sample", epochs=1, out=str(tmp_path / "run"))
+    opts = TrainOptions(model="vae", data="digits", epochs=3, out=str(tmp_path / "run"))
+    check_changes(before, opts, "hook X")
+    assert opts.epochs == 3 and opts.data == str(tmp_path / "digits")
+
+
 def test_a_plugin_hook_calling_sys_exit_is_turned_off_not_obeyed():
     """sys.exit(0) in a hook's on_step ended the run mid-epoch with exit code 0; now it is a hook failure."""
     class Exits(TrainHook):
