@@ -142,10 +142,11 @@ def drawing(pairs: int, done: int) -> str:
 
 
 def draw_couplings(ckpt: Checkpoint, settings: dict, opts: DistillOptions, reporter: Reporter,
-                   deadline: float | None) -> tuple[Path, bool]:
+                   deadline: float | None, student: tuple[Path, int] | None = None) -> tuple[Path, bool]:
     """Draw the couplings the student needs (the parts not drawn yet), with progress and an ETA; returns their
     folder and whether they are all there (False when --max-minutes or a signal stopped the drawing; the parts
-    drawn are kept)."""
+    drawn are kept). `student`: its run folder and the disk it asks for (`check_room`), counted with the parts to
+    draw when they share a disk."""
     model = ckpt.model
     folder = couplings_folder(ckpt, settings, opts.seed)
     teacher = {"checkpoint": str(ckpt.path.absolute()), "model": model.name, "step": int(ckpt.state["step"]),
@@ -155,8 +156,9 @@ def draw_couplings(ckpt: Checkpoint, settings: dict, opts: DistillOptions, repor
     # what is there already, with a damaged or another teacher's manifest or part moved aside (redrawn)
     need = math.ceil(opts.pairs / cp.PART)
     done = cp.usable_parts(folder, cp.make_manifest(teacher, data, opts.seed, model.latent_shape),
-                           lambda k: _part_noise(model, k, opts.seed))
-    cp.check_drawing(folder, ckpt.data["geometry"], model.latent_shape, opts.pairs, done * cp.PART)
+                           lambda k: _part_noise(model, k, opts.seed),
+                           lambda z: teacher_images(model, z, settings, torch.Generator().manual_seed(0)), need)
+    cp.check_drawing(folder, ckpt.data["geometry"], model.latent_shape, opts.pairs, done * cp.PART, student)
     cp.new_manifest(folder, teacher, data, opts.seed, model.latent_shape)
     if done >= need:
         if deadline is not None and minutes_left(deadline) <= 0:  # the same command would do this again and again
@@ -215,15 +217,22 @@ def _draw_part(model, k: int, seed: int, settings: dict, stopped: Callable[[], b
     for first in range(0, cp.PART, DRAW_BATCH):
         if stopped():
             return None
-        chunk = z[first:first + DRAW_BATCH]
-        batches.append(model.generate(len(chunk), g, latents=chunk, settings=settings, batch_size=DRAW_BATCH))
-    images = torch.from_numpy(to_uint8(torch.cat(batches))).permute(0, 3, 1, 2)
-    return images, z, torch.full((cp.PART,), -1)
+        batches.append(teacher_images(model, z[first:first + DRAW_BATCH], settings, g))
+    return torch.cat(batches), z, torch.full((cp.PART,), -1)
 
 
-def check_room(ckpt: Checkpoint, settings: dict, opts: DistillOptions, out: Path) -> None:
+def teacher_images(model, z: torch.Tensor, settings: dict, g: torch.Generator) -> torch.Tensor:
+    """The teacher's samples from noise `z`, as a part stores them (uint8 N×C×H×W): drawn for a part, and again for
+    the few rows that verify a kept one (gentool.couplings.usable_parts)."""
+    images = model.generate(len(z), g, latents=z, settings=settings, batch_size=DRAW_BATCH)
+    return torch.from_numpy(to_uint8(images)).permute(0, 3, 1, 2)
+
+
+def check_room(ckpt: Checkpoint, settings: dict, opts: DistillOptions, out: Path) -> int:
     """Before the couplings are drawn: the couplings folder and the student's run directory (given, or named after
-    the teacher's) can hold the longest paths written there, in one line naming the path otherwise."""
+    the teacher's) can hold the longest paths written there, in one line naming the path otherwise; returns the
+    disk the student's run asks for (as train checks it: gentool.rundir.run_bytes), which `draw_couplings` counts
+    with the couplings to draw."""
     folder = couplings_folder(ckpt, settings, opts.seed)
     last_part = cp.part_path(folder, math.ceil(opts.pairs / cp.PART) - 1)
     try:
@@ -240,6 +249,21 @@ def check_room(ckpt: Checkpoint, settings: dict, opts: DistillOptions, out: Path
     arg = "--out" if opts.out else "--out (default: the teacher's run directory + '-reflow<K>')"
     rundir.check_room(out, student, steps, arg=arg)
     rundir.check_writable(out, 0, f"{rundir.SAMPLES}/{fileio.temporary_name(TEACHER_GRID)}", arg)
+    return rundir.run_bytes(_student_shapes(student, ckpt), student, steps)
+
+
+def _student_shapes(student: TrainOptions, ckpt: Checkpoint):
+    """The student's model as train will build it, on the meta device (its weights' shapes, none allocated)."""
+    from gentool.datatypes import Geometry
+    from gentool.meta import shapes_only
+    from gentool.registry import get_entry
+
+    cls = get_entry(STUDENT).cls
+    g = ckpt.data["geometry"]
+    config = cls.config_class.create(Geometry(g["channels"], g["height"], g["width"], g["num_classes"]), None,
+                                     student.width, lr=student.lr, batch_size=student.batch_size, **student.params)
+    with shapes_only():
+        return cls(config)
 
 
 class FromTeacher(TrainHook):
@@ -329,11 +353,11 @@ def distill(opts: DistillOptions, reporter: Reporter | None = None) -> dict:
     ckpt = load_teacher(path, device)
     prepare(ckpt.model, device, choose_precision(opts.precision or "auto", device).used)
     settings = teacher_settings(ckpt.model, opts)
-    check_room(ckpt, settings, opts, out)
+    student = (out, check_room(ckpt, settings, opts, out))
     # one context from the drawing to the training: a signal during the last part, or between the two, stops here
     with StopSignals():
         try:
-            folder, complete = draw_couplings(ckpt, settings, opts, reporter, deadline)
+            folder, complete = draw_couplings(ckpt, settings, opts, reporter, deadline, student)
         except KeyboardInterrupt as exc:  # a second stop signal while drawing: at once, the parts written are whole
             StopSignals.pending = stops.signum_of(exc)
             folder, complete = couplings_folder(ckpt, settings, opts.seed), False

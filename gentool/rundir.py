@@ -159,6 +159,15 @@ def check_room(run_dir: Path, opts, steps: int, need_bytes: int = 0, arg: str = 
                              f"({fileio.cause(exc)}; tried {events / Path(run_dir).name / events_name()})") from None
 
 
+def run_bytes(model, opts, steps: int) -> int:
+    """The disk a run of `model` with these train options and up to `steps` steps asks for before it starts: four
+    checkpoints (last, best, an epoch copy and one being written) and the step copies --checkpoint-minutes keeps.
+    train checks its own run against it; distill its student's, sweep its largest trial's, before any work."""
+    from gentool.checkpoint import checkpoint_size_hint
+
+    return (4 + kept_copies(opts, steps)) * checkpoint_size_hint(model)
+
+
 def kept_copies(opts, steps: int) -> int:
     """How many step_NNNNNNNN.safetensors copies --checkpoint-minutes will keep, as far as the start can count
     them: one per interval of --max-minutes, at most one a step. Without --max-minutes the run's length in minutes

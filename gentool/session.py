@@ -210,7 +210,7 @@ def new_session(opts: TrainOptions, device: torch.device, precision: PrecisionCh
     try:
         if world.main:
             steps = opts.epochs * -(-len(data) // (config.batch_size * world.size))
-            rundir.check_room(run_dir, opts, steps, (4 + rundir.kept_copies(opts, steps)) * checkpoint_size_hint(model))
+            rundir.check_room(run_dir, opts, steps, rundir.run_bytes(model, opts, steps))
         session = Session(opts, model, optimizers, data, run_dir, entry.source, world=world,
                           sample_settings=settings, precision=precision, start=start)
         if opts.ema is None:  # recorded in config.json as the decay used

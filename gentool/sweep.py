@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import gentool
-from gentool import fileio, links, rundir, seed_stats
+from gentool import fileio, links, rundir, seed_stats, sweep_checks
 from gentool import schema as s
 from gentool.errors import GentoolError, UsageError, listed
 from gentool.fileio import atomic_write_json
@@ -322,16 +322,14 @@ def busy_trials(sweep_dir: Path) -> dict[int, str]:
 def check_spec(spec: SweepSpec) -> None:
     """Check every trial (sweep_checks) and the room the sweep needs, so that a bad value fails before any training
     starts."""
-    from gentool.sweep_checks import check_trials
-
     try:  # the trials' checks look inside it: a name longer than the file system takes fails them unnamed
         spec.out.exists()
     except OSError as exc:
         raise UsageError(f"--out: sweep directory {spec.out} cannot be made ({fileio.cause(exc)})") from None
-    check_room(spec.out, check_trials(spec, trial_options))
+    check_room(spec.out, sweep_checks.check_trials(spec, trial_options))
 
 
-def check_room(sweep_dir: Path, planned: list[tuple[str, TrainOptions]]) -> None:
+def check_room(sweep_dir: Path, planned: list[tuple[str, TrainOptions, int]]) -> None:
     """Before any work: the sweep folder (made later, if need be) holds the longest path the sweep writes (a trial's
     longest run file, a worker's log, a trial lock's owner record, its tables and figures), and each --tensorboard
     folder the longest trial's event files; one line naming the path otherwise. One probe per kind of path, on the
@@ -346,7 +344,8 @@ def check_room(sweep_dir: Path, planned: list[tuple[str, TrainOptions]]) -> None
                f"{TRIAL_LOCKS}/{trial_lock(Path(), last).name}.owner"]  # through temporaries
     names = [f"{LOGS}/{last:03d}.log"] + [str(Path(n).parent / fileio.temporary_name(Path(n).name)) for n in written]
     rundir.check_writable(sweep_dir, 0, max(names, key=len), what="sweep")
-    runs = [(name, opts, f"{name}/{rundir.longest_path(opts, 1)}") for name, opts in planned]
+    sweep_checks.check_disk(sweep_dir, planned)
+    runs = [(name, opts, f"{name}/{rundir.longest_path(opts, 1)}") for name, opts, _ in planned]
     longest = max(runs, key=lambda run: len(run[2]))
     rundir.check_writable(sweep_dir, 0, longest[2], what="sweep")
     if longest[1].tensorboard:

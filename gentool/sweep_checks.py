@@ -6,17 +6,22 @@ after trial."""
 
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
+
+from gentool.errors import UsageError
 from gentool.train_options import TrainOptions
 
 
-def check_trials(spec, trial_options) -> list[tuple[str, TrainOptions]]:
-    """Each trial's (run folder name, train options), every one checked; the first bad value raises.
-    `trial_options`: sweep's own (passed in, so that this module and gentool.sweep import no circle)."""
+def check_trials(spec, trial_options) -> list[tuple[str, TrainOptions, int]]:
+    """Each trial's (run folder name, train options, disk its run asks for: `_run_bytes`), every one checked; the
+    first bad value raises. `trial_options`: sweep's own (passed in, so that this module and gentool.sweep import no
+    circle)."""
     from gentool.data import peek_geometry
     from gentool.registry import get_entry
 
     cls = get_entry(spec.model).cls
-    manifest, geometry, planned, seen = spec.manifest(), {}, [], set()
+    manifest, geometry, planned, seen, sizes = spec.manifest(), {}, [], set(), {}
     for trial in manifest["trials"]:
         opts = trial_options(manifest, trial, spec.out / "-", spec.runtime)
         opts.validate()
@@ -25,8 +30,22 @@ def check_trials(spec, trial_options) -> list[tuple[str, TrainOptions]]:
         config = cls.config_class.create(geometry[opts.image_size], opts.latent_dim, opts.width, lr=opts.lr,
                                          batch_size=opts.batch_size, **opts.params)
         _check_like_train(cls, config, opts, seen)
-        planned.append((trial["run_dir"], opts))
+        planned.append((trial["run_dir"], opts, _run_bytes(cls, config, opts, sizes)))
     return planned
+
+
+def _run_bytes(cls, config, opts: TrainOptions, sizes: dict) -> int:
+    """The disk train's own start-up check asks of this trial's run (gentool.rundir.run_bytes), from a meta-device
+    model built once per network shape (`sizes`). The data's length is not read here, so the step copies
+    --checkpoint-minutes keeps are not counted: each trial's own check still counts them."""
+    from gentool.meta import shapes_only
+    from gentool.rundir import run_bytes
+
+    shape = (cls, opts.latent_dim, opts.width, opts.image_size, tuple(sorted(opts.params.items())))
+    if shape not in sizes:
+        with shapes_only():  # its weights' shapes and dtypes say the checkpoint's size; none is allocated
+            sizes[shape] = run_bytes(cls(config), opts, 0)
+    return sizes[shape]
 
 
 def _check_like_train(cls, config, opts: TrainOptions, seen: set) -> None:
@@ -47,3 +66,17 @@ def _check_like_train(cls, config, opts: TrainOptions, seen: set) -> None:
         model = cls(config)
     check_batch(model, opts.batch_size or config.batch_size, opts.limit or config.batch_size)
     seen.add((shape, opts.batch_size, opts.limit))
+
+
+def check_disk(sweep_dir: Path, planned: list[tuple[str, TrainOptions, int]]) -> None:
+    """Before the sweep writes anything: its folder's disk holds what its largest trial's run asks for (each trial
+    checks the same when it starts: without this, a small disk took sweep.json, results and a figure, then every
+    trial failed its own check and the sweep exited 1)."""
+    from gentool.folders import gib
+    from gentool.paths import nearest_folder
+
+    name, _, need = max(planned, key=lambda run: run[2])
+    free = shutil.disk_usage(nearest_folder(sweep_dir)).free
+    if free < need:
+        raise UsageError(f"--out: {gib(free)} free in {sweep_dir}; trial {name} needs about {gib(need)} for its "
+                         f"checkpoints (as train checks before a run starts); give the sweep a folder with more room")

@@ -67,7 +67,7 @@ def _fake_teacher(monkeypatch, tmp_path, draw):
 def test_distill_stopped_by_a_signal_while_drawing_exits_as_interrupted(monkeypatch, tmp_path, complete):
     from gentool.distill_options import DistillOptions
 
-    def draw(ckpt, settings, opts, reporter, deadline):
+    def draw(ckpt, settings, opts, reporter, deadline, student):
         with StopSignals():  # the signal lands in the last part (complete) or stops the drawing early
             os.kill(os.getpid(), signal.SIGINT)
         return tmp_path / "couplings", complete
@@ -90,6 +90,10 @@ def test_distill_out_of_time_while_drawing_still_returns_the_continue_line(monke
 
 def ZERO_NOISE(k):  # the noise of test_attack_hour4.couplings_folder's parts
     return torch.zeros(500, 1, 8, 8)
+
+
+def DRAWN(z):  # the teacher's images from that noise: what test_attack_hour4.couplings_folder's parts hold, within
+    return torch.zeros(len(z), 1, 8, 8, dtype=torch.uint8)  # rounding (part k's images are all k)
 
 
 def _couplings(root):
@@ -170,7 +174,7 @@ def test_a_damaged_couplings_part_is_moved_aside_and_drawn_again(tmp_path, damag
         damage(cp.part_path(folder, 1))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        assert cp.usable_parts(folder, manifest, ZERO_NOISE) == usable
+        assert cp.usable_parts(folder, manifest, ZERO_NOISE, DRAWN) == usable
     said = [str(w.message) for w in caught]
     if damage in (None, os.unlink):  # a missing part is simply not drawn yet
         assert said == []
@@ -197,11 +201,50 @@ def test_a_damaged_or_foreign_couplings_manifest_moves_the_folder_aside(tmp_path
         os.unlink(folder / cp.MANIFEST)
         (folder / cp.MANIFEST).mkdir()
     with pytest.warns(UserWarning, match=r"c is damaged \(.*\); moved to c\.bad, building it again"):
-        assert cp.usable_parts(folder, manifest, ZERO_NOISE) == 0
+        assert cp.usable_parts(folder, manifest, ZERO_NOISE, DRAWN) == 0
     assert not folder.exists() and (tmp_path / "c.bad" / "part_00001.safetensors").is_file()
     cp.new_manifest(folder, manifest["teacher"], manifest["data"], manifest["seed"], manifest["latent_shape"])
     assert cp.read_manifest(folder) == manifest  # started again, in the same place
     shutil.rmtree(tmp_path / "c.bad")
+
+
+def _images(path, value):  # well-formed, the right noise, but images the teacher did not draw from it
+    from safetensors.torch import load_file, save_file
+
+    tensors = load_file(path)
+    save_file({**tensors, "images": torch.full_like(tensors["images"], value)}, path, metadata=part_header(path))
+
+
+@pytest.mark.parametrize("manifest_kept", [True, False])
+def test_a_part_whose_images_are_not_the_teachers_is_moved_aside_manifest_or_not(tmp_path, manifest_kept):
+    """Issue 26 F6: a part's noise was checked against its seed, not its images: a part of zeroed (here: white)
+    images, with or without couplings.json, was trained on. Now a few rows of each part are drawn again."""
+    from gentool import couplings as cp
+
+    folder = tmp_path / "c"
+    manifest = _couplings(folder)
+    _images(cp.part_path(folder, 1), 255)
+    if not manifest_kept:  # found without a manifest: distill writes a new one, the parts verified all the same
+        os.unlink(folder / cp.MANIFEST)
+    with pytest.warns(UserWarning, match=r"part_00001.safetensors is damaged \(its images are not the teacher's "
+                                         r"samples from their noise: 2 drawn again differ by 255.0 levels on average"):
+        assert cp.usable_parts(folder, manifest, ZERO_NOISE, DRAWN) == 1
+    assert os.path.lexists(folder / "part_00001.safetensors.bad") and cp.parts_done(folder) == 1
+
+
+def test_the_parts_rows_are_drawn_again_in_one_call_and_only_for_the_parts_needed(tmp_path):
+    from gentool import couplings as cp
+
+    folder = tmp_path / "c"
+    manifest = _couplings(folder)
+    _images(cp.part_path(folder, 1), 255)  # not needed by this student: not drawn again, not set aside
+    calls = []
+    assert cp.usable_parts(folder, manifest, ZERO_NOISE, lambda z: calls.append(len(z)) or DRAWN(z), 1) == 2
+    assert calls == [cp.CHECK_ROWS]
+    with pytest.warns(UserWarning, match="part_00001.safetensors is damaged"):
+        assert cp.usable_parts(folder, manifest, ZERO_NOISE, lambda z: calls.append(len(z)) or DRAWN(z), 2) == 1
+    assert calls == [cp.CHECK_ROWS, 2 * cp.CHECK_ROWS]  # both parts' rows, one call
+    assert cp.check_rows(3, 500).tolist() == cp.check_rows(3, 500).tolist()  # the same rows on every run
 
 
 # --- a run folder whose own name is longer than the file system takes -------------------------------------------

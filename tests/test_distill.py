@@ -170,6 +170,43 @@ def test_a_teacher_that_cannot_be_distilled_is_one_line(tmp_path):
 
 
 
+def test_a_kept_part_of_zeroed_images_is_drawn_again_not_trained_on_manifest_or_not(teacher, tmp_path):
+    """Issue 26 F6: a kept part whose images were all zeroed (right dtype and shape, its noise intact) was trained
+    on, and so was one found without couplings.json (a new manifest adopted it). Now a few rows of each kept part are
+    drawn again by the teacher: such a part is set aside in one line and drawn again."""
+    import shutil
+
+    run_dir = shutil.copytree(teacher, tmp_path / "teacher", ignore=shutil.ignore_patterns(".gentool*", "couplings"))
+    args = ["--epochs", "1", "--steps", "2", *FAST]
+    assert run("distill", run_dir, "--out", tmp_path / "s1", *args).exit_code == 0
+    folder = next((run_dir / "couplings").iterdir())
+    drawn = load_file(cp.part_path(folder, 0))
+    for manifest_kept in (True, False):
+        path = cp.part_path(folder, 0)
+        save_file({**drawn, "images": torch.zeros_like(drawn["images"])}, path, metadata=part_header(path))
+        if not manifest_kept:
+            (folder / cp.MANIFEST).unlink()
+        with pytest.warns(UserWarning, match="part_00000.safetensors is damaged .its images are not the teacher's"):
+            result = run("distill", run_dir, "--out", tmp_path / f"s{2 + manifest_kept}", *args[:-1])  # not -q
+        assert result.exit_code == 0, result.output
+        assert "couplings: drawing 64" in result.stderr and torch.equal(load_file(path)["images"], drawn["images"])
+
+
+def test_distill_refuses_a_disk_too_small_for_its_parts_and_student_before_drawing(teacher, tmp_path, monkeypatch):
+    """Issue 26 F7: 48 pairs draw two whole parts of 32 and a student's run; a disk holding the 48 pairs alone passed
+    the check, the couplings were drawn, and the student's own check failed after them (exit 1)."""
+    import shutil
+
+    real = shutil.disk_usage
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: real(path)._replace(free=48 * 2360 + 4096))
+    run_dir = shutil.copytree(teacher, tmp_path / "teacher", ignore=shutil.ignore_patterns(".gentool*", "couplings"))
+    result = run("distill", run_dir, "--out", tmp_path / "s", "--epochs", "1", "--steps", "2", *FAST)
+    assert result.exit_code == 2, result.output
+    assert "--pairs: drawing 64 more couplings with the student's run in" in result.stderr
+    assert "which has 0.1 MiB free" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert not (run_dir / "couplings").exists() and not (tmp_path / "s").exists()
+
+
 @pytest.mark.parametrize("link", ["couplings", "couplings/<its folder>"])
 def test_couplings_are_never_written_through_a_link_in_the_teachers_run(teacher, student, tmp_path, link):
     """The teacher's couplings/ folder, or the subfolder a draw writes, being a link to a folder elsewhere: the

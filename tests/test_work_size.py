@@ -149,3 +149,48 @@ def test_resizing_a_built_in_data_set_beyond_the_memory_bound_is_refused_before_
     with pytest.raises(UsageError, match=r"--image-size: 2,000 images of 1x256x256 pixels take 125.0 MiB; at most"):
         load_dataset("mnist-sample", image_size=256)
     assert _peak_mib() - before < 100
+
+
+# --- issue 26 F7: the disk the work needs, checked before it starts -----------------------------------------------
+
+def _free(monkeypatch, free: int):
+    import shutil
+
+    real = shutil.disk_usage
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: real(path)._replace(free=free))
+
+
+def test_distill_counts_the_whole_parts_it_draws_and_the_students_run(tmp_path, monkeypatch):
+    """64 pairs draw a whole part of 500 (1.18 MB of MNIST pairs): the check counted 64 pairs (151 kB), so a disk
+    with 796 KiB free drew 500 for 42 s and then failed writing the part. The student's run on the same disk counts
+    too; on another disk it is not counted with the couplings (its own check counts it)."""
+    from gentool import couplings as cp
+    from gentool.errors import UsageError
+
+    mnist, latent = {"channels": 1, "height": 28, "width": 28}, (1, 28, 28)
+    _free(monkeypatch, 796 << 10)
+    with pytest.raises(UsageError, match=rf"--pairs: drawing 500 more couplings needs 1.1 MiB in {tmp_path}, which "
+                                         r"has 0.8 MiB free"):
+        cp.check_drawing(tmp_path / "c", mnist, latent, 64, 0)
+    _free(monkeypatch, 2 << 20)
+    cp.check_drawing(tmp_path / "c", mnist, latent, 64, 0)
+    with pytest.raises(UsageError, match=r"drawing 500 more couplings with the student's run in .*s \(1.0 MiB\) "
+                                         r"needs 2.1 MiB in .*, which has 2.0 MiB free"):
+        cp.check_drawing(tmp_path / "c", mnist, latent, 64, 0, (tmp_path / "s", 1 << 20))
+    cp.check_drawing(tmp_path / "c", mnist, latent, 64, 500, (tmp_path / "s", 1 << 30))  # nothing to draw
+
+
+def test_a_sweep_on_a_disk_too_small_for_one_trial_is_refused_writing_nothing(tmp_path, monkeypatch, invoke):
+    """The sweep wrote sweep.json, results and a figure, then every trial failed its own free-space check (exit 1).
+    Now the largest trial's need (train's own check, gentool.rundir.run_bytes) is checked before anything is written."""
+    from test_links_and_pipes import one_line
+
+    _free(monkeypatch, 3 << 20)
+    out = tmp_path / "sw"
+    result = invoke("sweep", "vae", "--data", "mnist-sample", "--limit", "32", "--epochs", "1", "--latent-dim", "2,3",
+                    "--out", out)
+    one_line(result, 2, "--out: 3.0 MiB free in", "trial 001-latent_dim3 needs about", "MiB for its checkpoints")
+    assert not out.exists()
+    _free(monkeypatch, 1 << 40)
+    listed = invoke("sweep", "vae", "--data", "mnist-sample", "--latent-dim", "2,3", "--out", out, "--list")
+    assert listed.exit_code == 0 and not out.exists()
