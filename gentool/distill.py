@@ -286,7 +286,8 @@ class FromTeacher(TrainHook):
         write_png(session.run_dir / rundir.SAMPLES / TEACHER_GRID, make_grid(to_uint8(images), GRID, GRID))
         c = session.model.config
         critic = f", with a critic of weight {c.adversarial:g}" if c.adversarial else ""
-        reporter.message(f"student: {STUDENT} ({c.sample_steps} steps{critic}), from the teacher's weights; "
+        steps = f"{c.sample_steps} step{'s' if c.sample_steps != 1 else ''}"
+        reporter.message(f"student: {STUDENT} ({steps}{critic}), from the teacher's weights; "
                          f"teacher's grid: {session.run_dir / rundir.SAMPLES / TEACHER_GRID}")
 
 

@@ -218,10 +218,13 @@ def test_hostile_files_are_refused_not_read(runs, tmp_path):
     last.write_bytes(huge_canvas_png(100_000, 100_000))
     (run / "progress.gif").write_bytes(b"GIF89a" + b"\0" * 10)
     (run / "notes.json").write_text('{"anything": 1}')
+    # what `gentool export` writes beside last.onnx (the README exports into the run): passed over without a note
+    (run / "last.onnx.json").write_text('{"inputs": [], "output": {}, "checkpoint_sha256": "0"}')
     _, page = report(run)
     words = page.words
     assert "too large to embed" in words or "unreadable image" in words
     assert "progress.gif: unreadable image" in words and "notes.json: not a gentool evaluate result" in words
+    assert "last.onnx.json" not in words
     (run / "metrics.json").unlink()
     (run / "metrics.json").symlink_to("/dev/zero")  # no size on disk, endless content
     code, _, err = invoke_here("report", run, "--overwrite")

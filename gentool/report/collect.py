@@ -64,7 +64,8 @@ def epoch_grids(run_dir: Path) -> dict[int, Path]:
 def evaluation_files(run_dir: Path, notes: list[str]) -> list[dict]:
     """`gentool evaluate … --out RUN/NAME.json` results: every *.json at the top of the run directory (other than
     config.json and metrics.json) whose content is an evaluate result (an object with "metrics", "extractor",
-    "split" and "n"). Other JSON files are named in a note and left out."""
+    "split" and "n"). An export's description (NAME.onnx.json) is passed over; other JSON files are named in a note
+    and left out."""
     results = []
     for path in sorted(run_dir.glob("*.json"))[:MAX_EVAL_FILES]:
         if path.name in (rundir.CONFIG, rundir.METRICS):
@@ -74,6 +75,8 @@ def evaluation_files(run_dir: Path, notes: list[str]) -> list[dict]:
         except GentoolError as exc:
             notes.append(f"{exc}; left out")
             continue
+        if isinstance(content, dict) and {"inputs", "output", "checkpoint_sha256"} <= content.keys():
+            continue  # `gentool export`'s description of the file beside it (README: written into the run)
         if not (isinstance(content, dict) and isinstance(content.get("metrics"), dict)
                 and isinstance(content.get("extractor"), dict) and isinstance(content.get("split"), str)
                 and is_number(content.get("n"))):
