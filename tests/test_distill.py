@@ -287,3 +287,17 @@ def test_the_default_couplings_come_from_twice_the_teachers_steps_with_the_criti
     assert d.teacher_settings(model, DistillOptions(teacher="x", teacher_steps=5))["steps"] == 5
     assert (d.with_defaults(critic).pairs, d.with_defaults(plain).pairs) == (10_000, 20_000)
     assert d.with_defaults(DistillOptions(teacher="x", pairs=48)).pairs == 48
+
+
+def test_an_evaluation_of_a_student_names_its_teacher():
+    """evaluate's JSON for a student said `model: reflow` and its step only (new-user walk): the teacher its
+    checkpoint records is in it too; a model without one is unchanged."""
+    from types import SimpleNamespace
+
+    from gentool.metrics.evaluate import _checkpoint_info
+
+    teacher = {"checkpoint": "/runs/flow/last.safetensors", "model": "flow", "step": 2423}
+    ckpt = lambda data: SimpleNamespace(model=SimpleNamespace(name="reflow"), state={"epoch": 10, "step": 1570},  # noqa: E731
+                                        weights="ema", data=data)
+    assert _checkpoint_info(SimpleNamespace(checkpoint=ckpt({"teacher": teacher})))["teacher"] == teacher
+    assert "teacher" not in _checkpoint_info(SimpleNamespace(checkpoint=ckpt({"name": "mnist"})))

@@ -271,5 +271,7 @@ def _checkpoint_info(source: Source) -> dict:
     if source.checkpoint is None:
         return {}
     ckpt = source.checkpoint
-    return {"model": ckpt.model.name, "epoch": ckpt.state.get("epoch"), "step": ckpt.state.get("step"),
+    info = {"model": ckpt.model.name, "epoch": ckpt.state.get("epoch"), "step": ckpt.state.get("step"),
             "weights": ckpt.weights}
+    teacher = ckpt.data.get("teacher")  # a distilled student: what it imitates is part of how its score was made
+    return {**info, "teacher": teacher} if teacher else info
