@@ -14,14 +14,15 @@ from gentool.train_options import TrainOptions
 
 
 def check_trials(spec, trial_options) -> list[tuple[str, TrainOptions, int]]:
-    """Each trial's (run folder name, train options, disk its run asks for: `_run_bytes`), every one checked; the
-    first bad value raises. `trial_options`: sweep's own (passed in, so that this module and gentool.sweep import no
-    circle)."""
+    """Each trial's (run folder name, train options, disk its run asks for: gentool.rundir.run_bytes), every one
+    checked; the first bad value raises. `trial_options`: sweep's own (passed in, so that this module and
+    gentool.sweep import no circle)."""
     from gentool.data import peek_geometry
     from gentool.registry import get_entry
+    from gentool.rundir import run_bytes
 
     cls = get_entry(spec.model).cls
-    manifest, geometry, planned, seen, sizes = spec.manifest(), {}, [], set(), {}
+    manifest, geometry, planned, seen, models = spec.manifest(), {}, [], set(), {}
     for trial in manifest["trials"]:
         opts = trial_options(manifest, trial, spec.out / "-", spec.runtime)
         opts.validate()
@@ -29,43 +30,39 @@ def check_trials(spec, trial_options) -> list[tuple[str, TrainOptions, int]]:
             geometry[opts.image_size] = peek_geometry(spec.data, opts.image_size)
         config = cls.config_class.create(geometry[opts.image_size], opts.latent_dim, opts.width, lr=opts.lr,
                                          batch_size=opts.batch_size, **opts.params)
-        _check_like_train(cls, config, opts, seen)
-        planned.append((trial["run_dir"], opts, _run_bytes(cls, config, opts, sizes)))
+        model = _meta_model(cls, config, opts, models)
+        _check_like_train(model, config, opts, seen)
+        # what train's own start-up check asks of this run; the data's length is not read here, so the step copies
+        # --checkpoint-minutes keeps are not counted (at 0 steps, none are): each trial's own check counts them
+        planned.append((trial["run_dir"], opts, run_bytes(model, opts, 0)))
     return planned
 
 
-def _run_bytes(cls, config, opts: TrainOptions, sizes: dict) -> int:
-    """The disk train's own start-up check asks of this trial's run (gentool.rundir.run_bytes), from a meta-device
-    model built once per network shape (`sizes`). The data's length is not read here, so the step copies
-    --checkpoint-minutes keeps are not counted: each trial's own check still counts them."""
+def _meta_model(cls, config, opts: TrainOptions, models: dict):
+    """The trial's model on the meta device (its layers and weights' shapes, none allocated), built once per network
+    shape (`models`): a grid of 10,000 trials builds one per shape, not 10,000."""
     from gentool.meta import shapes_only
-    from gentool.rundir import run_bytes
 
-    shape = (cls, opts.latent_dim, opts.width, opts.image_size, tuple(sorted(opts.params.items())))
-    if shape not in sizes:
-        with shapes_only():  # its weights' shapes and dtypes say the checkpoint's size; none is allocated
-            sizes[shape] = run_bytes(cls(config), opts, 0)
-    return sizes[shape]
+    shape = (opts.latent_dim, opts.width, opts.image_size, tuple(sorted(opts.params.items())))
+    if shape not in models:
+        with shapes_only():
+            models[shape] = cls(config)
+    return models[shape]
 
 
-def _check_like_train(cls, config, opts: TrainOptions, seen: set) -> None:
-    """train's own start-up checks of the device, the precision and the batch, once per distinct value (`seen`):
-    a grid of 10,000 trials builds one meta-device model per network shape, not 10,000."""
+def _check_like_train(model, config, opts: TrainOptions, seen: set) -> None:
+    """train's own start-up checks of the device, the precision and the batch, once per distinct value (`seen`)."""
     from gentool.device import check_precision, pick_device
 
     if (opts.device, opts.precision) not in seen:
         check_precision(opts.precision, pick_device(opts.device))
         seen.add((opts.device, opts.precision))
-    shape = (opts.latent_dim, opts.width, opts.image_size, tuple(sorted(opts.params.items())))
-    if opts.batch_size is None and not opts.limit or (shape, opts.batch_size, opts.limit) in seen:
+    if opts.batch_size is None and not opts.limit or (id(model), opts.batch_size, opts.limit) in seen:
         return  # the default batch is sized to the data set, as train sizes it
-    from gentool.meta import shapes_only
     from gentool.session import check_batch
 
-    with shapes_only():  # only which layers the networks have matters: no weight is allocated
-        model = cls(config)
     check_batch(model, opts.batch_size or config.batch_size, opts.limit or config.batch_size)
-    seen.add((shape, opts.batch_size, opts.limit))
+    seen.add((id(model), opts.batch_size, opts.limit))
 
 
 def check_disk(sweep_dir: Path, planned: list[tuple[str, TrainOptions, int]]) -> None:
