@@ -13,7 +13,7 @@ from gentool import environment
 from gentool.errors import UsageError
 from gentool.fileio import cause, make_dirs, temporary_name, what_stands
 from gentool.links import check_no_links, own
-from gentool.paths import write_probe
+from gentool.paths import require_free, write_probe
 
 
 def cache_dir() -> Path:
@@ -113,8 +113,5 @@ def prepare_entry(*files: Path, need: int = 0) -> None:
 
 def check_room(folder: Path, name: str, need: int) -> None:
     """Refuse (one line naming XDG_CACHE_HOME) when `folder` has less than `need` bytes free for `name`."""
-    free = shutil.disk_usage(folder).free
-    if free < need:
-        raise UsageError(f"XDG_CACHE_HOME: the cache folder {folder} has {free / 2**20:.1f} MiB free; {name} needs "
-                         f"about {need / 2**20:.1f} MiB: free some space there or set XDG_CACHE_HOME to a folder with "
-                         f"room")
+    require_free(folder, need, "XDG_CACHE_HOME", f"the cache's {name}",
+                 "free some space there or set XDG_CACHE_HOME to a folder with room")

@@ -35,7 +35,8 @@ TEACHER = s.Obj({"checkpoint": s.Str(), "model": NAME, "step": s.Int(0, MAX_STEP
                  "weights": s.Str(20), "sampling": s.Map(s.SCALAR, max_len=20)})
 DATA = s.Obj({"geometry": GEOMETRY},
              {"name": s.Opt(s.Str(200)), "source": s.Opt(s.Str()), "pixel_range": s.List(s.Num(), length=2),
-              "class_names": s.Opt(s.List(s.Str(200), MAX_CLASSES)), "teacher": TEACHER, "couplings": s.Str()})
+              "class_names": s.Opt(s.List(s.Str(200), MAX_CLASSES)), "teacher": TEACHER, "couplings": s.Str(),
+              "data_dir": s.Str()})
 RUN_OPTIONS = s.Obj({}, {"data": s.Opt(s.Str()), "limit": s.Opt(s.Int(1, MAX_COUNT)),
                          "image_size": s.Opt(s.Int(1, MAX_SIDE)), "seed": SEED,
                          "checkpoint_every": s.Int(0, MAX_COUNT), "sample_every": s.Int(0, MAX_COUNT),

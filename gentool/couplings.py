@@ -18,7 +18,6 @@ import json
 import math
 import os
 import re
-import shutil
 import stat
 from pathlib import Path
 
@@ -319,7 +318,7 @@ def check_drawing(folder: Path, geometry: dict, latent_shape, pairs: int, have: 
     to `pairs` rounded up to a part) and, when `student` (its run folder and the bytes its run asks for) is on the
     same disk, the student's run too."""
     from gentool.folders import gib
-    from gentool.paths import nearest_folder
+    from gentool.paths import nearest_folder, require_free
 
     check_memory(pairs, geometry, latent_shape, "--pairs", "--pairs N")
     more = max(math.ceil(pairs / PART) * PART - have, 0)
@@ -327,10 +326,9 @@ def check_drawing(folder: Path, geometry: dict, latent_shape, pairs: int, have: 
     need, also = more * pair_bytes(geometry, latent_shape), ""
     if student is not None and os.stat(nearest_folder(student[0])).st_dev == os.stat(existing).st_dev:
         need, also = need + student[1], f" with the student's run in {student[0]} ({gib(student[1])})"
-    free = shutil.disk_usage(existing).free
-    if more and need > free:
-        raise UsageError(f"--pairs: drawing {more:,} more couplings{also} needs {gib(need)} in {existing}, which "
-                         f"has {gib(free)} free")
+    if more:
+        require_free(existing, need, "--pairs", f"drawing {more:,} more couplings{also}",
+                     "pass a smaller --pairs or free some space there")
 
 
 def manifest_geometry(folder: Path):

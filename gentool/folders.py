@@ -16,6 +16,7 @@ from pathlib import Path
 
 from gentool.datatypes import IMAGE_SUFFIXES, Geometry
 from gentool.errors import UsageError
+from gentool.paths import size_text as gib  # noqa: F401 (as the folder checks import it)
 from gentool.images import ImageError, is_grey, open_image
 from gentool.models.fields import MAX_SIDE
 
@@ -271,8 +272,6 @@ def memory_bound() -> int:
     return int(total * MEMORY_SHARE)
 
 
-def gib(n: int) -> str:
-    return f"{n / 2**30:.1f} GiB" if n >= 2**30 else f"{n / 2**20:.1f} MiB"
 
 
 def found_lines(listing: Listing, headers: list[Header], geometry: Geometry, image_size: int | None) -> list[str]:

@@ -7,10 +7,11 @@ from __future__ import annotations
 import errno
 import os
 import secrets
+import shutil
 from pathlib import Path
 
 from gentool import undo
-from gentool.errors import UsageError
+from gentool.errors import GentoolError, UsageError
 from gentool.fileio import MISSING, cause, not_regular, temporary_name
 from gentool.links import LinkRefused, check_inside, check_no_links, own
 
@@ -44,6 +45,23 @@ def nearest_folder(path: str | os.PathLike) -> Path:
     """`path` itself if it is a folder, else its nearest ancestor that is: where free space is measured for what
     will be made there (a relative path ends at the current folder)."""
     return next(p for p in (Path(path), *Path(path).parents) if os.path.isdir(p))
+
+
+def require_free(path: str | os.PathLike, need: int, arg: str, work: str, advice: str = "") -> None:
+    """Refuse, before any work, work that will write about `need` bytes under `path` (made later, if it is not there
+    yet) when its disk has less free: one line naming `arg`, the folder measured, what needs the room (`work`) and
+    what to do (`advice`). Every command's free-space check is this one, with one wording and one exit code (1, a
+    full disk: docs/guides/batch-jobs.md), so a script tells a full disk from a bad option the same way everywhere."""
+    folder = nearest_folder(path)
+    free = shutil.disk_usage(folder).free
+    if need > free:
+        raise GentoolError(f"{arg}: only {size_text(free)} free in {folder}; {work} needs about {size_text(need)}"
+                           + (f"; {advice}" if advice else ""))
+
+
+def size_text(n: int) -> str:
+    """Bytes as a person reads them: GiB from one GiB up, else MiB with one decimal."""
+    return f"{n / 2**30:.1f} GiB" if n >= 2**30 else f"{n / 2**20:.1f} MiB"
 
 
 def prepare_output(path: str | os.PathLike, arg: str, folder: bool = False, longest: str | None = None) -> Path:

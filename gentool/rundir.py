@@ -13,7 +13,7 @@ import warnings
 from pathlib import Path
 
 from gentool import schema as s
-from gentool.errors import GentoolError, UsageError
+from gentool.errors import UsageError
 from gentool import environment, fileio, links, paths
 from gentool.fileio import atomic_copy, read_regular
 from gentool.history import PartialEpoch
@@ -140,10 +140,7 @@ def check_writable(path: Path, need_bytes: int = 0, longest: str = CONFIG, arg: 
     except OSError as exc:
         raise UsageError(f"{arg}: {what} directory {path} is not writable ({fileio.cause(exc)}; tried a name as long "
                          f"as the {what}'s longest, {longest})") from None
-    free = shutil.disk_usage(paths.nearest_folder(path)).free
-    if need_bytes and free < need_bytes:
-        raise GentoolError(f"{arg}: only {free / 2**20:.0f} MiB free in {path}; training needs about "
-                           f"{need_bytes / 2**20:.0f} MiB for its checkpoints")
+    paths.require_free(path, need_bytes, arg, f"this {what} (its checkpoints)")
 
 
 def check_room(run_dir: Path, opts, steps: int, need_bytes: int = 0, arg: str = "--out") -> None:
@@ -159,7 +156,7 @@ def check_room(run_dir: Path, opts, steps: int, need_bytes: int = 0, arg: str = 
                              f"({fileio.cause(exc)}; tried {events / Path(run_dir).name / events_name()})") from None
 
 
-def run_bytes(model, opts, steps: int) -> int:
+def run_bytes(model, opts, steps: int | None) -> int:
     """The disk a run of `model` with these train options and up to `steps` steps asks for before it starts: four
     checkpoints (last, best, an epoch copy and one being written) and the step copies --checkpoint-minutes keeps.
     train checks its own run against it; distill its student's, sweep its largest trial's, before any work."""
@@ -168,13 +165,15 @@ def run_bytes(model, opts, steps: int) -> int:
     return (4 + kept_copies(opts, steps)) * checkpoint_size_hint(model)
 
 
-def kept_copies(opts, steps: int) -> int:
+def kept_copies(opts, steps: int | None) -> int:
     """How many step_NNNNNNNN.safetensors copies --checkpoint-minutes will keep, as far as the start can count
-    them: one per interval of --max-minutes, at most one a step. Without --max-minutes the run's length in minutes
-    is unknown, so none are counted here; `room_for_copy` checks each when it is due."""
+    them: one per interval of --max-minutes, at most one a step (`steps` None: not known yet, as when a sweep plans
+    trials whose data it has not read; then the intervals alone bound it). Without --max-minutes the run's length in
+    minutes is unknown, so none are counted here; `room_for_copy` checks each when it is due."""
     if not opts.checkpoint_minutes or not opts.max_minutes:
         return 0
-    return min(max(steps, 0), math.ceil(opts.max_minutes / opts.checkpoint_minutes))
+    copies = math.ceil(opts.max_minutes / opts.checkpoint_minutes)
+    return copies if steps is None else min(max(steps, 0), copies)
 
 
 def room_for_copy(last: Path, minutes: float, warned: set) -> bool:

@@ -130,6 +130,8 @@ class Session:
         source (what `evaluate` compares with), the teacher, and the couplings folder."""
         meta = {"name": self.data.name, "source": self.opts.data, "geometry": self.data.geometry.to_dict(),
                 "pixel_range": list(self.model.pixel_range), "class_names": self.data.class_names}
+        if self.opts.data_dir:  # where `evaluate CKPT` finds the real images again without --data-dir
+            meta["data_dir"] = str(Path(self.opts.data_dir).expanduser().absolute())
         return {**meta, **self.data.origin} if self.data.origin else meta
 
     def run_state(self) -> dict:

@@ -76,10 +76,12 @@ def network_table(net: nn.Module, example: torch.Tensor | tuple[torch.Tensor, ..
             "total_params": trainable + non_trainable, "size_mb": round(size / 2**20, 3)}
 
 
-def count_parameters(cls: type, config) -> int:
-    """The parameters and floating-point buffers of `cls(config)`, counted on the meta device: nothing is allocated."""
-    with shapes_only():
-        model = cls(config)
+def count_parameters(cls: type, config, model=None) -> int:
+    """The parameters and floating-point buffers of `cls(config)`, counted on the meta device: nothing is allocated
+    (`model`: that model already built there)."""
+    if model is None:
+        with shapes_only():
+            model = cls(config)
     return sum(t.numel() for t in [*model.parameters(), *model.buffers()] if t.is_floating_point())
 
 
@@ -87,12 +89,14 @@ def check_size(cls: type, config, batch_size: int | None = None, options: str = 
     """Refuse, before any weight is allocated, a model whose settings make it larger than MAX_PARAMETERS and, given
     the batch size it trains with, one whose layer outputs for a batch would not fit in the memory bound; returns
     its parameter count. `options` names the command's options that set the size (summary has no --param)."""
-    count = count_parameters(cls, config)
+    with shapes_only():  # one model on the meta device, for both counts
+        model = cls(config)
+    count = count_parameters(cls, config, model)
     if count > MAX_PARAMETERS:
         raise UsageError(f"{options}: {cls.name} with these settings has {count:,} parameters "
                          f"({count * 4 / 2**30:.1f} GiB of fp32 weights); expected settings giving at most "
                          f"{MAX_PARAMETERS:,}")
-    per_image = activation_elements(cls, config) if batch_size else None
+    per_image = activation_elements(model) if batch_size else None
     if per_image:
         from gentool.folders import MEMORY_SHARE, gib, memory_bound
 
@@ -106,9 +110,9 @@ def check_size(cls: type, config, batch_size: int | None = None, options: str = 
     return count
 
 
-def activation_elements(cls: type, config) -> int | None:
-    """The elements of every layer's output when each network runs once on one image, counted on the meta device
-    (nothing is allocated); None where a network cannot run there (a step that reads values)."""
+def activation_elements(model) -> int | None:
+    """The elements of every layer's output when each network of `model` (built on the meta device: nothing is
+    allocated) runs once on one image; None where a network cannot run there (a step that reads values)."""
     total = 0
 
     def add(module, inputs, output) -> None:
@@ -117,8 +121,6 @@ def activation_elements(cls: type, config) -> int | None:
                      if isinstance(t, torch.Tensor))
 
     try:
-        with shapes_only():
-            model = cls(config)
         with torch.device("meta"):
             inputs = model.summary_inputs()
         handles = [m.register_forward_hook(add) for net in model.networks().values() for _, m in _layers(net)]

@@ -6,10 +6,8 @@ after trial."""
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
-from gentool.errors import UsageError
 from gentool.train_options import TrainOptions
 
 
@@ -33,8 +31,9 @@ def check_trials(spec, trial_options) -> list[tuple[str, TrainOptions, int]]:
         model = _meta_model(cls, config, opts, models)
         _check_like_train(model, config, opts, seen)
         # what train's own start-up check asks of this run; the data's length is not read here, so the step copies
-        # --checkpoint-minutes keeps are not counted (at 0 steps, none are): each trial's own check counts them
-        planned.append((trial["run_dir"], opts, run_bytes(model, opts, 0)))
+        # --checkpoint-minutes keeps are counted by --max-minutes alone (a bound: each trial's own check, knowing
+        # its steps, may ask for fewer)
+        planned.append((trial["run_dir"], opts, run_bytes(model, opts, None)))
     return planned
 
 
@@ -69,11 +68,8 @@ def check_disk(sweep_dir: Path, planned: list[tuple[str, TrainOptions, int]]) ->
     """Before the sweep writes anything: its folder's disk holds what its largest trial's run asks for (each trial
     checks the same when it starts: without this, a small disk took sweep.json, results and a figure, then every
     trial failed its own check and the sweep exited 1)."""
-    from gentool.folders import gib
-    from gentool.paths import nearest_folder
+    from gentool.paths import require_free
 
     name, _, need = max(planned, key=lambda run: run[2])
-    free = shutil.disk_usage(nearest_folder(sweep_dir)).free
-    if free < need:
-        raise UsageError(f"--out: {gib(free)} free in {sweep_dir}; trial {name} needs about {gib(need)} for its "
-                         f"checkpoints (as train checks before a run starts); give the sweep a folder with more room")
+    require_free(sweep_dir, need, "--out", f"trial {name} (its run's checkpoints, as train counts them)",
+                 "give the sweep a folder with more room")

@@ -325,7 +325,7 @@ def _run(session: Session, device: torch.device, reporter: Reporter, hooks: list
 def _stop_for_time(session: Session, hooks: list[TrainHook], reporter: Reporter, where: str) -> None:
     """End a run whose --max-minutes ran out mid-epoch: save the resumable state and finish like a normal run."""
     session.stop_reason = (f"time budget of {session.opts.max_minutes:g} min used up {where}; resume with: "
-                           f"{resume_command(session.run_dir, session.opts.epochs, session.opts)}")
+                           f"{resume_command(session.run_dir, session.opts.epochs, session.opts, budget=True)}")
     if session.world.main:
         session.save(session.run_dir / rundir.LAST)
         write_metrics(session)
@@ -351,7 +351,7 @@ def _loop(session: Session, hooks: list[TrainHook], reporter: Reporter) -> None:
         stop = stop_code(session, time_up=epoch < opts.epochs, hook_stop=session.stop_reason is not None)
         if stop == TIME_UP:
             session.stop_reason = (f"time budget of {opts.max_minutes:g} min used up after epoch {epoch}; resume "
-                                   f"with: {resume_command(session.run_dir, opts.epochs, opts)}")
+                                   f"with: {resume_command(session.run_dir, opts.epochs, opts, budget=True)}")
         elif stop == HOOK_STOP:
             session.stop_reason = session.stop_reason or "stopped by rank 0's checks (see its output)"
         elif stop == SIGNALLED:

@@ -5,12 +5,13 @@ files not called a run, and a closed terminal (SIGHUP) stopping a run saved wher
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 
 import pytest
 
 from gentool import couplings, rundir
-from gentool.errors import UsageError
+from gentool.errors import GentoolError, UsageError
 from gentool.guards import StopSignals
 
 MNIST = {"channels": 1, "height": 28, "width": 28}
@@ -20,8 +21,9 @@ def test_pairs_beyond_memory_or_disk_are_refused_before_drawing(tmp_path, monkey
     with pytest.raises(UsageError, match=r"--pairs: 1,000,000,000 couplings take .* in memory; at most .* are read; "
                                          r"pass a smaller --pairs N \(at most [0-9,]+ couplings of this teacher fit\)"):
         couplings.check_drawing(tmp_path / "c", MNIST, (1, 28, 28), 10**9, 0)
-    monkeypatch.setattr(couplings.shutil, "disk_usage", lambda p: _Free(1000))
-    with pytest.raises(UsageError, match=r"--pairs: drawing 1,000 more couplings needs 2\.3 MiB in .* free"):
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: _Free(1000))
+    with pytest.raises(GentoolError, match=r"--pairs: only 0\.0 MiB free in .*; drawing 1,000 more couplings needs "
+                                           r"about 2\.3 MiB; pass a smaller --pairs"):
         couplings.check_drawing(tmp_path / "c" / "d", MNIST, (1, 28, 28), 1500, 500)
     couplings.check_drawing(tmp_path, MNIST, (1, 28, 28), 500, 500)  # all drawn: nothing to hold
 

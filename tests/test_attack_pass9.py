@@ -36,6 +36,7 @@ def test_couplings_with_impossible_values_are_refused(tmp_path, key, value, said
     (5, 60, 10**6, 12),
     (1e-300, 60, 1_000, 1_000),  # shorter than a step: at most one copy a step
     (0, 60, 1_000, 0),
+    (5, 60, None, 12),  # a sweep's plan (steps not known yet): the intervals alone bound them
 ])
 def test_the_start_counts_the_step_copies(minutes, max_minutes, steps, copies):
     opts = SimpleNamespace(checkpoint_minutes=minutes, max_minutes=max_minutes)

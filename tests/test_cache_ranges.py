@@ -72,7 +72,7 @@ def test_a_cache_without_room_for_an_entry_is_refused_before_the_work(tmp_path, 
 
     from gentool import cache
     from gentool.data import Geometry
-    from gentool.errors import UsageError
+    from gentool.errors import GentoolError
     from gentool.metrics.extractor import default_recipe, extractor_bytes
 
     geometry = Geometry(1, 28, 28, 10)
@@ -80,7 +80,8 @@ def test_a_cache_without_room_for_an_entry_is_refused_before_the_work(tmp_path, 
     assert 300 << 10 < need < 1 << 20  # MNIST's extractor file: about 430 KiB
     usage = namedtuple("usage", "total used free")
     monkeypatch.setattr(cache.shutil, "disk_usage", lambda p: usage(1 << 30, 0, need - 1))
-    with pytest.raises(UsageError, match=r"XDG_CACHE_HOME: .* MiB free; e.safetensors needs about 0.4 MiB"):
+    with pytest.raises(GentoolError, match=r"XDG_CACHE_HOME: only .* MiB free in .*; the cache's e.safetensors needs "
+                                           r"about 0.4 MiB; free some space"):
         cache.prepare_entry(tmp_path / "c" / "e.safetensors", need=need)
     monkeypatch.setattr(cache.shutil, "disk_usage", lambda p: usage(1 << 30, 0, need))
     cache.prepare_entry(tmp_path / "c" / "e.safetensors", need=need)

@@ -194,7 +194,7 @@ def evaluate(req: EvalOptions, reporter: Reporter | None = None) -> dict:
     if not data:
         raise UsageError("--data: missing; say which data set SOURCE imitates: mnist, cifar10, mnist-sample or a "
                          "folder of images")
-    reference = _reference(data, req).sized_for(source.shape)  # a folder: at the size the model was trained at
+    reference = _reference(data, req, source).sized_for(source.shape)  # a folder: at the size the model was trained at
     wanted, class_notes = _class_plan(wanted, req, reference, explicit=req.metrics.strip().lower() != "all")
     check_geometry(source, reference_geometry(reference).shape, reference.spec, own_shape(reference))
     count = source.count(req.n)
@@ -257,9 +257,13 @@ def _sample_settings(source: Source, given: dict) -> dict:
     return {}
 
 
-def _reference(data: str, req: EvalOptions) -> Reference:
+def _reference(data: str, req: EvalOptions, source: Source) -> Reference:
+    """The real data to score against: --data (and --data-dir), else what the checkpoint was trained on, in the
+    --data-dir it was trained with (a run on a cluster's scratch copy of MNIST is scored there without repeating
+    it); $GENTOOL_DATA and the cache folder when it recorded none."""
+    data_dir = req.data_dir or (None if req.data else source.data_dir)
     try:
-        return resolve_reference(data, req.data_dir)
+        return resolve_reference(data, data_dir)
     except UsageError:
         if req.data:
             raise

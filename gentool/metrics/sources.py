@@ -58,6 +58,11 @@ class Source:
         """The data set a checkpoint was trained on (its `--data`), else None."""
         return self.checkpoint.data.get("source") if self.checkpoint else None
 
+    @property
+    def data_dir(self) -> str | None:
+        """The --data-dir a checkpoint was trained with (where its MNIST or CIFAR-10 files were), else None."""
+        return self.checkpoint.data.get("data_dir") if self.checkpoint else None
+
     def labels(self, n: int) -> torch.Tensor | None:
         """The classes a conditional checkpoint's `n` samples are drawn for (0, 1, …, K−1, 0, … so every class gets
         the same share); None for any other source."""

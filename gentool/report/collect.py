@@ -18,7 +18,7 @@ from gentool import seed_stats
 from gentool import sweep as sw
 from gentool.errors import GentoolError, UsageError
 from gentool.figures import PROGRESS_GIF
-from gentool.history import partial_records, read_history
+from gentool.history import finished_epochs, partial_records, read_history
 from gentool.sweep_figures import MATRIX_PNG
 from gentool.registry import get_entry
 from gentool.fileio import MISSING, not_regular
@@ -175,7 +175,8 @@ def samples(run_dir: Path, records: list[dict], best_epoch, notes: list[str], an
         when += " and the best checkpoint" if last == best_epoch else ""
         found["last"] = _picture(grids[last], notes, f"Grid of samples drawn from the fixed noise at epoch {last}",
                                  f"Epoch {last}: {when}.")
-    elif not written:  # (grids there that are no regular files are named above, not said to be missing)
+    found.update(_stop_and_teacher_grids(run_dir, grids, finished_epochs(records), notes))
+    if not written and "latest" not in found:  # (grids that are no regular files are named above, not as missing)
         notes.append("no sample grids (samples/epoch_NNNN.png): the run wrote none (--sample-every 0) or no epoch ended")
     if is_number(best_epoch) and best_epoch in grids:
         if best_epoch != max(grids):
@@ -193,6 +194,28 @@ def samples(run_dir: Path, records: list[dict], best_epoch, notes: list[str], an
     else:
         notes.append(f"no {PROGRESS_GIF}: it is drawn when a run ends")
     return {k: v for k, v in found.items() if v is not None}
+
+
+def _stop_and_teacher_grids(run_dir: Path, grids: dict[int, Path], done: int, notes: list[str]) -> dict:
+    """samples/latest.png when it is newer than every epoch grid (the run was stopped inside an epoch after them:
+    a run stopped inside its first epoch has no other grid), and a distilled student's samples/teacher.png (the
+    teacher's samples from the same noise as the student's grids)."""
+    found, folder = {}, run_dir / rundir.SAMPLES
+    latest = folder / rundir.LATEST_GRID
+    if os.path.lexists(latest) and (not grids or _mtime(latest) > max(_mtime(p) for p in grids.values())):
+        epoch = f"epoch {done + 1}"  # the one after the last finished
+        found["latest"] = _picture(latest, notes, f"Grid of samples drawn from the fixed noise when the run stopped "
+                                   f"inside {epoch}", f"{rundir.LATEST_GRID}: the weights when the run stopped inside "
+                                   f"{epoch}.")
+    teacher = folder / rundir.TEACHER_GRID
+    if os.path.lexists(teacher):
+        found["teacher"] = _picture(teacher, notes, "Grid of the teacher's samples from the same fixed noise",
+                                    f"{rundir.TEACHER_GRID}: the teacher's samples from the same noise (distill).")
+    return found
+
+
+def _mtime(path: Path) -> int:
+    return os.lstat(path).st_mtime_ns  # lstat: a link is not followed to read when it was made
 
 
 def _picture(path: Path, notes: list[str], alt: str, caption: str) -> Picture | None:
