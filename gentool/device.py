@@ -11,7 +11,7 @@ import torch
 
 from gentool.errors import bad_value
 from gentool.kernels import use_fast_kernels
-from gentool.load import usable_cores
+from gentool.load import quota_cores, usable_cores
 from gentool.precision import (  # noqa: F401 (the names commands and benchmarks import from here)
     PRECISIONS,
     PrecisionChoice,
@@ -100,9 +100,14 @@ FP32 = Amp(torch.device("cpu"))
 
 def use_threads(threads: int | None, device: torch.device) -> None:
     """--threads: the CPU threads this process computes on (set before `choose_precision`, whose probe times on
-    them); the device's own when it is not the CPU."""
-    if threads and device.type == "cpu":
+    them); the device's own when it is not the CPU. Without it, torch's own count, bounded by the cores a cgroup
+    CPU quota allows (torch counts the cores it sees, not the time it is given: `gentool.load.quota_cores`)."""
+    if device.type != "cpu":
+        return
+    if threads:
         torch.set_num_threads(threads)
+    elif (quota := quota_cores()) is not None and quota < torch.get_num_threads():
+        torch.set_num_threads(quota)
 
 
 def default_threads() -> int:

@@ -28,7 +28,7 @@ def diagnose(threads: int | None = None, clear_precision: bool = False) -> dict:
 
     from gentool.cache import cache_dir
     from gentool.device import choose_precision, default_threads, pick_device
-    from gentool.load import cores, load_warning
+    from gentool.load import cores, load_warning, quota_cores
     from gentool.precision import _bf16_supported, _cpu_name, cache_path, clear_cache, feature_rule, forced_auto
     from gentool.versions import installed, torchvision_problem
 
@@ -42,7 +42,7 @@ def diagnose(threads: int | None = None, clear_precision: bool = False) -> dict:
     return {
         "gentool": __version__, "torch": torch.__version__, "torchvision": installed("torchvision"),
         "torchvision_problem": torchvision_problem(),
-        "device": str(device), "cpu": _cpu_name(), "cores": cores(), "threads": threads,
+        "device": str(device), "cpu": _cpu_name(), "cores": cores(), "cpu_quota": quota_cores(), "threads": threads,
         "bf16_native": _bf16_supported(torch.device("cpu")), "bf16_rule": rule, "bf16_rule_reason": why,
         "precision": choice.to_dict(), "precision_forced": forced.used if forced else None,
         "precision_cache": str(cache_path()),

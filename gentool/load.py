@@ -3,8 +3,11 @@ about the other jobs than about this one. Linux reads /proc/stat; elsewhere the 
 
 from __future__ import annotations
 
+import math
 import os
+import re
 import time
+from pathlib import Path
 
 _TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
@@ -33,11 +36,66 @@ def cores() -> int:
 
 
 def usable_cores() -> int | None:
-    """The cores this process may run on (its CPU affinity), or None where the system does not say."""
+    """The cores this process may run on: its CPU affinity, bounded by a CPU quota of its cgroup (`quota_cores`);
+    None where the system says neither."""
     try:
-        return max(1, len(os.sched_getaffinity(0)))
+        affinity = max(1, len(os.sched_getaffinity(0)))
     except (AttributeError, OSError):
+        affinity = None
+    quota = quota_cores()
+    return min(c for c in (affinity, quota) if c) if affinity or quota else None
+
+
+def quota_cores(mountinfo: str = "/proc/self/mountinfo", cgroup: str = "/proc/self/cgroup") -> int | None:
+    """The cores a CPU quota on this process's cgroup or an ancestor allows, rounded up (cgroup v2's cpu.max, v1's
+    cpu.cfs_quota_us; the tightest): a container or batch job given 2 CPUs' time on a 64-core node by a quota, not
+    an affinity mask, sees 64 cores, and torch's 64 threads then wait on each other. None without a quota, or where
+    the files cannot be read (not Linux). Read by hand: no library in gentool's dependencies reads cgroups."""
+    try:
+        with open(cgroup, encoding="utf-8", errors="replace") as f:
+            groups = f.read().splitlines()
+        with open(mountinfo, encoding="utf-8", errors="replace") as f:
+            mounts = [line.split(" - ", 1) for line in f.read().splitlines() if " - " in line]
+    except OSError:
         return None
+    limits = []
+    for line in groups:
+        hid, controllers, path = (line.split(":", 2) + ["", ""])[:3]
+        v2 = hid == "0" and not controllers
+        if not v2 and "cpu" not in controllers.split(","):
+            continue
+        for head, tail in mounts:
+            fstype, options = (tail.split() + ["", "", ""])[0], (tail.split() + ["", "", ""])[2]
+            root, point = (head.split() + [""] * 5)[3:5]
+            if (fstype != "cgroup2") if v2 else (fstype != "cgroup" or "cpu" not in options.split(",")):
+                continue
+            inside = os.path.relpath(path, root) if path.startswith(root) else "."
+            folder = Path(_unescape(point), "" if inside == "." else inside)
+            limits += _quotas(folder, Path(_unescape(point)), v2)
+    return max(1, math.ceil(min(limits))) if limits else None
+
+
+def _quotas(folder: Path, top: Path, v2: bool) -> list[float]:
+    """The CPU quotas (in cores) set on `folder` and each ancestor up to the mount point `top`."""
+    found = []
+    for d in [folder, *folder.parents]:
+        try:
+            if v2:
+                quota, period = (d / "cpu.max").read_text().split()[:2]
+            else:
+                quota, period = ((d / f"cpu.cfs_{k}_us").read_text().strip() for k in ("quota", "period"))
+            if quota not in ("max", "-1") and float(period) > 0 and float(quota) > 0:
+                found.append(float(quota) / float(period))
+        except (OSError, ValueError):
+            pass
+        if d == top or len(d.parts) <= len(top.parts):
+            break
+    return found
+
+
+def _unescape(field: str) -> str:
+    """A mountinfo path field: spaces, tabs, newlines and backslashes come as octal escapes (\\040)."""
+    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
 
 
 class LoadMeter:

@@ -37,3 +37,31 @@ def test_sample_computes_on_the_threads_asked_for(tmp_path, mnist_root):
 def test_a_bad_thread_count_is_one_line(invoke, command):
     result = invoke(*command, "--threads", "0")
     assert result.exit_code == 2 and "--threads" in result.output and "Traceback" not in result.output
+
+
+def test_a_cgroup_cpu_quota_bounds_the_default_threads(tmp_path):
+    """A container or batch job limited by a CPU quota (not an affinity mask) sees every core of the node; torch
+    started one thread per core on a fraction of one's time. cgroup v2 (the tightest along the ancestors, rounded
+    up) and v1 (its cpu controller mounted with cpuacct), and no quota."""
+    from gentool.load import quota_cores
+
+    v2 = tmp_path / "v2"
+    (v2 / "job" / "step").mkdir(parents=True)
+    (v2 / "cpu.max").write_text("max 100000\n")
+    (v2 / "job" / "cpu.max").write_text("250000 100000\n")
+    (v2 / "job" / "step" / "cpu.max").write_text("max 100000\n")
+    v1 = tmp_path / "v 1"  # a space: mountinfo writes it \040
+    (v1 / "batch").mkdir(parents=True)
+    (v1 / "batch" / "cpu.cfs_quota_us").write_text("50000\n")
+    (v1 / "batch" / "cpu.cfs_period_us").write_text("100000\n")
+    mounts = tmp_path / "mountinfo"
+    mounts.write_text(f"30 1 0:26 / {v2} rw shared:4 - cgroup2 cgroup2 rw\n"
+                      f"31 1 0:27 / {str(v1).replace(' ', chr(92) + '040')} rw - cgroup cgroup rw,cpu,cpuacct\n")
+    groups = tmp_path / "cgroup"
+    groups.write_text("0::/job/step\n")
+    assert quota_cores(str(mounts), str(groups)) == 3
+    groups.write_text("2:cpu,cpuacct:/batch\n1:memory:/x\n")
+    assert quota_cores(str(mounts), str(groups)) == 1
+    groups.write_text("0::/\n")
+    assert quota_cores(str(mounts), str(groups)) is None
+    assert quota_cores(str(tmp_path / "absent"), str(groups)) is None

@@ -32,8 +32,9 @@ def doctor(
     say(f"gentool {found['gentool']}, torch {found['torch']}, torchvision {found['torchvision']}", highlight=False)
     if found["torchvision_problem"]:
         say(f"[bold red]problem:[/] {o.escape(found['torchvision_problem'])}", highlight=False)
-    say(f"device (auto): {found['device']}; CPU: {found['cpu']}, {found['cores']} cores, {found['threads']} "
-        f"threads", highlight=False)
+    quota = f" (a CPU quota allows {found['cpu_quota']})" if found["cpu_quota"] else ""
+    say(f"device (auto): {found['device']}; CPU: {found['cpu']}, {found['cores']} cores{quota}, {found['threads']} "
+        f"thread{'s' if found['threads'] != 1 else ''}", highlight=False)
     say(f"bf16: {'native' if found['bf16_native'] else 'not native'}; rule: {found['bf16_rule'] or 'none'} "
         f"({found['bf16_rule_reason']})", highlight=False)
     p = found["precision"]
