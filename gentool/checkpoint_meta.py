@@ -36,7 +36,7 @@ TEACHER = s.Obj({"checkpoint": s.Str(), "model": NAME, "step": s.Int(0, MAX_STEP
 DATA = s.Obj({"geometry": GEOMETRY},
              {"name": s.Opt(s.Str(200)), "source": s.Opt(s.Str()), "pixel_range": s.List(s.Num(), length=2),
               "class_names": s.Opt(s.List(s.Str(200), MAX_CLASSES)), "teacher": TEACHER, "couplings": s.Str(),
-              "data_dir": s.Str()})
+              "data_dir": s.Str(4096, r"[^\x00-\x1f\x7f]+")})  # a path evaluate reads: no NUL, no controls
 RUN_OPTIONS = s.Obj({}, {"data": s.Opt(s.Str()), "limit": s.Opt(s.Int(1, MAX_COUNT)),
                          "image_size": s.Opt(s.Int(1, MAX_SIDE)), "seed": SEED,
                          "checkpoint_every": s.Int(0, MAX_COUNT), "sample_every": s.Int(0, MAX_COUNT),

@@ -272,8 +272,6 @@ def memory_bound() -> int:
     return int(total * MEMORY_SHARE)
 
 
-
-
 def found_lines(listing: Listing, headers: list[Header], geometry: Geometry, image_size: int | None) -> list[str]:
     """What the folder holds, for the user: images and classes, sizes and formats, conversions, files skipped."""
     n = len(headers)

@@ -3,6 +3,7 @@ and record how every number was made (extractor, its accuracy, split, N, seed, g
 
 from __future__ import annotations
 
+import os
 import time
 
 import numpy as np
@@ -259,9 +260,10 @@ def _sample_settings(source: Source, given: dict) -> dict:
 
 def _reference(data: str, req: EvalOptions, source: Source) -> Reference:
     """The real data to score against: --data (and --data-dir), else what the checkpoint was trained on, in the
-    --data-dir it was trained with (a run on a cluster's scratch copy of MNIST is scored there without repeating
-    it); $GENTOOL_DATA and the cache folder when it recorded none."""
-    data_dir = req.data_dir or (None if req.data else source.data_dir)
+    --data-dir it was trained with while that folder is there (a run on a cluster's scratch copy of MNIST is scored
+    there without repeating it); $GENTOOL_DATA and the cache folder when it recorded none."""
+    recorded = None if req.data else source.data_dir
+    data_dir = req.data_dir or (recorded if recorded and os.path.isdir(recorded) else None)
     try:
         return resolve_reference(data, data_dir)
     except UsageError:

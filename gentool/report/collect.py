@@ -176,7 +176,7 @@ def samples(run_dir: Path, records: list[dict], best_epoch, notes: list[str], an
         found["last"] = _picture(grids[last], notes, f"Grid of samples drawn from the fixed noise at epoch {last}",
                                  f"Epoch {last}: {when}.")
     found.update(_stop_and_teacher_grids(run_dir, grids, finished_epochs(records), notes))
-    if not written and "latest" not in found:  # (grids that are no regular files are named above, not as missing)
+    if not written and "latest" not in found:  # (grids that are no regular files are named above as left out)
         notes.append("no sample grids (samples/epoch_NNNN.png): the run wrote none (--sample-every 0) or no epoch ended")
     if is_number(best_epoch) and best_epoch in grids:
         if best_epoch != max(grids):
