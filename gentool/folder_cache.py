@@ -104,6 +104,18 @@ def load_folder(root: Path, image_size: int | None = None, limit: int | None = N
         lock.release()
 
 
+def cached_geometry(listing: Listing, image_size: int | None) -> Geometry | None:
+    """The geometry of the whole folder decoded at `image_size`, when the cache holds it (the entry checked as
+    `open_entry` checks it, and moved aside when damaged); None otherwise, or when the cache folder is unusable."""
+    key = cache_key(listing, image_size, None, None)
+    try:
+        data = open_entry(cache_folder() / f"{_slug(listing.root.name)}-{key[:20]}", key, Reporter(),
+                          len(listing.files))
+    except GentoolError:  # a cache that cannot be read is no reason to refuse what its headers can tell
+        return None
+    return None if data is None else data.geometry
+
+
 def cache_key(listing: Listing, image_size: int | None, part: str | None, limit: int | None) -> str:
     """A hash of everything the decoded array depends on: each file's relative name, label, size and modification
     time, the classes, the image size, the part, the limit and this decoder's version."""

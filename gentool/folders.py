@@ -68,9 +68,35 @@ def read_image(path: Path):
         yield img
 
 
+_KEPT: dict[str, Listing] | None = None  # inside `one_listing()`: each folder's listing, made once
+
+
+@contextlib.contextmanager
+def one_listing():
+    """Inside the block each folder is listed once: evaluate asks for a folder's listing five times (its classes,
+    its geometry at two sizes, its split), and stat-ing a 60,000-image folder takes 1-3 s each time. The block is
+    one command's: a folder changed later (a test, a notebook calling the API again) is listed again."""
+    global _KEPT
+    outer, _KEPT = _KEPT, ({} if _KEPT is None else _KEPT)
+    try:
+        yield
+    finally:
+        _KEPT = outer
+
+
 def list_folder(root: Path) -> Listing:
     """The folder's image files: with class subfolders (searched to any depth), their images interleaved (1st of
-    each class, then 2nd, ...) so that the first N are balanced; else the images directly in `root`."""
+    each class, then 2nd, ...) so that the first N are balanced; else the images directly in `root`. A copy of
+    the listing made before inside `one_listing()` (callers set files aside in theirs)."""
+    if _KEPT is None:
+        return _list_folder(root)
+    if str(root) not in _KEPT:
+        _KEPT[str(root)] = _list_folder(root)
+    kept = _KEPT[str(root)]
+    return kept.select(list(range(len(kept.files))))
+
+
+def _list_folder(root: Path) -> Listing:
     subdirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     walked = [_walk(d) for d in subdirs]
     skipped: list[tuple[str, str, str]] = []
@@ -316,10 +342,13 @@ _GEOMETRIES: dict[tuple, Geometry] = {}  # per process: evaluate asks for a fold
 
 
 def folder_geometry(root: Path, image_size: int | None = None) -> Geometry:
-    """The geometry a folder's images decode to (from their headers, without decoding pixels)."""
+    """The geometry a folder's images decode to (from their headers, without decoding pixels; or from the cached
+    decoded images of the same files at the same size)."""
     listing = list_folder(root)
     memo = (str(root), image_size, tuple(map(str, listing.files)), tuple(listing.stamps))
     if memo not in _GEOMETRIES:
-        listing, headers = read_headers(listing)
-        _GEOMETRIES[memo] = plan_geometry(listing, headers, image_size)
+        from gentool.folder_cache import cached_geometry  # (it imports this module)
+
+        # a folder train decoded: its cached array's shape (reading 50,000 headers again took 10-20 s)
+        _GEOMETRIES[memo] = cached_geometry(listing, image_size) or plan_geometry(*read_headers(listing), image_size)
     return _GEOMETRIES[memo]

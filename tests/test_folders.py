@@ -91,6 +91,26 @@ def test_a_folder_is_told_decoded_once_and_decoded_again_when_it_changes(tmp_pat
     assert "are damaged" in told and "decoded 24 images" in told and torch.equal(expected, fourth.images)
 
 
+def test_a_folder_is_listed_once_per_command_and_its_geometry_read_from_its_decoded_cache(tmp_path, cache,
+                                                                                       monkeypatch):
+    """evaluate of a checkpoint trained on CIFAR-10's folder was silent for ~35 s: it listed the 50,000 files five
+    times and read every header again for the folder's geometry, which train had decoded into the cache."""
+    root = own_folder(tmp_path / "own")
+    load(root, image_size=16)  # as train does: decoded into the cache
+    listed, real = [], folders._list_folder
+    monkeypatch.setattr(folders, "_list_folder", lambda r: listed.append(r) or real(r))
+    with folders.one_listing():
+        first = folders.list_folder(root)
+        first.files.clear()  # a caller's changes stay in its own copy
+        assert len(folders.list_folder(root).files) == 26 and len(listed) == 1
+    folders.list_folder(root)
+    assert len(listed) == 2  # outside the block: listed again (the folder may have changed)
+    monkeypatch.setattr(folders, "read_headers", lambda *a, **k: pytest.fail("headers read again"))
+    assert folders.folder_geometry(root, 16).shape == (3, 16, 16)
+    with pytest.raises(BaseException, match="headers read again"):
+        folders.folder_geometry(root, 15)  # not in the cache at that size: read from the headers
+
+
 def test_the_split_of_an_unlabelled_folder_is_said_as_parts_of_the_whole(tmp_path):
     listing = folders.Listing(tmp_path, [tmp_path / f"{i:02d}.png" for i in range(60)], [-1] * 60, [(1, 1)] * 60, [])
     header = folders.Header(8, 8, False, "PNG")
