@@ -7,6 +7,7 @@ bytes that takes (refused beyond a stated bound), and the lines that tell the us
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import re
 import stat
@@ -82,6 +83,15 @@ def one_listing():
         yield
     finally:
         _KEPT = outer
+
+
+def listed_once(command):
+    """`command` (train, evaluate) run inside `one_listing()`."""
+    @functools.wraps(command)
+    def run(*args, **kwargs):
+        with one_listing():
+            return command(*args, **kwargs)
+    return run
 
 
 def list_folder(root: Path) -> Listing:

@@ -29,6 +29,7 @@ from gentool.distributed import (
     join,
     leave,
 )
+from gentool.folders import listed_once
 from gentool.history import EpochRecord, PartialEpoch
 from gentool.hooks import TrainHook
 from gentool.load import load_warning
@@ -230,6 +231,7 @@ def write_epoch_files(session: Session, record: dict, hooks: Sequence[TrainHook]
         _send(session, hooks, "on_sample_grid", epoch, grid)
 
 
+@listed_once  # an image folder is listed once (its defaults, its geometry, its data)
 def train(opts: TrainOptions, reporter: Reporter | None = None, hooks: Sequence[TrainHook] = ()) -> dict:
     """Train (or resume) a run to `opts.epochs` total epochs, running `hooks` (the caller's list, in order; see
     gentool.hooks; `gentool.api.default_hooks` gives the command line's); returns the run summary printed by

@@ -15,7 +15,7 @@ from gentool.device import check_precision, choose_precision, pick_device, prepa
 from gentool.errors import SAMPLER, ConfigError, UsageError, bad_value
 from gentool.evaluate_options import INCEPTION, MAX_N, MIN_N, EvalOptions  # noqa: F401 (MAX_N: the watch's)
 from gentool.fileio import atomic_write_json
-from gentool.folders import one_listing
+from gentool.folders import listed_once
 from gentool.load import load_warning
 from gentool.metrics.distances import histogram_jsd, pixel_summary, sliced_wasserstein
 from gentool.metrics.extractor import get_extractor
@@ -178,13 +178,9 @@ def _metric_plan(wanted: list[str], source: Source, explicit: bool) -> list[str]
     return wanted
 
 
+@listed_once  # an image folder is listed once for the whole command
 def evaluate(req: EvalOptions, reporter: Reporter | None = None) -> dict:
     """Score req.source against the reference data's split; returns the result (also written to req.out)."""
-    with one_listing():  # an image folder is listed once for the whole command
-        return _evaluate(req, reporter)
-
-
-def _evaluate(req: EvalOptions, reporter: Reporter | None) -> dict:
     started = time.perf_counter()
     wanted = req.validate()
     device = pick_device(req.device)
