@@ -191,26 +191,34 @@ def test_missing_files_are_notes(runs, tmp_path):
 
 
 def test_grids_drawn_at_a_stop_inside_an_epoch_and_by_the_teacher_are_shown(runs, tmp_path):
-    """samples/latest.png (drawn when a run stops inside an epoch) is shown when it is newer than every epoch grid
-    (a run stopped inside its first epoch has no other), and a student's samples/teacher.png beside its grids."""
+    """samples/latest.png (drawn part-way through an epoch) is shown when the run's last record is of an epoch
+    stopped inside and the grid is newer than every epoch grid (a run stopped inside its first epoch has no other);
+    a student's samples/teacher.png beside its grids."""
     run = tmp_path / "gan"
     shutil.copytree(runs / "gan", run)
-    (run / "report.html").unlink(missing_ok=True)
     grids = sorted((run / "samples").glob("epoch_*.png"))
     shutil.copy(grids[-1], run / "samples" / "latest.png")
     shutil.copy(grids[-1], run / "samples" / "teacher.png")
-    alts = [img["alt"] for img in report(run)[1].all("img")]
-    assert "Grid of samples drawn from the fixed noise when the run stopped inside epoch 3" in alts, alts
-    assert "Grid of the teacher's samples from the same fixed noise" in alts
+
+    def alts(last: dict | None = None, finished: int = 2) -> list[str]:
+        history = json.loads((run / "metrics.json").read_text())
+        history["epochs"] = history["epochs"][:finished] + ([last] if last else [])
+        (run / "metrics.json").write_text(json.dumps(history))
+        (run / "report.html").unlink(missing_ok=True)
+        return [img["alt"] for img in report(run)[1].all("img")]
+
+    inside = {**json.loads((run / "metrics.json").read_text())["epochs"][-1], "epoch": 3, "partial": True,
+              "epoch_fraction": 0.4, "images_seen": 12}
+    shown = alts(inside)
+    assert "Grid of samples drawn from the fixed noise part-way through epoch 3 (40% of its steps)" in shown, shown
+    assert "Grid of the teacher's samples from the same fixed noise" in shown
+    assert not any("part-way" in a for a in alts())  # stopped between epochs: the last epoch's grid says it
     os.utime(run / "samples" / "latest.png", ns=(1, 1))  # older than the epoch grids: a stop since resumed past
-    (run / "report.html").unlink()
-    alts = [img["alt"] for img in report(run)[1].all("img")]
-    assert not any("stopped inside" in a for a in alts) and any("at epoch 2" in a for a in alts), alts
+    assert not any("part-way" in a for a in alts(inside))
     for grid in grids:  # stopped inside the first epoch: the only grid there is
         grid.unlink()
-    (run / "report.html").unlink()
-    _, page = report(run)
-    assert "no sample grids" not in page.words and any("stopped inside" in img["alt"] for img in page.all("img"))
+    shown = alts({**inside, "epoch": 1}, finished=0)
+    assert any("part-way through epoch 1" in a for a in shown), shown
 
 
 def test_a_large_page_warns(runs, tmp_path, monkeypatch):

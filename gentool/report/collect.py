@@ -18,7 +18,7 @@ from gentool import seed_stats
 from gentool import sweep as sw
 from gentool.errors import GentoolError, UsageError
 from gentool.figures import PROGRESS_GIF
-from gentool.history import finished_epochs, partial_records, read_history
+from gentool.history import is_partial, partial_records, read_history
 from gentool.sweep_figures import MATRIX_PNG
 from gentool.registry import get_entry
 from gentool.fileio import MISSING, not_regular
@@ -175,7 +175,7 @@ def samples(run_dir: Path, records: list[dict], best_epoch, notes: list[str], an
         when += " and the best checkpoint" if last == best_epoch else ""
         found["last"] = _picture(grids[last], notes, f"Grid of samples drawn from the fixed noise at epoch {last}",
                                  f"Epoch {last}: {when}.")
-    found.update(_stop_and_teacher_grids(run_dir, grids, finished_epochs(records), notes))
+    found.update(_stop_and_teacher_grids(run_dir, grids, records, notes))
     if not written and "latest" not in found:  # (grids that are no regular files are named above as left out)
         notes.append("no sample grids (samples/epoch_NNNN.png): the run wrote none (--sample-every 0) or no epoch ended")
     if is_number(best_epoch) and best_epoch in grids:
@@ -196,17 +196,20 @@ def samples(run_dir: Path, records: list[dict], best_epoch, notes: list[str], an
     return {k: v for k, v in found.items() if v is not None}
 
 
-def _stop_and_teacher_grids(run_dir: Path, grids: dict[int, Path], done: int, notes: list[str]) -> dict:
-    """samples/latest.png when it is newer than every epoch grid (the run was stopped inside an epoch after them:
-    a run stopped inside its first epoch has no other grid), and a distilled student's samples/teacher.png (the
-    teacher's samples from the same noise as the student's grids)."""
+def _stop_and_teacher_grids(run_dir: Path, grids: dict[int, Path], records: list[dict], notes: list[str]) -> dict:
+    """samples/latest.png when the run's last record is of an epoch stopped inside (or in progress) and the grid is
+    newer than every epoch grid (a run stopped inside its first epoch has no other grid; one stopped between
+    epochs drew the last epoch's weights again), and a distilled student's samples/teacher.png (the teacher's
+    samples from the same noise as the student's grids)."""
     found, folder = {}, run_dir / rundir.SAMPLES
     latest = folder / rundir.LATEST_GRID
-    if os.path.lexists(latest) and (not grids or _mtime(latest) > max(_mtime(p) for p in grids.values())):
-        epoch = f"epoch {done + 1}"  # the one after the last finished
-        found["latest"] = _picture(latest, notes, f"Grid of samples drawn from the fixed noise when the run stopped "
-                                   f"inside {epoch}", f"{rundir.LATEST_GRID}: the weights when the run stopped inside "
-                                   f"{epoch}.")
+    inside = records[-1] if records and is_partial(records[-1]) else None
+    if inside and os.path.lexists(latest) and (not grids or _mtime(latest) > max(map(_mtime, grids.values()))):
+        share = inside.get("epoch_fraction")
+        where = f"epoch {inside['epoch']}" + (f" ({share:.0%} of its steps)" if is_number(share) else "")
+        found["latest"] = _picture(latest, notes, f"Grid of samples drawn from the fixed noise part-way through "
+                                   f"{where}", f"{rundir.LATEST_GRID}: the weights part-way through {where}, where "
+                                   f"the run stopped (or is).")
     teacher = folder / rundir.TEACHER_GRID
     if os.path.lexists(teacher):
         found["teacher"] = _picture(teacher, notes, "Grid of the teacher's samples from the same fixed noise",
