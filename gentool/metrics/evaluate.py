@@ -204,6 +204,8 @@ def evaluate(req: EvalOptions, reporter: Reporter | None = None) -> dict:
     if count < MIN_N:
         raise UsageError(f"SOURCE: {source.path} holds {count} images; evaluation needs at least {MIN_N}")
     plan = IntervalPlan(req.intervals, float(req.level))
+    if reporter is not None:  # before the extractor and the real statistics are read (or made): seconds of silence
+        reporter.message(f"scoring {count:,} samples of {source.path} against {reference.describe_split(req.split)}")
     evaluator = _evaluator(req, reference, device, reporter, plan)
     labels = source.labels(count)
     chunks = source.chunks(req.n, req.seed, settings)
