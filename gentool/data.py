@@ -100,6 +100,18 @@ MNIST_LAYOUT = f"the four MNIST files ({', '.join(MNIST_FILES)}; uncompressed), 
 CIFAR_LAYOUT = "cifar-10-batches-py/ (data_batch_1 to data_batch_5, test_batch, batches.meta) or cifar-10-python.tar.gz"
 
 
+def holds_data(spec: str, root: Path) -> bool:
+    """Whether `root` holds the built-in data set `spec` (MNIST's four files, CIFAR-10's batches) as it is, so
+    that reading it there writes nothing (no folder made, no download): a folder named in a file gentool reads (a
+    checkpoint's recorded --data-dir) is only read from, never written to."""
+    if spec == "mnist":
+        return mnist_folder(root) is not None
+    if spec == "cifar10":
+        return any(all((base / name.split("/", 1)[1]).is_file() for name in CIFAR_FILES)
+                   for base in (root / "cifar-10-batches-py", root))
+    return False
+
+
 def mnist_folder(root: Path) -> Path | None:
     """The folder holding the four MNIST files: root/MNIST/raw (torchvision's layout) or root itself."""
     return next((d for d in (root / "MNIST" / "raw", root) if all((d / f).is_file() for f in MNIST_FILES)), None)

@@ -85,6 +85,28 @@ def test_evaluate_a_checkpoint(invoke, vae_run, mnist_root):
     assert re.search(r"FID +│ [0-9.]+ \[[0-9.]+, [0-9.]+\]", table.stdout), table.stdout
 
 
+def test_a_recorded_data_dir_is_only_read_never_written(invoke, vae_run, mnist_root, tmp_path, monkeypatch):
+    """A checkpoint names the --data-dir it was trained with; evaluate reads the data there when it is there as it
+    is, and otherwise never makes a folder, writes or downloads into it (a checkpoint from elsewhere could name
+    any folder): it says so and uses the default data folder ($GENTOOL_DATA here)."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    run, _ = vae_run
+    with safe_open(str(run / "best.safetensors"), framework="pt") as f:
+        meta = f.metadata()
+    empty = tmp_path / "someone's folder"
+    empty.mkdir()
+    data = json.loads(meta["data"])
+    save_file(load_file(run / "best.safetensors"), tmp_path / "c.safetensors",
+              metadata={**meta, "data": json.dumps({**data, "data_dir": str(empty)})})
+    monkeypatch.setenv("GENTOOL_DATA", str(mnist_root))
+    result = invoke("evaluate", tmp_path / "c.safetensors", "--n", "30", "--metrics", "fid", "--json")
+    assert result.exit_code == 0, result.stderr
+    assert f"trained with --data-dir {empty}, which does not hold mnist now" in result.stderr
+    assert list(empty.iterdir()) == []
+
+
 def test_npz_and_png_folder_score_alike(invoke, vae_run, mnist_root, tmp_path):
     ckpt = vae_run[0] / "last.safetensors"
     assert invoke("sample", ckpt, "--n", "24", "--out", tmp_path / "s.npz").exit_code == 0

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import os
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
 
 import gentool
-from gentool.data import ImageData
+from gentool.data import ImageData, holds_data
 from gentool.device import check_precision, choose_precision, pick_device, prepare, use_threads
 from gentool.errors import SAMPLER, ConfigError, UsageError, bad_value
 from gentool.evaluate_options import INCEPTION, MAX_N, MIN_N, EvalOptions  # noqa: F401 (MAX_N: the watch's)
@@ -197,7 +198,8 @@ def evaluate(req: EvalOptions, reporter: Reporter | None = None) -> dict:
     if not data:
         raise UsageError("--data: missing; say which data set SOURCE imitates: mnist, cifar10, mnist-sample or a "
                          "folder of images")
-    reference = _reference(data, req, source).sized_for(source.shape)  # a folder: at the size the model was trained at
+    # a folder: at the size the model was trained at
+    reference = _reference(data, req, source, reporter).sized_for(source.shape)
     wanted, class_notes = _class_plan(wanted, req, reference, explicit=req.metrics.strip().lower() != "all")
     check_geometry(source, reference_geometry(reference).shape, reference.spec, own_shape(reference))
     count = source.count(req.n)
@@ -262,12 +264,18 @@ def _sample_settings(source: Source, given: dict) -> dict:
     return {}
 
 
-def _reference(data: str, req: EvalOptions, source: Source) -> Reference:
+def _reference(data: str, req: EvalOptions, source: Source, reporter: Reporter | None) -> Reference:
     """The real data to score against: --data (and --data-dir), else what the checkpoint was trained on, in the
-    --data-dir it was trained with while that folder is there (a run on a cluster's scratch copy of MNIST is scored
-    there without repeating it); $GENTOOL_DATA and the cache folder when it recorded none."""
-    recorded = None if req.data else source.data_dir
-    data_dir = req.data_dir or (recorded if recorded and os.path.isdir(recorded) else None)
+    --data-dir it was trained with (a run on a cluster's scratch copy of MNIST is scored there without repeating
+    it) while that folder holds the data as it is: the folder is named by a file, so it is only read, never made,
+    written or downloaded into (else a note, and $GENTOOL_DATA or the cache folder as with none recorded)."""
+    recorded = None if req.data or req.data_dir else source.data_dir
+    data_dir = req.data_dir
+    if recorded and os.path.isabs(recorded) and holds_data(data.lower(), Path(recorded)):
+        data_dir = recorded
+    elif recorded and reporter is not None:
+        reporter.message(f"note: SOURCE was trained with --data-dir {recorded}, which does not hold {data} now "
+                         f"(gentool never downloads into it); using the default data folder (--data-dir to choose)")
     try:
         return resolve_reference(data, data_dir)
     except UsageError:
