@@ -14,7 +14,6 @@ before a tensor is read; nothing is unpickled.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -25,6 +24,7 @@ from pathlib import Path
 import torch
 
 from gentool import schema as s
+from gentool.digests import tensors_digest
 from gentool.checkpoint_meta import TEACHER
 from gentool.checks import MAX_SEED
 from gentool.datatypes import class_names_problem
@@ -122,19 +122,8 @@ def write_part(folder: Path, k: int, images: torch.Tensor, latents: torch.Tensor
 
     tensors = {"images": images.contiguous(), "latents": latents.to(torch.float16).contiguous(),
                "labels": labels.long().contiguous()}
-    meta = {"format": FORMAT, "part": str(k), "sha256": content_digest(tensors)}
+    meta = {"format": FORMAT, "part": str(k), "sha256": tensors_digest(tensors)}
     atomic_write_bytes(part_path(folder, k), save(tensors, metadata=meta))
-
-
-def content_digest(tensors: dict[str, torch.Tensor]) -> str:
-    """A SHA-256 of a part's tensors' bytes (by name): damage to the values after writing (a disk's, a copy cut
-    short and padded, an edit) changes it, where the header's shapes and the few rows re-drawn (`check_rows`) can
-    miss it. A part from before it was written has none, and is checked by those alone."""
-    digest = hashlib.sha256()
-    for name in sorted(tensors):
-        digest.update(name.encode() + b"\0")
-        digest.update(tensors[name].contiguous().view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()
 
 
 def _expected(manifest: dict, n: int) -> dict:
@@ -168,7 +157,7 @@ def _read_part(path: Path, manifest: dict, arg: str, rows: int) -> dict[str, tor
             tensors = {k: f.get_slice(k)[:manifest["part"] if whole else rows] for k in expected}
     except (SafetensorError, OSError, MemoryError) as exc:  # MemoryError: a part too large to map in this process
         raise GentoolError(f"{arg}: {path} is not a readable couplings part ({exc})") from None
-    if whole and content_digest(tensors) != meta["sha256"]:
+    if whole and tensors_digest(tensors) != meta["sha256"]:
         raise GentoolError(f"{arg}: {path}: its values are not those written (their SHA-256 differs from the one in "
                            f"its header): damaged after it was drawn")
     tensors = {k: t[:rows] for k, t in tensors.items()}

@@ -227,3 +227,29 @@ def test_a_couplings_part_whose_header_is_not_gentools_is_refused_and_a_piped_ma
     os.mkfifo(root / cp.MANIFEST)
     with pytest.raises(UsageError, match="named pipe"):
         cp.load_couplings(root)
+
+
+def test_an_extractor_file_of_another_data_set_or_with_swapped_weights_is_damage(tmp_path):
+    """Attacker hour h26x, F2: mnist's extractor copied under mnist-sample's name was used without a word (the
+    result then named mnist's id for a --data mnist-sample score), and weights swapped under a file's own metadata
+    scored with the wrong network under the right name."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    from gentool.datatypes import Geometry
+    from gentool.metrics.extractor import Extractor, FeatureNet, default_recipe, load_extractor, save_extractor
+
+    geometry = Geometry(1, 8, 8)
+    recipe = default_recipe(geometry)
+    meta = {"format": "gentool-extractor", "id": "mnist-x", "recipe": recipe.to_dict(),
+            "geometry": geometry.to_dict(), "num_classes": 10, "test_accuracy": 0.9, "train_seconds": 1.0}
+    save_extractor(tmp_path / "e.safetensors", Extractor(FeatureNet(recipe, geometry, 10), meta))
+    assert load_extractor(tmp_path / "e.safetensors", ident="mnist-x").meta["id"] == "mnist-x"
+    with pytest.raises(ValueError, match="it is extractor 'mnist-x', not 'mnist-sample-x'"):
+        load_extractor(tmp_path / "e.safetensors", ident="mnist-sample-x")
+    other = {k: v.clone() for k, v in FeatureNet(recipe, geometry, 10).state_dict().items()}  # new initial weights
+    with safe_open(str(tmp_path / "e.safetensors"), framework="pt") as f:
+        header = f.metadata()
+    save_file({**load_file(tmp_path / "e.safetensors"), **other}, tmp_path / "e.safetensors", metadata=header)
+    with pytest.raises(ValueError, match="its weights are not those written with its metadata"):
+        load_extractor(tmp_path / "e.safetensors", ident="mnist-x")

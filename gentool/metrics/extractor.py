@@ -28,6 +28,7 @@ from safetensors.torch import save as st_save
 from torch import nn
 
 import gentool
+from gentool.digests import tensors_digest
 from gentool import fileio, schema
 from gentool.cache import cache_dir, prepare_entry, set_aside
 from gentool.data import Geometry, ImageData, batches
@@ -203,7 +204,7 @@ def get_extractor(reference: Reference, device: torch.device, reporter: Reporter
     path = extractors_dir() / f"{ident}.safetensors"
     if os.path.lexists(path):
         try:
-            return load_extractor(path, device, recipe, geometry)
+            return load_extractor(path, device, recipe, geometry, ident)
         except (SafetensorError, OSError, ValueError, KeyError, TypeError, RuntimeError, RecursionError) as exc:
             set_aside(path, fileio.cause(exc).splitlines()[0])
     # a link there, or no room for the file, is refused now, not after minutes of training
@@ -320,7 +321,10 @@ def save_extractor(path: Path, extractor: Extractor) -> None:
     """Write weights and metadata (JSON under the key "meta") to one safetensors file, atomically."""
     fileio.make_dirs(path.parent)
     tensors = {k: v.detach().cpu().contiguous() for k, v in extractor.net.state_dict().items()}
-    atomic_write_bytes(path, st_save(tensors, metadata={"meta": json.dumps(extractor.meta)}))
+    # the weights' SHA-256: metadata and weights must be one extractor's (weights swapped for another data set's,
+    # the metadata kept, were scored with the wrong network under the right name)
+    meta = {"meta": json.dumps(extractor.meta), "weights_sha256": tensors_digest(tensors)}
+    atomic_write_bytes(path, st_save(tensors, metadata=meta))
 
 
 SIDE = schema.Int(1, 4096)
@@ -335,13 +339,17 @@ EXTRACTOR_META = schema.Obj({
 
 
 def load_extractor(path: Path, device: torch.device | str = "cpu", recipe: Recipe | None = None,
-                   geometry: Geometry | None = None) -> Extractor:
+                   geometry: Geometry | None = None, ident: str | None = None) -> Extractor:
     """Rebuild an extractor from its file (a cache entry, so it may be damaged: everything is checked): its recipe
     and image geometry (which must be `recipe` and `geometry`, when given, before anything is built) build the
     network, then the weights load (strict; every one finite). Raises ValueError (or OSError, SafetensorError)
-    naming what is wrong."""
+    naming what is wrong. `ident`: the id it must have (the cache names its file by it: another data set's file
+    copied under this name is not this extractor)."""
     with fileio.regular_path(path, follow=False) as pinned, safe_open(pinned, framework="pt") as f:
-        meta = schema.check(schema.parse((f.metadata() or {}).get("meta"), "meta"), EXTRACTOR_META, "meta")
+        header = f.metadata() or {}
+        meta = schema.check(schema.parse(header.get("meta"), "meta"), EXTRACTOR_META, "meta")
+        if ident is not None and meta["id"] != ident:
+            raise ValueError(f"it is extractor {meta['id'][:80]!r}, not {ident!r} (another data set's or recipe's)")
         fields = {k: tuple(v) if isinstance(v, list) else v for k, v in meta["recipe"].items()}
         task = fields.get("task", CLASSES)
         if task not in TASKS:
@@ -372,5 +380,7 @@ def load_extractor(path: Path, device: torch.device | str = "cpu", recipe: Recip
                 raise ValueError(f"tensor {k} holds NaN or infinite values")
             if k.endswith("running_var") and not bool((weights[k] > 0).all()):  # a variance: eigh failed on -1
                 raise ValueError(f"tensor {k} holds variances that are not above 0")
+    if header.get("weights_sha256") is not None and tensors_digest(weights) != header["weights_sha256"]:
+        raise ValueError("its weights are not those written with its metadata (their SHA-256 differs)")
     net.load_state_dict(weights)
     return Extractor(net.to(device).eval(), meta)
