@@ -13,7 +13,7 @@ from gentool import environment
 from gentool.errors import UsageError
 from gentool.fileio import cause, make_dirs, temporary_name, what_stands
 from gentool.links import check_no_links, own
-from gentool.paths import require_free, write_probe
+from gentool.paths import refusal, require_free, write_probe
 
 
 def cache_dir() -> Path:
@@ -105,9 +105,9 @@ def prepare_entry(*files: Path, need: int = 0) -> None:
     longest = max((temporary_name(f.name) for f in files), key=len)
     try:
         write_probe(folder, longest)
-    except OSError as exc:  # where the cache is, is the user's setting: refused as one (exit 2)
-        raise UsageError(f"XDG_CACHE_HOME: the cache folder {folder} cannot hold {files[0].name} ({cause(exc)}); "
-                         f"set XDG_CACHE_HOME to a writable folder with a shorter path") from None
+    except OSError as exc:  # where the cache is, is the user's setting: refused as one (exit 2; a full disk 1)
+        raise refusal(exc, f"XDG_CACHE_HOME: the cache folder {folder} cannot hold {files[0].name} ({cause(exc)}); "
+                           f"set XDG_CACHE_HOME to a writable folder with room and a shorter path") from None
     check_room(folder, files[0].name, need)
 
 

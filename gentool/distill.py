@@ -30,7 +30,7 @@ from gentool.errors import GentoolError, UsageError, settings_text
 from gentool.guards import Interrupted, StopSignals
 from gentool.hooks import TrainHook
 from gentool.images import make_grid, to_uint8, write_png
-from gentool.paths import write_probe
+from gentool.paths import refusal, write_probe
 from gentool.progress import Reporter, format_duration
 from gentool.resume import command_name
 from gentool.train_options import TrainOptions
@@ -242,8 +242,8 @@ def check_room(ckpt: Checkpoint, settings: dict, opts: DistillOptions, out: Path
     except links.LinkRefused as exc:
         raise UsageError(f"RUN: {exc}") from None
     except OSError as exc:
-        raise UsageError(f"RUN: cannot write the couplings in {folder} ({fileio.cause(exc)}; tried a name as long "
-                         f"as {last_part.name}'s temporary)") from None
+        raise refusal(exc, f"RUN: cannot write the couplings in {folder} ({fileio.cause(exc)}; tried a name as long "
+                           f"as {last_part.name}'s temporary)") from None
     student = student_options(opts, ckpt, folder, out, None)
     steps = student.epochs * math.ceil(opts.pairs / student.batch_size)
     arg = "--out" if opts.out else "--out (default: the teacher's run directory + '-reflow<K>')"

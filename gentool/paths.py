@@ -87,8 +87,14 @@ def prepare_output(path: str | os.PathLike, arg: str, folder: bool = False, long
     except LinkRefused as exc:
         raise UsageError(f"{arg}: {exc}") from None
     except OSError as exc:
-        raise bad_output(arg, path, f"cannot be written ({cause(exc)})") from None
+        raise refusal(exc, f"{arg}: {path} cannot be written ({cause(exc)})") from None
     return path
+
+
+def refusal(exc: OSError, message: str) -> GentoolError:
+    """The error for a write check that failed with `exc`: a full disk (or quota) is exit 1, as every free-space
+    check and the batch-jobs guide say; anything else (no permission, a name too long) is the user's path, exit 2."""
+    return (GentoolError if exc.errno in (errno.ENOSPC, errno.EDQUOT) else UsageError)(message)
 
 
 def bad_output(arg: str, path: Path, problem: str) -> UsageError:

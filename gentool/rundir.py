@@ -138,8 +138,8 @@ def check_writable(path: Path, need_bytes: int = 0, longest: str = CONFIG, arg: 
     try:
         paths.write_probe(path, longest)
     except OSError as exc:
-        raise UsageError(f"{arg}: {what} directory {path} is not writable ({fileio.cause(exc)}; tried a name as long "
-                         f"as the {what}'s longest, {longest})") from None
+        raise paths.refusal(exc, f"{arg}: {what} directory {path} is not writable ({fileio.cause(exc)}; tried a name "
+                                 f"as long as the {what}'s longest, {longest})") from None
     paths.require_free(path, need_bytes, arg, f"this {what} (its checkpoints)")
 
 
@@ -152,8 +152,9 @@ def check_room(run_dir: Path, opts, steps: int, need_bytes: int = 0, arg: str = 
         try:
             paths.write_probe(events, f"{Path(run_dir).name}/{events_name()}")
         except OSError as exc:
-            raise UsageError(f"--tensorboard: {events} cannot hold the run's event files "
-                             f"({fileio.cause(exc)}; tried {events / Path(run_dir).name / events_name()})") from None
+            tried = events / Path(run_dir).name / events_name()
+            raise paths.refusal(exc, f"--tensorboard: {events} cannot hold the run's event files "
+                                     f"({fileio.cause(exc)}; tried {tried})") from None
 
 
 def run_bytes(model, opts, steps: int | None) -> int:
@@ -177,12 +178,13 @@ def kept_copies(opts, steps: int | None) -> int:
 
 
 def room_for_copy(last: Path, minutes: float, warned: set) -> bool:
-    """Whether the disk holds a kept copy of `last` with room to spare for the next save (twice its size); when it
+    """Whether the disk holds a kept copy of `last` with room to spare for the next saves (three times its size: the
+    copy, last.safetensors' next temporary and an epoch copy); when it
     does not, the copies stop with one warning per run (`warned`: the run's own record of it; last.safetensors is
     still saved, so --resume loses nothing), rather than a tiny --checkpoint-minutes filling the disk a copy a
     step."""
     size, free = last.stat().st_size, shutil.disk_usage(last.parent).free
-    if free >= 2 * size:
+    if free >= 3 * size:  # after the copy: room for last.safetensors' next temporary and an epoch copy
         return True
     if "disk" not in warned:
         warned.add("disk")
@@ -238,7 +240,7 @@ def lock_run(run_dir: Path, arg: str) -> None:
     try:  # the lock's files are named by the absolute path: one too long for the system is refused here, in one line
         paths.write_probe(key, fileio.temporary_name(LOCK_FILES[1]))
     except OSError as exc:
-        raise UsageError(f"{arg}: run directory {run_dir} cannot be written ({fileio.cause(exc)})") from None
+        raise paths.refusal(exc, f"{arg}: run directory {run_dir} cannot be written ({fileio.cause(exc)})") from None
     lock = ProcessLock(key / LOCK)
     try:
         acquired = lock.acquire(wait=False)

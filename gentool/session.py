@@ -271,7 +271,11 @@ def resume_session(opts: TrainOptions, device: torch.device, precision: Precisio
     if world.main:  # more epochs name longer files (epoch_10000), a new --tensorboard DIR another folder
         steps = opts.epochs * -(-len(data) // (ckpt.model.config.batch_size * world.size))
         copies = rundir.kept_copies(opts, steps - int(ckpt.state["step"]))
-        rundir.check_room(ckpt_path.parent, opts, steps, copies * checkpoint_size_hint(ckpt.model), arg="--resume")
+        # what the run writes beside what it has: last.safetensors' replacement (a temporary until it is renamed
+        # over the old one), an epoch or best copy, and the step copies (without the first two, a resume on a
+        # nearly full disk passed this check and failed at its first save, every time it was run again)
+        need = (2 + copies) * checkpoint_size_hint(ckpt.model)
+        rundir.check_room(ckpt_path.parent, opts, steps, need, arg="--resume")
     optimizers = ckpt.model.build_optimizers()
     ckpt.load_optimizers(optimizers)
     restore_rng(ckpt.rng)

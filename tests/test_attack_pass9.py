@@ -47,14 +47,14 @@ def test_step_copies_stop_with_one_warning_when_the_disk_runs_short(tmp_path, mo
     last = tmp_path / "last.safetensors"
     last.write_bytes(b"x" * 1000)
     usage = namedtuple("usage", "total used free")
-    monkeypatch.setattr(rundir.shutil, "disk_usage", lambda p: usage(10**6, 0, 1999))
+    monkeypatch.setattr(rundir.shutil, "disk_usage", lambda p: usage(10**6, 0, 2999))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         warned = set()
         assert not rundir.room_for_copy(last, 1e-300, warned) and not rundir.room_for_copy(last, 1e-300, warned)
         assert not rundir.room_for_copy(last, 1e-300, set())  # another run (a sweep's next trial) warns again
     assert len(caught) == 2 and "no more step_*.safetensors copies" in str(caught[0].message)
-    monkeypatch.setattr(rundir.shutil, "disk_usage", lambda p: usage(10**6, 0, 2000))
+    monkeypatch.setattr(rundir.shutil, "disk_usage", lambda p: usage(10**6, 0, 3000))
     assert rundir.room_for_copy(last, 1e-300, warned)
 
 

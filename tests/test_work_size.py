@@ -5,6 +5,8 @@ model beyond the stated bound is refused in one line before any is allocated, by
 
 import resource
 
+import os
+
 import pytest
 
 from gentool.data import peek_geometry
@@ -194,3 +196,41 @@ def test_a_sweep_on_a_disk_too_small_for_one_trial_is_refused_writing_nothing(tm
     _free(monkeypatch, 1 << 40)
     listed = invoke("sweep", "vae", "--data", "mnist-sample", "--latent-dim", "2,3", "--out", out, "--list")
     assert listed.exit_code == 0 and not out.exists()
+
+
+@pytest.mark.parametrize("errno_, exit_code", [("ENOSPC", 1), ("EDQUOT", 1), ("EACCES", 2)])
+def test_a_write_check_on_a_full_disk_is_exit_1_not_a_bad_option(tmp_path, monkeypatch, errno_, exit_code):
+    """Attacker hour h26x, F6: `evaluate --out` on a full disk said "cannot be written (No space left on device)"
+    with exit 2, as a bad option; every write check (an output file, a run or sweep folder, the cache, couplings)
+    now exits 1 for a full disk, as the free-space checks and the batch-jobs guide say."""
+    import errno
+
+    from gentool import cache, paths, rundir
+
+    def full(*args, **kwargs):
+        raise OSError(getattr(errno, errno_), os.strerror(getattr(errno, errno_)))
+
+    monkeypatch.setattr(paths, "write_probe", full)
+    monkeypatch.setattr(cache, "write_probe", full)
+    for check in (lambda: paths.prepare_output(tmp_path / "e.json", "--out"),
+                  lambda: rundir.check_writable(tmp_path / "run"),
+                  lambda: cache.prepare_entry(tmp_path / "c" / "e.safetensors")):
+        with pytest.raises(Exception) as caught:
+            check()
+        assert caught.value.exit_code == exit_code, caught.value
+
+
+def test_a_resume_needs_room_for_its_next_save_before_it_starts(tmp_path, monkeypatch, invoke):
+    """Attacker hour h26x, F3: a resume on a disk with less room than one checkpoint passed its start check (it
+    counted only the step copies), trained a step, failed writing last.safetensors, and did the same each time it
+    was run again. It now needs room for last.safetensors' replacement and an epoch copy, before any work."""
+    out = tmp_path / "run"
+    first = invoke("train", "vae", "--data", "mnist-sample", "--limit", "32", "--epochs", "1", "--out", out)
+    assert first.exit_code == 0, first.stderr
+    size = (out / "last.safetensors").stat().st_size
+    _free(monkeypatch, int(1.5 * size))
+    result = invoke("train", "--resume", out, "--epochs", "2")
+    assert result.exit_code == 1 and "--resume: only" in result.stderr and "needs about" in result.stderr, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    _free(monkeypatch, 3 * size)
+    assert invoke("train", "--resume", out, "--epochs", "2").exit_code == 0
