@@ -270,8 +270,11 @@ class FromTeacher(TrainHook):
     """Starts a new student from the teacher's (averaged) weights, the network flow and ddpm share, and writes the
     teacher's grid from the noise of the student's epoch grids, to compare them side by side."""
 
-    def __init__(self, teacher: Checkpoint, settings: dict):
-        self.teacher, self.settings = teacher, settings
+    def __init__(self, teacher: Checkpoint, settings: dict, minutes: float | None = None):
+        self.teacher, self.settings, self.minutes = teacher, settings, minutes
+
+    def resume_minutes(self) -> float | None:
+        return self.minutes  # distill's --max-minutes, of which the student got what the drawing left
 
     def on_train_start(self, session, reporter):
         if session.step or session.opts.resume:
@@ -369,7 +372,7 @@ def distill(opts: DistillOptions, reporter: Reporter | None = None) -> dict:
             return _stopped_drawing(True, path, folder, reporter)
         if budget is not None:
             reporter.message(f"student: {budget:g} of --max-minutes {opts.max_minutes:g} min left for it")
-        result = train(student_options(opts, ckpt, folder, out, budget), reporter, [FromTeacher(ckpt, settings)])
+        result = train(student_options(opts, ckpt, folder, out, budget), reporter, [FromTeacher(ckpt, settings, opts.max_minutes)])
     return {**result, "teacher": str(path), "couplings": str(folder)}
 
 

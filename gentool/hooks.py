@@ -118,6 +118,11 @@ class TrainHook:
         option changed here is checked as the command line's (gentool.resume.check_changes); where and how the run
         starts (out, resume, overwrite) is not a hook's to change."""
 
+    def resume_minutes(self) -> float | None:
+        """The --max-minutes the line printed when the time budget stops the run asks for (None: the run's own). A
+        caller that gave the run what was left of a larger budget (distill's student) asks for that budget again."""
+        return None
+
     def on_train_start(self, session: RunView, reporter: Reporter) -> None:
         """The run is set up (its directory, model, data; `session.epoch`/`session.step` where a resume starts)."""
 

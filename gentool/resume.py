@@ -46,13 +46,15 @@ def command_name() -> str:
     return "python -m gentool" if Path(sys.argv[0]).name == "__main__.py" else "gentool"
 
 
-def resume_command(run_dir: Path, epochs: int, opts: TrainOptions | None = None, budget: bool = False) -> str:
+def resume_command(run_dir: Path, epochs: int, opts: TrainOptions | None = None, budget: bool = False,
+                   minutes: float | None = None) -> str:
     """The command that continues a run, quoted so that it runs as printed. The machine options this invocation was
     given (--threads, --device) come along: a resume never takes them from the run, and a user who limited the
     threads on a shared machine would not want the printed line to take every core. `budget`: the run stopped at
     its --max-minutes, which is this invocation's, not the run's; the line asks for as many minutes again (without
-    it, the printed command would train to --epochs with no bound)."""
-    machine = f" --max-minutes {opts.max_minutes:g}" if budget and opts is not None and opts.max_minutes else ""
+    it, the printed command would train to --epochs with no bound); `minutes`, when given, instead of the run's."""
+    minutes = minutes or (opts.max_minutes if opts is not None else None)
+    machine = f" --max-minutes {minutes:g}" if budget and minutes else ""
     if opts is not None and opts.threads:
         machine += f" --threads {opts.threads}"
     if opts is not None and opts.device not in (None, "auto"):

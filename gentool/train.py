@@ -324,10 +324,19 @@ def _run(session: Session, device: torch.device, reporter: Reporter, hooks: list
     return result(session)
 
 
+def _budget_line(session: Session, hooks: list[TrainHook]) -> str:
+    """The command that continues a run its --max-minutes stopped, asking for that budget again (or the one a
+    hook names: distill's student was given what the drawing left of the user's)."""
+    named = (getattr(h, "resume_minutes", lambda: None)() for h in hooks)  # a plugin's may not subclass TrainHook
+    minutes = next((float(m) for m in named if isinstance(m, (int, float)) and not isinstance(m, bool)
+                    and math.isfinite(m) and m > 0), None)
+    return resume_command(session.run_dir, session.opts.epochs, session.opts, budget=True, minutes=minutes)
+
+
 def _stop_for_time(session: Session, hooks: list[TrainHook], reporter: Reporter, where: str) -> None:
     """End a run whose --max-minutes ran out mid-epoch: save the resumable state and finish like a normal run."""
     session.stop_reason = (f"time budget of {session.opts.max_minutes:g} min used up {where}; resume with: "
-                           f"{resume_command(session.run_dir, session.opts.epochs, session.opts, budget=True)}")
+                           f"{_budget_line(session, hooks)}")
     if session.world.main:
         session.save(session.run_dir / rundir.LAST)
         write_metrics(session)
@@ -353,7 +362,7 @@ def _loop(session: Session, hooks: list[TrainHook], reporter: Reporter) -> None:
         stop = stop_code(session, time_up=epoch < opts.epochs, hook_stop=session.stop_reason is not None)
         if stop == TIME_UP:
             session.stop_reason = (f"time budget of {opts.max_minutes:g} min used up after epoch {epoch}; resume "
-                                   f"with: {resume_command(session.run_dir, opts.epochs, opts, budget=True)}")
+                                   f"with: {_budget_line(session, hooks)}")
         elif stop == HOOK_STOP:
             session.stop_reason = session.stop_reason or "stopped by rank 0's checks (see its output)"
         elif stop == SIGNALLED:

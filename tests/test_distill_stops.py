@@ -154,3 +154,17 @@ def test_a_hangup_reaches_the_drawing_inside_distills_own_stop_context():
             assert inner.signum == signal.SIGHUP and outer.signum is None and StopSignals.pending == signal.SIGHUP
     finally:
         signal.signal(signal.SIGHUP, previous)
+
+
+def test_the_students_budget_line_asks_for_the_users_budget_again():
+    """Attacker hour h26x, F4: a distill whose --max-minutes stopped the student printed `train --resume STUDENT
+    --max-minutes 0.02` (what the drawing had left), which run as printed trained one step a time."""
+    from types import SimpleNamespace
+
+    from gentool.distill import FromTeacher
+    from gentool.train import _budget_line
+
+    session = SimpleNamespace(run_dir="s", opts=SimpleNamespace(epochs=2, max_minutes=0.02, threads=1, device=None))
+    assert _budget_line(session, []).endswith("--epochs 2 --max-minutes 0.02 --threads 1")
+    hooks = [SimpleNamespace(resume_minutes=lambda: float("nan")), FromTeacher(None, {}, 0.3)]
+    assert _budget_line(session, hooks).endswith("--epochs 2 --max-minutes 0.3 --threads 1")
