@@ -58,6 +58,7 @@ _builtins_loaded = False
 _plugins_loaded = False
 _current_source = "built-in"
 _failed: dict[str, str] = {}  # model entry point name → the distribution whose plugin failed to load
+_ignored: list[str] = []  # plugin models register_model refused (a name taken or not allowed), in words
 _in_use: list[ModelEntry] = []  # plugin models looked up in this process: what an unexpected error is laid at
 _watch = None  # told each step that runs a plugin's code, then None when it ends (gentool.plugin_check's timer)
 
@@ -76,12 +77,12 @@ def register_model(name: str):
 
     def decorator(cls: type) -> type:
         key = name.lower()
-        if not valid_name(key):
-            warnings.warn(f"gentool: model {name!r} from {_current_source} ignored: {NAME_RULE}")
-            return cls
-        existing = _registry.get(key)
-        if existing is not None and existing.cls is not cls:
-            warnings.warn(f"gentool: model {key!r} from {_current_source} ignored: already provided by {existing.source}")
+        existing = _registry.get(key) if valid_name(key) else None
+        why = (NAME_RULE if not valid_name(key) else f"already provided by {existing.source}"
+               if existing is not None and existing.cls is not cls else None)
+        if why:  # warned, and `models --check` fails for it (an ignored model is a plugin that does not load)
+            warnings.warn(f"gentool: model {name!r} from {_current_source} ignored: {why}")
+            _ignored.append(f"{_current_source!r} (model {name!r} ignored: {why})")
             return cls
         cls.name = key
         # A built-in module may first be imported by a plugin's import (a hooks entry point importing its package,
@@ -246,7 +247,7 @@ def get_entry(name: str) -> ModelEntry:
 def unloaded(infos: list[ModelInfo]) -> list[str]:
     """The model plugins that failed to load in this process, and those of `infos` (`describe_models(load=True)`)
     whose class cannot be read, in words: what `gentool models --check` fails for."""
-    return ([entry_text(dist, name) for name, dist in _failed.items()]
+    return ([entry_text(dist, name) for name, dist in _failed.items()] + list(_ignored)
             + [f"{i.source!r} (model {i.name!r})" for i in infos if i.broken])
 
 

@@ -158,3 +158,17 @@ def test_a_model_name_that_cannot_name_a_run_folder_is_ignored_with_a_warning(na
         registry.register_model(name)(Odd)
     assert name.lower() not in {e.name for e in registry.list_models()}
     assert registry.valid_name("mlp-wgan-gp") and registry.valid_name("v2.1_x")
+    # `models --check` fails for it (attacker hour h26x, F7: it exited 0 with the model ignored)
+    assert any(f"(model {name!r} ignored" in line for line in registry.unloaded([]))
+    registry._ignored.clear()
+
+
+def test_a_plugin_model_named_as_a_built_in_fails_the_check(monkeypatch):
+    class Other:
+        pass
+
+    monkeypatch.setattr(registry, "_ignored", [])
+    monkeypatch.setattr(registry, "_failed", {})
+    with pytest.warns(UserWarning, match="'vae' from .* ignored: already provided by built-in"):
+        registry.register_model("vae")(Other)
+    assert registry.unloaded([]) == [f"{registry._current_source!r} (model 'vae' ignored: already provided by built-in)"]
