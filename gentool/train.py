@@ -353,6 +353,7 @@ def _loop(session: Session, hooks: list[TrainHook], reporter: Reporter) -> None:
     images, labels = session.data.images.to(device), session.data.labels.to(device)
     latents = None if session.data.latents is None else session.data.latents.to(device)
     session.model.train()
+    first = session.epoch
     for epoch in range(session.epoch + 1, opts.epochs + 1):
         # kept as the dict that hooks are shown (and add to) and metrics.json writes
         record = session.run.keep(run_epoch(session, epoch, images, labels, reporter, hooks, latents))
@@ -372,10 +373,23 @@ def _loop(session: Session, hooks: list[TrainHook], reporter: Reporter) -> None:
                 write_metrics(session)
                 reporter.message(session.stop_reason)
             break
+    else:
+        if session.epoch > first:  # (not after "nothing to do")
+            _say_epochs_ended(session, reporter)
     if session.world.main:
         with preserved_rng():
             _send(session, hooks, "on_train_end", reporter)
     barrier(session.world)  # as after a time stop: the ranks leave the process group together
+
+
+def _say_epochs_ended(session: Session, reporter: Reporter) -> None:
+    """With --max-minutes, a run that reached --epochs first says so: a new user's 3-minute run on a small folder
+    stopped after the default 10 epochs (30 steps) without a word of why it ended before its budget."""
+    opts = session.opts
+    if session.world.main and opts.max_minutes and session.deadline and time.monotonic() < session.deadline:
+        more = resume_command(session.run_dir, max(10 * opts.epochs, opts.epochs + 1), opts, budget=True)
+        reporter.message(f"done: --epochs {opts.epochs} reached before --max-minutes {opts.max_minutes:g} ran out; "
+                         f"to train on in a budget, raise --epochs: {more}")
 
 
 def _epoch_files(session: Session, record: dict, hooks: list[TrainHook], reporter: Reporter) -> None:

@@ -275,3 +275,14 @@ def test_the_by_class_warning_says_a_way_to_see_every_class_that_exists(k, said)
     from gentool.sampling import _all_rows
 
     assert _all_rows(k, 4).startswith(said)
+
+
+def test_a_run_that_reaches_its_epochs_before_its_budget_says_so(invoke, tmp_path):
+    """A new user's `train cflow --data FOLDER --max-minutes 3` stopped after the default 10 epochs (30 steps)
+    without a word of why it ended long before its budget (session 14's walk)."""
+    result = invoke("train", "vae", "--data", "mnist-sample", "--limit", "32", "--epochs", "1", "--max-minutes", "5",
+                    "--out", tmp_path / "r")
+    assert result.exit_code == 0, result.stderr
+    said = " ".join(result.stderr.split())  # (a long line may be wrapped)
+    assert "done: --epochs 1 reached before --max-minutes 5 ran out; to train on in a budget, raise --epochs: " in said
+    assert f"train --resume {tmp_path / 'r'} --epochs 10 --max-minutes 5" in said
