@@ -119,8 +119,9 @@ def score_stats(real: ImageStats, real_gaussian: tuple, gen: ImageStats, wanted,
     if boot:
         metrics.update(boot.intervals(metrics))
     if min(n, len(real)) < 1000 and {"kid", "pr"} & set(wanted):
-        notes.append(f"N={n} generated against {len(real)} real images is small: KID and precision/recall vary a lot "
-                     f"between seeds at this size")
+        which = f"{len(real):,} real images" if len(real) < n else f"{n:,} generated images"
+        notes.append(f"{which} (scored: {n:,} generated against {len(real):,} real) are few: KID and "
+                     f"precision/recall vary a lot between seeds at this size")
     return metrics, notes
 
 
