@@ -23,6 +23,7 @@ import torch
 import gentool
 from gentool import stops
 from gentool.checkpoint import load_checkpoint
+from gentool.device import use_threads
 from gentool.errors import GentoolError, UsageError, dims
 from gentool.export_formats import BATCH, WRITERS, Sampler, require, runtime_version
 from gentool.export_options import FORMATS, ExportOptions
@@ -36,6 +37,7 @@ def export(req: ExportOptions) -> dict:
     """Export the checkpoint's sampler, check its parity, then write the file and its JSON; returns the JSON."""
     out, meta_path = req.resolve()
     require(req.format, FORMATS[req.format][2])
+    use_threads(req.threads, torch.device("cpu"))  # (the checkpoint is exported from the CPU)
     ckpt = _load(req)
     model = ckpt.model.eval()
     settings = model.sample_settings(req.sample_options)

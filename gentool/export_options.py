@@ -39,6 +39,7 @@ class ExportOptions(SamplerOptions):
                               "(fp32, same latent codes; pixel values in [0, 1]); above it nothing is written.",
                               default=DEFAULT_TOLERANCE, metavar="T")
     overwrite: bool = option("Replace an existing file instead of refusing.", default=False)
+    threads: int | None = copy_option("threads")  # the parity check runs the sampler: as sample, on a shared node
 
     def resolve(self) -> tuple[Path, Path]:
         """Validate and work out (output file, its JSON), checking both can be written before any work."""
