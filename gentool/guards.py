@@ -62,7 +62,8 @@ class StopSignals:
         quiet_closed_terminal(signum)  # after SIGHUP: what follows would fail to reach the closed terminal
         name = signal.Signals(signum).name
         again = "stop at once" if self.raise_again else "exit at once"
-        print(f"\n{name} received: {self.doing} (send again to {again})", file=sys.stderr, flush=True)
+        lead = "\n" if sys.stderr.isatty() else ""  # ends a progress line drawn in place; a log gets no blank line
+        print(f"{lead}{name} received: {self.doing} (send again to {again})", file=sys.stderr, flush=True)
 
     def __enter__(self):
         if StopSignals._depth == 0:  # a new command (or library call): nothing asked of an earlier one carries over
