@@ -86,7 +86,7 @@ def peek_geometry(data: str, image_size: int | None = None) -> Geometry:
     elif is_couplings(data):
         geometry = manifest_geometry(Path(data).expanduser())
     elif Path(data).expanduser().is_dir():  # from every image's header: the geometry the folder decodes to
-        from gentool.folders import folder_geometry
+        from gentool.folder_cache import folder_geometry
 
         return folder_geometry(Path(data).expanduser(), image_size)
     else:

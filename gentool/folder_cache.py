@@ -293,3 +293,17 @@ def _prune(entry: Path, meta: dict) -> None:
 
 def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("._")[:40] or "folder"
+
+
+_GEOMETRIES: dict[tuple, Geometry] = {}  # per process: evaluate asks for a folder's geometry several times
+
+
+def folder_geometry(root: Path, image_size: int | None = None) -> Geometry:
+    """The geometry a folder's images decode to (from their headers, without decoding pixels; or from the cached
+    decoded images of the same files at the same size)."""
+    listing = list_folder(root)
+    memo = (str(root), image_size, tuple(map(str, listing.files)), tuple(listing.stamps))
+    if memo not in _GEOMETRIES:
+        # a folder train decoded: its cached array's shape (reading 50,000 headers again took 10-20 s)
+        _GEOMETRIES[memo] = cached_geometry(listing, image_size) or plan_geometry(*read_headers(listing), image_size)
+    return _GEOMETRIES[memo]

@@ -349,19 +349,3 @@ def skipped_lines(skipped: list[tuple[str, str, str]]) -> list[str]:
         more = f" and {len(items) - EXAMPLES:,} more" if len(items) > EXAMPLES else ""
         lines.append(f"skipped {len(items):,} {'file' if len(items) == 1 else 'files'} ({why}): {shown}{more}")
     return lines
-
-
-_GEOMETRIES: dict[tuple, Geometry] = {}  # per process: evaluate asks for a folder's geometry several times
-
-
-def folder_geometry(root: Path, image_size: int | None = None) -> Geometry:
-    """The geometry a folder's images decode to (from their headers, without decoding pixels; or from the cached
-    decoded images of the same files at the same size)."""
-    listing = list_folder(root)
-    memo = (str(root), image_size, tuple(map(str, listing.files)), tuple(listing.stamps))
-    if memo not in _GEOMETRIES:
-        from gentool.folder_cache import cached_geometry  # (it imports this module)
-
-        # a folder train decoded: its cached array's shape (reading 50,000 headers again took 10-20 s)
-        _GEOMETRIES[memo] = cached_geometry(listing, image_size) or plan_geometry(*read_headers(listing), image_size)
-    return _GEOMETRIES[memo]

@@ -105,10 +105,10 @@ def test_a_folder_is_listed_once_per_command_and_its_geometry_read_from_its_deco
         assert len(folders.list_folder(root).files) == 26 and len(listed) == 1
     folders.list_folder(root)
     assert len(listed) == 2  # outside the block: listed again (the folder may have changed)
-    monkeypatch.setattr(folders, "read_headers", lambda *a, **k: pytest.fail("headers read again"))
-    assert folders.folder_geometry(root, 16).shape == (3, 16, 16)
+    monkeypatch.setattr(folder_cache, "read_headers", lambda *a, **k: pytest.fail("headers read again"))
+    assert folder_cache.folder_geometry(root, 16).shape == (3, 16, 16)
     with pytest.raises(BaseException, match="headers read again"):
-        folders.folder_geometry(root, 15)  # not in the cache at that size: read from the headers
+        folder_cache.folder_geometry(root, 15)  # not in the cache at that size: read from the headers
 
 
 def test_the_split_of_an_unlabelled_folder_is_said_as_parts_of_the_whole(tmp_path):

@@ -207,7 +207,8 @@ def evaluate(req: EvalOptions, reporter: Reporter | None = None) -> dict:
     if count < MIN_N:
         raise UsageError(f"SOURCE: {source.path} holds {count} images; evaluation needs at least {MIN_N}")
     plan = IntervalPlan(req.intervals, float(req.level))
-    if reporter is not None:  # before the extractor and the real statistics are read (or made): seconds of silence
+    if reporter is not None and req.extractor != INCEPTION:  # before the extractor and statistics load (seconds)
+        # (Inception's weights are the user's file, checked first: a refusal of them stays one line)
         reporter.message(f"scoring {count:,} samples of {source.path} against {reference.describe_split(req.split)}")
     evaluator = _evaluator(req, reference, device, reporter, plan)
     labels = source.labels(count)
