@@ -101,4 +101,4 @@ def test_a_real_set_no_larger_than_the_feature_dimension_is_noted():
     assert np.isfinite(metrics["fid"])
     assert any(f"the real set has 6 images, not above the feature dimension {real.features.shape[1]}" in note
                for note in notes), notes
-    assert any("against 6 real images is small" in note for note in notes), notes
+    assert any("6 real images (scored: 300 generated against 6 real) are few" in note for note in notes), notes
