@@ -372,7 +372,8 @@ def distill(opts: DistillOptions, reporter: Reporter | None = None) -> dict:
             return _stopped_drawing(True, path, folder, reporter)
         if budget is not None:
             reporter.message(f"student: {budget:g} of --max-minutes {opts.max_minutes:g} min left for it")
-        result = train(student_options(opts, ckpt, folder, out, budget), reporter, [FromTeacher(ckpt, settings, opts.max_minutes)])
+        hooks = [FromTeacher(ckpt, settings, opts.max_minutes)]
+        result = train(student_options(opts, ckpt, folder, out, budget), reporter, hooks)
     return {**result, "teacher": str(path), "couplings": str(folder)}
 
 

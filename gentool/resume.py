@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import math
 import os
 import shlex
 import sys
+import time
 import typing
 import warnings
 from dataclasses import dataclass, field
@@ -60,6 +62,25 @@ def resume_command(run_dir: Path, epochs: int, opts: TrainOptions | None = None,
     if opts is not None and opts.device not in (None, "auto"):
         machine += f" --device {shlex.quote(str(opts.device))}"
     return f"{command_name()} train --resume {shlex.quote(str(run_dir))} --epochs {epochs}{machine}"
+
+
+def budget_line(session, hooks) -> str:
+    """The command that continues a run its --max-minutes stopped, asking for that budget again (or the one a
+    hook names: distill's student was given what the drawing left of the user's)."""
+    named = (getattr(h, "resume_minutes", lambda: None)() for h in hooks)  # a plugin's may not subclass TrainHook
+    minutes = next((float(m) for m in named if isinstance(m, (int, float)) and not isinstance(m, bool)
+                    and math.isfinite(m) and m > 0), None)
+    return resume_command(session.run_dir, session.opts.epochs, session.opts, budget=True, minutes=minutes)
+
+
+def say_epochs_ended(session, reporter) -> None:
+    """With --max-minutes, a run that reached --epochs first says so: a new user's 3-minute run on a small folder
+    stopped after the default 10 epochs (30 steps) without a word of why it ended before its budget."""
+    opts = session.opts
+    if session.world.main and opts.max_minutes and session.deadline and time.monotonic() < session.deadline:
+        more = resume_command(session.run_dir, max(10 * opts.epochs, opts.epochs + 1), opts, budget=True)
+        reporter.message(f"done: --epochs {opts.epochs} reached before --max-minutes {opts.max_minutes:g} ran out; "
+                         f"to train on in a budget, raise --epochs: {more}")
 
 
 def plan(opts: TrainOptions) -> Start:

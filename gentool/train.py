@@ -45,7 +45,7 @@ from gentool.guards import (
 from gentool.images import make_grid, to_uint8, write_png
 from gentool.progress import Reporter
 from gentool.registry import plugin_failure, plugin_source
-from gentool.resume import plan, resume_command, setup_hooks
+from gentool.resume import budget_line, plan, resume_command, say_epochs_ended, setup_hooks
 from gentool.session import (
     HOOK_STOP,
     SIGNALLED,
@@ -324,19 +324,10 @@ def _run(session: Session, device: torch.device, reporter: Reporter, hooks: list
     return result(session)
 
 
-def _budget_line(session: Session, hooks: list[TrainHook]) -> str:
-    """The command that continues a run its --max-minutes stopped, asking for that budget again (or the one a
-    hook names: distill's student was given what the drawing left of the user's)."""
-    named = (getattr(h, "resume_minutes", lambda: None)() for h in hooks)  # a plugin's may not subclass TrainHook
-    minutes = next((float(m) for m in named if isinstance(m, (int, float)) and not isinstance(m, bool)
-                    and math.isfinite(m) and m > 0), None)
-    return resume_command(session.run_dir, session.opts.epochs, session.opts, budget=True, minutes=minutes)
-
-
 def _stop_for_time(session: Session, hooks: list[TrainHook], reporter: Reporter, where: str) -> None:
     """End a run whose --max-minutes ran out mid-epoch: save the resumable state and finish like a normal run."""
     session.stop_reason = (f"time budget of {session.opts.max_minutes:g} min used up {where}; resume with: "
-                           f"{_budget_line(session, hooks)}")
+                           f"{budget_line(session, hooks)}")
     if session.world.main:
         session.save(session.run_dir / rundir.LAST)
         write_metrics(session)
@@ -363,7 +354,7 @@ def _loop(session: Session, hooks: list[TrainHook], reporter: Reporter) -> None:
         stop = stop_code(session, time_up=epoch < opts.epochs, hook_stop=session.stop_reason is not None)
         if stop == TIME_UP:
             session.stop_reason = (f"time budget of {opts.max_minutes:g} min used up after epoch {epoch}; resume "
-                                   f"with: {_budget_line(session, hooks)}")
+                                   f"with: {budget_line(session, hooks)}")
         elif stop == HOOK_STOP:
             session.stop_reason = session.stop_reason or "stopped by rank 0's checks (see its output)"
         elif stop == SIGNALLED:
@@ -375,21 +366,11 @@ def _loop(session: Session, hooks: list[TrainHook], reporter: Reporter) -> None:
             break
     else:
         if session.epoch > first:  # (not after "nothing to do")
-            _say_epochs_ended(session, reporter)
+            say_epochs_ended(session, reporter)
     if session.world.main:
         with preserved_rng():
             _send(session, hooks, "on_train_end", reporter)
     barrier(session.world)  # as after a time stop: the ranks leave the process group together
-
-
-def _say_epochs_ended(session: Session, reporter: Reporter) -> None:
-    """With --max-minutes, a run that reached --epochs first says so: a new user's 3-minute run on a small folder
-    stopped after the default 10 epochs (30 steps) without a word of why it ended before its budget."""
-    opts = session.opts
-    if session.world.main and opts.max_minutes and session.deadline and time.monotonic() < session.deadline:
-        more = resume_command(session.run_dir, max(10 * opts.epochs, opts.epochs + 1), opts, budget=True)
-        reporter.message(f"done: --epochs {opts.epochs} reached before --max-minutes {opts.max_minutes:g} ran out; "
-                         f"to train on in a budget, raise --epochs: {more}")
 
 
 def _epoch_files(session: Session, record: dict, hooks: list[TrainHook], reporter: Reporter) -> None:

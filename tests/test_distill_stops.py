@@ -162,9 +162,9 @@ def test_the_students_budget_line_asks_for_the_users_budget_again():
     from types import SimpleNamespace
 
     from gentool.distill import FromTeacher
-    from gentool.train import _budget_line
+    from gentool.resume import budget_line
 
     session = SimpleNamespace(run_dir="s", opts=SimpleNamespace(epochs=2, max_minutes=0.02, threads=1, device=None))
-    assert _budget_line(session, []).endswith("--epochs 2 --max-minutes 0.02 --threads 1")
+    assert budget_line(session, []).endswith("--epochs 2 --max-minutes 0.02 --threads 1")
     hooks = [SimpleNamespace(resume_minutes=lambda: float("nan")), FromTeacher(None, {}, 0.3)]
-    assert _budget_line(session, hooks).endswith("--epochs 2 --max-minutes 0.3 --threads 1")
+    assert budget_line(session, hooks).endswith("--epochs 2 --max-minutes 0.3 --threads 1")
