@@ -74,6 +74,19 @@ def home_folder(name: str, what: str) -> Path | None:
     return path
 
 
+def omp_threads(environ=None) -> str | None:
+    """A problem with $OMP_NUM_THREADS, as a warning's text; None when it is unset or OpenMP's own syntax (threads
+    per nesting level, comma-separated, each from 1 to 4,096, in ASCII digits). gentool does not read it, but the
+    OpenMP runtime under torch does, and drops a value it cannot read without a word: a batch script's typo then
+    ran on every core. Warned about, not refused: it is not gentool's variable, and `--threads N` overrides it."""
+    value = (os.environ if environ is None else environ).get("OMP_NUM_THREADS")
+    if value is None or all(re.fullmatch(r"[0-9]{1,4}", v) and 1 <= int(v) <= 4096 for v in value.split(",")):
+        return None
+    return (f"OMP_NUM_THREADS: got {clipped(value)!r}; expected a number of threads from 1 to 4,096 (or OpenMP's "
+            f"comma-separated list) written with the digits 0-9; the OpenMP runtime ignores it (--threads N sets "
+            f"gentool's threads)")
+
+
 def columns(environ=None) -> str | None:
     """A problem with $COLUMNS (rich, which draws gentool's tables, reads it: with int(), so '١٢' would be 12
     columns), as a warning's text; None when it is unset or a width from 1 to MAX_COLUMNS in ASCII digits."""

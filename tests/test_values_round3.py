@@ -330,3 +330,18 @@ def test_other_commands_on_an_input_not_there_make_no_folder(tmp_path, entry_poi
     """The class of the test above: export writes beside the checkpoint, evaluate to --out."""
     one_line(entry_point(*args, cwd=tmp_path), 2, "does not exist")
     assert not (tmp_path / "nodir").exists() and not (tmp_path / "nodir2").exists()
+
+
+def test_an_omp_num_threads_openmp_cannot_read_is_warned_about(tmp_path, entry_point, monkeypatch):
+    """Attacker hour h26x, F8: OMP_NUM_THREADS of '٢', '-1', 'abc', '' or 99999999999 were dropped by the OpenMP
+    runtime without a word (a batch script's typo then ran on every core). A warning now names it; OpenMP's own
+    list syntax ('4,2') and plain counts pass."""
+    from gentool.environment import omp_threads
+
+    for bad in ("٢", "-1", "abc", "", "99999999999", "0", "4,,2", " 2"):
+        assert omp_threads({"OMP_NUM_THREADS": bad}).startswith("OMP_NUM_THREADS: got "), bad
+    assert all(omp_threads({"OMP_NUM_THREADS": good}) is None for good in ("1", "4,2", "4096"))
+    assert omp_threads({}) is None
+    monkeypatch.setenv("OMP_NUM_THREADS", "abc")
+    done = entry_point("models", "--json", cwd=tmp_path)
+    assert done.returncode == 0 and "OMP_NUM_THREADS: got 'abc'" in done.stderr, done.stderr

@@ -188,11 +188,11 @@ def main() -> None:
 
 
 def _run() -> int:
-    from gentool.environment import columns
+    from gentool.environment import columns, omp_threads
 
-    problem = columns()
-    if problem is not None:  # the display's: warned about and left out (see gentool.environment)
-        warnings.warn(problem)
+    for problem in (columns(), omp_threads()):  # warned about and left out (see gentool.environment)
+        if problem is not None:
+            warnings.warn(problem)
     from gentool.installed import hide_unreadable
 
     hide_unreadable()  # before any command imports torch (which, with triton, reads every package's entry points)
