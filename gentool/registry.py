@@ -77,9 +77,11 @@ def register_model(name: str):
 
     def decorator(cls: type) -> type:
         key = name.lower()
-        existing = _registry.get(key) if valid_name(key) else None
-        why = (NAME_RULE if not valid_name(key) else f"already provided by {existing.source}"
-               if existing is not None and existing.cls is not cls else None)
+        why = None
+        if not valid_name(key):
+            why = NAME_RULE
+        elif (existing := _registry.get(key)) is not None and existing.cls is not cls:
+            why = f"already provided by {existing.source}"
         if why:  # warned, and `models --check` fails for it (an ignored model is a plugin that does not load)
             warnings.warn(f"gentool: model {name!r} from {_current_source} ignored: {why}")
             _ignored.append(f"{_current_source!r} (model {name!r} ignored: {why})")
