@@ -157,13 +157,16 @@ def check_room(run_dir: Path, opts, steps: int, need_bytes: int = 0, arg: str = 
                                      f"({fileio.cause(exc)}; tried {tried})") from None
 
 
-def run_bytes(model, opts, steps: int | None) -> int:
+def run_bytes(model, opts, steps: int | None, resumed: bool = False) -> int:
     """The disk a run of `model` with these train options and up to `steps` steps asks for before it starts: four
-    checkpoints (last, best, an epoch copy and one being written) and the step copies --checkpoint-minutes keeps.
-    train checks its own run against it; distill its student's, sweep its largest trial's, before any work."""
+    checkpoints (last, best, an epoch copy and one being written) and the step copies --checkpoint-minutes keeps;
+    `resumed` (last and best are there already): two, last.safetensors' replacement (a temporary until it is renamed
+    over the old one) and an epoch or best copy, and the copies (a resume that counted only the copies passed on a
+    nearly full disk and failed at its first save, every time it was run again). train checks its own run against
+    it; distill its student's, sweep its largest trial's, before any work."""
     from gentool.checkpoint import checkpoint_size_hint
 
-    return (4 + kept_copies(opts, steps)) * checkpoint_size_hint(model)
+    return ((2 if resumed else 4) + kept_copies(opts, steps)) * checkpoint_size_hint(model)
 
 
 def kept_copies(opts, steps: int | None) -> int:

@@ -16,7 +16,6 @@ import torch
 import gentool
 from gentool import rundir
 from gentool.checkpoint import (
-    checkpoint_size_hint,
     load_checkpoint,
     restore_rng,
     save_checkpoint,
@@ -270,11 +269,7 @@ def resume_session(opts: TrainOptions, device: torch.device, precision: Precisio
     check_resumed_data(ckpt_path, ckpt, data, opts.data)
     if world.main:  # more epochs name longer files (epoch_10000), a new --tensorboard DIR another folder
         steps = opts.epochs * -(-len(data) // (ckpt.model.config.batch_size * world.size))
-        copies = rundir.kept_copies(opts, steps - int(ckpt.state["step"]))
-        # what the run writes beside what it has: last.safetensors' replacement (a temporary until it is renamed
-        # over the old one), an epoch or best copy, and the step copies (without the first two, a resume on a
-        # nearly full disk passed this check and failed at its first save, every time it was run again)
-        need = (2 + copies) * checkpoint_size_hint(ckpt.model)
+        need = rundir.run_bytes(ckpt.model, opts, steps - int(ckpt.state["step"]), resumed=True)
         rundir.check_room(ckpt_path.parent, opts, steps, need, arg="--resume")
     optimizers = ckpt.model.build_optimizers()
     ckpt.load_optimizers(optimizers)
