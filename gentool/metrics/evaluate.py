@@ -195,12 +195,7 @@ def evaluate(req: EvalOptions, reporter: Reporter | None = None) -> dict:
         prepare(source.checkpoint.model, device, precision.used)
     wanted = _metric_plan(wanted, source, explicit=req.metrics.strip().lower() != "all")
     settings = _sample_settings(source, req.sample_options)
-    data = req.data or source.data_spec
-    if not data:
-        raise UsageError("--data: missing; say which data set SOURCE imitates: mnist, cifar10, mnist-sample or a "
-                         "folder of images")
-    # a folder: at the size the model was trained at
-    reference = _reference(data, req, source, reporter).sized_for(source.shape)
+    reference = _reference(req, source, reporter)
     wanted, class_notes = _class_plan(wanted, req, reference, explicit=req.metrics.strip().lower() != "all")
     check_geometry(source, reference_geometry(reference).shape, reference.spec, own_shape(reference))
     count = source.count(req.n)
@@ -266,11 +261,16 @@ def _sample_settings(source: Source, given: dict) -> dict:
     return {}
 
 
-def _reference(data: str, req: EvalOptions, source: Source, reporter: Reporter | None) -> Reference:
-    """The real data to score against: --data (and --data-dir), else what the checkpoint was trained on, in the
-    --data-dir it was trained with (a run on a cluster's scratch copy of MNIST is scored there without repeating
-    it) while that folder holds the data as it is: the folder is named by a file, so it is only read, never made,
-    written or downloaded into (else a note, and $GENTOOL_DATA or the cache folder as with none recorded)."""
+def _reference(req: EvalOptions, source: Source, reporter: Reporter | None) -> Reference:
+    """The real data to score against (a folder's at the size the model was trained at): --data (and --data-dir),
+    else what the checkpoint was trained on, in the --data-dir it was trained with (a run on a cluster's scratch
+    copy of MNIST is scored there without repeating it) while that folder holds the data as it is: the folder is
+    named by a file, so it is only read, never made, written or downloaded into (else a note, and $GENTOOL_DATA or
+    the cache folder as with none recorded)."""
+    data = req.data or source.data_spec
+    if not data:
+        raise UsageError("--data: missing; say which data set SOURCE imitates: mnist, cifar10, mnist-sample or a "
+                         "folder of images")
     recorded = None if req.data or req.data_dir else source.data_dir
     data_dir = req.data_dir
     if recorded and os.path.isabs(recorded) and holds_data(data.lower(), Path(recorded)):
@@ -279,12 +279,13 @@ def _reference(data: str, req: EvalOptions, source: Source, reporter: Reporter |
         reporter.message(f"note: SOURCE was trained with --data-dir {recorded}, which does not hold {data} now "
                          f"(gentool never downloads into it); using the default data folder (--data-dir to choose)")
     try:
-        return resolve_reference(data, data_dir)
+        reference = resolve_reference(data, data_dir)
     except UsageError:
         if req.data:
             raise
         raise UsageError(f"--data: SOURCE was trained on {data!r}, which is not found from here; pass --data "
                          f"(and --data-dir) to name the real data") from None
+    return reference.sized_for(source.shape)
 
 
 def _checkpoint_info(source: Source) -> dict:
