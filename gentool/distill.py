@@ -279,7 +279,9 @@ class FromTeacher(TrainHook):
     def on_train_start(self, session, reporter):
         if session.step or session.opts.resume:
             return
-        session.model.unet.load_state_dict(self.teacher.model.unet.state_dict())
+        # strict=False for a slim student (or teacher): the teacher's block a slim student leaves out is not taken,
+        # and one a slim teacher lacks keeps the student's own start, the identity (shapes are still checked)
+        session.model.unet.load_state_dict(self.teacher.model.unet.state_dict(), strict=False)
         if session.ema is not None:  # the average starts from the weights the student starts from
             session.ema.restart(session.model)
         session.history["events"].append({"epoch": 0, "step": 0, "kind": "initialised", "message": "the "
@@ -289,6 +291,7 @@ class FromTeacher(TrainHook):
         write_png(session.run_dir / rundir.SAMPLES / TEACHER_GRID, make_grid(to_uint8(images), GRID, GRID))
         c = session.model.config
         critic = f", with a critic of weight {c.adversarial:g}" if c.adversarial else ""
+        critic += ", slim" if c.slim else ""
         steps = f"{c.sample_steps} step{'s' if c.sample_steps != 1 else ''}"
         reporter.message(f"student: {STUDENT} ({steps}{critic}), from the teacher's weights; "
                          f"teacher's grid: {session.run_dir / rundir.SAMPLES / TEACHER_GRID}")
@@ -312,7 +315,7 @@ def student_options(opts: DistillOptions, ckpt: Checkpoint, folder: Path, out: P
                         epochs=opts.epochs or recipe["epochs"], data_dir=_teacher_data_dir(ckpt.path),
                         width=config["width"],
                         batch_size=opts.batch_size or recipe["batch_size"], lr=opts.lr or recipe["lr"],
-                        ema=recipe["ema"], params={**params, "sample_steps": opts.steps}, seed=opts.seed,
+                        ema=recipe["ema"], params={**params, "sample_steps": opts.steps, "slim": opts.slim}, seed=opts.seed,
                         device=opts.device, precision=opts.precision, threads=opts.threads,
                         overwrite=opts.overwrite, checkpoint_every=opts.checkpoint_every,
                         max_minutes=minutes)

@@ -19,7 +19,7 @@ from gentool.device import choose_precision, pick_device, prepare, use_threads
 from gentool.errors import ConfigError, GentoolError, UsageError, bad_value
 from gentool.links import LinkRefused, refuse_linked
 from gentool.parsing import MAX_GRID_SIDE
-from gentool.paths import check_input_file, nearest_folder, prepare_output
+from gentool.paths import check_input_file, nearest_folder, prepare_output, require_free
 from gentool.images import NpzWriter, make_grid, png_name, to_uint8, write_gif, write_grid, write_png_folder
 from gentool.sample_options import MAX_SAMPLES, SampleOptions
 from gentool.progress import Reporter, announced
@@ -51,13 +51,13 @@ def _check_target(kind: str, out: Path, overwrite: bool, n: int) -> None:
 
 def _check_room(folder: Path, n: int) -> None:
     """Refuse a PNG folder that cannot fit, before any drawing: each file takes at least one block of the file
-    system (a lower bound: the PNGs themselves are larger), so n files need n blocks."""
+    system (a lower bound: the PNGs themselves are larger), so n files need n blocks. (An .npz has no such check:
+    its compressed size is not known before the drawing, and its writer streams, so a full disk stops it as soon
+    as it fills, leaving no file.)"""
     stat = os.statvfs(nearest_folder(folder))
-    need, free = n * stat.f_frsize, stat.f_bavail * stat.f_frsize
-    if stat.f_blocks and need > free:  # (a file system that reports no size, /proc's, is judged by the write probe)
-        raise GentoolError(f"--out: only {free / 2**20:,.1f} MiB free in {folder}; {n:,} PNG files need at least "
-                           f"{need / 2**20:,.1f} MiB (one {stat.f_frsize:,}-byte block each); free space or ask for "
-                           f"fewer (--n) or an .npz")
+    if stat.f_blocks:  # (a file system that reports no size, /proc's, is judged by the write probe)
+        require_free(folder, n * stat.f_frsize, "--out", f"writing {n:,} PNG files (one {stat.f_frsize:,}-byte "
+                     f"block each at least)", "free space or ask for fewer (--n) or an .npz")
 
 
 def sample(req: SampleOptions, reporter: Reporter | None = None) -> dict:

@@ -302,3 +302,40 @@ def test_an_evaluation_of_a_student_names_its_teacher():
                                         weights="ema", data=data)
     assert _checkpoint_info(SimpleNamespace(checkpoint=ckpt({"teacher": teacher})))["teacher"] == teacher
     assert "teacher" not in _checkpoint_info(SimpleNamespace(checkpoint=ckpt({"name": "mnist"})))
+
+
+def test_a_slim_student_leaves_out_the_teachers_first_block_and_starts_from_the_rest(teacher, tmp_path):
+    """--slim (measured in benchmarks/RESULTS.md, "A slim student"): the student's network has no first
+    full-resolution residual block; every other tensor starts as the teacher's."""
+    from gentool.checkpoint import load_checkpoint
+
+    out = tmp_path / "slim"
+    result = run("distill", teacher, "--out", out, "--epochs", "1", "--slim", "--lr", "1e-12", *FAST)
+    assert result.exit_code == 0, result.output
+    t = load_checkpoint(teacher / "last.safetensors").model.unet.state_dict()
+    s = load_checkpoint(out / "last.safetensors").model
+    assert s.config.slim and s.sample_settings() == {"steps": 2, "solver": "euler"}
+    own = s.unet.state_dict()
+    assert not any(k.startswith("down.0.") for k in own) and set(own) < set(t)
+    assert all(torch.allclose(own[k], t[k], atol=1e-6) for k in own if own[k].is_floating_point())
+    refused = run("distill", "--resume", out, "--slim")
+    assert refused.exit_code == 2 and "--slim: not allowed with --resume" in refused.output
+
+
+def test_a_slim_network_is_the_teachers_when_its_first_block_is_still_the_identity():
+    from gentool.models.flow import Flow, FlowConfig
+    from gentool.models.reflow import Reflow, ReflowConfig
+
+    torch.manual_seed(0)
+    geometry = dict(channels=1, image_height=8, image_width=8, width=0.25)
+    teacher, slim = Flow(FlowConfig(**geometry)), Reflow(ReflowConfig(**geometry, slim=True))
+    for p in teacher.unet.parameters():  # a teacher with every weight non-zero but its first block's last conv
+        torch.nn.init.normal_(p, std=0.1)
+    torch.nn.init.zeros_(teacher.unet.down[0].conv2.weight), torch.nn.init.zeros_(teacher.unet.down[0].conv2.bias)
+    slim.unet.load_state_dict(teacher.unet.state_dict(), strict=False)
+    x, t = torch.randn(3, 1, 8, 8), torch.rand(3)
+    assert torch.allclose(slim.unet(x, t), teacher.unet(x, t), atol=1e-6)
+    torch.nn.init.normal_(teacher.unet.down[0].conv2.weight, std=0.1)  # once the block does something: not equal
+    assert not torch.allclose(slim.unet(x, t), teacher.unet(x, t), atol=1e-4)
+    with pytest.raises(Exception, match="slim"):
+        ReflowConfig(**geometry, slim="yes").validate()

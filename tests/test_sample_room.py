@@ -13,9 +13,11 @@ from gentool.errors import GentoolError
 
 
 def test_a_folder_that_cannot_hold_n_files_is_refused_before_it_is_made(tmp_path, monkeypatch):
-    monkeypatch.setattr(sampling.os, "statvfs", lambda p: SimpleNamespace(f_frsize=4096, f_bavail=100, f_blocks=9))
+    stat = SimpleNamespace(f_frsize=4096, f_bavail=100, f_bfree=100, f_blocks=9)
+    monkeypatch.setattr(sampling.os, "statvfs", lambda p: stat)
     out = tmp_path / "new" / "pngs"
-    with pytest.raises(GentoolError, match=r"--out: only 0\.4 MiB free .* 5,000 PNG files need at least 19\.5 MiB"):
+    with pytest.raises(GentoolError, match=r"--out: only 0\.4 MiB free .*; writing 5,000 PNG files \(one 4,096-byte "
+                                           r"block each at least\) needs about 19\.5 MiB"):
         sampling._check_room(out, 5000)
     assert not (tmp_path / "new").exists()
     sampling._check_room(out, 100)  # fits: no refusal
