@@ -31,9 +31,12 @@ from time_to_quality import host, log_run
 from gentool import api
 
 
+PRECISION: list[str] = []  # --precision P for every gentool command, when given
+
+
 def steps_args(steps: int | None) -> list[str]:
-    """The command-line sampler steps of a row (none: the checkpoint's own sampler)."""
-    return ["--steps", str(steps)] if steps else []
+    """The command-line sampler steps of a row (none: the checkpoint's own sampler), and --precision if given."""
+    return (["--steps", str(steps)] if steps else []) + PRECISION
 
 
 def evaluate(ckpt: Path, steps: int | None, args, out: Path, log: Path) -> dict:
@@ -47,10 +50,18 @@ def evaluate(ckpt: Path, steps: int | None, args, out: Path, log: Path) -> dict:
     return json.loads(path.read_text())
 
 
+def own_steps(ckpt: Path) -> int | None:
+    """The sampler steps a checkpoint draws with by default (what evaluate's result says, without evaluating)."""
+    from gentool.checkpoint import load_checkpoint
+
+    return load_checkpoint(ckpt).model.sample_settings().get("steps")
+
+
 def draw_seconds(ckpt: Path, steps: int | None, args) -> float:
     """Seconds `api.sample` takes to draw N images."""
     start = time.perf_counter()
-    images = api.sample(ckpt, args.n, seed=args.seed, **({"steps": steps} if steps else {}))
+    images = api.sample(ckpt, args.n, seed=args.seed, **({"steps": steps} if steps else {}),
+                        **({"precision": args.precision} if args.precision else {}))
     seconds = time.perf_counter() - start
     assert images.shape[0] == args.n
     return seconds
@@ -82,7 +93,7 @@ def side_by_side(rows: list[dict], out: Path) -> Path:
     fig, axes = plt.subplots(1, len(rows), figsize=(3.2 * len(rows), 3.6))
     for ax, row in zip(axes if len(rows) > 1 else [axes], rows):
         ax.imshow(Image.open(row["grid"]), cmap="gray")
-        ax.set_title(f"{row['label']}\nFID {row['fid']:.2f}", fontsize=9)
+        ax.set_title(row["label"] + ("" if row["fid"] is None else f"\nFID {row['fid']:.2f}"), fontsize=9)
         ax.axis("off")
     fig.tight_layout()
     path = out / "grids.png"
@@ -95,12 +106,16 @@ def table(rows: list[dict], args) -> str:
     lines = ["| sampler | network evaluations | FID [95 % interval] | classes | vs teacher's FID | draw N (s) | "
              "faster than the teacher | `gentool sample --n N` (s) |", "|---|---|---|---|---|---|---|---|"]
     for row in rows:
-        lo, hi = row["fid_ci"]
-        lines.append(f"| {row['label']} | {row['evaluations']} | {row['fid']:.2f} [{lo:.2f}, {hi:.2f}] | "
-                     f"{row['classes']}/10 | {row['fid'] / teacher['fid'] - 1:+.1%} | {row['draw_seconds']:.1f} | "
+        if row["fid"] is None:  # --time-only
+            quality = "– | – | –"
+        else:
+            lo, hi = row["fid_ci"]
+            quality = (f"{row['fid']:.2f} [{lo:.2f}, {hi:.2f}] | {row['classes']}/10 | "
+                       f"{row['fid'] / teacher['fid'] - 1:+.1%}")
+        lines.append(f"| {row['label']} | {row['evaluations'] or '–'} | {quality} | {row['draw_seconds']:.1f} | "
                      f"{teacher['draw_seconds'] / row['draw_seconds']:.1f}× | {row['command_seconds']:.1f} |")
     when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
-    return "\n".join([f"Host: {host()}; {args.threads} thread(s); {when}.",
+    return "\n".join([f"Host: {host()}; {args.threads} thread(s); precision {args.precision or 'auto'}; {when}.",
                       f"N = {args.n}, seed {args.seed}, gentool evaluate --metrics fid,modes (the data set's "
                       "extractor, its test split). Draw N: api.sample's time for N images, the fastest of "
                       f"{args.repeats} alternating rounds.", "", *lines])
@@ -117,7 +132,13 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", default="bench-distill")
+    parser.add_argument("--time-only", action="store_true",
+                        help="drawing times and grids only, no FID (scored apart, e.g. on a busy machine)")
+    parser.add_argument("--precision", choices=("fp32", "bf16"),
+                        help="every row's sampling precision (default: gentool's auto, decided per command by a "
+                             "probe, which a busy machine can sway between rows)")
     args = parser.parse_args()
+    PRECISION[:] = ["--precision", args.precision] if args.precision else []
     torch.set_num_threads(args.threads)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -129,6 +150,11 @@ def main() -> None:
              for s in args.students for k in args.student_steps.split(",")]
     rows = []
     for ckpt, steps, label in runs:
+        if args.time_only:
+            rows.append({"label": label, "checkpoint": str(ckpt), "steps": steps, "fid": None, "fid_ci": None,
+                         "classes": None, "evaluations": steps or own_steps(ckpt),
+                         "grid": str(grid(ckpt, steps, args, out, log))})
+            continue
         result = evaluate(ckpt, steps, args, out, log)
         metrics = result["metrics"]
         rows.append({"label": label, "checkpoint": str(ckpt), "steps": steps, "fid": metrics["fid"],

@@ -108,7 +108,7 @@ def train(model: str | TrainOptions | None = None, reporter: Reporter | None = N
 
 
 def sample(checkpoint: str | Path, n: int, **values):
-    """`n` images drawn from a checkpoint, exactly those `gentool sample CHECKPOINT --n N` writes to an .npz for the
+    """`n` images drawn from a checkpoint, exactly those `gentool sample CKPT --n N` writes to an .npz for the
     same options: a uint8 numpy array N×H×W×C. Keywords: seed, device, weights, precision, the sampler's settings
     (steps, solver, guidance, sampler={NAME: VALUE}) and label (a class, as --class)."""
     from gentool.sample_options import DrawOptions, SampleOptions

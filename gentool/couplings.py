@@ -153,11 +153,13 @@ def _read_part(path: Path, manifest: dict, arg: str, rows: int) -> dict[str, tor
                 if sl.get_dtype() != dtype or tuple(sl.get_shape()) != shape:
                     raise GentoolError(f"{arg}: {path}: tensor {key} is {sl.get_dtype()} {dims(sl.get_shape())}; "
                                        f"expected {dtype} {dims(shape)}")
-            whole = meta.get("sha256") is not None  # the digest is of whole tensors: all rows are read
-            tensors = {k: f.get_slice(k)[:manifest["part"] if whole else rows] for k in expected}
+            if not isinstance(meta.get("sha256"), str):  # a missing digest checks nothing: damage, as a wrong one
+                raise GentoolError(f"{arg}: {path}: its header has no sha256, the digest its values are checked "
+                                   f"against")
+            tensors = {k: f.get_slice(k)[:manifest["part"]] for k in expected}  # the digest is of whole tensors
     except (SafetensorError, OSError, MemoryError) as exc:  # MemoryError: a part too large to map in this process
         raise GentoolError(f"{arg}: {path} is not a readable couplings part ({exc})") from None
-    if whole and tensors_digest(tensors) != meta["sha256"]:
+    if tensors_digest(tensors) != meta["sha256"]:
         raise GentoolError(f"{arg}: {path}: its values are not those written (their SHA-256 differs from the one in "
                            f"its header): damaged after it was drawn")
     tensors = {k: t[:rows] for k, t in tensors.items()}

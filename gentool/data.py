@@ -35,8 +35,15 @@ def resolve_data_dir(data_dir: str | os.PathLike | None) -> Path:
     return data_root(data_dir)[0]
 
 
+class RecordedDir(str):
+    """A --data-dir read from a checkpoint (`gentool evaluate CKPT`), not given by the user: messages say so."""
+
+
 def data_root(data_dir: str | os.PathLike | None) -> tuple[Path, str | None]:
-    """The data folder and what chose it: "--data-dir", "GENTOOL_DATA", or None for the per-user default."""
+    """The data folder and what chose it: "--data-dir", "GENTOOL_DATA", the checkpoint's recorded --data-dir, or
+    None for the per-user default."""
+    if isinstance(data_dir, RecordedDir):
+        return Path(data_dir), "SOURCE's recorded --data-dir"
     if data_dir:
         return Path(data_dir).expanduser(), "--data-dir"
     env = environment.folder(DATA_ENV, "the folder holding MNIST and CIFAR-10")
@@ -193,18 +200,18 @@ def _read_mnist(root: Path, origin: str | None, train: bool) -> tuple[torch.Tens
     for path, shape in zip(paths, ((None, 28, 28), (None,))):
         try:
             arrays.append(read_idx(path, shape, memory_bound()))
-        except IdxError as exc:
-            raise UsageError(f"{where}: {path} is not an MNIST {path.name.split('-')[1]} file: "
-                             f"{exc}") from None
+        except IdxError as exc:  # a damaged file, exit 1 (docs/guides/batch-jobs.md)
+            raise GentoolError(f"{where}: {path} is not an MNIST {path.name.split('-')[1]} file: "
+                               f"{exc}") from None
         except OSError as exc:
             raise UsageError(f"{where}: {path} cannot be read ({cause(exc)})") from None
     images, labels = arrays
     if len(images) != len(labels):
-        raise UsageError(f"{where}: {paths[0]} holds {len(images):,} images and {paths[1]} "
-                         f"{len(labels):,} labels; expected one label per image")
+        raise GentoolError(f"{where}: {paths[0]} holds {len(images):,} images and {paths[1]} "
+                           f"{len(labels):,} labels; expected one label per image")
     if len(labels) and labels.max() > 9:
-        raise UsageError(f"{where}: {paths[1]} holds the label {labels.max()}; expected digits "
-                         f"0 to 9")
+        raise GentoolError(f"{where}: {paths[1]} holds the label {labels.max()}; expected digits "
+                           f"0 to 9")
     return torch.from_numpy(images).unsqueeze(1).contiguous(), torch.from_numpy(labels).long()
 
 

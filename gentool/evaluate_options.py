@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gentool.errors import UsageError, bad_value
-from gentool.paths import check_input_file, prepare_output
+from gentool.paths import check_input_file, check_replace, prepare_output
 from gentool.sample_options import DrawOptions
 from gentool.checks import Ints, choice
 from gentool.train_options import MAX_EVAL_N, MIN_EVAL_N, copy_option, option
@@ -106,7 +106,6 @@ class EvalOptions(DrawOptions):
             out = Path(self.out)
             if os.path.isdir(out):  # os.path: a name too long is prepare_output's to say, not an OSError here
                 raise bad_value("--out", self.out, "a file path for the JSON result, not a folder")
-            if os.path.lexists(out) and not self.overwrite:
-                raise UsageError(f"--out: {out} already exists; pass --overwrite to replace it")
+            check_replace(out, "--out", self.overwrite)
             prepare_output(out, "--out")  # now, not after minutes of scoring
         return parse_metrics(self.metrics, INCEPTION_METRICS if inception else METRICS)

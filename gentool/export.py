@@ -42,7 +42,7 @@ def export(req: ExportOptions) -> dict:
     model = ckpt.model.eval()
     settings = model.sample_settings(req.sample_options)
     if not model.has_latent:
-        raise UsageError(f"CHECKPOINT: {model.name} has no latent code; export writes a map from codes to images")
+        raise UsageError(f"CKPT: {model.name} has no latent code; export writes a map from codes to images")
     z, labels = _codes(model, PARITY_N, PARITY_SEED)
     reference = _deterministic(model, z, labels, settings)
     module = Sampler(model, settings)
@@ -85,7 +85,7 @@ def _load(req: ExportOptions):
     """The checkpoint in fp32 on the CPU. Whatever is wrong with the file is bad input here (exit 2): export
     reads a checkpoint and writes nothing else."""
     try:
-        return load_checkpoint(req.checkpoint, "cpu", arg="CHECKPOINT", weights=req.weights)
+        return load_checkpoint(req.checkpoint, "cpu", arg="CKPT", weights=req.weights)
     except UsageError:
         raise
     except GentoolError as exc:
@@ -112,7 +112,7 @@ def _deterministic(model, z, labels, settings: dict) -> torch.Tensor:
                 raise UsageError(f"--{option.name}: {model.name}'s sampler with --{option.name} "
                                  f"{settings[option.name]} draws noise beyond the latent code, which an exported "
                                  f"file cannot reproduce; export with --{option.name} {choice}")
-    raise UsageError(f"CHECKPOINT: {model.name}'s sampler draws noise beyond the latent code, which an exported "
+    raise UsageError(f"CKPT: {model.name}'s sampler draws noise beyond the latent code, which an exported "
                      f"file cannot reproduce")
 
 
@@ -133,7 +133,7 @@ def _guarded(what: str, name: str, step, *args):
                            f"was written") from None
     except Exception as exc:  # noqa: BLE001 - whatever the tracer or runtime raised, in one line
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise UsageError(f"CHECKPOINT: {name}'s sampler {what}: {first[:300]}; nothing was written") from None
+        raise UsageError(f"CKPT: {name}'s sampler {what}: {first[:300]}; nothing was written") from None
 
 
 def _parity(images: np.ndarray, reference: np.ndarray, req: ExportOptions) -> dict:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from gentool.errors import UsageError, bad_value
 from gentool.links import LinkRefused, check_no_links
-from gentool.paths import check_input_file, prepare_output
+from gentool.paths import check_input_file, check_replace, prepare_output
 from gentool.sample_options import DrawOptions, SamplerOptions
 from gentool.train_options import copy_option, option
 
@@ -28,7 +28,7 @@ DEFAULT_TOLERANCE = 2e-3  # about half a grey level of an 8-bit image (1/510): t
 class ExportOptions(SamplerOptions):
     """What `gentool export` was asked for (the sampler's settings too: the exported file runs that sampler)."""
 
-    checkpoint: str = option("A .safetensors checkpoint written by gentool train.", metavar="CHECKPOINT",
+    checkpoint: str = option("A .safetensors checkpoint written by gentool train.", metavar="CKPT",
                              argument=True, required=True)
     format: str = option("onnx (run with onnxruntime, needs pip install 'gentool[export]') or torchscript "
                          "(torch.jit.load).", default="onnx", metavar="onnx|torchscript")
@@ -55,8 +55,7 @@ class ExportOptions(SamplerOptions):
             raise bad_value("--out", str(out), f"a {suffix} path for --format {self.format}")
         meta = out.with_name(out.name + ".json")
         for path in (out, meta):
-            if os.path.lexists(path) and not self.overwrite:  # os.path: a name too long is not an OSError here
-                raise UsageError(f"--out: {path} already exists; pass --overwrite to replace it")
+            check_replace(path, "--out", self.overwrite)
         # the checkpoint first: a missing one (in a folder not there) must not leave the output's folder made beside it
         check_input_file(ckpt, "CKPT", "a .safetensors checkpoint file")
         prepare_output(out, "--out", longest=meta.name)  # the JSON's name is the longer: NAME.onnx.json

@@ -33,7 +33,7 @@ import stat
 from pathlib import Path
 
 from gentool import undo
-from gentool.errors import GentoolError
+from gentool.errors import GentoolError, UsageError
 # the link checks each write, replacement and deletion here makes (callers that check links import gentool.links)
 from gentool.links import LinkRefused, check_no_links, link_kind, matching, refuse_hard_link
 
@@ -62,6 +62,27 @@ def what_stands(path: str | os.PathLike) -> str:
     """What stands at `path` (which exists), link or not, as a phrase: 'a symbolic link (to …)', 'a hard link (…)',
     'a named pipe', 'a directory', …, 'a regular file'."""
     return link_kind(path) or kind_of(os.lstat(path).st_mode)
+
+
+def special_file(path: str | os.PathLike) -> str | None:
+    """Why gentool will not replace what stands at `path`, as the words after its name ("is a character device, not
+    a regular file; ..."), when it is a device, a named pipe or a socket; None when nothing, a regular file, a folder
+    (the caller's to judge) or a link (`check_no_links`'s) is there. Renaming a result over /dev/null (`--out
+    /dev/null --overwrite`) deleted the device for the whole machine."""
+    try:
+        mode = os.lstat(path).st_mode
+    except (OSError, ValueError):
+        return None
+    if stat.S_ISREG(mode) or stat.S_ISDIR(mode) or stat.S_ISLNK(mode):
+        return None
+    return f"is {kind_of(mode)}, not a regular file; gentool replaces only regular files"
+
+
+def refuse_special(path: str | os.PathLike) -> None:
+    """UsageError (exit 2) when `special_file` finds a device, a pipe or a socket at `path`, about to be replaced."""
+    why = special_file(path)
+    if why:
+        raise UsageError(f"{path} {why}")
 
 
 # --- reading: regular files only ---------------------------------------------------------------------------------
@@ -276,8 +297,10 @@ def _create_temporary(path: Path) -> tuple[str, int]:
 def atomic_open(path: str | os.PathLike):
     """A binary file to write `path` through: on a clean exit it is flushed, synced and renamed over `path`; on an
     error the temporary is removed and `path` is untouched. OS errors become one line (the previous version kept).
-    A link at `path`, or between it and the folder gentool owns there, is refused (LinkRefused)."""
+    A link at `path`, or between it and the folder gentool owns there, is refused (LinkRefused), and so is a file
+    there that is not a regular one (`refuse_special`)."""
     path = check_no_links(path)
+    refuse_special(path)
     removal = None
     try:
         (tmp, fd), removal = _new_temporary(path)
@@ -311,6 +334,7 @@ def staged(path: str | os.PathLike):
     writer that takes a file name rather than a file: the caller renames it when complete; otherwise it is removed
     on the way out, whatever happened."""
     path = check_no_links(path)
+    refuse_special(path)
     try:
         (tmp, fd), removal = _new_temporary(path)
         os.close(fd)

@@ -152,11 +152,23 @@ def write_png_folder(folder: str | Path, images: torch.Tensor, start: int = 0,
 
 def write_gif(path: str | Path, frames: list[np.ndarray], durations_ms: list[int] | int = 200) -> None:
     """Write H×W×C uint8 pictures (all one size) as a looping GIF, atomically; `durations_ms` is one number or one
-    per frame."""
-    stack = np.stack([f[:, :, 0] if f.ndim == 3 and f.shape[2] == 1 else f for f in frames])
+    per frame. Colour frames are reduced to 256 colours by Pillow's fast octree, undithered: imageio's default
+    (Pillow's median cut) took 116 s for a 120-frame progress.gif of CIFAR-10 grids on a busy 2-core CPU, the
+    octree 1.7 s, at a mean error of 4.1 against 3.5 levels of 255 (and truer colours where median cut's 256 fell
+    short: a yellow aeroplane turned grey-brown). Grey frames (MNIST's captioned RGB ones too) are written as they
+    are: a GIF's palette holds all 256 greys."""
+    from PIL import Image
+
     if isinstance(durations_ms, list) and len(durations_ms) == 1:
         durations_ms = durations_ms[0]  # Pillow takes a list only for several frames
-    atomic_write_bytes(path, iio.imwrite("<bytes>", stack, extension=".gif", duration=durations_ms, loop=0))
+    grey = all(f.ndim == 2 or f.shape[2] == 1 or (f[..., :1] == f[..., :3]).all() for f in frames)
+    pictures = [Image.fromarray(f[:, :, 0] if f.ndim == 3 and grey else f) for f in frames]
+    if pictures[0].mode != "L":
+        pictures = [p.convert("RGB").quantize(256, method=Image.Quantize.FASTOCTREE, dither=Image.Dither.NONE)
+                    for p in pictures]
+    buffer = io.BytesIO()
+    pictures[0].save(buffer, format="GIF", save_all=True, append_images=pictures[1:], duration=durations_ms, loop=0)
+    atomic_write_bytes(path, buffer.getvalue())
 
 
 # --- reading images (data folders, evaluate's PNG folders) ---------------------------------------------------
@@ -186,7 +198,10 @@ def open_image(path: str | Path):
     try:
         img = Image.open(f)
         img._exclusive_fp = True  # PIL then closes `f` with the image, as when it opens the path itself
-    except (OSError, UnidentifiedImageError, ValueError) as exc:
+    except UnidentifiedImageError:  # its own message names the file object ("<_io.BufferedReader name=3>")
+        f.close()
+        raise ImageError("cannot be decoded (its bytes are in no image format Pillow reads)") from None
+    except (OSError, ValueError) as exc:
         f.close()
         raise ImageError(f"cannot be decoded ({exc})") from None
     finally:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from gentool import undo
 from gentool.errors import GentoolError, UsageError
-from gentool.fileio import MISSING, cause, not_regular, temporary_name
+from gentool.fileio import MISSING, cause, not_regular, special_file, temporary_name
 from gentool.links import LinkRefused, check_inside, check_no_links, own
 
 # a new file only (O_EXCL: never one already there, nor through a link)
@@ -92,9 +92,20 @@ def prepare_output(path: str | os.PathLike, arg: str, folder: bool = False, long
 
 
 def refusal(exc: OSError, message: str) -> GentoolError:
-    """The error for a write check that failed with `exc`: a full disk (or quota) is exit 1, as every free-space
-    check and the batch-jobs guide say; anything else (no permission, a name too long) is the user's path, exit 2."""
-    return (GentoolError if exc.errno in (errno.ENOSPC, errno.EDQUOT) else UsageError)(message)
+    """The error for a write check that failed with `exc`: a full disk (space, inodes or quota) or a read-only one is
+    exit 1, the machine's state, as every free-space check and the batch-jobs guide say; anything else (no
+    permission, a name too long) is the user's path, exit 2."""
+    return (GentoolError if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS) else UsageError)(message)
+
+
+def check_replace(path: str | os.PathLike, arg: str, overwrite: bool) -> None:
+    """Before any work, for an output file: what stands at `path` is replaced only with --overwrite, and never when
+    it is a device, a named pipe or a socket (`fileio.special_file`), whose message must not invite --overwrite."""
+    why = special_file(path)
+    if why:
+        raise bad_output(arg, Path(path), why)
+    if os.path.lexists(path) and not overwrite:  # os.path: a name too long is not an OSError here
+        raise UsageError(f"{arg}: {path} already exists; pass --overwrite to replace it")
 
 
 def bad_output(arg: str, path: Path, problem: str) -> UsageError:

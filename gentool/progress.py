@@ -216,17 +216,19 @@ def make_reporter(quiet: bool, log_every: float = LOG_EVERY) -> Reporter:
     return RichReporter() if sys.stderr.isatty() else PlainReporter(every=log_every)
 
 
-def announced(chunks, n: int, reporter: Reporter, purpose: str):
-    """The chunks a checkpoint draws, with a line at the reporter's pace (`Pace`) on how far the drawing is: 10,000
-    samples from a 16-step sampler take many minutes on a CPU, and nothing else on the screen moves meanwhile.
-    `purpose` ends the first line: "drawing 10,000 samples to score"."""
-    reporter.message(f"drawing {n:,} samples {purpose}")
-    start, lines = time.perf_counter(), reporter.pace()
-    done = 0
-    for chunk in chunks:
-        done += len(chunk)
-        if done < n and lines.due():
-            rate = done / max(time.perf_counter() - start, 1e-9)
-            reporter.message(f"drawn {done:,} of {n:,} samples ({rate:,.0f} img/s, about "
-                             f"{max(1, round((n - done) / rate / 60))} min left)")
-        yield chunk
+class Drawing:
+    """A checkpoint's drawing, shown at the reporter's pace (`Pace`): a first line ("drawing 10,000 samples to
+    score") and then how far it is. Called with each batch's count as the model draws it (`generate`'s `progress`),
+    not each written chunk: a 16-step sampler's chunk of 4,096 took minutes on a busy CPU, a silence a walk saw."""
+
+    def __init__(self, n: int, reporter: Reporter, purpose: str):
+        reporter.message(f"drawing {n:,} samples {purpose}")
+        self.n, self.reporter, self.done = n, reporter, 0
+        self.start, self.lines = time.perf_counter(), reporter.pace()
+
+    def __call__(self, count: int) -> None:
+        self.done += count
+        if self.done < self.n and self.lines.due():
+            rate = self.done / max(time.perf_counter() - self.start, 1e-9)
+            self.reporter.message(f"drawn {self.done:,} of {self.n:,} samples ({rate:,.0f} img/s, about "
+                                  f"{max(1, round((self.n - self.done) / rate / 60))} min left)")

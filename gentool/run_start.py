@@ -14,7 +14,7 @@ import shlex
 import shutil
 from pathlib import Path
 
-from gentool import fileio, links, rundir, undo
+from gentool import fileio, links, paths, rundir, undo
 from gentool.errors import GentoolError, UsageError
 
 SET_ASIDE = ".gentool-replaced-"  # + a new token: a folder in the run folder itself (a rename never copies)
@@ -45,8 +45,9 @@ def prepare_new(path: Path, overwrite: bool) -> RunStart:
     return start
 
 
-def _cannot_create(path: Path, exc: OSError) -> UsageError:
-    return UsageError(f"--out: cannot create run directory {path} ({exc.strerror or exc})")
+def _cannot_create(path: Path, exc: OSError) -> GentoolError:
+    """One line; exit 1 on a full or read-only disk (an inode-full disk passed the free-space check), else 2."""
+    return paths.refusal(exc, f"--out: cannot create run directory {path} ({exc.strerror or exc})")
 
 
 class RunStart:

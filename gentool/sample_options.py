@@ -61,7 +61,7 @@ class DrawOptions(SamplerOptions):
 class SampleOptions(DrawOptions):
     """What `gentool sample` was asked for; `grid` and `n` are mutually exclusive."""
 
-    checkpoint: str = option("A .safetensors checkpoint written by gentool train.", metavar="CHECKPOINT",
+    checkpoint: str = option("A .safetensors checkpoint written by gentool train.", metavar="CKPT",
                              argument=True, required=True)
     grid: str | None = option("Write a ROWSxCOLS PNG grid (default 8x8 when --n is not given).", metavar="RxC")
     n: int | None = option("Number of samples for an .npz file or a folder of PNGs.", metavar="N", flags=("--n",),

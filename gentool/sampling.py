@@ -8,7 +8,7 @@ import contextlib
 import os
 import re
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -19,10 +19,10 @@ from gentool.device import choose_precision, pick_device, prepare, use_threads
 from gentool.errors import ConfigError, GentoolError, UsageError, bad_value
 from gentool.links import LinkRefused, refuse_linked
 from gentool.parsing import MAX_GRID_SIDE
-from gentool.paths import check_input_file, nearest_folder, prepare_output, require_free
+from gentool.paths import check_input_file, check_replace, nearest_folder, prepare_output, require_free
 from gentool.images import NpzWriter, make_grid, png_name, to_uint8, write_gif, write_grid, write_png_folder
 from gentool.sample_options import MAX_SAMPLES, SampleOptions
-from gentool.progress import Reporter, announced
+from gentool.progress import Drawing, Reporter
 
 WALK_POINTS = 4  # random latent points each --interpolate walk passes through before returning to its start
 FRAME_MS = 80
@@ -37,8 +37,8 @@ def _check_target(kind: str, out: Path, overwrite: bool, n: int) -> None:
         clash = os.path.isdir(out) and any(out.glob("*.png"))  # os.path: a name too long is prepare_output's
         if clash and not overwrite:
             raise UsageError(f"--out: folder {out} already holds PNG files; pass --overwrite to replace them")
-    elif os.path.lexists(out) and not overwrite:
-        raise UsageError(f"--out: {out} already exists; pass --overwrite to replace it")
+    else:
+        check_replace(out, "--out", overwrite)
     if kind == "folder":
         _check_room(out, n)  # before prepare_output makes the folder: a refused sample leaves nothing
     prepare_output(out, "--out", folder=kind == "folder", longest=png_name(n - 1) if kind == "folder" else None)
@@ -89,9 +89,8 @@ def sample(req: SampleOptions, reporter: Reporter | None = None) -> dict:
         if names:
             info["rows"] = names
         return info
-    chunks = sample_chunks(ckpt.model, n, generator, labels, settings=settings)
-    if reporter is not None:
-        chunks = announced(chunks, n, reporter, f"into {out}")
+    progress = None if reporter is None else Drawing(n, reporter, f"into {out}")
+    chunks = sample_chunks(ckpt.model, n, generator, labels, settings=settings, progress=progress)
     if kind == "npz":
         with NpzWriter(out, (n, *shape[1:], shape[0])) as npz:
             for images in chunks:
@@ -174,10 +173,12 @@ def chunk_sizes(n: int, chunk: int) -> list[int]:
 
 
 def sample_chunks(model, n: int, generator: torch.Generator, labels: torch.Tensor | None = None,
-                  chunk: int | None = None, settings: dict | None = None) -> Iterator[torch.Tensor]:
+                  chunk: int | None = None, settings: dict | None = None,
+                  progress: Callable[[int], None] | None = None) -> Iterator[torch.Tensor]:
     """The images `model.generate(n, generator, labels=labels)` gives (in [0, 1] on the CPU), drawn and handed out
     chunk by chunk through the model's own `generate`. A conditional model drawing its own classes draws them after
-    all n latent codes, as one call would: they are found by running a copy of the generator past the codes. (A
+    all n latent codes, as one call would: they are found by running a copy of the generator past the codes.
+    `progress` is told each batch's count as `generate` draws it. (A
     sampler that draws noise of its own, such as DDPM's ancestral one, draws it per chunk: the images are then
     fixed by the seed and the chunk size, and equal one draw's up to CHUNK samples given their labels.)"""
     sizes = chunk_sizes(n, chunk or CHUNK)
@@ -189,7 +190,7 @@ def sample_chunks(model, n: int, generator: torch.Generator, labels: torch.Tenso
     start = 0
     for size in sizes:
         yield model.generate(size, generator, labels=None if labels is None else labels[start:start + size],
-                             settings=settings)
+                             settings=settings, progress=progress)
         start += size
 
 

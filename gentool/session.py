@@ -37,6 +37,7 @@ from gentool.ema import EMA
 from gentool.errors import UsageError, bad_value
 from gentool.fileio import atomic_copy, atomic_write_json
 from gentool.guards import GuardState, StopSignals
+from gentool.grids import GridShare
 from gentool.history import PartialEpoch, RunHistory, state_fields
 from gentool.hooks import RunView
 from gentool.metrics.reference import BUILTIN, training_folder
@@ -75,6 +76,7 @@ class Session:
     sample_settings: dict = field(default_factory=dict)  # the sampler's, resolved once: epoch grids, --eval-every
     precision: PrecisionChoice = PrecisionChoice("fp32", "fp32", "given")  # resolved once, as the run started
     start: RunStart | None = None  # a new run's folder, undone unless the loop starts (`started`)
+    grids: GridShare = field(default_factory=GridShare)  # the epoch grids' share of the run's time
 
     @property
     def batch(self) -> int:

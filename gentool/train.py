@@ -42,7 +42,8 @@ from gentool.guards import (
     guard_optimizers,
     preserved_rng,
 )
-from gentool.images import make_grid, to_uint8, write_png
+from gentool.grids import draw_latest_grid, fixed_noise_grid
+from gentool.images import write_png
 from gentool.progress import Reporter
 from gentool.registry import plugin_failure, plugin_source
 from gentool.resume import budget_line, plan, resume_command, say_epochs_ended, setup_hooks
@@ -60,7 +61,6 @@ from gentool.session import (
 
 __all__ = ["Session", "TrainHook", "TrainOptions", "run_epoch", "train"]
 
-GRID = 8  # fixed-noise sample grids are GRID × GRID
 PROGRESS_SECONDS = 120.0  # inside an epoch, samples/latest.png and the figures are redrawn this often
 
 
@@ -180,16 +180,6 @@ def _send(session: Session, hooks: Sequence[TrainHook], event: str, *args) -> No
     session.run.tidy()
 
 
-def draw_latest_grid(session: Session) -> None:
-    """samples/latest.png: the fixed-noise grid as the weights draw it now (none with --sample-every 0)."""
-    opts = session.opts
-    if opts.sample_every:
-        with preserved_rng(), session.sampling() as model:
-            images = model.generate(GRID * GRID, torch.Generator().manual_seed(opts.seed),
-                                    model.spread_labels(GRID * GRID), settings=session.sample_settings)
-        write_png(session.run_dir / rundir.SAMPLES / rundir.LATEST_GRID, make_grid(to_uint8(images), GRID, GRID))
-
-
 def _accumulate(sums: dict, counts: dict, out: dict) -> None:
     """Add one step's reported quantities to the epoch's sums, in fp32 (or fp64) whatever their dtype: a loss
     computed under bf16 autocast is bf16, and a bf16 sum of a few hundred values near 2 stops growing (its spacing
@@ -216,19 +206,27 @@ class OutOfTime(Exception):
     """--max-minutes ran out in the middle of an epoch (the loop's own signal to stop, not an error)."""
 
 
-def write_epoch_files(session: Session, record: dict, hooks: Sequence[TrainHook] = ()) -> None:
+def write_epoch_files(session: Session, record: dict, hooks: Sequence[TrainHook] = (),
+                      reporter: Reporter | None = None) -> None:
     """Write the epoch's checkpoints and sample grid (drawn from the run's seed, so every epoch's grid starts from
-    the same noise), and show the grid to the hooks."""
+    the same noise, unless grids take too much of the run: `gentool.grids`), and show the grid to the hooks."""
     opts, run_dir, epoch = session.opts, session.run_dir, record["epoch"]
     if opts.checkpoint_every and epoch % opts.checkpoint_every == 0:
         session.save(rundir.epoch_checkpoint(run_dir, epoch))
-    if opts.sample_every and (epoch % opts.sample_every == 0 or epoch == opts.epochs):
-        with session.sampling() as model:
-            images = model.generate(GRID * GRID, torch.Generator().manual_seed(opts.seed),
-                                    model.spread_labels(GRID * GRID), settings=session.sample_settings)
-        grid = make_grid(to_uint8(images), GRID, GRID)
-        write_png(rundir.sample_grid(run_dir, epoch), grid)
-        _send(session, hooks, "on_sample_grid", epoch, grid)
+    if session.grids.due(epoch, opts.sample_every, opts.epochs):
+        draw_epoch_grid(session, epoch, hooks)
+    elif opts.sample_every and epoch % opts.sample_every == 0:
+        line = session.grids.skip(epoch)
+        if line and reporter is not None:
+            reporter.message(line)
+
+
+def draw_epoch_grid(session: Session, epoch: int, hooks: Sequence[TrainHook] = ()) -> None:
+    """samples/epoch_NNNN.png, shown to the hooks."""
+    with session.grids.timed():
+        grid = fixed_noise_grid(session)
+    write_png(rundir.sample_grid(session.run_dir, epoch), grid)
+    _send(session, hooks, "on_sample_grid", epoch, grid)
 
 
 @listed_once  # an image folder is listed once (its defaults, its geometry, its data)
@@ -352,6 +350,9 @@ def _loop(session: Session, hooks: list[TrainHook], reporter: Reporter) -> None:
         if session.world.main:
             _epoch_files(session, record, hooks, reporter)
         stop = stop_code(session, time_up=epoch < opts.epochs, hook_stop=session.stop_reason is not None)
+        if stop and session.world.main and session.grids.skipped == epoch:
+            with preserved_rng():  # the run ends on these weights: their grid, though the share skipped it
+                draw_epoch_grid(session, epoch, hooks)
         if stop == TIME_UP:
             session.stop_reason = (f"time budget of {opts.max_minutes:g} min used up after epoch {epoch}; resume "
                                    f"with: {budget_line(session, hooks)}")
@@ -380,7 +381,7 @@ def _epoch_files(session: Session, record: dict, hooks: list[TrainHook], reporte
     write_metrics(session)
     session.save(session.run_dir / rundir.LAST)
     with preserved_rng():
-        write_epoch_files(session, record, hooks)
+        write_epoch_files(session, record, hooks, reporter)
         _send(session, hooks, "on_epoch_end", record, reporter)
     write_metrics(session)
     reporter.epoch_end(record)

@@ -106,13 +106,21 @@ def _couplings(root):
 
 
 def part_header(path):
-    """A part's safetensors header metadata, kept when a test rewrites its tensors (a part's header is checked),
-    without its digest of the values: as a part an older gentool wrote, so that the checks of the values themselves
-    are what a test meets (with the digest, any rewrite is damage: test_couplings_digest)."""
+    """A part's safetensors header metadata, kept when a test rewrites its tensors (a part's header is checked)."""
     from safetensors import safe_open
 
     with safe_open(str(path), framework="pt") as f:
-        return {k: v for k, v in f.metadata().items() if k != "sha256"}
+        return f.metadata()
+
+
+def save_part(tensors, path):
+    """Rewrite a part with `tensors` under its own header and their digest, so that the checks of the values
+    themselves are what a test meets (with the old digest any rewrite is damage: test_couplings_digest)."""
+    from safetensors.torch import save_file
+
+    from gentool.digests import tensors_digest
+
+    save_file(tensors, path, metadata={**part_header(path), "sha256": tensors_digest(tensors)})
 
 
 def _truncate(path):
@@ -123,16 +131,14 @@ def _nan_noise(path):
     from safetensors.torch import load_file, save_file
 
     tensors = load_file(path)
-    save_file({**tensors, "latents": torch.full_like(tensors["latents"], float("nan"))},
-              path, metadata=part_header(path))
+    save_part({**tensors, "latents": torch.full_like(tensors["latents"], float("nan"))}, path)
 
 
 def _bad_labels(path):
     from safetensors.torch import load_file, save_file
 
     tensors = load_file(path)
-    save_file({**tensors, "labels": torch.full_like(tensors["labels"], -5)},
-              path, metadata=part_header(path))
+    save_part({**tensors, "labels": torch.full_like(tensors["labels"], -5)}, path)
 
 
 def _pipe(path):
@@ -144,24 +150,21 @@ def _huge_noise(path):  # finite, within float16, but no standard normal draw
     from safetensors.torch import load_file, save_file
 
     tensors = load_file(path)
-    save_file({**tensors, "latents": torch.full_like(tensors["latents"], 60000)},
-              path, metadata=part_header(path))
+    save_part({**tensors, "latents": torch.full_like(tensors["latents"], 60000)}, path)
 
 
 def _other_noise(path):  # plausible noise, but not the part's seed's
     from safetensors.torch import load_file, save_file
 
     tensors = load_file(path)
-    save_file({**tensors, "latents": torch.randn(tensors["latents"].shape).half()},
-              path, metadata=part_header(path))
+    save_part({**tensors, "latents": torch.randn(tensors["latents"].shape).half()}, path)
 
 
 def _labelled(path):  # a class label in the pairs of an unconditional teacher
     from safetensors.torch import load_file, save_file
 
     tensors = load_file(path)
-    save_file({**tensors, "labels": torch.full_like(tensors["labels"], 3)},
-              path, metadata=part_header(path))
+    save_part({**tensors, "labels": torch.full_like(tensors["labels"], 3)}, path)
 
 
 @pytest.mark.parametrize("damage, usable", [(_truncate, 1), (_nan_noise, 1), (_bad_labels, 1), (_pipe, 1),
@@ -214,7 +217,7 @@ def _images(path, value):  # well-formed, the right noise, but images the teache
     from safetensors.torch import load_file, save_file
 
     tensors = load_file(path)
-    save_file({**tensors, "images": torch.full_like(tensors["images"], value)}, path, metadata=part_header(path))
+    save_part({**tensors, "images": torch.full_like(tensors["images"], value)}, path)
 
 
 @pytest.mark.parametrize("manifest_kept", [True, False])

@@ -13,7 +13,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 from test_attack_hour4 import couplings_folder
-from test_attack_hour6 import part_header
+from test_attack_hour6 import save_part
 
 from gentool import couplings as cp
 from gentool import rundir
@@ -24,8 +24,7 @@ from gentool.errors import GentoolError
 def test_couplings_with_impossible_values_are_refused(tmp_path, key, value, said):
     folder = couplings_folder(tmp_path / "c")
     tensors = load_file(cp.part_path(folder, 1))
-    save_file({**tensors, key: torch.full_like(tensors[key], value)}, cp.part_path(folder, 1),
-              metadata=part_header(cp.part_path(folder, 1)))
+    save_part({**tensors, key: torch.full_like(tensors[key], value)}, cp.part_path(folder, 1))
     with pytest.raises(GentoolError, match=said):
         cp.load_couplings(folder)
     assert len(cp.load_couplings(folder, limit=500)) == 500  # the sound first part alone still reads

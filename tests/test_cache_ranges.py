@@ -40,6 +40,38 @@ def test_a_folder_cache_entry_with_impossible_labels_or_names_is_set_aside(tmp_p
     assert torch.equal(again.labels, good.labels)
 
 
+@pytest.mark.parametrize("change", ["pixels", "labels swapped", "digest taken out"])
+def test_a_folder_cache_entry_whose_values_changed_is_set_aside(tmp_path, monkeypatch, change):
+    """Attacker hour 14: 50 images inverted in the cached images.npy, meta.json intact, were trained on as "the
+    folder's files, unchanged since"."""
+    import numpy as np
+
+    from gentool import folder_cache
+    from test_attack_hour import Notes, image_folder
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setattr(folder_cache, "CACHE_MIN_BYTES", 0)
+    data = image_folder(tmp_path / "images")
+    good = folder_cache.load_folder(data, reporter=Notes())
+    good_images = good.images.clone()  # (memory-mapped from the entry, which the change below rewrites)
+    entry = next(p for p in (tmp_path / "cache" / "gentool" / "folders").iterdir() if p.is_dir())
+    meta = json.loads((entry / folder_cache.META).read_text())
+    if change == "pixels":
+        images = np.load(entry / folder_cache.IMAGES)
+        images[:1] = 255 - images[:1]
+        np.save(entry / folder_cache.IMAGES, images)
+    elif change == "labels swapped":
+        assert len(set(meta["labels"])) > 1
+        meta["labels"] = meta["labels"][::-1]
+    else:
+        del meta["sha256"]
+    (entry / folder_cache.META).write_text(json.dumps(meta))
+    notes = Notes()
+    again = folder_cache.load_folder(data, reporter=notes)
+    assert any("damaged" in line and "SHA-256" in line for line in notes.lines), notes.lines
+    assert torch.equal(again.images, good_images) and torch.equal(again.labels, good.labels)
+
+
 @pytest.mark.parametrize("kind", ["file", "folder", "link"])
 def test_an_entry_damaged_again_and_again_keeps_a_bounded_number_of_copies(tmp_path, kind):
     """Every damaged copy was kept (NAME.bad, .bad1, ... without end): a cache damaged on every run filled the disk."""

@@ -4,10 +4,12 @@ mistaken for the default one)."""
 
 import itertools
 import json
+import os
 import re
 
 import numpy as np
 import pytest
+import torch
 
 from gentool.metrics.extractor import RECIPE_ENV
 from gentool.metrics.watch import BEST_RULE
@@ -105,6 +107,30 @@ def test_a_recorded_data_dir_is_only_read_never_written(invoke, vae_run, mnist_r
     assert result.exit_code == 0, result.stderr
     assert f"trained with --data-dir {empty}, which does not hold mnist now" in result.stderr
     assert list(empty.iterdir()) == []
+
+
+def test_a_damaged_file_in_a_recorded_data_dir_is_exit_1_and_named_as_recorded(invoke, vae_run, mnist_root,
+                                                                                tmp_path):
+    """The user gave no --data-dir: a damaged file in the one the checkpoint recorded is named as that, and is a
+    damaged file's exit 1 (attacker hour 14: "--data-dir: ..." and exit 2)."""
+    import shutil
+
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    copy = tmp_path / "mnist"
+    shutil.copytree(mnist_root, copy)
+    images = next(copy.rglob("t10k-images-idx3-ubyte"))
+    os.truncate(images, 1000)
+    run, _ = vae_run
+    with safe_open(str(run / "best.safetensors"), framework="pt") as f:
+        meta = f.metadata()
+    data = json.loads(meta["data"])
+    save_file(load_file(run / "best.safetensors"), tmp_path / "c.safetensors",
+              metadata={**meta, "data": json.dumps({**data, "data_dir": str(copy)})})
+    result = invoke("evaluate", tmp_path / "c.safetensors", "--n", "30", "--metrics", "fid")
+    assert result.exit_code == 1, result.stderr
+    assert f"SOURCE's recorded --data-dir: {images} is not an MNIST images file" in result.stderr
 
 
 def test_npz_and_png_folder_score_alike(invoke, vae_run, mnist_root, tmp_path):
@@ -223,11 +249,24 @@ class Lines(Reporter):
 def test_drawing_the_samples_says_how_far_it_is():
     """A checkpoint's 10,000 samples take many minutes on a CPU: the drawing announces itself and reports progress
     (a walk saw one unchanging line for 13 minutes)."""
-    from gentool.progress import announced
+    from gentool.progress import Drawing
 
     lines = Lines()
-    chunks = [list(range(4))] * 3
-    assert list(announced(iter(chunks), 12, lines, "to score")) == chunks
+    drawing = Drawing(12, lines, "to score")
+    for _ in range(3):
+        drawing(4)
     assert lines.lines[0] == "drawing 12 samples to score"
     assert lines.lines[1].startswith("drawn 4 of 12 samples (") and lines.lines[2].startswith("drawn 8 of 12")
     assert len(lines.lines) == 3  # nothing once all are drawn
+
+
+def test_the_drawing_is_told_each_batch_the_model_draws_not_each_chunk():
+    """A chunk of 4,096 from a 16-step sampler took minutes: progress comes from `generate`'s batches."""
+    from gentool.datatypes import Geometry
+    from gentool.models.vae import VAE, VAEConfig
+    from gentool.sampling import sample_chunks
+
+    model = VAE(VAEConfig.create(Geometry(1, 28, 28, 10), 2, 0.25))
+    counts = []
+    chunks = list(sample_chunks(model, 1200, torch.Generator().manual_seed(0), progress=counts.append))
+    assert [len(c) for c in chunks] == [1200] and counts == [500, 500, 200]

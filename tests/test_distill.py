@@ -13,7 +13,7 @@ from gentool import couplings as cp
 from gentool.checkpoint_meta import read_metadata
 from gentool.cli.app import app
 from gentool.metrics.extractor import RECIPE_ENV
-from test_attack_hour6 import part_header
+from test_attack_hour6 import save_part
 from test_metrics import TINY_RECIPE, one_thread  # noqa: F401 (an autouse fixture)
 
 FAST = ("--teacher-steps", "1", "--pairs", "48", "--batch-size", "16", "--precision", "fp32", "-q")
@@ -127,8 +127,7 @@ def test_hostile_couplings_are_one_line(student, tmp_path):
     assert bad.exit_code != 0 and "field part" in bad.stderr and "Traceback" not in bad.output
     (folder / cp.MANIFEST).write_text(json.dumps(manifest))
     tensors = load_file(cp.part_path(folder, 0))
-    save_file({**tensors, "latents": tensors["latents"].float()}, cp.part_path(folder, 0),
-              metadata=part_header(cp.part_path(folder, 0)))
+    save_part({**tensors, "latents": tensors["latents"].float()}, cp.part_path(folder, 0))
     bad = run("train", "reflow", "--data", folder, "--out", tmp_path / "r2")
     assert bad.exit_code != 0 and "tensor latents is F32" in bad.stderr
 
@@ -183,7 +182,7 @@ def test_a_kept_part_of_zeroed_images_is_drawn_again_not_trained_on_manifest_or_
     drawn = load_file(cp.part_path(folder, 0))
     for manifest_kept in (True, False):
         path = cp.part_path(folder, 0)
-        save_file({**drawn, "images": torch.zeros_like(drawn["images"])}, path, metadata=part_header(path))
+        save_part({**drawn, "images": torch.zeros_like(drawn["images"])}, path)
         if not manifest_kept:
             (folder / cp.MANIFEST).unlink()
         with pytest.warns(UserWarning, match="part_00000.safetensors is damaged .its images are not the teacher's"):

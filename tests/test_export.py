@@ -116,12 +116,12 @@ def test_cli_refusals_are_one_line_and_leave_no_file(invoke, tmp_path, monkeypat
     good = checkpoint("gan", tmp_path)
     garbage = tmp_path / "garbage.safetensors"
     garbage.write_bytes(b"\xff" * 64)
-    one_line(invoke("export", garbage), 2, "CHECKPOINT", str(garbage))
+    one_line(invoke("export", garbage), 2, "CKPT", str(garbage))
     forged = tmp_path / "forged.safetensors"
     with safe_open(str(good), "pt") as f:
         meta, tensors = dict(f.metadata()), {k: f.get_tensor(k) for k in f.keys()}
     save_file(tensors, forged, metadata={**meta, "config": meta["config"].replace('"width": 0.25', '"width": 99.0')})
-    one_line(invoke("export", forged), 2, "CHECKPOINT", "config.width")
+    one_line(invoke("export", forged), 2, "CKPT", "config.width")
     one_line(invoke("export", good, "--format", "tflite"), 2, "--format", "onnx, torchscript")
     one_line(invoke("export", good, "--out", tmp_path / "g.pt"), 2, "--out", ".onnx")
     one_line(invoke("export", good, "--steps", "3"), 2, "--steps", "gan")

@@ -248,4 +248,4 @@ def test_help_reads_well_at_80_columns(tmp_path):
         assert "<" not in re.sub(r"<(model|data|time)>", "", text), text  # no <int>, <bool>, <str>
         assert max(map(len, text.splitlines())) <= 80, text
     sample = gentool("sample", "--help", cwd=tmp_path).stdout
-    assert re.search(r"Usage: gentool sample \[OPTIONS\] CHECKPOINT\b", sample) and "[required]" in sample
+    assert re.search(r"Usage: gentool sample \[OPTIONS\] CKPT\b", sample) and "[required]" in sample

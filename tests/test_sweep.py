@@ -114,6 +114,8 @@ def test_failing_and_interrupted_trials(invoke, mnist_root, tmp_path, monkeypatc
     result = invoke(*args)
     assert result.exit_code == 1
     assert "1 of 2 trials did not finish" in result.output
+    # the cause on stderr too, which a batch job's log may keep alone (attacker hour 14)
+    assert "did not finish (trial 1: RuntimeError: out of cheese); fix that, then re-run" in result.stderr
     trials = manifest(out)["trials"]
     assert [t["status"] for t in trials] == ["done", "failed"]
     assert trials[1]["error"] == "RuntimeError: out of cheese"

@@ -214,9 +214,13 @@ def unfinished(sweep_dir: Path, rows: list[dict]) -> GentoolError:
                             for h in dict.fromkeys(busy.values()))
         parts.append(f"{len(busy)} of {len(rows)} trials are being trained by another process right now "
                      f"(trial {holders}); the sweep's results are written when they finish")
-    if stopped:
-        parts.append(f"{len(stopped)} of {len(rows)} trials did not finish (see the status column); re-run the same "
-                     f"command to retry them")
+    if stopped:  # the first causes here too: a batch job's log may keep stderr alone, not the table on stdout
+        causes = [f"trial {r['trial']}: {str(r['error'])[:300]}" for r in rows
+                  if r["trial"] in stopped and r.get("error")]
+        why = (f" ({'; '.join(causes[:2])}{'; …' if len(causes) > 2 else ''})" if causes
+               else " (see the status column)")
+        parts.append(f"{len(stopped)} of {len(rows)} trials did not finish{why}; "
+                     f"{'fix that, then ' if causes else ''}re-run the same command to retry them")
     return GentoolError("; ".join(parts))
 
 

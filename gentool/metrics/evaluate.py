@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 import gentool
-from gentool.data import ImageData, holds_data
+from gentool.data import ImageData, RecordedDir, holds_data
 from gentool.device import check_precision, choose_precision, pick_device, prepare, use_threads
 from gentool.errors import SAMPLER, ConfigError, UsageError, bad_value
 from gentool.evaluate_options import INCEPTION, MAX_N, MIN_N, EvalOptions  # noqa: F401 (MAX_N: the watch's)
@@ -29,7 +29,7 @@ from gentool.metrics.pretext import CLASS_METRICS, DESCRIPTION, NO_CLASSES
 from gentool.metrics.reference import Reference, own_shape, reference_geometry, resolve_reference
 from gentool.metrics.sources import Source, check_geometry, open_source
 from gentool.metrics.stats import ImageStats, real_stats, stream_stats
-from gentool.progress import Reporter, announced
+from gentool.progress import Drawing, Reporter
 
 KID_SUBSETS, KID_SUBSET_SIZE, PR_K = 100, 1000, 3
 
@@ -207,9 +207,8 @@ def evaluate(req: EvalOptions, reporter: Reporter | None = None) -> dict:
         reporter.message(f"scoring {count:,} samples of {source.path} against {reference.describe_split(req.split)}")
     evaluator = _evaluator(req, reference, device, reporter, plan)
     labels = source.labels(count)
-    chunks = source.chunks(req.n, req.seed, settings)
-    if source.checkpoint is not None and reporter is not None:
-        chunks = announced(chunks, count, reporter, "to score")
+    drawing = None if source.checkpoint is None or reporter is None else Drawing(count, reporter, "to score")
+    chunks = source.chunks(req.n, req.seed, settings, progress=drawing)
     metrics, notes = evaluator.score(chunks, wanted, req.seed, labels)
     notes = class_notes + notes
     if "class_agreement_by_class" in metrics:
@@ -274,7 +273,7 @@ def _reference(req: EvalOptions, source: Source, reporter: Reporter | None) -> R
     recorded = None if req.data or req.data_dir else source.data_dir
     data_dir = req.data_dir
     if recorded and os.path.isabs(recorded) and holds_data(data.lower(), Path(recorded)):
-        data_dir = recorded
+        data_dir = RecordedDir(recorded)  # named so in messages: the user gave no --data-dir
     elif recorded and reporter is not None:
         reporter.message(f"note: SOURCE was trained with --data-dir {recorded}, which does not hold {data} now "
                          f"(gentool never downloads into it); using the default data folder (--data-dir to choose)")

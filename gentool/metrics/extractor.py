@@ -380,7 +380,9 @@ def load_extractor(path: Path, device: torch.device | str = "cpu", recipe: Recip
                 raise ValueError(f"tensor {k} holds NaN or infinite values")
             if k.endswith("running_var") and not bool((weights[k] > 0).all()):  # a variance: eigh failed on -1
                 raise ValueError(f"tensor {k} holds variances that are not above 0")
-    if header.get("weights_sha256") is not None and tensors_digest(weights) != header["weights_sha256"]:
+    if not isinstance(header.get("weights_sha256"), str):  # a missing digest checks nothing: damage, as a wrong one
+        raise ValueError("its header has no weights_sha256, the digest its weights are checked against")
+    if tensors_digest(weights) != header["weights_sha256"]:
         raise ValueError("its weights are not those written with its metadata (their SHA-256 differs)")
     net.load_state_dict(weights)
     return Extractor(net.to(device).eval(), meta)

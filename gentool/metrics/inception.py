@@ -24,10 +24,10 @@ import gentool
 from gentool.errors import GentoolError, UsageError
 from gentool import fileio
 from gentool.cache import prepare_entry
-from gentool.fileio import atomic_write_bytes, atomic_write_json, sha256
+from gentool.fileio import sha256
 from gentool.metrics.extractor import extractors_dir
 from gentool.metrics.reference import Reference
-from gentool.metrics.stats import read_cache_entry
+from gentool.metrics.stats import read_cache_entry, write_cache_entry
 from gentool.progress import Reporter
 
 NAME = "inception-v3"
@@ -151,10 +151,7 @@ def real_features(net: Inception, reference: Reference, split: str, reporter: Re
     data = reference.load(split, reporter)
     reporter.message(f"computing inception-v3 features of {reference.describe_split(split)} ({len(data):,} images)")
     features, _ = net.run([data.images], reporter, len(data))
-    buf = io.BytesIO()
-    np.savez(buf, features=features)
-    atomic_write_bytes(npz_path, buf.getvalue())
-    atomic_write_json(json_path, {**expected, "n": len(data), "gentool_version": gentool.__version__})
+    write_cache_entry(npz_path, json_path, {"features": features}, {**expected, "n": len(data)})
     return features
 
 

@@ -19,7 +19,7 @@ import torch
 from gentool.checkpoint import Checkpoint, load_checkpoint
 from gentool.datatypes import shape_differences, shape_text
 from gentool.errors import GentoolError, UsageError, dims
-from gentool.fileio import read_regular
+from gentool.fileio import not_regular, read_regular
 from gentool.paths import check_input_file
 from gentool.images import ImageError, image_pixels, is_grey, open_image, to_uint8
 
@@ -68,14 +68,15 @@ class Source:
         the same share); None for any other source."""
         return self.checkpoint.model.spread_labels(n) if self.kind == "checkpoint" else None
 
-    def chunks(self, n: int, seed: int, settings: dict | None = None) -> Iterator[torch.Tensor]:
+    def chunks(self, n: int, seed: int, settings: dict | None = None, progress=None) -> Iterator[torch.Tensor]:
         """uint8 N×C×H×W chunks: `n` samples drawn with `seed` (for `labels(n)`, with the sampler's `settings`), or
-        a seeded random `n` of the stored images in file order (all of them when the source holds fewer)."""
+        a seeded random `n` of the stored images in file order (all of them when the source holds fewer).
+        `progress` (a checkpoint's): told each batch's count as it is drawn (`gentool.progress.Drawing`)."""
         if self.kind == "checkpoint":
             from gentool.sampling import sample_chunks
 
             drawn = sample_chunks(self.checkpoint.model, n, torch.Generator().manual_seed(seed), self.labels(n),
-                                  settings=settings)
+                                  settings=settings, progress=progress)
             for images in drawn:
                 yield torch.from_numpy(to_uint8(images)).permute(0, 3, 1, 2).contiguous()
             return
@@ -227,7 +228,14 @@ class NpzImages:
 
 
 def _open_folder(path: Path) -> Source:
-    files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in FOLDER_SUFFIXES)
+    # every name of an image, links and special files included (is_file() left a pipe, a link to a device and a
+    # dangling link out without a word): one that is not a regular file is refused, naming it
+    files = sorted(p for p in path.iterdir() if p.suffix.lower() in FOLDER_SUFFIXES and not
+                   (p.is_dir() and not p.is_symlink()))
+    for p in files:
+        why = not_regular(p)
+        if why:
+            raise UsageError(f"SOURCE: {p} {why}; a folder of samples holds regular image files only")
     if not files:
         raise UsageError(f"SOURCE: folder {path} holds no PNG or JPEG images; expected {SOURCE_HELP}")
     try:

@@ -20,6 +20,7 @@ import gentool
 from gentool import fileio, schema
 from gentool.cache import check_room, prepare_entry, set_aside
 from gentool.errors import dims
+from gentool.digests import arrays_digest
 from gentool.fileio import atomic_write_bytes, atomic_write_json
 from gentool.metrics.distances import (SWD_PROJECTIONS, SWD_SEED, pixel_histogram, pixel_moments, project,
                                        projection_directions)
@@ -103,11 +104,17 @@ def real_stats(extractor: Extractor, reference: Reference, split: str, reporter:
     check_room(npz_path.parent, npz_path.name, 8 * sum(math.prod(s) for s in _shapes(extractor, len(data)).values()))
     reporter.message(f"computing real-data statistics of {reference.describe_split(split)} ({len(data):,} images)")
     stats = image_stats(extractor, data.images, REAL_PROJECTION_CAP)
-    buf = io.BytesIO()
-    np.savez_compressed(buf, **{k: getattr(stats, k) for k in ARRAYS})
-    atomic_write_bytes(npz_path, buf.getvalue())
-    atomic_write_json(json_path, {**expected, "n": len(data), "gentool_version": gentool.__version__})
+    write_cache_entry(npz_path, json_path, {k: getattr(stats, k) for k in ARRAYS}, {**expected, "n": len(data)})
     return stats
+
+
+def write_cache_entry(npz_path: Path, json_path: Path, arrays: dict[str, np.ndarray], meta: dict) -> None:
+    """An .npz of `arrays` and its JSON sidecar (`meta`, the gentool version and the arrays' SHA-256, which
+    `read_cache_entry` checks: values changed with the files' shapes kept were scored without a word)."""
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **arrays)
+    atomic_write_bytes(npz_path, buf.getvalue())
+    atomic_write_json(json_path, {**meta, "gentool_version": gentool.__version__, "sha256": arrays_digest(arrays)})
 
 
 CACHE_META = schema.Obj({"n": schema.Int(1, 10**8)})
@@ -116,7 +123,7 @@ CACHE_META = schema.Obj({"n": schema.Int(1, 10**8)})
 def read_cache_entry(npz_path: Path, json_path: Path, expected: dict, shapes) -> dict[str, np.ndarray] | None:
     """The arrays of a cache entry (an .npz and its JSON sidecar) when both files are there and describe
     `expected`; `shapes(n)` gives each array's shape for the entry's `n` images. A damaged entry (unreadable, other
-    shapes, values not finite) is moved aside with a warning and None returned, so that it is computed again; an
+    shapes, values not finite, or not those written: their SHA-256) is moved aside with a warning and None returned, so that it is computed again; an
     entry of another version is simply replaced."""
     if not (os.path.lexists(npz_path) and os.path.lexists(json_path)):
         return None
@@ -131,6 +138,8 @@ def read_cache_entry(npz_path: Path, json_path: Path, expected: dict, shapes) ->
         with fileio.open_regular(npz_path, follow=False) as f, zipfile.ZipFile(f) as archive:
             arrays = {k: cached_array(archive, k, shape) for k, shape in shapes(meta["n"]).items()}
         check_values(arrays, meta["n"])
+        if not isinstance(meta.get("sha256"), str) or arrays_digest(arrays) != meta["sha256"]:
+            raise ValueError("its values are not those written (their SHA-256 is not the one its .json holds)")
         return arrays
     except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, zlib.error) as exc:
         set_aside(npz_path, fileio.cause(exc))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, fields
 from typing import ClassVar
 
@@ -368,12 +369,12 @@ class GenerativeModel(nn.Module):
     @torch.no_grad()
     def generate(self, n: int, generator: torch.Generator, labels: torch.Tensor | None = None, *,
                  latents: torch.Tensor | None = None, settings: dict | None = None,
-                 batch_size: int = 500) -> torch.Tensor:
+                 batch_size: int = 500, progress: Callable[[int], None] | None = None) -> torch.Tensor:
         """The one sampling entry point: `n` images in [0, 1] on the CPU, drawn in eval mode under the model's
         precision. Everything random comes from `generator` (the latent codes, then the labels of a conditional
         model, then whatever the sampler draws), so a seed repeats the images exactly. `labels` asks a conditional
         model for classes, `latents` gives the codes (a latent walk), `settings` the sampler's settings (see
-        `sample_settings`)."""
+        `sample_settings`); `progress` is told each batch's count once it is drawn."""
         if labels is not None and not self.conditional:
             raise ConfigError("labels", f"{self.name} is not class-conditional; its samples cannot be asked for by "
                                         f"class", section=SAMPLER)
@@ -394,6 +395,8 @@ class GenerativeModel(nn.Module):
                 with self.amp.autocast():
                     images = self.sample_batch(chunk, y, settings, generator)
                 out.append(self._checked_images(images, len(chunk)).float().cpu())
+                if progress is not None:
+                    progress(len(chunk))
             return torch.cat(out)
         finally:
             self.train(was_training)

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gentool.errors import UsageError
-from gentool.paths import prepare_output
+from gentool.paths import check_replace, prepare_output
 
 REPORT_HTML = "report.html"
 LARGE_MB = 20  # above this many MB a page is too large for many mail servers
@@ -30,8 +30,7 @@ class ReportOptions:
         out = Path(self.out) if self.out else Path(self.path) / REPORT_HTML
         if os.path.isdir(out):  # os.path: a name too long is prepare_output's to say, not an OSError here
             raise UsageError(f"--out: {out} is a directory; expected a file path for the HTML report")
-        if os.path.lexists(out) and not self.overwrite:
-            raise UsageError(f"--out: {out} already exists; pass --overwrite to replace it")
+        check_replace(out, "--out", self.overwrite)
         if not out.parent.is_dir():
             raise UsageError(f"--out: folder {out.parent} does not exist")
         return prepare_output(out, "--out")  # written now, before the runs are read and drawn: not after
