@@ -31,7 +31,8 @@ from gentool.guards import Interrupted, StopSignals
 from gentool.hooks import TrainHook
 from gentool.images import make_grid, to_uint8, write_png
 from gentool.paths import refusal, write_probe
-from gentool.progress import Reporter, format_duration
+from gentool.distill_progress import DrawingPace
+from gentool.progress import Reporter
 from gentool.resume import command_name
 from gentool.train_options import TrainOptions
 
@@ -168,13 +169,13 @@ def draw_couplings(ckpt: Checkpoint, settings: dict, opts: DistillOptions, repor
         return folder, True
     reporter.message(f"couplings: {drawing(opts.pairs, done)} from {ckpt.path} ({model.name}: "
                      f"{settings_text(settings)}) into {folder}")
-    start, drawn, lines = time.monotonic(), 0, reporter.pace()
+    pace, drawn = DrawingPace(reporter, done * cp.PART, need * cp.PART, deadline, opts.max_minutes), 0
     with StopSignals(doing="stopping the drawing of couplings after the current batch", raise_again=True) as signals:
         def stopped() -> bool:  # a signal, or --max-minutes used up: acted on within a batch (seconds)
             return bool(signals.signum) or (deadline is not None and time.monotonic() >= deadline)
 
         for k in range(done, need):
-            part = _draw_part(model, k, opts.seed, settings, stopped)
+            part = _draw_part(model, k, opts.seed, settings, stopped, lambda n, k=k: pace(k * cp.PART + n))
             if part is None:  # stopped inside the part: what was drawn of it is dropped, the parts before are kept
                 if not drawn and not signals.signum:  # nothing kept: the same command would stop here each time
                     raise UsageError(f"--max-minutes: {opts.max_minutes:g} ended inside the first part of "
@@ -184,10 +185,7 @@ def draw_couplings(ckpt: Checkpoint, settings: dict, opts: DistillOptions, repor
             cp.write_part(folder, k, *part)
             drawn += cp.PART
             stop = k + 1 < need and stopped()
-            if lines.due(last=k + 1 == need or bool(stop)):  # where a stopped drawing ended, too
-                rate = drawn / (time.monotonic() - start)
-                reporter.message(f"couplings {(k + 1) * cp.PART:,}/{need * cp.PART:,} {rate:.0f}/s | eta "
-                                 f"{format_duration((need - k - 1) * cp.PART / rate)}")
+            pace((k + 1) * cp.PART, last=k + 1 == need or bool(stop))  # where a stopped drawing ended, too
             if stop:
                 return folder, False
     return folder, True
@@ -207,10 +205,12 @@ def _part_noise(model, k: int, seed: int) -> torch.Tensor:
     return model.sample_latent(cp.PART, torch.Generator().manual_seed(_part_seed(k, seed)))
 
 
-def _draw_part(model, k: int, seed: int, settings: dict, stopped: Callable[[], bool]):
+def _draw_part(model, k: int, seed: int, settings: dict, stopped: Callable[[], bool],
+               tick: Callable[[int], None] = lambda n: None):
     """Part k's images, noise and labels, drawn DRAW_BATCH pairs at a time so that a stop (a signal, the time
     budget) is acted on within a batch's time (seconds), not a whole part's; None when `stopped()` (the part is not
-    written: a part on disk is always whole). Its own seed makes part k the same in any session."""
+    written: a part on disk is always whole). Its own seed makes part k the same in any session. `tick` is told how
+    many of the part are drawn after each batch."""
     g = torch.Generator().manual_seed(_part_seed(k, seed))
     z = model.sample_latent(cp.PART, g)
     batches = []
@@ -218,6 +218,8 @@ def _draw_part(model, k: int, seed: int, settings: dict, stopped: Callable[[], b
         if stopped():
             return None
         batches.append(teacher_images(model, z[first:first + DRAW_BATCH], settings, g))
+        if first + DRAW_BATCH < cp.PART:  # (the part's end: the caller's line, once it is written)
+            tick(first + DRAW_BATCH)
     return torch.cat(batches), z, torch.full((cp.PART,), -1)
 
 
@@ -384,7 +386,8 @@ def _stopped_drawing(complete: bool, path: Path, folder: Path, reporter: Reporte
     """Stopped by --max-minutes or a signal while (or just after) drawing: the command that continues, as a result
     (--max-minutes: exit 0) or as Interrupted (a signal: exit 128 + its number, as a stopped training)."""
     again = f"{command_name()} {shlex.join(sys.argv[1:])}" if sys.argv[1:2] == ["distill"] else "the same command"
-    where = "after drawing the couplings" if complete else "while drawing couplings (those drawn are kept)"
+    where = ("after drawing the couplings" if complete else
+             f"while drawing couplings (whole parts of {cp.PART:,} are kept; one stopped inside is drawn again)")
     stop = f"{where}; continue with: {again}"
     if StopSignals.pending:
         raise Interrupted(f"{stops.word(StopSignals.pending)} {stop}", StopSignals.pending)

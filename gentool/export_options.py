@@ -7,7 +7,6 @@ Imports nothing heavy: `gentool export --help` reads this module without loading
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass, fields
 from pathlib import Path
 

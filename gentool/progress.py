@@ -228,7 +228,10 @@ class Drawing:
 
     def __call__(self, count: int) -> None:
         self.done += count
-        if self.done < self.n and self.lines.due():
-            rate = self.done / max(time.perf_counter() - self.start, 1e-9)
+        seconds = max(time.perf_counter() - self.start, 1e-9)
+        rate = self.done / seconds
+        if self.done >= self.n:  # how the pass ended, as every pass's last line says (Pace)
+            self.reporter.message(f"drew {self.n:,} samples in {format_duration(seconds)} ({rate:,.0f} img/s)")
+        elif self.lines.due():
             self.reporter.message(f"drawn {self.done:,} of {self.n:,} samples ({rate:,.0f} img/s, about "
                                   f"{max(1, round((self.n - self.done) / rate / 60))} min left)")

@@ -132,7 +132,9 @@ class TrainOptions:
         "and a copy is skipped, with a warning, when the disk runs short. Bounds what a killed batch job loses; "
         "gives checkpoints to score against time.", fallback=0, metavar="M", resume=KEPT,
         check=Numbers(0, MAX_MINUTES, what=f"a number of minutes from 0 (off) to {MAX_MINUTES:,.0f}"))
-    sample_every: int | None = option("Write samples/epoch_NNNN.png every K epochs (0: never).", fallback=1,
+    sample_every: int | None = option("Write samples/epoch_NNNN.png every K epochs (0: never); once grids have "
+                                      "taken 30 s, only while they take at most a quarter of the run (the last "
+                                      "epoch's always).", fallback=1,
                                       metavar="K", resume=KEPT, check=EVERY)
     ema: float | None = option(
         "Keep an exponential moving average of the sampling network's weights (generator, decoder, denoiser) with "

@@ -257,7 +257,7 @@ def test_drawing_the_samples_says_how_far_it_is():
         drawing(4)
     assert lines.lines[0] == "drawing 12 samples to score"
     assert lines.lines[1].startswith("drawn 4 of 12 samples (") and lines.lines[2].startswith("drawn 8 of 12")
-    assert len(lines.lines) == 3  # nothing once all are drawn
+    assert len(lines.lines) == 4 and lines.lines[3].startswith("drew 12 samples in ")  # how it ended
 
 
 def test_the_drawing_is_told_each_batch_the_model_draws_not_each_chunk():

@@ -338,3 +338,35 @@ def test_a_slim_network_is_the_teachers_when_its_first_block_is_still_the_identi
     assert not torch.allclose(slim.unet(x, t), teacher.unet(x, t), atol=1e-4)
     with pytest.raises(Exception, match="slim"):
         ReflowConfig(**geometry, slim="yes").validate()
+
+
+def test_the_drawing_says_how_far_it_is_inside_a_part_and_when_the_budget_will_end_it(monkeypatch):
+    """A part of 500 from a 32-step teacher took minutes on a busy CPU: a 4-minute budget showed one line and ended
+    before the student, without a word of why (a walk, session 15)."""
+    import time as clock
+
+    from gentool.distill_progress import DrawingPace
+    from gentool.progress import Pace
+
+    now = [0.0]
+    monkeypatch.setattr(clock, "monotonic", lambda: now[0])
+
+    class Lines:
+        def __init__(self):
+            self.lines = []
+
+        def message(self, text):
+            self.lines.append(text)
+
+        def pace(self):
+            return Pace(1, lambda: now[0])
+
+    lines = Lines()
+    pace = DrawingPace(lines, 0, 10_000, deadline=240.0, minutes=4)
+    now[0] = 60.0
+    pace(300)  # inside the first part: 5/s, 32 minutes to go
+    assert lines.lines[0].startswith("couplings 300/10,000 5/s | eta 0:32:")
+    assert lines.lines[1].startswith("note: at this rate the couplings need about 0:32:") and "--pairs N" in lines.lines[1]
+    now[0] = 120.0
+    pace(600)
+    assert len(lines.lines) == 3  # the note once

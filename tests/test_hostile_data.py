@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from gentool.data import load_dataset
-from gentool.errors import UsageError
+from gentool.errors import GentoolError, UsageError
 
 IMAGES, LABELS = "train-images-idx3-ubyte", "train-labels-idx1-ubyte"
 
@@ -53,7 +53,7 @@ def test_a_damaged_mnist_file_is_one_line_naming_it(mnist_root, tmp_path, damage
     root = tmp_path / "data"
     shutil.copytree(mnist_root / "MNIST" / "raw", root)
     damage(root / damaged)
-    with pytest.raises(UsageError) as err:
+    with pytest.raises(GentoolError) as err:  # a damaged file: exit 1 (UsageError, 2, for one that cannot be read)
         load_dataset("mnist", root)
     message = str(err.value)
     assert message.startswith(f"--data-dir: {root / named} ") and needle in message and "\n" not in message, message
@@ -66,7 +66,7 @@ def test_the_cli_refuses_a_bad_mnist_header_in_one_line(mnist_root, tmp_path, in
     shutil.copytree(mnist_root / "MNIST" / "raw", root)
     _patch(root / IMAGES, 0, b"\x00\x00\x0d\x05")
     result = invoke("train", "vae", "--data", "mnist", "--data-dir", root, "--epochs", "1", "--out", tmp_path / "run")
-    one_line(result, 2, "--data-dir", IMAGES, "magic number")
+    one_line(result, 1, "--data-dir", IMAGES, "magic number")  # a damaged file (docs/guides/batch-jobs.md)
     assert not (tmp_path / "run").exists()
 
 
