@@ -93,6 +93,7 @@ class RunStart:
             files = links.matching(self.path, rundir.OWNED_GLOBS + rundir.TEMPORARY_GLOBS)
         except links.LinkRefused as exc:
             raise UsageError(f"--out: {exc}") from None
+        rundir.refuse_special_files(files, "--out")
         if not files:
             return
         os.mkdir(self.held)  # new (never one already there, nor a link): what is moved into it stays in the folder

@@ -112,6 +112,16 @@ def refuse_links(path: Path, arg: str) -> None:
         links.refuse_linked(path, OWNED_GLOBS + TEMPORARY_GLOBS)  # in samples/ and tensorboard/ too
     except links.LinkRefused as exc:
         raise UsageError(f"{arg}: {exc}") from None
+    refuse_special_files(links.matching(path, OWNED_GLOBS + TEMPORARY_GLOBS), arg)
+
+
+def refuse_special_files(files, arg: str) -> None:
+    """Refuse, before any work, a device, named pipe or socket where gentool writes, replaces or moves a run's file
+    (a pipe at a later epoch's grid stopped a run hours in, exit 2 and no resume line; --overwrite deleted them)."""
+    for f in files:
+        why = fileio.special_file(f)
+        if why:
+            raise UsageError(f"{arg}: {f} {why}")
 
 
 def _gentool_name(f: Path) -> bool:

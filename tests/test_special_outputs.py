@@ -101,3 +101,39 @@ def test_a_file_that_is_no_image_is_said_so_without_pils_file_object(tmp_path):
     (tmp_path / "x.png").write_text("not an image")
     with pytest.raises(ImageError, match=r"^cannot be decoded \(its bytes are in no image format Pillow reads\)$"):
         open_image(tmp_path / "x.png")
+
+
+def test_a_pipe_among_a_samples_folders_pngs_is_refused_before_drawing_and_nothing_is_lost(ckpt, tmp_path):
+    """Attacker pass 15, F1: `sample --out DIR/ --overwrite` drew, replaced the user's 000000.png, met the pipe at
+    000001.png and removed what it wrote: the user's file gone, exit 1."""
+    folder = tmp_path / "pngs"
+    folder.mkdir()
+    (folder / "000000.png").write_text("the user's")
+    special(folder / "000001.png", "named pipe")
+    for overwrite in ((), ("--overwrite",)):
+        result = run("sample", ckpt / "last.safetensors", "--n", "3", "--out", f"{folder}/", *overwrite)
+        assert result.exit_code == 2 and "000001.png is a named pipe" in result.output, result.output
+        assert "pass --overwrite" not in result.output
+    assert (folder / "000000.png").read_text() == "the user's"
+
+
+@pytest.mark.parametrize("name", ["last.safetensors", "metrics.json", "samples/epoch_0004.png"])
+def test_a_special_file_in_a_run_is_refused_at_the_start_on_overwrite_and_resume(ckpt, tmp_path, name):
+    """Attacker pass 15, F2/F3: --overwrite deleted a device or pipe in the run; on --resume a pipe at a later
+    epoch's grid stopped the run after training to it, exit 2, no resume line."""
+    import shutil
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(ckpt, run_dir)
+    target = run_dir / name
+    if name == "samples/epoch_0004.png":
+        special(target, "named pipe")
+        result = run("train", "--resume", run_dir, "--epochs", "5", "--threads", "1")
+    else:
+        target.unlink()
+        special(target, "named pipe")
+        result = run("train", "vae", "--data", "mnist-sample", "--limit", "64", "--epochs", "1", "--out", run_dir,
+                     "--overwrite", "--threads", "1")
+    assert result.exit_code == 2 and f"{name} is a named pipe, not a regular file" in result.output, result.output
+    assert stat.S_ISFIFO(os.lstat(target).st_mode)
+    assert "epoch 2/" not in result.output  # refused before any training
