@@ -121,9 +121,11 @@ def matching(root: Path, patterns) -> list[Path]:
     return matches
 
 
-def refuse_linked(root: Path, patterns) -> None:
+def refuse_linked(root: Path, patterns) -> list[Path]:
     """Refuse, before any work, a symbolic or hard link among the files under `root` matching `patterns` (the files
-    a command will write, replace or delete there), naming the first."""
-    for f in matching(root, patterns):
+    a command will write, replace or delete there), naming the first; returns those files, for further checks."""
+    files = matching(root, patterns)
+    for f in files:
         if os.path.islink(f):
             raise LinkRefused(str(f))
+    return files

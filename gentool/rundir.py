@@ -109,10 +109,10 @@ def refuse_links(path: Path, arg: str) -> None:
         link = next((f for f in path.iterdir() if _gentool_name(f) and links.link_kind(f)), None)
         if link is not None:
             raise links.LinkRefused(str(link))
-        links.refuse_linked(path, OWNED_GLOBS + TEMPORARY_GLOBS)  # in samples/ and tensorboard/ too
+        files = links.refuse_linked(path, OWNED_GLOBS + TEMPORARY_GLOBS)  # in samples/ and tensorboard/ too
     except links.LinkRefused as exc:
         raise UsageError(f"{arg}: {exc}") from None
-    refuse_special_files(links.matching(path, OWNED_GLOBS + TEMPORARY_GLOBS), arg)
+    refuse_special_files(files, arg)
 
 
 def refuse_special_files(files, arg: str) -> None:

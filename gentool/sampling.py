@@ -34,10 +34,10 @@ MAX_BY_CLASS_ROWS = 100  # a default --by-class grid of a model of many classes:
 def _check_target(kind: str, out: Path, overwrite: bool, n: int) -> None:
     """Refuse to replace what exists without --overwrite, and a place that cannot be written, before any work."""
     if kind == "folder":
-        for png in sorted(out.glob("*.png")) if os.path.isdir(out) else ():  # before "pass --overwrite": it can't
-            check_replace(png, "--out", True)  # a device, pipe or socket there is refused, not written over
-        clash = os.path.isdir(out) and any(out.glob("*.png"))  # os.path: a name too long is prepare_output's
-        if clash and not overwrite:
+        pngs = sorted(out.glob("*.png")) if os.path.isdir(out) else []  # os.path: a name too long is prepare_output's
+        for png in pngs:  # before "pass --overwrite", which cannot help: a device, pipe or socket is never written over
+            check_replace(png, "--out", True)
+        if pngs and not overwrite:
             raise UsageError(f"--out: folder {out} already holds PNG files; pass --overwrite to replace them")
     else:
         check_replace(out, "--out", overwrite)

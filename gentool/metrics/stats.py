@@ -123,8 +123,8 @@ CACHE_META = schema.Obj({"n": schema.Int(1, 10**8)})
 def read_cache_entry(npz_path: Path, json_path: Path, expected: dict, shapes) -> dict[str, np.ndarray] | None:
     """The arrays of a cache entry (an .npz and its JSON sidecar) when both files are there and describe
     `expected`; `shapes(n)` gives each array's shape for the entry's `n` images. A damaged entry (unreadable, other
-    shapes, values not finite, or not those written: their SHA-256) is moved aside with a warning and None returned, so that it is computed again; an
-    entry of another version is simply replaced."""
+    shapes, values not finite, or not those written: their SHA-256) is moved aside with a warning and None returned,
+    so that it is computed again; an entry of another version is simply replaced."""
     if not (os.path.lexists(npz_path) and os.path.lexists(json_path)):
         return None
     try:
